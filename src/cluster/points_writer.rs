@@ -1,0 +1,264 @@
+//! PointsWriter: parses a write request, maps its points to shard groups and shards
+//! (through `placement`), and writes each shard batch to its owner.
+//!
+//! Today every owner is this node: a batch goes to the owning core, directly when that
+//! is this core, else over the mesh. The consistency level is validated and carried;
+//! with one owner every level is met by that owner's acknowledgement.
+//!
+//! **Invariant:** a write is acknowledged only after every batch is on disk on its
+//! owning core (WAL fdatasync), so an acknowledged point survives a crash.
+
+use crate::lineproto::{self, LineError, ParsedBody, Precision};
+use crate::meta::MetaData;
+use crate::node::{CoreContext, CoreStats};
+use crate::placement::{self, GroupPlacement, Membership, NodeId};
+use crate::tsdb::shard::ShardMeta;
+use crate::tsdb::store::ShardBatch;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// This node's id while membership is a single node.
+pub const LOCAL_NODE_ID: NodeId = 1;
+
+/// Write consistency levels, as InfluxDB names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Any,
+    One,
+    Quorum,
+    All,
+}
+
+impl Consistency {
+    /// An empty value means the default, `one`; anything unknown is an error.
+    pub fn parse(s: &str) -> Option<Consistency> {
+        Some(match s {
+            "" | "one" => Consistency::One,
+            "any" => Consistency::Any,
+            "quorum" => Consistency::Quorum,
+            "all" => Consistency::All,
+            _ => return None,
+        })
+    }
+}
+
+/// Errors that fail a whole write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error("database not found: \"{0}\"")]
+    DatabaseNotFound(String),
+    #[error("retention policy not found: {0}")]
+    RetentionPolicyNotFound(String),
+    #[error("write failed: {0}")]
+    Storage(String),
+}
+
+/// What a write did. Parse errors and rejected points make it a partial write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub points_parsed: usize,
+    pub points_written: usize,
+    pub parse_errors: Vec<LineError>,
+    pub beyond_retention: usize,
+    /// Reasons of points the shards rejected (field type conflicts).
+    pub rejected: Vec<String>,
+}
+
+impl WriteOutcome {
+    pub fn points_dropped(&self) -> usize {
+        self.beyond_retention + self.rejected.len()
+    }
+}
+
+/// Current time in ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Groups parsed points into per-shard batches (points beyond retention are counted and
+/// left out). Pure: the placement of every point comes from `placement`.
+pub fn group_by_shard(
+    meta: &MetaData,
+    database: &str,
+    retention_policy: Option<&str>,
+    body: &ParsedBody,
+    membership: &Membership,
+    now_ns: i64,
+) -> Result<(Vec<(ShardMeta, Vec<u32>)>, usize), WriteError> {
+    let db = meta
+        .database(database)
+        .ok_or_else(|| WriteError::DatabaseNotFound(database.to_string()))?;
+    let rp = db.retention_policy(retention_policy).ok_or_else(|| {
+        WriteError::RetentionPolicyNotFound(
+            retention_policy
+                .unwrap_or(&db.default_retention_policy)
+                .to_string(),
+        )
+    })?;
+    let oldest = rp.oldest_kept_ns(now_ns);
+    let sgd = rp.shard_group_duration_ns;
+    let mut groups: HashMap<i64, GroupPlacement> = HashMap::new();
+    let mut batches: HashMap<u64, usize> = HashMap::new();
+    let mut out: Vec<(ShardMeta, Vec<u32>)> = Vec::new();
+    let mut beyond = 0;
+    let mut last: Option<(i64, u64, usize)> = None; // (group start, series hash, batch)
+    for (i, point) in body.points.iter().enumerate() {
+        if oldest.is_some_and(|o| point.timestamp < o) {
+            beyond += 1;
+            continue;
+        }
+        let start = placement::shard_group_start(point.timestamp, sgd);
+        if let Some((s, h, b)) = last {
+            if s == start && h == point.series_hash {
+                out[b].1.push(i as u32);
+                continue;
+            }
+        }
+        let group = groups.entry(start).or_insert_with(|| {
+            placement::place_group(&db.name, &rp.name, start, sgd, rp.replication, membership)
+        });
+        let shard = &group.shards[placement::shard_index(point.series_hash, group.shards.len())
+            as usize];
+        let b = *batches.entry(shard.id).or_insert_with(|| {
+            out.push((
+                ShardMeta {
+                    id: shard.id,
+                    database: db.name.clone(),
+                    retention_policy: rp.name.clone(),
+                    start_ns: group.start_ns,
+                    end_ns: group.end_ns,
+                },
+                Vec::new(),
+            ));
+            out.len() - 1
+        });
+        out[b].1.push(i as u32);
+        last = Some((start, point.series_hash, b));
+    }
+    Ok((out, beyond))
+}
+
+/// Parses and writes one request body.
+pub async fn write(
+    ctx: &Rc<CoreContext>,
+    database: &str,
+    retention_policy: Option<&str>,
+    precision: Precision,
+    _consistency: Consistency,
+    body: Bytes,
+) -> Result<WriteOutcome, WriteError> {
+    let now = now_ns();
+    let meta = ctx.meta.snapshot();
+    if meta.database(database).is_none() {
+        return Err(WriteError::DatabaseNotFound(database.to_string()));
+    }
+    let mut parsed = lineproto::parse(body, precision, now);
+    let mut outcome = WriteOutcome {
+        points_parsed: parsed.points.len(),
+        parse_errors: std::mem::take(&mut parsed.errors),
+        ..Default::default()
+    };
+    let membership = Membership::single(LOCAL_NODE_ID);
+    let (batches, beyond) =
+        group_by_shard(&meta, database, retention_policy, &parsed, &membership, now)?;
+    outcome.beyond_retention = beyond;
+    let body = Arc::new(parsed);
+    let max_batch = ctx.config.storage.max_points_per_shard_batch;
+    let mut tasks = Vec::new();
+    for (shard, points) in batches {
+        let core = placement::owning_core(shard.id, ctx.cores);
+        for chunk in points.chunks(max_batch) {
+            let batch = ShardBatch {
+                shard: shard.clone(),
+                body: body.clone(),
+                points: chunk.to_vec(),
+                precision,
+                default_time_ns: now,
+            };
+            let ctx = ctx.clone();
+            tasks.push(glommio::spawn_local(async move {
+                ctx.write_to_core(core, batch).await
+            }));
+        }
+    }
+    let mut failure = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(applied)) => {
+                outcome.points_written += applied.written;
+                outcome.rejected.extend(applied.rejected);
+            }
+            Ok(Err(e)) => failure = Some(e.to_string()),
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    CoreStats::add(&ctx.stats.points_written, outcome.points_written as u64);
+    CoreStats::add(&ctx.stats.points_dropped, outcome.points_dropped() as u64);
+    CoreStats::add(&ctx.stats.lines_unparsed, outcome.parse_errors.len() as u64);
+    if let Some(message) = failure {
+        return Err(WriteError::Storage(message));
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::MetaStore;
+
+    #[test]
+    fn groups_points_by_shard_and_drops_beyond_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        store
+            .create_database(
+                "db",
+                Some(&crate::meta::RetentionPolicySpec {
+                    name: Some("day".into()),
+                    duration_ns: Some(24 * crate::meta::HOUR_NS),
+                    replication: Some(1),
+                    shard_group_duration_ns: None,
+                }),
+            )
+            .unwrap();
+        let meta = store.snapshot();
+        let now = 100 * crate::meta::HOUR_NS + crate::meta::HOUR_NS / 2;
+        let body = format!(
+            "a v=1 {}\nb v=1 {}\na v=2 {}\nold v=1 {}",
+            now,
+            now - 1,
+            now - 2 * crate::meta::HOUR_NS,
+            now - 25 * crate::meta::HOUR_NS
+        );
+        let parsed = lineproto::parse(Bytes::from(body), Precision::Nanosecond, now);
+        let (batches, beyond) = group_by_shard(
+            &meta,
+            "db",
+            None,
+            &parsed,
+            &Membership::single(LOCAL_NODE_ID),
+            now,
+        )
+        .unwrap();
+        assert_eq!(beyond, 1);
+        // Two one-hour groups: the last hour's (points 0, 1) and two hours ago (point 2).
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].1, vec![0, 1]);
+        assert_eq!(batches[1].1, vec![2]);
+        assert_eq!(batches[0].0.end_ns - batches[0].0.start_ns, crate::meta::HOUR_NS);
+        assert!(matches!(
+            group_by_shard(&meta, "nope", None, &parsed, &Membership::single(1), now),
+            Err(WriteError::DatabaseNotFound(_))
+        ));
+        assert!(matches!(
+            group_by_shard(&meta, "db", Some("x"), &parsed, &Membership::single(1), now),
+            Err(WriteError::RetentionPolicyNotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,321 @@
+//! Node configuration: a TOML file (`--config`), overridden by command-line flags.
+//!
+//! Every key is kebab-case with its unit in the name; unknown keys are errors, so a typo
+//! never silently falls back to a default. `shardcore config` prints [`DEFAULT_CONFIG_TOML`],
+//! the full default configuration with every key documented; a unit test keeps it equal
+//! to [`Config::default`].
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Errors loading or validating the configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where databases, shards and WALs live.
+    pub data_dir: PathBuf,
+    /// Executor threads, one pinned per CPU; 0 means every online CPU.
+    pub cores: usize,
+    /// tracing filter, e.g. "info" or "shardcore=debug".
+    pub log_level: String,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    pub bind_address: String,
+    pub max_body_size_bytes: u64,
+    pub max_concurrent_write_requests_per_core: usize,
+    pub max_connections_per_core: usize,
+    pub retry_after_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageConfig {
+    pub wal_fsync_delay_ms: u64,
+    pub wal_segment_size_bytes: u64,
+    pub wal_max_pending_bytes: u64,
+    pub max_points_per_shard_batch: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuntimeConfig {
+    pub mesh_channel_capacity: usize,
+    pub io_memory_bytes: usize,
+    pub ring_depth: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./shardcore-data"),
+            cores: 0,
+            log_level: "info".into(),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind_address: "127.0.0.1:8086".into(),
+            max_body_size_bytes: 25_000_000,
+            max_concurrent_write_requests_per_core: 128,
+            max_connections_per_core: 4096,
+            retry_after_seconds: 1,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            wal_fsync_delay_ms: 0,
+            wal_segment_size_bytes: 64 * 1024 * 1024,
+            wal_max_pending_bytes: 64 * 1024 * 1024,
+            max_points_per_shard_batch: 100_000,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            mesh_channel_capacity: 1024,
+            io_memory_bytes: 2 * 1024 * 1024,
+            ring_depth: 128,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The full default configuration, documented. Printed by `shardcore config`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# ShardCore node configuration. Every key is optional; shown here with its default.
+# Units are part of the key names. Command-line flags override these values.
+
+# Directory holding meta.json and every shard's WAL (created if missing).
+data-dir = "./shardcore-data"
+
+# Executor threads, each pinned to one CPU and owning its own shards, WALs and
+# connections. 0 = every online CPU.
+cores = 0
+
+# Log filter for tracing (RUST_LOG syntax), e.g. "info", "warn", "shardcore=debug".
+log-level = "info"
+
+[http]
+# Address of the InfluxDB 1.x compatible HTTP API. Every core accepts on it
+# (SO_REUSEPORT). Port 0 picks a free port; the log line "HTTP API listening on"
+# names it.
+bind-address = "127.0.0.1:8086"
+
+# Largest request body accepted, after gzip decoding; larger bodies get 413.
+max-body-size-bytes = 25000000
+
+# /write requests a core works on at once; past it the core answers
+# 503 with Retry-After instead of queueing without bound.
+max-concurrent-write-requests-per-core = 128
+
+# Open client connections per core; past it new connections are closed at once.
+max-connections-per-core = 4096
+
+# Value of the Retry-After header on a 503.
+retry-after-seconds = 1
+
+[storage]
+# Group commit: how long the WAL waits for more writes before it fsyncs.
+# 0 = sync as soon as the previous sync finishes (requests that arrive during a
+# sync share the next one). An acknowledged write is always on disk.
+wal-fsync-delay-ms = 0
+
+# A WAL segment file is closed and a new one started past this size.
+wal-segment-size-bytes = 67108864
+
+# WAL bytes waiting for the next fsync on one shard; past it writers wait for the
+# sync in progress before they are admitted.
+wal-max-pending-bytes = 67108864
+
+# Points of one request for one shard are cut into batches of at most this many.
+max-points-per-shard-batch = 100000
+
+[runtime]
+# Messages queued on each core-to-core channel before senders wait.
+mesh-channel-capacity = 1024
+
+# Locked memory each core's io_uring registers for I/O buffers.
+io-memory-bytes = 2097152
+
+# io_uring submission queue depth per core.
+ring-depth = 128
+
+# On SIGINT/SIGTERM, how long in-flight requests may take before the node exits.
+shutdown-timeout-ms = 30000
+"#;
+
+impl Config {
+    /// Reads a config file; a missing `path` means all defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text and validates it.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.http.bind_address.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "http.bind-address",
+                &format!(
+                    "`{}` is not an IP:port address, e.g. 127.0.0.1:8086",
+                    self.http.bind_address
+                ),
+            );
+        }
+        if self.http.max_body_size_bytes == 0 {
+            return invalid("http.max-body-size-bytes", "must be greater than 0");
+        }
+        if self.http.max_concurrent_write_requests_per_core == 0 {
+            return invalid(
+                "http.max-concurrent-write-requests-per-core",
+                "must be greater than 0",
+            );
+        }
+        if self.http.max_connections_per_core == 0 {
+            return invalid("http.max-connections-per-core", "must be greater than 0");
+        }
+        if self.storage.wal_segment_size_bytes < 4096 {
+            return invalid("storage.wal-segment-size-bytes", "must be at least 4096");
+        }
+        if self.storage.wal_max_pending_bytes < 4096 {
+            return invalid("storage.wal-max-pending-bytes", "must be at least 4096");
+        }
+        if self.storage.max_points_per_shard_batch == 0 {
+            return invalid("storage.max-points-per-shard-batch", "must be greater than 0");
+        }
+        if self.runtime.mesh_channel_capacity == 0 {
+            return invalid("runtime.mesh-channel-capacity", "must be greater than 0");
+        }
+        if self.runtime.io_memory_bytes < 64 * 1024 {
+            return invalid("runtime.io-memory-bytes", "must be at least 65536");
+        }
+        if !self.runtime.ring_depth.is_power_of_two() || self.runtime.ring_depth < 8 {
+            return invalid(
+                "runtime.ring-depth",
+                "must be a power of two of at least 8",
+            );
+        }
+        let online = online_cpus();
+        if self.cores > online {
+            return invalid(
+                "cores",
+                &format!("{} cores asked for, but only {online} CPUs are online", self.cores),
+            );
+        }
+        if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return invalid("log-level", "not a valid tracing filter");
+        }
+        Ok(())
+    }
+
+    /// Cores to run: the configured count, or every online CPU.
+    pub fn effective_cores(&self) -> usize {
+        if self.cores == 0 {
+            online_cpus()
+        } else {
+            self.cores
+        }
+    }
+
+    pub fn http_bind(&self) -> SocketAddr {
+        self.http
+            .bind_address
+            .parse()
+            .expect("validated in Config::validate")
+    }
+}
+
+/// CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_default_config_is_the_default() {
+        let parsed = Config::parse(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[http]\nbind-adress = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bind-adress"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::parse("[http]\nbind-address = \"nonsense\"\n").unwrap_err();
+        assert!(err.to_string().contains("http.bind-address"), "{err}");
+        let err = Config::parse("[storage]\nwal-fsync-delay-ms = \"slow\"\n").unwrap_err();
+        assert!(err.to_string().contains("wal-fsync-delay-ms"), "{err}");
+        let err = Config::parse("cores = 100000\n").unwrap_err();
+        assert!(err.to_string().contains("`cores`"), "{err}");
+    }
+}

@@ -1,0 +1,525 @@
+//! The InfluxDB 1.x compatible HTTP API: `/ping`, `/health`, `/write`, `/query`, and the
+//! inspect routes under `/debug/`.
+//!
+//! Every core accepts on the same port (SO_REUSEPORT) and serves its connections with
+//! hyper's HTTP/1.1 server. Answers mirror InfluxDB 1.x: status codes, JSON error bodies
+//! (`{"error":"..."}`), and the `X-Influxdb-Version` / `Request-Id` headers.
+//!
+//! Bounds: `max-connections-per-core` open connections (more are closed at once),
+//! `max-concurrent-write-requests-per-core` writes in progress (more get 503 with
+//! Retry-After), `max-body-size-bytes` per body after gzip decoding (more get 413).
+
+pub mod io;
+
+use crate::cluster::mesh::ReadRequest;
+use crate::cluster::points_writer::{self, Consistency, WriteError, WriteOutcome};
+use crate::lineproto::Precision;
+use crate::node::{CoreContext, CoreStats};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The InfluxDB version we answer as: clients pick features from it.
+pub const INFLUXDB_VERSION: &str = "1.8.10";
+
+type Resp = Response<Full<Bytes>>;
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections until shutdown is requested.
+pub async fn accept_loop(ctx: Rc<CoreContext>, listener: glommio::net::TcpListener) {
+    let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    {
+        let shutdown = ctx.shutdown.clone();
+        glommio::spawn_local(async move {
+            shutdown.wait().await;
+            let _ = stop_tx.send(()).await;
+        })
+        .detach();
+    }
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop_rx.recv().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(core = ctx.core, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if ctx.connections.get() >= ctx.config.http.max_connections_per_core {
+            tracing::warn!(core = ctx.core, "connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        ctx.connections.set(ctx.connections.get() + 1);
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            let service_ctx = ctx.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = service_ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
+            });
+            let result = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .header_read_timeout(None)
+                .serve_connection(io::HyperStream(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            ctx.connections.set(ctx.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Counts a request in flight for the lifetime of the guard.
+struct InFlight<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn new(cell: &'a std::cell::Cell<usize>) -> Self {
+        cell.set(cell.get() + 1);
+        InFlight(cell)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+async fn handle(ctx: Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    let _in_flight = InFlight::new(&ctx.in_flight_requests);
+    let mut resp = if ctx.shutting_down.get() || ctx.shutdown.is_requested() {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+        set_retry_after(&ctx, &mut r);
+        r
+    } else {
+        route(&ctx, req).await
+    };
+    let headers = resp.headers_mut();
+    headers.insert(
+        "X-Influxdb-Version",
+        HeaderValue::from_static(INFLUXDB_VERSION),
+    );
+    headers.insert("X-Influxdb-Build", HeaderValue::from_static("OSS"));
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    if let Ok(v) = HeaderValue::from_str(&format!("{:08x}-{:016x}", ctx.core, id)) {
+        headers.insert("Request-Id", v.clone());
+        headers.insert("X-Request-Id", v);
+    }
+    resp
+}
+
+async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET | Method::HEAD, "/ping") => ping(&req),
+        (Method::GET | Method::HEAD, "/health") => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "name": "shardcore",
+                "message": "ready for queries and writes",
+                "status": "pass",
+                "checks": [],
+                "version": INFLUXDB_VERSION,
+            }),
+        ),
+        (Method::POST, "/write") => write(ctx, req).await,
+        (_, "/write") => method_not_allowed(),
+        (Method::GET | Method::POST, "/query") => query(ctx, req).await,
+        (_, "/query") => method_not_allowed(),
+        (Method::GET, "/debug/shards") => debug_shards(ctx).await,
+        (Method::GET, "/debug/shard-dump") => debug_shard_dump(ctx, &req).await,
+        (Method::GET, "/debug/vars") => debug_vars(ctx).await,
+        _ => error(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+fn ping(req: &Request<Incoming>) -> Resp {
+    let params = query_params(req.uri().query().unwrap_or(""));
+    if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
+        return json(
+            StatusCode::OK,
+            serde_json::json!({ "version": INFLUXDB_VERSION }),
+        );
+    }
+    empty(StatusCode::NO_CONTENT)
+}
+
+fn method_not_allowed() -> Resp {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// A JSON body with a trailing newline, as InfluxDB writes them.
+fn json(status: StatusCode, value: serde_json::Value) -> Resp {
+    json_bytes(status, json_text(&value, false))
+}
+
+fn json_text(value: &serde_json::Value, pretty: bool) -> Vec<u8> {
+    let mut body = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .expect("JSON values serialise");
+    body.push(b'\n');
+    body
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// InfluxDB's error shape: `{"error":"..."}`.
+fn error(status: StatusCode, message: &str) -> Resp {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+fn set_retry_after(ctx: &CoreContext, r: &mut Resp) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.http.retry_after_seconds.to_string()) {
+        r.headers_mut().insert("Retry-After", v);
+    }
+}
+
+/// Decodes `a=b&c=d` with percent-escapes and `+` as space.
+pub fn query_params(query: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'+' {
+            out.push(b' ');
+        } else if b == b'%' && i + 2 < bytes.len() {
+            let hi = (bytes[i + 1] as char).to_digit(16);
+            let lo = (bytes[i + 2] as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+            out.push(b);
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a body up to `limit` bytes (after gzip decoding). `Err(resp)` is the answer to
+/// send instead (413 or 400).
+async fn read_body(
+    req: Request<Incoming>,
+    limit: u64,
+) -> Result<(Bytes, hyper::http::request::Parts), Resp> {
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "http: request body too large");
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let gzip = req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzip && declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let collected = match Limited::new(body, limit as usize).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Err(too_large());
+            }
+            return Err(error(StatusCode::BAD_REQUEST, &format!("error reading body: {e}")));
+        }
+    };
+    if !gzip {
+        return Ok((collected, parts));
+    }
+    let mut decoded = Vec::with_capacity(collected.len() * 4);
+    let mut decoder = flate2::read::GzDecoder::new(&collected[..]).take(limit + 1);
+    if let Err(e) = decoder.read_to_end(&mut decoded) {
+        return Err(error(StatusCode::BAD_REQUEST, &format!("gzip: {e}")));
+    }
+    if decoded.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok((Bytes::from(decoded), parts))
+}
+
+async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    CoreStats::add(&ctx.stats.write_requests, 1);
+    if ctx.in_flight_writes.get() >= ctx.config.http.max_concurrent_write_requests_per_core {
+        CoreStats::add(&ctx.stats.write_rejected_busy, 1);
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many write requests in progress on this core; retry later",
+        );
+        set_retry_after(ctx, &mut r);
+        return r;
+    }
+    let _writing = InFlight::new(&ctx.in_flight_writes);
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let database = params.get("db").cloned().unwrap_or_default();
+    if database.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "database is required");
+    }
+    let Some(consistency) = Consistency::parse(params.get("consistency").map_or("", |s| s))
+    else {
+        return error(StatusCode::BAD_REQUEST, "invalid consistency level");
+    };
+    // InfluxDB 1.x treats an unknown precision as nanoseconds; so do we.
+    let precision =
+        Precision::parse(params.get("precision").map_or("", |s| s)).unwrap_or(Precision::Nanosecond);
+    let rp = params.get("rp").filter(|s| !s.is_empty()).cloned();
+    if ctx.meta.snapshot().database(&database).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("database not found: \"{database}\""),
+        );
+    }
+    let body = match read_body(req, ctx.config.http.max_body_size_bytes).await {
+        Ok((b, _)) => b,
+        Err(resp) => return resp,
+    };
+    match points_writer::write(ctx, &database, rp.as_deref(), precision, consistency, body).await {
+        Ok(outcome) => write_response(ctx, &outcome),
+        Err(e @ WriteError::DatabaseNotFound(_)) => {
+            CoreStats::add(&ctx.stats.write_errors, 1);
+            error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e @ WriteError::RetentionPolicyNotFound(_)) => {
+            CoreStats::add(&ctx.stats.write_errors, 1);
+            error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e) => {
+            CoreStats::add(&ctx.stats.write_errors, 1);
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// Maps a write outcome to InfluxDB's answer.
+fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
+    let parse_text = || {
+        outcome
+            .parse_errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if !outcome.parse_errors.is_empty() && outcome.points_parsed == 0 {
+        CoreStats::add(&ctx.stats.write_errors, 1);
+        return error(StatusCode::BAD_REQUEST, &parse_text());
+    }
+    let mut reasons = Vec::new();
+    if let Some(first) = outcome.rejected.first() {
+        reasons.push(first.clone());
+    }
+    if outcome.beyond_retention > 0 {
+        reasons.push("points beyond retention policy".to_string());
+    }
+    if !outcome.parse_errors.is_empty() {
+        reasons.push(parse_text());
+    }
+    if reasons.is_empty() {
+        CoreStats::add(&ctx.stats.write_ok, 1);
+        return empty(StatusCode::NO_CONTENT);
+    }
+    CoreStats::add(&ctx.stats.write_errors, 1);
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "partial write: {} dropped={}",
+            reasons.join("\n"),
+            outcome.points_dropped()
+        ),
+    )
+}
+
+async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    CoreStats::add(&ctx.stats.query_requests, 1);
+    let mut params = query_params(req.uri().query().unwrap_or(""));
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if req.method() == Method::POST {
+        let body = match read_body(req, ctx.config.http.max_body_size_bytes).await {
+            Ok((b, _)) => b,
+            Err(resp) => return resp,
+        };
+        if is_form {
+            for (k, v) in query_params(&String::from_utf8_lossy(&body)) {
+                params.insert(k, v);
+            }
+        }
+    }
+    let pretty = params.get("pretty").is_some_and(|v| v == "true");
+    let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
+    };
+    let db = params.get("db").filter(|s| !s.is_empty()).map(String::as_str);
+    match crate::query::execute(ctx, q, db).await {
+        Ok(results) => json_bytes(
+            StatusCode::OK,
+            json_text(&serde_json::json!({ "results": results }), pretty),
+        ),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("error parsing query: {e}"),
+        ),
+    }
+}
+
+async fn debug_shards(ctx: &Rc<CoreContext>) -> Resp {
+    match ctx.all_shard_stats().await {
+        Ok(per_core) => {
+            let shards: Vec<serde_json::Value> = per_core
+                .into_iter()
+                .flat_map(|(core, stats)| {
+                    stats.into_iter().map(move |s| {
+                        let mut v = serde_json::to_value(s).expect("serialises");
+                        v["core"] = core.into();
+                        v
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, serde_json::json!({ "shards": shards }))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `GET /debug/shard-dump?db=D[&rp=R][&measurement=M][&series=KEY][&start=NS][&end=NS]`:
+/// the stored points, for tests and operators, before InfluxQL SELECT exists.
+async fn debug_shard_dump(ctx: &Rc<CoreContext>, req: &Request<Incoming>) -> Resp {
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let Some(database) = params.get("db").filter(|s| !s.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "database is required");
+    };
+    let parse_ns = |key: &str, default: i64| -> Result<i64, Resp> {
+        match params.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("invalid {key}: {v}"))),
+        }
+    };
+    let (start_ns, end_ns) = match (parse_ns("start", i64::MIN), parse_ns("end", i64::MAX)) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let request = ReadRequest {
+        database: database.clone(),
+        retention_policy: params.get("rp").cloned(),
+        measurement: params.get("measurement").map(|m| m.as_bytes().to_vec()),
+        series_key: params.get("series").map(|m| m.as_bytes().to_vec()),
+        start_ns,
+        end_ns,
+    };
+    match ctx.read_all(&request).await {
+        Ok(points) => {
+            let rows: Vec<serde_json::Value> = points
+                .into_iter()
+                .map(|(shard, p)| {
+                    serde_json::json!({
+                        "shard": shard,
+                        "series": p.series_key,
+                        "field": p.field,
+                        "time": p.timestamp,
+                        "value": value_json(&p.value),
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, serde_json::json!({ "points": rows }))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn value_json(v: &crate::tsdb::shard::Value) -> serde_json::Value {
+    use crate::tsdb::shard::Value;
+    match v {
+        Value::Float(x) => serde_json::json!(x),
+        Value::Integer(x) => serde_json::json!(x),
+        Value::Unsigned(x) => serde_json::json!(x),
+        Value::Boolean(x) => serde_json::json!(x),
+        Value::String(s) => serde_json::json!(String::from_utf8_lossy(s)),
+    }
+}
+
+async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
+    let s = &ctx.stats;
+    let shards = ctx.all_shard_stats().await.unwrap_or_default();
+    let (series, values, cache_bytes) = shards
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .fold((0usize, 0u64, 0usize), |acc, s| {
+            (acc.0 + s.series, acc.1 + s.values, acc.2 + s.cache_heap_bytes)
+        });
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "core": ctx.core,
+            "cores": ctx.cores,
+            "write": {
+                "req": s.write_requests.get(),
+                "writeOk": s.write_ok.get(),
+                "writeError": s.write_errors.get(),
+                "writeBusy": s.write_rejected_busy.get(),
+                "pointReq": s.points_written.get(),
+                "pointsDropped": s.points_dropped.get(),
+                "linesUnparsed": s.lines_unparsed.get(),
+            },
+            "query": { "req": s.query_requests.get() },
+            "store": {
+                "series": series,
+                "values": values,
+                "cacheHeapBytes": cache_bytes,
+                "walTruncatedSegments": s.wal_truncated_segments.get(),
+            },
+        }),
+    )
+}

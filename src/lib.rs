@@ -1,0 +1,33 @@
+//! # ShardCore
+//!
+//! A clustered time-series database node that speaks the InfluxDB 1.x HTTP API, built
+//! thread-per-core on glommio. `docs/ARCHITECTURE.md` is the map; this is the index.
+//!
+//! # Layout
+//!
+//! In the order a write flows through them:
+//!
+//! - [`config`]: the TOML configuration and its documented defaults.
+//! - [`runtime`]: one pinned executor per core, the core-to-core mesh, signals,
+//!   start-up and shutdown.
+//! - [`node`]: one core's context: its store, its mesh handle, its counters.
+//! - [`http`]: the InfluxDB-compatible HTTP API (`/write`, `/query`, `/ping`, ...).
+//! - [`lineproto`]: the zero-copy line-protocol parser.
+//! - [`cluster`]: PointsWriter (points -> shards -> owners) and the mesh messages.
+//! - [`placement`]: the single function that decides shard groups, shards and owners.
+//! - [`meta`]: databases and retention policies, persisted and shared as snapshots.
+//! - [`tsdb`]: per-shard WAL, cache and index, owned by one core.
+//! - [`query`]: InfluxQL parsing and execution.
+//! - [`inspect`]: offline reading of a data directory.
+
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod inspect;
+pub mod lineproto;
+pub mod meta;
+pub mod node;
+pub mod placement;
+pub mod query;
+pub mod runtime;
+pub mod tsdb;

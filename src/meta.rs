@@ -1,0 +1,466 @@
+//! Meta store: databases and retention policies, persisted in `DATA_DIR/meta.json`.
+//!
+//! Readers on every core take an immutable snapshot (`Arc<MetaData>` swapped atomically
+//! by `arc-swap`) and never block. Writers (DDL, rare) serialise on a mutex, write the
+//! new state to a temp file, fsync it, rename it over `meta.json` and fsync the
+//! directory, and only then publish the snapshot: a DDL that answered success survives a
+//! crash.
+//!
+//! Shard groups and shards are not stored here: they are derived by `placement`.
+
+use crate::placement;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const HOUR_NS: i64 = 3_600_000_000_000;
+/// InfluxDB's minimum retention policy duration (other than infinite).
+pub const MIN_RETENTION_NS: i64 = HOUR_NS;
+pub const DEFAULT_RP_NAME: &str = "autogen";
+
+/// Errors of meta operations, worded as InfluxDB words them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error("database name required")]
+    DatabaseNameRequired,
+    #[error("retention policy name required")]
+    RetentionPolicyNameRequired,
+    #[error("database not found: {0}")]
+    DatabaseNotFound(String),
+    #[error("retention policy not found: {0}")]
+    RetentionPolicyNotFound(String),
+    #[error("retention policy already exists")]
+    RetentionPolicyExists,
+    #[error("retention policy conflicts with an existing policy")]
+    RetentionPolicyConflict,
+    #[error("retention policy duration must be at least 1h0m0s")]
+    DurationTooLow,
+    #[error("retention policy duration must be greater than the shard duration")]
+    IncompatibleDurations,
+    #[error("replication factor must be greater than 0")]
+    ReplicationFactorTooLow,
+    #[error("meta store I/O error on {path}: {source}; the change was not applied")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("meta store file {path} is corrupt: {message}; move it aside to start empty")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// A retention policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    pub name: String,
+    /// 0 means infinite.
+    pub duration_ns: i64,
+    pub shard_group_duration_ns: i64,
+    pub replication: u32,
+}
+
+impl RetentionPolicy {
+    /// The earliest timestamp this policy still keeps at `now_ns` (None: keeps all).
+    pub fn oldest_kept_ns(&self, now_ns: i64) -> Option<i64> {
+        (self.duration_ns > 0).then(|| now_ns.saturating_sub(self.duration_ns))
+    }
+}
+
+/// A database and its policies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Database {
+    pub name: String,
+    pub default_retention_policy: String,
+    pub retention_policies: BTreeMap<String, RetentionPolicy>,
+}
+
+impl Database {
+    pub fn retention_policy(&self, name: Option<&str>) -> Option<&RetentionPolicy> {
+        let name = match name {
+            Some(n) if !n.is_empty() => n,
+            _ => self.default_retention_policy.as_str(),
+        };
+        self.retention_policies.get(name)
+    }
+}
+
+/// An immutable snapshot of all meta data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaData {
+    /// Bumped by every change.
+    pub version: u64,
+    pub databases: BTreeMap<String, Database>,
+}
+
+impl MetaData {
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.get(name)
+    }
+}
+
+/// Settings of a retention policy as given in a statement; `None` means "not given".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPolicySpec {
+    pub name: Option<String>,
+    pub duration_ns: Option<i64>,
+    pub replication: Option<u32>,
+    pub shard_group_duration_ns: Option<i64>,
+}
+
+impl RetentionPolicySpec {
+    /// Builds the policy, applying InfluxDB's defaults and checks.
+    fn build(&self, name: String) -> Result<RetentionPolicy, MetaError> {
+        let duration_ns = self.duration_ns.unwrap_or(0);
+        validate_duration(duration_ns)?;
+        let replication = self.replication.unwrap_or(1);
+        if replication == 0 {
+            return Err(MetaError::ReplicationFactorTooLow);
+        }
+        let shard_group_duration_ns =
+            normalise_shard_duration(self.shard_group_duration_ns, duration_ns)?;
+        Ok(RetentionPolicy {
+            name,
+            duration_ns,
+            shard_group_duration_ns,
+            replication,
+        })
+    }
+}
+
+fn validate_duration(duration_ns: i64) -> Result<(), MetaError> {
+    if duration_ns != 0 && duration_ns < MIN_RETENTION_NS {
+        return Err(MetaError::DurationTooLow);
+    }
+    Ok(())
+}
+
+/// A shard duration of 0 or none means the default for the policy duration; below one
+/// hour it is raised to one hour, as InfluxDB does.
+fn normalise_shard_duration(given: Option<i64>, duration_ns: i64) -> Result<i64, MetaError> {
+    let sgd = match given {
+        None | Some(0) => placement::default_shard_group_duration_ns(duration_ns),
+        Some(d) => d.max(HOUR_NS),
+    };
+    if given.is_some_and(|d| d != 0) && duration_ns != 0 && sgd > duration_ns {
+        return Err(MetaError::IncompatibleDurations);
+    }
+    Ok(sgd)
+}
+
+/// The persisted, shared meta store.
+pub struct MetaStore {
+    path: PathBuf,
+    current: ArcSwap<MetaData>,
+    write_lock: Mutex<()>,
+}
+
+impl MetaStore {
+    /// Opens (or creates) `DATA_DIR/meta.json`.
+    pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
+        let path = data_dir.join("meta.json");
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaData::default(),
+            Err(source) => return Err(MetaError::Io { path, source }),
+        };
+        Ok(MetaStore {
+            path,
+            current: ArcSwap::from_pointee(data),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot; cheap, lock-free.
+    pub fn snapshot(&self) -> Arc<MetaData> {
+        self.current.load_full()
+    }
+
+    /// Applies `change` to a copy of the current state, persists it and publishes it.
+    /// `change` returns Ok(false) when nothing changed (nothing is written then).
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut MetaData) -> Result<(bool, T), MetaError>,
+    ) -> Result<T, MetaError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (*self.current.load_full()).clone();
+        let (changed, result) = change(&mut next)?;
+        if changed {
+            next.version += 1;
+            self.persist(&next)?;
+            self.current.store(Arc::new(next));
+        }
+        Ok(result)
+    }
+
+    fn persist(&self, data: &MetaData) -> Result<(), MetaError> {
+        let io = |source| MetaError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(data).expect("meta data serialises");
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// `CREATE DATABASE name [WITH ...]`. Creating an existing database is a no-op unless
+    /// the given policy conflicts with the existing one.
+    pub fn create_database(
+        &self,
+        name: &str,
+        rp: Option<&RetentionPolicySpec>,
+    ) -> Result<(), MetaError> {
+        if name.is_empty() {
+            return Err(MetaError::DatabaseNameRequired);
+        }
+        let spec = rp.cloned().unwrap_or_default();
+        let rp_name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RP_NAME.to_string());
+        let policy = spec.build(rp_name.clone())?;
+        self.update(|meta| {
+            if let Some(existing) = meta.databases.get(name) {
+                if rp.is_none() {
+                    return Ok((false, ()));
+                }
+                return match existing.retention_policies.get(&rp_name) {
+                    Some(p) if *p == policy && existing.default_retention_policy == rp_name => {
+                        Ok((false, ()))
+                    }
+                    _ => Err(MetaError::RetentionPolicyConflict),
+                };
+            }
+            let mut rps = BTreeMap::new();
+            rps.insert(rp_name.clone(), policy);
+            meta.databases.insert(
+                name.to_string(),
+                Database {
+                    name: name.to_string(),
+                    default_retention_policy: rp_name,
+                    retention_policies: rps,
+                },
+            );
+            Ok((true, ()))
+        })
+    }
+
+    /// `DROP DATABASE name`; dropping a missing database succeeds. Returns whether it existed.
+    pub fn drop_database(&self, name: &str) -> Result<bool, MetaError> {
+        self.update(|meta| {
+            let existed = meta.databases.remove(name).is_some();
+            Ok((existed, existed))
+        })
+    }
+
+    /// `CREATE RETENTION POLICY name ON db DURATION d REPLICATION n [SHARD DURATION s] [DEFAULT]`.
+    pub fn create_retention_policy(
+        &self,
+        db: &str,
+        spec: &RetentionPolicySpec,
+        make_default: bool,
+    ) -> Result<(), MetaError> {
+        let name = spec
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or(MetaError::RetentionPolicyNameRequired)?;
+        let policy = spec.build(name.clone())?;
+        self.update(|meta| {
+            let database = meta
+                .databases
+                .get_mut(db)
+                .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
+            if let Some(existing) = database.retention_policies.get(&name) {
+                let same_default = !make_default || database.default_retention_policy == name;
+                if *existing == policy && same_default {
+                    return Ok((false, ()));
+                }
+                return Err(MetaError::RetentionPolicyExists);
+            }
+            database.retention_policies.insert(name.clone(), policy);
+            if make_default {
+                database.default_retention_policy = name;
+            }
+            Ok((true, ()))
+        })
+    }
+
+    /// `ALTER RETENTION POLICY name ON db [DURATION d] [REPLICATION n] [SHARD DURATION s] [DEFAULT]`.
+    pub fn alter_retention_policy(
+        &self,
+        db: &str,
+        name: &str,
+        spec: &RetentionPolicySpec,
+        make_default: bool,
+    ) -> Result<(), MetaError> {
+        self.update(|meta| {
+            let database = meta
+                .databases
+                .get_mut(db)
+                .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
+            let policy = database
+                .retention_policies
+                .get_mut(name)
+                .ok_or_else(|| MetaError::RetentionPolicyNotFound(name.to_string()))?;
+            let mut next = policy.clone();
+            if let Some(d) = spec.duration_ns {
+                validate_duration(d)?;
+                next.duration_ns = d;
+            }
+            if let Some(r) = spec.replication {
+                if r == 0 {
+                    return Err(MetaError::ReplicationFactorTooLow);
+                }
+                next.replication = r;
+            }
+            if let Some(s) = spec.shard_group_duration_ns {
+                next.shard_group_duration_ns = normalise_shard_duration(Some(s), next.duration_ns)?;
+            }
+            if next.duration_ns != 0 && next.shard_group_duration_ns > next.duration_ns {
+                return Err(MetaError::IncompatibleDurations);
+            }
+            let changed = next != *policy || (make_default && database.default_retention_policy != name);
+            *policy = next;
+            if make_default {
+                database.default_retention_policy = name.to_string();
+            }
+            Ok((changed, ()))
+        })
+    }
+
+    /// `DROP RETENTION POLICY name ON db`; a missing policy is not an error.
+    pub fn drop_retention_policy(&self, db: &str, name: &str) -> Result<bool, MetaError> {
+        self.update(|meta| {
+            let database = meta
+                .databases
+                .get_mut(db)
+                .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
+            let existed = database.retention_policies.remove(name).is_some();
+            Ok((existed, existed))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 24 * HOUR_NS;
+
+    #[test]
+    fn create_database_makes_autogen_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        store.create_database("db", None).unwrap();
+        store.create_database("db", None).unwrap();
+        let reopened = MetaStore::open(dir.path()).unwrap();
+        let snap = reopened.snapshot();
+        let db = snap.database("db").unwrap();
+        assert_eq!(db.default_retention_policy, "autogen");
+        let rp = db.retention_policy(None).unwrap();
+        assert_eq!(rp.duration_ns, 0);
+        assert_eq!(rp.shard_group_duration_ns, 7 * DAY);
+        assert_eq!(rp.replication, 1);
+        assert_eq!(snap.version, 1);
+    }
+
+    #[test]
+    fn create_database_with_policy_and_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        let spec = RetentionPolicySpec {
+            name: Some("week".into()),
+            duration_ns: Some(7 * DAY),
+            replication: Some(2),
+            shard_group_duration_ns: None,
+        };
+        store.create_database("db", Some(&spec)).unwrap();
+        store.create_database("db", Some(&spec)).unwrap();
+        let other = RetentionPolicySpec {
+            duration_ns: Some(8 * DAY),
+            ..spec.clone()
+        };
+        assert!(matches!(
+            store.create_database("db", Some(&other)),
+            Err(MetaError::RetentionPolicyConflict)
+        ));
+        let snap = store.snapshot();
+        let rp = snap.database("db").unwrap().retention_policy(None).unwrap();
+        assert_eq!(rp.name, "week");
+        assert_eq!(rp.shard_group_duration_ns, DAY);
+    }
+
+    #[test]
+    fn retention_policy_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        store.create_database("db", None).unwrap();
+        let short = RetentionPolicySpec {
+            name: Some("short".into()),
+            duration_ns: Some(HOUR_NS / 2),
+            replication: Some(1),
+            shard_group_duration_ns: None,
+        };
+        assert!(matches!(
+            store.create_retention_policy("db", &short, false),
+            Err(MetaError::DurationTooLow)
+        ));
+        let bad_sgd = RetentionPolicySpec {
+            name: Some("x".into()),
+            duration_ns: Some(2 * HOUR_NS),
+            replication: Some(1),
+            shard_group_duration_ns: Some(DAY),
+        };
+        assert!(matches!(
+            store.create_retention_policy("db", &bad_sgd, false),
+            Err(MetaError::IncompatibleDurations)
+        ));
+        let ok = RetentionPolicySpec {
+            name: Some("two_days".into()),
+            duration_ns: Some(2 * DAY),
+            replication: Some(1),
+            shard_group_duration_ns: None,
+        };
+        store.create_retention_policy("db", &ok, true).unwrap();
+        let snap = store.snapshot();
+        let db = snap.database("db").unwrap();
+        assert_eq!(db.default_retention_policy, "two_days");
+        assert_eq!(db.retention_policy(None).unwrap().shard_group_duration_ns, DAY);
+        store
+            .alter_retention_policy(
+                "db",
+                "two_days",
+                &RetentionPolicySpec {
+                    duration_ns: Some(0),
+                    ..Default::default()
+                },
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            store.snapshot().database("db").unwrap().retention_policies["two_days"].duration_ns,
+            0
+        );
+        assert!(store.drop_retention_policy("db", "two_days").unwrap());
+        assert!(!store.drop_retention_policy("db", "two_days").unwrap());
+        assert!(matches!(
+            store.drop_retention_policy("nodb", "x"),
+            Err(MetaError::DatabaseNotFound(_))
+        ));
+        assert!(store.drop_database("db").unwrap());
+        assert!(!store.drop_database("db").unwrap());
+    }
+}

@@ -1,0 +1,353 @@
+//! One core of a running node: its context, its start-up and shutdown, and its side of
+//! the mesh (serving requests from other cores).
+//!
+//! Start-up of a core: bind the HTTP listener (core 0 first; its address, port 0
+//! resolved, is what the others bind) -> open and recover the shards it owns -> wait for
+//! every core to have recovered -> connect the mesh -> accept.
+
+use crate::cluster::mesh::{Mesh, MeshError, MeshRequest, ReadRequest};
+use crate::config::Config;
+use crate::meta::MetaStore;
+use crate::runtime::{CoreChannels, Shutdown};
+use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardStats, StoredPoint};
+use crate::tsdb::store::{self, ShardBatch, Store};
+use crate::tsdb::wal::{WalConfig, WalError};
+use glommio::net::TcpListener;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `runtime` hands each core's executor.
+pub struct CoreArgs {
+    pub core: usize,
+    pub cores: usize,
+    pub config: Arc<Config>,
+    pub meta: Arc<MetaStore>,
+    pub shutdown: Arc<Shutdown>,
+    pub channels: CoreChannels,
+    pub http_bind: SocketAddr,
+    pub bound_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    pub recovered: Arc<std::sync::Barrier>,
+}
+
+/// Counters of one core (plain cells: only this core writes them).
+#[derive(Default)]
+pub struct CoreStats {
+    pub write_requests: Cell<u64>,
+    pub write_ok: Cell<u64>,
+    pub write_errors: Cell<u64>,
+    pub write_rejected_busy: Cell<u64>,
+    pub points_written: Cell<u64>,
+    pub points_dropped: Cell<u64>,
+    pub lines_unparsed: Cell<u64>,
+    pub query_requests: Cell<u64>,
+    pub mesh_writes_served: Cell<u64>,
+    pub wal_truncated_segments: Cell<u64>,
+}
+
+impl CoreStats {
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+}
+
+/// Everything a core owns, shared by its tasks (`Rc`: never leaves the core).
+pub struct CoreContext {
+    pub core: usize,
+    pub cores: usize,
+    pub config: Arc<Config>,
+    pub meta: Arc<MetaStore>,
+    pub shutdown: Arc<Shutdown>,
+    pub store: RefCell<Store>,
+    pub mesh: Mesh,
+    pub stats: CoreStats,
+    pub in_flight_writes: Cell<usize>,
+    pub in_flight_requests: Cell<usize>,
+    pub connections: Cell<usize>,
+    pub shutting_down: Cell<bool>,
+    pub http_addr: SocketAddr,
+}
+
+impl CoreContext {
+    /// Writes a batch to a shard this core owns and waits until it is durable.
+    pub async fn write_local(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
+        let wal = self.store.borrow().shard_wal(batch.shard.id);
+        if let Some(wal) = wal {
+            wal.wait_for_room().await;
+        }
+        let (outcome, durable) = self.store.borrow_mut().write(&batch)?;
+        if let Some(durable) = durable {
+            durable.await.map_err(|_| {
+                ShardError::Wal(WalError::Closed {
+                    dir: format!("shard {}", batch.shard.id),
+                })
+            })??;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes a batch to its owning core, here or over the mesh.
+    pub async fn write_to_core(
+        &self,
+        core: usize,
+        batch: ShardBatch,
+    ) -> Result<Result<ApplyOutcome, ShardError>, MeshError> {
+        if core == self.core {
+            return Ok(self.write_local(batch).await);
+        }
+        self.mesh
+            .call(core, |reply| MeshRequest::Write { batch, reply })
+            .await
+    }
+
+    /// Shard statistics of every core.
+    pub async fn all_shard_stats(&self) -> Result<Vec<(usize, Vec<ShardStats>)>, MeshError> {
+        let mut out = Vec::with_capacity(self.cores);
+        for core in 0..self.cores {
+            let stats = if core == self.core {
+                self.store.borrow().shard_stats()
+            } else {
+                self.mesh
+                    .call(core, |reply| MeshRequest::ShardStats { reply })
+                    .await?
+            };
+            out.push((core, stats));
+        }
+        Ok(out)
+    }
+
+    /// Stored points from every core.
+    pub async fn read_all(
+        &self,
+        request: &ReadRequest,
+    ) -> Result<Vec<(u64, StoredPoint)>, MeshError> {
+        let mut out = Vec::new();
+        for core in 0..self.cores {
+            if core == self.core {
+                out.extend(read_local(&self.store, request));
+            } else {
+                let request = request.clone();
+                out.extend(
+                    self.mesh
+                        .call(core, |reply| MeshRequest::Read { request, reply })
+                        .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the shards of a database (or one of its policies) on every core.
+    pub async fn drop_shards_everywhere(
+        &self,
+        database: &str,
+        retention_policy: Option<&str>,
+    ) -> Result<usize, MeshError> {
+        let mut dropped = 0;
+        for core in 0..self.cores {
+            if core == self.core {
+                dropped += drop_local(&self.store, database, retention_policy).await;
+            } else {
+                let database = database.to_string();
+                let retention_policy = retention_policy.map(str::to_string);
+                dropped += self
+                    .mesh
+                    .call(core, |reply| MeshRequest::DropShards {
+                        database,
+                        retention_policy,
+                        reply,
+                    })
+                    .await?;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+fn read_local(store: &RefCell<Store>, r: &ReadRequest) -> Vec<(u64, StoredPoint)> {
+    store.borrow_mut().read(
+        &r.database,
+        r.retention_policy.as_deref(),
+        r.measurement.as_deref(),
+        r.series_key.as_deref(),
+        r.start_ns,
+        r.end_ns,
+    )
+}
+
+async fn drop_local(store: &RefCell<Store>, database: &str, rp: Option<&str>) -> usize {
+    let (removed, data_dir) = {
+        let mut s = store.borrow_mut();
+        (s.remove_shards(database, rp), s.data_dir().to_path_buf())
+    };
+    store::delete_shards(&data_dir, removed).await
+}
+
+/// Serves one request from another core.
+async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
+    match request {
+        MeshRequest::Write { batch, reply } => {
+            CoreStats::add(&ctx.stats.mesh_writes_served, 1);
+            let _ = reply.send(ctx.write_local(batch).await);
+        }
+        MeshRequest::ShardStats { reply } => {
+            let _ = reply.send(ctx.store.borrow().shard_stats());
+        }
+        MeshRequest::Read { request, reply } => {
+            let _ = reply.send(read_local(&ctx.store, &request));
+        }
+        MeshRequest::DropShards {
+            database,
+            retention_policy,
+            reply,
+        } => {
+            let _ = reply.send(drop_local(&ctx.store, &database, retention_policy.as_deref()).await);
+        }
+    }
+}
+
+fn wal_config(config: &Config) -> WalConfig {
+    WalConfig {
+        fsync_delay: Duration::from_millis(config.storage.wal_fsync_delay_ms),
+        segment_size_bytes: config.storage.wal_segment_size_bytes,
+        max_pending_bytes: config.storage.wal_max_pending_bytes,
+    }
+}
+
+/// The body of one core's executor.
+pub async fn run_core(args: CoreArgs) -> Result<(), String> {
+    let CoreArgs {
+        core,
+        cores,
+        config,
+        meta,
+        shutdown,
+        channels,
+        http_bind,
+        bound_tx,
+        recovered,
+    } = args;
+    let listener = match TcpListener::bind(http_bind) {
+        Ok(l) => l,
+        Err(e) => {
+            let message = format!("cannot listen on {http_bind}: {e}");
+            let _ = bound_tx.send(Err(message.clone()));
+            return Err(message);
+        }
+    };
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if core == 0 {
+        let _ = bound_tx.send(Ok(http_addr));
+    }
+    drop(bound_tx);
+
+    let started = Instant::now();
+    let opened = Store::open(core, cores, &config.data_dir, wal_config(&config));
+    let (store, recovery) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(core, error = %e, "cannot open the shards of this core");
+            shutdown.request();
+            recovered.wait();
+            return Err(format!("cannot open shards: {e}"));
+        }
+    };
+    tracing::info!(
+        core,
+        shards = recovery.shards,
+        wal_records = recovery.wal.records,
+        wal_bytes = recovery.wal.bytes,
+        truncated_segments = recovery.wal.truncated_segments,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered shards"
+    );
+    recovered.wait();
+    if shutdown.is_requested() {
+        return Err("start-up aborted: another core failed".into());
+    }
+
+    let mesh = connect_mesh(core, channels).await?;
+    let ctx = Rc::new(CoreContext {
+        core,
+        cores,
+        config: config.clone(),
+        meta,
+        shutdown: shutdown.clone(),
+        store: RefCell::new(store),
+        mesh: mesh.0,
+        stats: CoreStats::default(),
+        in_flight_writes: Cell::new(0),
+        in_flight_requests: Cell::new(0),
+        connections: Cell::new(0),
+        shutting_down: Cell::new(false),
+        http_addr,
+    });
+    ctx.stats
+        .wal_truncated_segments
+        .set(recovery.wal.truncated_segments);
+    for receiver in mesh.1 {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(request) = receiver.recv().await {
+                glommio::spawn_local(serve_mesh_request(ctx.clone(), request)).detach();
+            }
+        })
+        .detach();
+    }
+    if core == 0 {
+        tracing::info!(addr = %http_addr, cores, data_dir = %config.data_dir.display(), "HTTP API listening on {http_addr}");
+    }
+
+    crate::http::accept_loop(ctx.clone(), listener).await;
+
+    // Drain: no new requests; wait for those in flight, bounded by the shutdown timeout.
+    ctx.shutting_down.set(true);
+    let deadline = Instant::now() + Duration::from_millis(config.runtime.shutdown_timeout_ms);
+    while ctx.in_flight_requests.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    shutdown.barrier(cores).await;
+    let wals = ctx.store.borrow().wals();
+    for wal in wals {
+        wal.close().await;
+    }
+    tracing::debug!(core, "core stopped");
+    Ok(())
+}
+
+type Connected = (
+    Mesh,
+    Vec<glommio::channels::shared_channel::ConnectedReceiver<MeshRequest>>,
+);
+
+/// Connects every channel end of this core (each waits for its peer).
+async fn connect_mesh(core: usize, channels: CoreChannels) -> Result<Connected, String> {
+    let sender_tasks: Vec<_> = channels
+        .senders
+        .into_iter()
+        .map(|s| {
+            glommio::spawn_local(async move {
+                match s {
+                    Some(s) => Some(s.connect().await),
+                    None => None,
+                }
+            })
+        })
+        .collect();
+    let receiver_tasks: Vec<_> = channels
+        .receivers
+        .into_iter()
+        .map(|r| glommio::spawn_local(r.connect()))
+        .collect();
+    let mut senders = Vec::new();
+    for t in sender_tasks {
+        senders.push(t.await);
+    }
+    let mut receivers = Vec::new();
+    for t in receiver_tasks {
+        receivers.push(t.await);
+    }
+    Ok((Mesh::new(core, senders), receivers))
+}

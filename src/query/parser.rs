@@ -1,0 +1,714 @@
+//! InfluxQL: a hand-written lexer and a parser for the statements this node executes
+//! today — database and retention-policy DDL. Other statements are recognised by their
+//! leading keywords and reported as not supported, so a multi-statement query still
+//! gets one result per statement.
+//!
+//! Errors read as InfluxDB's: `found X, expected Y at line L, char C` (1-based).
+
+use crate::meta::RetentionPolicySpec;
+use std::fmt;
+
+/// A parse error with InfluxDB's wording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub found: String,
+    pub expected: String,
+    pub line: usize,
+    pub char: usize,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "found {}, expected {} at line {}, char {}",
+            self.found, self.expected, self.line, self.char
+        )
+    }
+}
+
+/// One parsed statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Statement {
+    CreateDatabase {
+        name: String,
+        retention_policy: Option<RetentionPolicySpec>,
+    },
+    DropDatabase {
+        name: String,
+    },
+    ShowDatabases,
+    CreateRetentionPolicy {
+        name: String,
+        database: String,
+        spec: RetentionPolicySpec,
+        default: bool,
+    },
+    AlterRetentionPolicy {
+        name: String,
+        database: String,
+        spec: RetentionPolicySpec,
+        default: bool,
+    },
+    DropRetentionPolicy {
+        name: String,
+        database: String,
+    },
+    ShowRetentionPolicies {
+        database: Option<String>,
+    },
+    /// A valid InfluxQL statement kind this node does not execute yet.
+    Unsupported {
+        kind: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    QuotedIdent(String),
+    Str(String),
+    Number(String),
+    Duration(i64, String),
+    Semicolon,
+    Symbol(char),
+    Eof,
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    tok: Tok,
+    line: usize,
+    char: usize,
+}
+
+impl Token {
+    fn found(&self) -> String {
+        match &self.tok {
+            Tok::Ident(s) => s.clone(),
+            Tok::QuotedIdent(s) => format!("\"{s}\""),
+            Tok::Str(s) => format!("'{s}'"),
+            Tok::Number(s) => s.clone(),
+            Tok::Duration(_, s) => s.clone(),
+            Tok::Semicolon => ";".into(),
+            Tok::Symbol(c) => c.to_string(),
+            Tok::Eof => "EOF".into(),
+        }
+    }
+
+    fn is_keyword(&self, kw: &str) -> bool {
+        matches!(&self.tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
+    }
+}
+
+/// Nanoseconds of a duration unit, as InfluxQL spells them.
+fn unit_ns(unit: &str) -> Option<i64> {
+    Some(match unit {
+        "ns" => 1,
+        "u" | "µ" | "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        "w" => 604_800_000_000_000,
+        _ => return None,
+    })
+}
+
+fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut tokens = Vec::new();
+    let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
+    let advance = |i: &mut usize, line: &mut usize, col: &mut usize, c: char| {
+        *i += 1;
+        if c == '\n' {
+            *line += 1;
+            *col = 1;
+        } else {
+            *col += 1;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let (tl, tc) = (line, col);
+        if c.is_whitespace() {
+            advance(&mut i, &mut line, &mut col, c);
+            continue;
+        }
+        if c == '-' && chars.get(i + 1) == Some(&'-') {
+            while i < chars.len() && chars[i] != '\n' {
+                let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+            }
+            continue;
+        }
+        let tok = if c.is_ascii_alphabetic() || c == '_' {
+            let mut s = String::new();
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                s.push(chars[i]);
+                let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+            }
+            Tok::Ident(s)
+        } else if c.is_ascii_digit() {
+            let mut digits = String::new();
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                digits.push(chars[i]);
+                let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+            }
+            if i < chars.len() && (chars[i].is_alphabetic()) {
+                // A duration literal: one or more number+unit pairs, e.g. 1h30m.
+                let mut text = digits.clone();
+                let mut total: i64 = 0;
+                let mut number = digits;
+                loop {
+                    let mut unit = String::new();
+                    while i < chars.len() && chars[i].is_alphabetic() {
+                        unit.push(chars[i]);
+                        let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+                    }
+                    text.push_str(&unit);
+                    let bad = || ParseError {
+                        found: text.clone(),
+                        expected: "duration".into(),
+                        line: tl,
+                        char: tc,
+                    };
+                    let n: i64 = number.parse().map_err(|_| bad())?;
+                    let mult = unit_ns(&unit).ok_or_else(bad)?;
+                    total = n
+                        .checked_mul(mult)
+                        .and_then(|v| total.checked_add(v))
+                        .ok_or_else(bad)?;
+                    if i < chars.len() && chars[i].is_ascii_digit() {
+                        number = String::new();
+                        while i < chars.len() && chars[i].is_ascii_digit() {
+                            number.push(chars[i]);
+                            text.push(chars[i]);
+                            let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+                        }
+                        continue;
+                    }
+                    break;
+                }
+                Tok::Duration(total, text)
+            } else {
+                Tok::Number(digits)
+            }
+        } else if c == '"' || c == '\'' {
+            let quote = c;
+            advance(&mut i, &mut line, &mut col, c);
+            let mut s = String::new();
+            let mut closed = false;
+            while i < chars.len() {
+                let d = chars[i];
+                if d == '\\' && i + 1 < chars.len() {
+                    advance(&mut i, &mut line, &mut col, d);
+                    s.push(chars[i]);
+                    let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+                    continue;
+                }
+                advance(&mut i, &mut line, &mut col, d);
+                if d == quote {
+                    closed = true;
+                    break;
+                }
+                s.push(d);
+            }
+            if !closed {
+                return Err(ParseError {
+                    found: format!("{quote}{s}"),
+                    expected: if quote == '"' {
+                        "identifier".into()
+                    } else {
+                        "string".into()
+                    },
+                    line: tl,
+                    char: tc,
+                });
+            }
+            if quote == '"' {
+                Tok::QuotedIdent(s)
+            } else {
+                Tok::Str(s)
+            }
+        } else if c == ';' {
+            advance(&mut i, &mut line, &mut col, c);
+            Tok::Semicolon
+        } else {
+            advance(&mut i, &mut line, &mut col, c);
+            Tok::Symbol(c)
+        };
+        tokens.push(Token {
+            tok,
+            line: tl,
+            char: tc,
+        });
+    }
+    tokens.push(Token {
+        tok: Tok::Eof,
+        line,
+        char: col,
+    });
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+/// Parses a query of one or more `;`-separated statements.
+pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
+    let mut p = Parser {
+        tokens: lex(input)?,
+        pos: 0,
+    };
+    let mut statements = Vec::new();
+    loop {
+        while p.peek().tok == Tok::Semicolon {
+            p.pos += 1;
+        }
+        if p.peek().tok == Tok::Eof {
+            break;
+        }
+        statements.push(p.statement()?);
+        match p.peek().tok {
+            Tok::Semicolon | Tok::Eof => {}
+            _ => return Err(p.error(";")),
+        }
+    }
+    Ok(statements)
+}
+
+const STATEMENT_KEYWORDS: &str =
+    "SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL";
+
+impl Parser {
+    fn peek(&self) -> &Token {
+        &self.tokens[self.pos.min(self.tokens.len() - 1)]
+    }
+
+    fn error(&self, expected: &str) -> ParseError {
+        let t = self.peek();
+        ParseError {
+            found: t.found(),
+            expected: expected.into(),
+            line: t.line,
+            char: t.char,
+        }
+    }
+
+    fn keyword(&mut self, kw: &str) -> Result<(), ParseError> {
+        if self.peek().is_keyword(kw) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(kw))
+        }
+    }
+
+    fn accept(&mut self, kw: &str) -> bool {
+        if self.peek().is_keyword(kw) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ident(&mut self) -> Result<String, ParseError> {
+        match &self.peek().tok {
+            Tok::Ident(s) if !is_reserved(s) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            Tok::QuotedIdent(s) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(self.error("identifier")),
+        }
+    }
+
+    fn duration(&mut self) -> Result<i64, ParseError> {
+        match &self.peek().tok {
+            Tok::Duration(ns, _) => {
+                let ns = *ns;
+                self.pos += 1;
+                Ok(ns)
+            }
+            Tok::Ident(s) if s.eq_ignore_ascii_case("INF") => {
+                self.pos += 1;
+                Ok(0)
+            }
+            _ => Err(self.error("duration")),
+        }
+    }
+
+    fn integer(&mut self) -> Result<i64, ParseError> {
+        match &self.peek().tok {
+            Tok::Number(s) if !s.contains('.') => {
+                let v = s.parse().map_err(|_| self.error("integer"))?;
+                self.pos += 1;
+                Ok(v)
+            }
+            _ => Err(self.error("integer")),
+        }
+    }
+
+    fn replication(&mut self) -> Result<u32, ParseError> {
+        let at = self.peek().clone();
+        let n = self.integer()?;
+        if n < 1 || n > u32::MAX as i64 {
+            return Err(ParseError {
+                found: at.found(),
+                expected: "number > 0".into(),
+                line: at.line,
+                char: at.char,
+            });
+        }
+        Ok(n as u32)
+    }
+
+    /// Skips the rest of a statement we only recognise.
+    fn unsupported(&mut self, kind: String) -> Statement {
+        while !matches!(self.peek().tok, Tok::Semicolon | Tok::Eof) {
+            self.pos += 1;
+        }
+        Statement::Unsupported { kind }
+    }
+
+    fn statement(&mut self) -> Result<Statement, ParseError> {
+        let first = self.peek().clone();
+        let Tok::Ident(word) = &first.tok else {
+            return Err(self.error(STATEMENT_KEYWORDS));
+        };
+        match word.to_ascii_uppercase().as_str() {
+            "CREATE" => {
+                self.pos += 1;
+                self.create()
+            }
+            "DROP" => {
+                self.pos += 1;
+                self.drop_statement()
+            }
+            "SHOW" => {
+                self.pos += 1;
+                self.show()
+            }
+            "ALTER" => {
+                self.pos += 1;
+                self.keyword("RETENTION")?;
+                self.keyword("POLICY")?;
+                self.alter_retention_policy()
+            }
+            w @ ("SELECT" | "DELETE" | "EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
+                let kind = w.to_string();
+                self.pos += 1;
+                Ok(self.unsupported(kind))
+            }
+            _ => Err(self.error(STATEMENT_KEYWORDS)),
+        }
+    }
+
+    fn create(&mut self) -> Result<Statement, ParseError> {
+        if self.accept("DATABASE") {
+            let name = self.ident()?;
+            let mut retention_policy = None;
+            if self.accept("WITH") {
+                let mut spec = RetentionPolicySpec::default();
+                let mut any = false;
+                loop {
+                    if self.accept("DURATION") {
+                        spec.duration_ns = Some(self.duration()?);
+                    } else if self.accept("REPLICATION") {
+                        spec.replication = Some(self.replication()?);
+                    } else if self.accept("SHARD") {
+                        self.keyword("DURATION")?;
+                        spec.shard_group_duration_ns = Some(self.duration()?);
+                    } else if self.accept("NAME") {
+                        spec.name = Some(self.ident()?);
+                    } else if !any {
+                        return Err(self.error("DURATION, NAME, REPLICATION, SHARD"));
+                    } else {
+                        break;
+                    }
+                    any = true;
+                }
+                retention_policy = Some(spec);
+            }
+            return Ok(Statement::CreateDatabase {
+                name,
+                retention_policy,
+            });
+        }
+        if self.accept("RETENTION") {
+            self.keyword("POLICY")?;
+            let name = self.ident()?;
+            self.keyword("ON")?;
+            let database = self.ident()?;
+            self.keyword("DURATION")?;
+            let duration = self.duration()?;
+            self.keyword("REPLICATION")?;
+            let replication = self.replication()?;
+            let mut spec = RetentionPolicySpec {
+                name: Some(name.clone()),
+                duration_ns: Some(duration),
+                replication: Some(replication),
+                shard_group_duration_ns: None,
+            };
+            if self.accept("SHARD") {
+                self.keyword("DURATION")?;
+                spec.shard_group_duration_ns = Some(self.duration()?);
+            }
+            let default = self.accept("DEFAULT");
+            return Ok(Statement::CreateRetentionPolicy {
+                name,
+                database,
+                spec,
+                default,
+            });
+        }
+        for kind in ["CONTINUOUS", "USER", "SUBSCRIPTION"] {
+            if self.accept(kind) {
+                return Ok(self.unsupported(format!("CREATE {kind}")));
+            }
+        }
+        Err(self.error("CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION"))
+    }
+
+    fn drop_statement(&mut self) -> Result<Statement, ParseError> {
+        if self.accept("DATABASE") {
+            return Ok(Statement::DropDatabase { name: self.ident()? });
+        }
+        if self.accept("RETENTION") {
+            self.keyword("POLICY")?;
+            let name = self.ident()?;
+            self.keyword("ON")?;
+            let database = self.ident()?;
+            return Ok(Statement::DropRetentionPolicy { name, database });
+        }
+        for kind in ["CONTINUOUS", "MEASUREMENT", "SERIES", "SHARD", "SUBSCRIPTION", "USER"] {
+            if self.accept(kind) {
+                return Ok(self.unsupported(format!("DROP {kind}")));
+            }
+        }
+        Err(self.error(
+            "CONTINUOUS, DATABASE, MEASUREMENT, RETENTION, SERIES, SHARD, SUBSCRIPTION, USER",
+        ))
+    }
+
+    fn show(&mut self) -> Result<Statement, ParseError> {
+        if self.accept("DATABASES") {
+            return Ok(Statement::ShowDatabases);
+        }
+        if self.accept("RETENTION") {
+            self.keyword("POLICIES")?;
+            let database = if self.accept("ON") {
+                Some(self.ident()?)
+            } else {
+                None
+            };
+            return Ok(Statement::ShowRetentionPolicies { database });
+        }
+        for kind in [
+            "CONTINUOUS",
+            "DIAGNOSTICS",
+            "FIELD",
+            "GRANTS",
+            "MEASUREMENT",
+            "MEASUREMENTS",
+            "QUERIES",
+            "SERIES",
+            "SHARD",
+            "SHARDS",
+            "STATS",
+            "SUBSCRIPTIONS",
+            "TAG",
+            "USERS",
+        ] {
+            if self.accept(kind) {
+                return Ok(self.unsupported(format!("SHOW {kind}")));
+            }
+        }
+        Err(self.error("CONTINUOUS, DATABASES, DIAGNOSTICS, FIELD, GRANTS, MEASUREMENT, MEASUREMENTS, QUERIES, RETENTION, SERIES, SHARD, SHARDS, STATS, SUBSCRIPTIONS, TAG, USERS"))
+    }
+
+    fn alter_retention_policy(&mut self) -> Result<Statement, ParseError> {
+        let name = self.ident()?;
+        self.keyword("ON")?;
+        let database = self.ident()?;
+        let mut spec = RetentionPolicySpec::default();
+        let mut default = false;
+        let mut any = false;
+        loop {
+            if self.accept("DURATION") {
+                spec.duration_ns = Some(self.duration()?);
+            } else if self.accept("REPLICATION") {
+                spec.replication = Some(self.replication()?);
+            } else if self.accept("SHARD") {
+                self.keyword("DURATION")?;
+                spec.shard_group_duration_ns = Some(self.duration()?);
+            } else if self.accept("DEFAULT") {
+                default = true;
+            } else if !any {
+                return Err(self.error("DURATION, REPLICATION, SHARD, DEFAULT"));
+            } else {
+                break;
+            }
+            any = true;
+        }
+        Ok(Statement::AlterRetentionPolicy {
+            name,
+            database,
+            spec,
+            default,
+        })
+    }
+}
+
+/// InfluxQL keywords that cannot be used as unquoted identifiers.
+fn is_reserved(word: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "ALL", "ALTER", "ANALYZE", "ANY", "AS", "ASC", "BEGIN", "BY", "CARDINALITY", "CREATE",
+        "CONTINUOUS", "DATABASE", "DATABASES", "DEFAULT", "DELETE", "DESC", "DESTINATIONS",
+        "DIAGNOSTICS", "DISTINCT", "DROP", "DURATION", "END", "EVERY", "EXACT", "EXPLAIN",
+        "FIELD", "FOR", "FROM", "GRANT", "GRANTS", "GROUP", "GROUPS", "IN", "INF", "INSERT",
+        "INTO", "KEY", "KEYS", "KILL", "LIMIT", "MEASUREMENT", "MEASUREMENTS", "NAME", "OFFSET",
+        "ON", "ORDER", "PASSWORD", "POLICY", "POLICIES", "PRIVILEGES", "QUERIES", "QUERY",
+        "READ", "REPLICATION", "RESAMPLE", "RETENTION", "REVOKE", "SELECT", "SERIES", "SET",
+        "SHARD", "SHARDS", "SLIMIT", "SOFFSET", "STATS", "SUBSCRIPTION", "SUBSCRIPTIONS", "TAG",
+        "TO", "USER", "USERS", "VALUES", "WHERE", "WITH", "WRITE",
+    ];
+    RESERVED.iter().any(|k| k.eq_ignore_ascii_case(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000_000_000;
+
+    fn one(q: &str) -> Statement {
+        let mut v = parse_query(q).unwrap();
+        assert_eq!(v.len(), 1, "{q}");
+        v.remove(0)
+    }
+
+    #[test]
+    fn database_statements() {
+        assert_eq!(
+            one("CREATE DATABASE mydb"),
+            Statement::CreateDatabase {
+                name: "mydb".into(),
+                retention_policy: None
+            }
+        );
+        assert_eq!(
+            one("create database \"my-db\" WITH DURATION 3d REPLICATION 2 SHARD DURATION 1h30m NAME \"short\""),
+            Statement::CreateDatabase {
+                name: "my-db".into(),
+                retention_policy: Some(RetentionPolicySpec {
+                    name: Some("short".into()),
+                    duration_ns: Some(72 * H),
+                    replication: Some(2),
+                    shard_group_duration_ns: Some(H + H / 2),
+                })
+            }
+        );
+        assert_eq!(one("DROP DATABASE x"), Statement::DropDatabase { name: "x".into() });
+        assert_eq!(one("SHOW DATABASES"), Statement::ShowDatabases);
+        assert_eq!(
+            parse_query("CREATE DATABASE a; CREATE DATABASE b;").unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn retention_policy_statements() {
+        assert_eq!(
+            one("CREATE RETENTION POLICY rp1 ON db DURATION INF REPLICATION 1 SHARD DURATION 1w DEFAULT"),
+            Statement::CreateRetentionPolicy {
+                name: "rp1".into(),
+                database: "db".into(),
+                spec: RetentionPolicySpec {
+                    name: Some("rp1".into()),
+                    duration_ns: Some(0),
+                    replication: Some(1),
+                    shard_group_duration_ns: Some(168 * H),
+                },
+                default: true
+            }
+        );
+        assert_eq!(
+            one("ALTER RETENTION POLICY rp1 ON db DURATION 2h DEFAULT"),
+            Statement::AlterRetentionPolicy {
+                name: "rp1".into(),
+                database: "db".into(),
+                spec: RetentionPolicySpec {
+                    duration_ns: Some(2 * H),
+                    ..Default::default()
+                },
+                default: true
+            }
+        );
+        assert_eq!(
+            one("DROP RETENTION POLICY rp1 ON db"),
+            Statement::DropRetentionPolicy {
+                name: "rp1".into(),
+                database: "db".into()
+            }
+        );
+        assert_eq!(
+            one("SHOW RETENTION POLICIES ON db"),
+            Statement::ShowRetentionPolicies {
+                database: Some("db".into())
+            }
+        );
+        assert_eq!(
+            one("SHOW RETENTION POLICIES"),
+            Statement::ShowRetentionPolicies { database: None }
+        );
+    }
+
+    #[test]
+    fn unsupported_statements_are_recognised() {
+        let v = parse_query("SELECT * FROM cpu WHERE a = 'b;c'; SHOW DATABASES").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Statement::Unsupported {
+                    kind: "SELECT".into()
+                },
+                Statement::ShowDatabases
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_found_expected_and_position() {
+        let e = parse_query("CREATE DATABSE x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "found DATABSE, expected CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION at line 1, char 8"
+        );
+        let e = parse_query("CREATE DATABASE").unwrap_err();
+        assert_eq!(e.to_string(), "found EOF, expected identifier at line 1, char 16");
+        let e = parse_query("FOO").unwrap_err();
+        assert!(e.to_string().starts_with("found FOO, expected SELECT, DELETE, SHOW"));
+        let e = parse_query("CREATE RETENTION POLICY r ON db DURATION 1h REPLICATION 0").unwrap_err();
+        assert_eq!(e.to_string(), "found 0, expected number > 0 at line 1, char 57");
+        let e = parse_query("CREATE DATABASE db WITH DURATION 1x").unwrap_err();
+        assert_eq!(e.expected, "duration");
+        let e = parse_query("SHOW DATABASES\nDROP DATABASE x").unwrap_err();
+        assert_eq!((e.line, e.char), (2, 1));
+    }
+}

@@ -1,0 +1,265 @@
+//! The thread-per-core runtime: one pinned glommio executor per core, a channel mesh
+//! between them, locked-memory set-up, signal handling and the shutdown sequence.
+//!
+//! **Invariant:** a core's index (0..cores) is ours, assigned here, and is the mesh peer
+//! id; glommio's executor ids are never used as one. A core never sends a mesh message
+//! to itself: local work is called directly.
+//!
+//! Shutdown (SIGINT/SIGTERM): every core stops accepting and answers 503 to new
+//! requests; it waits for its in-flight requests; then all cores meet at a barrier (so
+//! a write still waiting on another core's shard finishes); then every core syncs and
+//! closes its WALs and its executor returns. A second signal exits at once.
+
+use crate::cluster::mesh::MeshRequest;
+use crate::config::Config;
+use crate::meta::MetaStore;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Start-up failures, with what to do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("cannot raise the locked-memory limit (RLIMIT_MEMLOCK) to {needed_bytes} bytes for io_uring: {message}. Run `ulimit -l unlimited` (or set LimitMEMLOCK=infinity in the systemd unit, or --ulimit memlock=-1 for docker), or lower runtime.io-memory-bytes / --cores")]
+    MemLock { needed_bytes: u64, message: String },
+    #[error("cannot start executor for core {core}: {message}")]
+    Executor { core: usize, message: String },
+    #[error("cannot open data directory {dir}: {message}")]
+    DataDir { dir: String, message: String },
+    #[error("{0}")]
+    Meta(#[from] crate::meta::MetaError),
+    #[error("core {core} failed: {message}")]
+    Core { core: usize, message: String },
+}
+
+/// Shared shutdown state: the flag the signal thread sets, and the barrier counter.
+#[derive(Default)]
+pub struct Shutdown {
+    requested: AtomicBool,
+    drained_cores: AtomicUsize,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown is requested (polls; the flag is set from a plain thread).
+    pub async fn wait(&self) {
+        while !self.is_requested() {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Marks this core drained and waits until every core is.
+    pub async fn barrier(&self, cores: usize) {
+        self.drained_cores.fetch_add(1, Ordering::SeqCst);
+        while self.drained_cores.load(Ordering::SeqCst) < cores {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK so every executor can lock its io_uring memory.
+pub fn raise_memlock(needed_bytes: u64) -> Result<(), RuntimeError> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) } != 0 {
+        return Err(RuntimeError::MemLock {
+            needed_bytes,
+            message: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    if current.rlim_cur == libc::RLIM_INFINITY || current.rlim_cur >= needed_bytes {
+        return Ok(());
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) } == 0 {
+        return Ok(());
+    }
+    // Not privileged: go as high as the hard limit allows.
+    if current.rlim_max == libc::RLIM_INFINITY || current.rlim_max >= needed_bytes {
+        let soft = libc::rlimit {
+            rlim_cur: current.rlim_max,
+            rlim_max: current.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &soft) } == 0 {
+            return Ok(());
+        }
+    }
+    Err(RuntimeError::MemLock {
+        needed_bytes,
+        message: format!(
+            "the hard limit is {} bytes",
+            if current.rlim_max == libc::RLIM_INFINITY {
+                "unlimited".to_string()
+            } else {
+                current.rlim_max.to_string()
+            }
+        ),
+    })
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and every thread spawned after), and starts
+/// a thread that waits for them and requests shutdown.
+pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut count = 0;
+                loop {
+                    let mut sig: libc::c_int = 0;
+                    if libc::sigwait(&set, &mut sig) != 0 {
+                        continue;
+                    }
+                    count += 1;
+                    if count == 1 {
+                        tracing::info!(signal = sig, "shutdown requested: finishing in-flight writes and syncing WALs");
+                        shutdown.request();
+                    } else {
+                        tracing::warn!("second signal: exiting now");
+                        std::process::exit(130);
+                    }
+                }
+            })
+            .expect("spawn signal thread");
+    }
+}
+
+/// Per-core channel ends, created before the executors start.
+pub struct CoreChannels {
+    pub senders: Vec<Option<SharedSender<MeshRequest>>>,
+    pub receivers: Vec<SharedReceiver<MeshRequest>>,
+}
+
+/// Builds the full mesh: a bounded channel for every ordered pair of distinct cores.
+pub fn build_mesh(cores: usize, capacity: usize) -> Vec<CoreChannels> {
+    let mut chans: Vec<CoreChannels> = (0..cores)
+        .map(|_| CoreChannels {
+            senders: (0..cores).map(|_| None).collect(),
+            receivers: Vec::new(),
+        })
+        .collect();
+    for from in 0..cores {
+        for to in 0..cores {
+            if from == to {
+                continue;
+            }
+            let (tx, rx) = shared_channel::new_bounded(capacity);
+            chans[from].senders[to] = Some(tx);
+            chans[to].receivers.push(rx);
+        }
+    }
+    chans
+}
+
+/// Runs a node until shutdown: opens meta, starts one executor per core and waits.
+pub fn run(config: Config) -> Result<(), RuntimeError> {
+    let cores = config.effective_cores();
+    let needed = (cores as u64) * (config.runtime.io_memory_bytes as u64 + (1 << 20));
+    raise_memlock(needed)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| RuntimeError::DataDir {
+        dir: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let meta = Arc::new(MetaStore::open(&config.data_dir)?);
+    let shutdown = Arc::new(Shutdown::default());
+    install_signal_handler(shutdown.clone());
+    let config = Arc::new(config);
+    let mesh = build_mesh(cores, config.runtime.mesh_channel_capacity);
+    let online = crate::config::online_cpus();
+    // Core 0 binds first so that port 0 resolves to one port every core then shares.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let recovered = Arc::new(std::sync::Barrier::new(cores));
+    let mut handles = Vec::with_capacity(cores);
+    let mut bound_addr = None;
+    for (core, channels) in mesh.into_iter().enumerate() {
+        let placement = if cores <= online {
+            Placement::Fixed(core)
+        } else {
+            Placement::Unbound
+        };
+        let ctx_args = crate::node::CoreArgs {
+            core,
+            cores,
+            config: config.clone(),
+            meta: meta.clone(),
+            shutdown: shutdown.clone(),
+            channels,
+            http_bind: bound_addr.unwrap_or_else(|| config.http_bind()),
+            bound_tx: bound_tx.clone(),
+            recovered: recovered.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("core-{core}"))
+            .io_memory(config.runtime.io_memory_bytes)
+            .ring_depth(config.runtime.ring_depth)
+            .spawn(move || crate::node::run_core(ctx_args))
+            .map_err(|e| RuntimeError::Executor {
+                core,
+                message: e.to_string(),
+            })?;
+        handles.push(handle);
+        if core == 0 {
+            // Wait for core 0's listener (or its failure) before starting the others.
+            match bound_rx.recv() {
+                Ok(Ok(addr)) => bound_addr = Some(addr),
+                Ok(Err(message)) => {
+                    shutdown.request();
+                    let _ = handles.pop().map(|h| h.join());
+                    return Err(RuntimeError::Core { core: 0, message });
+                }
+                Err(_) => {
+                    let result = handles.pop().map(|h| h.join());
+                    return Err(RuntimeError::Core {
+                        core: 0,
+                        message: format!("core 0 exited during start-up: {result:?}"),
+                    });
+                }
+            }
+        }
+    }
+    drop(bound_tx);
+    let mut failure = None;
+    for (core, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failure = failure.or(Some(RuntimeError::Core { core, message })),
+            Err(e) => {
+                failure = failure.or(Some(RuntimeError::Core {
+                    core,
+                    message: e.to_string(),
+                }))
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Storage of one node: per-shard WAL, cache and index, grouped per owning core
+//! (DESIGN section 6).
+//!
+//! Order of data: `store` (the shards a core owns) -> `shard` (cache + index + WAL of one
+//! shard) -> `wal` (segment files, group commit, recovery).
+
+pub mod shard;
+pub mod store;
+pub mod wal;

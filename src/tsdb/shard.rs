@@ -1,0 +1,596 @@
+//! One shard on its owning core: the WAL, the in-memory cache of columns per series and
+//! field, and the inverted tag index.
+//!
+//! Applying a batch is synchronous (validate field types, append to the WAL buffer,
+//! apply to the cache) so that the WAL order is the cache order; the caller then awaits
+//! durability before it acknowledges.
+//!
+//! Cache layout: a series holds one column per field; a column holds a timestamp vector
+//! and a typed value vector (16 bytes per numeric value, plus vector slack). Columns stay
+//! append-only; an out-of-order or repeated timestamp clears `sorted`, and the next read
+//! sorts stably and keeps the last value of each timestamp (last write wins).
+
+use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, Precision};
+use crate::tsdb::wal::{self, Wal, WalConfig, WalError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Identity of a shard: what its directory's `shard.json` holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub id: u64,
+    pub database: String,
+    pub retention_policy: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+/// Errors of a shard write as a whole (per-point rejections are in [`ApplyOutcome`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot create shard {id} in {dir}: {message}")]
+    Create {
+        id: u64,
+        dir: String,
+        message: String,
+    },
+}
+
+/// Hasher for keys that already are good 64-bit hashes (FNV-1a series hashes).
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = lineproto::fnv1a64_extend(self.0, bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashMapById<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// Values of one column.
+#[derive(Debug)]
+pub enum Values {
+    Float(Vec<f64>),
+    Integer(Vec<i64>),
+    Unsigned(Vec<u64>),
+    Boolean(Vec<bool>),
+    String(Vec<Box<[u8]>>),
+}
+
+impl Values {
+    fn new(t: FieldType) -> Values {
+        match t {
+            FieldType::Float => Values::Float(Vec::new()),
+            FieldType::Integer => Values::Integer(Vec::new()),
+            FieldType::Unsigned => Values::Unsigned(Vec::new()),
+            FieldType::Boolean => Values::Boolean(Vec::new()),
+            FieldType::String => Values::String(Vec::new()),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Values::Float(v) => v.capacity() * 8,
+            Values::Integer(v) => v.capacity() * 8,
+            Values::Unsigned(v) => v.capacity() * 8,
+            Values::Boolean(v) => v.capacity(),
+            Values::String(v) => v.capacity() * 16 + v.iter().map(|s| s.len()).sum::<usize>(),
+        }
+    }
+}
+
+/// A value read back from the cache.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Integer(i64),
+    Unsigned(u64),
+    Boolean(bool),
+    String(Vec<u8>),
+}
+
+/// One field of one series.
+#[derive(Debug)]
+pub struct Column {
+    /// Field key, escaped as in line protocol.
+    pub name: Box<[u8]>,
+    pub timestamps: Vec<i64>,
+    pub values: Values,
+    sorted: bool,
+}
+
+impl Column {
+    fn push(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) {
+        if let Some(&last) = self.timestamps.last() {
+            if ts <= last {
+                self.sorted = false;
+            }
+        }
+        self.timestamps.push(ts);
+        match (&mut self.values, value) {
+            (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
+            (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
+            (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
+            (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
+            (Values::String(v), FieldValue::String { span, escaped }) => {
+                v.push(body.string_value(span, *escaped).into_boxed_slice())
+            }
+            _ => unreachable!("field types are checked before apply"),
+        }
+    }
+
+    /// Sorts by time and keeps the last written value of each timestamp.
+    fn normalise(&mut self) {
+        if self.sorted {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.timestamps.len()).collect();
+        order.sort_by_key(|&i| self.timestamps[i]); // stable: equal stamps keep write order
+        let mut keep: Vec<usize> = Vec::with_capacity(order.len());
+        for i in order {
+            match keep.last() {
+                Some(&j) if self.timestamps[j] == self.timestamps[i] => {
+                    *keep.last_mut().unwrap() = i;
+                }
+                _ => keep.push(i),
+            }
+        }
+        self.timestamps = keep.iter().map(|&i| self.timestamps[i]).collect();
+        fn pick<T: Clone>(v: &[T], keep: &[usize]) -> Vec<T> {
+            keep.iter().map(|&i| v[i].clone()).collect()
+        }
+        self.values = match &self.values {
+            Values::Float(v) => Values::Float(pick(v, &keep)),
+            Values::Integer(v) => Values::Integer(pick(v, &keep)),
+            Values::Unsigned(v) => Values::Unsigned(pick(v, &keep)),
+            Values::Boolean(v) => Values::Boolean(pick(v, &keep)),
+            Values::String(v) => Values::String(pick(v, &keep)),
+        };
+        self.sorted = true;
+    }
+
+    fn value_at(&self, i: usize) -> Value {
+        match &self.values {
+            Values::Float(v) => Value::Float(v[i]),
+            Values::Integer(v) => Value::Integer(v[i]),
+            Values::Unsigned(v) => Value::Unsigned(v[i]),
+            Values::Boolean(v) => Value::Boolean(v[i]),
+            Values::String(v) => Value::String(v[i].to_vec()),
+        }
+    }
+}
+
+/// One series: its canonical key and its columns.
+#[derive(Debug)]
+pub struct Series {
+    pub key: Box<[u8]>,
+    pub measurement: Box<[u8]>,
+    pub columns: Vec<Column>,
+}
+
+/// Index of one measurement: field types and tag key -> tag value -> series.
+#[derive(Debug, Default)]
+pub struct MeasurementIndex {
+    pub field_types: HashMap<Box<[u8]>, FieldType>,
+    pub tags: HashMap<Box<[u8]>, HashMap<Box<[u8]>, Vec<u32>>>,
+    pub series: Vec<u32>,
+}
+
+/// What applying a batch did: points stored, and points rejected with a reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub written: usize,
+    pub rejected: Vec<String>,
+}
+
+/// A stored point, as the read API returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPoint {
+    pub series_key: String,
+    pub field: String,
+    pub timestamp: i64,
+    pub value: Value,
+}
+
+/// Counts of one shard.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardStats {
+    pub id: u64,
+    pub database: String,
+    pub retention_policy: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub series: usize,
+    pub values: u64,
+    pub cache_heap_bytes: usize,
+    pub wal_records: u64,
+    pub wal_syncs: u64,
+}
+
+/// A shard.
+pub struct Shard {
+    pub meta: ShardMeta,
+    wal: Wal,
+    series_by_hash: HashMapById<Vec<u32>>,
+    series: Vec<Series>,
+    measurements: HashMap<Box<[u8]>, MeasurementIndex>,
+    values: u64,
+}
+
+impl Shard {
+    pub fn dir(data_dir: &Path, id: u64) -> PathBuf {
+        data_dir.join("shards").join(format!("{id:016x}"))
+    }
+
+    /// Creates a new, empty shard on disk.
+    pub fn create(data_dir: &Path, meta: ShardMeta, wal_config: WalConfig) -> Result<Shard, ShardError> {
+        let dir = Self::dir(data_dir, meta.id);
+        let make = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir.join("wal"))?;
+            let tmp = dir.join("shard.json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&meta).expect("serialises"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, dir.join("shard.json"))?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            std::fs::File::open(dir.parent().expect("shards dir"))?.sync_all()?;
+            Ok(())
+        };
+        make().map_err(|e| ShardError::Create {
+            id: meta.id,
+            dir: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Shard::empty(meta, Wal::new(dir.join("wal"), 1, wal_config)))
+    }
+
+    fn empty(meta: ShardMeta, wal: Wal) -> Shard {
+        Shard {
+            meta,
+            wal,
+            series_by_hash: HashMapById::default(),
+            series: Vec::new(),
+            measurements: HashMap::new(),
+            values: 0,
+        }
+    }
+
+    /// Opens an existing shard directory and replays its WAL, cutting a torn tail.
+    pub fn open(dir: &Path, wal_config: WalConfig) -> Result<(Shard, wal::RecoveryReport), String> {
+        Self::open_with(dir, wal_config, true)
+    }
+
+    /// Opens a shard without changing any file (for `shardcore inspect`).
+    pub fn open_read_only(
+        dir: &Path,
+        wal_config: WalConfig,
+    ) -> Result<(Shard, wal::RecoveryReport), String> {
+        Self::open_with(dir, wal_config, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        wal_config: WalConfig,
+        truncate: bool,
+    ) -> Result<(Shard, wal::RecoveryReport), String> {
+        let meta: ShardMeta = std::fs::read(dir.join("shard.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))?;
+        let mut shard = Shard::empty(meta, Wal::new(dir.join("wal"), 1, wal_config));
+        let (report, next) = wal::recover(&dir.join("wal"), truncate, |record| {
+            if record.kind != wal::KIND_WRITE {
+                return;
+            }
+            let body = bytes::Bytes::copy_from_slice(record.lines);
+            let parsed = lineproto::parse(body, record.precision, record.default_time_ns);
+            let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
+            shard.apply_to_cache(&parsed, &all);
+        })
+        .map_err(|e| e.to_string())?;
+        shard.wal = Wal::new(dir.join("wal"), next, wal_config);
+        Ok((shard, report))
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Validates, logs and applies the points `indices` of `body`. Returns the outcome and
+    /// a receiver that resolves when the WAL record is durable (None if nothing was
+    /// written).
+    pub fn write(
+        &mut self,
+        body: &Arc<ParsedBody>,
+        indices: &[u32],
+        precision: Precision,
+        default_time_ns: i64,
+    ) -> Result<(ApplyOutcome, Option<futures_channel::oneshot::Receiver<Result<(), WalError>>>), ShardError>
+    {
+        self.wal.check_writable()?;
+        let mut outcome = ApplyOutcome::default();
+        let mut accepted: Vec<u32> = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let point = &body.points[i as usize];
+            match self.check_field_types(body, point) {
+                Ok(()) => accepted.push(i),
+                Err(reason) => outcome.rejected.push(reason),
+            }
+        }
+        if accepted.is_empty() {
+            return Ok((outcome, None));
+        }
+        let durable = self.wal.append(precision, default_time_ns, |out| {
+            for &i in &accepted {
+                out.extend_from_slice(body.line(&body.points[i as usize]));
+                out.push(b'\n');
+            }
+        })?;
+        self.apply_to_cache(body, &accepted);
+        outcome.written = accepted.len();
+        Ok((outcome, Some(durable)))
+    }
+
+    /// Checks a point's field types against the shard and registers new fields, so a
+    /// later point of the same batch is checked against this one.
+    fn check_field_types(&mut self, body: &ParsedBody, point: &lineproto::PointRef) -> Result<(), String> {
+        let m_raw = body.bytes(&point.measurement);
+        let index = self.measurements.entry(m_raw.into()).or_default();
+        for f in body.point_fields(point) {
+            let key = body.bytes(&f.key);
+            let t = f.value.field_type();
+            if let Some(&existing) = index.field_types.get(key) {
+                if existing != t {
+                    return Err(format!(
+                        "field type conflict: input field \"{}\" on measurement \"{}\" is type {}, already exists as type {}",
+                        String::from_utf8_lossy(&lineproto::unescape(key)),
+                        String::from_utf8_lossy(&lineproto::unescape(m_raw)),
+                        t,
+                        existing
+                    ));
+                }
+            }
+        }
+        for f in body.point_fields(point) {
+            let key = body.bytes(&f.key);
+            if !index.field_types.contains_key(key) {
+                index.field_types.insert(key.into(), f.value.field_type());
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_to_cache(&mut self, body: &ParsedBody, indices: &[u32]) {
+        for &i in indices {
+            let point = &body.points[i as usize];
+            let sid = self.series_id(body, point);
+            let series = &mut self.series[sid as usize];
+            for f in body.point_fields(point) {
+                let key = body.bytes(&f.key);
+                let col = match series.columns.iter().position(|c| &*c.name == key) {
+                    Some(c) => c,
+                    None => {
+                        series.columns.push(Column {
+                            name: key.into(),
+                            timestamps: Vec::new(),
+                            values: Values::new(f.value.field_type()),
+                            sorted: true,
+                        });
+                        series.columns.len() - 1
+                    }
+                };
+                let column = &mut series.columns[col];
+                if std::mem::discriminant(&column.values)
+                    != std::mem::discriminant(&Values::new(f.value.field_type()))
+                {
+                    // Only reachable through recovery of a WAL written before a type
+                    // check existed for this field; keep the first type, as a write would.
+                    continue;
+                }
+                column.push(point.timestamp, &f.value, body);
+                self.values += 1;
+            }
+        }
+    }
+
+    /// Finds or creates the series of a point, indexing a new one.
+    fn series_id(&mut self, body: &ParsedBody, point: &lineproto::PointRef) -> u32 {
+        let key = body.series_key(point);
+        if let Some(ids) = self.series_by_hash.get(&point.series_hash) {
+            for &id in ids {
+                if &*self.series[id as usize].key == key {
+                    return id;
+                }
+            }
+        }
+        let id = self.series.len() as u32;
+        let measurement: Box<[u8]> = body.bytes(&point.measurement).into();
+        let index = self.measurements.entry(measurement.clone()).or_default();
+        index.series.push(id);
+        for t in body.point_tags(point) {
+            index
+                .tags
+                .entry(body.bytes(&t.key).into())
+                .or_default()
+                .entry(body.bytes(&t.value).into())
+                .or_default()
+                .push(id);
+        }
+        self.series.push(Series {
+            key: key.into(),
+            measurement,
+            columns: Vec::new(),
+        });
+        self.series_by_hash.entry(point.series_hash).or_default().push(id);
+        id
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let wal = self.wal.stats();
+        ShardStats {
+            id: self.meta.id,
+            database: self.meta.database.clone(),
+            retention_policy: self.meta.retention_policy.clone(),
+            start_ns: self.meta.start_ns,
+            end_ns: self.meta.end_ns,
+            series: self.series.len(),
+            values: self.values,
+            cache_heap_bytes: self.cache_heap_bytes(),
+            wal_records: wal.records,
+            wal_syncs: wal.syncs,
+        }
+    }
+
+    /// Heap bytes held by cached columns (timestamps and values, with vector slack).
+    pub fn cache_heap_bytes(&self) -> usize {
+        self.series
+            .iter()
+            .flat_map(|s| s.columns.iter())
+            .map(|c| c.timestamps.capacity() * 8 + c.values.heap_bytes())
+            .sum()
+    }
+
+    /// Stored points of matching series in `[start_ns, end_ns]`, sorted by series key,
+    /// field and time. `measurement` and `series_key` are unescaped-insensitive exact
+    /// matches on the escaped forms as stored.
+    pub fn read(
+        &mut self,
+        measurement: Option<&[u8]>,
+        series_key: Option<&[u8]>,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<StoredPoint> {
+        let mut out = Vec::new();
+        let mut ids: Vec<u32> = match measurement {
+            Some(m) => self
+                .measurements
+                .get(m)
+                .map(|i| i.series.clone())
+                .unwrap_or_default(),
+            None => (0..self.series.len() as u32).collect(),
+        };
+        ids.sort_by(|a, b| self.series[*a as usize].key.cmp(&self.series[*b as usize].key));
+        for id in ids {
+            let series = &mut self.series[id as usize];
+            if series_key.is_some_and(|k| k != &*series.key) {
+                continue;
+            }
+            let key = String::from_utf8_lossy(&series.key).into_owned();
+            series.columns.sort_by(|a, b| a.name.cmp(&b.name));
+            for column in &mut series.columns {
+                column.normalise();
+                let field = String::from_utf8_lossy(&lineproto::unescape(&column.name)).into_owned();
+                let from = column.timestamps.partition_point(|&t| t < start_ns);
+                let to = column.timestamps.partition_point(|&t| t <= end_ns);
+                for i in from..to {
+                    out.push(StoredPoint {
+                        series_key: key.clone(),
+                        field: field.clone(),
+                        timestamp: column.timestamps[i],
+                        value: column.value_at(i),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of distinct stored (series, field, time) values, after last-write-wins.
+    pub fn count_values(&mut self) -> u64 {
+        let mut n = 0;
+        for s in &mut self.series {
+            for c in &mut s.columns {
+                c.normalise();
+                n += c.timestamps.len() as u64;
+            }
+        }
+        n
+    }
+
+    /// Series ids carrying `tag key = value` in `measurement` (escaped forms).
+    pub fn series_with_tag(&self, measurement: &[u8], key: &[u8], value: &[u8]) -> &[u32] {
+        self.measurements
+            .get(measurement)
+            .and_then(|m| m.tags.get(key))
+            .and_then(|v| v.get(value))
+            .map_or(&[], |v| v.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(move || async move { f().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn config() -> WalConfig {
+        WalConfig {
+            fsync_delay: std::time::Duration::ZERO,
+            segment_size_bytes: 1 << 20,
+            max_pending_bytes: 1 << 20,
+        }
+    }
+
+    fn meta(id: u64) -> ShardMeta {
+        ShardMeta {
+            id,
+            database: "db".into(),
+            retention_policy: "autogen".into(),
+            start_ns: 0,
+            end_ns: 1 << 60,
+        }
+    }
+
+    #[test]
+    fn write_rejects_type_conflicts_keeps_last_value_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let dd = data_dir.clone();
+        run(move || async move {
+            let mut shard = Shard::create(&dd, meta(7), config()).unwrap();
+            let body = Arc::new(lineproto::parse(
+                Bytes::from_static(
+                    b"cpu,host=a v=1 10\ncpu,host=a v=2i 20\ncpu,host=b v=3 10\ncpu,host=a v=9 10\nmem x=\"s\" 5",
+                ),
+                Precision::Nanosecond,
+                0,
+            ));
+            let all: Vec<u32> = (0..body.points.len() as u32).collect();
+            let (outcome, durable) = shard.write(&body, &all, Precision::Nanosecond, 0).unwrap();
+            assert_eq!(outcome.written, 4);
+            assert_eq!(outcome.rejected.len(), 1);
+            assert!(outcome.rejected[0].contains("input field \"v\" on measurement \"cpu\" is type integer, already exists as type float"));
+            durable.unwrap().await.unwrap().unwrap();
+            let points = shard.read(Some(b"cpu"), Some(b"cpu,host=a"), 0, 100);
+            assert_eq!(points.len(), 1);
+            assert_eq!(points[0].value, Value::Float(9.0));
+            assert_eq!(shard.series_with_tag(b"cpu", b"host", b"b").len(), 1);
+            shard.wal().close().await;
+        });
+        let (mut shard, report) = Shard::open(&Shard::dir(&data_dir, 7), config()).unwrap();
+        assert_eq!(report.records, 1);
+        assert_eq!(shard.count_values(), 3);
+        let pts = shard.read(None, None, i64::MIN, i64::MAX);
+        assert_eq!(pts.last().unwrap().value, Value::String(b"s".to_vec()));
+        assert_eq!(shard.read(Some(b"cpu"), Some(b"cpu,host=a"), 0, 100)[0].value, Value::Float(9.0));
+    }
+}

@@ -1,0 +1,195 @@
+//! The shards one core owns.
+//!
+//! **Invariant:** only the owning core touches a shard's files and memory: a core opens
+//! exactly the shard directories with `shard_id % cores == core`, and every write or read
+//! of a shard reaches that core (over the mesh if it arrived elsewhere).
+
+use crate::lineproto::{ParsedBody, Precision};
+use crate::placement;
+use crate::tsdb::shard::{ApplyOutcome, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
+use crate::tsdb::wal::{RecoveryReport, Wal, WalConfig};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A batch of points for one shard: a shared parsed body and the indices of the points
+/// that belong to this shard. Moving it between cores moves one `Arc`, not the points.
+#[derive(Clone, Debug)]
+pub struct ShardBatch {
+    pub shard: ShardMeta,
+    pub body: Arc<ParsedBody>,
+    pub points: Vec<u32>,
+    pub precision: Precision,
+    pub default_time_ns: i64,
+}
+
+/// Totals of recovery over all shards of a core.
+#[derive(Clone, Debug, Default)]
+pub struct StoreRecovery {
+    pub shards: usize,
+    pub wal: RecoveryReport,
+    pub failed_shards: Vec<String>,
+}
+
+/// Per-core store.
+pub struct Store {
+    core: usize,
+    data_dir: PathBuf,
+    wal_config: WalConfig,
+    shards: HashMap<u64, Shard>,
+}
+
+impl Store {
+    /// Opens this core's shards under `DATA_DIR/shards` and replays their WALs.
+    pub fn open(
+        core: usize,
+        cores: usize,
+        data_dir: &Path,
+        wal_config: WalConfig,
+    ) -> std::io::Result<(Store, StoreRecovery)> {
+        let shards_dir = data_dir.join("shards");
+        std::fs::create_dir_all(&shards_dir)?;
+        let mut store = Store {
+            core,
+            data_dir: data_dir.to_path_buf(),
+            wal_config,
+            shards: HashMap::new(),
+        };
+        let mut recovery = StoreRecovery::default();
+        for entry in std::fs::read_dir(&shards_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Ok(id) = u64::from_str_radix(&name.to_string_lossy(), 16) else {
+                continue;
+            };
+            if placement::owning_core(id, cores) != core {
+                continue;
+            }
+            match Shard::open(&entry.path(), wal_config) {
+                Ok((shard, report)) => {
+                    recovery.shards += 1;
+                    recovery.wal.segments += report.segments;
+                    recovery.wal.records += report.records;
+                    recovery.wal.bytes += report.bytes;
+                    recovery.wal.truncated_segments += report.truncated_segments;
+                    recovery.wal.truncated_bytes += report.truncated_bytes;
+                    store.shards.insert(id, shard);
+                }
+                Err(message) => {
+                    // A shard that cannot be read is left on disk, untouched, and named.
+                    tracing::error!(shard = %entry.path().display(), %message, "cannot open shard; it stays offline");
+                    recovery
+                        .failed_shards
+                        .push(format!("{}: {message}", entry.path().display()));
+                }
+            }
+        }
+        Ok((store, recovery))
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// Writes a batch to its shard, creating the shard on first use. Returns the outcome
+    /// and the durability receiver to await before acknowledging.
+    pub fn write(
+        &mut self,
+        batch: &ShardBatch,
+    ) -> Result<
+        (
+            ApplyOutcome,
+            Option<futures_channel::oneshot::Receiver<Result<(), crate::tsdb::wal::WalError>>>,
+        ),
+        ShardError,
+    > {
+        let shard = match self.shards.entry(batch.shard.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Shard::create(&self.data_dir, batch.shard.clone(), self.wal_config)?)
+            }
+        };
+        shard.write(
+            &batch.body,
+            &batch.points,
+            batch.precision,
+            batch.default_time_ns,
+        )
+    }
+
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        let mut v: Vec<_> = self.shards.values().map(|s| s.stats()).collect();
+        v.sort_by_key(|s| (s.start_ns, s.id));
+        v
+    }
+
+    pub fn shard_wal(&self, id: u64) -> Option<Wal> {
+        self.shards.get(&id).map(|s| s.wal().clone())
+    }
+
+    pub fn shard_mut(&mut self, id: u64) -> Option<&mut Shard> {
+        self.shards.get_mut(&id)
+    }
+
+    /// Reads points from every shard of `database` (and `rp`, if given).
+    pub fn read(
+        &mut self,
+        database: &str,
+        rp: Option<&str>,
+        measurement: Option<&[u8]>,
+        series_key: Option<&[u8]>,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<(u64, StoredPoint)> {
+        let mut out = Vec::new();
+        for (id, shard) in self.shards.iter_mut() {
+            if shard.meta.database != database
+                || rp.is_some_and(|r| r != shard.meta.retention_policy)
+                || shard.meta.end_ns <= start_ns
+                || shard.meta.start_ns > end_ns
+            {
+                continue;
+            }
+            for p in shard.read(measurement, series_key, start_ns, end_ns) {
+                out.push((*id, p));
+            }
+        }
+        out
+    }
+
+    /// Takes the shards of a dropped database (or retention policy) out of the store.
+    /// The caller finishes the job with [`delete_shards`] without holding the store.
+    pub fn remove_shards(&mut self, database: &str, rp: Option<&str>) -> Vec<Shard> {
+        let ids: Vec<u64> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| {
+                s.meta.database == database && rp.is_none_or(|r| r == s.meta.retention_policy)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| self.shards.remove(id)).collect()
+    }
+
+    /// Every WAL of this core (to close them at shutdown without holding the store).
+    pub fn wals(&self) -> Vec<Wal> {
+        self.shards.values().map(|s| s.wal().clone()).collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Closes removed shards' WALs and deletes their directories.
+pub async fn delete_shards(data_dir: &Path, shards: Vec<Shard>) -> usize {
+    let n = shards.len();
+    for shard in shards {
+        shard.wal().close().await;
+        let dir = Shard::dir(data_dir, shard.meta.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove dropped shard directory");
+        }
+    }
+    n
+}

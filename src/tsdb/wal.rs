@@ -1,0 +1,519 @@
+//! Write-ahead log of one shard: append-only segment files of crc32c-framed records,
+//! with group commit.
+//!
+//! Record: `length u32 LE | crc32c(payload) u32 LE | payload`, where the payload is
+//! `kind u8 | precision u8 | default time i64 LE | line-protocol lines, '\n'-terminated`.
+//! Recovery re-parses the lines with the record's precision and default time, so a
+//! replay stores exactly what the acknowledged request stored.
+//!
+//! Group commit: [`Wal::append`] copies the record into the pending buffer at once (so
+//! the WAL order is the apply order) and returns a future that resolves when the record
+//! is on disk. One flusher task per WAL writes the whole pending buffer and fdatasyncs
+//! it; everything that arrived while a sync ran goes out with the next one. With
+//! `wal-fsync-delay-ms` > 0 the flusher waits that long first to gather more.
+//!
+//! **Invariant:** only the owning core touches a WAL (it is `!Send`: `Rc` inside).
+//! After a failed write or sync the WAL is failed for good and says so on every call;
+//! what reached the disk is unknown, so the node must restart and recover.
+//!
+//! Back of the envelope: at 1 M lines/s of ~250-byte lines a core appends ~250 MB/s;
+//! an fdatasync on this class of disk takes 0.5–5 ms, so each sync carries 125 KB–1.2 MB
+//! and the sync rate, not the bytes, bounds small-request latency.
+
+use crate::lineproto::Precision;
+use futures_channel::oneshot;
+use glommio::io::BufferedFile;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const RECORD_HEADER_BYTES: usize = 8;
+pub const PAYLOAD_HEADER_BYTES: usize = 10;
+pub const KIND_WRITE: u8 = 1;
+/// A record longer than this is treated as corruption (a body is at most a few hundred MB).
+pub const MAX_RECORD_BYTES: u32 = 1 << 30;
+
+/// WAL failures.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    #[error("WAL I/O error in {dir}: {message}")]
+    Io { dir: String, message: String },
+    #[error("previous WAL I/O error in {dir} ({message}); the shard is read-only until the node restarts")]
+    Failed { dir: String, message: String },
+    #[error("WAL in {dir} is closed")]
+    Closed { dir: String },
+}
+
+/// Tuning of one WAL, from `[storage]`.
+#[derive(Clone, Copy, Debug)]
+pub struct WalConfig {
+    pub fsync_delay: Duration,
+    pub segment_size_bytes: u64,
+    pub max_pending_bytes: u64,
+}
+
+struct WalState {
+    file: Option<Rc<BufferedFile>>,
+    segment_number: u64,
+    offset: u64,
+    pending: Vec<u8>,
+    waiters: Vec<oneshot::Sender<Result<(), WalError>>>,
+    room_waiters: Vec<oneshot::Sender<()>>,
+    flushing: bool,
+    failed: Option<String>,
+    closed: bool,
+    stats: WalStats,
+}
+
+/// Counters of one WAL.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub syncs: u64,
+}
+
+/// The WAL of one shard. Cheap to clone (shared state on one core).
+#[derive(Clone)]
+pub struct Wal {
+    dir: Rc<PathBuf>,
+    config: WalConfig,
+    state: Rc<RefCell<WalState>>,
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Segments whose tail was cut at the last good record.
+    pub truncated_segments: u64,
+    pub truncated_bytes: u64,
+}
+
+/// A record read back during recovery.
+pub struct RecoveredRecord<'a> {
+    pub kind: u8,
+    pub precision: Precision,
+    pub default_time_ns: i64,
+    pub lines: &'a [u8],
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}.wal"))
+}
+
+/// Segment numbers in `dir`, ascending.
+fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Encodes one record into `out`: header, then the payload `write_lines` appends.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    precision: Precision,
+    default_time_ns: i64,
+    write_lines: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
+    out.push(KIND_WRITE);
+    out.push(precision.code());
+    out.extend_from_slice(&default_time_ns.to_le_bytes());
+    write_lines(out);
+    let payload = &out[start + RECORD_HEADER_BYTES..];
+    let len = payload.len() as u32;
+    let crc = crc32c::crc32c(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes the records of one segment image. Returns the length of the valid prefix.
+pub fn decode_records(bytes: &[u8], mut each: impl FnMut(RecoveredRecord<'_>)) -> usize {
+    let mut pos = 0usize;
+    while pos + RECORD_HEADER_BYTES <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
+        if len < PAYLOAD_HEADER_BYTES as u32 || len > MAX_RECORD_BYTES {
+            break;
+        }
+        let end = pos + RECORD_HEADER_BYTES + len as usize;
+        if end > bytes.len() {
+            break;
+        }
+        let payload = &bytes[pos + RECORD_HEADER_BYTES..end];
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        let Some(precision) = Precision::from_code(payload[1]) else {
+            break;
+        };
+        each(RecoveredRecord {
+            kind: payload[0],
+            precision,
+            default_time_ns: i64::from_le_bytes(payload[2..10].try_into().unwrap()),
+            lines: &payload[PAYLOAD_HEADER_BYTES..],
+        });
+        pos = end;
+    }
+    pos
+}
+
+/// Replays every segment in `dir` in order, cutting a torn or corrupt tail at the last
+/// good record (logged and counted, never a panic). Runs at start-up, before the core
+/// serves anything, so plain blocking reads are fine here. Returns the report and the
+/// number for the next segment.
+pub fn recover(
+    dir: &Path,
+    truncate: bool,
+    mut apply: impl FnMut(RecoveredRecord<'_>),
+) -> std::io::Result<(RecoveryReport, u64)> {
+    if truncate {
+        std::fs::create_dir_all(dir)?;
+    } else if !dir.exists() {
+        return Ok((RecoveryReport::default(), 1));
+    }
+    let mut report = RecoveryReport::default();
+    let segments = list_segments(dir)?;
+    for &number in &segments {
+        let path = segment_path(dir, number);
+        let bytes = std::fs::read(&path)?;
+        report.segments += 1;
+        let mut records = 0u64;
+        let valid = decode_records(&bytes, |r| {
+            records += 1;
+            apply(r)
+        });
+        report.records += records;
+        report.bytes += valid as u64;
+        if valid < bytes.len() && !truncate {
+            let cut = (bytes.len() - valid) as u64;
+            tracing::warn!(segment = %path.display(), valid_bytes = valid, bad_bytes = cut, "WAL segment has a torn or corrupt tail (read-only: left as is)");
+            report.truncated_segments += 1;
+            report.truncated_bytes += cut;
+        } else if valid < bytes.len() {
+            let cut = bytes.len() - valid;
+            tracing::warn!(
+                segment = %path.display(),
+                valid_bytes = valid,
+                cut_bytes = cut,
+                "WAL segment has a torn or corrupt tail; truncating it at the last good record"
+            );
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            file.set_len(valid as u64)?;
+            file.sync_all()?;
+            report.truncated_segments += 1;
+            report.truncated_bytes += cut as u64;
+        }
+    }
+    let next = segments.last().map_or(1, |n| n + 1);
+    Ok((report, next))
+}
+
+impl Wal {
+    /// A WAL that appends to new segments in `dir` starting at `next_segment` (from
+    /// [`recover`]). The first segment file is created by the first flush.
+    pub fn new(dir: PathBuf, next_segment: u64, config: WalConfig) -> Wal {
+        Wal {
+            dir: Rc::new(dir),
+            config,
+            state: Rc::new(RefCell::new(WalState {
+                file: None,
+                segment_number: next_segment,
+                offset: 0,
+                pending: Vec::new(),
+                waiters: Vec::new(),
+                room_waiters: Vec::new(),
+                flushing: false,
+                failed: None,
+                closed: false,
+                stats: WalStats::default(),
+            })),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.state.borrow().stats
+    }
+
+    /// Fails fast if the WAL cannot take records.
+    pub fn check_writable(&self) -> Result<(), WalError> {
+        let s = self.state.borrow();
+        if let Some(message) = &s.failed {
+            return Err(WalError::Failed {
+                dir: self.dir.display().to_string(),
+                message: message.clone(),
+            });
+        }
+        if s.closed {
+            return Err(WalError::Closed {
+                dir: self.dir.display().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits while the pending buffer is over its bound (a sync is then in progress).
+    pub async fn wait_for_room(&self) {
+        loop {
+            let rx = {
+                let mut s = self.state.borrow_mut();
+                if (s.pending.len() as u64) < self.config.max_pending_bytes || !s.flushing {
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                s.room_waiters.push(tx);
+                rx
+            };
+            let _ = rx.await;
+        }
+    }
+
+    /// Appends one record now (synchronously, so WAL order is call order) and returns a
+    /// future that resolves once it is durable.
+    pub fn append(
+        &self,
+        precision: Precision,
+        default_time_ns: i64,
+        write_lines: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
+        self.check_writable()?;
+        let (tx, rx) = oneshot::channel();
+        let start_flusher = {
+            let mut s = self.state.borrow_mut();
+            let before = s.pending.len();
+            encode_record(&mut s.pending, precision, default_time_ns, write_lines);
+            s.stats.records += 1;
+            s.stats.bytes += (s.pending.len() - before) as u64;
+            s.waiters.push(tx);
+            !std::mem::replace(&mut s.flushing, true)
+        };
+        if start_flusher {
+            let wal = self.clone();
+            glommio::spawn_local(async move { wal.flush_loop().await }).detach();
+        }
+        Ok(rx)
+    }
+
+    async fn flush_loop(self) {
+        loop {
+            if !self.config.fsync_delay.is_zero() {
+                glommio::timer::sleep(self.config.fsync_delay).await;
+            }
+            let (buf, waiters) = {
+                let mut s = self.state.borrow_mut();
+                if s.pending.is_empty() {
+                    s.flushing = false;
+                    for w in s.room_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                    return;
+                }
+                let capacity = s.pending.capacity().min(4 << 20);
+                let buf = std::mem::replace(&mut s.pending, Vec::with_capacity(capacity));
+                (buf, std::mem::take(&mut s.waiters))
+            };
+            let result = self.write_and_sync(buf).await;
+            let mut s = self.state.borrow_mut();
+            for w in s.room_waiters.drain(..) {
+                let _ = w.send(());
+            }
+            match result {
+                Ok(()) => {
+                    s.stats.syncs += 1;
+                    for w in waiters {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                Err(message) => {
+                    tracing::error!(dir = %self.dir.display(), %message, "WAL write failed; shard is now read-only");
+                    let err = WalError::Io {
+                        dir: self.dir.display().to_string(),
+                        message: message.clone(),
+                    };
+                    s.failed = Some(message);
+                    for w in waiters.into_iter().chain(s.waiters.drain(..)) {
+                        let _ = w.send(Err(err.clone()));
+                    }
+                    s.pending.clear();
+                    s.flushing = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes `buf` at the end of the current segment and fdatasyncs it, rolling to a
+    /// new segment first when the current one is full.
+    async fn write_and_sync(&self, buf: Vec<u8>) -> Result<(), String> {
+        let (file, offset) = self.current_segment().await?;
+        let len = buf.len() as u64;
+        let written = file
+            .write_at(buf, offset)
+            .await
+            .map_err(|e| e.to_string())? as u64;
+        // A regular file only writes short when the disk is full or a limit is hit; the
+        // rest of the record is then unknown on disk, so this is a failure, not a retry.
+        if written != len {
+            return Err(format!("short write: {written} of {len} bytes (disk full?)"));
+        }
+        file.fdatasync().await.map_err(|e| e.to_string())?;
+        self.state.borrow_mut().offset = offset + len;
+        Ok(())
+    }
+
+    async fn current_segment(&self) -> Result<(Rc<BufferedFile>, u64), String> {
+        let (file, offset, number) = {
+            let s = self.state.borrow();
+            (s.file.clone(), s.offset, s.segment_number)
+        };
+        if let Some(file) = file {
+            if offset < self.config.segment_size_bytes {
+                return Ok((file, offset));
+            }
+        }
+        let next = if self.state.borrow().file.is_some() {
+            number + 1
+        } else {
+            number
+        };
+        let path = segment_path(&self.dir, next);
+        let file = BufferedFile::create(&path)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The new name must survive a crash too.
+        std::fs::File::open(&*self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("fsync of {}: {e}", self.dir.display()))?;
+        let file = Rc::new(file);
+        let mut s = self.state.borrow_mut();
+        s.file = Some(file.clone());
+        s.segment_number = next;
+        s.offset = 0;
+        Ok((file, 0))
+    }
+
+    /// Waits until everything appended so far is durable, then refuses new records.
+    pub async fn close(&self) {
+        loop {
+            let busy = {
+                let s = self.state.borrow();
+                s.flushing || !s.pending.is_empty()
+            };
+            if !busy {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        self.state.borrow_mut().closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lines: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(&mut out, Precision::Second, 42, |b| b.extend_from_slice(lines));
+        out
+    }
+
+    #[test]
+    fn decode_stops_at_torn_or_corrupt_tail() {
+        let mut seg = record(b"cpu v=1 1\n");
+        seg.extend(record(b"cpu v=2 2\n"));
+        let good = seg.len();
+        let third = record(b"cpu v=3 3\n");
+        seg.extend_from_slice(&third[..third.len() - 3]);
+        let mut seen = Vec::new();
+        let valid = decode_records(&seg, |r| {
+            assert_eq!(r.precision, Precision::Second);
+            assert_eq!(r.default_time_ns, 42);
+            seen.push(r.lines.to_vec())
+        });
+        assert_eq!(valid, good);
+        assert_eq!(seen, vec![b"cpu v=1 1\n".to_vec(), b"cpu v=2 2\n".to_vec()]);
+
+        let mut flipped = record(b"cpu v=1 1\n");
+        let first = flipped.len();
+        flipped.extend(record(b"cpu v=2 2\n"));
+        let last = flipped.len() - 2;
+        flipped[last] ^= 0x40;
+        assert_eq!(decode_records(&flipped, |_| {}), first);
+    }
+
+    #[test]
+    fn recover_truncates_file_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = record(b"a v=1 1\n");
+        seg.extend_from_slice(b"\x05\x00\x00\x00garbage");
+        std::fs::write(segment_path(dir.path(), 3), &seg).unwrap();
+        let mut n = 0;
+        let (report, next) = recover(dir.path(), true, |_| n += 1).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(next, 4);
+        assert_eq!(report.truncated_segments, 1);
+        assert_eq!(report.truncated_bytes, 11);
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 3)).unwrap().len() as usize,
+            seg.len() - 11
+        );
+    }
+
+    #[test]
+    fn append_is_durable_and_recoverable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .unwrap();
+        ex.run(async move {
+            let wal = Wal::new(
+                path.clone(),
+                1,
+                WalConfig {
+                    fsync_delay: Duration::ZERO,
+                    segment_size_bytes: 64,
+                    max_pending_bytes: 1 << 20,
+                },
+            );
+            let mut acks = Vec::new();
+            for i in 0..10 {
+                let line = format!("m v={i} {i}\n");
+                acks.push(
+                    wal.append(Precision::Nanosecond, 0, |b| b.extend_from_slice(line.as_bytes()))
+                        .unwrap(),
+                );
+            }
+            for ack in acks {
+                ack.await.unwrap().unwrap();
+            }
+            assert!(wal.stats().syncs >= 1);
+            wal.close().await;
+            assert!(wal.append(Precision::Nanosecond, 0, |_| {}).is_err());
+        });
+        let mut lines = Vec::new();
+        let (report, _) = recover(dir.path(), true, |r| lines.push(r.lines.to_vec())).unwrap();
+        assert_eq!(report.records, 10);
+        assert_eq!(lines[9], b"m v=9 9\n".to_vec());
+        assert_eq!(report.truncated_segments, 0);
+    }
+}
