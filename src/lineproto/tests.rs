@@ -19,7 +19,11 @@ fn parse_prec(s: &str, precision: Precision) -> ParsedBody {
 /// Parses a body that must hold exactly one valid point and no errors.
 fn one(s: &str) -> OwnedPoint {
     let body = parse_str(s);
-    assert!(body.errors.is_empty(), "{s:?}: unexpected errors {:?}", body.errors);
+    assert!(
+        body.errors.is_empty(),
+        "{s:?}: unexpected errors {:?}",
+        body.errors
+    );
     assert_eq!(body.points.len(), 1, "{s:?}: expected one point");
     body.to_owned_point(&body.points[0])
 }
@@ -177,12 +181,19 @@ fn multiple_spaces_between_sections() {
 // Escaping
 // ---------------------------------------------------------------------------------
 
+/// (line, measurement, tags, field key)
+type NameCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn escaping_in_names() {
-    // (line, measurement, tags, field key)
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[NameCase] = &[
         // commas
-        (r"cp\,u,ta\,g=va\,l f\,k=1", "cp,u", &[("ta,g", "va,l")], "f,k"),
+        (
+            r"cp\,u,ta\,g=va\,l f\,k=1",
+            "cp,u",
+            &[("ta,g", "va,l")],
+            "f,k",
+        ),
         // spaces
         (
             r"cpu\ load,my\ tag=my\ value my\ field=1",
@@ -191,7 +202,12 @@ fn escaping_in_names() {
             "my field",
         ),
         // equals: escaped in measurement, tag key, tag value and field key
-        (r"cp\=u,k\=ey=v\=al f\=k=1", "cp=u", &[("k=ey", "v=al")], "f=k"),
+        (
+            r"cp\=u,k\=ey=v\=al f\=k=1",
+            "cp=u",
+            &[("k=ey", "v=al")],
+            "f=k",
+        ),
         // an unescaped equals sign is fine in a measurement
         ("cp=u,k=v f=1", "cp=u", &[("k", "v")], "f"),
         // all three at once
@@ -202,7 +218,12 @@ fn escaping_in_names() {
             "l m,n=o",
         ),
         // escaped characters at the edges of names
-        (r"\ m\ ,\,k\,=\=v\= \=f\ =1", " m ", &[(",k,", "=v=")], "=f "),
+        (
+            r"\ m\ ,\,k\,=\=v\= \=f\ =1",
+            " m ",
+            &[(",k,", "=v=")],
+            "=f ",
+        ),
         // a backslash before any other byte is kept as written
         (r"c\pu,t\x=v\y f\z=1", r"c\pu", &[(r"t\x", r"v\y")], r"f\z"),
         (r"c\\pu,t=v\\ f=1", r"c\\pu", &[("t", r"v\\")], "f"),
@@ -564,8 +585,8 @@ fn booleans() {
         assert_eq!(p.timestamp, Some(5));
     }
     for text in [
-        "tru", "truE", "tRUE", "TRue", "fals", "falsE", "fALSE", "FAlse", "yes", "no", "on",
-        "off", "tt", "ff", "t1", "trueX", "falsey", "y", "n1",
+        "tru", "truE", "tRUE", "TRue", "fals", "falsE", "fALSE", "FAlse", "yes", "no", "on", "off",
+        "tt", "ff", "t1", "trueX", "falsey", "y", "n1",
     ] {
         let line = format!("m v={text}");
         let e = one_err(&line);
@@ -652,7 +673,9 @@ fn precision_multiplies_timestamp() {
     ];
     for (prec, mult) in cases {
         assert_eq!(prec.nanos_per_unit(), *mult);
-        for ts in [0i64, 1, 7, -1, -7, 1_000_000, -1_000_000, 2_562_047, -2_562_047] {
+        for ts in [
+            0i64, 1, 7, -1, -7, 1_000_000, -1_000_000, 2_562_047, -2_562_047,
+        ] {
             let body = parse_prec(&format!("m f=1 {ts}"), *prec);
             assert!(body.errors.is_empty(), "{prec:?} {ts}: {:?}", body.errors);
             let p = &body.points[0];
@@ -673,16 +696,8 @@ fn precision_multiplies_timestamp() {
 fn timestamp_range_limits() {
     // Largest representable values per precision.
     let ok: &[(Precision, &str, i64)] = &[
-        (
-            Precision::Nanosecond,
-            "9223372036854775806",
-            i64::MAX - 1,
-        ),
-        (
-            Precision::Nanosecond,
-            "-9223372036854775806",
-            i64::MIN + 2,
-        ),
+        (Precision::Nanosecond, "9223372036854775806", i64::MAX - 1),
+        (Precision::Nanosecond, "-9223372036854775806", i64::MIN + 2),
         (
             Precision::Microsecond,
             "9223372036854775",
@@ -698,16 +713,8 @@ fn timestamp_range_limits() {
             "9223372036854",
             9_223_372_036_854_000_000,
         ),
-        (
-            Precision::Second,
-            "9223372036",
-            9_223_372_036_000_000_000,
-        ),
-        (
-            Precision::Second,
-            "-9223372036",
-            -9_223_372_036_000_000_000,
-        ),
+        (Precision::Second, "9223372036", 9_223_372_036_000_000_000),
+        (Precision::Second, "-9223372036", -9_223_372_036_000_000_000),
         (Precision::Minute, "153722867", 9_223_372_020_000_000_000),
         (Precision::Hour, "2562047", 9_223_369_200_000_000_000),
         (Precision::Hour, "-2562047", -9_223_369_200_000_000_000),
@@ -740,14 +747,21 @@ fn timestamp_range_limits() {
         let body = parse_prec(&line, *prec);
         assert!(body.points.is_empty(), "{prec:?} {text}");
         assert_eq!(body.errors.len(), 1);
-        assert_eq!(body.errors[0].reason, "time outside range", "{prec:?} {text}");
+        assert_eq!(
+            body.errors[0].reason, "time outside range",
+            "{prec:?} {text}"
+        );
         assert_eq!(body.errors[0].line, line);
     }
 }
 
 #[test]
 fn negative_timestamps() {
-    for (text, want) in [("-1", -1i64), ("-1000", -1000), ("-86400000000000", -86_400_000_000_000)] {
+    for (text, want) in [
+        ("-1", -1i64),
+        ("-1000", -1000),
+        ("-86400000000000", -86_400_000_000_000),
+    ] {
         let p = one(&format!("m f=1 {text}"));
         assert_eq!(p.timestamp, Some(want));
     }
@@ -802,7 +816,11 @@ fn comments_and_blank_lines_are_skipped() {
     // A comment may hold anything, including quotes that never close.
     let body = parse_str("# \"unclosed\nm f=2 1\n# junk ,= \\\nm f=3 2");
     assert!(body.errors.is_empty(), "{:?}", body.errors);
-    let got: Vec<_> = body.points.iter().map(|p| (p.line_number, p.timestamp)).collect();
+    let got: Vec<_> = body
+        .points
+        .iter()
+        .map(|p| (p.line_number, p.timestamp))
+        .collect();
     assert_eq!(got, vec![(2, 1), (4, 2)]);
 }
 
@@ -819,17 +837,33 @@ fn crlf_line_endings() {
     assert_eq!(
         got,
         vec![
-            (1, point("cpu", &[("h", "a")], &[("f", OwnedValue::Float(1.0))], 1)),
+            (
+                1,
+                point("cpu", &[("h", "a")], &[("f", OwnedValue::Float(1.0))], 1)
+            ),
             (
                 2,
-                point("cpu", &[("h", "b")], &[("g", OwnedValue::Integer(2))], DEFAULT_TS)
+                point(
+                    "cpu",
+                    &[("h", "b")],
+                    &[("g", OwnedValue::Integer(2))],
+                    DEFAULT_TS
+                )
             ),
             (3, point("cpu", &[("h", "c")], &[("s", s("x"))], DEFAULT_TS)),
             (
                 6,
-                point("cpu", &[("h", "d")], &[("b", OwnedValue::Boolean(true))], DEFAULT_TS)
+                point(
+                    "cpu",
+                    &[("h", "d")],
+                    &[("b", OwnedValue::Boolean(true))],
+                    DEFAULT_TS
+                )
             ),
-            (7, point("cpu", &[("h", "e")], &[("u", OwnedValue::Unsigned(3))], 9)),
+            (
+                7,
+                point("cpu", &[("h", "e")], &[("u", OwnedValue::Unsigned(3))], 9)
+            ),
         ]
     );
     // The terminator is not part of the line.
@@ -966,7 +1000,10 @@ fn series_key_sorts_by_unescaped_tag_keys() {
     assert_eq!(k1, k2);
     assert_eq!(h1, h2);
     assert_eq!(k1, b(r"cpu,a\ b=2,a!=1"));
-    assert_eq!(one(r"cpu,a!=1,a\ b=2 f=1").tags, vec![(b("a b"), b("2")), (b("a!"), b("1"))]);
+    assert_eq!(
+        one(r"cpu,a!=1,a\ b=2 f=1").tags,
+        vec![(b("a b"), b("2")), (b("a!"), b("1"))]
+    );
 }
 
 #[test]
@@ -1077,18 +1114,18 @@ fn every_error_reason() {
 #[test]
 fn errors_carry_line_numbers_and_valid_lines_survive() {
     let text = concat!(
-        "cpu,host=a f=1 1\n",       // 1 ok
-        "\n",                       // 2 blank
-        "# comment\n",              // 3 comment
-        "cpu,host=b f=1.2.3 2\n",   // 4 invalid number
-        "cpu,host=c s=\"multi\n",   // 5 ok, string spans two lines
-        "line\" 3\n",               // 6
-        "cpu,host=d\n",             // 7 missing fields
-        "  cpu,host=e f=5i 5\r\n",  // 8 ok
+        "cpu,host=a f=1 1\n",        // 1 ok
+        "\n",                        // 2 blank
+        "# comment\n",               // 3 comment
+        "cpu,host=b f=1.2.3 2\n",    // 4 invalid number
+        "cpu,host=c s=\"multi\n",    // 5 ok, string spans two lines
+        "line\" 3\n",                // 6
+        "cpu,host=d\n",              // 7 missing fields
+        "  cpu,host=e f=5i 5\r\n",   // 8 ok
         "cpu,host=f,host=g f=1 6\n", // 9 duplicate tags
-        "cpu,host=h f=tru 7\n",     // 10 invalid boolean
-        "cpu,host=i f=\"open 8\n",  // 11 unbalanced quotes
-        "cpu,host=j f=9u 9",        // 12 ok, no trailing newline
+        "cpu,host=h f=tru 7\n",      // 10 invalid boolean
+        "cpu,host=i f=\"open 8\n",   // 11 unbalanced quotes
+        "cpu,host=j f=9u 9",         // 12 ok, no trailing newline
     );
     let body = parse_str(text);
     let points: Vec<_> = body
@@ -1113,7 +1150,12 @@ fn errors_carry_line_numbers_and_valid_lines_survive() {
             ),
             (
                 12,
-                point("cpu", &[("host", "j")], &[("f", OwnedValue::Unsigned(9))], 9)
+                point(
+                    "cpu",
+                    &[("host", "j")],
+                    &[("f", OwnedValue::Unsigned(9))],
+                    9
+                )
             ),
         ]
     );
@@ -1137,7 +1179,10 @@ fn errors_carry_line_numbers_and_valid_lines_survive() {
     let fields: usize = body.points.iter().map(|p| p.fields.len()).sum();
     assert_eq!(tags, body.tags.len());
     assert_eq!(fields, body.fields.len());
-    assert_eq!(body.errors[0].to_string(), "unable to parse 'cpu,host=b f=1.2.3 2': invalid number (line 4)");
+    assert_eq!(
+        body.errors[0].to_string(),
+        "unable to parse 'cpu,host=b f=1.2.3 2': invalid number (line 4)"
+    );
 }
 
 #[test]
@@ -1154,7 +1199,12 @@ fn failed_lines_roll_back_partial_state() {
     assert_eq!(body.key_arena, b("cpu,b=2,y=1"));
     assert_eq!(
         body.to_owned_point(p),
-        point("cpu", &[("b", "2"), ("y", "1")], &[("f", OwnedValue::Float(3.0))], 1)
+        point(
+            "cpu",
+            &[("b", "2"), ("y", "1")],
+            &[("f", OwnedValue::Float(3.0))],
+            1
+        )
     );
 }
 
@@ -1337,7 +1387,10 @@ fn check_invariants(body: &ParsedBody) -> Result<(), TestCaseError> {
             .iter()
             .map(|t| unescape(body.bytes(&t.key)))
             .collect();
-        prop_assert!(keys.windows(2).all(|w| w[0] < w[1]), "tags sorted: {keys:?}");
+        prop_assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "tags sorted: {keys:?}"
+        );
         for f in body.point_fields(p) {
             prop_assert!(span_within(&f.key, &p.line));
             if let FieldValue::String { span, .. } = &f.value {
