@@ -18,8 +18,12 @@
 //! and InfluxDB's reason text, and the remaining lines are still parsed.
 
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+
+/// Why a line did not parse: InfluxDB's reason text.
+type Reason = Cow<'static, str>;
 
 /// Offsets into the body (or into the key arena for [`KeyLoc::Arena`]).
 pub type Span = Range<u32>;
@@ -441,15 +445,15 @@ fn parse_line(
     precision: Precision,
     default_time_ns: i64,
     line_number: u32,
-) -> Result<PointRef, &'static str> {
+) -> Result<PointRef, Reason> {
     let mut needs_canonical = false;
     // Measurement.
     let m_end = scan_until(buf, start, end, b", ", &mut needs_canonical);
     if m_end == start {
-        return Err("missing measurement");
+        return Err(Cow::Borrowed("missing measurement"));
     }
     if m_end == end {
-        return Err("missing fields");
+        return Err(Cow::Borrowed("missing fields"));
     }
     let measurement = span(start, m_end);
     // Tags.
@@ -461,18 +465,18 @@ fn parse_line(
         let k_start = i;
         let k_end = scan_until(buf, i, end, b"=, ", &mut needs_canonical);
         if k_end == k_start {
-            return Err("missing tag key");
+            return Err(Cow::Borrowed("missing tag key"));
         }
         if k_end == end || buf[k_end] != b'=' {
-            return Err("missing tag value");
+            return Err(Cow::Borrowed("missing tag value"));
         }
         let v_start = k_end + 1;
         let v_end = scan_until(buf, v_start, end, b", =", &mut needs_canonical);
         if v_end < end && buf[v_end] == b'=' {
-            return Err("invalid tag format");
+            return Err(Cow::Borrowed("invalid tag format"));
         }
         if v_end == v_start {
-            return Err("missing tag value");
+            return Err(Cow::Borrowed("missing tag value"));
         }
         if let Some(prev) = out.tags.last().filter(|_| out.tags.len() as u32 > tags_start) {
             let prev = &buf[prev.key.start as usize..prev.key.end as usize];
@@ -488,14 +492,15 @@ fn parse_line(
     }
     let key_end = i;
     if i >= end {
-        return Err("missing fields");
+        return Err(Cow::Borrowed("missing fields"));
     }
     // One or more spaces separate the key from the fields.
     while i < end && buf[i] == b' ' {
         i += 1;
     }
     if i >= end {
-        return Err("missing fields");
+        // `m ` (a separator but no fields), as InfluxDB words it.
+        return Err(Cow::Borrowed("invalid field format"));
     }
     let tags_end = out.tags.len() as u32;
     if !sorted {
@@ -510,7 +515,7 @@ fn parse_line(
             if buf[w[0].key.start as usize..w[0].key.end as usize]
                 == buf[w[1].key.start as usize..w[1].key.end as usize]
             {
-                return Err("duplicate tags");
+                return Err(Cow::Borrowed("duplicate tags"));
             }
         }
     }
@@ -520,11 +525,12 @@ fn parse_line(
         let k_start = i;
         let mut key_escaped = false;
         let k_end = scan_until(buf, i, end, b"=, ", &mut key_escaped);
-        if k_end == k_start {
-            return Err("missing field key");
-        }
+        // InfluxDB's wording: a key without `=` is a bad format, `=v` a missing key.
         if k_end == end || buf[k_end] != b'=' {
-            return Err("missing field value");
+            return Err(Cow::Borrowed("invalid field format"));
+        }
+        if k_end == k_start {
+            return Err(Cow::Borrowed("missing field key"));
         }
         let v_start = k_end + 1;
         let (value, v_end) = parse_field_value(buf, v_start, end)?;
@@ -549,17 +555,17 @@ fn parse_line(
         while i < end && buf[i] != b' ' && buf[i] != b'\t' {
             i += 1;
         }
-        let raw = parse_i64(&buf[ts_start..i]).ok_or("bad timestamp")?;
+        let raw = parse_i64(&buf[ts_start..i]).ok_or(Cow::Borrowed("bad timestamp"))?;
         while i < end && (buf[i] == b' ' || buf[i] == b'\t') {
             i += 1;
         }
         if i < end {
-            return Err("bad timestamp");
+            return Err(Cow::Borrowed("point is invalid"));
         }
         let ns = raw
             .checked_mul(precision.nanos_per_unit())
             .filter(|ns| (MIN_NANO_TIME..=MAX_NANO_TIME).contains(ns))
-            .ok_or("time outside range")?;
+            .ok_or(Cow::Borrowed("time outside range"))?;
         (ns, true)
     } else {
         (default_time_ns, false)
@@ -654,9 +660,9 @@ fn parse_field_value(
     buf: &[u8],
     start: usize,
     end: usize,
-) -> Result<(FieldValue, usize), &'static str> {
+) -> Result<(FieldValue, usize), Reason> {
     if start >= end {
-        return Err("missing field value");
+        return Err(Cow::Borrowed("missing field value"));
     }
     if buf[start] == b'"' {
         let mut i = start + 1;
@@ -670,7 +676,7 @@ fn parse_field_value(
                 b'"' => {
                     let v_end = i + 1;
                     if v_end < end && buf[v_end] != b',' && buf[v_end] != b' ' {
-                        return Err("invalid field format");
+                        return Err(Cow::Borrowed("invalid field format"));
                     }
                     return Ok((
                         FieldValue::String {
@@ -683,7 +689,7 @@ fn parse_field_value(
                 _ => i += 1,
             }
         }
-        return Err("unbalanced quotes");
+        return Err(Cow::Borrowed("unbalanced quotes"));
     }
     let mut v_end = start;
     while v_end < end && buf[v_end] != b',' && buf[v_end] != b' ' {
@@ -691,50 +697,57 @@ fn parse_field_value(
     }
     let raw = &buf[start..v_end];
     if raw.is_empty() {
-        return Err("missing field value");
+        return Err(Cow::Borrowed("missing field value"));
     }
     let value = match raw[0] {
         b't' | b'T' | b'f' | b'F' => match raw {
             b"t" | b"T" | b"true" | b"True" | b"TRUE" => FieldValue::Boolean(true),
             b"f" | b"F" | b"false" | b"False" | b"FALSE" => FieldValue::Boolean(false),
-            _ => return Err("invalid boolean"),
+            _ => return Err(Cow::Borrowed("invalid boolean")),
         },
         b'-' | b'.' | b'0'..=b'9' => parse_number(raw)?,
         // Like InfluxDB: `n`/`N` (NaN) fail as numbers, anything else as a boolean.
-        b'n' | b'N' => return Err("invalid number"),
-        _ => return Err("invalid boolean"),
+        b'n' | b'N' => return Err(Cow::Borrowed("invalid number")),
+        _ => return Err(Cow::Borrowed("invalid boolean")),
     };
     Ok((value, v_end))
 }
 
-fn parse_number(raw: &[u8]) -> Result<FieldValue, &'static str> {
+fn parse_number(raw: &[u8]) -> Result<FieldValue, Reason> {
     let last = raw[raw.len() - 1];
     if last == b'i' {
         let digits = &raw[..raw.len() - 1];
         if !is_integer_text(digits) {
-            return Err("invalid number");
+            return Err(Cow::Borrowed("invalid number"));
         }
-        return parse_i64(digits)
-            .map(FieldValue::Integer)
-            .ok_or("unable to parse integer: value out of range");
+        return parse_i64(digits).map(FieldValue::Integer).ok_or_else(|| {
+            let d = String::from_utf8_lossy(digits);
+            Cow::Owned(format!(
+                "unable to parse integer {d}: strconv.ParseInt: parsing \"{d}\": value out of range"
+            ))
+        });
     }
     if last == b'u' {
         let digits = &raw[..raw.len() - 1];
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err("invalid number");
+            return Err(Cow::Borrowed("invalid number"));
         }
-        return parse_u64(digits)
-            .map(FieldValue::Unsigned)
-            .ok_or("unable to parse unsigned: value out of range");
+        return parse_u64(digits).map(FieldValue::Unsigned).ok_or_else(|| {
+            let d = String::from_utf8_lossy(digits);
+            Cow::Owned(format!(
+                "unable to parse unsigned {d}: strconv.ParseUint: parsing \"{d}\": value out of range"
+            ))
+        });
     }
     if !is_float_text(raw) {
-        return Err("invalid number");
+        return Err(Cow::Borrowed("invalid number"));
     }
     // Safe: is_float_text admits ASCII only.
-    let text = std::str::from_utf8(raw).map_err(|_| "invalid number")?;
-    let v: f64 = text.parse().map_err(|_| "invalid number")?;
+    let text = std::str::from_utf8(raw).map_err(|_| Cow::Borrowed("invalid number"))?;
+    let v: f64 = text.parse().map_err(|_| Cow::Borrowed("invalid number"))?;
     if !v.is_finite() {
-        return Err("invalid number");
+        // Finite text that overflows f64, as strconv.ParseFloat's range error.
+        return Err(Cow::Borrowed("invalid float"));
     }
     Ok(FieldValue::Float(v))
 }

@@ -197,7 +197,7 @@ fn write_errors_match_influxdb() {
         assert_eq!(r.status, 204, "{c}");
     }
     let r = node.write("db=db&rp=nope", b"m v=1");
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 500);
     assert_eq!(r.json(), json!({"error":"retention policy not found: nope"}));
     let r = node.request("GET", "/write?db=db", &[], b"");
     assert_eq!(r.status, 405);
@@ -211,6 +211,18 @@ fn write_errors_match_influxdb() {
         json!({"error":"partial write: field type conflict: input field \"v\" on measurement \"conf\" is type integer, already exists as type float dropped=1"})
     );
     assert_eq!(node.dump("db", "&measurement=conf").len(), 2);
+    // `time` is not a valid tag or field key.
+    let r = node.write("db=db", b"tk time=1 1\ntk v=1 1\n");
+    assert_eq!(
+        r.json(),
+        json!({"error":"partial write: invalid field name: input field \"time\" on measurement \"tk\" is invalid dropped=1"})
+    );
+    let r = node.write("db=db", b"tk,time=1 v=1 1\n");
+    assert_eq!(
+        r.json(),
+        json!({"error":"partial write: invalid tag key: input tag \"time\" on measurement \"tk\" is invalid dropped=1"})
+    );
+    assert_eq!(node.dump("db", "&measurement=tk").len(), 1);
 }
 
 #[test]

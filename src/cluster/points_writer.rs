@@ -81,8 +81,36 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Groups parsed points into per-shard batches (points beyond retention are counted and
-/// left out). Pure: the placement of every point comes from `placement`.
+/// Points of one request grouped by shard, and those left out.
+#[derive(Debug, Default)]
+pub struct GroupedPoints {
+    pub batches: Vec<(ShardMeta, Vec<u32>)>,
+    pub beyond_retention: usize,
+    /// Points InfluxDB refuses outright (a `time` tag or field key), with the reason.
+    pub invalid: Vec<String>,
+}
+
+/// InfluxDB refuses `time` as a tag or field key: it is the name of the time column.
+fn invalid_key_reason(body: &ParsedBody, point: &lineproto::PointRef) -> Option<String> {
+    let measurement = || String::from_utf8_lossy(&lineproto::unescape(body.bytes(&point.measurement))).into_owned();
+    if body.point_tags(point).iter().any(|t| body.bytes(&t.key) == b"time") {
+        return Some(format!(
+            "invalid tag key: input tag \"time\" on measurement \"{}\" is invalid",
+            measurement()
+        ));
+    }
+    if body.point_fields(point).iter().any(|f| body.bytes(&f.key) == b"time") {
+        return Some(format!(
+            "invalid field name: input field \"time\" on measurement \"{}\" is invalid",
+            measurement()
+        ));
+    }
+    None
+}
+
+/// Groups parsed points into per-shard batches (points beyond retention, or with an
+/// invalid key, are counted and left out). Pure: the placement of every point comes
+/// from `placement`.
 pub fn group_by_shard(
     meta: &MetaData,
     database: &str,
@@ -90,7 +118,7 @@ pub fn group_by_shard(
     body: &ParsedBody,
     membership: &Membership,
     now_ns: i64,
-) -> Result<(Vec<(ShardMeta, Vec<u32>)>, usize), WriteError> {
+) -> Result<GroupedPoints, WriteError> {
     let db = meta
         .database(database)
         .ok_or_else(|| WriteError::DatabaseNotFound(database.to_string()))?;
@@ -107,10 +135,15 @@ pub fn group_by_shard(
     let mut batches: HashMap<u64, usize> = HashMap::new();
     let mut out: Vec<(ShardMeta, Vec<u32>)> = Vec::new();
     let mut beyond = 0;
+    let mut invalid = Vec::new();
     let mut last: Option<(i64, u64, usize)> = None; // (group start, series hash, batch)
     for (i, point) in body.points.iter().enumerate() {
         if oldest.is_some_and(|o| point.timestamp < o) {
             beyond += 1;
+            continue;
+        }
+        if let Some(reason) = invalid_key_reason(body, point) {
+            invalid.push(reason);
             continue;
         }
         let start = placement::shard_group_start(point.timestamp, sgd);
@@ -141,7 +174,11 @@ pub fn group_by_shard(
         out[b].1.push(i as u32);
         last = Some((start, point.series_hash, b));
     }
-    Ok((out, beyond))
+    Ok(GroupedPoints {
+        batches: out,
+        beyond_retention: beyond,
+        invalid,
+    })
 }
 
 /// Parses and writes one request body.
@@ -165,13 +202,13 @@ pub async fn write(
         ..Default::default()
     };
     let membership = Membership::single(LOCAL_NODE_ID);
-    let (batches, beyond) =
-        group_by_shard(&meta, database, retention_policy, &parsed, &membership, now)?;
-    outcome.beyond_retention = beyond;
+    let grouped = group_by_shard(&meta, database, retention_policy, &parsed, &membership, now)?;
+    outcome.beyond_retention = grouped.beyond_retention;
+    outcome.rejected = grouped.invalid;
     let body = Arc::new(parsed);
     let max_batch = ctx.config.storage.max_points_per_shard_batch;
     let mut tasks = Vec::new();
-    for (shard, points) in batches {
+    for (shard, points) in grouped.batches {
         let core = placement::owning_core(shard.id, ctx.cores);
         for chunk in points.chunks(max_batch) {
             let batch = ShardBatch {
@@ -237,7 +274,7 @@ mod tests {
             now - 25 * crate::meta::HOUR_NS
         );
         let parsed = lineproto::parse(Bytes::from(body), Precision::Nanosecond, now);
-        let (batches, beyond) = group_by_shard(
+        let grouped = group_by_shard(
             &meta,
             "db",
             None,
@@ -246,7 +283,8 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(beyond, 1);
+        assert_eq!(grouped.beyond_retention, 1);
+        let batches = grouped.batches;
         // Two one-hour groups: the last hour's (points 0, 1) and two hours ago (point 2).
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].1, vec![0, 1]);

@@ -148,7 +148,7 @@ async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         (Method::GET, "/debug/shards") => debug_shards(ctx).await,
         (Method::GET, "/debug/shard-dump") => debug_shard_dump(ctx, &req).await,
         (Method::GET, "/debug/vars") => debug_vars(ctx).await,
-        _ => error(StatusCode::NOT_FOUND, "404 page not found"),
+        _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
 
@@ -163,8 +163,22 @@ fn ping(req: &Request<Incoming>) -> Resp {
     empty(StatusCode::NO_CONTENT)
 }
 
+/// Plain-text answers, as Go's net/http (and so InfluxDB) writes them.
+fn plain(status: StatusCode, text: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 fn method_not_allowed() -> Resp {
-    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+    r.headers_mut()
+        .insert("Allow", HeaderValue::from_static("OPTIONS, GET, POST"));
+    r
 }
 
 fn empty(status: StatusCode) -> Resp {
@@ -179,12 +193,16 @@ fn json(status: StatusCode, value: serde_json::Value) -> Resp {
 }
 
 fn json_text(value: &serde_json::Value, pretty: bool) -> Vec<u8> {
-    let mut body = if pretty {
-        serde_json::to_vec_pretty(value)
+    use serde::Serialize;
+    let mut body = Vec::new();
+    if pretty {
+        // InfluxDB indents with four spaces.
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut body, formatter);
+        value.serialize(&mut ser).expect("JSON values serialise");
     } else {
-        serde_json::to_vec(value)
+        serde_json::to_writer(&mut body, value).expect("JSON values serialise");
     }
-    .expect("JSON values serialise");
     body.push(b'\n');
     body
 }
@@ -328,8 +346,9 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             error(StatusCode::NOT_FOUND, &e.to_string())
         }
         Err(e @ WriteError::RetentionPolicyNotFound(_)) => {
+            // InfluxDB 1.x answers this one with a 500; clients key on it.
             CoreStats::add(&ctx.stats.write_errors, 1);
-            error(StatusCode::BAD_REQUEST, &e.to_string())
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
         Err(e) => {
             CoreStats::add(&ctx.stats.write_errors, 1);

@@ -250,10 +250,11 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             char: tc,
         });
     }
+    // InfluxDB reports EOF one character past the end.
     tokens.push(Token {
         tok: Tok::Eof,
         line,
-        char: col,
+        char: col + 1,
     });
     Ok(tokens)
 }
@@ -701,7 +702,7 @@ mod tests {
             "found DATABSE, expected CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION at line 1, char 8"
         );
         let e = parse_query("CREATE DATABASE").unwrap_err();
-        assert_eq!(e.to_string(), "found EOF, expected identifier at line 1, char 16");
+        assert_eq!(e.to_string(), "found EOF, expected identifier at line 1, char 17");
         let e = parse_query("FOO").unwrap_err();
         assert!(e.to_string().starts_with("found FOO, expected SELECT, DELETE, SHOW"));
         let e = parse_query("CREATE RETENTION POLICY r ON db DURATION 1h REPLICATION 0").unwrap_err();
