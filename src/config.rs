@@ -241,7 +241,10 @@ impl Config {
             return invalid("storage.wal-max-pending-bytes", "must be at least 4096");
         }
         if self.storage.max_points_per_shard_batch == 0 {
-            return invalid("storage.max-points-per-shard-batch", "must be greater than 0");
+            return invalid(
+                "storage.max-points-per-shard-batch",
+                "must be greater than 0",
+            );
         }
         if self.runtime.mesh_channel_capacity == 0 {
             return invalid("runtime.mesh-channel-capacity", "must be greater than 0");
@@ -250,19 +253,23 @@ impl Config {
             return invalid("runtime.io-memory-bytes", "must be at least 65536");
         }
         if !self.runtime.ring_depth.is_power_of_two() || self.runtime.ring_depth < 8 {
-            return invalid(
-                "runtime.ring-depth",
-                "must be a power of two of at least 8",
-            );
+            return invalid("runtime.ring-depth", "must be a power of two of at least 8");
         }
         let online = online_cpus();
         if self.cores > online {
             return invalid(
                 "cores",
-                &format!("{} cores asked for, but only {online} CPUs are online", self.cores),
+                &format!(
+                    "{} cores asked for, but only {online} CPUs are online",
+                    self.cores
+                ),
             );
         }
-        if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+        if self
+            .log_level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
             return invalid("log-level", "not a valid tracing filter");
         }
         Ok(())

@@ -250,8 +250,7 @@ impl ParsedBody {
         let mut out = Vec::with_capacity(raw.len());
         let mut i = 0;
         while i < raw.len() {
-            if raw[i] == b'\\' && i + 1 < raw.len() && (raw[i + 1] == b'"' || raw[i + 1] == b'\\')
-            {
+            if raw[i] == b'\\' && i + 1 < raw.len() && (raw[i + 1] == b'"' || raw[i + 1] == b'\\') {
                 out.push(raw[i + 1]);
                 i += 2;
             } else {
@@ -478,7 +477,11 @@ fn parse_line(
         if v_end == v_start {
             return Err(Cow::Borrowed("missing tag value"));
         }
-        if let Some(prev) = out.tags.last().filter(|_| out.tags.len() as u32 > tags_start) {
+        if let Some(prev) = out
+            .tags
+            .last()
+            .filter(|_| out.tags.len() as u32 > tags_start)
+        {
             let prev = &buf[prev.key.start as usize..prev.key.end as usize];
             if unescape_cmp(&buf[k_start..k_end], prev) != std::cmp::Ordering::Greater {
                 sorted = false;
@@ -656,11 +659,7 @@ pub fn escape_into(plain: &[u8], specials: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn parse_field_value(
-    buf: &[u8],
-    start: usize,
-    end: usize,
-) -> Result<(FieldValue, usize), Reason> {
+fn parse_field_value(buf: &[u8], start: usize, end: usize) -> Result<(FieldValue, usize), Reason> {
     if start >= end {
         return Err(Cow::Borrowed("missing field value"));
     }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "shardcore", version, about = "A clustered time-series database speaking the InfluxDB 1.x HTTP API")]
+#[command(
+    name = "shardcore",
+    version,
+    about = "A clustered time-series database speaking the InfluxDB 1.x HTTP API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -210,7 +210,9 @@ impl MetaStore {
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -332,7 +334,8 @@ impl MetaStore {
             if next.duration_ns != 0 && next.shard_group_duration_ns > next.duration_ns {
                 return Err(MetaError::IncompatibleDurations);
             }
-            let changed = next != *policy || (make_default && database.default_retention_policy != name);
+            let changed =
+                next != *policy || (make_default && database.default_retention_policy != name);
             *policy = next;
             if make_default {
                 database.default_retention_policy = name.to_string();
@@ -438,7 +441,10 @@ mod tests {
         let snap = store.snapshot();
         let db = snap.database("db").unwrap();
         assert_eq!(db.default_retention_policy, "two_days");
-        assert_eq!(db.retention_policy(None).unwrap().shard_group_duration_ns, DAY);
+        assert_eq!(
+            db.retention_policy(None).unwrap().shard_group_duration_ns,
+            DAY
+        );
         store
             .alter_retention_policy(
                 "db",

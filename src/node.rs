@@ -203,7 +203,8 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             retention_policy,
             reply,
         } => {
-            let _ = reply.send(drop_local(&ctx.store, &database, retention_policy.as_deref()).await);
+            let _ =
+                reply.send(drop_local(&ctx.store, &database, retention_policy.as_deref()).await);
         }
     }
 }

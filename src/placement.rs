@@ -243,7 +243,10 @@ mod tests {
         assert_eq!(g.shards.len(), 1);
         assert_eq!(g.shards[0].owners, vec![1]);
         assert_eq!(g.end_ns, 7 * DAY);
-        assert_eq!(owning_core(g.shards[0].id, 2), (g.shards[0].id % 2) as usize);
+        assert_eq!(
+            owning_core(g.shards[0].id, 2),
+            (g.shards[0].id % 2) as usize
+        );
     }
 
     #[test]

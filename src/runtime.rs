@@ -136,7 +136,10 @@ pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
                     }
                     count += 1;
                     if count == 1 {
-                        tracing::info!(signal = sig, "shutdown requested: finishing in-flight writes and syncing WALs");
+                        tracing::info!(
+                            signal = sig,
+                            "shutdown requested: finishing in-flight writes and syncing WALs"
+                        );
                         shutdown.request();
                     } else {
                         tracing::warn!("second signal: exiting now");

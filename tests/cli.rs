@@ -25,7 +25,14 @@ fn config_prints_the_documented_defaults() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, &text).unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--cores", "1", "--http-bind", "not-an-address", "--config"])
+        .args([
+            "serve",
+            "--cores",
+            "1",
+            "--http-bind",
+            "not-an-address",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();

@@ -19,7 +19,11 @@ fn points_and_ddl_survive_a_clean_restart() {
     assert_eq!(r.status, 200);
     let mut body = String::new();
     for i in 0..1000 {
-        body.push_str(&format!("cpu,host=h{} v={i},n={i}i {}\n", i % 10, 1_600_000_000 + i));
+        body.push_str(&format!(
+            "cpu,host=h{} v={i},n={i}i {}\n",
+            i % 10,
+            1_600_000_000 + i
+        ));
     }
     let r = node.write("db=db&precision=s", body.as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
@@ -33,7 +37,10 @@ fn points_and_ddl_survive_a_clean_restart() {
     let r = node.query("SHOW RETENTION POLICIES ON db");
     assert_eq!(
         r.json()["results"][0]["series"][0]["values"],
-        json!([["autogen", "0s", "168h0m0s", 1, true], ["two", "48h0m0s", "24h0m0s", 1, false]])
+        json!([
+            ["autogen", "0s", "168h0m0s", 1, true],
+            ["two", "48h0m0s", "24h0m0s", 1, false]
+        ])
     );
 }
 
@@ -58,7 +65,10 @@ fn every_acknowledged_point_survives_sigkill_under_concurrent_load() {
                     let mut body = String::new();
                     for j in 0..50 {
                         let ts = 1_600_000_000_000_000_000i64 + (batch * 50 + j) as i64;
-                        body.push_str(&format!("load,client=c{client},s=s{} v={batch} {ts}\n", j % 5));
+                        body.push_str(&format!(
+                            "load,client=c{client},s=s{} v={batch} {ts}\n",
+                            j % 5
+                        ));
                     }
                     match common::http(addr, "POST", "/write?db=db", &[], body.as_bytes()) {
                         Ok(r) if r.status == 204 => {
@@ -78,7 +88,10 @@ fn every_acknowledged_point_survives_sigkill_under_concurrent_load() {
     }
     let acked = acked.lock().unwrap().clone();
     let total: usize = acked.values().map(|v| v.len()).sum();
-    assert!(total > 10, "the clients should have written something ({total})");
+    assert!(
+        total > 10,
+        "the clients should have written something ({total})"
+    );
 
     let node = Node::start(dir.path());
     let stored = node.dump("db", "&measurement=load");
@@ -122,7 +135,11 @@ fn torn_wal_tail_is_cut_and_everything_before_is_kept() {
     std::fs::write(seg, &bytes).unwrap();
 
     let mut node = Node::start_with(dir.path(), &["--cores", "1"]);
-    assert!(node.log().contains("torn or corrupt tail"), "{}", node.log());
+    assert!(
+        node.log().contains("torn or corrupt tail"),
+        "{}",
+        node.log()
+    );
     assert_eq!(std::fs::metadata(seg).unwrap().len() as usize, good_len);
     let points = node.dump("db", "");
     assert_eq!(

@@ -35,7 +35,10 @@ fn ddl_statements_and_their_answers() {
         json!({"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"]}]}]})
     );
     let r = node.query("CREATE DATABASE db1; CREATE DATABASE \"db-2\" WITH DURATION 3d REPLICATION 1 SHARD DURATION 2h NAME short");
-    assert_eq!(r.json(), json!({"results":[{"statement_id":0},{"statement_id":1}]}));
+    assert_eq!(
+        r.json(),
+        json!({"results":[{"statement_id":0},{"statement_id":1}]})
+    );
     // Exactly InfluxDB's bytes for the same statement.
     let r = node.query("SHOW DATABASES");
     assert_eq!(
@@ -57,16 +60,14 @@ fn ddl_statements_and_their_answers() {
         json!({"results":[{"statement_id":0,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","168h0m0s",1,false],["week","336h0m0s","24h0m0s",1,true]]}]}]})
     );
     // Statement errors: InfluxDB's wording, later statements not run.
-    let r = node.query("CREATE RETENTION POLICY tiny ON db1 DURATION 30m REPLICATION 1; SHOW DATABASES");
+    let r = node
+        .query("CREATE RETENTION POLICY tiny ON db1 DURATION 30m REPLICATION 1; SHOW DATABASES");
     assert_eq!(
         r.json(),
         json!({"results":[{"statement_id":0,"error":"retention policy duration must be at least 1h0m0s"}]})
     );
     let r = node.query("SHOW RETENTION POLICIES ON nope");
-    assert_eq!(
-        r.json()["results"][0]["error"],
-        "database not found: nope"
-    );
+    assert_eq!(r.json()["results"][0]["error"], "database not found: nope");
     // Parse errors are a 400 with position.
     let r = node.query("CREATE DATABSE x");
     assert_eq!(r.status, 400);
@@ -76,14 +77,20 @@ fn ddl_statements_and_their_answers() {
     );
     let r = node.request("GET", "/query", &[], b"");
     assert_eq!(r.status, 400);
-    assert_eq!(r.json(), json!({"error":"missing required parameter \"q\""}));
+    assert_eq!(
+        r.json(),
+        json!({"error":"missing required parameter \"q\""})
+    );
     let r = node.query("DROP RETENTION POLICY week ON db1; DROP DATABASE db1; DROP DATABASE db1");
     assert_eq!(
         r.json(),
         json!({"results":[{"statement_id":0},{"statement_id":1},{"statement_id":2}]})
     );
     let r = node.query("SHOW DATABASES");
-    assert_eq!(r.json()["results"][0]["series"][0]["values"], json!([["db-2"]]));
+    assert_eq!(
+        r.json()["results"][0]["series"][0]["values"],
+        json!([["db-2"]])
+    );
     let r = node.query("SELECT * FROM cpu");
     assert!(r.json()["results"][0]["error"]
         .as_str()
@@ -162,7 +169,10 @@ fn bad_lines_are_named_and_good_lines_kept() {
     assert!(err.starts_with("partial write: "), "{err}");
     assert!(err.contains("unable to parse 'm,t=2 v= 20'"), "{err}");
     assert!(err.contains("(line 2)"), "{err}");
-    assert!(err.contains("unable to parse 'm,t=4 v=4 bad': bad timestamp (line 6)"), "{err}");
+    assert!(
+        err.contains("unable to parse 'm,t=4 v=4 bad': bad timestamp (line 6)"),
+        "{err}"
+    );
     assert!(err.ends_with("dropped=0"), "{err}");
     let keys: Vec<String> = node.dump("db", "").into_iter().map(|p| p.0).collect();
     assert_eq!(keys, vec!["m,t=1", "m,t=3", "m,t=5"]);
@@ -178,10 +188,7 @@ fn bad_lines_are_named_and_good_lines_kept() {
 #[test]
 fn write_errors_match_influxdb() {
     let dir = temp_dir();
-    let node = Node::start_with(
-        dir.path(),
-        &["--cores", "2"],
-    );
+    let node = Node::start_with(dir.path(), &["--cores", "2"]);
     node.create_database("db");
     let r = node.write("db=missing", b"m v=1");
     assert_eq!(r.status, 404);
@@ -198,7 +205,10 @@ fn write_errors_match_influxdb() {
     }
     let r = node.write("db=db&rp=nope", b"m v=1");
     assert_eq!(r.status, 500);
-    assert_eq!(r.json(), json!({"error":"retention policy not found: nope"}));
+    assert_eq!(
+        r.json(),
+        json!({"error":"retention policy not found: nope"})
+    );
     let r = node.request("GET", "/write?db=db", &[], b"");
     assert_eq!(r.status, 405);
     // Field type conflict within a shard: 400 naming the field; the other point is kept.
@@ -279,7 +289,8 @@ fn escaped_names_and_all_field_types_are_stored() {
     let dir = temp_dir();
     let node = Node::start(dir.path());
     node.create_database("db");
-    let body = "wei\\ rd\\,m,b\\ key=v\\,1,a\\=k=x f\\ 1=1.5,i=-3i,u=7u,t=T,s=\"q\\\"uote\\\\\" 99\n";
+    let body =
+        "wei\\ rd\\,m,b\\ key=v\\,1,a\\=k=x f\\ 1=1.5,i=-3i,u=7u,t=T,s=\"q\\\"uote\\\\\" 99\n";
     let r = node.write("db=db", body.as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
     let points = node.dump("db", "");

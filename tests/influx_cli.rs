@@ -37,12 +37,24 @@ fn influx_cli_creates_a_database_and_inserts() {
     assert!(out.status.success(), "{out:?}");
     let out = influx(
         &node,
-        &["-database", "clidb", "-execute", "INSERT cpu,host=a value=1.5"],
+        &[
+            "-database",
+            "clidb",
+            "-execute",
+            "INSERT cpu,host=a value=1.5",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let out = influx(
         &node,
-        &["-database", "clidb", "-precision", "s", "-execute", "INSERT cpu,host=b value=2i 1600000000"],
+        &[
+            "-database",
+            "clidb",
+            "-precision",
+            "s",
+            "-execute",
+            "INSERT cpu,host=b value=2i 1600000000",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let out = influx(&node, &["-execute", "SHOW DATABASES", "-format", "json"]);
@@ -55,7 +67,10 @@ fn influx_cli_creates_a_database_and_inserts() {
     assert_eq!(points[0].3, serde_json::json!(1.5));
     assert_eq!(points[1].2, 1_600_000_000_000_000_000);
     // A bad INSERT reports the server's error and stores nothing.
-    let out = influx(&node, &["-database", "clidb", "-execute", "INSERT cpu,host=c value="]);
+    let out = influx(
+        &node,
+        &["-database", "clidb", "-execute", "INSERT cpu,host=c value="],
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

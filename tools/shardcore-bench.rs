@@ -1,1 +1,285 @@
-fn main() {}
+//! `shardcore-bench`: a load client for any InfluxDB 1.x-compatible `/write` endpoint.
+//!
+//! - `generate`: deterministic TSBS-compatible cpu-only line protocol to a file/stdout.
+//! - `load`: POSTs batches from W threads (blocking sockets, HTTP/1.1 keep-alive, a
+//!   hand-written client) and reports throughput and latency percentiles.
+//! - `sink`: a do-nothing HTTP server, to measure the client's own ceiling.
+//!
+//! Back of the envelope: a cpu-only line is ~340 bytes with 10 values, so a
+//! 5000-line batch is ~1.7 MB and 1 M lines are ~340 MB (all held in memory during a
+//! run, so the client does no generation while measuring). At 1 M lines/s that is
+//! ~340 MB/s on the wire, ~200 requests/s of 5000 lines; over loopback a single
+//! blocking connection moves a few GB/s, so a few workers are enough and the server
+//! is what gets measured. Generation runs at several million lines/s on one core
+//! (fixed-point values, no float formatting), well above any server under test.
+
+mod cpu_gen;
+mod http1;
+mod load;
+mod report;
+mod sink;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cpu_gen::{parse_start, CpuGenerator};
+use load::{Batch, LoadError, LoadOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "shardcore-bench",
+    version,
+    about = "Load generator and client for InfluxDB 1.x-compatible /write endpoints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write deterministic TSBS-compatible line protocol.
+    Generate(GenerateArgs),
+    /// POST line protocol to /write and report throughput and latency.
+    Load(Box<LoadArgs>),
+    /// A minimal HTTP server answering 204 to everything (the client's ceiling).
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UseCase {
+    /// TSBS cpu-only: measurement `cpu`, 10 tags, 10 float fields, one row per host per 10 s.
+    CpuOnly,
+}
+
+/// What data to generate.
+#[derive(Args)]
+struct DataArgs {
+    /// Data set (TSBS use case).
+    #[arg(long, value_enum, default_value = "cpu-only")]
+    use_case: UseCase,
+    /// Number of hosts (series per timestamp).
+    #[arg(long, default_value_t = 100)]
+    hosts: u64,
+    /// Rows per host (timestamps, 10 s apart); lines = hosts x rows.
+    #[arg(long, default_value_t = 1000)]
+    rows: u64,
+    /// PRNG seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 123)]
+    seed: u64,
+    /// First timestamp: RFC 3339 or nanoseconds since the epoch.
+    #[arg(long, default_value = "2016-01-01T00:00:00Z")]
+    start: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output file (default stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8086")]
+    url: String,
+    /// Database to write to.
+    #[arg(long, default_value = "benchmark")]
+    db: String,
+    /// Line-protocol file to send (instead of generating data).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Concurrent connections, one thread each.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Lines per request.
+    #[arg(long, default_value_t = 5000)]
+    batch_lines: u64,
+    /// `consistency` query parameter.
+    #[arg(long, default_value = "one")]
+    consistency: String,
+    /// `precision` query parameter.
+    #[arg(long, default_value = "ns")]
+    precision: String,
+    /// Gzip bodies (compressed before timing starts).
+    #[arg(long)]
+    gzip: bool,
+    /// Gzip level, 0-9.
+    #[arg(long, default_value_t = 1)]
+    gzip_level: u32,
+    /// Open loop: send at this many lines/s; latency is measured from each batch's
+    /// intended send time (coordinated omission corrected).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Send `CREATE DATABASE <db>` to /query first.
+    #[arg(long)]
+    create_db: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the latency distribution (HdrHistogram percentile text, ms) to this file.
+    #[arg(long)]
+    hdr_out: Option<PathBuf>,
+    /// Retries of a batch answered 503 (each after its Retry-After).
+    #[arg(long, default_value_t = 10)]
+    max_retries: u32,
+    /// Connect/read/write timeout per request, seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+}
+
+/// Failures of a subcommand.
+#[derive(Debug)]
+enum BenchError {
+    Start(cpu_gen::TimeParseError),
+    Output { what: String, source: io::Error },
+    Load(LoadError),
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::Start(e) => write!(f, "{e}"),
+            BenchError::Output { what, source } => write!(f, "cannot write {what}: {source}"),
+            BenchError::Load(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<LoadError> for BenchError {
+    fn from(e: LoadError) -> BenchError {
+        BenchError::Load(e)
+    }
+}
+
+fn output_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Output { what, source }
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Generate(args) => generate(&args),
+        Command::Load(args) => run_load(&args),
+        Command::Sink { listen } => {
+            sink::run(&listen).map_err(output_error(format!("sink on {listen}")))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardcore-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `generate`: streams the data set in ~1 MB chunks.
+fn generate(args: &GenerateArgs) -> Result<(), BenchError> {
+    let start_ns = parse_start(&args.data.start).map_err(BenchError::Start)?;
+    let UseCase::CpuOnly = args.data.use_case;
+    let what = args
+        .out
+        .as_ref()
+        .map_or("stdout".to_string(), |p| p.display().to_string());
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(output_error(what.clone()))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let started = Instant::now();
+    let mut generator = CpuGenerator::new(args.data.hosts as usize, args.data.seed, start_ns);
+    let total = args.data.hosts.saturating_mul(args.data.rows);
+    let (mut left, mut bytes) = (total, 0u64);
+    let mut buf = Vec::with_capacity(2 << 20);
+    while left > 0 {
+        let n = left.min(3000);
+        buf.clear();
+        generator.write_lines(n, &mut buf);
+        out.write_all(&buf).map_err(output_error(what.clone()))?;
+        bytes += buf.len() as u64;
+        left -= n;
+    }
+    out.flush().map_err(output_error(what))?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "generated {total} lines, {:.1} MB in {secs:.3} s ({:.0} lines/s, {:.0} MB/s)",
+        bytes as f64 / 1e6,
+        total as f64 / secs,
+        bytes as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+/// Builds (and gzips) every batch before timing starts.
+fn prepare_batches(args: &LoadArgs) -> Result<Vec<Batch>, BenchError> {
+    let started = Instant::now();
+    let lines = args.batch_lines.max(1);
+    let mut batches = match &args.file {
+        Some(path) => load::file_batches(path, lines)?,
+        None => {
+            let start_ns = parse_start(&args.data.start).map_err(BenchError::Start)?;
+            let d = &args.data;
+            load::generated_batches(d.hosts, d.rows, d.seed, start_ns, lines)
+        }
+    };
+    if args.gzip {
+        load::gzip_batches(&mut batches, args.gzip_level);
+    }
+    let raw: u64 = batches.iter().map(|b| b.raw_bytes).sum();
+    let wire: usize = batches.iter().map(|b| b.body.len()).sum();
+    let count: u64 = batches.iter().map(|b| b.lines).sum();
+    eprintln!(
+        "prepared {} batches, {count} lines, {:.1} MB ({:.1} MB to send) in {:.2} s",
+        batches.len(),
+        raw as f64 / 1e6,
+        wire as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(batches)
+}
+
+/// `load`: prepare, run, report.
+fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(
+            LoadError::Options("--rate must be a positive number of lines/s".into()).into(),
+        );
+    }
+    let target = load::parse_url(&args.url)?;
+    let batches = prepare_batches(args)?;
+    let opts = LoadOptions {
+        db: args.db.clone(),
+        precision: args.precision.clone(),
+        consistency: args.consistency.clone(),
+        workers: args.workers,
+        batch_lines: args.batch_lines,
+        rate: args.rate,
+        max_retries: args.max_retries,
+        gzip: args.gzip,
+        create_db: args.create_db,
+        timeout: Duration::from_secs(args.timeout_s.max(1)),
+    };
+    let summary = load::run(&target, &opts, &batches)?;
+    if let Some(path) = &args.hdr_out {
+        summary
+            .write_hdr(path)
+            .map_err(output_error(path.display().to_string()))?;
+    }
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(())
+}

@@ -92,14 +92,24 @@ pub struct GroupedPoints {
 
 /// InfluxDB refuses `time` as a tag or field key: it is the name of the time column.
 fn invalid_key_reason(body: &ParsedBody, point: &lineproto::PointRef) -> Option<String> {
-    let measurement = || String::from_utf8_lossy(&lineproto::unescape(body.bytes(&point.measurement))).into_owned();
-    if body.point_tags(point).iter().any(|t| body.bytes(&t.key) == b"time") {
+    let measurement = || {
+        String::from_utf8_lossy(&lineproto::unescape(body.bytes(&point.measurement))).into_owned()
+    };
+    if body
+        .point_tags(point)
+        .iter()
+        .any(|t| body.bytes(&t.key) == b"time")
+    {
         return Some(format!(
             "invalid tag key: input tag \"time\" on measurement \"{}\" is invalid",
             measurement()
         ));
     }
-    if body.point_fields(point).iter().any(|f| body.bytes(&f.key) == b"time") {
+    if body
+        .point_fields(point)
+        .iter()
+        .any(|f| body.bytes(&f.key) == b"time")
+    {
         return Some(format!(
             "invalid field name: input field \"time\" on measurement \"{}\" is invalid",
             measurement()
@@ -156,8 +166,8 @@ pub fn group_by_shard(
         let group = groups.entry(start).or_insert_with(|| {
             placement::place_group(&db.name, &rp.name, start, sgd, rp.replication, membership)
         });
-        let shard = &group.shards[placement::shard_index(point.series_hash, group.shards.len())
-            as usize];
+        let shard =
+            &group.shards[placement::shard_index(point.series_hash, group.shards.len()) as usize];
         let b = *batches.entry(shard.id).or_insert_with(|| {
             out.push((
                 ShardMeta {
@@ -289,7 +299,10 @@ mod tests {
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].1, vec![0, 1]);
         assert_eq!(batches[1].1, vec![2]);
-        assert_eq!(batches[0].0.end_ns - batches[0].0.start_ns, crate::meta::HOUR_NS);
+        assert_eq!(
+            batches[0].0.end_ns - batches[0].0.start_ns,
+            crate::meta::HOUR_NS
+        );
         assert!(matches!(
             group_by_shard(&meta, "nope", None, &parsed, &Membership::single(1), now),
             Err(WriteError::DatabaseNotFound(_))

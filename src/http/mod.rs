@@ -60,7 +60,10 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: glommio::net::TcpListen
             }
         };
         if ctx.connections.get() >= ctx.config.http.max_connections_per_core {
-            tracing::warn!(core = ctx.core, "connection limit reached; closing new connection");
+            tracing::warn!(
+                core = ctx.core,
+                "connection limit reached; closing new connection"
+            );
             drop(stream);
             continue;
         }
@@ -154,7 +157,10 @@ async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
 
 fn ping(req: &Request<Incoming>) -> Resp {
     let params = query_params(req.uri().query().unwrap_or(""));
-    if params.get("verbose").is_some_and(|v| v == "true" || v == "1") {
+    if params
+        .get("verbose")
+        .is_some_and(|v| v == "true" || v == "1")
+    {
         return json(
             StatusCode::OK,
             serde_json::json!({ "version": INFLUXDB_VERSION }),
@@ -267,7 +273,12 @@ async fn read_body(
     req: Request<Incoming>,
     limit: u64,
 ) -> Result<(Bytes, hyper::http::request::Parts), Resp> {
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "http: request body too large");
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "http: request body too large",
+        )
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -284,10 +295,15 @@ async fn read_body(
     let collected = match Limited::new(body, limit as usize).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(too_large());
             }
-            return Err(error(StatusCode::BAD_REQUEST, &format!("error reading body: {e}")));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("error reading body: {e}"),
+            ));
         }
     };
     if !gzip {
@@ -321,13 +337,12 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     if database.is_empty() {
         return error(StatusCode::BAD_REQUEST, "database is required");
     }
-    let Some(consistency) = Consistency::parse(params.get("consistency").map_or("", |s| s))
-    else {
+    let Some(consistency) = Consistency::parse(params.get("consistency").map_or("", |s| s)) else {
         return error(StatusCode::BAD_REQUEST, "invalid consistency level");
     };
     // InfluxDB 1.x treats an unknown precision as nanoseconds; so do we.
-    let precision =
-        Precision::parse(params.get("precision").map_or("", |s| s)).unwrap_or(Precision::Nanosecond);
+    let precision = Precision::parse(params.get("precision").map_or("", |s| s))
+        .unwrap_or(Precision::Nanosecond);
     let rp = params.get("rp").filter(|s| !s.is_empty()).cloned();
     if ctx.meta.snapshot().database(&database).is_none() {
         return error(
@@ -419,7 +434,10 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };
-    let db = params.get("db").filter(|s| !s.is_empty()).map(String::as_str);
+    let db = params
+        .get("db")
+        .filter(|s| !s.is_empty())
+        .map(String::as_str);
     match crate::query::execute(ctx, q, db).await {
         Ok(results) => json_bytes(
             StatusCode::OK,
@@ -458,17 +476,15 @@ async fn debug_shard_dump(ctx: &Rc<CoreContext>, req: &Request<Incoming>) -> Res
     let Some(database) = params.get("db").filter(|s| !s.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "database is required");
     };
-    let parse_ns = |key: &str, default: i64| -> Result<i64, Resp> {
+    let parse_ns = |key: &str, default: i64| -> Result<i64, String> {
         match params.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("invalid {key}: {v}"))),
+            Some(v) => v.parse().map_err(|_| format!("invalid {key}: {v}")),
         }
     };
     let (start_ns, end_ns) = match (parse_ns("start", i64::MIN), parse_ns("end", i64::MAX)) {
         (Ok(s), Ok(e)) => (s, e),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let request = ReadRequest {
         database: database.clone(),
@@ -512,12 +528,17 @@ fn value_json(v: &crate::tsdb::shard::Value) -> serde_json::Value {
 async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
     let s = &ctx.stats;
     let shards = ctx.all_shard_stats().await.unwrap_or_default();
-    let (series, values, cache_bytes) = shards
-        .iter()
-        .flat_map(|(_, v)| v.iter())
-        .fold((0usize, 0u64, 0usize), |acc, s| {
-            (acc.0 + s.series, acc.1 + s.values, acc.2 + s.cache_heap_bytes)
-        });
+    let (series, values, cache_bytes) =
+        shards
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .fold((0usize, 0u64, 0usize), |acc, s| {
+                (
+                    acc.0 + s.series,
+                    acc.1 + s.values,
+                    acc.2 + s.cache_heap_bytes,
+                )
+            });
     json(
         StatusCode::OK,
         serde_json::json!({

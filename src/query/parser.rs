@@ -168,7 +168,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                     while i < chars.len() && chars[i].is_alphabetic() {
                         unit.push(chars[i]);
                         let ch = chars[i];
-                advance(&mut i, &mut line, &mut col, ch);
+                        advance(&mut i, &mut line, &mut col, ch);
                     }
                     text.push_str(&unit);
                     let bad = || ParseError {
@@ -189,7 +189,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                             number.push(chars[i]);
                             text.push(chars[i]);
                             let ch = chars[i];
-                advance(&mut i, &mut line, &mut col, ch);
+                            advance(&mut i, &mut line, &mut col, ch);
                         }
                         continue;
                     }
@@ -210,7 +210,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                     advance(&mut i, &mut line, &mut col, d);
                     s.push(chars[i]);
                     let ch = chars[i];
-                advance(&mut i, &mut line, &mut col, ch);
+                    advance(&mut i, &mut line, &mut col, ch);
                     continue;
                 }
                 advance(&mut i, &mut line, &mut col, d);
@@ -488,7 +488,9 @@ impl Parser {
 
     fn drop_statement(&mut self) -> Result<Statement, ParseError> {
         if self.accept("DATABASE") {
-            return Ok(Statement::DropDatabase { name: self.ident()? });
+            return Ok(Statement::DropDatabase {
+                name: self.ident()?,
+            });
         }
         if self.accept("RETENTION") {
             self.keyword("POLICY")?;
@@ -497,7 +499,14 @@ impl Parser {
             let database = self.ident()?;
             return Ok(Statement::DropRetentionPolicy { name, database });
         }
-        for kind in ["CONTINUOUS", "MEASUREMENT", "SERIES", "SHARD", "SUBSCRIPTION", "USER"] {
+        for kind in [
+            "CONTINUOUS",
+            "MEASUREMENT",
+            "SERIES",
+            "SHARD",
+            "SUBSCRIPTION",
+            "USER",
+        ] {
             if self.accept(kind) {
                 return Ok(self.unsupported(format!("DROP {kind}")));
             }
@@ -579,15 +588,81 @@ impl Parser {
 /// InfluxQL keywords that cannot be used as unquoted identifiers.
 fn is_reserved(word: &str) -> bool {
     const RESERVED: &[&str] = &[
-        "ALL", "ALTER", "ANALYZE", "ANY", "AS", "ASC", "BEGIN", "BY", "CARDINALITY", "CREATE",
-        "CONTINUOUS", "DATABASE", "DATABASES", "DEFAULT", "DELETE", "DESC", "DESTINATIONS",
-        "DIAGNOSTICS", "DISTINCT", "DROP", "DURATION", "END", "EVERY", "EXACT", "EXPLAIN",
-        "FIELD", "FOR", "FROM", "GRANT", "GRANTS", "GROUP", "GROUPS", "IN", "INF", "INSERT",
-        "INTO", "KEY", "KEYS", "KILL", "LIMIT", "MEASUREMENT", "MEASUREMENTS", "NAME", "OFFSET",
-        "ON", "ORDER", "PASSWORD", "POLICY", "POLICIES", "PRIVILEGES", "QUERIES", "QUERY",
-        "READ", "REPLICATION", "RESAMPLE", "RETENTION", "REVOKE", "SELECT", "SERIES", "SET",
-        "SHARD", "SHARDS", "SLIMIT", "SOFFSET", "STATS", "SUBSCRIPTION", "SUBSCRIPTIONS", "TAG",
-        "TO", "USER", "USERS", "VALUES", "WHERE", "WITH", "WRITE",
+        "ALL",
+        "ALTER",
+        "ANALYZE",
+        "ANY",
+        "AS",
+        "ASC",
+        "BEGIN",
+        "BY",
+        "CARDINALITY",
+        "CREATE",
+        "CONTINUOUS",
+        "DATABASE",
+        "DATABASES",
+        "DEFAULT",
+        "DELETE",
+        "DESC",
+        "DESTINATIONS",
+        "DIAGNOSTICS",
+        "DISTINCT",
+        "DROP",
+        "DURATION",
+        "END",
+        "EVERY",
+        "EXACT",
+        "EXPLAIN",
+        "FIELD",
+        "FOR",
+        "FROM",
+        "GRANT",
+        "GRANTS",
+        "GROUP",
+        "GROUPS",
+        "IN",
+        "INF",
+        "INSERT",
+        "INTO",
+        "KEY",
+        "KEYS",
+        "KILL",
+        "LIMIT",
+        "MEASUREMENT",
+        "MEASUREMENTS",
+        "NAME",
+        "OFFSET",
+        "ON",
+        "ORDER",
+        "PASSWORD",
+        "POLICY",
+        "POLICIES",
+        "PRIVILEGES",
+        "QUERIES",
+        "QUERY",
+        "READ",
+        "REPLICATION",
+        "RESAMPLE",
+        "RETENTION",
+        "REVOKE",
+        "SELECT",
+        "SERIES",
+        "SET",
+        "SHARD",
+        "SHARDS",
+        "SLIMIT",
+        "SOFFSET",
+        "STATS",
+        "SUBSCRIPTION",
+        "SUBSCRIPTIONS",
+        "TAG",
+        "TO",
+        "USER",
+        "USERS",
+        "VALUES",
+        "WHERE",
+        "WITH",
+        "WRITE",
     ];
     RESERVED.iter().any(|k| k.eq_ignore_ascii_case(word))
 }
@@ -625,10 +700,15 @@ mod tests {
                 })
             }
         );
-        assert_eq!(one("DROP DATABASE x"), Statement::DropDatabase { name: "x".into() });
+        assert_eq!(
+            one("DROP DATABASE x"),
+            Statement::DropDatabase { name: "x".into() }
+        );
         assert_eq!(one("SHOW DATABASES"), Statement::ShowDatabases);
         assert_eq!(
-            parse_query("CREATE DATABASE a; CREATE DATABASE b;").unwrap().len(),
+            parse_query("CREATE DATABASE a; CREATE DATABASE b;")
+                .unwrap()
+                .len(),
             2
         );
     }
@@ -702,11 +782,20 @@ mod tests {
             "found DATABSE, expected CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION at line 1, char 8"
         );
         let e = parse_query("CREATE DATABASE").unwrap_err();
-        assert_eq!(e.to_string(), "found EOF, expected identifier at line 1, char 17");
+        assert_eq!(
+            e.to_string(),
+            "found EOF, expected identifier at line 1, char 17"
+        );
         let e = parse_query("FOO").unwrap_err();
-        assert!(e.to_string().starts_with("found FOO, expected SELECT, DELETE, SHOW"));
-        let e = parse_query("CREATE RETENTION POLICY r ON db DURATION 1h REPLICATION 0").unwrap_err();
-        assert_eq!(e.to_string(), "found 0, expected number > 0 at line 1, char 57");
+        assert!(e
+            .to_string()
+            .starts_with("found FOO, expected SELECT, DELETE, SHOW"));
+        let e =
+            parse_query("CREATE RETENTION POLICY r ON db DURATION 1h REPLICATION 0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "found 0, expected number > 0 at line 1, char 57"
+        );
         let e = parse_query("CREATE DATABASE db WITH DURATION 1x").unwrap_err();
         assert_eq!(e.expected, "duration");
         let e = parse_query("SHOW DATABASES\nDROP DATABASE x").unwrap_err();

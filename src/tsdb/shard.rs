@@ -181,11 +181,17 @@ pub struct Series {
     pub columns: Vec<Column>,
 }
 
+/// Tag value -> ids of the series carrying it.
+pub type TagValues = HashMap<Box<[u8]>, Vec<u32>>;
+
+/// Resolves when a WAL record is durable (or failed).
+pub type Durable = futures_channel::oneshot::Receiver<Result<(), WalError>>;
+
 /// Index of one measurement: field types and tag key -> tag value -> series.
 #[derive(Debug, Default)]
 pub struct MeasurementIndex {
     pub field_types: HashMap<Box<[u8]>, FieldType>,
-    pub tags: HashMap<Box<[u8]>, HashMap<Box<[u8]>, Vec<u32>>>,
+    pub tags: HashMap<Box<[u8]>, TagValues>,
     pub series: Vec<u32>,
 }
 
@@ -236,7 +242,11 @@ impl Shard {
     }
 
     /// Creates a new, empty shard on disk.
-    pub fn create(data_dir: &Path, meta: ShardMeta, wal_config: WalConfig) -> Result<Shard, ShardError> {
+    pub fn create(
+        data_dir: &Path,
+        meta: ShardMeta,
+        wal_config: WalConfig,
+    ) -> Result<Shard, ShardError> {
         let dir = Self::dir(data_dir, meta.id);
         let make = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir.join("wal"))?;
@@ -316,8 +326,7 @@ impl Shard {
         indices: &[u32],
         precision: Precision,
         default_time_ns: i64,
-    ) -> Result<(ApplyOutcome, Option<futures_channel::oneshot::Receiver<Result<(), WalError>>>), ShardError>
-    {
+    ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
         self.wal.check_writable()?;
         let mut outcome = ApplyOutcome::default();
         let mut accepted: Vec<u32> = Vec::with_capacity(indices.len());
@@ -344,9 +353,19 @@ impl Shard {
 
     /// Checks a point's field types against the shard and registers new fields, so a
     /// later point of the same batch is checked against this one.
-    fn check_field_types(&mut self, body: &ParsedBody, point: &lineproto::PointRef) -> Result<(), String> {
+    fn check_field_types(
+        &mut self,
+        body: &ParsedBody,
+        point: &lineproto::PointRef,
+    ) -> Result<(), String> {
         let m_raw = body.bytes(&point.measurement);
-        let index = self.measurements.entry(m_raw.into()).or_default();
+        if !self.measurements.contains_key(m_raw) {
+            self.measurements.insert(m_raw.into(), MeasurementIndex::default());
+        }
+        let index = self
+            .measurements
+            .get_mut(m_raw)
+            .expect("inserted above");
         for f in body.point_fields(point) {
             let key = body.bytes(&f.key);
             let t = f.value.field_type();
@@ -432,7 +451,10 @@ impl Shard {
             measurement,
             columns: Vec::new(),
         });
-        self.series_by_hash.entry(point.series_hash).or_default().push(id);
+        self.series_by_hash
+            .entry(point.series_hash)
+            .or_default()
+            .push(id);
         id
     }
 
@@ -480,7 +502,11 @@ impl Shard {
                 .unwrap_or_default(),
             None => (0..self.series.len() as u32).collect(),
         };
-        ids.sort_by(|a, b| self.series[*a as usize].key.cmp(&self.series[*b as usize].key));
+        ids.sort_by(|a, b| {
+            self.series[*a as usize]
+                .key
+                .cmp(&self.series[*b as usize].key)
+        });
         for id in ids {
             let series = &mut self.series[id as usize];
             if series_key.is_some_and(|k| k != &*series.key) {
@@ -490,7 +516,8 @@ impl Shard {
             series.columns.sort_by(|a, b| a.name.cmp(&b.name));
             for column in &mut series.columns {
                 column.normalise();
-                let field = String::from_utf8_lossy(&lineproto::unescape(&column.name)).into_owned();
+                let field =
+                    String::from_utf8_lossy(&lineproto::unescape(&column.name)).into_owned();
                 let from = column.timestamps.partition_point(|&t| t < start_ns);
                 let to = column.timestamps.partition_point(|&t| t <= end_ns);
                 for i in from..to {
@@ -591,6 +618,9 @@ mod tests {
         assert_eq!(shard.count_values(), 3);
         let pts = shard.read(None, None, i64::MIN, i64::MAX);
         assert_eq!(pts.last().unwrap().value, Value::String(b"s".to_vec()));
-        assert_eq!(shard.read(Some(b"cpu"), Some(b"cpu,host=a"), 0, 100)[0].value, Value::Float(9.0));
+        assert_eq!(
+            shard.read(Some(b"cpu"), Some(b"cpu,host=a"), 0, 100)[0].value,
+            Value::Float(9.0)
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
-use crate::tsdb::shard::{ApplyOutcome, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
+use crate::tsdb::shard::{ApplyOutcome, Durable, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
 use crate::tsdb::wal::{RecoveryReport, Wal, WalConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -96,18 +96,14 @@ impl Store {
     pub fn write(
         &mut self,
         batch: &ShardBatch,
-    ) -> Result<
-        (
-            ApplyOutcome,
-            Option<futures_channel::oneshot::Receiver<Result<(), crate::tsdb::wal::WalError>>>,
-        ),
-        ShardError,
-    > {
+    ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
         let shard = match self.shards.entry(batch.shard.id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Shard::create(&self.data_dir, batch.shard.clone(), self.wal_config)?)
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Shard::create(
+                &self.data_dir,
+                batch.shard.clone(),
+                self.wal_config,
+            )?),
         };
         shard.write(
             &batch.body,

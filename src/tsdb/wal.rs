@@ -112,7 +112,10 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             numbers.push(n);
         }
     }
@@ -371,7 +374,9 @@ impl Wal {
         // A regular file only writes short when the disk is full or a limit is hit; the
         // rest of the record is then unknown on disk, so this is a failure, not a retry.
         if written != len {
-            return Err(format!("short write: {written} of {len} bytes (disk full?)"));
+            return Err(format!(
+                "short write: {written} of {len} bytes (disk full?)"
+            ));
         }
         file.fdatasync().await.map_err(|e| e.to_string())?;
         self.state.borrow_mut().offset = offset + len;
@@ -431,7 +436,9 @@ mod tests {
 
     fn record(lines: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_record(&mut out, Precision::Second, 42, |b| b.extend_from_slice(lines));
+        encode_record(&mut out, Precision::Second, 42, |b| {
+            b.extend_from_slice(lines)
+        });
         out
     }
 
@@ -472,7 +479,9 @@ mod tests {
         assert_eq!(report.truncated_segments, 1);
         assert_eq!(report.truncated_bytes, 11);
         assert_eq!(
-            std::fs::metadata(segment_path(dir.path(), 3)).unwrap().len() as usize,
+            std::fs::metadata(segment_path(dir.path(), 3))
+                .unwrap()
+                .len() as usize,
             seg.len() - 11
         );
     }
@@ -499,8 +508,10 @@ mod tests {
             for i in 0..10 {
                 let line = format!("m v={i} {i}\n");
                 acks.push(
-                    wal.append(Precision::Nanosecond, 0, |b| b.extend_from_slice(line.as_bytes()))
-                        .unwrap(),
+                    wal.append(Precision::Nanosecond, 0, |b| {
+                        b.extend_from_slice(line.as_bytes())
+                    })
+                    .unwrap(),
                 );
             }
             for ack in acks {

@@ -88,10 +88,7 @@ impl Node {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "node did not start; log:\n{}",
-                    log.lock().unwrap().as_str()
-                );
+                panic!("node did not start; log:\n{}", log.lock().unwrap().as_str());
             }
         };
         Node {
@@ -153,7 +150,11 @@ impl Node {
     pub fn create_database(&self, db: &str) {
         let r = self.query(&format!("CREATE DATABASE \"{db}\""));
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.json()["results"][0].get("error").is_none(), "{}", r.text());
+        assert!(
+            r.json()["results"][0].get("error").is_none(),
+            "{}",
+            r.text()
+        );
     }
 
     /// POST /write?{query} with the given body.
@@ -265,10 +266,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap_or("0").trim(), 16)
             .unwrap_or(0);
         if size == 0 {

@@ -1,0 +1,569 @@
+//! `load`: POSTs prepared batches to `/write` from W threads, one keep-alive
+//! connection each, and measures every request into an HDR histogram (µs).
+//!
+//! All batches are built (and gzipped) before the clock starts, so the timed loop only
+//! writes bytes and reads responses. Workers take the next batch index from a shared
+//! counter. Closed loop (default): latency is send-to-response. Open loop (`--rate`):
+//! batch i is due at `start + i * B / rate`; a worker sleeps until then, and latency is
+//! measured from that intended time, so a stalled server shows up in the percentiles
+//! instead of silently slowing the client (coordinated omission).
+//!
+//! A 503 is retried after its Retry-After (seconds, at most 60; 1 s if absent) up to
+//! `--max-retries` times; its latency then includes the waits.
+
+use crate::cpu_gen::{CpuGenerator, FIELDS_PER_LINE};
+use crate::http1::{read_body, read_head, write_message, WireError};
+use crate::report::{Summary, Tally};
+use bytes::Bytes;
+use std::fmt;
+use std::io::{self, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Response body bytes kept for error messages.
+const KEEP_BODY_BYTES: usize = 512;
+/// Longest Retry-After honoured.
+const MAX_RETRY_AFTER_S: u64 = 60;
+
+/// One request's worth of line protocol.
+pub struct Batch {
+    /// What goes on the wire (gzipped with `--gzip`).
+    pub body: Bytes,
+    pub lines: u64,
+    pub values: u64,
+    /// Uncompressed size.
+    pub raw_bytes: u64,
+}
+
+/// Where and how to write.
+pub struct LoadOptions {
+    pub db: String,
+    pub precision: String,
+    pub consistency: String,
+    pub workers: usize,
+    pub batch_lines: u64,
+    pub rate: Option<f64>,
+    pub max_retries: u32,
+    pub gzip: bool,
+    pub create_db: bool,
+    pub timeout: Duration,
+}
+
+/// Failures that stop a load run (per-request failures are counted, not raised).
+#[derive(Debug)]
+pub enum LoadError {
+    Url { url: String, reason: String },
+    Input { path: PathBuf, source: io::Error },
+    NoData,
+    CreateDb { db: String, reason: String },
+    Options(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Url { url, reason } => write!(f, "bad --url {url:?}: {reason}"),
+            LoadError::Input { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            LoadError::NoData => write!(f, "no line-protocol lines to send"),
+            LoadError::CreateDb { db, reason } => {
+                write!(f, "CREATE DATABASE {db:?} failed: {reason}")
+            }
+            LoadError::Options(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Why one request failed.
+#[derive(Debug)]
+pub enum RequestError {
+    Connect(io::Error),
+    Wire(WireError),
+    Status { status: u16, body: String },
+}
+
+impl RequestError {
+    /// The key this failure is counted under.
+    pub fn kind(&self) -> String {
+        match self {
+            RequestError::Connect(_) => "connect".into(),
+            RequestError::Wire(WireError::Malformed(_)) => "bad_response".into(),
+            RequestError::Wire(e) if is_timeout(e) => "timeout".into(),
+            RequestError::Wire(_) => "io".into(),
+            RequestError::Status { status, .. } => format!("http_{status}"),
+        }
+    }
+}
+
+fn is_timeout(e: &WireError) -> bool {
+    matches!(e, WireError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Connect(e) => write!(f, "connect failed: {e}"),
+            RequestError::Wire(e) => write!(f, "{e}"),
+            RequestError::Status { status, body } => write!(f, "HTTP {status}: {body}"),
+        }
+    }
+}
+
+impl From<WireError> for RequestError {
+    fn from(e: WireError) -> RequestError {
+        RequestError::Wire(e)
+    }
+}
+
+/// A resolved `http://host[:port][/prefix]`.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host_header: String,
+    pub base_path: String,
+}
+
+/// Parses and resolves `--url` (http only).
+pub fn parse_url(url: &str) -> Result<Target, LoadError> {
+    let bad = |reason: &str| LoadError::Url {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| bad(&e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("host resolves to no address"))?;
+    Ok(Target {
+        addr,
+        host_header: authority.to_string(),
+        base_path: path.trim_end_matches('/').to_string(),
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A response as far as the client cares.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after_s: Option<u64>,
+    /// The server will not take another request on this connection.
+    pub close: bool,
+    pub body: Vec<u8>,
+}
+
+/// One keep-alive connection.
+pub struct Conn {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, RequestError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(RequestError::Connect)?;
+        let setup = |s: &TcpStream| {
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            s.try_clone()
+        };
+        let read_half = setup(&stream).map_err(RequestError::Connect)?;
+        Ok(Conn {
+            stream,
+            reader: BufReader::with_capacity(16 * 1024, read_half),
+        })
+    }
+
+    /// Sends one request and reads its response (skipping 1xx).
+    pub fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<Reply, WireError> {
+        write_message(&mut self.stream, head, body)?;
+        loop {
+            let head =
+                read_head(&mut self.reader)?.ok_or(WireError::UnexpectedEof("the response"))?;
+            let (http10, status) = parse_status_line(&head.start_line)?;
+            let framing = head.response_framing(status);
+            let mut body = Vec::new();
+            read_body(&mut self.reader, framing, &mut body, KEEP_BODY_BYTES)?;
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let until_close = framing == crate::http1::Framing::UntilClose;
+            return Ok(Reply {
+                status,
+                retry_after_s: head.retry_after_s,
+                close: head.close || until_close || (http10 && !head.keep_alive),
+                body,
+            });
+        }
+    }
+}
+
+/// `HTTP/1.1 204 No Content` -> (is HTTP/1.0, 204).
+fn parse_status_line(line: &str) -> Result<(bool, u16), WireError> {
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(WireError::Malformed(format!("bad status line {line:?}")));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| (100..1000).contains(s))
+        .ok_or_else(|| WireError::Malformed(format!("bad status line {line:?}")))?;
+    Ok((version == "HTTP/1.0", status))
+}
+
+/// The fixed part of every /write request head, up to `Content-Length: `.
+fn write_head_prefix(target: &Target, opts: &LoadOptions) -> Vec<u8> {
+    let mut head = format!(
+        "POST {}/write?db={}&precision={}&consistency={} HTTP/1.1\r\nHost: {}\r\n\
+         User-Agent: shardcore-bench\r\nContent-Type: text/plain; charset=utf-8\r\n",
+        target.base_path,
+        url_encode(&opts.db),
+        url_encode(&opts.precision),
+        url_encode(&opts.consistency),
+        target.host_header,
+    );
+    if opts.gzip {
+        head.push_str("Content-Encoding: gzip\r\n");
+    }
+    head.push_str("Content-Length: ");
+    head.into_bytes()
+}
+
+fn finish_head(prefix: &[u8], body_len: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(body_len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Sends `CREATE DATABASE "<db>"` to /query as a form.
+pub fn create_database(target: &Target, db: &str, timeout: Duration) -> Result<(), LoadError> {
+    let fail = |reason: String| LoadError::CreateDb {
+        db: db.to_string(),
+        reason,
+    };
+    let quoted = db.replace('\\', "\\\\").replace('"', "\\\"");
+    let body = format!("q={}", url_encode(&format!("CREATE DATABASE \"{quoted}\"")));
+    let head = format!(
+        "POST {}/query HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardcore-bench\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        target.base_path,
+        target.host_header,
+        body.len()
+    );
+    let mut conn = Conn::open(target.addr, timeout).map_err(|e| fail(e.to_string()))?;
+    let reply = conn
+        .exchange(head.as_bytes(), body.as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    if reply.status / 100 != 2 || text.contains("\"error\"") {
+        return Err(fail(format!("HTTP {}: {}", reply.status, text.trim())));
+    }
+    Ok(())
+}
+
+/// Batches of the generated cpu-only data set, built before timing.
+pub fn generated_batches(
+    hosts: u64,
+    rows: u64,
+    seed: u64,
+    start_ns: i64,
+    batch_lines: u64,
+) -> Vec<Batch> {
+    let mut generator = CpuGenerator::new(hosts as usize, seed, start_ns);
+    let mut left = hosts.saturating_mul(rows);
+    let mut batches = Vec::new();
+    while left > 0 {
+        let n = left.min(batch_lines);
+        let mut buf = Vec::with_capacity(n as usize * 360);
+        generator.write_lines(n, &mut buf);
+        batches.push(Batch {
+            raw_bytes: buf.len() as u64,
+            body: Bytes::from(buf),
+            lines: n,
+            values: n * FIELDS_PER_LINE,
+        });
+        left -= n;
+    }
+    batches
+}
+
+/// Splits a line-protocol file into batches of `batch_lines` whole lines (blank lines
+/// and `#` comments ride along but are not counted).
+pub fn file_batches(path: &PathBuf, batch_lines: u64) -> Result<Vec<Batch>, LoadError> {
+    let data = std::fs::read(path).map_err(|source| LoadError::Input {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(split_batches(Bytes::from(data), batch_lines))
+}
+
+/// Splits `data` into batches of `batch_lines` lines; the slices share `data`.
+pub fn split_batches(data: Bytes, batch_lines: u64) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let (mut start, mut pos, mut lines, mut values) = (0usize, 0usize, 0u64, 0u64);
+    while pos < data.len() {
+        let end = data[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |i| pos + i + 1);
+        let line = data[pos..end].trim_ascii();
+        if !line.is_empty() && line[0] != b'#' {
+            lines += 1;
+            values += count_fields(line);
+        }
+        pos = end;
+        if lines == batch_lines || (pos == data.len() && lines > 0) {
+            batches.push(Batch {
+                body: data.slice(start..pos),
+                lines,
+                values,
+                raw_bytes: (pos - start) as u64,
+            });
+            (start, lines, values) = (pos, 0, 0);
+        }
+    }
+    batches
+}
+
+/// Number of fields of one line: the unescaped `=` of its field section, outside
+/// string values.
+pub fn count_fields(line: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < line.len() && line[i] != b' ' {
+        i += if line[i] == b'\\' { 2 } else { 1 };
+    }
+    let (mut n, mut in_string) = (0u64, false);
+    i += 1;
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 1,
+            b'"' => in_string = !in_string,
+            b'=' if !in_string => n += 1,
+            b' ' if !in_string => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Gzips every batch body in place, on all CPUs.
+pub fn gzip_batches(batches: &mut [Batch], level: u32) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = batches.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for part in batches.chunks_mut(chunk) {
+            s.spawn(move || {
+                for batch in part {
+                    batch.body = Bytes::from(gzip(&batch.body, level));
+                }
+            });
+        }
+    });
+}
+
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::new(level.min(9)),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    batches: &'a [Batch],
+    next: AtomicUsize,
+    start: Instant,
+    target: &'a Target,
+    opts: &'a LoadOptions,
+    head_prefix: Vec<u8>,
+}
+
+impl Shared<'_> {
+    /// When batch `i` is due (open loop only).
+    fn intended(&self, i: usize) -> Option<Instant> {
+        let rate = self.opts.rate?;
+        let lines_before = i as f64 * self.opts.batch_lines as f64;
+        Some(self.start + Duration::from_secs_f64(lines_before / rate))
+    }
+}
+
+/// Runs the load and returns the merged tally and the elapsed time.
+pub fn run(target: &Target, opts: &LoadOptions, batches: &[Batch]) -> Result<Summary, LoadError> {
+    if batches.is_empty() {
+        return Err(LoadError::NoData);
+    }
+    if opts.workers == 0 || opts.batch_lines == 0 {
+        return Err(LoadError::Options(
+            "--workers and --batch-lines must be at least 1".into(),
+        ));
+    }
+    if opts.create_db {
+        create_database(target, &opts.db, opts.timeout)?;
+    }
+    let shared = Shared {
+        batches,
+        next: AtomicUsize::new(0),
+        start: Instant::now(),
+        target,
+        opts,
+        head_prefix: write_head_prefix(target, opts),
+    };
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..opts.workers)
+            .map(|_| s.spawn(|| worker(&shared)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Tally::new()))
+            .collect()
+    });
+    let mut total = Tally::new();
+    let mut end = shared.start;
+    for t in tallies {
+        end = end.max(t.end.unwrap_or(shared.start));
+        total.merge(t);
+    }
+    Ok(Summary::new(total, end - shared.start, opts))
+}
+
+/// One worker: takes batches until none are left.
+fn worker(shared: &Shared<'_>) -> Tally {
+    let mut tally = Tally::new();
+    let mut conn: Option<Conn> = None;
+    let mut head = Vec::with_capacity(shared.head_prefix.len() + 32);
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        let Some(batch) = shared.batches.get(i) else {
+            break;
+        };
+        let intended = shared.intended(i);
+        if let Some(due) = intended {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let t0 = intended.unwrap_or_else(Instant::now);
+        finish_head(&shared.head_prefix, batch.body.len(), &mut head);
+        let result = send_with_retries(shared, &mut conn, &head, batch, &mut tally);
+        let done = Instant::now();
+        tally.record(batch, result, done.saturating_duration_since(t0));
+        tally.end = Some(done);
+    }
+    tally
+}
+
+/// Sends one batch, reconnecting as needed and retrying 503s.
+fn send_with_retries(
+    shared: &Shared<'_>,
+    conn: &mut Option<Conn>,
+    head: &[u8],
+    batch: &Batch,
+    tally: &mut Tally,
+) -> Result<(), RequestError> {
+    let mut attempt = 0u32;
+    loop {
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(Conn::open(shared.target.addr, shared.opts.timeout)?),
+        };
+        tally.requests += 1;
+        tally.wire_bytes += (head.len() + batch.body.len()) as u64;
+        let reply = match c.exchange(head, &batch.body) {
+            Ok(r) => r,
+            Err(e) => {
+                *conn = None;
+                return Err(e.into());
+            }
+        };
+        if reply.close {
+            *conn = None;
+        }
+        if reply.status == 503 && attempt < shared.opts.max_retries {
+            attempt += 1;
+            tally.retries += 1;
+            let wait = reply.retry_after_s.unwrap_or(1).min(MAX_RETRY_AFTER_S);
+            std::thread::sleep(Duration::from_secs(wait));
+            continue;
+        }
+        if reply.status / 100 == 2 {
+            return Ok(());
+        }
+        let body = String::from_utf8_lossy(&reply.body).trim().to_string();
+        return Err(RequestError::Status {
+            status: reply.status,
+            body,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_counted() {
+        assert_eq!(count_fields(b"cpu,host=a u=1,s=2i 5"), 2);
+        assert_eq!(count_fields(b"m\\ x,t=a\\ b f=\"a=b c\",g=1"), 2);
+        assert_eq!(count_fields(b"junk"), 0);
+    }
+
+    #[test]
+    fn batches_keep_whole_lines() {
+        let data = Bytes::from_static(b"a v=1 1\n\nb v=1,w=2 2\n# c\nc v=3 3");
+        let batches = split_batches(data, 2);
+        assert_eq!(batches.len(), 2);
+        assert_eq!((batches[0].lines, batches[0].values), (2, 3));
+        assert_eq!(&batches[1].body[..], b"# c\nc v=3 3");
+        assert_eq!(batches[1].lines, 1);
+    }
+
+    #[test]
+    fn urls_parse() {
+        let t = parse_url("http://127.0.0.1:8086/").unwrap();
+        assert_eq!((t.addr.port(), t.base_path.as_str()), (8086, ""));
+        assert_eq!(parse_url("http://127.0.0.1/x/").unwrap().base_path, "/x");
+        assert!(parse_url("https://127.0.0.1").is_err());
+    }
+}
