@@ -161,8 +161,9 @@ pub struct PointRef {
     /// Whether the line carried its own timestamp.
     pub has_timestamp: bool,
     pub series_key: KeyLoc,
-    /// FNV-1a 64 of the canonical series key (DESIGN section 2).
-    pub series_hash: u64,
+    /// A fast hash of the canonical series key, for in-memory maps ([`key_hash`]).
+    /// Placement uses [`ParsedBody::series_hash`] instead (FNV-1a, fixed by DESIGN).
+    pub key_hash: u64,
 }
 
 /// A tag: escaped key and value spans into the body.
@@ -229,6 +230,13 @@ impl ParsedBody {
         }
     }
 
+    /// FNV-1a 64 of the canonical series key: the series hash placement uses (DESIGN
+    /// section 2). Computed on demand: FNV reads a byte at a time, and a single-shard
+    /// group never needs it.
+    pub fn series_hash(&self, point: &PointRef) -> u64 {
+        fnv1a64(self.series_key(point))
+    }
+
     pub fn line(&self, point: &PointRef) -> &[u8] {
         self.bytes(&point.line)
     }
@@ -266,6 +274,30 @@ impl ParsedBody {
 #[inline]
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     fnv1a64_extend(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// A fast 64-bit hash for in-memory maps keyed by series key: eight bytes per step
+/// (FxHash's mixing, with a final avalanche). Not stable across versions: never store
+/// it or place data by it.
+#[inline]
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    }
+    // Avalanche so the low bits (used by hash tables) depend on every input byte.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 #[inline]
@@ -307,7 +339,7 @@ pub fn parse(body: Bytes, precision: Precision, default_time_ns: i64) -> ParsedB
     let mut line_number = 0u32;
     while pos < buf.len() {
         line_number += 1;
-        let end = scan_line_end(buf, pos);
+        let (end, spans_lines) = scan_line_end(buf, pos);
         let mut line_end = end;
         if line_end > pos && buf[line_end - 1] == b'\r' {
             line_end -= 1;
@@ -346,7 +378,9 @@ pub fn parse(body: Bytes, precision: Precision, default_time_ns: i64) -> ParsedB
         }
         // A quoted string may hold newlines, so count the ones we skipped over (after
         // the line is parsed: a point is numbered by the line it starts on).
-        line_number_skip(buf, pos, end, &mut line_number);
+        if spans_lines {
+            line_number_skip(buf, pos, end, &mut line_number);
+        }
         pos = next;
     }
     out
@@ -362,7 +396,8 @@ fn line_number_skip(buf: &[u8], start: usize, end: usize, line_number: &mut u32)
 /// string. Quotes only count in the field section (after the first unescaped space),
 /// and an unbalanced quote ends at the next newline so one bad line cannot swallow
 /// the rest of the body... unless the quote really is closed later, as InfluxDB does.
-fn scan_line_end(buf: &[u8], start: usize) -> usize {
+/// Returns the end and whether the logical line spans several physical lines.
+fn scan_line_end(buf: &[u8], start: usize) -> (usize, bool) {
     let mut i = start;
     let mut in_fields = false;
     let mut in_quote = false;
@@ -371,8 +406,8 @@ fn scan_line_end(buf: &[u8], start: usize) -> usize {
     let (mut equals, mut commas) = (0u32, 0u32);
     let first_nl = memchr_nl(buf, start);
     // Fast path: no quote before the newline.
-    if !buf[start..first_nl].contains(&b'"') {
-        return first_nl;
+    if memchr::memchr(b'"', &buf[start..first_nl]).is_none() {
+        return (first_nl, false);
     }
     // Leading whitespace is not the space that starts the field section.
     while i < first_nl && (buf[i] == b' ' || buf[i] == b'\t') {
@@ -385,7 +420,7 @@ fn scan_line_end(buf: &[u8], start: usize) -> usize {
             continue;
         }
         if b == b'\n' && !in_quote {
-            return i;
+            return (i, i > first_nl);
         }
         if b == b' ' && !in_quote {
             in_fields = true;
@@ -400,17 +435,14 @@ fn scan_line_end(buf: &[u8], start: usize) -> usize {
     }
     if in_quote {
         // Unbalanced quote: fall back to the physical line so the error is local.
-        return first_nl;
+        return (first_nl, false);
     }
-    buf.len()
+    (buf.len(), buf.len() > first_nl)
 }
 
 #[inline]
 fn memchr_nl(buf: &[u8], start: usize) -> usize {
-    buf[start..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(buf.len(), |p| start + p)
+    memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |p| start + p)
 }
 
 #[inline]
@@ -483,7 +515,12 @@ fn parse_line(
             .filter(|_| out.tags.len() as u32 > tags_start)
         {
             let prev = &buf[prev.key.start as usize..prev.key.end as usize];
-            if unescape_cmp(&buf[k_start..k_end], prev) != std::cmp::Ordering::Greater {
+            let order = if needs_canonical {
+                unescape_cmp(&buf[k_start..k_end], prev)
+            } else {
+                buf[k_start..k_end].cmp(prev)
+            };
+            if order != std::cmp::Ordering::Greater {
                 sorted = false;
             }
         }
@@ -508,12 +545,13 @@ fn parse_line(
     let tags_end = out.tags.len() as u32;
     if !sorted {
         let tags = &mut out.tags[tags_start as usize..tags_end as usize];
-        tags.sort_by(|a, b| {
-            unescape_cmp(
-                &buf[a.key.start as usize..a.key.end as usize],
-                &buf[b.key.start as usize..b.key.end as usize],
-            )
-        });
+        let key = |t: &TagRef| &buf[t.key.start as usize..t.key.end as usize];
+        if needs_canonical {
+            tags.sort_by(|a, b| unescape_cmp(key(a), key(b)));
+        } else {
+            // No escapes anywhere in the key: raw bytes order as unescaped ones.
+            tags.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        }
         for w in tags.windows(2) {
             if buf[w[0].key.start as usize..w[0].key.end as usize]
                 == buf[w[1].key.start as usize..w[1].key.end as usize]
@@ -577,6 +615,16 @@ fn parse_line(
     // protocol. When the line already wrote it that way, it is a slice of the line.
     let series_key = if sorted && !needs_canonical {
         KeyLoc::Body(span(start, key_end))
+    } else if !needs_canonical {
+        // Unsorted tags without escapes (TSBS writes tags unsorted): copy them in order.
+        let a = out.key_arena.len();
+        out.key_arena.extend_from_slice(&buf[start..m_end]);
+        for t in &out.tags[tags_start as usize..tags_end as usize] {
+            out.key_arena.push(b',');
+            out.key_arena
+                .extend_from_slice(&buf[t.key.start as usize..t.value.end as usize]);
+        }
+        KeyLoc::Arena(span(a, out.key_arena.len()))
     } else {
         let a = out.key_arena.len();
         canonical_escape(&buf[start..m_end], b", ", &mut out.key_arena);
@@ -596,9 +644,9 @@ fn parse_line(
         }
         KeyLoc::Arena(span(a, out.key_arena.len()))
     };
-    let series_hash = match &series_key {
-        KeyLoc::Body(s) => fnv1a64(&buf[s.start as usize..s.end as usize]),
-        KeyLoc::Arena(s) => fnv1a64(&out.key_arena[s.start as usize..s.end as usize]),
+    let key_hash = match &series_key {
+        KeyLoc::Body(s) => key_hash(&buf[s.start as usize..s.end as usize]),
+        KeyLoc::Arena(s) => key_hash(&out.key_arena[s.start as usize..s.end as usize]),
     };
     Ok(PointRef {
         line: span(start, end),
@@ -609,7 +657,7 @@ fn parse_line(
         timestamp,
         has_timestamp,
         series_key,
-        series_hash,
+        key_hash,
     })
 }
 
@@ -741,8 +789,8 @@ fn parse_number(raw: &[u8]) -> Result<FieldValue, Reason> {
     if !is_float_text(raw) {
         return Err(Cow::Borrowed("invalid number"));
     }
-    // Safe: is_float_text admits ASCII only.
-    let text = std::str::from_utf8(raw).map_err(|_| Cow::Borrowed("invalid number"))?;
+    // SAFETY: is_float_text admits only ASCII digits, signs, '.', 'e' and 'E'.
+    let text = unsafe { std::str::from_utf8_unchecked(raw) };
     let v: f64 = text.parse().map_err(|_| Cow::Borrowed("invalid number"))?;
     if !v.is_finite() {
         // Finite text that overflows f64, as strconv.ParseFloat's range error.

@@ -13,7 +13,7 @@
 
 use crate::cpu_gen::{CpuGenerator, FIELDS_PER_LINE};
 use crate::http1::{read_body, read_head, write_message, WireError};
-use crate::report::{Summary, Tally};
+use crate::report::{RequestLog, Summary, Tally};
 use bytes::Bytes;
 use std::fmt;
 use std::io::{self, BufReader, Write};
@@ -49,6 +49,8 @@ pub struct LoadOptions {
     pub gzip: bool,
     pub create_db: bool,
     pub timeout: Duration,
+    /// Keep one [`RequestLog`] per batch (for `--requests-out`).
+    pub log_requests: bool,
 }
 
 /// Failures that stop a load run (per-request failures are counted, not raised).
@@ -208,9 +210,23 @@ impl Conn {
         })
     }
 
-    /// Sends one request and reads its response (skipping 1xx).
+    /// Sends one request and reads its response (skipping 1xx). A server may answer
+    /// early (e.g. 404 before reading the body) and close: if sending fails, a response
+    /// that already arrived still counts, and the connection is not reused.
     pub fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<Reply, WireError> {
-        write_message(&mut self.stream, head, body)?;
+        if let Err(write_error) = write_message(&mut self.stream, head, body) {
+            return match self.read_reply() {
+                Ok(reply) => Ok(Reply {
+                    close: true,
+                    ..reply
+                }),
+                Err(_) => Err(write_error.into()),
+            };
+        }
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> Result<Reply, WireError> {
         loop {
             let head =
                 read_head(&mut self.reader)?.ok_or(WireError::UnexpectedEof("the response"))?;
@@ -451,7 +467,10 @@ pub fn run(target: &Target, opts: &LoadOptions, batches: &[Batch]) -> Result<Sum
     };
     let tallies: Vec<Tally> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..opts.workers)
-            .map(|_| s.spawn(|| worker(&shared)))
+            .map(|id| {
+                let shared = &shared;
+                s.spawn(move || worker(shared, id))
+            })
             .collect();
         handles
             .into_iter()
@@ -468,7 +487,7 @@ pub fn run(target: &Target, opts: &LoadOptions, batches: &[Batch]) -> Result<Sum
 }
 
 /// One worker: takes batches until none are left.
-fn worker(shared: &Shared<'_>) -> Tally {
+fn worker(shared: &Shared<'_>, id: usize) -> Tally {
     let mut tally = Tally::new();
     let mut conn: Option<Conn> = None;
     let mut head = Vec::with_capacity(shared.head_prefix.len() + 32);
@@ -486,24 +505,44 @@ fn worker(shared: &Shared<'_>) -> Tally {
         }
         let t0 = intended.unwrap_or_else(Instant::now);
         finish_head(&shared.head_prefix, batch.body.len(), &mut head);
+        let retries_before = tally.retries;
         let result = send_with_retries(shared, &mut conn, &head, batch, &mut tally);
         let done = Instant::now();
-        tally.record(batch, result, done.saturating_duration_since(t0));
+        if shared.opts.log_requests {
+            tally.log.push(RequestLog {
+                batch: i,
+                worker: id,
+                start: t0.saturating_duration_since(shared.start),
+                latency: done.saturating_duration_since(t0),
+                outcome: result.as_ref().map_or_else(|e| e.kind(), |s| s.to_string()),
+                retries: tally.retries - retries_before,
+            });
+        }
+        tally.record(
+            batch,
+            result.map(|_| ()),
+            done.saturating_duration_since(t0),
+        );
         tally.end = Some(done);
     }
     tally
 }
 
-/// Sends one batch, reconnecting as needed and retrying 503s.
+/// Sends one batch, reconnecting as needed and retrying 503s; returns the final status.
+///
+/// A kept-alive connection the server closed without saying so fails with EOF, EPIPE
+/// or a reset before any response byte; that batch is resent once on a new connection
+/// (counted in `reconnects`; a line-protocol write is idempotent).
 fn send_with_retries(
     shared: &Shared<'_>,
     conn: &mut Option<Conn>,
     head: &[u8],
     batch: &Batch,
     tally: &mut Tally,
-) -> Result<(), RequestError> {
-    let mut attempt = 0u32;
+) -> Result<u16, RequestError> {
+    let (mut attempt, mut resent) = (0u32, false);
     loop {
+        let reused = conn.is_some();
         let c = match conn {
             Some(c) => c,
             None => conn.insert(Conn::open(shared.target.addr, shared.opts.timeout)?),
@@ -514,6 +553,11 @@ fn send_with_retries(
             Ok(r) => r,
             Err(e) => {
                 *conn = None;
+                if reused && !resent && is_stale_connection(&e) {
+                    resent = true;
+                    tally.reconnects += 1;
+                    continue;
+                }
                 return Err(e.into());
             }
         };
@@ -528,13 +572,26 @@ fn send_with_retries(
             continue;
         }
         if reply.status / 100 == 2 {
-            return Ok(());
+            return Ok(reply.status);
         }
         let body = String::from_utf8_lossy(&reply.body).trim().to_string();
         return Err(RequestError::Status {
             status: reply.status,
             body,
         });
+    }
+}
+
+/// The peer had closed the connection before answering.
+fn is_stale_connection(e: &WireError) -> bool {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        WireError::UnexpectedEof(_) => true,
+        WireError::Io(io) => matches!(
+            io.kind(),
+            BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+        ),
+        WireError::Malformed(_) => false,
     }
 }
 

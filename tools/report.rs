@@ -24,6 +24,8 @@ pub struct Tally {
     /// HTTP requests sent, retries included.
     pub requests: u64,
     pub retries: u64,
+    /// Batches resent once because a kept-alive connection had been closed.
+    pub reconnects: u64,
     pub ok_batches: u64,
     pub lines: u64,
     pub values: u64,
@@ -37,6 +39,20 @@ pub struct Tally {
     /// Latency of acknowledged batches, µs.
     pub latency: Histogram<u64>,
     pub end: Option<Instant>,
+    /// Per-batch records, when asked for.
+    pub log: Vec<RequestLog>,
+}
+
+/// What happened to one batch (a line of `--requests-out`).
+pub struct RequestLog {
+    pub batch: usize,
+    pub worker: usize,
+    /// Send time (intended time in open loop) since the run started.
+    pub start: Duration,
+    pub latency: Duration,
+    /// Final HTTP status or error kind.
+    pub outcome: String,
+    pub retries: u64,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -49,6 +65,7 @@ impl Tally {
         Tally {
             requests: 0,
             retries: 0,
+            reconnects: 0,
             ok_batches: 0,
             lines: 0,
             values: 0,
@@ -60,6 +77,7 @@ impl Tally {
             samples: BTreeMap::new(),
             latency: new_histogram(),
             end: None,
+            log: Vec::new(),
         }
     }
 
@@ -89,6 +107,7 @@ impl Tally {
     pub fn merge(&mut self, other: Tally) {
         self.requests += other.requests;
         self.retries += other.retries;
+        self.reconnects += other.reconnects;
         self.ok_batches += other.ok_batches;
         self.lines += other.lines;
         self.values += other.values;
@@ -96,6 +115,7 @@ impl Tally {
         self.wire_bytes += other.wire_bytes;
         self.failed_batches += other.failed_batches;
         self.failed_lines += other.failed_lines;
+        self.log.extend(other.log);
         for (k, n) in other.errors {
             *self.errors.entry(k).or_insert(0) += n;
         }
@@ -174,7 +194,7 @@ impl Summary {
             "mode        {mode}, {} workers, {} lines/batch{}\n\
              lines       {} ok, {} failed ({} batches ok, {} failed)\n\
              values      {}\n\
-             requests    {} ({} retries after 503)\n\
+             requests    {} ({} retries after 503, {} resent on a new connection)\n\
              bytes       {:.1} MB of line protocol, {:.1} MB on the wire\n\
              elapsed     {:.3} s\n\
              throughput  {:.0} lines/s, {:.0} values/s, {:.1} MB/s\n\
@@ -190,6 +210,7 @@ impl Summary {
             t.values,
             t.requests,
             t.retries,
+            t.reconnects,
             t.raw_bytes as f64 / 1e6,
             t.wire_bytes as f64 / 1e6,
             self.elapsed.as_secs_f64(),
@@ -228,6 +249,7 @@ impl Summary {
             "batches_failed": t.failed_batches,
             "requests": t.requests,
             "retries": t.retries,
+            "reconnects": t.reconnects,
             "bytes": t.raw_bytes,
             "wire_bytes": t.wire_bytes,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -238,6 +260,27 @@ impl Summary {
             "errors": t.errors,
             "error_samples": t.samples,
         })
+    }
+
+    /// Writes one CSV line per batch, in send order, to find stalls in time.
+    pub fn write_requests(&self, path: &Path) -> io::Result<()> {
+        let mut log: Vec<&RequestLog> = self.tally.log.iter().collect();
+        log.sort_by_key(|r| (r.start, r.batch));
+        let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(out, "batch,worker,start_ms,latency_ms,outcome,retries")?;
+        for r in log {
+            writeln!(
+                out,
+                "{},{},{:.3},{:.3},{},{}",
+                r.batch,
+                r.worker,
+                r.start.as_secs_f64() * 1e3,
+                r.latency.as_secs_f64() * 1e3,
+                r.outcome,
+                r.retries
+            )?;
+        }
+        out.flush()
     }
 
     /// Writes the latency distribution (ms) in HdrHistogram's percentile format, which
@@ -273,12 +316,6 @@ impl Summary {
             "#[Max     = {:>12.3}, Total count    = {:>12}]",
             h.max() as f64 / 1000.0,
             h.len()
-        )?;
-        writeln!(
-            out,
-            "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
-            h.buckets(),
-            h.distinct_values()
         )?;
         out.flush()
     }

@@ -131,6 +131,9 @@ struct LoadArgs {
     /// Write the latency distribution (HdrHistogram percentile text, ms) to this file.
     #[arg(long)]
     hdr_out: Option<PathBuf>,
+    /// Write one CSV line per batch (start, latency, status) to this file.
+    #[arg(long)]
+    requests_out: Option<PathBuf>,
     /// Retries of a batch answered 503 (each after its Retry-After).
     #[arg(long, default_value_t = 10)]
     max_retries: u32,
@@ -269,11 +272,17 @@ fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
         gzip: args.gzip,
         create_db: args.create_db,
         timeout: Duration::from_secs(args.timeout_s.max(1)),
+        log_requests: args.requests_out.is_some(),
     };
     let summary = load::run(&target, &opts, &batches)?;
     if let Some(path) = &args.hdr_out {
         summary
             .write_hdr(path)
+            .map_err(output_error(path.display().to_string()))?;
+    }
+    if let Some(path) = &args.requests_out {
+        summary
+            .write_requests(path)
             .map_err(output_error(path.display().to_string()))?;
     }
     if args.json {

@@ -141,12 +141,15 @@ pub fn group_by_shard(
     })?;
     let oldest = rp.oldest_kept_ns(now_ns);
     let sgd = rp.shard_group_duration_ns;
-    let mut groups: HashMap<i64, GroupPlacement> = HashMap::new();
-    let mut batches: HashMap<u64, usize> = HashMap::new();
+    let mut groups: HashMap<i64, usize> = HashMap::new();
     let mut out: Vec<(ShardMeta, Vec<u32>)> = Vec::new();
     let mut beyond = 0;
     let mut invalid = Vec::new();
-    let mut last: Option<(i64, u64, usize)> = None; // (group start, series hash, batch)
+    // Consecutive points usually share a group (and often a series): remember the last
+    // group, and the last series' batch.
+    let mut last_group: Option<(i64, usize)> = None; // (start, index into group list)
+    let mut last_series: Option<(i64, usize, usize)> = None; // (start, point, batch)
+    let mut group_list: Vec<(GroupPlacement, Vec<Option<usize>>)> = Vec::new();
     for (i, point) in body.points.iter().enumerate() {
         if oldest.is_some_and(|o| point.timestamp < o) {
             beyond += 1;
@@ -157,18 +160,44 @@ pub fn group_by_shard(
             continue;
         }
         let start = placement::shard_group_start(point.timestamp, sgd);
-        if let Some((s, h, b)) = last {
-            if s == start && h == point.series_hash {
+        if let Some((s, p, b)) = last_series {
+            let prev = &body.points[p];
+            if s == start
+                && prev.key_hash == point.key_hash
+                && body.series_key(prev) == body.series_key(point)
+            {
                 out[b].1.push(i as u32);
                 continue;
             }
         }
-        let group = groups.entry(start).or_insert_with(|| {
-            placement::place_group(&db.name, &rp.name, start, sgd, rp.replication, membership)
-        });
-        let shard =
-            &group.shards[placement::shard_index(point.series_hash, group.shards.len()) as usize];
-        let b = *batches.entry(shard.id).or_insert_with(|| {
+        let g = match last_group {
+            Some((s, g)) if s == start => g,
+            _ => {
+                let g = *groups.entry(start).or_insert_with(|| {
+                    let placed = placement::place_group(
+                        &db.name,
+                        &rp.name,
+                        start,
+                        sgd,
+                        rp.replication,
+                        membership,
+                    );
+                    let shards = placed.shards.len();
+                    group_list.push((placed, vec![None; shards]));
+                    group_list.len() - 1
+                });
+                last_group = Some((start, g));
+                g
+            }
+        };
+        let (group, batch_of_shard) = &mut group_list[g];
+        let index = if group.shards.len() == 1 {
+            0
+        } else {
+            placement::shard_index(body.series_hash(point), group.shards.len()) as usize
+        };
+        let b = *batch_of_shard[index].get_or_insert_with(|| {
+            let shard = &group.shards[index];
             out.push((
                 ShardMeta {
                     id: shard.id,
@@ -182,7 +211,7 @@ pub fn group_by_shard(
             out.len() - 1
         });
         out[b].1.push(i as u32);
-        last = Some((start, point.series_hash, b));
+        last_series = Some((start, i, b));
     }
     Ok(GroupedPoints {
         batches: out,

@@ -56,7 +56,7 @@ fn key_of(s: &str) -> (Vec<u8>, u64) {
     assert!(body.errors.is_empty(), "{s:?}: {:?}", body.errors);
     assert_eq!(body.points.len(), 1, "{s:?}");
     let p = &body.points[0];
-    (body.series_key(p).to_vec(), p.series_hash)
+    (body.series_key(p).to_vec(), body.series_hash(p))
 }
 
 /// Whether an error reason is the expected one. `want` lists alternatives separated by
@@ -122,7 +122,8 @@ fn full_line_with_all_parts() {
         b"cpu,host=a,region=west usage=0.5,count=3i,up=true,name=\"x\" 1000"
     );
     assert_eq!(body.series_key(p), b"cpu,host=a,region=west");
-    assert_eq!(p.series_hash, fnv1a64(b"cpu,host=a,region=west"));
+    assert_eq!(body.series_hash(p), fnv1a64(b"cpu,host=a,region=west"));
+    assert_eq!(p.key_hash, key_hash(b"cpu,host=a,region=west"));
     // Already canonical: the key is a slice of the body.
     assert!(matches!(p.series_key, KeyLoc::Body(_)));
     let tags: Vec<_> = body
@@ -1435,7 +1436,8 @@ fn check_invariants(body: &ParsedBody) -> Result<(), TestCaseError> {
             KeyLoc::Arena(sp) => prop_assert!(span_ok(sp, body.key_arena.len())),
         }
         let key = body.series_key(p);
-        prop_assert_eq!(p.series_hash, fnv1a64(key));
+        prop_assert_eq!(body.series_hash(p), fnv1a64(key));
+        prop_assert_eq!(p.key_hash, key_hash(key));
         let owned = body.to_owned_point(p);
         prop_assert!(!owned.fields.is_empty());
         // The canonical key is the encoding of the decoded measurement and tags.
@@ -1559,7 +1561,7 @@ proptest! {
             prop_assert_eq!(p.line_number, line);
             let key = expected_key(want);
             prop_assert_eq!(body.series_key(p), &key[..]);
-            prop_assert_eq!(p.series_hash, fnv1a64(&key));
+            prop_assert_eq!(body.series_hash(p), fnv1a64(&key));
             // The next line starts after this one's newlines (in strings) and its
             // terminator.
             let mut enc = Vec::new();
@@ -1618,7 +1620,8 @@ proptest! {
         let pb = parse(Bytes::from(b2), Precision::Nanosecond, 0);
         prop_assert!(pa.errors.is_empty() && pb.errors.is_empty());
         prop_assert_eq!(pa.series_key(&pa.points[0]), pb.series_key(&pb.points[0]));
-        prop_assert_eq!(pa.points[0].series_hash, pb.points[0].series_hash);
+        prop_assert_eq!(pa.series_hash(&pa.points[0]), pb.series_hash(&pb.points[0]));
+        prop_assert_eq!(pa.points[0].key_hash, pb.points[0].key_hash);
         prop_assert_eq!(pb.to_owned_point(&pb.points[0]), p);
     }
 

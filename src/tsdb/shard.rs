@@ -42,7 +42,7 @@ pub enum ShardError {
     },
 }
 
-/// Hasher for keys that already are good 64-bit hashes (FNV-1a series hashes).
+/// Hasher for keys that already are good 64-bit hashes (series key hashes).
 #[derive(Default)]
 pub struct IdentityHasher(u64);
 
@@ -360,12 +360,10 @@ impl Shard {
     ) -> Result<(), String> {
         let m_raw = body.bytes(&point.measurement);
         if !self.measurements.contains_key(m_raw) {
-            self.measurements.insert(m_raw.into(), MeasurementIndex::default());
+            self.measurements
+                .insert(m_raw.into(), MeasurementIndex::default());
         }
-        let index = self
-            .measurements
-            .get_mut(m_raw)
-            .expect("inserted above");
+        let index = self.measurements.get_mut(m_raw).expect("inserted above");
         for f in body.point_fields(point) {
             let key = body.bytes(&f.key);
             let t = f.value.field_type();
@@ -426,7 +424,7 @@ impl Shard {
     /// Finds or creates the series of a point, indexing a new one.
     fn series_id(&mut self, body: &ParsedBody, point: &lineproto::PointRef) -> u32 {
         let key = body.series_key(point);
-        if let Some(ids) = self.series_by_hash.get(&point.series_hash) {
+        if let Some(ids) = self.series_by_hash.get(&point.key_hash) {
             for &id in ids {
                 if &*self.series[id as usize].key == key {
                     return id;
@@ -452,7 +450,7 @@ impl Shard {
             columns: Vec::new(),
         });
         self.series_by_hash
-            .entry(point.series_hash)
+            .entry(point.key_hash)
             .or_default()
             .push(id);
         id

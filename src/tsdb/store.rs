@@ -6,7 +6,9 @@
 
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
-use crate::tsdb::shard::{ApplyOutcome, Durable, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
+use crate::tsdb::shard::{
+    ApplyOutcome, Durable, Shard, ShardError, ShardMeta, ShardStats, StoredPoint,
+};
 use crate::tsdb::wal::{RecoveryReport, Wal, WalConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

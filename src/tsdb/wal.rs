@@ -8,7 +8,7 @@
 //!
 //! Group commit: [`Wal::append`] copies the record into the pending buffer at once (so
 //! the WAL order is the apply order) and returns a future that resolves when the record
-//! is on disk. One flusher task per WAL writes the whole pending buffer and fdatasyncs
+//! is on disk. One flusher task per WAL writes the pending chunks and fdatasyncs
 //! it; everything that arrived while a sync ran goes out with the next one. With
 //! `wal-fsync-delay-ms` > 0 the flusher waits that long first to gather more.
 //!
@@ -33,6 +33,10 @@ pub const PAYLOAD_HEADER_BYTES: usize = 10;
 pub const KIND_WRITE: u8 = 1;
 /// A record longer than this is treated as corruption (a body is at most a few hundred MB).
 pub const MAX_RECORD_BYTES: u32 = 1 << 30;
+/// Largest single write submitted to the ring: glommio 0.9 has trouble with very large
+/// buffered I/O (a hang seen on reads over ~6 MB), so the pending bytes are kept in
+/// chunks of about this size, each written with its own `write_at`, then one fdatasync.
+pub const WRITE_CHUNK_BYTES: usize = 4 << 20;
 
 /// WAL failures.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +63,10 @@ struct WalState {
     segment_number: u64,
     offset: u64,
     pending: Vec<u8>,
+    /// Full chunks waiting for the next flush, in order, before `pending`.
+    full_chunks: Vec<Vec<u8>>,
+    /// Bytes in `full_chunks` and `pending`.
+    pending_bytes: usize,
     waiters: Vec<oneshot::Sender<Result<(), WalError>>>,
     room_waiters: Vec<oneshot::Sender<()>>,
     flushing: bool,
@@ -237,6 +245,8 @@ impl Wal {
                 segment_number: next_segment,
                 offset: 0,
                 pending: Vec::new(),
+                full_chunks: Vec::new(),
+                pending_bytes: 0,
                 waiters: Vec::new(),
                 room_waiters: Vec::new(),
                 flushing: false,
@@ -277,7 +287,7 @@ impl Wal {
         loop {
             let rx = {
                 let mut s = self.state.borrow_mut();
-                if (s.pending.len() as u64) < self.config.max_pending_bytes || !s.flushing {
+                if (s.pending_bytes as u64) < self.config.max_pending_bytes || !s.flushing {
                     return;
                 }
                 let (tx, rx) = oneshot::channel();
@@ -300,10 +310,16 @@ impl Wal {
         let (tx, rx) = oneshot::channel();
         let start_flusher = {
             let mut s = self.state.borrow_mut();
+            if s.pending.len() >= WRITE_CHUNK_BYTES {
+                let chunk = std::mem::take(&mut s.pending);
+                s.full_chunks.push(chunk);
+            }
             let before = s.pending.len();
             encode_record(&mut s.pending, precision, default_time_ns, write_lines);
+            let added = s.pending.len() - before;
             s.stats.records += 1;
-            s.stats.bytes += (s.pending.len() - before) as u64;
+            s.stats.bytes += added as u64;
+            s.pending_bytes += added;
             s.waiters.push(tx);
             !std::mem::replace(&mut s.flushing, true)
         };
@@ -321,16 +337,17 @@ impl Wal {
             }
             let (buf, waiters) = {
                 let mut s = self.state.borrow_mut();
-                if s.pending.is_empty() {
+                if s.pending_bytes == 0 {
                     s.flushing = false;
                     for w in s.room_waiters.drain(..) {
                         let _ = w.send(());
                     }
                     return;
                 }
-                let capacity = s.pending.capacity().min(4 << 20);
-                let buf = std::mem::replace(&mut s.pending, Vec::with_capacity(capacity));
-                (buf, std::mem::take(&mut s.waiters))
+                let mut chunks = std::mem::take(&mut s.full_chunks);
+                chunks.push(std::mem::take(&mut s.pending));
+                s.pending_bytes = 0;
+                (chunks, std::mem::take(&mut s.waiters))
             };
             let result = self.write_and_sync(buf).await;
             let mut s = self.state.borrow_mut();
@@ -355,6 +372,8 @@ impl Wal {
                         let _ = w.send(Err(err.clone()));
                     }
                     s.pending.clear();
+                    s.full_chunks.clear();
+                    s.pending_bytes = 0;
                     s.flushing = false;
                     return;
                 }
@@ -364,22 +383,26 @@ impl Wal {
 
     /// Writes `buf` at the end of the current segment and fdatasyncs it, rolling to a
     /// new segment first when the current one is full.
-    async fn write_and_sync(&self, buf: Vec<u8>) -> Result<(), String> {
+    async fn write_and_sync(&self, chunks: Vec<Vec<u8>>) -> Result<(), String> {
         let (file, offset) = self.current_segment().await?;
-        let len = buf.len() as u64;
-        let written = file
-            .write_at(buf, offset)
-            .await
-            .map_err(|e| e.to_string())? as u64;
-        // A regular file only writes short when the disk is full or a limit is hit; the
-        // rest of the record is then unknown on disk, so this is a failure, not a retry.
-        if written != len {
-            return Err(format!(
-                "short write: {written} of {len} bytes (disk full?)"
-            ));
+        let mut position = offset;
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let len = chunk.len() as u64;
+            let written = file
+                .write_at(chunk, position)
+                .await
+                .map_err(|e| e.to_string())? as u64;
+            // A regular file only writes short when the disk is full or a limit is hit;
+            // the rest is then unknown on disk, so this is a failure, not a retry.
+            if written != len {
+                return Err(format!(
+                    "short write: {written} of {len} bytes (disk full?)"
+                ));
+            }
+            position += len;
         }
         file.fdatasync().await.map_err(|e| e.to_string())?;
-        self.state.borrow_mut().offset = offset + len;
+        self.state.borrow_mut().offset = position;
         Ok(())
     }
 
@@ -419,7 +442,7 @@ impl Wal {
         loop {
             let busy = {
                 let s = self.state.borrow();
-                s.flushing || !s.pending.is_empty()
+                s.flushing || s.pending_bytes > 0
             };
             if !busy {
                 break;
