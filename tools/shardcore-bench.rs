@@ -5,13 +5,13 @@
 //!   hand-written client) and reports throughput and latency percentiles.
 //! - `sink`: a do-nothing HTTP server, to measure the client's own ceiling.
 //!
-//! Back of the envelope: a cpu-only line is ~340 bytes with 10 values, so a
-//! 5000-line batch is ~1.7 MB and 1 M lines are ~340 MB (all held in memory during a
+//! Back of the envelope: a cpu-only line is ~365 bytes with 10 values, so a
+//! 5000-line batch is ~1.8 MB and 1 M lines are ~365 MB (all held in memory during a
 //! run, so the client does no generation while measuring). At 1 M lines/s that is
-//! ~340 MB/s on the wire, ~200 requests/s of 5000 lines; over loopback a single
-//! blocking connection moves a few GB/s, so a few workers are enough and the server
-//! is what gets measured. Generation runs at several million lines/s on one core
-//! (fixed-point values, no float formatting), well above any server under test.
+//! ~365 MB/s on the wire, 200 requests/s of 5000 lines; over loopback one blocking
+//! connection moves a few GB/s (measured against `sink`: 10-15 M lines/s with 4
+//! workers on 2 cores), so the server is what gets measured. Generation runs at
+//! 4-6 M lines/s on one core (fixed-point values, no float formatting).
 
 mod cpu_gen;
 mod http1;
