@@ -16,6 +16,7 @@ use glommio::net::TcpListener;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub struct CoreArgs {
     pub http_bind: SocketAddr,
     pub bound_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
     pub recovered: Arc<std::sync::Barrier>,
+    /// Open client connections per core (core 0 reads them to pick where to hand one).
+    pub connection_counts: Arc<Vec<AtomicUsize>>,
 }
 
 /// Counters of one core (plain cells: only this core writes them).
@@ -65,12 +68,20 @@ pub struct CoreContext {
     pub stats: CoreStats,
     pub in_flight_writes: Cell<usize>,
     pub in_flight_requests: Cell<usize>,
-    pub connections: Cell<usize>,
+    pub connection_counts: Arc<Vec<AtomicUsize>>,
     pub shutting_down: Cell<bool>,
     pub http_addr: SocketAddr,
 }
 
 impl CoreContext {
+    /// The core with the fewest open connections; ties go to the first from `start`.
+    pub fn least_loaded_core(&self, start: usize) -> usize {
+        (0..self.cores)
+            .map(|k| (start + k) % self.cores)
+            .min_by_key(|&c| self.connection_counts[c].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
     /// Writes a batch to a shard this core owns and waits until it is durable.
     pub async fn write_local(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
         let wal = self.store.borrow().shard_wal(batch.shard.id);
@@ -198,6 +209,9 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         MeshRequest::Read { request, reply } => {
             let _ = reply.send(read_local(&ctx.store, &request));
         }
+        MeshRequest::Connection(stream) => {
+            crate::http::serve_connection(ctx, stream.into_stream());
+        }
         MeshRequest::DropShards {
             database,
             retention_policy,
@@ -229,16 +243,25 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         http_bind,
         bound_tx,
         recovered,
+        connection_counts,
     } = args;
-    let listener = match TcpListener::bind(http_bind) {
-        Ok(l) => l,
-        Err(e) => {
-            let message = format!("cannot listen on {http_bind}: {e}");
-            let _ = bound_tx.send(Err(message.clone()));
-            return Err(message);
+    // Only core 0 listens; it hands connections to the other cores.
+    let listener = if core == 0 {
+        match TcpListener::bind(http_bind) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let message = format!("cannot listen on {http_bind}: {e}");
+                let _ = bound_tx.send(Err(message.clone()));
+                return Err(message);
+            }
         }
+    } else {
+        None
     };
-    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = match &listener {
+        Some(l) => l.local_addr().map_err(|e| e.to_string())?,
+        None => http_bind,
+    };
     if core == 0 {
         let _ = bound_tx.send(Ok(http_addr));
     }
@@ -281,7 +304,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         stats: CoreStats::default(),
         in_flight_writes: Cell::new(0),
         in_flight_requests: Cell::new(0),
-        connections: Cell::new(0),
+        connection_counts,
         shutting_down: Cell::new(false),
         http_addr,
     });

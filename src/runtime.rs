@@ -193,9 +193,11 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
     let mesh = build_mesh(cores, config.runtime.mesh_channel_capacity);
     let online = crate::config::online_cpus();
-    // Core 0 binds first so that port 0 resolves to one port every core then shares.
+    // Core 0 binds (and reports the address, port 0 resolved) before the others start.
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let recovered = Arc::new(std::sync::Barrier::new(cores));
+    let connection_counts: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..cores).map(|_| AtomicUsize::new(0)).collect());
     let mut handles = Vec::with_capacity(cores);
     let mut bound_addr = None;
     for (core, channels) in mesh.into_iter().enumerate() {
@@ -214,6 +216,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             http_bind: bound_addr.unwrap_or_else(|| config.http_bind()),
             bound_tx: bound_tx.clone(),
             recovered: recovered.clone(),
+            connection_counts: connection_counts.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{core}"))

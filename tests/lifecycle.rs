@@ -66,3 +66,31 @@ fn sigterm_finishes_in_flight_writes_and_exits_zero() {
     );
     assert_eq!(node.dump("db", "").len(), 1);
 }
+
+#[test]
+fn connections_are_spread_evenly_over_cores() {
+    let dir = temp_dir();
+    let node = Node::start_with(dir.path(), &["--cores", "2"]);
+    // Idle keep-alive connections, as a load tool's workers hold them.
+    let held: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(node.addr).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let vars = node.request("GET", "/debug/vars", &[], b"").json();
+        let counts: Vec<u64> = vars["connectionsPerCore"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        // 5 held + this request's own connection.
+        if counts.iter().sum::<u64>() == 6 {
+            assert_eq!(counts, vec![3, 3], "uneven spread");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "counts {counts:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+}

@@ -42,6 +42,8 @@ pub enum MeshRequest {
         retention_policy: Option<String>,
         reply: oneshot::Sender<usize>,
     },
+    /// A client connection accepted on core 0, to be served by the receiving core.
+    Connection(crate::http::HandoffStream),
 }
 
 /// Errors of a mesh round trip.

@@ -4,6 +4,7 @@
 //! Order of data: `store` (the shards a core owns) -> `shard` (cache + index + WAL of one
 //! shard) -> `wal` (segment files, group commit, recovery).
 
+pub mod chunked;
 pub mod shard;
 pub mod store;
 pub mod wal;

@@ -6,11 +6,13 @@
 //! durability before it acknowledges.
 //!
 //! Cache layout: a series holds one column per field; a column holds a timestamp vector
-//! and a typed value vector (16 bytes per numeric value, plus vector slack). Columns stay
+//! and a typed value vector, both chunked (`tsdb::chunked`): 16 bytes per numeric
+//! value, plus at most one partly filled chunk per column. Columns stay
 //! append-only; an out-of-order or repeated timestamp clears `sorted`, and the next read
 //! sorts stably and keeps the last value of each timestamp (last write wins).
 
 use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, Precision};
+use crate::tsdb::chunked::ChunkedVec;
 use crate::tsdb::wal::{self, Wal, WalConfig, WalError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -63,31 +65,31 @@ type HashMapById<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 /// Values of one column.
 #[derive(Debug)]
 pub enum Values {
-    Float(Vec<f64>),
-    Integer(Vec<i64>),
-    Unsigned(Vec<u64>),
-    Boolean(Vec<bool>),
-    String(Vec<Box<[u8]>>),
+    Float(ChunkedVec<f64>),
+    Integer(ChunkedVec<i64>),
+    Unsigned(ChunkedVec<u64>),
+    Boolean(ChunkedVec<bool>),
+    String(ChunkedVec<Box<[u8]>>),
 }
 
 impl Values {
     fn new(t: FieldType) -> Values {
         match t {
-            FieldType::Float => Values::Float(Vec::new()),
-            FieldType::Integer => Values::Integer(Vec::new()),
-            FieldType::Unsigned => Values::Unsigned(Vec::new()),
-            FieldType::Boolean => Values::Boolean(Vec::new()),
-            FieldType::String => Values::String(Vec::new()),
+            FieldType::Float => Values::Float(ChunkedVec::new()),
+            FieldType::Integer => Values::Integer(ChunkedVec::new()),
+            FieldType::Unsigned => Values::Unsigned(ChunkedVec::new()),
+            FieldType::Boolean => Values::Boolean(ChunkedVec::new()),
+            FieldType::String => Values::String(ChunkedVec::new()),
         }
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
-            Values::Float(v) => v.capacity() * 8,
-            Values::Integer(v) => v.capacity() * 8,
-            Values::Unsigned(v) => v.capacity() * 8,
-            Values::Boolean(v) => v.capacity(),
-            Values::String(v) => v.capacity() * 16 + v.iter().map(|s| s.len()).sum::<usize>(),
+            Values::Float(v) => v.heap_bytes(),
+            Values::Integer(v) => v.heap_bytes(),
+            Values::Unsigned(v) => v.heap_bytes(),
+            Values::Boolean(v) => v.heap_bytes(),
+            Values::String(v) => v.heap_bytes() + v.iter().map(|s| s.len()).sum::<usize>(),
         }
     }
 }
@@ -107,7 +109,7 @@ pub enum Value {
 pub struct Column {
     /// Field key, escaped as in line protocol.
     pub name: Box<[u8]>,
-    pub timestamps: Vec<i64>,
+    pub timestamps: ChunkedVec<i64>,
     pub values: Values,
     sorted: bool,
 }
@@ -137,38 +139,34 @@ impl Column {
         if self.sorted {
             return;
         }
-        let mut order: Vec<usize> = (0..self.timestamps.len()).collect();
-        order.sort_by_key(|&i| self.timestamps[i]); // stable: equal stamps keep write order
+        let ts = &self.timestamps;
+        let mut order: Vec<usize> = (0..ts.len()).collect();
+        order.sort_by_key(|&i| *ts.get(i)); // stable: equal stamps keep write order
         let mut keep: Vec<usize> = Vec::with_capacity(order.len());
         for i in order {
-            match keep.last() {
-                Some(&j) if self.timestamps[j] == self.timestamps[i] => {
-                    *keep.last_mut().unwrap() = i;
-                }
+            match keep.last_mut() {
+                Some(j) if ts.get(*j) == ts.get(i) => *j = i,
                 _ => keep.push(i),
             }
         }
-        self.timestamps = keep.iter().map(|&i| self.timestamps[i]).collect();
-        fn pick<T: Clone>(v: &[T], keep: &[usize]) -> Vec<T> {
-            keep.iter().map(|&i| v[i].clone()).collect()
-        }
+        self.timestamps = ts.pick(&keep);
         self.values = match &self.values {
-            Values::Float(v) => Values::Float(pick(v, &keep)),
-            Values::Integer(v) => Values::Integer(pick(v, &keep)),
-            Values::Unsigned(v) => Values::Unsigned(pick(v, &keep)),
-            Values::Boolean(v) => Values::Boolean(pick(v, &keep)),
-            Values::String(v) => Values::String(pick(v, &keep)),
+            Values::Float(v) => Values::Float(v.pick(&keep)),
+            Values::Integer(v) => Values::Integer(v.pick(&keep)),
+            Values::Unsigned(v) => Values::Unsigned(v.pick(&keep)),
+            Values::Boolean(v) => Values::Boolean(v.pick(&keep)),
+            Values::String(v) => Values::String(v.pick(&keep)),
         };
         self.sorted = true;
     }
 
     fn value_at(&self, i: usize) -> Value {
         match &self.values {
-            Values::Float(v) => Value::Float(v[i]),
-            Values::Integer(v) => Value::Integer(v[i]),
-            Values::Unsigned(v) => Value::Unsigned(v[i]),
-            Values::Boolean(v) => Value::Boolean(v[i]),
-            Values::String(v) => Value::String(v[i].to_vec()),
+            Values::Float(v) => Value::Float(*v.get(i)),
+            Values::Integer(v) => Value::Integer(*v.get(i)),
+            Values::Unsigned(v) => Value::Unsigned(*v.get(i)),
+            Values::Boolean(v) => Value::Boolean(*v.get(i)),
+            Values::String(v) => Value::String(v.get(i).to_vec()),
         }
     }
 }
@@ -400,7 +398,7 @@ impl Shard {
                     None => {
                         series.columns.push(Column {
                             name: key.into(),
-                            timestamps: Vec::new(),
+                            timestamps: ChunkedVec::new(),
                             values: Values::new(f.value.field_type()),
                             sorted: true,
                         });
@@ -477,7 +475,7 @@ impl Shard {
         self.series
             .iter()
             .flat_map(|s| s.columns.iter())
-            .map(|c| c.timestamps.capacity() * 8 + c.values.heap_bytes())
+            .map(|c| c.timestamps.heap_bytes() + c.values.heap_bytes())
             .sum()
     }
 
@@ -522,7 +520,7 @@ impl Shard {
                     out.push(StoredPoint {
                         series_key: key.clone(),
                         field: field.clone(),
-                        timestamp: column.timestamps[i],
+                        timestamp: *column.timestamps.get(i),
                         value: column.value_at(i),
                     });
                 }
