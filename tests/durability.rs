@@ -34,6 +34,10 @@ fn points_and_ddl_survive_a_clean_restart() {
 
     let node = Node::start(dir.path());
     assert_eq!(node.dump("db", ""), before);
+    // Field types are known again after recovery: a conflicting write is refused.
+    let r = node.write("db=db&precision=s", b"cpu,host=h1 v=1i 1600000000\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("field type conflict"), "{}", r.text());
     let r = node.query("SHOW RETENTION POLICIES ON db");
     assert_eq!(
         r.json()["results"][0]["series"][0]["values"],

@@ -77,6 +77,18 @@ impl<T: Clone> ChunkedVec<T> {
         &self.chunks[i / CHUNK_LEN][i % CHUNK_LEN]
     }
 
+    pub fn pop(&mut self) -> Option<T> {
+        let chunk = self.chunks.last_mut()?;
+        let item = chunk.pop();
+        if chunk.is_empty() {
+            self.chunks.pop();
+        }
+        if item.is_some() {
+            self.len -= 1;
+        }
+        item
+    }
+
     pub fn last(&self) -> Option<&T> {
         self.chunks.last().and_then(|c| c.last())
     }

@@ -83,6 +83,16 @@ impl Values {
         }
     }
 
+    fn field_type(&self) -> FieldType {
+        match self {
+            Values::Float(_) => FieldType::Float,
+            Values::Integer(_) => FieldType::Integer,
+            Values::Unsigned(_) => FieldType::Unsigned,
+            Values::Boolean(_) => FieldType::Boolean,
+            Values::String(_) => FieldType::String,
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         match self {
             Values::Float(v) => v.heap_bytes(),
@@ -130,7 +140,12 @@ impl Column {
             (Values::String(v), FieldValue::String { span, escaped }) => {
                 v.push(body.string_value(span, *escaped).into_boxed_slice())
             }
-            _ => unreachable!("field types are checked before apply"),
+            _ => {
+                // Field types are validated before apply; never reached. Undo the
+                // timestamp rather than panic on the write path.
+                debug_assert!(false, "field type mismatch in apply");
+                self.timestamps.pop();
+            }
         }
     }
 
@@ -168,6 +183,45 @@ impl Column {
             Values::Boolean(v) => Value::Boolean(*v.get(i)),
             Values::String(v) => Value::String(v.get(i).to_vec()),
         }
+    }
+}
+
+/// The column of `key`, trying position `hint` first: points of a series usually list
+/// their fields in the same order, so the first comparison usually hits.
+#[inline]
+fn column_index(series: &Series, key: &[u8], hint: usize) -> Option<usize> {
+    if let Some(c) = series.columns.get(hint) {
+        if &*c.name == key {
+            return Some(hint);
+        }
+    }
+    series.columns.iter().position(|c| &*c.name == key)
+}
+
+/// Copies the lines of `points` into a WAL record, '\n'-terminated, coalescing lines
+/// that are adjacent in the body into one copy.
+fn append_lines(body: &ParsedBody, points: impl Iterator<Item = u32>, out: &mut Vec<u8>) {
+    let mut run: Option<(usize, usize)> = None; // [start, end) of the current run
+    for i in points {
+        let line = &body.points[i as usize].line;
+        let (start, end) = (line.start as usize, line.end as usize);
+        match &mut run {
+            // The previous line ended right before this one's '\n'-separated start.
+            Some((_, run_end)) if *run_end + 1 == start && body.body[*run_end] == b'\n' => {
+                *run_end = end;
+            }
+            _ => {
+                if let Some((s, e)) = run.take() {
+                    out.extend_from_slice(&body.body[s..e]);
+                    out.push(b'\n');
+                }
+                run = Some((start, end));
+            }
+        }
+    }
+    if let Some((s, e)) = run {
+        out.extend_from_slice(&body.body[s..e]);
+        out.push(b'\n');
     }
 }
 
@@ -304,7 +358,10 @@ impl Shard {
             let body = bytes::Bytes::copy_from_slice(record.lines);
             let parsed = lineproto::parse(body, record.precision, record.default_time_ns);
             let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
-            shard.apply_to_cache(&parsed, &all);
+            // The same checks as a live write, so field types are known after a restart.
+            let mut rejected = Vec::new();
+            let accepted = shard.validate(&parsed, &all, &mut rejected);
+            shard.apply(&parsed, &accepted);
         })
         .map_err(|e| e.to_string())?;
         shard.wal = Wal::new(dir.join("wal"), next, wal_config);
@@ -327,26 +384,36 @@ impl Shard {
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
         self.wal.check_writable()?;
         let mut outcome = ApplyOutcome::default();
-        let mut accepted: Vec<u32> = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let point = &body.points[i as usize];
-            match self.check_field_types(body, point) {
-                Ok(()) => accepted.push(i),
-                Err(reason) => outcome.rejected.push(reason),
-            }
-        }
+        let accepted = self.validate(body, indices, &mut outcome.rejected);
         if accepted.is_empty() {
             return Ok((outcome, None));
         }
         let durable = self.wal.append(precision, default_time_ns, |out| {
-            for &i in &accepted {
-                out.extend_from_slice(body.line(&body.points[i as usize]));
-                out.push(b'\n');
-            }
+            append_lines(body, accepted.iter().map(|a| a.0), out)
         })?;
-        self.apply_to_cache(body, &accepted);
+        self.apply(body, &accepted);
         outcome.written = accepted.len();
         Ok((outcome, Some(durable)))
+    }
+
+    /// Checks the points' field types; returns the accepted points with their series
+    /// (if it exists yet) and adds a reason per rejected point to `rejected`.
+    fn validate(
+        &mut self,
+        body: &ParsedBody,
+        indices: &[u32],
+        rejected: &mut Vec<String>,
+    ) -> Vec<(u32, Option<u32>)> {
+        let mut accepted = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let point = &body.points[i as usize];
+            let sid = self.find_series(body, point);
+            match self.check_field_types(body, point, sid) {
+                Ok(()) => accepted.push((i, sid)),
+                Err(reason) => rejected.push(reason),
+            }
+        }
+        accepted
     }
 
     /// Checks a point's field types against the shard and registers new fields, so a
@@ -355,7 +422,20 @@ impl Shard {
         &mut self,
         body: &ParsedBody,
         point: &lineproto::PointRef,
+        sid: Option<u32>,
     ) -> Result<(), String> {
+        // Fast path: the series already has a column of the same type for every field
+        // (column types always agree with the measurement's field types).
+        if let Some(sid) = sid {
+            let series = &self.series[sid as usize];
+            let known = body.point_fields(point).iter().enumerate().all(|(j, f)| {
+                column_index(series, body.bytes(&f.key), j)
+                    .is_some_and(|c| series.columns[c].values.field_type() == f.value.field_type())
+            });
+            if known {
+                return Ok(());
+            }
+        }
         let m_raw = body.bytes(&point.measurement);
         if !self.measurements.contains_key(m_raw) {
             self.measurements
@@ -386,14 +466,19 @@ impl Shard {
         Ok(())
     }
 
-    fn apply_to_cache(&mut self, body: &ParsedBody, indices: &[u32]) {
-        for &i in indices {
+    /// Applies validated points to the cache (creating series as needed).
+    fn apply(&mut self, body: &ParsedBody, accepted: &[(u32, Option<u32>)]) {
+        for &(i, sid) in accepted {
             let point = &body.points[i as usize];
-            let sid = self.series_id(body, point);
+            let sid = match sid {
+                Some(s) => s,
+                // Created by an earlier point of this batch, or new.
+                None => self.series_id(body, point),
+            };
             let series = &mut self.series[sid as usize];
-            for f in body.point_fields(point) {
+            for (j, f) in body.point_fields(point).iter().enumerate() {
                 let key = body.bytes(&f.key);
-                let col = match series.columns.iter().position(|c| &*c.name == key) {
+                let col = match column_index(series, key, j) {
                     Some(c) => c,
                     None => {
                         series.columns.push(Column {
@@ -405,18 +490,20 @@ impl Shard {
                         series.columns.len() - 1
                     }
                 };
-                let column = &mut series.columns[col];
-                if std::mem::discriminant(&column.values)
-                    != std::mem::discriminant(&Values::new(f.value.field_type()))
-                {
-                    // Only reachable through recovery of a WAL written before a type
-                    // check existed for this field; keep the first type, as a write would.
-                    continue;
-                }
-                column.push(point.timestamp, &f.value, body);
+                series.columns[col].push(point.timestamp, &f.value, body);
                 self.values += 1;
             }
         }
+    }
+
+    /// The series of a point, if it exists.
+    fn find_series(&self, body: &ParsedBody, point: &lineproto::PointRef) -> Option<u32> {
+        let key = body.series_key(point);
+        self.series_by_hash
+            .get(&point.key_hash)?
+            .iter()
+            .copied()
+            .find(|&id| &*self.series[id as usize].key == key)
     }
 
     /// Finds or creates the series of a point, indexing a new one.
