@@ -134,7 +134,8 @@ fn torn_wal_tail_is_cut_and_everything_before_is_kept() {
     let seg = &segments[0];
     // A torn record: a header promising more bytes than follow.
     let mut bytes = std::fs::read(seg).unwrap();
-    let good_len = bytes.len();
+    let good_len = records_len(&bytes);
+    bytes.truncate(good_len); // drop any O_DIRECT block padding
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, b'x', b'y']);
     std::fs::write(seg, &bytes).unwrap();
 
@@ -165,7 +166,6 @@ fn corrupt_record_is_cut_with_its_successors_and_earlier_records_kept() {
     let r = node.write("db=db", b"c v=1 1\nc v=2 2\n");
     assert_eq!(r.status, 204);
     let seg = wal_segments(dir.path())[0].clone();
-    let first_record_end = std::fs::metadata(&seg).unwrap().len() as usize;
     let r = node.write("db=db", b"c v=3 3\n");
     assert_eq!(r.status, 204);
     let r = node.write("db=db", b"c v=4 4\n");
@@ -173,6 +173,7 @@ fn corrupt_record_is_cut_with_its_successors_and_earlier_records_kept() {
     assert!(node.terminate().success());
     // Flip a bit inside the second record's payload.
     let mut bytes = std::fs::read(&seg).unwrap();
+    let first_record_end = 8 + u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
     bytes[first_record_end + 12] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
 
@@ -214,4 +215,18 @@ fn shards_are_spread_over_cores_and_found_after_restart_with_fewer_cores() {
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 49, "{listing}");
+}
+
+/// Length of the valid records at the start of a WAL segment image (the format is
+/// `len u32 LE | crc u32 LE | payload`; zero padding may follow).
+fn records_len(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 || pos + 8 + len > bytes.len() {
+            break;
+        }
+        pos += 8 + len;
+    }
+    pos
 }

@@ -22,7 +22,7 @@
 
 use crate::lineproto::Precision;
 use futures_channel::oneshot;
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, DmaFile};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -58,8 +58,21 @@ pub struct WalConfig {
     pub max_pending_bytes: u64,
 }
 
+/// The open segment: O_DIRECT when the filesystem supports it (no page-cache copy; the
+/// kernel's copy into the page cache cost ~15-20% of a core at 250 MB/s), buffered
+/// otherwise (tmpfs and friends refuse O_DIRECT).
+enum SegmentFile {
+    /// `tail` holds the bytes of the last, partly filled block: O_DIRECT writes whole
+    /// aligned blocks, so the next flush rewrites that block with the tail in front.
+    Direct {
+        file: DmaFile,
+        tail: RefCell<Vec<u8>>,
+    },
+    Buffered(BufferedFile),
+}
+
 struct WalState {
-    file: Option<Rc<BufferedFile>>,
+    file: Option<Rc<SegmentFile>>,
     segment_number: u64,
     offset: u64,
     pending: Vec<u8>,
@@ -209,7 +222,14 @@ pub fn recover(
         });
         report.records += records;
         report.bytes += valid as u64;
-        if valid < bytes.len() && !truncate {
+        if valid < bytes.len() && bytes[valid..].iter().all(|&b| b == 0) {
+            // Zero padding after the last record (O_DIRECT writes whole blocks): a
+            // clean end, not corruption.
+            if truncate {
+                let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                file.set_len(valid as u64)?;
+            }
+        } else if valid < bytes.len() && !truncate {
             let cut = (bytes.len() - valid) as u64;
             tracing::warn!(segment = %path.display(), valid_bytes = valid, bad_bytes = cut, "WAL segment has a torn or corrupt tail (read-only: left as is)");
             report.truncated_segments += 1;
@@ -385,28 +405,20 @@ impl Wal {
     /// new segment first when the current one is full.
     async fn write_and_sync(&self, chunks: Vec<Vec<u8>>) -> Result<(), String> {
         let (file, offset) = self.current_segment().await?;
-        let mut position = offset;
-        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
-            let len = chunk.len() as u64;
-            let written = file
-                .write_at(chunk, position)
-                .await
-                .map_err(|e| e.to_string())? as u64;
-            // A regular file only writes short when the disk is full or a limit is hit;
-            // the rest is then unknown on disk, so this is a failure, not a retry.
-            if written != len {
-                return Err(format!(
-                    "short write: {written} of {len} bytes (disk full?)"
-                ));
-            }
-            position += len;
+        let end = match &*file {
+            SegmentFile::Buffered(file) => write_buffered(file, offset, chunks).await?,
+            SegmentFile::Direct { file, tail } => write_direct(file, tail, offset, chunks).await?,
+        };
+        match &*file {
+            SegmentFile::Buffered(f) => f.fdatasync().await,
+            SegmentFile::Direct { file, .. } => file.fdatasync().await,
         }
-        file.fdatasync().await.map_err(|e| e.to_string())?;
-        self.state.borrow_mut().offset = position;
+        .map_err(|e| e.to_string())?;
+        self.state.borrow_mut().offset = end;
         Ok(())
     }
 
-    async fn current_segment(&self) -> Result<(Rc<BufferedFile>, u64), String> {
+    async fn current_segment(&self) -> Result<(Rc<SegmentFile>, u64), String> {
         let (file, offset, number) = {
             let s = self.state.borrow();
             (s.file.clone(), s.offset, s.segment_number)
@@ -422,9 +434,20 @@ impl Wal {
             number
         };
         let path = segment_path(&self.dir, next);
-        let file = BufferedFile::create(&path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let file = match DmaFile::create(&path).await {
+            Ok(file) => SegmentFile::Direct {
+                file,
+                tail: RefCell::new(Vec::new()),
+            },
+            Err(direct_error) => {
+                tracing::debug!(error = %direct_error, "O_DIRECT unavailable; WAL uses buffered writes");
+                SegmentFile::Buffered(
+                    BufferedFile::create(&path)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
         // The new name must survive a crash too.
         std::fs::File::open(&*self.dir)
             .and_then(|d| d.sync_all())
@@ -450,6 +473,109 @@ impl Wal {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         self.state.borrow_mut().closed = true;
+    }
+}
+
+/// Writes `chunks` at `offset` through the page cache. Returns the new end.
+async fn write_buffered(
+    file: &BufferedFile,
+    offset: u64,
+    chunks: Vec<Vec<u8>>,
+) -> Result<u64, String> {
+    let mut position = offset;
+    for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+        let len = chunk.len() as u64;
+        let written = file
+            .write_at(chunk, position)
+            .await
+            .map_err(|e| e.to_string())? as u64;
+        // A regular file only writes short when the disk is full or a limit is hit;
+        // the rest is then unknown on disk, so this is a failure, not a retry.
+        if written != len {
+            return Err(format!(
+                "short write: {written} of {len} bytes (disk full?)"
+            ));
+        }
+        position += len;
+    }
+    Ok(position)
+}
+
+/// Writes `chunks` at `offset` with O_DIRECT: the partial last block (`tail`) and the
+/// new bytes go out in aligned, zero-padded buffers of at most [`WRITE_CHUNK_BYTES`],
+/// starting at the aligned start of that block. Returns the new end (unpadded).
+async fn write_direct(
+    file: &DmaFile,
+    tail: &RefCell<Vec<u8>>,
+    offset: u64,
+    chunks: Vec<Vec<u8>>,
+) -> Result<u64, String> {
+    let align = file.alignment().max(512) as usize;
+    let old_tail = std::mem::take(&mut *tail.borrow_mut());
+    let base = offset - old_tail.len() as u64;
+    debug_assert_eq!(base % align as u64, 0);
+    let mut sources: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+    sources.push(&old_tail);
+    sources.extend(chunks.iter().map(|c| c.as_slice()));
+    let total: usize = sources.iter().map(|s| s.len()).sum();
+    let mut cursor = SliceCursor::new(&sources);
+    let mut position = base;
+    let mut done = 0usize;
+    let mut new_tail = Vec::new();
+    while done < total {
+        let n = (total - done).min(WRITE_CHUNK_BYTES);
+        let padded = n.div_ceil(align) * align;
+        let mut buf = file.alloc_dma_buffer(padded);
+        let bytes = buf.as_bytes_mut();
+        cursor.copy_to(&mut bytes[..n]);
+        bytes[n..].fill(0);
+        if done + n == total {
+            new_tail = bytes[n - (n % align)..n].to_vec();
+        }
+        let written = file
+            .write_at(buf, position)
+            .await
+            .map_err(|e| e.to_string())?;
+        if written != padded {
+            return Err(format!(
+                "short write: {written} of {padded} bytes (disk full?)"
+            ));
+        }
+        position += n as u64;
+        done += n;
+    }
+    *tail.borrow_mut() = new_tail;
+    Ok(base + total as u64)
+}
+
+/// Reads consecutively from a list of slices.
+struct SliceCursor<'a> {
+    slices: &'a [&'a [u8]],
+    index: usize,
+    offset: usize,
+}
+
+impl<'a> SliceCursor<'a> {
+    fn new(slices: &'a [&'a [u8]]) -> Self {
+        SliceCursor {
+            slices,
+            index: 0,
+            offset: 0,
+        }
+    }
+
+    fn copy_to(&mut self, mut out: &mut [u8]) {
+        while !out.is_empty() {
+            let src = &self.slices[self.index][self.offset..];
+            let n = src.len().min(out.len());
+            out[..n].copy_from_slice(&src[..n]);
+            out = &mut out[n..];
+            self.offset += n;
+            if self.offset == self.slices[self.index].len() {
+                self.index += 1;
+                self.offset = 0;
+            }
+        }
     }
 }
 
@@ -507,6 +633,61 @@ mod tests {
                 .len() as usize,
             seg.len() - 11
         );
+    }
+
+    #[test]
+    fn many_flushes_with_partial_blocks_recover_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .unwrap();
+        let mut expected = Vec::new();
+        for i in 0..40usize {
+            // Sizes that leave every kind of partial block, and one record larger than
+            // a write chunk.
+            let len = if i == 20 {
+                WRITE_CHUNK_BYTES + 12_345
+            } else {
+                1 + i * 997
+            };
+            let mut line = format!("m v={i} ").into_bytes();
+            line.resize(len, b'x');
+            line.push(b'\n');
+            expected.push(line);
+        }
+        let lines = expected.clone();
+        ex.run(async move {
+            let wal = Wal::new(
+                path,
+                1,
+                WalConfig {
+                    fsync_delay: Duration::ZERO,
+                    segment_size_bytes: 1 << 30,
+                    max_pending_bytes: 1 << 30,
+                },
+            );
+            for (i, line) in lines.iter().enumerate() {
+                let ack = wal
+                    .append(Precision::Nanosecond, i as i64, |b| {
+                        b.extend_from_slice(line)
+                    })
+                    .unwrap();
+                // Await every other record alone: flushes of one and of two records.
+                if i % 2 == 0 {
+                    ack.await.unwrap().unwrap();
+                }
+            }
+            wal.close().await;
+        });
+        let mut got = Vec::new();
+        let (report, _) = recover(dir.path(), true, |r| got.push(r.lines.to_vec())).unwrap();
+        assert_eq!(
+            report.truncated_segments, 0,
+            "zero padding is not corruption"
+        );
+        assert_eq!(got, expected);
     }
 
     #[test]
