@@ -786,6 +786,9 @@ fn parse_number(raw: &[u8]) -> Result<FieldValue, Reason> {
             ))
         });
     }
+    if let Some(v) = parse_simple_float(raw) {
+        return Ok(FieldValue::Float(v));
+    }
     if !is_float_text(raw) {
         return Err(Cow::Borrowed("invalid number"));
     }
@@ -797,6 +800,42 @@ fn parse_number(raw: &[u8]) -> Result<FieldValue, Reason> {
         return Err(Cow::Borrowed("invalid float"));
     }
     Ok(FieldValue::Float(v))
+}
+
+/// Clinger's fast path for the common case (`-?digits[.digits]`, at most 15 digits, no
+/// exponent): the digits as an exact integer divided by an exact power of ten is one
+/// correctly rounded IEEE division, so the result equals the full parser's. Anything
+/// else returns `None` and takes the full path.
+#[inline]
+fn parse_simple_float(raw: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, text) = match raw.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, raw),
+    };
+    let (mut mantissa, mut digits, mut fraction) = (0u64, 0usize, 0usize);
+    let mut seen_dot = false;
+    for &b in text {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + (b - b'0') as u64;
+                digits += 1;
+                fraction += seen_dot as usize;
+                if digits > 15 {
+                    return None;
+                }
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[fraction];
+    Some(if negative { -value } else { value })
 }
 
 fn is_integer_text(d: &[u8]) -> bool {

@@ -49,6 +49,33 @@ fn points_and_ddl_survive_a_clean_restart() {
 }
 
 #[test]
+fn the_last_write_of_a_point_wins_before_and_after_restart() {
+    let dir = temp_dir();
+    let mut node = Node::start(dir.path());
+    node.create_database("db");
+    assert_eq!(
+        node.write("db=db", b"lww,k=a v=1 100\nlww,k=a v=2 200\n")
+            .status,
+        204
+    );
+    // Same series, field and time: the later write wins, also out of order.
+    assert_eq!(node.write("db=db", b"lww,k=a v=10 100\n").status, 204);
+    assert_eq!(
+        node.write("db=db", b"lww,k=a v=11 100\nlww,k=a v=12 100\n")
+            .status,
+        204
+    );
+    let expect = vec![
+        ("lww,k=a".to_string(), "v".to_string(), 100, json!(12.0)),
+        ("lww,k=a".to_string(), "v".to_string(), 200, json!(2.0)),
+    ];
+    assert_eq!(node.dump("db", ""), expect);
+    node.kill();
+    let node = Node::start(dir.path());
+    assert_eq!(node.dump("db", ""), expect);
+}
+
+#[test]
 fn every_acknowledged_point_survives_sigkill_under_concurrent_load() {
     let dir = temp_dir();
     let mut node = Node::start(dir.path());

@@ -1657,3 +1657,31 @@ proptest! {
         check_invariants(&body)?;
     }
 }
+
+proptest! {
+    /// The float fast path gives exactly what the full parser gives.
+    #[test]
+    fn prop_simple_float_fast_path_is_exact(
+        negative in any::<bool>(),
+        digits in "[0-9]{1,17}",
+        dot in 0usize..18,
+    ) {
+        let dot = dot.min(digits.len());
+        let mut text = String::new();
+        if negative {
+            text.push('-');
+        }
+        text.push_str(&digits[..dot]);
+        text.push('.');
+        text.push_str(&digits[dot..]);
+        let expected: f64 = text.parse().unwrap();
+        match parse_simple_float(text.as_bytes()) {
+            Some(v) => prop_assert_eq!(v.to_bits(), expected.to_bits(), "{}", text),
+            None => prop_assert!(digits.len() > 15, "fast path refused {}", text),
+        }
+        let without_dot = text.replace('.', "");
+        if let Some(v) = parse_simple_float(without_dot.as_bytes()) {
+            prop_assert_eq!(v.to_bits(), without_dot.parse::<f64>().unwrap().to_bits());
+        }
+    }
+}
