@@ -1685,3 +1685,15 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The prefix-first tag key order is plain byte order.
+    #[test]
+    fn prop_raw_key_cmp_is_byte_order(a in proptest::collection::vec(any::<u8>(), 0..20), b in proptest::collection::vec(any::<u8>(), 0..20)) {
+        prop_assert_eq!(raw_key_cmp(&a, &b), a.cmp(&b));
+        let mut c = a.clone();
+        c.extend_from_slice(&b);
+        prop_assert_eq!(raw_key_cmp(&a, &c), a.cmp(&c));
+        prop_assert_eq!(raw_key_cmp(&c, &a), c.cmp(&a));
+    }
+}
