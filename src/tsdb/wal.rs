@@ -583,6 +583,13 @@ impl<'a> SliceCursor<'a> {
 mod tests {
     use super::*;
 
+    fn test_executor() -> glommio::LocalExecutor {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .unwrap()
+    }
+
     fn record(lines: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         encode_record(&mut out, Precision::Second, 42, |b| {
@@ -639,10 +646,7 @@ mod tests {
     fn many_flushes_with_partial_blocks_recover_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .make()
-            .unwrap();
+        let ex = test_executor();
         let mut expected = Vec::new();
         for i in 0..40usize {
             // Sizes that leave every kind of partial block, and one record larger than
@@ -694,10 +698,7 @@ mod tests {
     fn append_is_durable_and_recoverable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 * 1024)
-            .make()
-            .unwrap();
+        let ex = test_executor();
         ex.run(async move {
             let wal = Wal::new(
                 path.clone(),
