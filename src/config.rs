@@ -36,6 +36,98 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub runtime: RuntimeConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this node's identity and its peers. With no peers the node is a
+/// single-node cluster of itself.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// Cluster port base: core k of this node listens on this port + k.
+    pub bind: String,
+    /// Address peers use to reach this node (defaults to `bind`).
+    pub advertise: String,
+    /// Every other node, as "id@host:port" (port = that node's cluster port base).
+    pub peers: Vec<String>,
+    pub shared_secret: String,
+    pub shared_secret_file: String,
+    pub write_timeout_ms: u64,
+    pub dial_timeout_ms: u64,
+    pub pool_max_connections: usize,
+    pub pool_wait_timeout_ms: u64,
+    pub max_frame_bytes: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: 1,
+            bind: "127.0.0.1:8088".into(),
+            advertise: String::new(),
+            peers: Vec::new(),
+            shared_secret: String::new(),
+            shared_secret_file: String::new(),
+            write_timeout_ms: 10_000,
+            dial_timeout_ms: 2_000,
+            pool_max_connections: 3,
+            pool_wait_timeout_ms: 5_000,
+            max_frame_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A peer from `[cluster] peers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub node_id: u64,
+    pub address: SocketAddr,
+}
+
+impl ClusterConfig {
+    /// The configured peers (without this node).
+    pub fn parsed_peers(&self) -> Result<Vec<Peer>, ConfigError> {
+        let mut peers = Vec::new();
+        for p in &self.peers {
+            let bad = |why: &str| ConfigError::Invalid {
+                key: "cluster.peers",
+                message: format!("`{p}`: {why}; expected \"id@host:port\""),
+            };
+            let (id, addr) = p.split_once('@').ok_or_else(|| bad("no `@`"))?;
+            let node_id: u64 = id.parse().map_err(|_| bad("the id is not a number"))?;
+            let address = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| bad("the address does not resolve"))?;
+            if node_id == self.node_id {
+                return Err(bad("a peer has this node's own node-id"));
+            }
+            if peers.iter().any(|q: &Peer| q.node_id == node_id) {
+                return Err(bad("node-id listed twice"));
+            }
+            peers.push(Peer { node_id, address });
+        }
+        Ok(peers)
+    }
+
+    /// The shared secret, from the file if one is named.
+    pub fn secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if !self.shared_secret_file.is_empty() {
+            let text = std::fs::read_to_string(&self.shared_secret_file).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "cluster.shared-secret-file",
+                    message: format!("cannot read {}: {e}", self.shared_secret_file),
+                }
+            })?;
+            return Ok(text.trim_end().as_bytes().to_vec());
+        }
+        Ok(self.shared_secret.as_bytes().to_vec())
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind.parse().expect("validated in Config::validate")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -75,6 +167,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             runtime: RuntimeConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -174,6 +267,44 @@ ring-depth = 128
 
 # On SIGINT/SIGTERM, how long in-flight requests may take before the node exits.
 shutdown-timeout-ms = 30000
+
+[cluster]
+# This node's id; unique in the cluster. Placement sorts nodes by id.
+node-id = 1
+
+# Cluster port base: core k listens for other nodes on this port + k. Only used when
+# peers are configured.
+bind = "127.0.0.1:8088"
+
+# The address other nodes reach this node at ("" = bind).
+advertise = ""
+
+# Every other node of the cluster, as "id@host:port" with that node's cluster port
+# base. Every node lists the same set (itself excluded). Empty = a single node.
+peers = []
+
+# Secret every node shares; a peer must prove it (HMAC-SHA256 over a nonce) before it
+# may write. Required when peers are configured.
+shared-secret = ""
+
+# Or a file holding the secret (trailing newline ignored); it wins over shared-secret.
+shared-secret-file = ""
+
+# A remote shard write that has not answered by then counts as failed.
+write-timeout-ms = 10000
+
+# Connecting to a peer gives up after this long.
+dial-timeout-ms = 2000
+
+# Connections per (peer node, peer core) from each core of this node.
+pool-max-connections = 3
+
+# A write waits at most this long for a free pooled connection, then fails with
+# "timed out waiting for free connection".
+pool-wait-timeout-ms = 5000
+
+# Largest frame accepted from a peer (a bigger one closes that connection).
+max-frame-bytes = 67108864
 "#;
 
 impl Config {
@@ -254,6 +385,30 @@ impl Config {
         }
         if !self.runtime.ring_depth.is_power_of_two() || self.runtime.ring_depth < 8 {
             return invalid("runtime.ring-depth", "must be a power of two of at least 8");
+        }
+        if self.cluster.bind.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "cluster.bind",
+                &format!("`{}` is not an IP:port address", self.cluster.bind),
+            );
+        }
+        if !self.cluster.advertise.is_empty()
+            && self.cluster.advertise.parse::<SocketAddr>().is_err()
+        {
+            return invalid("cluster.advertise", "not an IP:port address");
+        }
+        let peers = self.cluster.parsed_peers()?;
+        if !peers.is_empty() && self.cluster.secret()?.is_empty() {
+            return invalid(
+                "cluster.shared-secret",
+                "a cluster with peers needs a shared secret (or shared-secret-file)",
+            );
+        }
+        if self.cluster.pool_max_connections == 0 {
+            return invalid("cluster.pool-max-connections", "must be greater than 0");
+        }
+        if self.cluster.write_timeout_ms == 0 {
+            return invalid("cluster.write-timeout-ms", "must be greater than 0");
         }
         let online = online_cpus();
         if self.cores > online {

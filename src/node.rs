@@ -6,8 +6,11 @@
 //! every core to have recovered -> connect the mesh -> accept.
 
 use crate::cluster::mesh::{Mesh, MeshError, MeshRequest, ReadRequest};
+use crate::cluster::shard_writer::ShardWriter;
+use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::meta::MetaStore;
+use crate::placement::{Membership, NodeId};
 use crate::runtime::{CoreChannels, Shutdown};
 use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::{self, ShardBatch, Store};
@@ -47,6 +50,8 @@ pub struct CoreStats {
     pub lines_unparsed: Cell<u64>,
     pub query_requests: Cell<u64>,
     pub mesh_writes_served: Cell<u64>,
+    pub remote_writes_served: Cell<u64>,
+    pub cluster_rejected_connections: Cell<u64>,
     pub wal_truncated_segments: Cell<u64>,
 }
 
@@ -71,6 +76,12 @@ pub struct CoreContext {
     pub connection_counts: Arc<Vec<AtomicUsize>>,
     pub shutting_down: Cell<bool>,
     pub http_addr: SocketAddr,
+    /// This node's id (`[cluster] node-id`).
+    pub node_id: NodeId,
+    /// The nodes placement works over (this node alone without peers).
+    pub membership: Membership,
+    /// The remote half, when peers are configured.
+    pub cluster: Option<ClusterState>,
 }
 
 impl CoreContext {
@@ -258,6 +269,16 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     } else {
         None
     };
+    let cluster_listener = match bind_cluster_listener(&config, core) {
+        Ok(l) => l,
+        Err(message) => {
+            if core == 0 {
+                let _ = bound_tx.send(Err(message.clone()));
+            }
+            shutdown.request();
+            return Err(message);
+        }
+    };
     let http_addr = match &listener {
         Some(l) => l.local_addr().map_err(|e| e.to_string())?,
         None => http_bind,
@@ -307,6 +328,9 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         connection_counts,
         shutting_down: Cell::new(false),
         http_addr,
+        node_id: config.cluster.node_id,
+        membership: crate::cluster::membership(&config),
+        cluster: cluster_state(&config, cores),
     });
     ctx.stats
         .wal_truncated_segments
@@ -324,6 +348,13 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         tracing::info!(addr = %http_addr, cores, data_dir = %config.data_dir.display(), "HTTP API listening on {http_addr}");
     }
 
+    if let Some(cluster_listener) = cluster_listener {
+        glommio::spawn_local(crate::cluster::service::accept_loop(
+            ctx.clone(),
+            cluster_listener,
+        ))
+        .detach();
+    }
     crate::http::accept_loop(ctx.clone(), listener).await;
 
     // Drain: no new requests; wait for those in flight, bounded by the shutdown timeout.
@@ -339,6 +370,37 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     }
     tracing::debug!(core, "core stopped");
     Ok(())
+}
+
+/// Binds this core's cluster listener (`bind` port + core) when peers are configured.
+fn bind_cluster_listener(config: &Config, core: usize) -> Result<Option<TcpListener>, String> {
+    if config.cluster.peers.is_empty() {
+        return Ok(None);
+    }
+    let mut addr = config.cluster.bind_addr();
+    addr.set_port(addr.port() + core as u16);
+    TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|e| format!("cannot listen for cluster peers on {addr}: {e}"))
+}
+
+fn cluster_state(config: &Config, cores: usize) -> Option<ClusterState> {
+    let peers = config.cluster.parsed_peers().ok()?;
+    if peers.is_empty() {
+        return None;
+    }
+    let secret = config.cluster.secret().ok()?;
+    Some(ClusterState {
+        node_id: config.cluster.node_id,
+        shard_writer: ShardWriter::new(
+            config.cluster.node_id,
+            cores,
+            secret.clone(),
+            config.cluster.clone(),
+            &peers,
+        ),
+        secret,
+    })
 }
 
 type Connected = (

@@ -8,19 +8,18 @@
 //! **Invariant:** a write is acknowledged only after every batch is on disk on its
 //! owning core (WAL fdatasync), so an acknowledged point survives a crash.
 
+use crate::cluster::shard_writer::RemoteBatch;
+use crate::cluster::wire::WriteShardStatus;
 use crate::lineproto::{self, LineError, ParsedBody, Precision};
 use crate::meta::MetaData;
 use crate::node::{CoreContext, CoreStats};
 use crate::placement::{self, GroupPlacement, Membership, NodeId};
-use crate::tsdb::shard::ShardMeta;
+use crate::tsdb::shard::{ApplyOutcome, ShardMeta};
 use crate::tsdb::store::ShardBatch;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-
-/// This node's id while membership is a single node.
-pub const LOCAL_NODE_ID: NodeId = 1;
 
 /// Write consistency levels, as InfluxDB names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +31,26 @@ pub enum Consistency {
 }
 
 impl Consistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Any => "any",
+            Consistency::One => "one",
+            Consistency::Quorum => "quorum",
+            Consistency::All => "all",
+        }
+    }
+
+    /// Acknowledgements needed from `owners` owners (InfluxDB's rule: quorum = n/2+1).
+    pub fn required_acks(self, owners: usize) -> usize {
+        match self {
+            Consistency::Any | Consistency::One => 1,
+            Consistency::Quorum => owners / 2 + 1,
+            Consistency::All => owners,
+        }
+        .min(owners)
+        .max(1)
+    }
+
     /// An empty value means the default, `one`; anything unknown is an error.
     pub fn parse(s: &str) -> Option<Consistency> {
         Some(match s {
@@ -54,6 +73,24 @@ pub enum WriteError {
     RetentionPolicyNotFound(String),
     #[error("write failed: {0}")]
     Storage(String),
+    /// The consistency level was not met and some owner timed out.
+    #[error("timeout: consistency {level} needs {required} of {owners} owners, {achieved} acknowledged ({detail})")]
+    Timeout {
+        level: &'static str,
+        required: usize,
+        owners: usize,
+        achieved: usize,
+        detail: String,
+    },
+    /// The consistency level was not met.
+    #[error("partial write: consistency {level} needs {required} of {owners} owners, {achieved} acknowledged ({detail})")]
+    PartialWrite {
+        level: &'static str,
+        required: usize,
+        owners: usize,
+        achieved: usize,
+        detail: String,
+    },
 }
 
 /// What a write did. Parse errors and rejected points make it a partial write.
@@ -81,10 +118,19 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The points of one request that belong to one shard.
+#[derive(Debug)]
+pub struct ShardPoints {
+    pub shard: ShardMeta,
+    pub owners: Vec<NodeId>,
+    pub points: Vec<u32>,
+}
+
 /// Points of one request grouped by shard, and those left out.
 #[derive(Debug, Default)]
 pub struct GroupedPoints {
-    pub batches: Vec<(ShardMeta, Vec<u32>)>,
+    /// Per shard: its identity, its owners, and the indices of its points.
+    pub batches: Vec<ShardPoints>,
     pub beyond_retention: usize,
     /// Points InfluxDB refuses outright (a `time` tag or field key), with the reason.
     pub invalid: Vec<String>,
@@ -149,7 +195,7 @@ pub fn group_by_shard(
     let oldest = rp.oldest_kept_ns(now_ns);
     let sgd = rp.shard_group_duration_ns;
     let mut groups: HashMap<i64, usize> = HashMap::new();
-    let mut out: Vec<(ShardMeta, Vec<u32>)> = Vec::new();
+    let mut out: Vec<ShardPoints> = Vec::new();
     let mut beyond = 0;
     let mut invalid = Vec::new();
     // Consecutive points usually share a group (and often a series): remember the last
@@ -173,7 +219,7 @@ pub fn group_by_shard(
                 && prev.key_hash == point.key_hash
                 && body.series_key(prev) == body.series_key(point)
             {
-                out[b].1.push(i as u32);
+                out[b].points.push(i as u32);
                 continue;
             }
         }
@@ -205,19 +251,20 @@ pub fn group_by_shard(
         };
         let b = *batch_of_shard[index].get_or_insert_with(|| {
             let shard = &group.shards[index];
-            out.push((
-                ShardMeta {
+            out.push(ShardPoints {
+                shard: ShardMeta {
                     id: shard.id,
                     database: db.name.clone(),
                     retention_policy: rp.name.clone(),
                     start_ns: group.start_ns,
                     end_ns: group.end_ns,
                 },
-                Vec::new(),
-            ));
+                owners: shard.owners.clone(),
+                points: Vec::new(),
+            });
             out.len() - 1
         });
-        out[b].1.push(i as u32);
+        out[b].points.push(i as u32);
         last_series = Some((start, i, b));
     }
     Ok(GroupedPoints {
@@ -227,13 +274,14 @@ pub fn group_by_shard(
     })
 }
 
-/// Parses and writes one request body.
+/// Parses and writes one request body: every shard batch goes to all its owners at
+/// once, and the write succeeds when each batch met the consistency level.
 pub async fn write(
     ctx: &Rc<CoreContext>,
     database: &str,
     retention_policy: Option<&str>,
     precision: Precision,
-    _consistency: Consistency,
+    consistency: Consistency,
     body: Bytes,
 ) -> Result<WriteOutcome, WriteError> {
     let now = now_ns();
@@ -247,47 +295,221 @@ pub async fn write(
         parse_errors: std::mem::take(&mut parsed.errors),
         ..Default::default()
     };
-    let membership = Membership::single(LOCAL_NODE_ID);
-    let grouped = group_by_shard(&meta, database, retention_policy, &parsed, &membership, now)?;
+    let grouped = group_by_shard(
+        &meta,
+        database,
+        retention_policy,
+        &parsed,
+        &ctx.membership,
+        now,
+    )?;
     outcome.beyond_retention = grouped.beyond_retention;
     outcome.rejected = grouped.invalid;
     let body = Arc::new(parsed);
     let max_batch = ctx.config.storage.max_points_per_shard_batch;
     let mut tasks = Vec::new();
-    for (shard, points) in grouped.batches {
-        let core = placement::owning_core(shard.id, ctx.cores);
-        for chunk in points.chunks(max_batch) {
+    for shard in grouped.batches {
+        for chunk in shard.points.chunks(max_batch) {
             let batch = ShardBatch {
-                shard: shard.clone(),
+                shard: shard.shard.clone(),
                 body: body.clone(),
                 points: chunk.to_vec(),
                 precision,
                 default_time_ns: now,
             };
+            let owners = shard.owners.clone();
             let ctx = ctx.clone();
             tasks.push(glommio::spawn_local(async move {
-                ctx.write_to_core(core, batch).await
+                write_to_owners(&ctx, batch, owners, consistency).await
             }));
         }
     }
     let mut failure = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(applied)) => {
+            Ok(applied) => {
                 outcome.points_written += applied.written;
                 outcome.rejected.extend(applied.rejected);
             }
-            Ok(Err(e)) => failure = Some(e.to_string()),
-            Err(e) => failure = Some(e.to_string()),
+            Err(e) => failure = failure.or(Some(e)),
         }
     }
     CoreStats::add(&ctx.stats.points_written, outcome.points_written as u64);
     CoreStats::add(&ctx.stats.points_dropped, outcome.points_dropped() as u64);
     CoreStats::add(&ctx.stats.lines_unparsed, outcome.parse_errors.len() as u64);
-    if let Some(message) = failure {
-        return Err(WriteError::Storage(message));
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(outcome),
     }
-    Ok(outcome)
+}
+
+/// The result of one owner's write of a batch.
+enum OwnerResult {
+    Applied(ApplyOutcome),
+    Failed {
+        node: NodeId,
+        message: String,
+        timeout: bool,
+    },
+}
+
+/// Writes one batch to every owner concurrently and returns as soon as the consistency
+/// level is met (the other owners' writes go on in the background) or can no longer be.
+async fn write_to_owners(
+    ctx: &Rc<CoreContext>,
+    batch: ShardBatch,
+    owners: Vec<NodeId>,
+    consistency: Consistency,
+) -> Result<ApplyOutcome, WriteError> {
+    let required = consistency.required_acks(owners.len());
+    // At most one message per owner: the channel's bound is the owner count.
+    let (tx, mut rx) = futures_channel::mpsc::unbounded();
+    let remote = owners
+        .iter()
+        .any(|&o| o != ctx.node_id)
+        .then(|| Rc::new(remote_batch(&batch)));
+    let batch = Rc::new(batch);
+    for &owner in &owners {
+        let (ctx, tx, batch, remote) = (ctx.clone(), tx.clone(), batch.clone(), remote.clone());
+        glommio::spawn_local(async move {
+            let result = write_to_owner(&ctx, owner, &batch, remote.as_deref()).await;
+            let _ = tx.unbounded_send(result);
+        })
+        .detach();
+    }
+    drop(tx);
+    let (mut acks, mut failures) = (0usize, Vec::new());
+    let mut applied: Option<ApplyOutcome> = None;
+    while let Some(result) = futures_lite::StreamExt::next(&mut rx).await {
+        match result {
+            OwnerResult::Applied(outcome) => {
+                acks += 1;
+                // Prefer a local outcome: it names rejected points' reasons.
+                if applied
+                    .as_ref()
+                    .is_none_or(|a| a.rejected.len() < outcome.rejected.len())
+                {
+                    applied = Some(outcome);
+                }
+            }
+            OwnerResult::Failed {
+                node,
+                message,
+                timeout,
+            } => failures.push((node, message, timeout)),
+        }
+        if acks >= required {
+            return Ok(applied.unwrap_or_default());
+        }
+        if owners.len() - failures.len() < required {
+            break;
+        }
+    }
+    let detail = failures
+        .iter()
+        .map(|(n, m, _)| format!("node {n}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (level, owners_n) = (consistency.name(), owners.len());
+    if failures.iter().any(|f| f.2) {
+        Err(WriteError::Timeout {
+            level,
+            required,
+            owners: owners_n,
+            achieved: acks,
+            detail,
+        })
+    } else {
+        Err(WriteError::PartialWrite {
+            level,
+            required,
+            owners: owners_n,
+            achieved: acks,
+            detail,
+        })
+    }
+}
+
+async fn write_to_owner(
+    ctx: &Rc<CoreContext>,
+    owner: NodeId,
+    batch: &ShardBatch,
+    remote: Option<&RemoteBatch>,
+) -> OwnerResult {
+    if owner == ctx.node_id {
+        let core = placement::owning_core(batch.shard.id, ctx.cores);
+        return match ctx.write_to_core(core, batch.clone()).await {
+            Ok(Ok(outcome)) => OwnerResult::Applied(outcome),
+            Ok(Err(e)) => OwnerResult::Failed {
+                node: owner,
+                message: e.to_string(),
+                timeout: false,
+            },
+            Err(e) => OwnerResult::Failed {
+                node: owner,
+                message: e.to_string(),
+                timeout: false,
+            },
+        };
+    }
+    let (Some(cluster), Some(remote)) = (ctx.cluster.as_ref(), remote) else {
+        return OwnerResult::Failed {
+            node: owner,
+            message: "not in this node's cluster configuration".into(),
+            timeout: false,
+        };
+    };
+    match cluster.shard_writer.write(owner, remote).await {
+        Ok(WriteShardStatus::Ok { points_written }) => OwnerResult::Applied(ApplyOutcome {
+            written: points_written as usize,
+            rejected: Vec::new(),
+        }),
+        Ok(WriteShardStatus::Permanent { message }) => OwnerResult::Applied(ApplyOutcome {
+            written: 0,
+            rejected: vec![message],
+        }),
+        Ok(WriteShardStatus::Retryable { message }) => OwnerResult::Failed {
+            node: owner,
+            message,
+            timeout: false,
+        },
+        Err(e) => OwnerResult::Failed {
+            node: owner,
+            timeout: e.is_timeout(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The batch's lines as slices of the request body, adjacent lines in one slice.
+fn remote_batch(batch: &ShardBatch) -> RemoteBatch {
+    let body = &batch.body;
+    let mut lines: Vec<Bytes> = Vec::new();
+    let mut run: Option<(usize, usize)> = None;
+    for &i in &batch.points {
+        let line = &body.points[i as usize].line;
+        let (start, end) = (line.start as usize, line.end as usize);
+        match &mut run {
+            Some((_, run_end)) if *run_end + 1 == start && body.body[*run_end] == b'\n' => {
+                *run_end = end;
+            }
+            _ => {
+                if let Some((s, e)) = run.take() {
+                    lines.push(body.body.slice(s..e));
+                }
+                run = Some((start, end));
+            }
+        }
+    }
+    if let Some((s, e)) = run {
+        lines.push(body.body.slice(s..e));
+    }
+    RemoteBatch {
+        shard: batch.shard.clone(),
+        precision: batch.precision.code(),
+        default_time_ns: batch.default_time_ns,
+        lines,
+    }
 }
 
 #[cfg(test)]
@@ -320,17 +542,14 @@ mod tests {
             now - 25 * crate::meta::HOUR_NS
         );
         let parsed = lineproto::parse(Bytes::from(body), Precision::Nanosecond, now);
-        let grouped = group_by_shard(
-            &meta,
-            "db",
-            None,
-            &parsed,
-            &Membership::single(LOCAL_NODE_ID),
-            now,
-        )
-        .unwrap();
+        let grouped =
+            group_by_shard(&meta, "db", None, &parsed, &Membership::single(1), now).unwrap();
         assert_eq!(grouped.beyond_retention, 1);
-        let batches = grouped.batches;
+        let batches: Vec<_> = grouped
+            .batches
+            .into_iter()
+            .map(|b| (b.shard, b.points))
+            .collect();
         // Two one-hour groups: the last hour's (points 0, 1) and two hours ago (point 2).
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].1, vec![0, 1]);
