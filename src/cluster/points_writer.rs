@@ -354,7 +354,8 @@ enum OwnerResult {
 }
 
 /// Writes one batch to every owner concurrently and returns as soon as the consistency
-/// level is met (the other owners' writes go on in the background) or can no longer be.
+/// level is met (the other owners' writes go on in the background); otherwise when
+/// every owner has answered or timed out.
 async fn write_to_owners(
     ctx: &Rc<CoreContext>,
     batch: ShardBatch,
@@ -401,9 +402,8 @@ async fn write_to_owners(
         if acks >= required {
             return Ok(applied.unwrap_or_default());
         }
-        if owners.len() - failures.len() < required {
-            break;
-        }
+        // Once the level cannot be met any more, the remaining owners still answer
+        // (each bounded by write-timeout), so the error reports what was achieved.
     }
     let detail = failures
         .iter()

@@ -31,9 +31,9 @@ pub enum ShardWriterError {
     UnknownNode { node: NodeId },
     #[error("timed out waiting for free connection to node {node} core {core}")]
     PoolTimeout { node: NodeId, core: usize },
-    #[error("timeout: node {node} did not answer within {after:?}")]
+    #[error("no answer within {after:?} (node {node})")]
     Timeout { node: NodeId, after: Duration },
-    #[error("node {node}: {source}")]
+    #[error("{source}")]
     Conn { node: NodeId, source: ConnError },
 }
 

@@ -608,6 +608,21 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                 "linesUnparsed": s.lines_unparsed.get(),
             },
             "query": { "req": s.query_requests.get() },
+            "cluster": {
+                "nodeId": ctx.node_id,
+                "remoteWritesServed": s.remote_writes_served.get(),
+                "rejectedConnections": s.cluster_rejected_connections.get(),
+                "shardWriter": ctx.cluster.as_ref().map(|c| {
+                    let w = c.shard_writer.stats();
+                    serde_json::json!({
+                        "writeReq": w.requests,
+                        "writeReqBytes": w.bytes,
+                        "writeFailures": w.failures,
+                        "poolWaits": w.pool_waits,
+                        "dials": w.dials,
+                    })
+                }),
+            },
             "store": {
                 "series": series,
                 "values": values,

@@ -308,3 +308,98 @@ pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Two consecutive free loopback ports (a node's cluster ports for 2 cores), found by
+/// binding them; they are free again when this returns (a tiny race we accept in tests).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p == u16::MAX {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A cluster of real node processes on loopback, each with its own data dir and config.
+pub struct Cluster {
+    pub nodes: Vec<Option<Node>>,
+    pub dirs: Vec<tempfile::TempDir>,
+    pub configs: Vec<PathBuf>,
+    pub cluster_ports: Vec<u16>,
+    pub cores: usize,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) with `cores` cores each and extra `[cluster]` keys.
+    pub fn start(n: usize, cores: usize, extra_cluster_toml: &str) -> Cluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port_pair()).collect();
+        let mut dirs = Vec::new();
+        let mut configs = Vec::new();
+        for i in 0..n {
+            let dir = temp_dir();
+            let peers: Vec<String> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| format!("\"{}@127.0.0.1:{}\"", j + 1, cluster_ports[j]))
+                .collect();
+            let config = dir.path().join("node.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\nnode-id = {}\nbind = \"127.0.0.1:{}\"\npeers = [{}]\nshared-secret = \"test-secret\"\n{extra_cluster_toml}",
+                    i + 1,
+                    cluster_ports[i],
+                    peers.join(", ")
+                ),
+            )
+            .unwrap();
+            configs.push(config);
+            dirs.push(dir);
+        }
+        let mut cluster = Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            dirs,
+            configs,
+            cluster_ports,
+            cores,
+        };
+        for i in 0..n {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let data = self.dirs[i].path().join("data");
+        let cores = self.cores.to_string();
+        let config = self.configs[i].to_str().unwrap().to_string();
+        self.nodes[i] = Some(Node::start_with(
+            &data,
+            &["--cores", &cores, "--config", &config],
+        ));
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.nodes[i].as_mut().expect("node running")
+    }
+
+    /// Runs a query on every running node.
+    pub fn query_all(&self, q: &str) {
+        for node in self.nodes.iter().flatten() {
+            let r = node.query(q);
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(
+                r.json()["results"][0].get("error").is_none(),
+                "{}",
+                r.text()
+            );
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Three real node processes on loopback forming a cluster: every point lands on exactly
+//! its owners (placement computed here with the library), consistency levels with a dead
+//! or hung owner, and garbage or a wrong secret on a cluster port.
+
+mod common;
+
+use common::Cluster;
+use shardcore::lineproto::fnv1a64;
+use shardcore::placement::{self, Membership};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const BASE_NS: i64 = 1_600_000_000_000_000_000;
+
+/// Lines for `series` series over `hours` hourly shard groups, tagged with `writer`.
+fn lines(writer: usize, series: usize, hours: i64) -> String {
+    let mut body = String::new();
+    for h in 0..hours {
+        for s in 0..series {
+            body.push_str(&format!(
+                "m,writer=w{writer},s=s{s} v={h} {}\n",
+                BASE_NS + h * HOUR_NS + writer as i64
+            ));
+        }
+    }
+    body
+}
+
+/// Every stored point per node: (series, time) -> set of node ids holding it.
+fn holders(cluster: &Cluster, db: &str) -> BTreeMap<(String, i64), BTreeSet<u64>> {
+    let mut out: BTreeMap<(String, i64), BTreeSet<u64>> = BTreeMap::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        for (series, _, ts, _) in node.dump(db, "") {
+            out.entry((series, ts)).or_default().insert(i as u64 + 1);
+        }
+    }
+    out
+}
+
+fn expected_owners(db: &str, rf: u32, series: &str, ts: i64) -> BTreeSet<u64> {
+    let membership = Membership::new(vec![1, 2, 3]);
+    let start = placement::shard_group_start(ts, HOUR_NS);
+    let group = placement::place_group(db, "autogen", start, HOUR_NS, rf, &membership);
+    let index = placement::shard_index(fnv1a64(series.as_bytes()), group.shards.len());
+    group.shards[index as usize]
+        .owners
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn check_placement(rf: u32, cores: usize) {
+    let cluster = Cluster::start(3, cores, "write-timeout-ms = 5000\n");
+    let db = format!("rf{rf}");
+    cluster.query_all(&format!(
+        "CREATE DATABASE {db} WITH REPLICATION {rf} SHARD DURATION 1h"
+    ));
+    for writer in 0..3 {
+        let r = cluster.node(writer).write(
+            &format!("db={db}&consistency=all"),
+            lines(writer, 20, 4).as_bytes(),
+        );
+        assert_eq!(r.status, 204, "node {}: {}", writer + 1, r.text());
+    }
+    let held = holders(&cluster, &db);
+    assert_eq!(held.len(), 3 * 20 * 4, "every point stored somewhere");
+    for ((series, ts), nodes) in &held {
+        assert_eq!(
+            nodes,
+            &expected_owners(&db, rf, series, *ts),
+            "{series} at {ts} is on the wrong nodes"
+        );
+    }
+    // Every node owns a share of the data.
+    for node in 1..=3u64 {
+        assert!(
+            held.values().any(|n| n.contains(&node)),
+            "node {node} owns nothing"
+        );
+    }
+}
+
+#[test]
+fn three_nodes_rf2_every_point_on_exactly_its_owners() {
+    check_placement(2, 2);
+}
+
+#[test]
+fn three_nodes_rf3_every_point_on_every_node() {
+    check_placement(3, 1);
+}
+
+#[test]
+fn consistency_levels_with_a_dead_owner() {
+    let mut cluster = Cluster::start(3, 1, "write-timeout-ms = 3000\ndial-timeout-ms = 500\n");
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    let body = lines(0, 30, 2);
+    for level in ["all", "quorum"] {
+        let r = cluster
+            .node(0)
+            .write(&format!("db=db&consistency={level}"), body.as_bytes());
+        assert_eq!(r.status, 500, "{level}: {}", r.text());
+        let err = r.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "partial write: consistency {level} needs 2 of 2 owners, 1 acknowledged"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("node 3"), "{err}");
+    }
+    for level in ["one", "any"] {
+        let r = cluster
+            .node(1)
+            .write(&format!("db=db&consistency={level}"), body.as_bytes());
+        assert_eq!(r.status, 204, "{level}: {}", r.text());
+    }
+    // Points whose owners are both alive are on both of them.
+    let held = holders(&cluster, "db");
+    for ((series, ts), nodes) in &held {
+        let owners = expected_owners("db", 2, series, *ts);
+        let alive: BTreeSet<u64> = owners.iter().copied().filter(|&n| n != 3).collect();
+        assert_eq!(nodes, &alive, "{series} at {ts}");
+    }
+}
+
+#[test]
+fn a_hung_owner_times_out_and_does_not_block_lower_levels() {
+    let cluster = Cluster::start(3, 1, "write-timeout-ms = 2000\ndial-timeout-ms = 500\n");
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    // One write first, so pooled connections to node 3 exist before it hangs.
+    let body = lines(0, 30, 2);
+    assert_eq!(
+        cluster
+            .node(0)
+            .write("db=db&consistency=all", body.as_bytes())
+            .status,
+        204
+    );
+    let pid = cluster.node(2).child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = Instant::now();
+    let r = cluster
+        .node(0)
+        .write("db=db&consistency=all", lines(1, 30, 2).as_bytes());
+    let took = started.elapsed();
+    let err = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        err.starts_with("timeout: consistency all needs 2 of 2 owners, 1 acknowledged"),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the write must end near write-timeout"
+    );
+    // A write at consistency one returns as soon as one owner answered.
+    let r = cluster
+        .node(1)
+        .write("db=db&consistency=one", lines(2, 30, 2).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The node comes back and takes writes again.
+    let r = cluster
+        .node(0)
+        .write("db=db&consistency=all", lines(3, 30, 2).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+#[test]
+fn garbage_and_wrong_secrets_are_dropped_and_the_cluster_keeps_serving() {
+    let cluster = Cluster::start(3, 1, "");
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    let port = cluster.cluster_ports[0];
+    // Garbage: an invalid frame type.
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage.write_all(&[0xEE; 64]).unwrap();
+    let mut buf = Vec::new();
+    let _ = garbage.read_to_end(&mut buf); // closed by the node (maybe after an Error frame)
+                                           // A wrong secret: a well-formed Hello, then a bogus proof.
+    let mut liar = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    liar.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = Vec::new();
+    let payload = [
+        &1u16.to_be_bytes()[..],
+        &9u64.to_be_bytes(),
+        &1u16.to_be_bytes(),
+    ]
+    .concat();
+    frame(&mut hello, 0x01, &payload);
+    liar.write_all(&hello).unwrap();
+    let mut challenge = vec![0u8; 18 + 2 + 8 + 2 + 32];
+    liar.read_exact(&mut challenge).unwrap();
+    assert_eq!(challenge[0], 0x02, "a Challenge frame");
+    let mut proof = Vec::new();
+    frame(&mut proof, 0x03, &[7u8; 32]);
+    liar.write_all(&proof).unwrap();
+    let mut rest = Vec::new();
+    let _ = liar.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty() || rest[0] == 0x7f,
+        "only an Error frame before the close"
+    );
+    // The cluster still writes at consistency all.
+    let r = cluster
+        .node(0)
+        .write("db=db&consistency=all", lines(0, 10, 2).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    let vars = cluster
+        .node(0)
+        .request("GET", "/debug/vars", &[], b"")
+        .json();
+    assert!(vars["cluster"]["rejectedConnections"].as_u64().is_some());
+}
+
+/// Encodes a frame as DESIGN section 4 fixes it (big-endian, crc32c of the payload).
+fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    out.push(kind);
+    out.push(0);
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+}
