@@ -58,6 +58,7 @@ pub struct ClusterConfig {
     pub pool_max_connections: usize,
     pub pool_wait_timeout_ms: u64,
     pub max_frame_bytes: u64,
+    pub meta_sync_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -74,6 +75,7 @@ impl Default for ClusterConfig {
             pool_max_connections: 3,
             pool_wait_timeout_ms: 5_000,
             max_frame_bytes: 64 * 1024 * 1024,
+            meta_sync_interval_ms: 10_000,
         }
     }
 }
@@ -305,6 +307,10 @@ pool-wait-timeout-ms = 5000
 
 # Largest frame accepted from a peer (a bigger one closes that connection).
 max-frame-bytes = 67108864
+
+# How often core 0 exchanges databases and retention policies with every peer (also
+# at start-up and after each DDL), so a node that was down converges.
+meta-sync-interval-ms = 10000
 "#;
 
 impl Config {
@@ -406,6 +412,9 @@ impl Config {
         }
         if self.cluster.pool_max_connections == 0 {
             return invalid("cluster.pool-max-connections", "must be greater than 0");
+        }
+        if self.cluster.meta_sync_interval_ms == 0 {
+            return invalid("cluster.meta-sync-interval-ms", "must be greater than 0");
         }
         if self.cluster.write_timeout_ms == 0 {
             return invalid("cluster.write-timeout-ms", "must be greater than 0");

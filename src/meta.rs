@@ -69,10 +69,23 @@ impl RetentionPolicy {
     }
 }
 
-/// A database and its policies.
+/// The version of a replicated meta entry: a lamport counter, then the node that made
+/// the change. The higher version wins everywhere, so nodes converge.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Version {
+    pub counter: u64,
+    pub node: u64,
+}
+
+/// A database and its policies. The whole entry is the unit of replication: any change
+/// to the database or one of its policies gives the entry a new version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Database {
     pub name: String,
+    #[serde(default)]
+    pub version: Version,
     pub default_retention_policy: String,
     pub retention_policies: BTreeMap<String, RetentionPolicy>,
 }
@@ -90,14 +103,83 @@ impl Database {
 /// An immutable snapshot of all meta data.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaData {
-    /// Bumped by every change.
+    /// Bumped by every local change or merge that changed something.
     pub version: u64,
+    /// The lamport clock: the highest counter this node has made or seen.
+    #[serde(default)]
+    pub clock: u64,
     pub databases: BTreeMap<String, Database>,
+    /// Dropped databases, kept so a drop wins over older copies still on other nodes.
+    #[serde(default)]
+    pub tombstones: BTreeMap<String, Version>,
+}
+
+/// What a merge changed locally that the storage must follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    pub changed: bool,
+    /// (database, None) for a dropped database, (database, Some(rp)) for a dropped policy.
+    pub dropped: Vec<(String, Option<String>)>,
 }
 
 impl MetaData {
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.get(name)
+    }
+
+    /// The version a name has here: its live entry's, or its tombstone's.
+    fn version_of(&self, name: &str) -> Option<Version> {
+        self.databases
+            .get(name)
+            .map(|d| d.version)
+            .or_else(|| self.tombstones.get(name).copied())
+    }
+
+    /// Merges another node's state: per database name, the higher version wins (live
+    /// entry or tombstone). Returns what changed here.
+    pub fn merge(&mut self, other: &MetaData) -> MergeOutcome {
+        let mut outcome = MergeOutcome::default();
+        let mut seen = self.clock.max(other.clock);
+        let names: std::collections::BTreeSet<&String> = other
+            .databases
+            .keys()
+            .chain(other.tombstones.keys())
+            .collect();
+        for name in names {
+            let Some(theirs) = other.version_of(name) else {
+                continue;
+            };
+            seen = seen.max(theirs.counter);
+            if self.version_of(name).is_some_and(|ours| ours >= theirs) {
+                continue;
+            }
+            outcome.changed = true;
+            let before = self.databases.remove(name);
+            self.tombstones.remove(name);
+            match other.databases.get(name) {
+                Some(db) => {
+                    if let Some(old) = &before {
+                        for rp in old.retention_policies.keys() {
+                            if !db.retention_policies.contains_key(rp) {
+                                outcome.dropped.push((name.clone(), Some(rp.clone())));
+                            }
+                        }
+                    }
+                    self.databases.insert(name.clone(), db.clone());
+                }
+                None => {
+                    if before.is_some() {
+                        outcome.dropped.push((name.clone(), None));
+                    }
+                    self.tombstones.insert(name.clone(), theirs);
+                }
+            }
+        }
+        if seen > self.clock {
+            self.clock = seen;
+            outcome.changed = true;
+        }
+        outcome
     }
 }
 
@@ -153,13 +235,14 @@ fn normalise_shard_duration(given: Option<i64>, duration_ns: i64) -> Result<i64,
 /// The persisted, shared meta store.
 pub struct MetaStore {
     path: PathBuf,
+    node_id: u64,
     current: ArcSwap<MetaData>,
     write_lock: Mutex<()>,
 }
 
 impl MetaStore {
     /// Opens (or creates) `DATA_DIR/meta.json`.
-    pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
+    pub fn open(data_dir: &Path, node_id: u64) -> Result<MetaStore, MetaError> {
         let path = data_dir.join("meta.json");
         let data = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupt {
@@ -171,6 +254,7 @@ impl MetaStore {
         };
         Ok(MetaStore {
             path,
+            node_id,
             current: ArcSwap::from_pointee(data),
             write_lock: Mutex::new(()),
         })
@@ -182,20 +266,49 @@ impl MetaStore {
     }
 
     /// Applies `change` to a copy of the current state, persists it and publishes it.
-    /// `change` returns Ok(false) when nothing changed (nothing is written then).
+    /// `change` names the database whose entry it changed (None: nothing changed, nothing
+    /// is written); that entry (or its tombstone) gets the next lamport version.
     fn update<T>(
         &self,
-        change: impl FnOnce(&mut MetaData) -> Result<(bool, T), MetaError>,
+        change: impl FnOnce(&mut MetaData) -> Result<(Option<String>, T), MetaError>,
     ) -> Result<T, MetaError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (*self.current.load_full()).clone();
         let (changed, result) = change(&mut next)?;
-        if changed {
+        if let Some(name) = changed {
+            next.clock += 1;
+            let version = Version {
+                counter: next.clock,
+                node: self.node_id,
+            };
+            match next.databases.get_mut(&name) {
+                Some(db) => {
+                    db.version = version;
+                    next.tombstones.remove(&name);
+                }
+                None => {
+                    next.tombstones.insert(name, version);
+                }
+            }
             next.version += 1;
             self.persist(&next)?;
             self.current.store(Arc::new(next));
         }
         Ok(result)
+    }
+
+    /// Merges a peer's meta (MetaSync). Persists and publishes when something changed;
+    /// the caller drops the shards of what the merge dropped.
+    pub fn merge(&self, other: &MetaData) -> Result<MergeOutcome, MetaError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (*self.current.load_full()).clone();
+        let outcome = next.merge(other);
+        if outcome.changed {
+            next.version += 1;
+            self.persist(&next)?;
+            self.current.store(Arc::new(next));
+        }
+        Ok(outcome)
     }
 
     fn persist(&self, data: &MetaData) -> Result<(), MetaError> {
@@ -236,11 +349,11 @@ impl MetaStore {
         self.update(|meta| {
             if let Some(existing) = meta.databases.get(name) {
                 if rp.is_none() {
-                    return Ok((false, ()));
+                    return Ok((None, ()));
                 }
                 return match existing.retention_policies.get(&rp_name) {
                     Some(p) if *p == policy && existing.default_retention_policy == rp_name => {
-                        Ok((false, ()))
+                        Ok((None, ()))
                     }
                     _ => Err(MetaError::RetentionPolicyConflict),
                 };
@@ -251,11 +364,12 @@ impl MetaStore {
                 name.to_string(),
                 Database {
                     name: name.to_string(),
+                    version: Version::default(),
                     default_retention_policy: rp_name,
                     retention_policies: rps,
                 },
             );
-            Ok((true, ()))
+            Ok((Some(name.to_string()), ()))
         })
     }
 
@@ -263,7 +377,7 @@ impl MetaStore {
     pub fn drop_database(&self, name: &str) -> Result<bool, MetaError> {
         self.update(|meta| {
             let existed = meta.databases.remove(name).is_some();
-            Ok((existed, existed))
+            Ok((existed.then(|| name.to_string()), existed))
         })
     }
 
@@ -288,7 +402,7 @@ impl MetaStore {
             if let Some(existing) = database.retention_policies.get(&name) {
                 let same_default = !make_default || database.default_retention_policy == name;
                 if *existing == policy && same_default {
-                    return Ok((false, ()));
+                    return Ok((None, ()));
                 }
                 return Err(MetaError::RetentionPolicyExists);
             }
@@ -296,7 +410,7 @@ impl MetaStore {
             if make_default {
                 database.default_retention_policy = name;
             }
-            Ok((true, ()))
+            Ok((Some(db.to_string()), ()))
         })
     }
 
@@ -340,7 +454,7 @@ impl MetaStore {
             if make_default {
                 database.default_retention_policy = name.to_string();
             }
-            Ok((changed, ()))
+            Ok((changed.then(|| db.to_string()), ()))
         })
     }
 
@@ -352,7 +466,7 @@ impl MetaStore {
                 .get_mut(db)
                 .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
             let existed = database.retention_policies.remove(name).is_some();
-            Ok((existed, existed))
+            Ok((existed.then(|| db.to_string()), existed))
         })
     }
 }
@@ -366,10 +480,10 @@ mod tests {
     #[test]
     fn create_database_makes_autogen_and_persists() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MetaStore::open(dir.path()).unwrap();
+        let store = MetaStore::open(dir.path(), 1).unwrap();
         store.create_database("db", None).unwrap();
         store.create_database("db", None).unwrap();
-        let reopened = MetaStore::open(dir.path()).unwrap();
+        let reopened = MetaStore::open(dir.path(), 1).unwrap();
         let snap = reopened.snapshot();
         let db = snap.database("db").unwrap();
         assert_eq!(db.default_retention_policy, "autogen");
@@ -383,7 +497,7 @@ mod tests {
     #[test]
     fn create_database_with_policy_and_conflicts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MetaStore::open(dir.path()).unwrap();
+        let store = MetaStore::open(dir.path(), 1).unwrap();
         let spec = RetentionPolicySpec {
             name: Some("week".into()),
             duration_ns: Some(7 * DAY),
@@ -407,9 +521,68 @@ mod tests {
     }
 
     #[test]
+    fn replicated_meta_converges_and_drops_win_over_older_copies() {
+        let (da, db_, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let a = MetaStore::open(da.path(), 1).unwrap();
+        let b = MetaStore::open(db_.path(), 2).unwrap();
+        let c = MetaStore::open(dc.path(), 3).unwrap();
+        a.create_database("x", None).unwrap();
+        a.create_database("y", None).unwrap();
+        b.merge(&a.snapshot()).unwrap();
+        c.merge(&a.snapshot()).unwrap();
+        // B drops y and adds a policy to x; C (partitioned) still has the old copies.
+        b.drop_database("y").unwrap();
+        let spec = RetentionPolicySpec {
+            name: Some("week".into()),
+            duration_ns: Some(7 * DAY),
+            replication: Some(1),
+            shard_group_duration_ns: None,
+        };
+        b.create_retention_policy("x", &spec, false).unwrap();
+        // Merging in any order converges to B's newer state.
+        let outcome = c.merge(&b.snapshot()).unwrap();
+        assert_eq!(outcome.dropped, vec![("y".to_string(), None)]);
+        a.merge(&c.snapshot()).unwrap();
+        for store in [&a, &b, &c] {
+            let snap = store.snapshot();
+            assert!(snap.database("y").is_none());
+            assert!(snap
+                .database("x")
+                .unwrap()
+                .retention_policies
+                .contains_key("week"));
+        }
+        // An old copy merged back does not resurrect y.
+        let stale_dir = tempfile::tempdir().unwrap();
+        let stale = MetaStore::open(stale_dir.path(), 9).unwrap();
+        stale.create_database("y", None).unwrap();
+        let outcome = a.merge(&stale.snapshot()).unwrap();
+        assert!(outcome.dropped.is_empty());
+        assert!(
+            a.snapshot().database("y").is_none(),
+            "the drop is newer than y@9's create"
+        );
+        // A new create after the drop wins.
+        a.create_database("y", None).unwrap();
+        b.merge(&a.snapshot()).unwrap();
+        assert!(b.snapshot().database("y").is_some());
+        // Dropping a policy remotely is reported for the storage to follow.
+        a.drop_retention_policy("x", "week").unwrap();
+        let outcome = c.merge(&a.snapshot()).unwrap();
+        assert_eq!(
+            outcome.dropped,
+            vec![("x".to_string(), Some("week".to_string()))]
+        );
+    }
+
+    #[test]
     fn retention_policy_rules() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MetaStore::open(dir.path()).unwrap();
+        let store = MetaStore::open(dir.path(), 1).unwrap();
         store.create_database("db", None).unwrap();
         let short = RetentionPolicySpec {
             name: Some("short".into()),

@@ -348,6 +348,9 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         tracing::info!(addr = %http_addr, cores, data_dir = %config.data_dir.display(), "HTTP API listening on {http_addr}");
     }
 
+    if core == 0 && ctx.cluster.is_some() {
+        glommio::spawn_local(crate::cluster::meta_sync::sync_loop(ctx.clone())).detach();
+    }
     if let Some(cluster_listener) = cluster_listener {
         glommio::spawn_local(crate::cluster::service::accept_loop(
             ctx.clone(),

@@ -187,7 +187,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         dir: config.data_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let meta = Arc::new(MetaStore::open(&config.data_dir)?);
+    let meta = Arc::new(MetaStore::open(&config.data_dir, config.cluster.node_id)?);
     let shutdown = Arc::new(Shutdown::default());
     install_signal_handler(shutdown.clone());
     let config = Arc::new(config);

@@ -231,3 +231,86 @@ fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
     out.extend_from_slice(payload);
 }
+
+/// Polls `check` on a node until it holds (meta sync is asynchronous).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn databases(node: &common::Node) -> Vec<String> {
+    let r = node.query("SHOW DATABASES").json();
+    r["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|x| x[0].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ddl_on_one_node_reaches_all_and_a_down_node_converges() {
+    let mut cluster = Cluster::start(3, 1, "meta-sync-interval-ms = 300\n");
+    let r = cluster.node(0).query(
+        "CREATE DATABASE shared WITH REPLICATION 2 SHARD DURATION 1h; CREATE DATABASE doomed",
+    );
+    assert_eq!(r.status, 200);
+    for i in 0..3 {
+        eventually("CREATE DATABASE on every node", || {
+            databases(cluster.node(i)) == vec!["doomed", "shared"]
+        });
+    }
+    // A write through another node right away works (no 404 race).
+    let r = cluster
+        .node(1)
+        .write("db=shared&consistency=all", lines(0, 10, 1).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Node 3 is down while node 2 changes the schema.
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    let r = cluster.node(1).query("DROP DATABASE doomed; CREATE DATABASE later; CREATE RETENTION POLICY week ON shared DURATION 7d REPLICATION 2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually("the DDL on node 1", || {
+        databases(cluster.node(0)) == vec!["later", "shared"]
+    });
+    cluster.start_node(2);
+    eventually("node 3 converging after restart", || {
+        databases(cluster.node(2)) == vec!["later", "shared"]
+    });
+    let rps = cluster
+        .node(2)
+        .query("SHOW RETENTION POLICIES ON shared")
+        .json();
+    assert_eq!(
+        rps["results"][0]["series"][0]["values"][1][0], "week",
+        "{rps}"
+    );
+}
+
+#[test]
+fn a_write_right_after_ddl_elsewhere_is_not_a_404() {
+    let cluster = Cluster::start(3, 1, "meta-sync-interval-ms = 600000\n");
+    // The periodic sync is far away: only the DDL push or the write's own sync round
+    // can bring the database to the other nodes in time.
+    let r = cluster
+        .node(0)
+        .query("CREATE DATABASE fresh WITH REPLICATION 2");
+    assert_eq!(r.status, 200);
+    for i in [1, 2] {
+        let r = cluster
+            .node(i)
+            .write("db=fresh&consistency=all", lines(i, 5, 1).as_bytes());
+        assert_eq!(r.status, 204, "node {}: {}", i + 1, r.text());
+    }
+    let r = cluster.node(1).write("db=never-created", b"m v=1\n");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "database not found: \"never-created\"");
+}

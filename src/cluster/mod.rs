@@ -6,13 +6,15 @@
 //! - `shard_writer`: ShardWriter — this core's pooled connections to other nodes' cores.
 //! - `service`: the cluster service — each core's listener for other nodes.
 //! - `conn`: a framed node-to-node connection and the handshake.
+//! - `meta_sync`: replicated databases and retention policies (MetaSync).
 //! - `wire`: the node-to-node frame format, handshake and message codecs (pure bytes).
 //!
-//! Hinted handoff (issue 4) and replicated meta are not here yet: a failed remote
-//! owner counts as a failed ack.
+//! Hinted handoff (issue 4) is not here yet: a failed remote owner counts as a failed
+//! ack.
 
 pub mod conn;
 pub mod mesh;
+pub mod meta_sync;
 pub mod points_writer;
 pub mod service;
 pub mod shard_writer;

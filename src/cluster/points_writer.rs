@@ -520,7 +520,7 @@ mod tests {
     #[test]
     fn groups_points_by_shard_and_drops_beyond_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MetaStore::open(dir.path()).unwrap();
+        let store = MetaStore::open(dir.path(), 1).unwrap();
         store
             .create_database(
                 "db",

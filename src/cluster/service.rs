@@ -6,6 +6,7 @@
 //! and nothing else is affected: every connection is its own task.
 
 use crate::cluster::conn::{ConnError, FramedConn};
+use crate::cluster::meta_sync::{self, MetaSync, MetaSyncResponse};
 use crate::cluster::wire::{
     self, FrameKind, Pong, WireError, WriteShard, WriteShardResponse, WriteShardStatus,
 };
@@ -111,6 +112,27 @@ async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
                     let status = apply_remote_write(&ctx, write).await;
                     conn.send(frame.request_id, &WriteShardResponse { status })
                         .await
+                }
+                Err(e) => {
+                    conn.send_error(&e).await;
+                    reject(&ctx, conn.peer(), &e);
+                    return;
+                }
+            },
+            FrameKind::MetaSync => match frame.decode_message::<MetaSync>() {
+                Ok(sync) => {
+                    match meta_sync::decode_meta(&sync.meta_json) {
+                        Ok(remote) => {
+                            if let Err(e) = meta_sync::apply_remote_meta(&ctx, &remote).await {
+                                tracing::warn!(peer = conn.peer(), error = %e, "meta sync merge failed");
+                            }
+                        }
+                        Err(e) => tracing::warn!(peer = conn.peer(), error = %e, "meta sync"),
+                    }
+                    let reply = MetaSyncResponse {
+                        meta_json: meta_sync::encode_meta(&ctx.meta.snapshot()),
+                    };
+                    conn.send(frame.request_id, &reply).await
                 }
                 Err(e) => {
                     conn.send_error(&e).await;

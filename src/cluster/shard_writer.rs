@@ -11,7 +11,9 @@
 //! **Invariant:** one `ShardWriter` per core, used only on that core (`Rc` inside).
 
 use crate::cluster::conn::{ConnError, FramedConn};
-use crate::cluster::wire::{self, WriteShardRef, WriteShardResponse, WriteShardStatus};
+use crate::cluster::wire::{
+    self, DecodeMessage, EncodeMessage, WriteShardRef, WriteShardResponse, WriteShardStatus,
+};
 use crate::config::{ClusterConfig, Peer};
 use crate::placement::{self, NodeId};
 use crate::tsdb::shard::ShardMeta;
@@ -197,6 +199,33 @@ impl ShardWriter {
     ) -> Result<WriteShardStatus, ShardWriterError> {
         let cores = self.cores_of(node).await?;
         let core = placement::owning_core(batch.shard.id, cores as usize);
+        let message = WriteShardRef {
+            shard_id: batch.shard.id,
+            database: &batch.shard.database,
+            retention_policy: &batch.shard.retention_policy,
+            group_start_ns: batch.shard.start_ns,
+            group_end_ns: batch.shard.end_ns,
+            precision: batch.precision,
+            default_time_ns: batch.default_time_ns,
+            lines: &batch.lines,
+        };
+        let bytes = message.lines_len() as u64;
+        self.count(|s| {
+            s.requests += 1;
+            s.bytes += bytes;
+        });
+        let response: WriteShardResponse = self.request(node, core, &message).await?;
+        Ok(response.status)
+    }
+
+    /// Sends one request to `node`'s core `core` on a pooled connection and waits for its
+    /// answer, bounded by `write-timeout-ms`.
+    pub async fn request<M: EncodeMessage, R: DecodeMessage>(
+        &self,
+        node: NodeId,
+        core: usize,
+        message: &M,
+    ) -> Result<R, ShardWriterError> {
         let pool = self.pool(node, core)?;
         let wait = Duration::from_millis(self.config.pool_wait_timeout_ms);
         if pool.permits.available() == 0 {
@@ -213,39 +242,25 @@ impl ShardWriter {
         };
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
-        let message = WriteShardRef {
-            shard_id: batch.shard.id,
-            database: &batch.shard.database,
-            retention_policy: &batch.shard.retention_policy,
-            group_start_ns: batch.shard.start_ns,
-            group_end_ns: batch.shard.end_ns,
-            precision: batch.precision,
-            default_time_ns: batch.default_time_ns,
-            lines: &batch.lines,
-        };
-        let bytes = message.lines_len() as u64;
-        self.count(|s| {
-            s.requests += 1;
-            s.bytes += bytes;
-        });
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let answer = with_timeout(timeout, async {
-            conn.send(request_id, &message).await?;
+            conn.send(request_id, message).await?;
             loop {
-                let (id, response) = conn.read_message::<WriteShardResponse>().await?;
-                // Answers come in order; an older id is a late answer to a request we gave
-                // up on, which we never do without dropping the connection, so skip it.
+                let (id, response) = conn.read_message::<R>().await?;
+                // Answers come in order on a connection; an id from an earlier request
+                // cannot be pending (a connection that timed out is dropped), but skip
+                // one defensively rather than mistake it for ours.
                 if id == request_id {
-                    return Ok(response.status);
+                    return Ok(response);
                 }
             }
         })
         .await;
         drop(permit);
         match answer {
-            Some(Ok(status)) => {
+            Some(Ok(response)) => {
                 pool.idle.borrow_mut().push(conn);
-                Ok(status)
+                Ok(response)
             }
             Some(Err(source)) => {
                 self.count(|s| s.failures += 1);
@@ -259,5 +274,12 @@ impl ShardWriter {
                 })
             }
         }
+    }
+
+    /// The peers this writer can reach.
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 }

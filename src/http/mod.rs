@@ -397,6 +397,10 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     let precision = Precision::parse(params.get("precision").map_or("", |s| s))
         .unwrap_or(Precision::Nanosecond);
     let rp = params.get("rp").filter(|s| !s.is_empty()).cloned();
+    if ctx.meta.snapshot().database(&database).is_none() && ctx.cluster.is_some() {
+        // Created on another node moments ago? One sync round before answering 404.
+        crate::cluster::meta_sync::sync_round(ctx).await;
+    }
     if ctx.meta.snapshot().database(&database).is_none() {
         return error(
             StatusCode::NOT_FOUND,

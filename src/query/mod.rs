@@ -68,6 +68,7 @@ pub async fn execute(
 ) -> Result<Vec<Value>, ParseError> {
     let statements = parser::parse_query(q)?;
     let mut results = Vec::with_capacity(statements.len());
+    let version_before = ctx.meta.snapshot().version;
     for (id, statement) in statements.iter().enumerate() {
         match execute_statement(ctx, statement, db).await {
             Ok(Some(series)) => results.push(json!({ "statement_id": id, "series": series })),
@@ -77,6 +78,15 @@ pub async fn execute(
                 break;
             }
         }
+    }
+    // Push DDL to the other nodes at once (best effort; the periodic sync catches up
+    // with peers that were not reached).
+    if ctx.cluster.is_some() && ctx.meta.snapshot().version != version_before {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            crate::cluster::meta_sync::sync_round(&ctx).await;
+        })
+        .detach();
     }
     Ok(results)
 }
