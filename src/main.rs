@@ -35,6 +35,12 @@ enum Command {
     },
     /// Print the full default configuration, every key documented.
     Config,
+    /// Show the cluster's placement: for every shard group this node has data for, its
+    /// shards, their ids and their owners (computed from the configuration).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Read a (stopped) node's data directory: shards and their counts, or points.
     Inspect {
         /// Data directory to read.
@@ -48,6 +54,19 @@ enum Command {
         /// Only this series key, e.g. `cpu,host=a`.
         #[arg(long)]
         series: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Groups, shards and owners, as SHOW SHARDS lists them.
+    Show {
+        /// The node's configuration file (membership and data directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides `data-dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -99,6 +118,46 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
+                    eprintln!("shardcore: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Cluster {
+            command: ClusterCommand::Show { config, data_dir },
+        } => {
+            let mut cfg = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("shardcore: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            match shardcore::cluster::describe(&cfg) {
+                Ok(rows) => {
+                    println!("id\tdatabase\tretention_policy\tshard_group_start\tshard_group_end\tindex\towners");
+                    for r in rows {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            r.id,
+                            r.database,
+                            r.retention_policy,
+                            r.start_ns,
+                            r.end_ns,
+                            r.index,
+                            r.owners
+                                .iter()
+                                .map(|o| o.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
                     eprintln!("shardcore: {e}");
                     ExitCode::from(1)
                 }

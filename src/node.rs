@@ -44,6 +44,8 @@ pub struct CoreStats {
     pub write_requests: Cell<u64>,
     pub write_ok: Cell<u64>,
     pub write_errors: Cell<u64>,
+    pub write_partial: Cell<u64>,
+    pub write_timeouts: Cell<u64>,
     pub write_rejected_busy: Cell<u64>,
     pub points_written: Cell<u64>,
     pub points_dropped: Cell<u64>,

@@ -81,6 +81,36 @@ fn check_placement(rf: u32, cores: usize) {
             "node {node} owns nothing"
         );
     }
+    // `shardcore cluster show` prints the same owners, per shard of every group.
+    let out = std::process::Command::new(common::BIN)
+        .args(["cluster", "show", "--config"])
+        .arg(&cluster.configs[0])
+        .arg("--data-dir")
+        .arg(cluster.dirs[0].path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let shards_per_group = if rf == 2 { 3 } else { 1 };
+    assert_eq!(rows.len(), 4 * shards_per_group, "{text}");
+    let membership = Membership::new(vec![1, 2, 3]);
+    for row in rows {
+        let start: i64 = row[3].parse().unwrap();
+        let group = placement::place_group(&db, "autogen", start, HOUR_NS, rf, &membership);
+        let index: usize = row[5].parse().unwrap();
+        let owners: Vec<String> = group.shards[index]
+            .owners
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        assert_eq!(row[6], owners.join(","), "{text}");
+        assert_eq!(row[0], group.shards[index].id.to_string());
+    }
 }
 
 #[test]

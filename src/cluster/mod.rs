@@ -38,3 +38,64 @@ pub fn membership(config: &Config) -> Membership {
     }
     Membership::new(nodes)
 }
+
+/// One shard of the cluster's placement, as `shardcore cluster show` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardRow {
+    pub id: u64,
+    pub database: String,
+    pub retention_policy: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub index: u32,
+    pub owners: Vec<NodeId>,
+}
+
+/// Every shard of every group this node holds data for, with owners computed from the
+/// configured membership and the policy's replication factor.
+pub fn describe(config: &Config) -> Result<Vec<ShardRow>, String> {
+    let meta = crate::meta::MetaStore::open(&config.data_dir, config.cluster.node_id)
+        .map_err(|e| e.to_string())?
+        .snapshot();
+    let membership = membership(config);
+    let mut groups = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(config.data_dir.join("shards")) {
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path().join("shard.json")) else {
+                continue;
+            };
+            if let Ok(m) = serde_json::from_slice::<crate::tsdb::shard::ShardMeta>(&bytes) {
+                groups.insert((m.database, m.retention_policy, m.start_ns));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (db, rp, start) in groups {
+        let Some(policy) = meta
+            .database(&db)
+            .and_then(|d| d.retention_policies.get(&rp))
+        else {
+            continue;
+        };
+        let group = crate::placement::place_group(
+            &db,
+            &rp,
+            start,
+            policy.shard_group_duration_ns,
+            policy.replication,
+            &membership,
+        );
+        for shard in group.shards {
+            rows.push(ShardRow {
+                id: shard.id,
+                database: db.clone(),
+                retention_policy: rp.clone(),
+                start_ns: group.start_ns,
+                end_ns: group.end_ns,
+                index: shard.index,
+                owners: shard.owners,
+            });
+        }
+    }
+    Ok(rows)
+}

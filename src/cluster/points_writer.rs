@@ -518,6 +518,44 @@ mod tests {
     use crate::meta::MetaStore;
 
     #[test]
+    fn forwarded_lines_are_slices_of_the_request_body() {
+        let text = "a v=1 1\nb v=2 2\nc v=3 3\nd v=4 4\n";
+        let parsed = Arc::new(lineproto::parse(
+            Bytes::from(text),
+            Precision::Nanosecond,
+            0,
+        ));
+        let body_range = parsed.body.as_ptr_range();
+        let batch = |points: Vec<u32>| ShardBatch {
+            shard: ShardMeta {
+                id: 1,
+                database: "db".into(),
+                retention_policy: "autogen".into(),
+                start_ns: 0,
+                end_ns: 10,
+            },
+            body: parsed.clone(),
+            points,
+            precision: Precision::Nanosecond,
+            default_time_ns: 0,
+        };
+        // Adjacent lines: one slice, pointing into the body (no copy at all).
+        let remote = remote_batch(&batch(vec![0, 1, 2, 3]));
+        assert_eq!(remote.lines.len(), 1);
+        assert_eq!(&remote.lines[0][..], &text.as_bytes()[..text.len() - 1]);
+        assert!(body_range.contains(&remote.lines[0].as_ptr()));
+        // A gap (a point of another shard) splits the run; still no copy.
+        let remote = remote_batch(&batch(vec![0, 2, 3]));
+        assert_eq!(remote.lines.len(), 2);
+        assert_eq!(&remote.lines[0][..], b"a v=1 1");
+        assert_eq!(&remote.lines[1][..], b"c v=3 3\nd v=4 4");
+        assert!(remote
+            .lines
+            .iter()
+            .all(|l| body_range.contains(&l.as_ptr())));
+    }
+
+    #[test]
     fn groups_points_by_shard_and_drops_beyond_retention() {
         let dir = tempfile::tempdir().unwrap();
         let store = MetaStore::open(dir.path(), 1).unwrap();

@@ -89,6 +89,8 @@ pub struct ShardWriter {
     pools: RefCell<HashMap<(NodeId, usize), Rc<Pool>>>,
     next_request_id: Cell<u64>,
     stats: Cell<ShardWriterStats>,
+    /// Round trip of answered remote requests, µs (1 µs .. 60 s, 3 significant digits).
+    rtt: RefCell<hdrhistogram::Histogram<u64>>,
 }
 
 async fn with_timeout<T>(after: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
@@ -117,11 +119,26 @@ impl ShardWriter {
             pools: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             stats: Cell::new(ShardWriterStats::default()),
+            rtt: RefCell::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .expect("valid histogram bounds"),
+            ),
         }
     }
 
     pub fn stats(&self) -> ShardWriterStats {
         self.stats.get()
+    }
+
+    /// Remote request round trips on this core: count, p50, p99, max (µs).
+    pub fn rtt_summary(&self) -> serde_json::Value {
+        let h = self.rtt.borrow();
+        serde_json::json!({
+            "count": h.len(),
+            "p50": h.value_at_quantile(0.5),
+            "p99": h.value_at_quantile(0.99),
+            "max": h.max(),
+        })
     }
 
     fn count(&self, f: impl FnOnce(&mut ShardWriterStats)) {
@@ -243,6 +260,7 @@ impl ShardWriter {
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let started = std::time::Instant::now();
         let answer = with_timeout(timeout, async {
             conn.send(request_id, message).await?;
             loop {
@@ -260,6 +278,8 @@ impl ShardWriter {
         match answer {
             Some(Ok(response)) => {
                 pool.idle.borrow_mut().push(conn);
+                let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+                let _ = self.rtt.borrow_mut().record(micros);
                 Ok(response)
             }
             Some(Err(source)) => {

@@ -418,6 +418,14 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             CoreStats::add(&ctx.stats.write_errors, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
+        Err(e @ WriteError::Timeout { .. }) => {
+            CoreStats::add(&ctx.stats.write_timeouts, 1);
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+        Err(e @ WriteError::PartialWrite { .. }) => {
+            CoreStats::add(&ctx.stats.write_partial, 1);
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
         Err(e) => {
             CoreStats::add(&ctx.stats.write_errors, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
@@ -606,6 +614,8 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                 "req": s.write_requests.get(),
                 "writeOk": s.write_ok.get(),
                 "writeError": s.write_errors.get(),
+                "writePartial": s.write_partial.get(),
+                "writeTimeout": s.write_timeouts.get(),
                 "writeBusy": s.write_rejected_busy.get(),
                 "pointReq": s.points_written.get(),
                 "pointsDropped": s.points_dropped.get(),
@@ -624,6 +634,7 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                         "writeFailures": w.failures,
                         "poolWaits": w.pool_waits,
                         "dials": w.dials,
+                        "rttMicros": c.shard_writer.rtt_summary(),
                     })
                 }),
             },
