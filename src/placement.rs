@@ -249,6 +249,36 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// For any node list and rf: every shard has rf distinct owners from the list, and
+        /// every node owns exactly shards*rf/nodes shards of each group.
+        #[test]
+        fn prop_every_shard_has_rf_distinct_owners_and_every_node_owns_shards(
+            nodes in proptest::collection::btree_set(1u64..1000, 1..12),
+            rf in 1u32..6,
+            start_hours in -100_000i64..100_000,
+        ) {
+            let membership = Membership::new(nodes.iter().copied().collect());
+            let start = start_hours * HOUR;
+            let group = place_group("db", "rp", start, HOUR, rf, &membership);
+            let n = nodes.len();
+            let rf = effective_replication(rf, n);
+            for shard in &group.shards {
+                let distinct: std::collections::BTreeSet<_> = shard.owners.iter().collect();
+                proptest::prop_assert_eq!(shard.owners.len(), rf);
+                proptest::prop_assert_eq!(distinct.len(), rf);
+                proptest::prop_assert!(shard.owners.iter().all(|o| nodes.contains(o)));
+            }
+            for node in &nodes {
+                let owned = group.shards.iter().filter(|s| s.owners.contains(node)).count();
+                proptest::prop_assert_eq!(owned, group.shards.len() * rf / n);
+                proptest::prop_assert!(owned > 0);
+            }
+            // Same inputs, same answer (nothing but the inputs decides).
+            proptest::prop_assert_eq!(&group, &place_group("db", "rp", start, HOUR, rf as u32, &membership));
+        }
+    }
+
     #[test]
     fn series_to_shard_index_is_modulo() {
         assert_eq!(shard_index(10, 3), 1);

@@ -65,6 +65,23 @@ fn check_placement(rf: u32, cores: usize) {
         );
         assert_eq!(r.status, 204, "node {}: {}", writer + 1, r.text());
     }
+    // A second database with one replica, written through every node too.
+    cluster.query_all("CREATE DATABASE single WITH REPLICATION 1 SHARD DURATION 1h");
+    for writer in 0..3 {
+        let r = cluster
+            .node(writer)
+            .write("db=single", lines(writer, 10, 2).as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let single = holders(&cluster, "single");
+    assert_eq!(single.len(), 3 * 10 * 2);
+    for ((series, ts), nodes) in &single {
+        assert_eq!(
+            nodes,
+            &expected_owners("single", 1, series, *ts),
+            "{series} at {ts}"
+        );
+    }
     let held = holders(&cluster, &db);
     assert_eq!(held.len(), 3 * 20 * 4, "every point stored somewhere");
     for ((series, ts), nodes) in &held {
@@ -94,7 +111,8 @@ fn check_placement(rf: u32, cores: usize) {
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(1)
-        .map(|l| l.split('\t').collect())
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|r| r[1] == db)
         .collect();
     let shards_per_group = if rf == 2 { 3 } else { 1 };
     assert_eq!(rows.len(), 4 * shards_per_group, "{text}");
