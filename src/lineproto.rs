@@ -337,6 +337,7 @@ pub fn parse(body: Bytes, precision: Precision, default_time_ns: i64) -> ParsedB
     }
     let mut pos = 0usize;
     let mut line_number = 0u32;
+    let mut order = TagOrder::default();
     while pos < buf.len() {
         line_number += 1;
         let (end, spans_lines) = scan_line_end(buf, pos);
@@ -362,6 +363,7 @@ pub fn parse(body: Bytes, precision: Precision, default_time_ns: i64) -> ParsedB
                 precision,
                 default_time_ns,
                 line_number,
+                &mut order,
             ) {
                 Ok(point) => out.points.push(point),
                 Err(reason) => {
@@ -476,6 +478,7 @@ fn parse_line(
     precision: Precision,
     default_time_ns: i64,
     line_number: u32,
+    order: &mut TagOrder,
 ) -> Result<PointRef, Reason> {
     let mut needs_canonical = false;
     // Measurement.
@@ -548,9 +551,12 @@ fn parse_line(
         let key = |t: &TagRef| &buf[t.key.start as usize..t.key.end as usize];
         if needs_canonical {
             tags.sort_by(|a, b| unescape_cmp(key(a), key(b)));
+        } else if order.reorder(buf, tags) {
+            // Same keys in the same written order as the previous line: already checked
+            // for duplicates then.
         } else {
             // No escapes anywhere in the key: raw bytes order as unescaped ones.
-            tags.sort_unstable_by(|a, b| raw_key_cmp(key(a), key(b)));
+            order.sort(buf, tags);
         }
         for w in tags.windows(2) {
             if buf[w[0].key.start as usize..w[0].key.end as usize]
@@ -659,6 +665,77 @@ fn parse_line(
         series_key,
         key_hash,
     })
+}
+
+/// The sorted order of the previous line's tag keys. Consecutive lines usually carry the
+/// same tag keys in the same written order (TSBS writes them unsorted), so the
+/// permutation is reused instead of sorting each line again.
+#[derive(Default)]
+struct TagOrder {
+    /// The previous unsorted line's keys, in written order (spans into the same body).
+    keys: Vec<Span>,
+    /// Sorted position -> written index.
+    perm: Vec<usize>,
+    scratch: Vec<TagRef>,
+}
+
+impl TagOrder {
+    /// Puts `tags` in sorted order with the cached permutation if their keys match the
+    /// previous line's; returns false (leaving `tags` alone) otherwise.
+    fn reorder(&mut self, buf: &[u8], tags: &mut [TagRef]) -> bool {
+        if self.keys.len() != tags.len()
+            || !tags.iter().zip(&self.keys).all(|(t, k)| {
+                short_eq(
+                    &buf[t.key.start as usize..t.key.end as usize],
+                    &buf[k.start as usize..k.end as usize],
+                )
+            })
+        {
+            return false;
+        }
+        self.scratch.clear();
+        self.scratch
+            .extend(self.perm.iter().map(|&p| tags[p].clone()));
+        tags.clone_from_slice(&self.scratch);
+        true
+    }
+
+    /// Sorts `tags` by raw key bytes and remembers the permutation.
+    fn sort(&mut self, buf: &[u8], tags: &mut [TagRef]) {
+        let key = |t: &TagRef| &buf[t.key.start as usize..t.key.end as usize];
+        self.keys.clear();
+        self.keys.extend(tags.iter().map(|t| t.key.clone()));
+        self.perm.clear();
+        self.perm.extend(0..tags.len());
+        self.perm
+            .sort_unstable_by(|&a, &b| raw_key_cmp(key(&tags[a]), key(&tags[b])));
+        self.scratch.clear();
+        self.scratch
+            .extend(self.perm.iter().map(|&p| tags[p].clone()));
+        tags.clone_from_slice(&self.scratch);
+    }
+}
+
+/// Equality for short names without a libc `memcmp` call (its call overhead showed in
+/// profiles of the parse and apply paths, where names are 2–20 bytes).
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_ne_bytes(x.try_into().expect("8"))
+            != u64::from_ne_bytes(y.try_into().expect("8"))
+        {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .all(|(x, y)| x == y)
 }
 
 /// Byte-wise order of two tag keys, comparing an 8-byte prefix as one integer first:

@@ -191,33 +191,14 @@ impl Column {
 #[inline]
 fn column_index(series: &Series, key: &[u8], hint: usize) -> Option<usize> {
     if let Some(c) = series.columns.get(hint) {
-        if short_eq(&c.name, key) {
+        if lineproto::short_eq(&c.name, key) {
             return Some(hint);
         }
     }
-    series.columns.iter().position(|c| short_eq(&c.name, key))
-}
-
-/// Equality for short names (field keys) without a libc `memcmp` call: on the apply
-/// path it runs ~10 times a point, and the call overhead was ~10% of the owning core.
-#[inline]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        if u64::from_ne_bytes(x.try_into().expect("8"))
-            != u64::from_ne_bytes(y.try_into().expect("8"))
-        {
-            return false;
-        }
-    }
-    ca.remainder()
+    series
+        .columns
         .iter()
-        .zip(cb.remainder())
-        .all(|(x, y)| x == y)
+        .position(|c| lineproto::short_eq(&c.name, key))
 }
 
 /// Copies the lines of `points` into a WAL record, '\n'-terminated, coalescing lines
