@@ -358,8 +358,7 @@ pub fn parse(body: Bytes, precision: Precision, default_time_ns: i64) -> ParsedB
             match parse_line(
                 &mut out,
                 buf,
-                start,
-                line_end,
+                (start, line_end),
                 precision,
                 default_time_ns,
                 line_number,
@@ -473,8 +472,7 @@ fn scan_until(buf: &[u8], mut i: usize, end: usize, stops: &[u8], escaped: &mut 
 fn parse_line(
     out: &mut ParsedBody,
     buf: &[u8],
-    start: usize,
-    end: usize,
+    (start, end): (usize, usize),
     precision: Precision,
     default_time_ns: i64,
     line_number: u32,
