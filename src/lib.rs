@@ -14,6 +14,7 @@
 //! - [`http`]: the InfluxDB-compatible HTTP API (`/write`, `/query`, `/ping`, ...).
 //! - [`lineproto`]: the zero-copy line-protocol parser.
 //! - [`cluster`]: PointsWriter (points -> shards -> owners) and the mesh messages.
+//! - [`hh`]: hinted handoff: durable per-(destination node, core) queues of missed writes.
 //! - [`placement`]: the single function that decides shard groups, shards and owners.
 //! - [`meta`]: databases and retention policies, persisted and shared as snapshots.
 //! - [`tsdb`]: per-shard WAL, cache and index, owned by one core.
@@ -22,6 +23,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod hh;
 pub mod http;
 pub mod inspect;
 pub mod lineproto;
