@@ -37,6 +37,34 @@ pub struct Config {
     pub storage: StorageConfig,
     pub runtime: RuntimeConfig,
     pub cluster: ClusterConfig,
+    pub hinted_handoff: HintedHandoffConfig,
+}
+
+/// `[hinted-handoff]`: queues of writes a remote owner could not take (issue 4).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HintedHandoffConfig {
+    pub max_size_bytes: u64,
+    pub max_age_seconds: u64,
+    pub segment_size_bytes: u64,
+    pub retry_interval_ms: u64,
+    pub retry_max_interval_ms: u64,
+    pub retry_rate_limit_bytes_per_second: u64,
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for HintedHandoffConfig {
+    fn default() -> Self {
+        HintedHandoffConfig {
+            max_size_bytes: 10 << 30,
+            max_age_seconds: 168 * 3600,
+            segment_size_bytes: 10 << 20,
+            retry_interval_ms: 1_000,
+            retry_max_interval_ms: 10_000,
+            retry_rate_limit_bytes_per_second: 50_000_000,
+            purge_interval_seconds: 60,
+        }
+    }
 }
 
 /// `[cluster]`: this node's identity and its peers. With no peers the node is a
@@ -170,6 +198,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             runtime: RuntimeConfig::default(),
             cluster: ClusterConfig::default(),
+            hinted_handoff: HintedHandoffConfig::default(),
         }
     }
 }
@@ -311,6 +340,29 @@ max-frame-bytes = 67108864
 # How often core 0 exchanges databases and retention policies with every peer (also
 # at start-up and after each DDL), so a node that was down converges.
 meta-sync-interval-ms = 10000
+
+[hinted-handoff]
+# Queued bytes per destination node (per core); past it a write for that node fails
+# and the consistency level decides the client's answer.
+max-size-bytes = 10737418240
+
+# Records older than this are dropped (and counted).
+max-age-seconds = 604800
+
+# Size of each preallocated, mmapped queue segment file.
+segment-size-bytes = 10485760
+
+# Replay back-off after a failure: from this...
+retry-interval-ms = 1000
+
+# ...doubling up to this.
+retry-max-interval-ms = 10000
+
+# Replay speed cap per queue, so a returning node keeps serving live writes. 0 = none.
+retry-rate-limit-bytes-per-second = 50000000
+
+# How often old records are purged.
+purge-interval-seconds = 60
 "#;
 
 impl Config {
@@ -412,6 +464,15 @@ impl Config {
         }
         if self.cluster.pool_max_connections == 0 {
             return invalid("cluster.pool-max-connections", "must be greater than 0");
+        }
+        if self.hinted_handoff.segment_size_bytes < 4096 {
+            return invalid("hinted-handoff.segment-size-bytes", "must be at least 4096");
+        }
+        if self.hinted_handoff.max_size_bytes == 0 {
+            return invalid("hinted-handoff.max-size-bytes", "must be greater than 0");
+        }
+        if self.hinted_handoff.retry_interval_ms == 0 {
+            return invalid("hinted-handoff.retry-interval-ms", "must be greater than 0");
         }
         if self.cluster.meta_sync_interval_ms == 0 {
             return invalid("cluster.meta-sync-interval-ms", "must be greater than 0");

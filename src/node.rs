@@ -84,6 +84,8 @@ pub struct CoreContext {
     pub membership: Membership,
     /// The remote half, when peers are configured.
     pub cluster: Option<ClusterState>,
+    /// This core's hinted-handoff queues (with a cluster).
+    pub hinted_handoff: Option<crate::hh::processor::HintedHandoff>,
 }
 
 impl CoreContext {
@@ -222,6 +224,9 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         MeshRequest::Read { request, reply } => {
             let _ = reply.send(read_local(&ctx.store, &request));
         }
+        MeshRequest::RemoteWrite { node, batch, reply } => {
+            let _ = reply.send(crate::hh::processor::remote_write(&ctx, node, batch).await);
+        }
         MeshRequest::Connection(stream) => {
             crate::http::serve_connection(ctx, stream.into_stream());
         }
@@ -310,6 +315,18 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered shards"
     );
+    let membership = crate::cluster::membership(&config);
+    let (hinted_handoff, hh_queues) = if config.cluster.peers.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (hh, found) = crate::hh::processor::HintedHandoff::open(
+            config.data_dir.clone(),
+            core,
+            &config.hinted_handoff,
+            membership.nodes(),
+        );
+        (Some(hh), found)
+    };
     recovered.wait();
     if shutdown.is_requested() {
         return Err("start-up aborted: another core failed".into());
@@ -333,6 +350,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         node_id: config.cluster.node_id,
         membership: crate::cluster::membership(&config),
         cluster: cluster_state(&config, cores),
+        hinted_handoff,
     });
     ctx.stats
         .wal_truncated_segments
@@ -350,6 +368,9 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         tracing::info!(addr = %http_addr, cores, data_dir = %config.data_dir.display(), "HTTP API listening on {http_addr}");
     }
 
+    for node in hh_queues {
+        glommio::spawn_local(crate::hh::processor::run_processor(ctx.clone(), node)).detach();
+    }
     if core == 0 && ctx.cluster.is_some() {
         glommio::spawn_local(crate::cluster::meta_sync::sync_loop(ctx.clone())).detach();
     }

@@ -213,7 +213,13 @@ fn a_hung_owner_times_out_and_does_not_block_lower_levels() {
         .write("db=db&consistency=one", lines(2, 30, 2).as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    // The node comes back and takes writes again.
+    // The node comes back: once the hinted-handoff backlog drained, writes at `all`
+    // succeed again (before that they queue behind it, and do not count as its ack).
+    for i in 0..2 {
+        eventually("the hinted-handoff queues drain", || {
+            hh_queue_bytes(cluster.node(i)) == 0
+        });
+    }
     let r = cluster
         .node(0)
         .write("db=db&consistency=all", lines(3, 30, 2).as_bytes());
@@ -361,4 +367,93 @@ fn a_write_right_after_ddl_elsewhere_is_not_a_404() {
     let r = cluster.node(1).write("db=never-created", b"m v=1\n");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "database not found: \"never-created\"");
+}
+
+/// Queued hinted-handoff bytes on a one-core node.
+fn hh_queue_bytes(node: &common::Node) -> u64 {
+    let vars = node.request("GET", "/debug/vars", &[], b"").json();
+    vars["hintedHandoff"]
+        .as_array()
+        .map(|queues| {
+            queues
+                .iter()
+                .map(|q| q["queueBytes"].as_u64().unwrap())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+const FAST_HH: &str = "write-timeout-ms = 2000\ndial-timeout-ms = 300\n[hinted-handoff]\nretry-interval-ms = 100\nretry-max-interval-ms = 300\n";
+
+#[test]
+fn a_node_that_was_down_gets_every_missed_write_by_hinted_handoff() {
+    let mut cluster = Cluster::start(3, 1, FAST_HH);
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    // 20k points at consistency one through A and B while C is down.
+    for writer in 0..2 {
+        for chunk in 0..5 {
+            let r = cluster.node(writer).write(
+                "db=db&consistency=one",
+                lines(writer * 10 + chunk, 1000, 2).as_bytes(),
+            );
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+    }
+    // consistency=one answers before the write to C failed and was queued.
+    eventually("writes for C queued", || {
+        hh_queue_bytes(cluster.node(0)) + hh_queue_bytes(cluster.node(1)) > 0
+    });
+    cluster.start_node(2);
+    for i in 0..2 {
+        eventually("the queues drain", || hh_queue_bytes(cluster.node(i)) == 0);
+    }
+    let held = holders(&cluster, "db");
+    assert_eq!(held.len(), 2 * 5 * 1000 * 2);
+    for ((series, ts), nodes) in &held {
+        assert_eq!(
+            nodes,
+            &expected_owners("db", 2, series, *ts),
+            "{series} at {ts}"
+        );
+    }
+    // Each point once: C's dump has no duplicates (last write wins per series/time).
+    let on_c = cluster.node(2).dump("db", "");
+    let distinct: BTreeSet<_> = on_c.iter().map(|p| (p.0.clone(), p.2)).collect();
+    assert_eq!(distinct.len(), on_c.len());
+}
+
+#[test]
+fn a_replay_never_overwrites_a_newer_value_with_an_older_one() {
+    let mut cluster = Cluster::start(3, 1, FAST_HH);
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 3 SHARD DURATION 1h");
+    let point = |v: i64| format!("ord,k=a v={v} {BASE_NS}\n");
+    assert_eq!(
+        cluster
+            .node(0)
+            .write("db=db&consistency=all", point(1).as_bytes())
+            .status,
+        204
+    );
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    assert_eq!(
+        cluster
+            .node(0)
+            .write("db=db&consistency=one", point(2).as_bytes())
+            .status,
+        204
+    );
+    // consistency=one answers before the write to C failed and was queued.
+    eventually("v2 queued for C", || hh_queue_bytes(cluster.node(0)) > 0);
+    cluster.start_node(2);
+    eventually("the queue drains", || hh_queue_bytes(cluster.node(0)) == 0);
+    let on_c = cluster.node(2).dump("db", "&measurement=ord");
+    assert_eq!(on_c.len(), 1);
+    assert_eq!(
+        on_c[0].3,
+        serde_json::json!(2.0),
+        "node 3 ended with the old value"
+    );
 }

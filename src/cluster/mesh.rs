@@ -42,6 +42,12 @@ pub enum MeshRequest {
         retention_policy: Option<String>,
         reply: oneshot::Sender<usize>,
     },
+    /// A write for a remote owner, on the shard's home core (hinted handoff lives there).
+    RemoteWrite {
+        node: crate::placement::NodeId,
+        batch: crate::cluster::shard_writer::RemoteBatch,
+        reply: oneshot::Sender<crate::hh::processor::RemoteOutcome>,
+    },
     /// A client connection accepted on core 0, to be served by the receiving core.
     Connection(crate::http::HandoffStream),
 }

@@ -9,7 +9,7 @@
 //! owning core (WAL fdatasync), so an acknowledged point survives a crash.
 
 use crate::cluster::shard_writer::RemoteBatch;
-use crate::cluster::wire::WriteShardStatus;
+use crate::hh::processor::RemoteOutcome;
 use crate::lineproto::{self, LineError, ParsedBody, Precision};
 use crate::meta::MetaData;
 use crate::node::{CoreContext, CoreStats};
@@ -346,6 +346,12 @@ pub async fn write(
 /// The result of one owner's write of a batch.
 enum OwnerResult {
     Applied(ApplyOutcome),
+    /// Queued in hinted handoff: an ack only for consistency `any`.
+    Hinted {
+        node: NodeId,
+        message: String,
+        timeout: bool,
+    },
     Failed {
         node: NodeId,
         message: String,
@@ -362,7 +368,11 @@ async fn write_to_owners(
     owners: Vec<NodeId>,
     consistency: Consistency,
 ) -> Result<ApplyOutcome, WriteError> {
-    let required = consistency.required_acks(owners.len());
+    // `any`: every owner took it or its hinted handoff did.
+    let required = match consistency {
+        Consistency::Any => owners.len(),
+        _ => consistency.required_acks(owners.len()),
+    };
     // At most one message per owner: the channel's bound is the owner count.
     let (tx, mut rx) = futures_channel::mpsc::unbounded();
     let remote = owners
@@ -391,6 +401,21 @@ async fn write_to_owners(
                     .is_none_or(|a| a.rejected.len() < outcome.rejected.len())
                 {
                     applied = Some(outcome);
+                }
+            }
+            OwnerResult::Hinted {
+                node,
+                message,
+                timeout,
+            } => {
+                if consistency == Consistency::Any {
+                    acks += 1;
+                } else {
+                    failures.push((
+                        node,
+                        format!("{message} (queued for hinted handoff)"),
+                        timeout,
+                    ));
                 }
             }
             OwnerResult::Failed {
@@ -452,31 +477,52 @@ async fn write_to_owner(
             },
         };
     }
-    let (Some(cluster), Some(remote)) = (ctx.cluster.as_ref(), remote) else {
+    let Some(remote) = remote else {
         return OwnerResult::Failed {
             node: owner,
-            message: "not in this node's cluster configuration".into(),
+            message: "no remote batch".into(),
             timeout: false,
         };
     };
-    match cluster.shard_writer.write(owner, remote).await {
-        Ok(WriteShardStatus::Ok { points_written }) => OwnerResult::Applied(ApplyOutcome {
-            written: points_written as usize,
+    // Remote writes of a shard run on its home core, where its hinted-handoff queue is.
+    let home = placement::owning_core(batch.shard.id, ctx.cores);
+    let outcome = if home == ctx.core {
+        crate::hh::processor::remote_write(ctx, owner, remote.clone()).await
+    } else {
+        let batch = remote.clone();
+        match ctx
+            .mesh
+            .call(home, |reply| {
+                crate::cluster::mesh::MeshRequest::RemoteWrite {
+                    node: owner,
+                    batch,
+                    reply,
+                }
+            })
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => RemoteOutcome::Failed(e.to_string(), false),
+        }
+    };
+    match outcome {
+        RemoteOutcome::Applied(written) => OwnerResult::Applied(ApplyOutcome {
+            written,
             rejected: Vec::new(),
         }),
-        Ok(WriteShardStatus::Permanent { message }) => OwnerResult::Applied(ApplyOutcome {
+        RemoteOutcome::Rejected(message) => OwnerResult::Applied(ApplyOutcome {
             written: 0,
             rejected: vec![message],
         }),
-        Ok(WriteShardStatus::Retryable { message }) => OwnerResult::Failed {
+        RemoteOutcome::Hinted(message, timeout) => OwnerResult::Hinted {
             node: owner,
             message,
-            timeout: false,
+            timeout,
         },
-        Err(e) => OwnerResult::Failed {
+        RemoteOutcome::Failed(message, timeout) => OwnerResult::Failed {
             node: owner,
-            timeout: e.is_timeout(),
-            message: e.to_string(),
+            message,
+            timeout,
         },
     }
 }

@@ -54,7 +54,7 @@ impl ShardWriterError {
 }
 
 /// A shard batch for a remote owner: the lines are slices of the request body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RemoteBatch {
     pub shard: ShardMeta,
     pub precision: u8,

@@ -104,6 +104,7 @@
 
 pub mod dead_letter;
 pub mod position;
+pub mod processor;
 pub mod queue;
 pub mod segment;
 

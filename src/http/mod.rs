@@ -622,6 +622,10 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                 "linesUnparsed": s.lines_unparsed.get(),
             },
             "query": { "req": s.query_requests.get() },
+            "hintedHandoff": ctx
+                .hinted_handoff
+                .as_ref()
+                .map(|h| crate::hh::processor::stats_json(&h.stats())),
             "cluster": {
                 "nodeId": ctx.node_id,
                 "remoteWritesServed": s.remote_writes_served.get(),

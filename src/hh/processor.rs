@@ -1,0 +1,388 @@
+//! Hinted handoff, network half: this core's queues per destination node, the enqueue
+//! of a remote write an owner could not take, and the NodeProcessor that replays a
+//! queue to its destination.
+//!
+//! Routing: every remote write of shard S runs on S's home core here
+//! (`shard_id % cores`), so one core's queue per destination holds all of S's backlog
+//! and its order is the order this node accepted the writes.
+//!
+//! Ordering (issue 4): while a destination's queue is not empty, new writes for it go
+//! behind the backlog (and do not count as that node's ack), so a replay never
+//! overwrites a newer value with an older one.
+//!
+//! A record carries its shard's identity (database, policy, group bounds, precision,
+//! default time) in a first line-protocol comment, `#shardcore {json}`, which every
+//! parser skips: the record format stays DESIGN's `shard id | lines`.
+//!
+//! Replay: the head record goes through the ShardWriter; on success the queue advances
+//! (the NEW position is persisted), a permanent rejection goes to the dead-letter log,
+//! anything else backs off from `retry-interval-ms` to `retry-max-interval-ms`. Bytes
+//! sent per second are capped at `retry-rate-limit-bytes-per-second` so a returning
+//! node keeps serving live writes.
+
+use crate::cluster::shard_writer::RemoteBatch;
+use crate::cluster::wire::WriteShardStatus;
+use crate::config::HintedHandoffConfig;
+use crate::hh::{self, HhError, Limits, Queue, QueueStats};
+use crate::node::CoreContext;
+use crate::placement::NodeId;
+use crate::tsdb::shard::ShardMeta;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The identity a record needs to be written on its destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RecordHeader {
+    db: String,
+    rp: String,
+    start: i64,
+    end: i64,
+    precision: u8,
+    default_time: i64,
+}
+
+const HEADER_PREFIX: &[u8] = b"#shardcore ";
+
+/// This core's queues, one per destination node.
+pub struct HintedHandoff {
+    data_dir: PathBuf,
+    core: usize,
+    limits: Limits,
+    queues: RefCell<HashMap<NodeId, Rc<RefCell<Queue>>>>,
+}
+
+impl HintedHandoff {
+    pub fn limits(config: &HintedHandoffConfig) -> Limits {
+        Limits {
+            segment_size_bytes: config.segment_size_bytes,
+            max_size_bytes: config.max_size_bytes,
+            max_age: Duration::from_secs(config.max_age_seconds),
+            ..Limits::default()
+        }
+    }
+
+    /// Opens this core's existing queues (start-up, blocking) and purges the queues of
+    /// destinations no longer in the cluster. Returns the handle and the destinations
+    /// with a queue, whose processors the caller starts.
+    pub fn open(
+        data_dir: PathBuf,
+        core: usize,
+        config: &HintedHandoffConfig,
+        members: &[NodeId],
+    ) -> (HintedHandoff, Vec<NodeId>) {
+        let hh = HintedHandoff {
+            data_dir,
+            core,
+            limits: Self::limits(config),
+            queues: RefCell::new(HashMap::new()),
+        };
+        let mut found = Vec::new();
+        for (node, queue_core, dir) in hh::list_queue_dirs(&hh.data_dir).unwrap_or_default() {
+            if !members.contains(&node) {
+                if queue_core == core {
+                    let gone = hh::destination_dir(&hh.data_dir, node);
+                    match hh::purge_destination(&gone) {
+                        Ok(p) => tracing::warn!(
+                            node,
+                            ?p,
+                            "purged the hinted-handoff queues of a node no longer in the cluster"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(node, error = %e, "cannot purge a removed node's queues")
+                        }
+                    }
+                }
+                continue;
+            }
+            if queue_core != core {
+                continue;
+            }
+            match Queue::open(&dir, hh.limits) {
+                Ok((queue, report)) => {
+                    tracing::info!(node, core, ?report, "hinted-handoff queue opened");
+                    hh.queues
+                        .borrow_mut()
+                        .insert(node, Rc::new(RefCell::new(queue)));
+                    found.push(node);
+                }
+                Err(e) => {
+                    tracing::error!(node, core, error = %e, "cannot open a hinted-handoff queue")
+                }
+            }
+        }
+        (hh, found)
+    }
+
+    /// Whether writes for `node` must go behind a backlog.
+    pub fn has_backlog(&self, node: NodeId) -> bool {
+        self.queues
+            .borrow()
+            .get(&node)
+            .is_some_and(|q| !q.borrow().is_empty())
+    }
+
+    /// The queue for `node`, opened on first use; `true` when it was just created (its
+    /// processor must be started).
+    fn queue(&self, node: NodeId) -> Result<(Rc<RefCell<Queue>>, bool), HhError> {
+        if let Some(q) = self.queues.borrow().get(&node) {
+            return Ok((q.clone(), false));
+        }
+        let dir = hh::queue_dir(&self.data_dir, node, self.core);
+        let (queue, _) = Queue::open(&dir, self.limits)?;
+        let queue = Rc::new(RefCell::new(queue));
+        self.queues.borrow_mut().insert(node, queue.clone());
+        Ok((queue, true))
+    }
+
+    /// Appends a batch for `node` and makes it durable. Returns whether a processor must
+    /// be started for a new queue.
+    pub fn enqueue(&self, node: NodeId, batch: &RemoteBatch) -> Result<bool, HhError> {
+        let (queue, created) = self.queue(node)?;
+        let header = RecordHeader {
+            db: batch.shard.database.clone(),
+            rp: batch.shard.retention_policy.clone(),
+            start: batch.shard.start_ns,
+            end: batch.shard.end_ns,
+            precision: batch.precision,
+            default_time: batch.default_time_ns,
+        };
+        let mut first = HEADER_PREFIX.to_vec();
+        first.extend_from_slice(&serde_json::to_vec(&header).expect("header serialises"));
+        first.push(b'\n');
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.lines.len() * 2 + 1);
+        parts.push(&first);
+        for line in &batch.lines {
+            parts.push(line);
+            parts.push(b"\n");
+        }
+        let mut q = queue.borrow_mut();
+        q.append(batch.shard.id, &parts)?;
+        q.flush()?;
+        Ok(created)
+    }
+
+    /// Per destination: its queue's counters.
+    pub fn stats(&self) -> Vec<(NodeId, QueueStats)> {
+        let mut v: Vec<_> = self
+            .queues
+            .borrow()
+            .iter()
+            .map(|(n, q)| (*n, q.borrow().stats()))
+            .collect();
+        v.sort_by_key(|(n, _)| *n);
+        v
+    }
+
+    fn queue_of(&self, node: NodeId) -> Option<Rc<RefCell<Queue>>> {
+        self.queues.borrow().get(&node).cloned()
+    }
+}
+
+/// Rebuilds the remote batch of a record.
+fn batch_of(record: &hh::Record) -> Result<RemoteBatch, String> {
+    let lines = &record.lines;
+    let end = memchr::memchr(b'\n', lines).ok_or("record without a header line")?;
+    let header: RecordHeader = lines[..end]
+        .strip_prefix(HEADER_PREFIX)
+        .ok_or("record without a #shardcore header")
+        .and_then(|json| serde_json::from_slice(json).map_err(|_| "bad record header"))?;
+    Ok(RemoteBatch {
+        shard: ShardMeta {
+            id: record.shard_id,
+            database: header.db,
+            retention_policy: header.rp,
+            start_ns: header.start,
+            end_ns: header.end,
+        },
+        precision: header.precision,
+        default_time_ns: header.default_time,
+        // The header is a comment: the destination's parser skips it.
+        lines: vec![lines.clone()],
+    })
+}
+
+/// Replays `node`'s queue on this core until shutdown.
+pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
+    let config = ctx.config.hinted_handoff.clone();
+    let min_backoff = Duration::from_millis(config.retry_interval_ms);
+    let max_backoff = Duration::from_millis(config.retry_max_interval_ms).max(min_backoff);
+    let purge_every = Duration::from_secs(config.purge_interval_seconds.max(1));
+    let mut backoff = min_backoff;
+    let mut last_purge = Instant::now();
+    let (Some(cluster), Some(hh)) = (ctx.cluster.as_ref(), ctx.hinted_handoff.as_ref()) else {
+        return;
+    };
+    let Some(queue) = hh.queue_of(node) else {
+        return;
+    };
+    while !ctx.shutdown.is_requested() {
+        if last_purge.elapsed() >= purge_every {
+            last_purge = Instant::now();
+            if let Err(e) = queue.borrow_mut().purge_expired() {
+                tracing::warn!(node, error = %e, "hinted-handoff purge failed");
+            }
+        }
+        let head = queue.borrow_mut().head();
+        let record = match head {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                backoff = min_backoff;
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(node, error = %e, "hinted-handoff queue unreadable; retrying");
+                glommio::timer::sleep(backoff).await;
+                continue;
+            }
+        };
+        let batch = match batch_of(&record) {
+            Ok(b) => b,
+            Err(reason) => {
+                let _ = queue.borrow_mut().dead_letter(&record, &reason);
+                continue;
+            }
+        };
+        let started = Instant::now();
+        match cluster.shard_writer.write(node, &batch).await {
+            Ok(WriteShardStatus::Ok { .. }) => {
+                let advanced = queue.borrow_mut().advance_to(record.next_position());
+                if let Err(e) = advanced {
+                    tracing::error!(node, error = %e, "cannot persist the hinted-handoff position");
+                    glommio::timer::sleep(backoff).await;
+                    continue;
+                }
+                backoff = min_backoff;
+                rate_limit(
+                    record.lines.len() as u64,
+                    started,
+                    config.retry_rate_limit_bytes_per_second,
+                )
+                .await;
+            }
+            Ok(WriteShardStatus::Permanent { message }) => {
+                let moved = queue.borrow_mut().dead_letter(&record, &message);
+                if let Err(e) = moved {
+                    tracing::error!(node, error = %e, "cannot dead-letter a hinted-handoff record");
+                    glommio::timer::sleep(backoff).await;
+                }
+            }
+            Ok(WriteShardStatus::Retryable { message }) => {
+                tracing::debug!(node, %message, "hinted-handoff replay deferred");
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+            Err(e) => {
+                tracing::debug!(node, error = %e, "hinted-handoff destination not reachable");
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Sleeps so that `bytes` sent since `started` stay within `limit` bytes/s (0 = none).
+async fn rate_limit(bytes: u64, started: Instant, limit: u64) {
+    if limit == 0 {
+        return;
+    }
+    let budget = Duration::from_secs_f64(bytes as f64 / limit as f64);
+    if let Some(rest) = budget.checked_sub(started.elapsed()) {
+        glommio::timer::sleep(rest).await;
+    }
+}
+
+/// A remote write on the shard's home core: behind the backlog if there is one, else
+/// direct, queued when the owner cannot take it now.
+pub async fn remote_write(
+    ctx: &Rc<CoreContext>,
+    node: NodeId,
+    batch: RemoteBatch,
+) -> RemoteOutcome {
+    let Some(cluster) = ctx.cluster.as_ref() else {
+        return RemoteOutcome::Failed("not in this node's cluster configuration".into(), false);
+    };
+    let hh = ctx.hinted_handoff.as_ref();
+    if hh.is_some_and(|h| h.has_backlog(node)) {
+        return enqueue(
+            ctx,
+            node,
+            &batch,
+            "behind the hinted-handoff backlog".into(),
+            false,
+        );
+    }
+    match cluster.shard_writer.write(node, &batch).await {
+        Ok(WriteShardStatus::Ok { points_written }) => {
+            RemoteOutcome::Applied(points_written as usize)
+        }
+        Ok(WriteShardStatus::Permanent { message }) => RemoteOutcome::Rejected(message),
+        Ok(WriteShardStatus::Retryable { message }) => enqueue(ctx, node, &batch, message, false),
+        Err(e) => {
+            let timeout = e.is_timeout();
+            enqueue(ctx, node, &batch, e.to_string(), timeout)
+        }
+    }
+}
+
+fn enqueue(
+    ctx: &Rc<CoreContext>,
+    node: NodeId,
+    batch: &RemoteBatch,
+    why: String,
+    timeout: bool,
+) -> RemoteOutcome {
+    let Some(hh) = ctx.hinted_handoff.as_ref() else {
+        return RemoteOutcome::Failed(why, timeout);
+    };
+    match hh.enqueue(node, batch) {
+        Ok(created) => {
+            if created {
+                glommio::spawn_local(run_processor(ctx.clone(), node)).detach();
+            }
+            RemoteOutcome::Hinted(why, timeout)
+        }
+        Err(e) => RemoteOutcome::Failed(format!("{why}; hinted handoff refused it: {e}"), timeout),
+    }
+}
+
+/// What became of a remote write.
+#[derive(Debug)]
+pub enum RemoteOutcome {
+    /// The owner applied it (points written).
+    Applied(usize),
+    /// The owner refused it for good (e.g. a field type conflict).
+    Rejected(String),
+    /// Queued in hinted handoff (why it was not written directly; whether a timeout).
+    Hinted(String, bool),
+    /// Neither written nor queued.
+    Failed(String, bool),
+}
+
+/// Bytes of a record's stats worth showing in /debug/vars.
+pub fn stats_json(stats: &[(NodeId, QueueStats)]) -> serde_json::Value {
+    let now = hh::now_ns();
+    serde_json::Value::Array(
+        stats
+            .iter()
+            .map(|(node, s)| {
+                serde_json::json!({
+                    "node": node,
+                    "queueBytes": s.queued_bytes,
+                    "queueRecords": s.queued_records,
+                    "oldestAgeSeconds": s.oldest_age_at(now).map(|d| d.as_secs_f64()),
+                    "delivered": s.delivered_records,
+                    "deliveredBytes": s.delivered_bytes,
+                    "deadLettered": s.dead_lettered_records,
+                    "purged": s.purged_records,
+                    "fullRejections": s.full_rejections,
+                    "failed": s.failed,
+                })
+            })
+            .collect(),
+    )
+}
