@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Hinted handoff of a running node.
+    Hh {
+        #[command(subcommand)]
+        command: HhCommand,
+    },
     /// Read a (stopped) node's data directory: shards and their counts, or points.
     Inspect {
         /// Data directory to read.
@@ -67,6 +72,17 @@ enum ClusterCommand {
         /// Data directory (overrides `data-dir`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HhCommand {
+    /// Queues per destination: bytes, records, oldest age, delivered, dead-lettered,
+    /// purged (from the node's /debug/vars).
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8086")]
+        host: String,
     },
 }
 
@@ -163,6 +179,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Hh {
+            command: HhCommand::Status { host },
+        } => match hh_status(&host) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shardcore: cannot read hinted-handoff status from {host}: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Inspect {
             data_dir,
             db,
@@ -225,4 +250,63 @@ fn inspect(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Prints the hinted-handoff queues of the node at `host` (one core's view per request;
+/// asks until every core answered or 20 tries).
+fn hh_status(host: &str) -> Result<(), String> {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut cores = usize::MAX;
+    for _ in 0..20 {
+        let vars = get_json(host, "/debug/vars")?;
+        cores = vars["cores"].as_u64().unwrap_or(1) as usize;
+        let core = vars["core"].as_u64().unwrap_or(0);
+        seen.insert(core, vars);
+        if seen.len() >= cores {
+            break;
+        }
+    }
+    println!("core\tnode\tqueue_bytes\trecords\toldest_age_s\tdelivered\tdead_lettered\tpurged\tfull_rejections");
+    for (core, vars) in &seen {
+        for q in vars["hintedHandoff"].as_array().into_iter().flatten() {
+            println!(
+                "{core}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                q["node"],
+                q["queueBytes"],
+                q["queueRecords"],
+                q["oldestAgeSeconds"]
+                    .as_f64()
+                    .map_or("-".to_string(), |a| format!("{a:.1}")),
+                q["delivered"],
+                q["deadLettered"],
+                q["purged"],
+                q["fullRejections"]
+            );
+        }
+    }
+    if seen.len() < cores {
+        eprintln!("(only {} of {cores} cores answered)", seen.len());
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET of a JSON document.
+fn get_json(host: &str, path: &str) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed HTTP answer")?;
+    serde_json::from_slice(&raw[body_at + 4..]).map_err(|e| e.to_string())
 }

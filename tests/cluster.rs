@@ -405,6 +405,22 @@ fn a_node_that_was_down_gets_every_missed_write_by_hinted_handoff() {
     eventually("writes for C queued", || {
         hh_queue_bytes(cluster.node(0)) + hh_queue_bytes(cluster.node(1)) > 0
     });
+    // `shardcore hh status` shows node 3's queue on both nodes.
+    for i in 0..2 {
+        let out = std::process::Command::new(common::BIN)
+            .args(["hh", "status", "--host", &cluster.node(i).addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row: Vec<&str> = text
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some("3"))
+            .unwrap_or_else(|| panic!("no queue for node 3:\n{text}"))
+            .split('\t')
+            .collect();
+        assert!(row[2].parse::<u64>().unwrap() > 0, "{text}");
+    }
     cluster.start_node(2);
     for i in 0..2 {
         eventually("the queues drain", || hh_queue_bytes(cluster.node(i)) == 0);
@@ -456,4 +472,99 @@ fn a_replay_never_overwrites_a_newer_value_with_an_older_one() {
         serde_json::json!(2.0),
         "node 3 ended with the old value"
     );
+}
+
+/// (queued bytes, delivered records) of a one-core node's queues.
+fn hh_progress(node: &common::Node) -> (u64, u64) {
+    let vars = node.request("GET", "/debug/vars", &[], b"").json();
+    let queues = vars["hintedHandoff"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (
+        queues
+            .iter()
+            .map(|q| q["queueBytes"].as_u64().unwrap())
+            .sum(),
+        queues
+            .iter()
+            .map(|q| q["delivered"].as_u64().unwrap())
+            .sum(),
+    )
+}
+
+#[test]
+fn sigkill_during_replay_loses_and_skips_nothing() {
+    // A slow replay (64 KiB/s) so node 1 can be killed in the middle of it.
+    let slow = format!("{FAST_HH}retry-rate-limit-bytes-per-second = 65536\n");
+    let mut cluster = Cluster::start(3, 1, &slow);
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    for chunk in 0..12 {
+        let r = cluster
+            .node(0)
+            .write("db=db&consistency=one", lines(chunk, 200, 1).as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    eventually("writes for node 3 queued", || {
+        hh_progress(cluster.node(0)).0 > 0
+    });
+    cluster.start_node(2);
+    eventually("replay under way", || {
+        let (queued, delivered) = hh_progress(cluster.node(0));
+        delivered > 0 && queued > 0
+    });
+    cluster.node_mut(0).kill();
+    cluster.start_node(0);
+    eventually("the queue drains after the restart", || {
+        hh_progress(cluster.node(0)).0 == 0
+    });
+    let held = holders(&cluster, "db");
+    assert_eq!(held.len(), 12 * 200);
+    for ((series, ts), nodes) in &held {
+        assert_eq!(
+            nodes,
+            &expected_owners("db", 2, series, *ts),
+            "{series} at {ts}"
+        );
+    }
+    let on_c = cluster.node(2).dump("db", "");
+    let distinct: BTreeSet<_> = on_c.iter().map(|p| (p.0.clone(), p.2)).collect();
+    assert_eq!(distinct.len(), on_c.len(), "a point present twice");
+}
+
+#[test]
+fn a_full_queue_answers_by_consistency_level_and_breaks_nothing_else() {
+    let small = format!("{FAST_HH}max-size-bytes = 65536\nsegment-size-bytes = 65536\n");
+    let mut cluster = Cluster::start(3, 1, &small);
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    // Fill node 1's queue for node 3 (each batch ~20 KiB for node 3's shards).
+    let mut refused = None;
+    for chunk in 0..40 {
+        let r = cluster
+            .node(0)
+            .write("db=db&consistency=any", lines(chunk, 200, 1).as_bytes());
+        if r.status != 204 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the queue never filled");
+    assert_eq!(r.status, 500);
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.starts_with("partial write: consistency any"), "{err}");
+    assert!(err.contains("hinted handoff refused it"), "{err}");
+    // consistency one still succeeds (node 1 or 2 takes each batch), and other nodes
+    // keep serving.
+    let r = cluster
+        .node(0)
+        .write("db=db&consistency=one", lines(99, 200, 1).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = cluster
+        .node(1)
+        .write("db=db&consistency=one", lines(98, 200, 1).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
 }

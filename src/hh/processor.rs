@@ -53,6 +53,27 @@ pub struct HintedHandoff {
     core: usize,
     limits: Limits,
     queues: RefCell<HashMap<NodeId, Rc<RefCell<Queue>>>>,
+    /// Enqueue (append + msync) and replay round-trip latencies on this core, µs.
+    enqueue_micros: RefCell<hdrhistogram::Histogram<u64>>,
+    replay_micros: RefCell<hdrhistogram::Histogram<u64>>,
+}
+
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn record_micros(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
+    let micros = since.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+    let _ = h.borrow_mut().record(micros);
+}
+
+fn summary(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.5),
+        "p99": h.value_at_quantile(0.99),
+        "max": h.max(),
+    })
 }
 
 impl HintedHandoff {
@@ -79,6 +100,8 @@ impl HintedHandoff {
             core,
             limits: Self::limits(config),
             queues: RefCell::new(HashMap::new()),
+            enqueue_micros: RefCell::new(latency_histogram()),
+            replay_micros: RefCell::new(latency_histogram()),
         };
         let mut found = Vec::new();
         for (node, queue_core, dir) in hh::list_queue_dirs(&hh.data_dir).unwrap_or_default() {
@@ -141,6 +164,7 @@ impl HintedHandoff {
     /// Appends a batch for `node` and makes it durable. Returns whether a processor must
     /// be started for a new queue.
     pub fn enqueue(&self, node: NodeId, batch: &RemoteBatch) -> Result<bool, HhError> {
+        let started = Instant::now();
         let (queue, created) = self.queue(node)?;
         let header = RecordHeader {
             db: batch.shard.database.clone(),
@@ -162,6 +186,7 @@ impl HintedHandoff {
         let mut q = queue.borrow_mut();
         q.append(batch.shard.id, &parts)?;
         q.flush()?;
+        record_micros(&self.enqueue_micros, started);
         Ok(created)
     }
 
@@ -175,6 +200,14 @@ impl HintedHandoff {
             .collect();
         v.sort_by_key(|(n, _)| *n);
         v
+    }
+
+    /// Enqueue and replay latency summaries (µs).
+    pub fn latency_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "enqueueMicros": summary(&self.enqueue_micros.borrow()),
+            "replayMicros": summary(&self.replay_micros.borrow()),
+        })
     }
 
     fn queue_of(&self, node: NodeId) -> Option<Rc<RefCell<Queue>>> {
@@ -250,6 +283,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
         let started = Instant::now();
         match cluster.shard_writer.write(node, &batch).await {
             Ok(WriteShardStatus::Ok { .. }) => {
+                record_micros(&hh.replay_micros, started);
                 let advanced = queue.borrow_mut().advance_to(record.next_position());
                 if let Err(e) = advanced {
                     tracing::error!(node, error = %e, "cannot persist the hinted-handoff position");

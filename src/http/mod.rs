@@ -626,6 +626,10 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                 .hinted_handoff
                 .as_ref()
                 .map(|h| crate::hh::processor::stats_json(&h.stats())),
+            "hintedHandoffLatency": ctx
+                .hinted_handoff
+                .as_ref()
+                .map(|h| h.latency_json()),
             "cluster": {
                 "nodeId": ctx.node_id,
                 "remoteWritesServed": s.remote_writes_served.get(),
