@@ -86,6 +86,18 @@ enum HhCommand {
     },
 }
 
+/// Loads the config file (or defaults) with `--data-dir` applied; a bad file is exit 2.
+fn load_config(path: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let mut cfg = Config::load(path.as_deref()).map_err(|e| {
+        eprintln!("shardcore: {e}");
+        ExitCode::from(2)
+    })?;
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    Ok(cfg)
+}
+
 fn init_logging(filter: &str) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     use std::io::IsTerminal;
@@ -109,16 +121,10 @@ fn main() -> ExitCode {
             http_bind,
             cores,
         } => {
-            let mut cfg = match Config::load(config.as_deref()) {
+            let mut cfg = match load_config(config, data_dir) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("shardcore: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            if let Some(d) = data_dir {
-                cfg.data_dir = d;
-            }
             if let Some(b) = http_bind {
                 cfg.http.bind_address = b;
             }
@@ -142,16 +148,10 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Show { config, data_dir },
         } => {
-            let mut cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config, data_dir) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("shardcore: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            if let Some(d) = data_dir {
-                cfg.data_dir = d;
-            }
             match shardcore::cluster::describe(&cfg) {
                 Ok(rows) => {
                     println!("id\tdatabase\tretention_policy\tshard_group_start\tshard_group_end\tindex\towners");

@@ -530,31 +530,15 @@ async fn write_to_owner(
 /// The batch's lines as slices of the request body, adjacent lines in one slice.
 fn remote_batch(batch: &ShardBatch) -> RemoteBatch {
     let body = &batch.body;
-    let mut lines: Vec<Bytes> = Vec::new();
-    let mut run: Option<(usize, usize)> = None;
-    for &i in &batch.points {
-        let line = &body.points[i as usize].line;
-        let (start, end) = (line.start as usize, line.end as usize);
-        match &mut run {
-            Some((_, run_end)) if *run_end + 1 == start && body.body[*run_end] == b'\n' => {
-                *run_end = end;
-            }
-            _ => {
-                if let Some((s, e)) = run.take() {
-                    lines.push(body.body.slice(s..e));
-                }
-                run = Some((start, end));
-            }
-        }
-    }
-    if let Some((s, e)) = run {
-        lines.push(body.body.slice(s..e));
-    }
     RemoteBatch {
         shard: batch.shard.clone(),
         precision: batch.precision.code(),
         default_time_ns: batch.default_time_ns,
-        lines,
+        lines: body
+            .line_runs(&batch.points)
+            .into_iter()
+            .map(|run| body.body.slice(run))
+            .collect(),
     }
 }
 

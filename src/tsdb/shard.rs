@@ -201,33 +201,6 @@ fn column_index(series: &Series, key: &[u8], hint: usize) -> Option<usize> {
         .position(|c| lineproto::short_eq(&c.name, key))
 }
 
-/// Copies the lines of `points` into a WAL record, '\n'-terminated, coalescing lines
-/// that are adjacent in the body into one copy.
-fn append_lines(body: &ParsedBody, points: impl Iterator<Item = u32>, out: &mut Vec<u8>) {
-    let mut run: Option<(usize, usize)> = None; // [start, end) of the current run
-    for i in points {
-        let line = &body.points[i as usize].line;
-        let (start, end) = (line.start as usize, line.end as usize);
-        match &mut run {
-            // The previous line ended right before this one's '\n'-separated start.
-            Some((_, run_end)) if *run_end + 1 == start && body.body[*run_end] == b'\n' => {
-                *run_end = end;
-            }
-            _ => {
-                if let Some((s, e)) = run.take() {
-                    out.extend_from_slice(&body.body[s..e]);
-                    out.push(b'\n');
-                }
-                run = Some((start, end));
-            }
-        }
-    }
-    if let Some((s, e)) = run {
-        out.extend_from_slice(&body.body[s..e]);
-        out.push(b'\n');
-    }
-}
-
 /// One series: its canonical key and its columns.
 #[derive(Debug)]
 pub struct Series {
@@ -391,8 +364,13 @@ impl Shard {
         if accepted.is_empty() {
             return Ok((outcome, None));
         }
+        let points: Vec<u32> = accepted.iter().map(|a| a.0).collect();
         let durable = self.wal.append(precision, default_time_ns, |out| {
-            append_lines(body, accepted.iter().map(|a| a.0), out)
+            // One copy per run of adjacent lines, each run '\n'-terminated.
+            for run in body.line_runs(&points) {
+                out.extend_from_slice(&body.body[run]);
+                out.push(b'\n');
+            }
         })?;
         self.apply(body, &accepted);
         outcome.written = accepted.len();
