@@ -21,7 +21,7 @@
 //! node keeps serving live writes.
 
 use crate::cluster::shard_writer::RemoteBatch;
-use crate::cluster::wire::WriteShardStatus;
+use crate::cluster::wire::{Ping, Pong, WriteShardStatus};
 use crate::config::HintedHandoffConfig;
 use crate::hh::{self, HhError, Limits, Queue, QueueStats};
 use crate::node::CoreContext;
@@ -312,12 +312,36 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
             }
             Err(e) => {
                 tracing::debug!(node, error = %e, "hinted-handoff destination not reachable");
-                glommio::timer::sleep(backoff).await;
+                wait_for_peer(&ctx, node, backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
     }
 }
+
+/// Waits out a back-off after the destination could not be reached, but pings it every
+/// [`PING_EVERY`] and returns early once it answers: a node that comes back is replayed
+/// to at once, not after a back-off that grew while it was down.
+async fn wait_for_peer(ctx: &Rc<CoreContext>, node: NodeId, backoff: Duration) {
+    let Some(cluster) = ctx.cluster.as_ref() else {
+        return;
+    };
+    let until = Instant::now() + backoff;
+    while !ctx.shutdown.is_requested() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        glommio::timer::sleep(left.min(PING_EVERY)).await;
+        let pong: Result<Pong, _> = cluster.shard_writer.request(node, 0, &Ping).await;
+        if pong.is_ok() {
+            return;
+        }
+    }
+}
+
+/// How often a waiting NodeProcessor pings its destination.
+const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// Sleeps so that `bytes` sent since `started` stay within `limit` bytes/s (0 = none).
 async fn rate_limit(bytes: u64, started: Instant, limit: u64) {
