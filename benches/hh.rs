@@ -15,6 +15,20 @@ fn record() -> Vec<u8> {
     line.iter().copied().cycle().take(RECORD_BYTES).collect()
 }
 
+/// A fresh queue whose first segment is already created (fallocate + prefault) outside
+/// the timing, as a live queue keeps a spare segment ready.
+fn warm_queue() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        segment_size_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let (mut queue, _) = Queue::open(&dir.path().join("q"), limits).unwrap();
+    queue.append(u64::MAX, &[b"warm"]).unwrap();
+    queue.flush().unwrap();
+    (dir, queue)
+}
+
 fn bench(c: &mut Criterion) {
     let data = record();
     let mut group = c.benchmark_group("hh_enqueue");
@@ -23,19 +37,7 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("queue_append_flush_16x1MiB", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let limits = Limits {
-                    segment_size_bytes: 64 << 20,
-                    ..Limits::default()
-                };
-                let (mut queue, _) = Queue::open(&dir.path().join("q"), limits).unwrap();
-                // Create (fallocate + prefault) the first segment outside the timing, as
-                // a live queue keeps a spare segment ready.
-                queue.append(u64::MAX, &[b"warm"]).unwrap();
-                queue.flush().unwrap();
-                (dir, queue)
-            },
+            warm_queue,
             |(dir, mut queue)| {
                 for i in 0..RECORDS {
                     queue.append(i as u64, &[&data]).unwrap();
@@ -49,17 +51,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("queue_append_fdatasync_job_16x1MiB", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let limits = Limits {
-                    segment_size_bytes: 64 << 20,
-                    ..Limits::default()
-                };
-                let (mut queue, _) = Queue::open(&dir.path().join("q"), limits).unwrap();
-                queue.append(u64::MAX, &[b"warm"]).unwrap();
-                queue.flush().unwrap();
-                (dir, queue)
-            },
+            warm_queue,
             |(dir, mut queue)| {
                 for i in 0..RECORDS {
                     queue.append(i as u64, &[&data]).unwrap();

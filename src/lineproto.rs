@@ -240,9 +240,9 @@ impl ParsedBody {
     /// The byte ranges of the lines of `points` (in that order), with lines adjacent in
     /// the body (separated by exactly one '\n') joined into one range: a batch of a
     /// shard is usually a few runs, so copies and slices are per run, not per line.
-    pub fn line_runs(&self, points: &[u32]) -> Vec<Range<usize>> {
+    pub fn line_runs(&self, points: impl IntoIterator<Item = u32>) -> Vec<Range<usize>> {
         let mut runs: Vec<Range<usize>> = Vec::new();
-        for &i in points {
+        for i in points {
             let line = &self.points[i as usize].line;
             let (start, end) = (line.start as usize, line.end as usize);
             match runs.last_mut() {

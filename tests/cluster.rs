@@ -371,16 +371,7 @@ fn a_write_right_after_ddl_elsewhere_is_not_a_404() {
 
 /// Queued hinted-handoff bytes on a one-core node.
 fn hh_queue_bytes(node: &common::Node) -> u64 {
-    let vars = node.request("GET", "/debug/vars", &[], b"").json();
-    vars["hintedHandoff"]
-        .as_array()
-        .map(|queues| {
-            queues
-                .iter()
-                .map(|q| q["queueBytes"].as_u64().unwrap())
-                .sum()
-        })
-        .unwrap_or(0)
+    hh_progress(node).0
 }
 
 const FAST_HH: &str = "write-timeout-ms = 2000\ndial-timeout-ms = 300\n[hinted-handoff]\nretry-interval-ms = 100\nretry-max-interval-ms = 300\n";

@@ -22,15 +22,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { # log file -> prints the HTTP address
-  for _ in $(seq 1 300); do
-    addr=$(grep -o 'HTTP API listening on [0-9.:]*' "$1" | head -1 | awk '{print $5}') || true
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.1
-  done
-  echo "node did not start: $(cat "$1")" >&2; return 1
-}
+. tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
 
 ports=("$(free_port)" "$(free_port)" "$(free_port)")
 http=()

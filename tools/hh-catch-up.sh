@@ -21,15 +21,7 @@ tmp=$(mktemp -d /tmp/shardcore-hh-catch-up.XXXXXX)
 declare -A pid
 cleanup() { for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {
-  for _ in $(seq 1 300); do
-    addr=$(grep -o 'HTTP API listening on [0-9.:]*' "$1" | tail -1 | awk '{print $5}') || true
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.1
-  done
-  echo "node did not start: $(cat "$1")" >&2; return 1
-}
+. tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
 queued() { curl -s "http://$1/debug/vars" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(q["queueBytes"] for q in (d.get("hintedHandoff") or [])))'; }
 
 ports=("$(free_port)" "$(free_port)" "$(free_port)")

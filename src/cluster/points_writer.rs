@@ -535,7 +535,7 @@ fn remote_batch(batch: &ShardBatch) -> RemoteBatch {
         precision: batch.precision.code(),
         default_time_ns: batch.default_time_ns,
         lines: body
-            .line_runs(&batch.points)
+            .line_runs(batch.points.iter().copied())
             .into_iter()
             .map(|run| body.body.slice(run))
             .collect(),

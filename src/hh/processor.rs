@@ -421,7 +421,7 @@ pub enum RemoteOutcome {
     Failed(String, bool),
 }
 
-/// Bytes of a record's stats worth showing in /debug/vars.
+/// Per-destination queue counters as `/debug/vars` shows them.
 pub fn stats_json(stats: &[(NodeId, QueueStats)]) -> serde_json::Value {
     let now = hh::now_ns();
     serde_json::Value::Array(

@@ -364,10 +364,9 @@ impl Shard {
         if accepted.is_empty() {
             return Ok((outcome, None));
         }
-        let points: Vec<u32> = accepted.iter().map(|a| a.0).collect();
         let durable = self.wal.append(precision, default_time_ns, |out| {
             // One copy per run of adjacent lines, each run '\n'-terminated.
-            for run in body.line_runs(&points) {
+            for run in body.line_runs(accepted.iter().map(|a| a.0)) {
                 out.extend_from_slice(&body.body[run]);
                 out.push(b'\n');
             }
