@@ -11,6 +11,7 @@ use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::meta::MetaStore;
 use crate::placement::{Membership, NodeId};
+use crate::query::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::runtime::{CoreChannels, Shutdown};
 use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::{self, ShardBatch, Store};
@@ -165,6 +166,45 @@ impl CoreContext {
         Ok(out)
     }
 
+    /// A query scan over every core of this node.
+    pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, MeshError> {
+        let mut out = Vec::new();
+        for core in 0..self.cores {
+            if core == self.core {
+                out.extend(scan::scan_local(&mut self.store.borrow_mut(), request));
+            } else {
+                let request = request.clone();
+                out.extend(
+                    self.mesh
+                        .call(core, |reply| MeshRequest::Scan { request, reply })
+                        .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The schema of a database's shards over every core of this node.
+    pub async fn schema_node(
+        &self,
+        request: &SchemaRequest,
+    ) -> Result<Vec<ShardSchema>, MeshError> {
+        let mut out = Vec::new();
+        for core in 0..self.cores {
+            if core == self.core {
+                out.extend(scan::schema_local(&self.store.borrow(), request));
+            } else {
+                let request = request.clone();
+                out.extend(
+                    self.mesh
+                        .call(core, |reply| MeshRequest::Schema { request, reply })
+                        .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Drops the shards of a database (or one of its policies) on every core.
     pub async fn drop_shards_everywhere(
         &self,
@@ -223,6 +263,12 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         }
         MeshRequest::Read { request, reply } => {
             let _ = reply.send(read_local(&ctx.store, &request));
+        }
+        MeshRequest::Scan { request, reply } => {
+            let _ = reply.send(scan::scan_local(&mut ctx.store.borrow_mut(), &request));
+        }
+        MeshRequest::Schema { request, reply } => {
+            let _ = reply.send(scan::schema_local(&ctx.store.borrow(), &request));
         }
         MeshRequest::RemoteWrite { node, batch, reply } => {
             let _ = reply.send(crate::hh::processor::remote_write(&ctx, node, batch).await);

@@ -37,6 +37,16 @@ pub enum MeshRequest {
         request: ReadRequest,
         reply: oneshot::Sender<Vec<(u64, StoredPoint)>>,
     },
+    /// A query's scan of one measurement on this core's shards.
+    Scan {
+        request: crate::query::scan::ScanRequest,
+        reply: oneshot::Sender<Vec<crate::query::scan::ShardScan>>,
+    },
+    /// The schema of this core's shards of a database.
+    Schema {
+        request: crate::query::scan::SchemaRequest,
+        reply: oneshot::Sender<Vec<crate::query::scan::ShardSchema>>,
+    },
     DropShards {
         database: String,
         retention_policy: Option<String>,

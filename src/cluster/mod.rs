@@ -16,6 +16,7 @@ pub mod conn;
 pub mod mesh;
 pub mod meta_sync;
 pub mod points_writer;
+pub mod query;
 pub mod service;
 pub mod shard_writer;
 pub mod wire;

@@ -245,19 +245,9 @@ fn json(status: StatusCode, value: serde_json::Value) -> Resp {
     json_bytes(status, json_text(&value, false))
 }
 
+/// As Go's encoding/json writes it (InfluxDB indents with four spaces when pretty).
 fn json_text(value: &serde_json::Value, pretty: bool) -> Vec<u8> {
-    use serde::Serialize;
-    let mut body = Vec::new();
-    if pretty {
-        // InfluxDB indents with four spaces.
-        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(&mut body, formatter);
-        value.serialize(&mut ser).expect("JSON values serialise");
-    } else {
-        serde_json::to_writer(&mut body, value).expect("JSON values serialise");
-    }
-    body.push(b'\n');
-    body
+    crate::query::render::go_json(value, pretty)
 }
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
@@ -495,11 +485,23 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };
-    let db = params
-        .get("db")
-        .filter(|s| !s.is_empty())
-        .map(String::as_str);
-    match crate::query::execute(ctx, q, db).await {
+    let mut options = crate::query::QueryOptions {
+        db: params.get("db").filter(|s| !s.is_empty()).cloned(),
+        epoch: params.get("epoch").filter(|s| !s.is_empty()).cloned(),
+        params: serde_json::Map::new(),
+    };
+    if let Some(p) = params.get("params").filter(|s| !s.is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(p) {
+            Ok(serde_json::Value::Object(m)) => options.params = m,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "error parsing query parameters: params must be a JSON object",
+                )
+            }
+        }
+    }
+    match crate::query::execute(ctx, q, &options).await {
         Ok(results) => json_bytes(
             StatusCode::OK,
             json_text(&serde_json::json!({ "results": results }), pretty),

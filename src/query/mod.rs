@@ -1,16 +1,88 @@
 //! `/query`: parses InfluxQL and executes it, producing InfluxDB's JSON results.
 //!
-//! Today the executor runs database and retention-policy statements against the meta
-//! store (and drops shards on every core for DROP). Like InfluxDB, it runs statements
-//! in order and stops at the first one that fails; that one carries the error.
+//! Database and retention-policy statements run against the meta store (DROP also
+//! drops shards on every core). SELECT and the SHOW statements over series data scan
+//! the shards (`scan`), reduce on this core (`select`, `functions`) and render
+//! InfluxDB's JSON (`render`). Like InfluxDB, statements run in order and the run stops
+//! at the first one that fails; that one carries the error.
 
+pub mod ast;
+pub mod format;
+pub mod functions;
 pub mod parser;
+pub mod render;
+pub mod scan;
+pub mod select;
+pub mod show;
+pub mod value;
 
+use crate::cluster::mesh::MeshError;
 use crate::meta::MetaError;
 use crate::node::CoreContext;
 use parser::{ParseError, Statement};
 use serde_json::{json, Value};
 use std::rc::Rc;
+
+/// Why a statement failed; the message is what the client sees in `"error"`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The statement cannot run as written (InfluxDB's wording where it has one).
+    #[error("{0}")]
+    Statement(String),
+    #[error("{0}")]
+    Mesh(#[from] MeshError),
+    /// A shard could be read from none of its owners.
+    #[error("shard {shard}: no owner answered ({detail})")]
+    ShardUnavailable { shard: u64, detail: String },
+}
+
+impl QueryError {
+    pub fn msg(m: impl Into<String>) -> QueryError {
+        QueryError::Statement(m.into())
+    }
+}
+
+/// Options of one `/query` request.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    pub db: Option<String>,
+    /// `epoch` parameter: `ns`, `u`, `µ`, `ms`, `s`, `m`, `h`; `None`: RFC3339 strings.
+    pub epoch: Option<String>,
+    /// Bound parameters (`params` JSON object).
+    pub params: serde_json::Map<String, Value>,
+}
+
+/// What the statements of one request share: the core, options and the clock.
+pub struct QueryContext<'a> {
+    pub ctx: &'a Rc<CoreContext>,
+    pub db: Option<&'a str>,
+    pub params: &'a serde_json::Map<String, Value>,
+    pub now_ns: i64,
+    /// `max-select-point`: 0 is unlimited, as InfluxDB.
+    pub max_select_point: usize,
+}
+
+impl QueryContext<'_> {
+    /// Scans every shard of the request, local or, in a cluster, on one owner.
+    pub async fn scan(&self, r: &scan::ScanRequest) -> Result<Vec<scan::ShardScan>, QueryError> {
+        crate::cluster::query::scan_cluster(self.ctx, r).await
+    }
+
+    pub async fn schema(
+        &self,
+        r: &scan::SchemaRequest,
+    ) -> Result<Vec<scan::ShardSchema>, QueryError> {
+        crate::cluster::query::schema_cluster(self.ctx, r).await
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
 
 /// Formats nanoseconds as Go's `time.Duration.String()` does (`168h0m0s`, `1m30s`, `0s`).
 pub fn go_duration(ns: i64) -> String {
@@ -64,13 +136,20 @@ fn trim_fraction(int: u64, frac: u64, div: u64) -> String {
 pub async fn execute(
     ctx: &Rc<CoreContext>,
     q: &str,
-    db: Option<&str>,
+    options: &QueryOptions,
 ) -> Result<Vec<Value>, ParseError> {
     let statements = parser::parse_query(q)?;
     let mut results = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
+    let qc = QueryContext {
+        ctx,
+        db: options.db.as_deref(),
+        params: &options.params,
+        now_ns: now_ns(),
+        max_select_point: 0,
+    };
     for (id, statement) in statements.iter().enumerate() {
-        match execute_statement(ctx, statement, db).await {
+        match execute_statement(&qc, statement, options).await {
             Ok(Some(series)) => results.push(json!({ "statement_id": id, "series": series })),
             Ok(None) => results.push(json!({ "statement_id": id })),
             Err(message) => {
@@ -92,10 +171,12 @@ pub async fn execute(
 }
 
 async fn execute_statement(
-    ctx: &Rc<CoreContext>,
+    qc: &QueryContext<'_>,
     statement: &Statement,
-    db: Option<&str>,
+    options: &QueryOptions,
 ) -> Result<Option<Value>, String> {
+    let ctx = qc.ctx;
+    let db = qc.db;
     let meta = &ctx.meta;
     let err = |e: MetaError| e.to_string();
     match statement {
@@ -178,6 +259,14 @@ async fn execute_statement(
                 series["values"] = Value::Array(values);
             }
             Ok(Some(json!([series])))
+        }
+        Statement::Select(sel) => {
+            let series = select::execute(qc, sel).await.map_err(|e| e.to_string())?;
+            Ok(render::series_json(&series, options.epoch.as_deref()))
+        }
+        Statement::ShowSeriesData(show) => {
+            let series = show::execute(qc, show).await.map_err(|e| e.to_string())?;
+            Ok(render::series_json(&series, None))
         }
         Statement::Unsupported { kind } => Err(format!(
             "{kind} statements are not supported by this version of ShardCore yet"

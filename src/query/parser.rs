@@ -6,7 +6,10 @@
 //! Errors read as InfluxDB's: `found X, expected Y at line L, char C` (1-based).
 
 use crate::meta::RetentionPolicySpec;
+use crate::query::ast::{Select, ShowSeriesData};
 use std::fmt;
+
+mod select;
 
 /// A parse error with InfluxDB's wording.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub enum Statement {
     ShowRetentionPolicies {
         database: Option<String>,
     },
+    Select(Box<Select>),
+    /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and cardinalities.
+    ShowSeriesData(ShowSeriesData),
     /// A valid InfluxQL statement kind this node does not execute yet.
     Unsupported {
         kind: String,
@@ -70,8 +76,11 @@ enum Tok {
     Str(String),
     Number(String),
     Duration(i64, String),
+    Param(String),
     Semicolon,
     Symbol(char),
+    /// A two-character operator: `!=`, `<>`, `<=`, `>=`, `=~`, `!~`, `::`.
+    Op2(&'static str),
     Eof,
 }
 
@@ -80,6 +89,8 @@ struct Token {
     tok: Tok,
     line: usize,
     char: usize,
+    /// Index of the token's first character in the input's chars (regex re-scan).
+    at: usize,
 }
 
 impl Token {
@@ -90,8 +101,10 @@ impl Token {
             Tok::Str(s) => format!("'{s}'"),
             Tok::Number(s) => s.clone(),
             Tok::Duration(_, s) => s.clone(),
+            Tok::Param(s) => format!("${s}"),
             Tok::Semicolon => ";".into(),
             Tok::Symbol(c) => c.to_string(),
+            Tok::Op2(s) => s.to_string(),
             Tok::Eof => "EOF".into(),
         }
     }
@@ -131,7 +144,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
     };
     while i < chars.len() {
         let c = chars[i];
-        let (tl, tc) = (line, col);
+        let (tl, tc, start) = (line, col, i);
         if c.is_whitespace() {
             advance(&mut i, &mut line, &mut col, c);
             continue;
@@ -240,6 +253,19 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
         } else if c == ';' {
             advance(&mut i, &mut line, &mut col, c);
             Tok::Semicolon
+        } else if let Some(op) = chars.get(i + 1).and_then(|&n| two_char_op(c, n)) {
+            advance(&mut i, &mut line, &mut col, c);
+            advance(&mut i, &mut line, &mut col, c);
+            Tok::Op2(op)
+        } else if c == '$' {
+            advance(&mut i, &mut line, &mut col, c);
+            let mut s = String::new();
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                s.push(chars[i]);
+                let ch = chars[i];
+                advance(&mut i, &mut line, &mut col, ch);
+            }
+            Tok::Param(s)
         } else {
             advance(&mut i, &mut line, &mut col, c);
             Tok::Symbol(c)
@@ -248,6 +274,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             tok,
             line: tl,
             char: tc,
+            at: start,
         });
     }
     // InfluxDB reports EOF one character past the end.
@@ -255,13 +282,28 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
         tok: Tok::Eof,
         line,
         char: col + 1,
+        at: chars.len(),
     });
     Ok(tokens)
 }
 
-struct Parser {
+fn two_char_op(a: char, b: char) -> Option<&'static str> {
+    Some(match (a, b) {
+        ('!', '=') => "!=",
+        ('<', '>') => "<>",
+        ('<', '=') => "<=",
+        ('>', '=') => ">=",
+        ('=', '~') => "=~",
+        ('!', '~') => "!~",
+        (':', ':') => "::",
+        _ => return None,
+    })
+}
+
+pub(crate) struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    chars: Vec<char>,
 }
 
 /// Parses a query of one or more `;`-separated statements.
@@ -269,6 +311,7 @@ pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
     let mut p = Parser {
         tokens: lex(input)?,
         pos: 0,
+        chars: input.chars().collect(),
     };
     let mut statements = Vec::new();
     loop {
@@ -411,7 +454,11 @@ impl Parser {
                 self.keyword("POLICY")?;
                 self.alter_retention_policy()
             }
-            w @ ("SELECT" | "DELETE" | "EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
+            "SELECT" => {
+                self.pos += 1;
+                Ok(Statement::Select(Box::new(self.select_body()?)))
+            }
+            w @ ("DELETE" | "EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
                 let kind = w.to_string();
                 self.pos += 1;
                 Ok(self.unsupported(kind))
@@ -529,6 +576,9 @@ impl Parser {
             };
             return Ok(Statement::ShowRetentionPolicies { database });
         }
+        if let Some(show) = self.show_series_data()? {
+            return Ok(Statement::ShowSeriesData(show));
+        }
         for kind in [
             "CONTINUOUS",
             "DIAGNOSTICS",
@@ -586,7 +636,7 @@ impl Parser {
 }
 
 /// InfluxQL keywords that cannot be used as unquoted identifiers.
-fn is_reserved(word: &str) -> bool {
+pub(crate) fn is_reserved(word: &str) -> bool {
     const RESERVED: &[&str] = &[
         "ALL",
         "ALTER",

@@ -105,7 +105,7 @@ impl Values {
 }
 
 /// A value read back from the cache.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Float(f64),
     Integer(i64),
@@ -237,6 +237,23 @@ pub struct StoredPoint {
     pub field: String,
     pub timestamp: i64,
     pub value: Value,
+}
+
+/// One series' columns in a time range, as a query scan returns them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesData {
+    /// Canonical series key, escaped as in line protocol.
+    pub key: String,
+    pub columns: Vec<ColumnData>,
+}
+
+/// One field's values of a series, sorted by time, one value per timestamp.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnData {
+    /// Field key, unescaped.
+    pub field: String,
+    pub times: Vec<i64>,
+    pub values: Vec<Value>,
 }
 
 /// Counts of one shard.
@@ -591,6 +608,59 @@ impl Shard {
                         value: column.value_at(i),
                     });
                 }
+            }
+        }
+        out
+    }
+
+    /// The measurement index (escaped names as keys).
+    pub fn measurements(&self) -> &HashMap<Box<[u8]>, MeasurementIndex> {
+        &self.measurements
+    }
+
+    /// The canonical (escaped) key of series `id`.
+    pub fn series_key(&self, id: u32) -> &[u8] {
+        &self.series[id as usize].key
+    }
+
+    /// Columns of the series of `measurement` (escaped) in `[start_ns, end_ns]`, only
+    /// the fields in `fields` (escaped names) when given; series with nothing in range
+    /// are left out.
+    pub fn scan(
+        &mut self,
+        measurement: &[u8],
+        fields: Option<&[Vec<u8>]>,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<SeriesData> {
+        let Some(index) = self.measurements.get(measurement) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for &id in &index.series {
+            let series = &mut self.series[id as usize];
+            let mut columns = Vec::new();
+            for column in &mut series.columns {
+                if fields.is_some_and(|f| !f.iter().any(|n| **n == *column.name)) {
+                    continue;
+                }
+                column.normalise();
+                let from = column.timestamps.partition_point(|&t| t < start_ns);
+                let to = column.timestamps.partition_point(|&t| t <= end_ns);
+                if from == to {
+                    continue;
+                }
+                columns.push(ColumnData {
+                    field: String::from_utf8_lossy(&lineproto::unescape(&column.name)).into_owned(),
+                    times: (from..to).map(|i| *column.timestamps.get(i)).collect(),
+                    values: (from..to).map(|i| column.value_at(i)).collect(),
+                });
+            }
+            if !columns.is_empty() {
+                out.push(SeriesData {
+                    key: String::from_utf8_lossy(&series.key).into_owned(),
+                    columns,
+                });
             }
         }
         out

@@ -125,6 +125,14 @@ impl Store {
         self.shards.get(&id).map(|s| s.wal().clone())
     }
 
+    pub fn shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.values()
+    }
+
+    pub fn shards_mut(&mut self) -> impl Iterator<Item = &mut Shard> {
+        self.shards.values_mut()
+    }
+
     pub fn shard_mut(&mut self, id: u64) -> Option<&mut Shard> {
         self.shards.get_mut(&id)
     }

@@ -1,0 +1,356 @@
+//! The InfluxQL syntax tree for SELECT and the SHOW statements over series data.
+//!
+//! Names follow InfluxDB's `influxql` package where a user would recognise them
+//! (VarRef, Call, BinaryExpr, Dimension, Fill), so reading one beside the other is easy.
+
+use std::fmt;
+
+/// A binary operator, in InfluxQL's precedence classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    BitAnd,
+    BitOr,
+    BitXor,
+    And,
+    Or,
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    EqRegex,
+    NeqRegex,
+}
+
+impl Op {
+    /// Higher binds tighter (InfluxQL's `Token.Precedence`).
+    pub fn precedence(self) -> u8 {
+        match self {
+            Op::Or => 1,
+            Op::And => 2,
+            Op::Eq | Op::Neq | Op::Lt | Op::Lte | Op::Gt | Op::Gte | Op::EqRegex | Op::NeqRegex => {
+                4
+            }
+            Op::Add | Op::Sub | Op::BitOr | Op::BitXor => 5,
+            Op::Mul | Op::Div | Op::Mod | Op::BitAnd => 6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Add => "+",
+            Op::Sub => "-",
+            Op::Mul => "*",
+            Op::Div => "/",
+            Op::Mod => "%",
+            Op::BitAnd => "&",
+            Op::BitOr => "|",
+            Op::BitXor => "^",
+            Op::And => "AND",
+            Op::Or => "OR",
+            Op::Eq => "=",
+            Op::Neq => "!=",
+            Op::Lt => "<",
+            Op::Lte => "<=",
+            Op::Gt => ">",
+            Op::Gte => ">=",
+            Op::EqRegex => "=~",
+            Op::NeqRegex => "!~",
+        }
+    }
+
+    pub fn is_comparison(self) -> bool {
+        self.precedence() == 4
+    }
+}
+
+/// A `::type` cast on a variable reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VarKind {
+    Field,
+    Tag,
+    Float,
+    Integer,
+    String,
+    Boolean,
+}
+
+impl VarKind {
+    pub fn parse(s: &str) -> Option<VarKind> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "field" => VarKind::Field,
+            "tag" => VarKind::Tag,
+            "float" => VarKind::Float,
+            "integer" => VarKind::Integer,
+            "string" => VarKind::String,
+            "boolean" => VarKind::Boolean,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    VarRef {
+        name: String,
+        kind: Option<VarKind>,
+    },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
+    Number(f64),
+    Integer(i64),
+    Str(String),
+    Bool(bool),
+    Regex(String),
+    Duration(i64),
+    /// `*`, optionally `*::field` / `*::tag`.
+    Wildcard(Option<VarKind>),
+    Binary {
+        op: Op,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Paren(Box<Expr>),
+    /// `$name`, replaced from `params` before planning.
+    BoundParam(String),
+}
+
+impl Expr {
+    pub fn binary(op: Op, lhs: Expr, rhs: Expr) -> Expr {
+        Expr::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        }
+    }
+
+    /// Strips any number of enclosing parentheses.
+    pub fn unparen(&self) -> &Expr {
+        let mut e = self;
+        while let Expr::Paren(inner) = e {
+            e = inner;
+        }
+        e
+    }
+
+    /// Visits this expression and every sub-expression, parents first.
+    pub fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
+        f(self);
+        match self {
+            Expr::Call { args, .. } => args.iter().for_each(|a| a.walk(f)),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.walk(f);
+                rhs.walk(f);
+            }
+            Expr::Paren(e) => e.walk(f),
+            _ => {}
+        }
+    }
+}
+
+/// One output field: an expression and its optional alias.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    pub expr: Expr,
+    pub alias: Option<String>,
+}
+
+impl Field {
+    /// The column name InfluxDB gives this field (`Field.Name()` in influxql).
+    pub fn name(&self) -> String {
+        if let Some(a) = &self.alias {
+            return a.clone();
+        }
+        expr_name(&self.expr)
+    }
+}
+
+fn expr_name(e: &Expr) -> String {
+    match e {
+        Expr::Call { name, .. } => name.clone(),
+        Expr::VarRef { name, .. } => name.clone(),
+        Expr::Paren(inner) => expr_name(inner),
+        Expr::Binary { .. } => {
+            let mut names = Vec::new();
+            binary_names(e, &mut names);
+            names.join("_")
+        }
+        _ => String::new(),
+    }
+}
+
+fn binary_names(e: &Expr, out: &mut Vec<String>) {
+    match e {
+        Expr::Call { name, .. } => out.push(name.clone()),
+        Expr::VarRef { name, .. } => out.push(name.clone()),
+        Expr::Binary { lhs, rhs, .. } => {
+            binary_names(lhs, out);
+            binary_names(rhs, out);
+        }
+        Expr::Paren(inner) => binary_names(inner, out),
+        _ => {}
+    }
+}
+
+/// A measurement source: by name or regex, optionally `db.rp.` qualified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    pub database: Option<String>,
+    pub retention_policy: Option<String>,
+    pub name: Option<String>,
+    pub regex: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Measurement(Measurement),
+    Subquery(Box<Select>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dimension {
+    Time { interval: i64, offset: i64 },
+    Tag(String),
+    Regex(String),
+    Wildcard,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Fill {
+    #[default]
+    Null,
+    None,
+    Number(f64),
+    Integer(i64),
+    Previous,
+    Linear,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Select {
+    pub fields: Vec<Field>,
+    pub into: Option<Measurement>,
+    pub sources: Vec<Source>,
+    pub condition: Option<Expr>,
+    pub dimensions: Vec<Dimension>,
+    pub fill: Fill,
+    pub order_desc: bool,
+    pub limit: usize,
+    pub offset: usize,
+    pub slimit: usize,
+    pub soffset: usize,
+    pub tz: Option<String>,
+}
+
+/// Which SHOW over series data, and its clauses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShowSeriesData {
+    pub what: ShowWhat,
+    pub database: Option<String>,
+    pub sources: Vec<Source>,
+    pub condition: Option<Expr>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShowWhat {
+    /// `SHOW MEASUREMENTS [WITH MEASUREMENT =~ /re/ | = name]`.
+    Measurements {
+        filter: Option<(Op, Expr)>,
+    },
+    TagKeys,
+    /// `SHOW TAG VALUES WITH KEY = k | IN (a, b) | =~ /re/ | != k | !~ /re/`.
+    TagValues {
+        op: Op,
+        keys: Vec<String>,
+        regex: Option<String>,
+    },
+    FieldKeys,
+    Series,
+    MeasurementCardinality {
+        exact: bool,
+    },
+    SeriesCardinality {
+        exact: bool,
+    },
+    TagKeyCardinality {
+        exact: bool,
+    },
+    TagValuesCardinality {
+        exact: bool,
+        op: Op,
+        keys: Vec<String>,
+        regex: Option<String>,
+    },
+    FieldKeyCardinality {
+        exact: bool,
+    },
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::VarRef { name, kind } => {
+                write!(f, "{}", quote_ident(name))?;
+                if let Some(k) = kind {
+                    let k = match k {
+                        VarKind::Field => "field",
+                        VarKind::Tag => "tag",
+                        VarKind::Float => "float",
+                        VarKind::Integer => "integer",
+                        VarKind::String => "string",
+                        VarKind::Boolean => "boolean",
+                    };
+                    write!(f, "::{k}")?;
+                }
+                Ok(())
+            }
+            Expr::Call { name, args } => {
+                write!(f, "{name}(")?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                write!(f, ")")
+            }
+            Expr::Number(n) => write!(f, "{}", crate::query::format::go_float(*n)),
+            Expr::Integer(n) => write!(f, "{n}"),
+            Expr::Str(s) => write!(f, "'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+            Expr::Bool(b) => write!(f, "{b}"),
+            Expr::Regex(r) => write!(f, "/{}/", r.replace('/', "\\/")),
+            Expr::Duration(d) => write!(f, "{}", crate::query::format::influx_duration(*d)),
+            Expr::Wildcard(None) => write!(f, "*"),
+            Expr::Wildcard(Some(VarKind::Tag)) => write!(f, "*::tag"),
+            Expr::Wildcard(Some(_)) => write!(f, "*::field"),
+            Expr::Binary { op, lhs, rhs } => write!(f, "{lhs} {} {rhs}", op.as_str()),
+            Expr::Paren(e) => write!(f, "({e})"),
+            Expr::BoundParam(p) => write!(f, "${p}"),
+        }
+    }
+}
+
+/// Quotes an identifier when InfluxQL needs it.
+pub fn quote_ident(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !crate::query::parser::is_reserved(s);
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}

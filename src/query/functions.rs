@@ -1,0 +1,908 @@
+//! InfluxQL functions: aggregates and selectors per window, transformations over the
+//! window sequence (or raw points), math per value, and the fill of empty windows.
+//! The reducers follow InfluxDB's (`query/functions.go`, `query/call_iterator.go`):
+//! the same tie-breaks, result types and defaults.
+
+use crate::query::ast::{Expr, Field, Fill};
+use crate::query::select::{eval_row, fill_value, Evaluator};
+use crate::query::value::{arith, Val};
+use crate::query::QueryError;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+/// A value with its time and, for selectors, the row it came from.
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub time: i64,
+    pub val: Val,
+    pub row: Option<usize>,
+}
+
+const AGGREGATES: &[&str] = &[
+    "count", "sum", "mean", "median", "mode", "spread", "stddev", "integral", "distinct",
+];
+const SELECTORS: &[&str] = &[
+    "first",
+    "last",
+    "min",
+    "max",
+    "percentile",
+    "top",
+    "bottom",
+    "sample",
+];
+const TRANSFORMS: &[&str] = &[
+    "derivative",
+    "non_negative_derivative",
+    "difference",
+    "non_negative_difference",
+    "moving_average",
+    "cumulative_sum",
+    "elapsed",
+];
+
+pub fn is_aggregate_or_transform(name: &str) -> bool {
+    AGGREGATES.contains(&name) || SELECTORS.contains(&name) || TRANSFORMS.contains(&name)
+}
+
+fn is_transform(name: &str) -> bool {
+    TRANSFORMS.contains(&name)
+}
+
+fn is_selector(name: &str) -> bool {
+    SELECTORS.contains(&name)
+}
+
+/// Functions that only take numbers (`mean(*)` skips string and boolean fields).
+pub fn needs_numbers(name: &str) -> bool {
+    !matches!(
+        name,
+        "count" | "distinct" | "first" | "last" | "mode" | "sample"
+    )
+}
+
+fn calls(e: &Expr) -> Vec<(&str, &[Expr])> {
+    let mut out = Vec::new();
+    e.walk(&mut |x| {
+        if let Expr::Call { name, args } = x {
+            if is_aggregate_or_transform(name) {
+                out.push((name.as_str(), args.as_slice()));
+            }
+        }
+    });
+    out
+}
+
+/// Checks the statement's calls as InfluxDB's compiler does.
+pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> {
+    let mut top_level = 0;
+    for f in fields {
+        for (name, args) in calls(&f.expr) {
+            top_level += 1;
+            let arity_err = |n: &str| {
+                QueryError::msg(format!(
+                    "invalid number of arguments for {name}, expected {n}, got {}",
+                    args.len()
+                ))
+            };
+            match name {
+                "percentile" => {
+                    if args.len() != 2 {
+                        return Err(arity_err("2"));
+                    }
+                }
+                "top" | "bottom" => {
+                    if args.len() < 2 {
+                        return Err(QueryError::msg(format!(
+                            "invalid number of arguments for {name}, expected at least 2, got {}",
+                            args.len()
+                        )));
+                    }
+                    if args.len() > 2 {
+                        return Err(QueryError::msg(format!(
+                            "{name}() with tag arguments is not supported by ShardCore yet"
+                        )));
+                    }
+                }
+                "moving_average" => {
+                    if args.len() != 2 {
+                        return Err(arity_err("2"));
+                    }
+                }
+                "derivative" | "non_negative_derivative" | "elapsed" | "integral" => {
+                    if args.is_empty() || args.len() > 2 {
+                        return Err(arity_err("1 or 2"));
+                    }
+                }
+                "sample" => {
+                    return Err(QueryError::msg(
+                        "sample() is not supported by ShardCore yet",
+                    ));
+                }
+                _ => {
+                    if args.len() != 1 {
+                        return Err(arity_err("1"));
+                    }
+                }
+            }
+            if is_transform(name) {
+                let inner_is_call = matches!(args.first(), Some(Expr::Call { .. }));
+                if has_interval && !inner_is_call {
+                    return Err(QueryError::msg(format!(
+                        "aggregate function required inside the call to {name}"
+                    )));
+                }
+                if !has_interval && inner_is_call {
+                    return Err(QueryError::msg(format!(
+                        "{name} aggregate requires a GROUP BY interval"
+                    )));
+                }
+            } else if !matches!(args.first(), Some(Expr::VarRef { .. } | Expr::Call { .. })) {
+                return Err(QueryError::msg(format!(
+                    "expected field argument in {name}()"
+                )));
+            }
+        }
+    }
+    let _ = top_level;
+    Ok(())
+}
+
+/// A math function applied to values (`abs`, `floor`, `round`, `pow`, ...).
+pub fn math(name: &str, args: &[Val]) -> Val {
+    let x = match args.first() {
+        Some(v) => v,
+        None => return Val::Null,
+    };
+    if x.is_null() {
+        return Val::Null;
+    }
+    let int_keep = |f: fn(f64) -> f64| match x {
+        Val::Int(i) => Val::Int(*i),
+        Val::Uint(u) => Val::Uint(*u),
+        _ => x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null),
+    };
+    let float = |f: fn(f64) -> f64| x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null);
+    match name {
+        "abs" => match x {
+            Val::Int(i) => Val::Int(i.wrapping_abs()),
+            Val::Uint(u) => Val::Uint(*u),
+            _ => float(f64::abs),
+        },
+        "floor" => int_keep(f64::floor),
+        "ceil" => int_keep(f64::ceil),
+        "round" => int_keep(|v| {
+            // Go's math.Round: half away from zero.
+            v.round()
+        }),
+        "sqrt" => float(f64::sqrt),
+        "ln" => float(f64::ln),
+        "log2" => float(f64::log2),
+        "log10" => float(f64::log10),
+        "exp" => float(f64::exp),
+        "sin" => float(f64::sin),
+        "cos" => float(f64::cos),
+        "tan" => float(f64::tan),
+        "asin" => float(f64::asin),
+        "acos" => float(f64::acos),
+        "atan" => float(f64::atan),
+        "log" | "pow" | "atan2" => match (x.as_f64(), args.get(1).and_then(Val::as_f64)) {
+            (Some(a), Some(b)) => Val::Float(match name {
+                "log" => a.ln() / b.ln(),
+                "pow" => a.powf(b),
+                _ => a.atan2(b),
+            }),
+            _ => Val::Null,
+        },
+        _ => Val::Null,
+    }
+}
+
+/// What the reduce of one group needs.
+pub struct AggInput<'a> {
+    pub fields: &'a [Field],
+    /// The group's rows: (time, series index, values by slot), sorted by time.
+    pub rows: &'a [(i64, usize, Vec<Val>)],
+    pub series: &'a [&'a BTreeMap<String, String>],
+    pub ev: &'a Evaluator<'a>,
+    pub interval: Option<(i64, i64)>,
+    pub range: (i64, i64),
+    pub data_min: i64,
+    pub now_ns: i64,
+    pub fill: &'a Fill,
+}
+
+const MIN_TIME: i64 = i64::MIN + 2;
+const MAX_TIME: i64 = i64::MAX - 1;
+const MAX_BUCKETS: usize = 1_000_000;
+
+/// The rows of one group of an aggregate statement.
+pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
+    if a.rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Raw transformations: derivative(x) etc. over the points themselves.
+    if a.interval.is_none()
+        && a.fields
+            .iter()
+            .any(|f| matches!(f.expr.unparen(), Expr::Call { name, .. } if is_transform(name)))
+    {
+        return raw_transforms(a);
+    }
+    let windows: Vec<(i64, i64)> = match a.interval {
+        Some((every, offset)) => {
+            if every <= 0 {
+                return Err(QueryError::msg("GROUP BY time interval must be positive"));
+            }
+            let offset = if offset == i64::MIN {
+                a.now_ns.rem_euclid(every)
+            } else {
+                offset
+            };
+            let start = if a.range.0 > MIN_TIME {
+                a.range.0
+            } else {
+                a.data_min
+            };
+            let end = if a.range.1 < MAX_TIME {
+                a.range.1
+            } else {
+                a.now_ns
+            };
+            let first = (start - offset).div_euclid(every) * every + offset;
+            let count = ((end - first) / every + 1).max(0) as usize;
+            if count > MAX_BUCKETS {
+                return Err(QueryError::msg(format!(
+                    "max-select-buckets limit exceeded: ({count}/{MAX_BUCKETS})"
+                )));
+            }
+            (0..count)
+                .map(|i| {
+                    let lo = first + i as i64 * every;
+                    (lo, lo + every - 1)
+                })
+                .collect()
+        }
+        None => vec![(a.range.0, a.range.1)],
+    };
+    // Without GROUP BY time, aggregates carry the range start (or the epoch).
+    let shown = |lo: i64| {
+        if a.interval.is_none() {
+            if a.range.0 > MIN_TIME {
+                a.range.0
+            } else {
+                0
+            }
+        } else {
+            lo
+        }
+    };
+    let all_calls: Vec<(&str, &[Expr])> = a.fields.iter().flat_map(|f| calls(&f.expr)).collect();
+    let single_selector =
+        a.interval.is_none() && all_calls.len() == 1 && is_selector(all_calls[0].0);
+    let multi = a.fields.iter().position(|f| {
+        matches!(f.expr.unparen(), Expr::Call { name, .. } if matches!(name.as_str(), "top" | "bottom" | "distinct"))
+    });
+    let has_transform = all_calls.iter().any(|(n, _)| is_transform(n));
+
+    let mut out = Vec::new();
+    if let Some(mi) = multi {
+        for &(lo, hi) in &windows {
+            let (from, to) = window_rows(a, lo, hi);
+            let Expr::Call { name, args } = a.fields[mi].expr.unparen() else {
+                unreachable!("multi is a call")
+            };
+            let pts = call_points(a, name, args, from, to, lo)?;
+            for p in pts {
+                let time = if name == "distinct" {
+                    shown(lo)
+                } else {
+                    p.time
+                };
+                let mut row = vec![Val::Int(time)];
+                for (i, f) in a.fields.iter().enumerate() {
+                    if i == mi {
+                        row.push(p.val.clone());
+                    } else {
+                        row.push(aux_value(a, &f.expr, p.row));
+                    }
+                }
+                out.push(row);
+            }
+        }
+        if multi.is_some() && a.interval.is_none() {
+            out.sort_by_key(|r| match r[0] {
+                Val::Int(t) => t,
+                _ => 0,
+            });
+        }
+        return Ok(out);
+    }
+
+    // One scalar per (field, window); transformations run over the window sequence.
+    let mut columns: Vec<Vec<Val>> = Vec::with_capacity(a.fields.len());
+    let mut any_point = vec![false; windows.len()];
+    let mut selected_time: Vec<Option<i64>> = vec![None; windows.len()];
+    let mut selected_row: Vec<Option<usize>> = vec![None; windows.len()];
+    for f in a.fields {
+        let mut col = Vec::with_capacity(windows.len());
+        for (wi, &(lo, hi)) in windows.iter().enumerate() {
+            let (from, to) = window_rows(a, lo, hi);
+            if from < to {
+                any_point[wi] = true;
+            }
+            let v = eval_window(a, &f.expr, from, to, lo, &mut |p: &Point| {
+                if single_selector {
+                    selected_time[wi] = Some(p.time);
+                    selected_row[wi] = p.row;
+                }
+            })?;
+            col.push(v);
+        }
+        columns.push(col);
+    }
+    // Aux fields beside a single selector take the selected point's row.
+    if single_selector {
+        for (fi, f) in a.fields.iter().enumerate() {
+            if calls(&f.expr).is_empty() {
+                for wi in 0..windows.len() {
+                    columns[fi][wi] = aux_value(a, &f.expr, selected_row[wi]);
+                }
+            }
+        }
+    }
+    for (fi, f) in a.fields.iter().enumerate() {
+        if !has_transform_at_top(&f.expr) {
+            apply_fill(&mut columns[fi], a.fill, &windows);
+        }
+    }
+    // Transformations over the (filled) window values.
+    for (fi, f) in a.fields.iter().enumerate() {
+        if let Expr::Call { name, args } = f.expr.unparen() {
+            if is_transform(name) {
+                let inner: Vec<Val> = {
+                    let mut c = Vec::with_capacity(windows.len());
+                    for &(lo, hi) in &windows {
+                        let (from, to) = window_rows(a, lo, hi);
+                        c.push(eval_window(a, &args[0], from, to, lo, &mut |_| {})?);
+                    }
+                    apply_fill(&mut c, a.fill, &windows);
+                    c
+                };
+                let pts: Vec<Point> = windows
+                    .iter()
+                    .zip(inner)
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(w, v)| Point {
+                        time: w.0,
+                        val: v,
+                        row: None,
+                    })
+                    .collect();
+                let default_unit = a.interval.map(|i| i.0).unwrap_or(1_000_000_000);
+                let res = transform(name, args, &pts, default_unit)?;
+                let mut col = vec![Val::Null; windows.len()];
+                for p in res {
+                    if let Ok(wi) = windows.binary_search_by_key(&p.time, |w| w.0) {
+                        col[wi] = p.val;
+                    }
+                }
+                columns[fi] = col;
+            }
+        }
+    }
+    for (wi, &(lo, _)) in windows.iter().enumerate() {
+        let row_vals: Vec<Val> = columns.iter().map(|c| c[wi].clone()).collect();
+        let all_null = row_vals.iter().all(Val::is_null);
+        if a.interval.is_none() && !any_point[wi] {
+            continue;
+        }
+        if all_null && (matches!(a.fill, Fill::None) || has_transform) {
+            continue;
+        }
+        let time = selected_time[wi].unwrap_or(shown(lo));
+        let mut row = Vec::with_capacity(row_vals.len() + 1);
+        row.push(Val::Int(time));
+        row.extend(row_vals);
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn has_transform_at_top(e: &Expr) -> bool {
+    matches!(e.unparen(), Expr::Call { name, .. } if is_transform(name))
+}
+
+/// Index range of rows in `[lo, hi]`.
+fn window_rows(a: &AggInput<'_>, lo: i64, hi: i64) -> (usize, usize) {
+    let from = a.rows.partition_point(|r| r.0 < lo);
+    let to = a.rows.partition_point(|r| r.0 <= hi);
+    (from, to)
+}
+
+/// Value of a non-call expression at a selected row (or null without one).
+fn aux_value(a: &AggInput<'_>, e: &Expr, row: Option<usize>) -> Val {
+    match row {
+        Some(r) => {
+            let (t, si, vals) = &a.rows[r];
+            eval_row(a.ev, e, *t, vals, a.series[*si])
+        }
+        None => Val::Null,
+    }
+}
+
+/// Value of a field expression over the rows `[from, to)` of one window.
+fn eval_window(
+    a: &AggInput<'_>,
+    e: &Expr,
+    from: usize,
+    to: usize,
+    window_start: i64,
+    selected: &mut dyn FnMut(&Point),
+) -> Result<Val, QueryError> {
+    Ok(match e {
+        Expr::Paren(inner) => eval_window(a, inner, from, to, window_start, selected)?,
+        Expr::Call { name, args } if is_aggregate_or_transform(name) => {
+            if is_transform(name) {
+                // Filled in afterwards over the whole window sequence.
+                return Ok(Val::Null);
+            }
+            let pts = call_points(a, name, args, from, to, window_start)?;
+            match pts.into_iter().next() {
+                Some(p) => {
+                    selected(&p);
+                    p.val
+                }
+                None => Val::Null,
+            }
+        }
+        Expr::Call { name, args } => {
+            let mut vals = Vec::with_capacity(args.len());
+            for x in args {
+                vals.push(eval_window(a, x, from, to, window_start, selected)?);
+            }
+            math(name, &vals)
+        }
+        Expr::Binary { op, lhs, rhs } => {
+            let l = eval_window(a, lhs, from, to, window_start, selected)?;
+            let r = eval_window(a, rhs, from, to, window_start, selected)?;
+            arith(*op, &l, &r)
+        }
+        Expr::Number(n) => Val::Float(*n),
+        Expr::Integer(i) => Val::Int(*i),
+        // A bare field beside aggregates: filled in for single selectors, else null.
+        _ => Val::Null,
+    })
+}
+
+/// Non-null values of a call's field argument in rows `[from, to)`.
+fn arg_points(a: &AggInput<'_>, arg: &Expr, from: usize, to: usize) -> Vec<Point> {
+    let mut out = Vec::with_capacity(to - from);
+    for r in from..to {
+        let (t, si, vals) = &a.rows[r];
+        let v = eval_row(a.ev, arg, *t, vals, a.series[*si]);
+        if !v.is_null() {
+            out.push(Point {
+                time: *t,
+                val: v,
+                row: Some(r),
+            });
+        }
+    }
+    out
+}
+
+fn int_arg(args: &[Expr], i: usize, name: &str) -> Result<i64, QueryError> {
+    match args.get(i).map(Expr::unparen) {
+        Some(Expr::Integer(n)) => Ok(*n),
+        Some(Expr::Number(n)) => Ok(*n as i64),
+        _ => Err(QueryError::msg(format!(
+            "expected integer argument in {name}()"
+        ))),
+    }
+}
+
+/// The points an aggregate or selector produces for one window.
+fn call_points(
+    a: &AggInput<'_>,
+    name: &str,
+    args: &[Expr],
+    from: usize,
+    to: usize,
+    window_start: i64,
+) -> Result<Vec<Point>, QueryError> {
+    let arg = &args[0];
+    // count(distinct(x))
+    if let Expr::Call {
+        name: inner,
+        args: inner_args,
+    } = arg.unparen()
+    {
+        if name == "count" && inner == "distinct" {
+            let pts = arg_points(a, &inner_args[0], from, to);
+            let d = distinct(&pts);
+            return Ok(vec![scalar(window_start, Val::Int(d.len() as i64))]);
+        }
+        return Err(QueryError::msg(format!(
+            "expected field argument in {name}()"
+        )));
+    }
+    let pts = arg_points(a, arg, from, to);
+    if pts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if needs_numbers(name) && name != "percentile" && !pts[0].val.is_numeric() {
+        return Err(QueryError::msg(format!(
+            "unsupported {name} iterator type: {}",
+            type_word(&pts[0].val)
+        )));
+    }
+    let w = window_start;
+    Ok(match name {
+        "count" => vec![scalar(w, Val::Int(pts.len() as i64))],
+        "sum" => vec![scalar(w, sum(&pts))],
+        "mean" => {
+            let s: f64 = pts.iter().filter_map(|p| p.val.as_f64()).sum();
+            vec![scalar(w, Val::Float(s / pts.len() as f64))]
+        }
+        "median" => {
+            let mut v: Vec<f64> = pts.iter().filter_map(|p| p.val.as_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            let m = if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                v[n / 2 - 1] + (v[n / 2] - v[n / 2 - 1]) / 2.0
+            };
+            vec![scalar(w, Val::Float(m))]
+        }
+        "mode" => {
+            let mut v: Vec<&Val> = pts.iter().map(|p| &p.val).collect();
+            v.sort_by(|x, y| x.cmp_total(y));
+            let (mut best, mut best_n, mut i) = (v[0], 0, 0);
+            while i < v.len() {
+                let mut j = i;
+                while j < v.len() && v[j].cmp_total(v[i]) == Ordering::Equal {
+                    j += 1;
+                }
+                if j - i > best_n {
+                    best_n = j - i;
+                    best = v[i];
+                }
+                i = j;
+            }
+            vec![scalar(w, best.clone())]
+        }
+        "spread" => {
+            let min = pts
+                .iter()
+                .map(|p| &p.val)
+                .min_by(|x, y| x.cmp_total(y))
+                .expect("non-empty");
+            let max = pts
+                .iter()
+                .map(|p| &p.val)
+                .max_by(|x, y| x.cmp_total(y))
+                .expect("non-empty");
+            vec![scalar(w, arith(crate::query::ast::Op::Sub, max, min))]
+        }
+        "stddev" => {
+            if pts.len() < 2 {
+                vec![scalar(w, Val::Null)]
+            } else {
+                let v: Vec<f64> = pts.iter().filter_map(|p| p.val.as_f64()).collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+                vec![scalar(w, Val::Float(var.sqrt()))]
+            }
+        }
+        "integral" => {
+            let unit = match args.get(1).map(Expr::unparen) {
+                Some(Expr::Duration(d)) => *d,
+                None => 1_000_000_000,
+                _ => {
+                    return Err(QueryError::msg(
+                        "second argument to integral must be a duration",
+                    ))
+                }
+            };
+            let mut area = 0.0;
+            for p in pts.windows(2) {
+                let (x0, x1) = (
+                    p[0].val.as_f64().unwrap_or(0.0),
+                    p[1].val.as_f64().unwrap_or(0.0),
+                );
+                let dt = (p[1].time - p[0].time) as f64 / unit as f64;
+                area += (x0 + x1) / 2.0 * dt;
+            }
+            vec![scalar(w, Val::Float(area))]
+        }
+        "distinct" => distinct(&pts).into_iter().map(|v| scalar(w, v)).collect(),
+        "first" => {
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                if p.time < best.time || (p.time == best.time && p.val.cmp_total(&best.val).is_gt())
+                {
+                    best = p;
+                }
+            }
+            vec![best.clone()]
+        }
+        "last" => {
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                if p.time > best.time || (p.time == best.time && p.val.cmp_total(&best.val).is_gt())
+                {
+                    best = p;
+                }
+            }
+            vec![best.clone()]
+        }
+        "min" | "max" => {
+            let want = if name == "min" {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                let c = p.val.cmp_total(&best.val);
+                if c == want || (c.is_eq() && p.time < best.time) {
+                    best = p;
+                }
+            }
+            vec![best.clone()]
+        }
+        "percentile" => {
+            let q = match args.get(1).map(Expr::unparen) {
+                Some(Expr::Integer(n)) => *n as f64,
+                Some(Expr::Number(n)) => *n,
+                _ => return Err(QueryError::msg("expected float argument in percentile()")),
+            };
+            let mut v = pts.clone();
+            v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+            let i = ((v.len() as f64 * q / 100.0 + 0.5).floor() as i64) - 1;
+            if i < 0 || i as usize >= v.len() {
+                Vec::new()
+            } else {
+                vec![v[i as usize].clone()]
+            }
+        }
+        "top" | "bottom" => {
+            let n = int_arg(args, 1, name)?;
+            if n <= 0 {
+                return Err(QueryError::msg(format!(
+                    "limit ({n}) in {name} function must be at least 1"
+                )));
+            }
+            let mut v = pts.clone();
+            if name == "top" {
+                v.sort_by(|x, y| y.val.cmp_total(&x.val).then(x.time.cmp(&y.time)));
+            } else {
+                v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+            }
+            v.truncate(n as usize);
+            v.sort_by_key(|p| p.time);
+            v
+        }
+        other => {
+            return Err(QueryError::msg(format!("undefined function {other}()")));
+        }
+    })
+}
+
+fn type_word(v: &Val) -> &'static str {
+    match v {
+        Val::Str(_) => "string",
+        Val::Bool(_) => "boolean",
+        Val::Int(_) => "integer",
+        Val::Uint(_) => "unsigned",
+        _ => "float",
+    }
+}
+
+fn scalar(time: i64, val: Val) -> Point {
+    Point {
+        time,
+        val,
+        row: None,
+    }
+}
+
+fn sum(pts: &[Point]) -> Val {
+    match &pts[0].val {
+        Val::Int(_) => Val::Int(pts.iter().fold(0i64, |s, p| match p.val {
+            Val::Int(i) => s.wrapping_add(i),
+            _ => s,
+        })),
+        Val::Uint(_) => Val::Uint(pts.iter().fold(0u64, |s, p| match p.val {
+            Val::Uint(i) => s.wrapping_add(i),
+            _ => s,
+        })),
+        _ => Val::Float(pts.iter().filter_map(|p| p.val.as_f64()).sum()),
+    }
+}
+
+fn distinct(pts: &[Point]) -> Vec<Val> {
+    let mut v: Vec<Val> = pts.iter().map(|p| p.val.clone()).collect();
+    v.sort_by(|x, y| x.cmp_total(y));
+    v.dedup_by(|x, y| x.cmp_total(y).is_eq());
+    v
+}
+
+/// Fill of empty windows in one field's column.
+fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)]) {
+    match fill {
+        Fill::Null | Fill::None => {}
+        Fill::Number(_) | Fill::Integer(_) => {
+            let kind = col.iter().find(|v| !v.is_null()).cloned();
+            let f = fill_value(fill).expect("numeric fill");
+            for v in col.iter_mut().filter(|v| v.is_null()) {
+                *v = match (&kind, &f) {
+                    (Some(Val::Int(_)), Val::Float(x)) => Val::Int(*x as i64),
+                    (Some(Val::Float(_)), Val::Int(i)) => Val::Float(*i as f64),
+                    _ => f.clone(),
+                };
+            }
+        }
+        Fill::Previous => {
+            let mut prev = Val::Null;
+            for v in col.iter_mut() {
+                if v.is_null() {
+                    *v = prev.clone();
+                } else {
+                    prev = v.clone();
+                }
+            }
+        }
+        Fill::Linear => {
+            let known: Vec<usize> = (0..col.len()).filter(|&i| !col[i].is_null()).collect();
+            for pair in known.windows(2) {
+                let (i, j) = (pair[0], pair[1]);
+                if j - i < 2 {
+                    continue;
+                }
+                let (Some(a), Some(b)) = (col[i].as_f64(), col[j].as_f64()) else {
+                    continue;
+                };
+                let is_int = matches!(col[i], Val::Int(_));
+                let (ti, tj) = (windows[i].0 as f64, windows[j].0 as f64);
+                for k in i + 1..j {
+                    let x = a + (b - a) * (windows[k].0 as f64 - ti) / (tj - ti);
+                    col[k] = if is_int {
+                        Val::Int(x as i64)
+                    } else {
+                        Val::Float(x)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A transformation over a sequence of points.
+fn transform(
+    name: &str,
+    args: &[Expr],
+    pts: &[Point],
+    default_unit: i64,
+) -> Result<Vec<Point>, QueryError> {
+    let unit = |default: i64| -> Result<i64, QueryError> {
+        match args.get(1).map(Expr::unparen) {
+            Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
+            None => Ok(default),
+            _ => Err(QueryError::msg(format!(
+                "second argument to {name} must be a duration"
+            ))),
+        }
+    };
+    if let Some(p) = pts.first() {
+        if name != "elapsed" && !p.val.is_numeric() {
+            return Err(QueryError::msg(format!(
+                "unsupported {name} iterator type: {}",
+                type_word(&p.val)
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    match name {
+        "derivative" | "non_negative_derivative" => {
+            let unit = unit(default_unit)? as f64;
+            for w in pts.windows(2) {
+                let dt = (w[1].time - w[0].time) as f64;
+                if dt == 0.0 {
+                    continue;
+                }
+                let dv = w[1].val.as_f64().unwrap_or(0.0) - w[0].val.as_f64().unwrap_or(0.0);
+                let d = dv / (dt / unit);
+                if name == "non_negative_derivative" && d < 0.0 {
+                    continue;
+                }
+                out.push(scalar(w[1].time, Val::Float(d)));
+            }
+        }
+        "difference" | "non_negative_difference" => {
+            for w in pts.windows(2) {
+                let d = arith(crate::query::ast::Op::Sub, &w[1].val, &w[0].val);
+                if name == "non_negative_difference" && d.as_f64().is_some_and(|x| x < 0.0) {
+                    continue;
+                }
+                out.push(scalar(w[1].time, d));
+            }
+        }
+        "moving_average" => {
+            let n = int_arg(args, 1, name)?;
+            if n < 1 {
+                return Err(QueryError::msg(format!(
+                    "moving_average window must be greater than 1, got {n}"
+                )));
+            }
+            let n = n as usize;
+            for i in (n - 1)..pts.len() {
+                let s: f64 = pts[i + 1 - n..=i]
+                    .iter()
+                    .filter_map(|p| p.val.as_f64())
+                    .sum();
+                out.push(scalar(pts[i].time, Val::Float(s / n as f64)));
+            }
+        }
+        "cumulative_sum" => {
+            let mut acc: Option<Val> = None;
+            for p in pts {
+                let next = match &acc {
+                    None => p.val.clone(),
+                    Some(a) => arith(crate::query::ast::Op::Add, a, &p.val),
+                };
+                out.push(scalar(p.time, next.clone()));
+                acc = Some(next);
+            }
+        }
+        "elapsed" => {
+            let unit = unit(1)?;
+            for w in pts.windows(2) {
+                out.push(scalar(w[1].time, Val::Int((w[1].time - w[0].time) / unit)));
+            }
+        }
+        other => return Err(QueryError::msg(format!("undefined function {other}()"))),
+    }
+    Ok(out)
+}
+
+/// `SELECT derivative(x) FROM m` without GROUP BY time: over the raw points.
+fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
+    let mut columns: Vec<Vec<Point>> = Vec::new();
+    for f in a.fields {
+        let Expr::Call { name, args } = f.expr.unparen() else {
+            return Err(QueryError::msg(
+                "mixing aggregate and non-aggregate queries is not supported",
+            ));
+        };
+        if !is_transform(name) {
+            return Err(QueryError::msg(
+                "mixing aggregate and non-aggregate queries is not supported",
+            ));
+        }
+        let pts = arg_points(a, &args[0], 0, a.rows.len());
+        columns.push(transform(name, args, &pts, 1_000_000_000)?);
+    }
+    let mut times: Vec<i64> = columns
+        .iter()
+        .flat_map(|c| c.iter().map(|p| p.time))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut out = Vec::with_capacity(times.len());
+    for t in times {
+        let mut row = vec![Val::Int(t)];
+        for c in &columns {
+            row.push(
+                c.iter()
+                    .find(|p| p.time == t)
+                    .map(|p| p.val.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        out.push(row);
+    }
+    Ok(out)
+}

@@ -1,0 +1,611 @@
+//! SELECT and the SHOW statements over series data.
+
+use super::{ParseError, Parser, Tok};
+use crate::query::ast::{
+    Dimension, Expr, Field, Fill, Measurement, Op, Select, ShowSeriesData, ShowWhat, Source,
+    VarKind,
+};
+
+const EXPR_START: &str = "identifier, string, number, bool";
+
+impl Parser {
+    fn is_symbol(&self, c: char) -> bool {
+        self.peek().tok == Tok::Symbol(c)
+    }
+
+    fn symbol(&mut self, c: char) -> Result<(), ParseError> {
+        if self.is_symbol(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&c.to_string()))
+        }
+    }
+
+    /// The body of a SELECT after the keyword.
+    pub(super) fn select_body(&mut self) -> Result<Select, ParseError> {
+        let mut s = Select {
+            fields: self.fields()?,
+            ..Select::default()
+        };
+        if self.accept("INTO") {
+            s.into = Some(self.measurement_ref()?);
+        }
+        self.keyword("FROM")?;
+        s.sources = self.sources(true)?;
+        if self.accept("WHERE") {
+            s.condition = Some(self.expr(0)?);
+        }
+        if self.accept("GROUP") {
+            self.keyword("BY")?;
+            s.dimensions = self.dimensions()?;
+        }
+        if self.peek().is_keyword("fill") {
+            self.pos += 1;
+            s.fill = self.fill()?;
+        }
+        if self.accept("ORDER") {
+            self.keyword("BY")?;
+            s.order_desc = self.order()?;
+        }
+        if self.accept("LIMIT") {
+            s.limit = self.count()?;
+        }
+        if self.accept("OFFSET") {
+            s.offset = self.count()?;
+        }
+        if self.accept("SLIMIT") {
+            s.slimit = self.count()?;
+        }
+        if self.accept("SOFFSET") {
+            s.soffset = self.count()?;
+        }
+        if self.peek().is_keyword("tz") {
+            self.pos += 1;
+            self.symbol('(')?;
+            match &self.peek().tok {
+                Tok::Str(z) => {
+                    s.tz = Some(z.clone());
+                    self.pos += 1;
+                }
+                _ => return Err(self.error("string")),
+            }
+            self.symbol(')')?;
+        }
+        Ok(s)
+    }
+
+    fn count(&mut self) -> Result<usize, ParseError> {
+        let at = self.peek().clone();
+        let n = self.integer()?;
+        usize::try_from(n).map_err(|_| ParseError {
+            found: at.found(),
+            expected: "integer".into(),
+            line: at.line,
+            char: at.char,
+        })
+    }
+
+    fn fields(&mut self) -> Result<Vec<Field>, ParseError> {
+        let mut fields = Vec::new();
+        loop {
+            let expr = self.expr(0)?;
+            let alias = if self.accept("AS") {
+                Some(self.ident()?)
+            } else {
+                None
+            };
+            fields.push(Field { expr, alias });
+            if !self.is_symbol(',') {
+                return Ok(fields);
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Precedence climbing over binary operators.
+    pub(super) fn expr(&mut self, min_prec: u8) -> Result<Expr, ParseError> {
+        let mut lhs = self.unary()?;
+        loop {
+            let Some(op) = self.peek_op() else {
+                return Ok(lhs);
+            };
+            if op.precedence() <= min_prec {
+                return Ok(lhs);
+            }
+            self.pos += 1;
+            let rhs = if matches!(op, Op::EqRegex | Op::NeqRegex) {
+                Expr::Regex(self.regex()?)
+            } else {
+                self.expr(op.precedence())?
+            };
+            lhs = Expr::binary(op, lhs, rhs);
+        }
+    }
+
+    fn peek_op(&self) -> Option<Op> {
+        Some(match &self.peek().tok {
+            Tok::Symbol('+') => Op::Add,
+            Tok::Symbol('-') => Op::Sub,
+            Tok::Symbol('*') => Op::Mul,
+            Tok::Symbol('/') => Op::Div,
+            Tok::Symbol('%') => Op::Mod,
+            Tok::Symbol('&') => Op::BitAnd,
+            Tok::Symbol('|') => Op::BitOr,
+            Tok::Symbol('^') => Op::BitXor,
+            Tok::Symbol('=') => Op::Eq,
+            Tok::Symbol('<') => Op::Lt,
+            Tok::Symbol('>') => Op::Gt,
+            Tok::Op2("!=") | Tok::Op2("<>") => Op::Neq,
+            Tok::Op2("<=") => Op::Lte,
+            Tok::Op2(">=") => Op::Gte,
+            Tok::Op2("=~") => Op::EqRegex,
+            Tok::Op2("!~") => Op::NeqRegex,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("AND") => Op::And,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("OR") => Op::Or,
+            _ => return None,
+        })
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        let t = self.peek().clone();
+        match &t.tok {
+            Tok::Symbol('(') => {
+                self.pos += 1;
+                let e = self.expr(0)?;
+                self.symbol(')')?;
+                Ok(Expr::Paren(Box::new(e)))
+            }
+            Tok::Symbol('-') => {
+                self.pos += 1;
+                match self.peek().tok.clone() {
+                    Tok::Number(n) => {
+                        self.pos += 1;
+                        number_literal(&format!("-{n}")).ok_or_else(|| bad(&t, "number"))
+                    }
+                    Tok::Duration(d, _) => {
+                        self.pos += 1;
+                        Ok(Expr::Duration(-d))
+                    }
+                    _ => {
+                        let e = self.unary()?;
+                        Ok(Expr::binary(Op::Mul, Expr::Integer(-1), e))
+                    }
+                }
+            }
+            Tok::Symbol('*') => {
+                self.pos += 1;
+                Ok(Expr::Wildcard(self.cast()?))
+            }
+            Tok::Symbol('/') => Ok(Expr::Regex(self.regex()?)),
+            Tok::Number(n) => {
+                self.pos += 1;
+                number_literal(n).ok_or_else(|| bad(&t, "number"))
+            }
+            Tok::Duration(d, _) => {
+                self.pos += 1;
+                Ok(Expr::Duration(*d))
+            }
+            Tok::Str(s) => {
+                self.pos += 1;
+                Ok(Expr::Str(s.clone()))
+            }
+            Tok::Param(p) => {
+                self.pos += 1;
+                Ok(Expr::BoundParam(p.clone()))
+            }
+            Tok::Ident(w) if w.eq_ignore_ascii_case("true") => {
+                self.pos += 1;
+                Ok(Expr::Bool(true))
+            }
+            Tok::Ident(w) if w.eq_ignore_ascii_case("false") => {
+                self.pos += 1;
+                Ok(Expr::Bool(false))
+            }
+            Tok::Ident(w) if w.eq_ignore_ascii_case("DISTINCT") => {
+                self.pos += 1;
+                let arg = if self.is_symbol('(') {
+                    self.pos += 1;
+                    let e = self.expr(0)?;
+                    self.symbol(')')?;
+                    e
+                } else {
+                    Expr::VarRef {
+                        name: self.ident()?,
+                        kind: None,
+                    }
+                };
+                Ok(Expr::Call {
+                    name: "distinct".into(),
+                    args: vec![arg],
+                })
+            }
+            Tok::Ident(name) if !super::is_reserved(name) => {
+                self.pos += 1;
+                if self.is_symbol('(') {
+                    self.pos += 1;
+                    let mut args = Vec::new();
+                    if !self.is_symbol(')') {
+                        loop {
+                            args.push(self.expr(0)?);
+                            if !self.is_symbol(',') {
+                                break;
+                            }
+                            self.pos += 1;
+                        }
+                    }
+                    self.symbol(')')?;
+                    return Ok(Expr::Call {
+                        name: name.to_ascii_lowercase(),
+                        args,
+                    });
+                }
+                Ok(Expr::VarRef {
+                    name: name.clone(),
+                    kind: self.cast()?,
+                })
+            }
+            Tok::QuotedIdent(name) => {
+                self.pos += 1;
+                Ok(Expr::VarRef {
+                    name: name.clone(),
+                    kind: self.cast()?,
+                })
+            }
+            _ => Err(self.error(EXPR_START)),
+        }
+    }
+
+    fn cast(&mut self) -> Result<Option<VarKind>, ParseError> {
+        if self.peek().tok != Tok::Op2("::") {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let kind = match &self.peek().tok {
+            Tok::Ident(w) => VarKind::parse(w),
+            _ => None,
+        };
+        match kind {
+            Some(k) => {
+                self.pos += 1;
+                Ok(Some(k))
+            }
+            None => Err(self.error("float, integer, string, boolean, field, tag")),
+        }
+    }
+
+    /// A regex literal `/.../` starting at the current `/` token: re-scanned from the
+    /// input, since its inside is not InfluxQL tokens.
+    pub(super) fn regex(&mut self) -> Result<String, ParseError> {
+        if !self.is_symbol('/') {
+            return Err(self.error("regex"));
+        }
+        let start = self.peek().at + 1;
+        let mut i = start;
+        let mut out = String::new();
+        loop {
+            match self.chars.get(i) {
+                None | Some('\n') => return Err(self.error("regex")),
+                Some('\\') if self.chars.get(i + 1) == Some(&'/') => {
+                    out.push('/');
+                    i += 2;
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    if let Some(&c) = self.chars.get(i + 1) {
+                        out.push(c);
+                    }
+                    i += 2;
+                }
+                Some('/') => break,
+                Some(&c) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        // Skip every token that started inside the literal, and the closing slash.
+        while self.peek().tok != Tok::Eof && self.peek().at <= i {
+            self.pos += 1;
+        }
+        Ok(out)
+    }
+
+    pub(super) fn sources(&mut self, allow_subquery: bool) -> Result<Vec<Source>, ParseError> {
+        let mut out = Vec::new();
+        loop {
+            if allow_subquery && self.is_symbol('(') {
+                self.pos += 1;
+                self.keyword("SELECT")?;
+                let inner = self.select_body()?;
+                self.symbol(')')?;
+                out.push(Source::Subquery(Box::new(inner)));
+            } else {
+                out.push(Source::Measurement(self.measurement_ref()?));
+            }
+            if !self.is_symbol(',') {
+                return Ok(out);
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// `m`, `rp.m`, `db.rp.m`, `db..m`, or any of those ending in `/regex/`.
+    fn measurement_ref(&mut self) -> Result<Measurement, ParseError> {
+        let mut parts: Vec<Option<String>> = Vec::new();
+        loop {
+            if self.is_symbol('/') {
+                let re = self.regex()?;
+                return Ok(measurement_from(parts, None, Some(re)));
+            }
+            if self.is_symbol('.') {
+                parts.push(None);
+                self.pos += 1;
+                continue;
+            }
+            let name = match &self.peek().tok {
+                Tok::Ident(s) | Tok::QuotedIdent(s) => s.clone(),
+                _ => return Err(self.error("identifier")),
+            };
+            self.pos += 1;
+            if self.is_symbol('.') && parts.len() < 2 {
+                self.pos += 1;
+                parts.push(Some(name));
+                continue;
+            }
+            return Ok(measurement_from(parts, Some(name), None));
+        }
+    }
+
+    fn dimensions(&mut self) -> Result<Vec<Dimension>, ParseError> {
+        let mut out = Vec::new();
+        loop {
+            if self.is_symbol('*') {
+                self.pos += 1;
+                out.push(Dimension::Wildcard);
+            } else if self.is_symbol('/') {
+                out.push(Dimension::Regex(self.regex()?));
+            } else if self.peek().is_keyword("time")
+                && self.tokens[self.pos + 1].tok == Tok::Symbol('(')
+            {
+                self.pos += 2;
+                let interval = match self.expr(0)? {
+                    Expr::Duration(d) => d,
+                    _ => return Err(self.error("duration")),
+                };
+                let mut offset = 0;
+                if self.is_symbol(',') {
+                    self.pos += 1;
+                    offset = match self.expr(0)? {
+                        Expr::Duration(d) => d,
+                        Expr::Call { name, .. } if name == "now" => i64::MIN,
+                        _ => return Err(self.error("duration")),
+                    };
+                }
+                self.symbol(')')?;
+                out.push(Dimension::Time { interval, offset });
+            } else {
+                out.push(Dimension::Tag(self.ident()?));
+            }
+            if !self.is_symbol(',') {
+                return Ok(out);
+            }
+            self.pos += 1;
+        }
+    }
+
+    fn fill(&mut self) -> Result<Fill, ParseError> {
+        self.symbol('(')?;
+        let t = self.peek().clone();
+        let fill = match &t.tok {
+            Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Fill::Null,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("none") => Fill::None,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("previous") => Fill::Previous,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("linear") => Fill::Linear,
+            Tok::Number(_) | Tok::Symbol('-') => match self.unary()? {
+                Expr::Integer(i) => Fill::Integer(i),
+                Expr::Number(n) => Fill::Number(n),
+                _ => return Err(bad(&t, "fill option or number")),
+            },
+            _ => return Err(bad(&t, "fill option or number")),
+        };
+        if !matches!(fill, Fill::Integer(_) | Fill::Number(_)) {
+            self.pos += 1;
+        }
+        self.symbol(')')?;
+        Ok(fill)
+    }
+
+    fn order(&mut self) -> Result<bool, ParseError> {
+        if !self.peek().is_keyword("time") {
+            return Err(self.error("identifier"));
+        }
+        self.pos += 1;
+        if self.accept("DESC") {
+            return Ok(true);
+        }
+        self.accept("ASC");
+        Ok(false)
+    }
+
+    /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and the
+    /// cardinality forms; `None` when the words after SHOW are none of those.
+    pub(super) fn show_series_data(&mut self) -> Result<Option<ShowSeriesData>, ParseError> {
+        let start = self.pos;
+        let what = if self.accept("MEASUREMENTS") {
+            ShowWhat::Measurements { filter: None }
+        } else if self.accept("MEASUREMENT") {
+            let exact = self.exact_cardinality()?;
+            ShowWhat::MeasurementCardinality { exact }
+        } else if self.accept("SERIES") {
+            if self.peek().is_keyword("EXACT") || self.peek().is_keyword("CARDINALITY") {
+                let exact = self.exact_cardinality()?;
+                ShowWhat::SeriesCardinality { exact }
+            } else {
+                ShowWhat::Series
+            }
+        } else if self.accept("FIELD") {
+            if self.accept("KEYS") {
+                ShowWhat::FieldKeys
+            } else {
+                self.keyword("KEY")?;
+                let exact = self.exact_cardinality()?;
+                ShowWhat::FieldKeyCardinality { exact }
+            }
+        } else if self.accept("TAG") {
+            if self.accept("KEYS") {
+                ShowWhat::TagKeys
+            } else if self.accept("KEY") {
+                let exact = self.exact_cardinality()?;
+                ShowWhat::TagKeyCardinality { exact }
+            } else if self.accept("VALUES") {
+                if self.peek().is_keyword("EXACT") || self.peek().is_keyword("CARDINALITY") {
+                    let exact = self.exact_cardinality()?;
+                    ShowWhat::TagValuesCardinality {
+                        exact,
+                        op: Op::Eq,
+                        keys: Vec::new(),
+                        regex: None,
+                    }
+                } else {
+                    ShowWhat::TagValues {
+                        op: Op::Eq,
+                        keys: Vec::new(),
+                        regex: None,
+                    }
+                }
+            } else {
+                return Err(self.error("KEYS, VALUES"));
+            }
+        } else {
+            self.pos = start;
+            return Ok(None);
+        };
+        let mut show = ShowSeriesData {
+            what,
+            database: None,
+            sources: Vec::new(),
+            condition: None,
+            limit: 0,
+            offset: 0,
+        };
+        if self.accept("ON") {
+            show.database = Some(self.ident()?);
+        }
+        let takes_from = !matches!(show.what, ShowWhat::Measurements { .. });
+        if takes_from && self.accept("FROM") {
+            show.sources = self.sources(false)?;
+        }
+        match &mut show.what {
+            ShowWhat::Measurements { filter } => {
+                if self.accept("WITH") {
+                    self.keyword("MEASUREMENT")?;
+                    let op = self.peek_op();
+                    match op {
+                        Some(Op::Eq | Op::Neq) => {
+                            self.pos += 1;
+                            let name = self.ident()?;
+                            *filter = Some((op.unwrap(), Expr::Str(name)));
+                        }
+                        Some(Op::EqRegex | Op::NeqRegex) => {
+                            self.pos += 1;
+                            *filter = Some((op.unwrap(), Expr::Regex(self.regex()?)));
+                        }
+                        _ => return Err(self.error("=, !=, =~, !~")),
+                    }
+                }
+            }
+            ShowWhat::TagValues { op, keys, regex }
+            | ShowWhat::TagValuesCardinality {
+                op, keys, regex, ..
+            } => {
+                self.keyword("WITH")?;
+                self.keyword("KEY")?;
+                if self.accept("IN") {
+                    self.symbol('(')?;
+                    loop {
+                        keys.push(self.ident()?);
+                        if !self.is_symbol(',') {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    self.symbol(')')?;
+                    *op = Op::Eq;
+                } else {
+                    match self.peek_op() {
+                        Some(o @ (Op::Eq | Op::Neq)) => {
+                            self.pos += 1;
+                            *op = o;
+                            keys.push(self.ident()?);
+                        }
+                        Some(o @ (Op::EqRegex | Op::NeqRegex)) => {
+                            self.pos += 1;
+                            *op = o;
+                            *regex = Some(self.regex()?);
+                        }
+                        _ => return Err(self.error("=, !=, =~, !~")),
+                    }
+                }
+            }
+            _ => {}
+        }
+        if self.accept("WHERE") {
+            show.condition = Some(self.expr(0)?);
+        }
+        if self.accept("LIMIT") {
+            show.limit = self.count()?;
+        }
+        if self.accept("OFFSET") {
+            show.offset = self.count()?;
+        }
+        Ok(Some(show))
+    }
+
+    fn exact_cardinality(&mut self) -> Result<bool, ParseError> {
+        let exact = self.accept("EXACT");
+        self.keyword("CARDINALITY")?;
+        Ok(exact)
+    }
+}
+
+fn number_literal(text: &str) -> Option<Expr> {
+    if text.contains('.') {
+        text.parse().ok().map(Expr::Number)
+    } else {
+        match text.parse::<i64>() {
+            Ok(i) => Some(Expr::Integer(i)),
+            Err(_) => text.parse().ok().map(Expr::Number),
+        }
+    }
+}
+
+fn bad(t: &super::Token, expected: &str) -> ParseError {
+    ParseError {
+        found: t.found(),
+        expected: expected.into(),
+        line: t.line,
+        char: t.char,
+    }
+}
+
+fn measurement_from(
+    parts: Vec<Option<String>>,
+    name: Option<String>,
+    regex: Option<String>,
+) -> Measurement {
+    let (database, retention_policy) = match parts.len() {
+        0 => (None, None),
+        1 => (None, parts.into_iter().next().flatten()),
+        _ => {
+            let mut it = parts.into_iter();
+            (it.next().flatten(), it.next().flatten())
+        }
+    };
+    Measurement {
+        database,
+        retention_policy,
+        name,
+        regex,
+    }
+}

@@ -1,0 +1,962 @@
+//! SELECT: planning over the schema, the scan of each measurement on its shards, and
+//! the reduce that InfluxDB's engine does — raw rows, aggregates and selectors per
+//! (group, window), transformations over windows, fill, ordering and limits.
+//!
+//! The scan brings back the columns the statement needs in its time range (DESIGN
+//! section 7: each shard is read on its owning core, or by one of its owners remotely);
+//! everything after the scan runs here, on the coordinating core.
+
+use crate::query::ast::{Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind};
+use crate::query::format::parse_time;
+use crate::query::functions;
+use crate::query::scan::{parse_series_key, ScanRequest, SchemaRequest, ShardSchema};
+use crate::query::value::{arith, Val};
+use crate::query::{QueryContext, QueryError};
+use regex::Regex;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One result series: time is column 0, as nanoseconds (`Val::Int`) until rendered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultSeries {
+    pub name: String,
+    /// Group-by tags; `None` when the statement has no GROUP BY tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<Val>>,
+}
+
+/// The data of one source measurement as the statement needs it.
+struct SourceData {
+    name: String,
+    /// Field keys in row slot order.
+    slots: Vec<String>,
+    tag_keys: BTreeSet<String>,
+    field_types: BTreeMap<String, String>,
+    series: Vec<InputSeries>,
+}
+
+struct InputSeries {
+    tags: BTreeMap<String, String>,
+    /// (time, values by slot), sorted by time.
+    rows: Vec<(i64, Vec<Val>)>,
+}
+
+const MIN_TIME: i64 = i64::MIN + 2;
+const MAX_TIME: i64 = i64::MAX - 1;
+
+pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSeries>, QueryError> {
+    if sel.into.is_some() {
+        return Err(QueryError::msg(
+            "SELECT INTO is not supported by ShardCore yet",
+        ));
+    }
+    if let Some(tz) = &sel.tz {
+        if tz != "UTC" && tz != "Etc/UTC" {
+            return Err(QueryError::msg(format!(
+                "unable to find time zone {tz}: ShardCore only knows UTC yet"
+            )));
+        }
+    }
+    let sel = bind_params(sel, q)?;
+    let (time_range, condition) = split_time(sel.condition.as_ref(), q.now_ns)?;
+    let mut out = Vec::new();
+    for source in &sel.sources {
+        match source {
+            Source::Measurement(m) => {
+                for data in load_measurements(q, &sel, m, time_range, condition.as_ref()).await? {
+                    out.extend(reduce(
+                        &sel,
+                        data,
+                        time_range,
+                        condition.as_ref(),
+                        q.now_ns,
+                    )?);
+                }
+            }
+            Source::Subquery(inner) => {
+                let inner_series = Box::pin(execute(q, inner)).await?;
+                for data in from_subquery(inner, inner_series) {
+                    out.extend(reduce(
+                        &sel,
+                        data,
+                        time_range,
+                        condition.as_ref(),
+                        q.now_ns,
+                    )?);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
+    let out: Vec<ResultSeries> = out.into_iter().skip(sel.soffset).collect();
+    Ok(if sel.slimit > 0 {
+        out.into_iter().take(sel.slimit).collect()
+    } else {
+        out
+    })
+}
+
+/// Replaces `$name` parameters with their values from `params`.
+fn bind_params(sel: &Select, q: &QueryContext<'_>) -> Result<Select, QueryError> {
+    fn bind(e: &Expr, q: &QueryContext<'_>) -> Result<Expr, QueryError> {
+        Ok(match e {
+            Expr::BoundParam(name) => match q.params.get(name) {
+                Some(serde_json::Value::String(s)) => Expr::Str(s.clone()),
+                Some(serde_json::Value::Bool(b)) => Expr::Bool(*b),
+                Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                    Some(i) => Expr::Integer(i),
+                    None => Expr::Number(n.as_f64().unwrap_or(0.0)),
+                },
+                _ => {
+                    return Err(QueryError::msg(format!("missing parameter: {name}")));
+                }
+            },
+            Expr::Binary { op, lhs, rhs } => Expr::binary(*op, bind(lhs, q)?, bind(rhs, q)?),
+            Expr::Paren(inner) => Expr::Paren(Box::new(bind(inner, q)?)),
+            Expr::Call { name, args } => Expr::Call {
+                name: name.clone(),
+                args: args.iter().map(|a| bind(a, q)).collect::<Result<_, _>>()?,
+            },
+            other => other.clone(),
+        })
+    }
+    let mut out = sel.clone();
+    if let Some(c) = &sel.condition {
+        out.condition = Some(bind(c, q)?);
+    }
+    for f in &mut out.fields {
+        f.expr = bind(&f.expr, q)?;
+    }
+    Ok(out)
+}
+
+/// Takes the time bounds out of the top-level ANDs of a condition.
+pub fn split_time(
+    cond: Option<&Expr>,
+    now_ns: i64,
+) -> Result<((i64, i64), Option<Expr>), QueryError> {
+    let mut range = (MIN_TIME, MAX_TIME);
+    let Some(cond) = cond else {
+        return Ok((range, None));
+    };
+    let rest = take_time(cond, &mut range, now_ns)?;
+    Ok((range, rest))
+}
+
+fn take_time(e: &Expr, range: &mut (i64, i64), now_ns: i64) -> Result<Option<Expr>, QueryError> {
+    match e {
+        Expr::Paren(inner) => take_time(inner, range, now_ns),
+        Expr::Binary {
+            op: Op::And,
+            lhs,
+            rhs,
+        } => {
+            let l = take_time(lhs, range, now_ns)?;
+            let r = take_time(rhs, range, now_ns)?;
+            Ok(match (l, r) {
+                (Some(l), Some(r)) => Some(Expr::binary(Op::And, l, r)),
+                (l, r) => l.or(r),
+            })
+        }
+        Expr::Binary { op, lhs, rhs } if op.is_comparison() => {
+            let (op, value) = if is_time_ref(lhs) {
+                (*op, rhs)
+            } else if is_time_ref(rhs) {
+                (flip(*op), lhs)
+            } else {
+                return Ok(Some(e.clone()));
+            };
+            let t = time_value(value, now_ns)?;
+            match op {
+                Op::Gt => range.0 = range.0.max(t.saturating_add(1)),
+                Op::Gte => range.0 = range.0.max(t),
+                Op::Lt => range.1 = range.1.min(t.saturating_sub(1)),
+                Op::Lte => range.1 = range.1.min(t),
+                Op::Eq => {
+                    range.0 = range.0.max(t);
+                    range.1 = range.1.min(t);
+                }
+                _ => {
+                    return Err(QueryError::msg(
+                        "invalid time comparison operator: only =, <, <=, >, >= are allowed",
+                    ))
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(Some(e.clone())),
+    }
+}
+
+fn flip(op: Op) -> Op {
+    match op {
+        Op::Gt => Op::Lt,
+        Op::Gte => Op::Lte,
+        Op::Lt => Op::Gt,
+        Op::Lte => Op::Gte,
+        o => o,
+    }
+}
+
+fn is_time_ref(e: &Expr) -> bool {
+    matches!(e.unparen(), Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time"))
+}
+
+/// The nanosecond value of a time literal expression: a time string, an integer of
+/// nanoseconds, a duration, `now()`, and sums and differences of those.
+fn time_value(e: &Expr, now_ns: i64) -> Result<i64, QueryError> {
+    match e.unparen() {
+        Expr::Str(s) => {
+            parse_time(s).ok_or_else(|| QueryError::msg(format!("invalid timestamp string: {s}")))
+        }
+        Expr::Integer(i) => Ok(*i),
+        Expr::Number(n) => Ok(*n as i64),
+        Expr::Duration(d) => Ok(*d),
+        Expr::Call { name, args } if name == "now" && args.is_empty() => Ok(now_ns),
+        Expr::Binary { op, lhs, rhs } if matches!(op, Op::Add | Op::Sub) => {
+            let (a, b) = (time_value(lhs, now_ns)?, time_value(rhs, now_ns)?);
+            Ok(if *op == Op::Add {
+                a.saturating_add(b)
+            } else {
+                a.saturating_sub(b)
+            })
+        }
+        other => Err(QueryError::msg(format!("invalid time value: {other}"))),
+    }
+}
+
+/// Resolves a measurement source to the data of each measurement it names.
+async fn load_measurements(
+    q: &QueryContext<'_>,
+    sel: &Select,
+    m: &Measurement,
+    range: (i64, i64),
+    condition: Option<&Expr>,
+) -> Result<Vec<SourceData>, QueryError> {
+    let database = match m.database.as_deref().or(q.db) {
+        Some(d) => d.to_string(),
+        None => return Err(QueryError::msg("database name required")),
+    };
+    let snap = q.ctx.meta.snapshot();
+    let Some(db) = snap.database(&database) else {
+        return Err(QueryError::msg(format!("database not found: {database}")));
+    };
+    let rp = match m.retention_policy.as_deref() {
+        Some(rp) => {
+            if !db.retention_policies.contains_key(rp) {
+                return Err(QueryError::msg(format!("retention policy not found: {rp}")));
+            }
+            rp.to_string()
+        }
+        None => db.default_retention_policy.clone(),
+    };
+    let schemas = q
+        .schema(&SchemaRequest {
+            database: database.clone(),
+            retention_policy: Some(rp.clone()),
+            start_ns: range.0,
+            end_ns: range.1,
+            with_series: false,
+            shard_ids: None,
+        })
+        .await?;
+    let merged = merge_schemas(&schemas);
+    let names: Vec<&String> = match (&m.name, &m.regex) {
+        (Some(name), _) => merged.keys().filter(|k| *k == name).collect(),
+        (None, Some(re)) => {
+            let re = compile(re)?;
+            merged.keys().filter(|k| re.is_match(k)).collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let (fields, tags) = &merged[name];
+        let mut data = SourceData {
+            name: name.clone(),
+            slots: Vec::new(),
+            tag_keys: tags.clone(),
+            field_types: fields.clone(),
+            series: Vec::new(),
+        };
+        let slots = needed_fields(sel, condition, &data);
+        if slots.is_empty() {
+            out.push(data);
+            continue;
+        }
+        data.slots = slots.clone();
+        let scans = q
+            .scan(&ScanRequest {
+                database: database.clone(),
+                retention_policy: rp.clone(),
+                measurement: name.clone(),
+                fields: Some(slots.clone()),
+                start_ns: range.0,
+                end_ns: range.1,
+                shard_ids: None,
+            })
+            .await?;
+        data.series = series_rows(scans, &slots, q.max_select_point)?;
+        out.push(data);
+    }
+    Ok(out)
+}
+
+type MergedSchema = BTreeMap<String, (BTreeMap<String, String>, BTreeSet<String>)>;
+
+fn merge_schemas(schemas: &[ShardSchema]) -> MergedSchema {
+    let mut out: MergedSchema = BTreeMap::new();
+    for s in schemas {
+        for (name, m) in &s.measurements {
+            let entry = out.entry(name.clone()).or_default();
+            for (f, t) in &m.fields {
+                entry.0.entry(f.clone()).or_insert_with(|| t.clone());
+            }
+            entry.1.extend(m.tags.keys().cloned());
+        }
+    }
+    out
+}
+
+/// Field keys the statement reads from `data` (in the select list or the condition);
+/// the slot order of every row.
+fn needed_fields(sel: &Select, condition: Option<&Expr>, data: &SourceData) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    let mut visit = |e: &Expr| {
+        e.walk(&mut |x| match x {
+            Expr::VarRef { name, kind } => {
+                if kind != &Some(VarKind::Tag) && data.field_types.contains_key(name) {
+                    names.insert(name.clone());
+                }
+            }
+            Expr::Wildcard(kind) if kind != &Some(VarKind::Tag) => {
+                names.extend(data.field_types.keys().cloned());
+            }
+            Expr::Regex(re) => {
+                if let Ok(re) = Regex::new(re) {
+                    names.extend(data.field_types.keys().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            _ => {}
+        })
+    };
+    for f in &sel.fields {
+        visit(&f.expr);
+    }
+    if let Some(c) = condition {
+        // Regexes in a condition match tag values, not field names.
+        c.walk(&mut |x| {
+            if let Expr::VarRef { name, kind } = x {
+                if kind != &Some(VarKind::Tag) && data.field_types.contains_key(name) {
+                    names.insert(name.clone());
+                }
+            }
+        });
+    }
+    names.into_iter().collect()
+}
+
+/// Builds per-series rows from shard scans: the same series from several shards is
+/// concatenated; columns are merged by timestamp.
+fn series_rows(
+    scans: Vec<crate::query::scan::ShardScan>,
+    slots: &[String],
+    max_points: usize,
+) -> Result<Vec<InputSeries>, QueryError> {
+    let slot_of: HashMap<&str, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut by_key: BTreeMap<String, BTreeMap<i64, Vec<Val>>> = BTreeMap::new();
+    let mut points = 0usize;
+    for scan in scans {
+        for series in scan.series {
+            let rows = by_key.entry(series.key).or_default();
+            for column in series.columns {
+                let Some(&slot) = slot_of.get(column.field.as_str()) else {
+                    continue;
+                };
+                points += column.times.len();
+                if max_points > 0 && points > max_points {
+                    return Err(QueryError::msg(format!(
+                        "max-select-point limit exceeded: ({points}/{max_points})"
+                    )));
+                }
+                for (t, v) in column.times.into_iter().zip(column.values.iter()) {
+                    let row = rows
+                        .entry(t)
+                        .or_insert_with(|| vec![Val::Null; slots.len()]);
+                    row[slot] = Val::from(v);
+                }
+            }
+        }
+    }
+    Ok(by_key
+        .into_iter()
+        .map(|(key, rows)| {
+            let (_, tags) = parse_series_key(&key);
+            InputSeries {
+                tags: tags.into_iter().collect(),
+                rows: rows.into_iter().collect(),
+            }
+        })
+        .collect())
+}
+
+/// A subquery's result series become the outer statement's input series.
+fn from_subquery(inner: &Select, series: Vec<ResultSeries>) -> Vec<SourceData> {
+    let dims: BTreeSet<String> = inner
+        .dimensions
+        .iter()
+        .filter_map(|d| match d {
+            Dimension::Tag(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut by_name: BTreeMap<String, Vec<ResultSeries>> = BTreeMap::new();
+    for s in series {
+        by_name.entry(s.name.clone()).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (name, list) in by_name {
+        let mut field_types: BTreeMap<String, String> = BTreeMap::new();
+        let mut tag_keys = dims.clone();
+        for s in &list {
+            if let Some(t) = &s.tags {
+                tag_keys.extend(t.keys().cloned());
+            }
+            for (i, c) in s.columns.iter().enumerate().skip(1) {
+                let kind = s
+                    .values
+                    .iter()
+                    .map(|r| &r[i])
+                    .find(|v| !v.is_null())
+                    .map(|v| match v {
+                        Val::Float(_) => "float",
+                        Val::Int(_) => "integer",
+                        Val::Uint(_) => "unsigned",
+                        Val::Bool(_) => "boolean",
+                        _ => "string",
+                    });
+                let entry = field_types
+                    .entry(c.clone())
+                    .or_insert_with(|| "float".into());
+                if let Some(k) = kind {
+                    *entry = k.to_string();
+                }
+            }
+        }
+        let slots: Vec<String> = field_types.keys().cloned().collect();
+        let series = list
+            .into_iter()
+            .map(|s| {
+                let index: Vec<Option<usize>> = slots
+                    .iter()
+                    .map(|slot| s.columns.iter().position(|c| c == slot))
+                    .collect();
+                let rows = s
+                    .values
+                    .iter()
+                    .map(|r| {
+                        let t = match r[0] {
+                            Val::Int(t) => t,
+                            _ => 0,
+                        };
+                        let vals = index
+                            .iter()
+                            .map(|i| i.map(|i| r[i].clone()).unwrap_or_default())
+                            .collect();
+                        (t, vals)
+                    })
+                    .collect();
+                InputSeries {
+                    tags: s.tags.unwrap_or_default(),
+                    rows,
+                }
+            })
+            .collect();
+        out.push(SourceData {
+            name,
+            slots,
+            tag_keys,
+            field_types,
+            series,
+        });
+    }
+    out
+}
+
+fn compile(re: &str) -> Result<Regex, QueryError> {
+    Regex::new(re).map_err(|e| QueryError::msg(format!("invalid regex: {e}")))
+}
+
+/// Expressions evaluated against one row of one series.
+pub struct Evaluator<'a> {
+    slots: HashMap<&'a str, usize>,
+    tag_keys: &'a BTreeSet<String>,
+    regexes: RefCell<HashMap<String, Option<Regex>>>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(slots: &'a [String], tag_keys: &'a BTreeSet<String>) -> Self {
+        Evaluator {
+            slots: slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), i))
+                .collect(),
+            tag_keys,
+            regexes: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// An evaluator for conditions on tags only (SHOW ... WHERE).
+    pub fn for_tags(slots: &'a [String], tag_keys: &'a BTreeSet<String>) -> Self {
+        Evaluator::new(slots, tag_keys)
+    }
+
+    /// Whether a tag condition holds for a series with these tags.
+    pub fn matches(&self, cond: &Expr, tags: &BTreeMap<String, String>) -> bool {
+        self.truthy(cond, 0, &[], tags)
+    }
+
+    fn regex_match(&self, re: &str, s: &str) -> bool {
+        let mut cache = self.regexes.borrow_mut();
+        let r = cache
+            .entry(re.to_string())
+            .or_insert_with(|| Regex::new(re).ok());
+        r.as_ref().is_some_and(|r| r.is_match(s))
+    }
+
+    fn var(
+        &self,
+        name: &str,
+        kind: Option<VarKind>,
+        row: &[Val],
+        tags: &BTreeMap<String, String>,
+    ) -> Val {
+        let as_tag = || Val::Str(tags.get(name).cloned().unwrap_or_default());
+        match kind {
+            Some(VarKind::Tag) => as_tag(),
+            _ => match self.slots.get(name) {
+                Some(&i) => cast(&row[i], kind),
+                None if kind.is_none() && self.tag_keys.contains(name) => as_tag(),
+                None => Val::Null,
+            },
+        }
+    }
+
+    /// Value of a row-level expression (no aggregates).
+    fn eval(&self, e: &Expr, time: i64, row: &[Val], tags: &BTreeMap<String, String>) -> Val {
+        match e {
+            Expr::VarRef { name, kind } => {
+                if name.eq_ignore_ascii_case("time") {
+                    return Val::Int(time);
+                }
+                self.var(name, *kind, row, tags)
+            }
+            Expr::Number(n) => Val::Float(*n),
+            Expr::Integer(i) => Val::Int(*i),
+            Expr::Str(s) => Val::Str(s.clone()),
+            Expr::Bool(b) => Val::Bool(*b),
+            Expr::Duration(d) => Val::Int(*d),
+            Expr::Paren(inner) => self.eval(inner, time, row, tags),
+            Expr::Call { name, args } => {
+                let vals: Vec<Val> = args.iter().map(|a| self.eval(a, time, row, tags)).collect();
+                functions::math(name, &vals)
+            }
+            Expr::Binary { op, lhs, rhs } => match op {
+                Op::And => Val::Bool(
+                    self.truthy(lhs, time, row, tags) && self.truthy(rhs, time, row, tags),
+                ),
+                Op::Or => Val::Bool(
+                    self.truthy(lhs, time, row, tags) || self.truthy(rhs, time, row, tags),
+                ),
+                o if o.is_comparison() => Val::Bool(self.compare(*o, lhs, rhs, time, row, tags)),
+                o => arith(
+                    *o,
+                    &self.eval(lhs, time, row, tags),
+                    &self.eval(rhs, time, row, tags),
+                ),
+            },
+            _ => Val::Null,
+        }
+    }
+
+    fn truthy(&self, e: &Expr, time: i64, row: &[Val], tags: &BTreeMap<String, String>) -> bool {
+        matches!(self.eval(e, time, row, tags), Val::Bool(true))
+    }
+
+    fn compare(
+        &self,
+        op: Op,
+        lhs: &Expr,
+        rhs: &Expr,
+        time: i64,
+        row: &[Val],
+        tags: &BTreeMap<String, String>,
+    ) -> bool {
+        if let (Op::EqRegex | Op::NeqRegex, Expr::Regex(re)) = (op, rhs.unparen()) {
+            return match self.eval(lhs, time, row, tags) {
+                Val::Str(s) => self.regex_match(re, &s) == (op == Op::EqRegex),
+                Val::Null => op == Op::NeqRegex,
+                _ => false,
+            };
+        }
+        let (a, b) = (
+            self.eval(lhs, time, row, tags),
+            self.eval(rhs, time, row, tags),
+        );
+        let ord = match (&a, &b) {
+            (Val::Null, _) | (_, Val::Null) => return false,
+            (Val::Str(x), Val::Str(y)) => x.cmp(y),
+            (Val::Bool(x), Val::Bool(y)) => {
+                return match op {
+                    Op::Eq => x == y,
+                    Op::Neq => x != y,
+                    _ => false,
+                }
+            }
+            _ => match (a.as_f64(), b.as_f64()) {
+                (Some(_), Some(_)) => a.cmp_total(&b),
+                _ => return false,
+            },
+        };
+        match op {
+            Op::Eq => ord.is_eq(),
+            Op::Neq => !ord.is_eq(),
+            Op::Lt => ord.is_lt(),
+            Op::Lte => ord.is_le(),
+            Op::Gt => ord.is_gt(),
+            Op::Gte => ord.is_ge(),
+            _ => false,
+        }
+    }
+}
+
+fn cast(v: &Val, kind: Option<VarKind>) -> Val {
+    match (kind, v) {
+        (Some(VarKind::Float), Val::Int(i)) => Val::Float(*i as f64),
+        (Some(VarKind::Float), Val::Uint(i)) => Val::Float(*i as f64),
+        (Some(VarKind::Float), Val::Float(_)) => v.clone(),
+        (Some(VarKind::Integer), Val::Float(f)) => Val::Int(*f as i64),
+        (Some(VarKind::Integer), Val::Int(_)) => v.clone(),
+        (Some(VarKind::Integer), Val::Uint(u)) => Val::Int(*u as i64),
+        (Some(VarKind::String), Val::Str(_)) => v.clone(),
+        (Some(VarKind::Boolean), Val::Bool(_)) => v.clone(),
+        (Some(VarKind::Float | VarKind::Integer | VarKind::String | VarKind::Boolean), _) => {
+            Val::Null
+        }
+        _ => v.clone(),
+    }
+}
+
+/// The fields of the statement with wildcards and field regexes expanded.
+fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
+    let mut out = Vec::new();
+    for f in &sel.fields {
+        match &f.expr {
+            Expr::Wildcard(kind) => {
+                let mut names: Vec<(String, VarKind)> = Vec::new();
+                if *kind != Some(VarKind::Tag) {
+                    names.extend(data.field_types.keys().map(|k| (k.clone(), VarKind::Field)));
+                }
+                if *kind != Some(VarKind::Field) {
+                    names.extend(data.tag_keys.iter().map(|k| (k.clone(), VarKind::Tag)));
+                }
+                names.sort();
+                for (name, kind) in names {
+                    out.push(Field {
+                        expr: Expr::VarRef {
+                            name,
+                            kind: Some(kind),
+                        },
+                        alias: None,
+                    });
+                }
+            }
+            Expr::Regex(re) => {
+                if let Ok(re) = Regex::new(re) {
+                    let mut names: Vec<(String, VarKind)> = data
+                        .field_types
+                        .keys()
+                        .filter(|k| re.is_match(k))
+                        .map(|k| (k.clone(), VarKind::Field))
+                        .collect();
+                    names.extend(
+                        data.tag_keys
+                            .iter()
+                            .filter(|k| re.is_match(k))
+                            .map(|k| (k.clone(), VarKind::Tag)),
+                    );
+                    names.sort();
+                    for (name, kind) in names {
+                        out.push(Field {
+                            expr: Expr::VarRef {
+                                name,
+                                kind: Some(kind),
+                            },
+                            alias: None,
+                        });
+                    }
+                }
+            }
+            Expr::Call { name, args }
+                if matches!(args.first(), Some(Expr::Wildcard(_) | Expr::Regex(_))) =>
+            {
+                // mean(*) -> mean_a, mean_b over every (numeric) field.
+                let re = match &args[0] {
+                    Expr::Regex(r) => Regex::new(r).ok(),
+                    _ => None,
+                };
+                for (field, t) in &data.field_types {
+                    if re.as_ref().is_some_and(|r| !r.is_match(field)) {
+                        continue;
+                    }
+                    if functions::needs_numbers(name)
+                        && !(t == "float" || t == "integer" || t == "unsigned")
+                    {
+                        continue;
+                    }
+                    let mut new_args = args.clone();
+                    new_args[0] = Expr::VarRef {
+                        name: field.clone(),
+                        kind: None,
+                    };
+                    out.push(Field {
+                        expr: Expr::Call {
+                            name: name.clone(),
+                            args: new_args,
+                        },
+                        alias: Some(format!("{}_{}", f.alias.as_deref().unwrap_or(name), field)),
+                    });
+                }
+            }
+            _ => out.push(f.clone()),
+        }
+    }
+    out
+}
+
+/// Column names with InfluxDB's `_1`, `_2` suffixes for duplicates.
+fn column_names(fields: &[Field]) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = vec!["time".to_string()];
+    for f in fields {
+        let name = f.name();
+        let n = seen.entry(name.clone()).or_insert(0);
+        out.push(if *n == 0 {
+            name.clone()
+        } else {
+            format!("{name}_{n}")
+        });
+        *n += 1;
+    }
+    // A generated name may collide with a real one; InfluxDB keeps counting.
+    out
+}
+
+fn has_call(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| {
+        if let Expr::Call { name, .. } = x {
+            if functions::is_aggregate_or_transform(name) {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+fn refers_to_field(e: &Expr, data: &SourceData) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| {
+        if let Expr::VarRef { name, kind } = x {
+            if kind != &Some(VarKind::Tag)
+                && (data.field_types.contains_key(name) || !data.tag_keys.contains(name))
+            {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+/// Groups, windows and reduces one measurement's data into result series.
+fn reduce(
+    sel: &Select,
+    data: SourceData,
+    range: (i64, i64),
+    condition: Option<&Expr>,
+    now_ns: i64,
+) -> Result<Vec<ResultSeries>, QueryError> {
+    let fields = expand_fields(sel, &data);
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !fields
+        .iter()
+        .any(|f| refers_to_field(&f.expr, &data) || has_call(&f.expr))
+    {
+        return Err(QueryError::msg(
+            "statement must have at least one field in select clause",
+        ));
+    }
+    let aggregate = fields.iter().any(|f| has_call(&f.expr));
+    let interval = sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, offset } => Some((*interval, *offset)),
+        _ => None,
+    });
+    if interval.is_some() && !aggregate {
+        return Err(QueryError::msg(
+            "GROUP BY requires at least one aggregate function",
+        ));
+    }
+    if aggregate {
+        functions::validate(&fields, interval.is_some())?;
+    }
+    let ev = Evaluator::new(&data.slots, &data.tag_keys);
+    let group_keys = group_tag_keys(sel, &data);
+    let mut groups: BTreeMap<Vec<String>, Vec<(i64, usize, Vec<Val>)>> = BTreeMap::new();
+    for (si, series) in data.series.iter().enumerate() {
+        let key: Vec<String> = group_keys
+            .iter()
+            .map(|k| series.tags.get(k).cloned().unwrap_or_default())
+            .collect();
+        let rows = groups.entry(key).or_default();
+        for (t, vals) in &series.rows {
+            if *t < range.0 || *t > range.1 {
+                continue;
+            }
+            if let Some(c) = condition {
+                if !ev.truthy(c, *t, vals, &series.tags) {
+                    continue;
+                }
+            }
+            rows.push((*t, si, vals.clone()));
+        }
+    }
+    let columns = column_names(&fields);
+    let mut out = Vec::new();
+    // Window bounds for GROUP BY time: from the range start (or the first point) to the
+    // range end (or now).
+    let data_min = groups.values().flat_map(|r| r.iter().map(|x| x.0)).min();
+    for (key, mut rows) in groups {
+        rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
+        let tags = if group_keys.is_empty() {
+            None
+        } else {
+            Some(group_keys.iter().cloned().zip(key).collect())
+        };
+        let values = if aggregate {
+            let Some(data_min) = data_min else { continue };
+            functions::aggregate_rows(&functions::AggInput {
+                fields: &fields,
+                rows: &rows,
+                series: &data.series.iter().map(|s| &s.tags).collect::<Vec<_>>(),
+                ev: &ev,
+                interval,
+                range,
+                data_min,
+                now_ns,
+                fill: &sel.fill,
+            })?
+        } else {
+            raw_rows(&fields, &rows, &data, &ev)
+        };
+        if values.is_empty() {
+            continue;
+        }
+        let mut values = values;
+        if sel.order_desc {
+            values.reverse();
+        }
+        let values: Vec<Vec<Val>> = values.into_iter().skip(sel.offset).collect();
+        let values = if sel.limit > 0 {
+            values.into_iter().take(sel.limit).collect()
+        } else {
+            values
+        };
+        if values.is_empty() {
+            continue;
+        }
+        out.push(ResultSeries {
+            name: data.name.clone(),
+            tags,
+            columns: columns.clone(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+fn group_tag_keys(sel: &Select, data: &SourceData) -> Vec<String> {
+    let mut keys = BTreeSet::new();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Tag(t) => {
+                keys.insert(t.clone());
+            }
+            Dimension::Wildcard => keys.extend(data.tag_keys.iter().cloned()),
+            Dimension::Regex(re) => {
+                if let Ok(re) = Regex::new(re) {
+                    keys.extend(data.tag_keys.iter().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            Dimension::Time { .. } => {}
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// Raw rows: one per stored point row, skipping rows where every selected field is null.
+fn raw_rows(
+    fields: &[Field],
+    rows: &[(i64, usize, Vec<Val>)],
+    data: &SourceData,
+    ev: &Evaluator<'_>,
+) -> Vec<Vec<Val>> {
+    let field_cols: Vec<bool> = fields
+        .iter()
+        .map(|f| refers_to_field(&f.expr, data))
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for (t, si, vals) in rows {
+        let tags = &data.series[*si].tags;
+        let mut row = Vec::with_capacity(fields.len() + 1);
+        row.push(Val::Int(*t));
+        let mut any = false;
+        for (f, is_field) in fields.iter().zip(&field_cols) {
+            let v = ev.eval(&f.expr, *t, vals, tags);
+            if *is_field && !v.is_null() {
+                any = true;
+            }
+            row.push(v);
+        }
+        if any {
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// Used by functions: evaluate a row-level expression for one stored row.
+pub(crate) fn eval_row(
+    ev: &Evaluator<'_>,
+    e: &Expr,
+    t: i64,
+    vals: &[Val],
+    tags: &BTreeMap<String, String>,
+) -> Val {
+    ev.eval(e, t, vals, tags)
+}
+
+pub(crate) fn fill_value(fill: &Fill) -> Option<Val> {
+    match fill {
+        Fill::Number(n) => Some(Val::Float(*n)),
+        Fill::Integer(i) => Some(Val::Int(*i)),
+        _ => None,
+    }
+}

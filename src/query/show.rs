@@ -1,0 +1,275 @@
+//! SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and the cardinality
+//! forms, answered from the shards' indexes (merged over every shard of the database,
+//! on every core and, in a cluster, one owner of each shard).
+
+use crate::query::ast::{Expr, Measurement, Op, ShowSeriesData, ShowWhat, Source};
+use crate::query::scan::{parse_series_key, SchemaRequest, ShardSchema};
+use crate::query::select::ResultSeries;
+use crate::query::value::Val;
+use crate::query::{QueryContext, QueryError};
+use regex::Regex;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything one measurement has across shards; series keys when asked for.
+#[derive(Default)]
+struct Merged {
+    fields: BTreeMap<String, String>,
+    tags: BTreeMap<String, BTreeSet<String>>,
+    series: BTreeSet<String>,
+}
+
+fn compile(re: &str) -> Result<Regex, QueryError> {
+    Regex::new(re).map_err(|e| QueryError::msg(format!("invalid regex: {e}")))
+}
+
+pub async fn execute(
+    q: &QueryContext<'_>,
+    show: &ShowSeriesData,
+) -> Result<Vec<ResultSeries>, QueryError> {
+    let Some(database) = show.database.as_deref().or(q.db) else {
+        return Err(QueryError::msg("database name required"));
+    };
+    if q.ctx.meta.snapshot().database(database).is_none() {
+        return Err(QueryError::msg(format!("database not found: {database}")));
+    }
+    let condition = show
+        .condition
+        .as_ref()
+        .map(|c| crate::query::select::split_time(Some(c), q.now_ns))
+        .transpose()?
+        .and_then(|(_, rest)| rest);
+    let with_series = condition.is_some()
+        || matches!(
+            show.what,
+            ShowWhat::Series
+                | ShowWhat::SeriesCardinality { .. }
+                | ShowWhat::TagValues { .. }
+                | ShowWhat::TagValuesCardinality { .. }
+        );
+    let schemas = q
+        .schema(&SchemaRequest {
+            database: database.to_string(),
+            retention_policy: None,
+            start_ns: i64::MIN + 2,
+            end_ns: i64::MAX - 1,
+            with_series,
+            shard_ids: None,
+        })
+        .await?;
+    let mut merged = merge(&schemas);
+    // FROM: keep the named or matching measurements.
+    let sources: Vec<&Measurement> = show
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Measurement(m) => Some(m),
+            Source::Subquery(_) => None,
+        })
+        .collect();
+    if !sources.is_empty() {
+        let mut keep = BTreeSet::new();
+        for m in &sources {
+            match (&m.name, &m.regex) {
+                (Some(n), _) => {
+                    keep.insert(n.clone());
+                }
+                (None, Some(re)) => {
+                    let re = compile(re)?;
+                    keep.extend(merged.keys().filter(|k| re.is_match(k)).cloned());
+                }
+                _ => {}
+            }
+        }
+        merged.retain(|k, _| keep.contains(k));
+    }
+    // WHERE on tags: keep the matching series, and rebuild tag sets from them.
+    if let Some(cond) = &condition {
+        let no_slots: Vec<String> = Vec::new();
+        for (name, m) in merged.iter_mut() {
+            let tag_keys: BTreeSet<String> = m.tags.keys().cloned().collect();
+            let ev = crate::query::select::Evaluator::for_tags(&no_slots, &tag_keys);
+            let mut series = BTreeSet::new();
+            let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for key in &m.series {
+                let (_, kv) = parse_series_key(key);
+                let map: BTreeMap<String, String> = kv.into_iter().collect();
+                if ev.matches(cond, &map) {
+                    for (k, v) in &map {
+                        tags.entry(k.clone()).or_default().insert(v.clone());
+                    }
+                    series.insert(key.clone());
+                }
+            }
+            let _ = name;
+            m.series = series;
+            m.tags = tags;
+        }
+        merged.retain(|_, m| !m.series.is_empty());
+    }
+    let page = |v: Vec<Vec<Val>>| -> Vec<Vec<Val>> {
+        let v: Vec<Vec<Val>> = v.into_iter().skip(show.offset).collect();
+        if show.limit > 0 {
+            v.into_iter().take(show.limit).collect()
+        } else {
+            v
+        }
+    };
+    let series = |name: &str, columns: &[&str], values: Vec<Vec<Val>>| ResultSeries {
+        name: name.to_string(),
+        tags: None,
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        values,
+    };
+    let count = |n: usize| vec![vec![Val::Int(n as i64)]];
+    let mut out = Vec::new();
+    match &show.what {
+        ShowWhat::Measurements { filter } => {
+            let mut names: Vec<&String> = merged.keys().collect();
+            if let Some((op, e)) = filter {
+                names.retain(|n| match (op, e) {
+                    (Op::Eq, Expr::Str(s)) => *n == s,
+                    (Op::Neq, Expr::Str(s)) => *n != s,
+                    (Op::EqRegex, Expr::Regex(r)) => Regex::new(r).is_ok_and(|r| r.is_match(n)),
+                    (Op::NeqRegex, Expr::Regex(r)) => Regex::new(r).is_ok_and(|r| !r.is_match(n)),
+                    _ => true,
+                });
+            }
+            let values = page(
+                names
+                    .into_iter()
+                    .map(|n| vec![Val::Str(n.clone())])
+                    .collect(),
+            );
+            if !values.is_empty() {
+                out.push(series("measurements", &["name"], values));
+            }
+        }
+        ShowWhat::TagKeys => {
+            for (name, m) in &merged {
+                let values = page(m.tags.keys().map(|k| vec![Val::Str(k.clone())]).collect());
+                if !values.is_empty() {
+                    out.push(series(name, &["tagKey"], values));
+                }
+            }
+        }
+        ShowWhat::FieldKeys => {
+            for (name, m) in &merged {
+                let values = page(
+                    m.fields
+                        .iter()
+                        .map(|(k, t)| vec![Val::Str(k.clone()), Val::Str(t.clone())])
+                        .collect(),
+                );
+                if !values.is_empty() {
+                    out.push(series(name, &["fieldKey", "fieldType"], values));
+                }
+            }
+        }
+        ShowWhat::TagValues { op, keys, regex } => {
+            for (name, m) in &merged {
+                let values = page(tag_values(m, *op, keys, regex.as_deref())?);
+                if !values.is_empty() {
+                    out.push(series(name, &["key", "value"], values));
+                }
+            }
+        }
+        ShowWhat::Series => {
+            let all: Vec<Vec<Val>> = merged
+                .values()
+                .flat_map(|m| m.series.iter().map(|k| vec![Val::Str(k.clone())]))
+                .collect();
+            let values = page(all);
+            if !values.is_empty() {
+                out.push(series("", &["key"], values));
+            }
+        }
+        ShowWhat::MeasurementCardinality { exact } => {
+            let column = if *exact {
+                "count"
+            } else {
+                "cardinality estimation"
+            };
+            out.push(series("", &[column], count(merged.len())));
+        }
+        ShowWhat::SeriesCardinality { exact } => {
+            if *exact {
+                for (name, m) in &merged {
+                    out.push(series(name, &["count"], count(m.series.len())));
+                }
+            } else {
+                let n: usize = merged.values().map(|m| m.series.len()).sum();
+                out.push(series("", &["cardinality estimation"], count(n)));
+            }
+        }
+        ShowWhat::TagKeyCardinality { .. } => {
+            for (name, m) in &merged {
+                out.push(series(name, &["count"], count(m.tags.len())));
+            }
+        }
+        ShowWhat::FieldKeyCardinality { .. } => {
+            for (name, m) in &merged {
+                out.push(series(name, &["count"], count(m.fields.len())));
+            }
+        }
+        ShowWhat::TagValuesCardinality {
+            op, keys, regex, ..
+        } => {
+            for (name, m) in &merged {
+                let n = tag_values(m, *op, keys, regex.as_deref())?.len();
+                if n > 0 {
+                    out.push(series(name, &["count"], count(n)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (key, value) pairs of the selected tag keys, from the series that carry them.
+fn tag_values(
+    m: &Merged,
+    op: Op,
+    keys: &[String],
+    regex: Option<&str>,
+) -> Result<Vec<Vec<Val>>, QueryError> {
+    let re = regex.map(compile).transpose()?;
+    let selected = |k: &str| match op {
+        Op::Eq => keys.iter().any(|x| x == k),
+        Op::Neq => keys.iter().all(|x| x != k),
+        Op::EqRegex => re.as_ref().is_some_and(|r| r.is_match(k)),
+        Op::NeqRegex => re.as_ref().is_some_and(|r| !r.is_match(k)),
+        _ => false,
+    };
+    let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+    for key in &m.series {
+        for (k, v) in parse_series_key(key).1 {
+            if selected(&k) {
+                pairs.insert((k, v));
+            }
+        }
+    }
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| vec![Val::Str(k), Val::Str(v)])
+        .collect())
+}
+
+fn merge(schemas: &[ShardSchema]) -> BTreeMap<String, Merged> {
+    let mut out: BTreeMap<String, Merged> = BTreeMap::new();
+    for s in schemas {
+        for (name, m) in &s.measurements {
+            let e = out.entry(name.clone()).or_default();
+            for (f, t) in &m.fields {
+                e.fields.entry(f.clone()).or_insert_with(|| t.clone());
+            }
+            for (k, vs) in &m.tags {
+                e.tags
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(vs.iter().cloned());
+            }
+            e.series.extend(m.series.iter().cloned());
+        }
+    }
+    out
+}
