@@ -38,6 +38,28 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub cluster: ClusterConfig,
     pub hinted_handoff: HintedHandoffConfig,
+    pub query: QueryConfig,
+}
+
+/// `[query]`: the bounds of one InfluxQL statement (InfluxDB's `[coordinator]` limits).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QueryConfig {
+    pub max_select_point: usize,
+    pub max_select_series: usize,
+    pub max_select_buckets: usize,
+    pub max_row_limit: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_select_point: 0,
+            max_select_series: 0,
+            max_select_buckets: 0,
+            max_row_limit: 10_000,
+        }
+    }
 }
 
 /// `[hinted-handoff]`: queues of writes a remote owner could not take (issue 4).
@@ -199,6 +221,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             cluster: ClusterConfig::default(),
             hinted_handoff: HintedHandoffConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -340,6 +363,22 @@ max-frame-bytes = 67108864
 # How often core 0 exchanges databases and retention policies with every peer (also
 # at start-up and after each DDL), so a node that was down converges.
 meta-sync-interval-ms = 10000
+
+[query]
+# Points one SELECT may read before it fails with "max-select-point limit
+# exceeded"; 0 = no limit (InfluxDB's default).
+max-select-point = 0
+
+# Series one SELECT may read; 0 = no limit.
+max-select-series = 0
+
+# GROUP BY time windows one SELECT may produce; 0 = no limit other than a
+# built-in ceiling of 1000000.
+max-select-buckets = 0
+
+# Rows of one statement's answer; the rest is cut and the series marked
+# "partial": true, as InfluxDB's [http] max-row-limit. 0 = no limit.
+max-row-limit = 10000
 
 [hinted-handoff]
 # Queued bytes per destination node (per core); past it a write for that node fails

@@ -144,8 +144,32 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
             }
         }
     }
+    // A bare field beside aggregates is only allowed with a single selector.
+    let bare = fields.iter().any(|f| calls(&f.expr).is_empty() && has_var(&f.expr));
+    if bare {
+        let all: Vec<&str> = fields
+            .iter()
+            .flat_map(|f| calls(&f.expr))
+            .map(|(n, _)| n)
+            .collect();
+        if !(all.len() == 1 && is_selector(all[0])) {
+            return Err(QueryError::msg(
+                "mixing aggregate and non-aggregate queries is not supported",
+            ));
+        }
+    }
     let _ = top_level;
     Ok(())
+}
+
+fn has_var(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| {
+        if matches!(x, Expr::VarRef { .. }) {
+            found = true;
+        }
+    });
+    found
 }
 
 /// A math function applied to values (`abs`, `floor`, `round`, `pow`, ...).
@@ -210,6 +234,8 @@ pub struct AggInput<'a> {
     pub data_min: i64,
     pub now_ns: i64,
     pub fill: &'a Fill,
+    /// `max-select-buckets`; 0: only the built-in ceiling.
+    pub max_buckets: usize,
 }
 
 const MIN_TIME: i64 = i64::MIN + 2;
@@ -251,11 +277,15 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             };
             let first = (start - offset).div_euclid(every) * every + offset;
             let count = ((end - first) / every + 1).max(0) as usize;
-            if count > MAX_BUCKETS {
+            if a.max_buckets > 0 && count > a.max_buckets {
                 return Err(QueryError::msg(format!(
-                    "max-select-buckets limit exceeded: ({count}/{MAX_BUCKETS})"
+                    "max-select-buckets limit exceeded: ({count}/{})",
+                    a.max_buckets
                 )));
             }
+            // Without a configured limit, an open-ended range (up to now) is cut at a
+            // built-in ceiling; the answer's row limit marks it partial long before.
+            let count = count.min(MAX_BUCKETS);
             (0..count)
                 .map(|i| {
                     let lo = first + i as i64 * every;
@@ -352,9 +382,18 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         }
     }
     for (fi, f) in a.fields.iter().enumerate() {
-        if !has_transform_at_top(&f.expr) {
-            apply_fill(&mut columns[fi], a.fill, &windows);
+        if has_transform_at_top(&f.expr) {
+            continue;
         }
+        // count() of an empty window is 0 under the default fill, as InfluxDB.
+        if matches!(a.fill, Fill::Null)
+            && matches!(f.expr.unparen(), Expr::Call { name, .. } if name == "count")
+        {
+            for v in columns[fi].iter_mut().filter(|v| v.is_null()) {
+                *v = Val::Int(0);
+            }
+        }
+        apply_fill(&mut columns[fi], a.fill, &windows);
     }
     // Transformations over the (filled) window values.
     for (fi, f) in a.fields.iter().enumerate() {

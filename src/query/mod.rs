@@ -59,8 +59,10 @@ pub struct QueryContext<'a> {
     pub db: Option<&'a str>,
     pub params: &'a serde_json::Map<String, Value>,
     pub now_ns: i64,
-    /// `max-select-point`: 0 is unlimited, as InfluxDB.
+    /// `[query]` limits; 0 is unlimited, as InfluxDB.
     pub max_select_point: usize,
+    pub max_select_series: usize,
+    pub max_select_buckets: usize,
 }
 
 impl QueryContext<'_> {
@@ -146,7 +148,9 @@ pub async fn execute(
         db: options.db.as_deref(),
         params: &options.params,
         now_ns: now_ns(),
-        max_select_point: 0,
+        max_select_point: ctx.config.query.max_select_point,
+        max_select_series: ctx.config.query.max_select_series,
+        max_select_buckets: ctx.config.query.max_select_buckets,
     };
     for (id, statement) in statements.iter().enumerate() {
         match execute_statement(&qc, statement, options).await {
@@ -262,11 +266,15 @@ async fn execute_statement(
         }
         Statement::Select(sel) => {
             let series = select::execute(qc, sel).await.map_err(|e| e.to_string())?;
-            Ok(render::series_json(&series, options.epoch.as_deref()))
+            Ok(render::series_json(
+                &series,
+                options.epoch.as_deref(),
+                ctx.config.query.max_row_limit,
+            ))
         }
         Statement::ShowSeriesData(show) => {
             let series = show::execute(qc, show).await.map_err(|e| e.to_string())?;
-            Ok(render::series_json(&series, None))
+            Ok(render::series_json(&series, None, 0))
         }
         Statement::Unsupported { kind } => Err(format!(
             "{kind} statements are not supported by this version of ShardCore yet"

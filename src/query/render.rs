@@ -20,15 +20,23 @@ fn epoch_divisor(epoch: &str) -> Option<i64> {
     })
 }
 
-/// The `"series"` array of a statement result; `None` when there is none.
-pub fn series_json(series: &[ResultSeries], epoch: Option<&str>) -> Option<Value> {
+/// The `"series"` array of a statement result; `None` when there is none. Past
+/// `row_limit` rows (0: none) the rest is cut and the last series marked partial.
+pub fn series_json(series: &[ResultSeries], epoch: Option<&str>, row_limit: usize) -> Option<Value> {
     if series.is_empty() {
         return None;
     }
     let div = epoch.and_then(epoch_divisor);
+    let mut left = if row_limit == 0 { usize::MAX } else { row_limit };
     let out: Vec<Value> = series
         .iter()
-        .map(|s| {
+        .map_while(|s| {
+            if left == 0 {
+                return None;
+            }
+            let partial = s.values.len() > left;
+            let rows = &s.values[..s.values.len().min(left)];
+            left -= rows.len();
             let mut obj = Map::new();
             if !s.name.is_empty() {
                 obj.insert("name".into(), Value::String(s.name.clone()));
@@ -50,8 +58,7 @@ pub fn series_json(series: &[ResultSeries], epoch: Option<&str>) -> Option<Value
                 Value::Array(s.columns.iter().cloned().map(Value::String).collect()),
             );
             let time_col = s.columns.first().is_some_and(|c| c == "time");
-            let values: Vec<Value> = s
-                .values
+            let values: Vec<Value> = rows
                 .iter()
                 .map(|row| {
                     Value::Array(
@@ -71,7 +78,10 @@ pub fn series_json(series: &[ResultSeries], epoch: Option<&str>) -> Option<Value
             if !values.is_empty() {
                 obj.insert("values".into(), Value::Array(values));
             }
-            Value::Object(obj)
+            if partial {
+                obj.insert("partial".into(), Value::Bool(true));
+            }
+            Some(Value::Object(obj))
         })
         .collect();
     Some(Value::Array(out))

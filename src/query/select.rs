@@ -70,7 +70,7 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
                         data,
                         time_range,
                         condition.as_ref(),
-                        q.now_ns,
+                        q,
                     )?);
                 }
             }
@@ -82,7 +82,7 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
                         data,
                         time_range,
                         condition.as_ref(),
-                        q.now_ns,
+                        q,
                     )?);
                 }
             }
@@ -298,6 +298,13 @@ async fn load_measurements(
             })
             .await?;
         data.series = series_rows(scans, &slots, q.max_select_point)?;
+        if q.max_select_series > 0 && data.series.len() > q.max_select_series {
+            return Err(QueryError::msg(format!(
+                "max-select-series limit exceeded: ({}/{})",
+                data.series.len(),
+                q.max_select_series
+            )));
+        }
         out.push(data);
     }
     Ok(out)
@@ -381,7 +388,7 @@ fn series_rows(
                 points += column.times.len();
                 if max_points > 0 && points > max_points {
                     return Err(QueryError::msg(format!(
-                        "max-select-point limit exceeded: ({points}/{max_points})"
+                        "max-select-point limit exceeed: ({points}/{max_points})"
                     )));
                 }
                 for (t, v) in column.times.into_iter().zip(column.values.iter()) {
@@ -656,6 +663,8 @@ fn cast(v: &Val, kind: Option<VarKind>) -> Val {
 /// The fields of the statement with wildcards and field regexes expanded.
 fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
     let mut out = Vec::new();
+    // Tags that are GROUP BY dimensions are not columns of `*`.
+    let grouped = group_tag_keys(sel, data);
     for f in &sel.fields {
         match &f.expr {
             Expr::Wildcard(kind) => {
@@ -664,7 +673,12 @@ fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
                     names.extend(data.field_types.keys().map(|k| (k.clone(), VarKind::Field)));
                 }
                 if *kind != Some(VarKind::Field) {
-                    names.extend(data.tag_keys.iter().map(|k| (k.clone(), VarKind::Tag)));
+                    names.extend(
+                        data.tag_keys
+                            .iter()
+                            .filter(|k| !grouped.contains(k))
+                            .map(|k| (k.clone(), VarKind::Tag)),
+                    );
                 }
                 names.sort();
                 for (name, kind) in names {
@@ -790,8 +804,9 @@ fn reduce(
     data: SourceData,
     range: (i64, i64),
     condition: Option<&Expr>,
-    now_ns: i64,
+    q: &QueryContext<'_>,
 ) -> Result<Vec<ResultSeries>, QueryError> {
+    let now_ns = q.now_ns;
     let fields = expand_fields(sel, &data);
     if fields.is_empty() {
         return Ok(Vec::new());
@@ -862,6 +877,7 @@ fn reduce(
                 data_min,
                 now_ns,
                 fill: &sel.fill,
+                max_buckets: q.max_select_buckets,
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)
