@@ -7,6 +7,7 @@
 
 use crate::cluster::conn::{ConnError, FramedConn};
 use crate::cluster::meta_sync::{self, MetaSync, MetaSyncResponse};
+use crate::cluster::query::MapShard;
 use crate::cluster::wire::{
     self, FrameKind, Pong, WireError, WriteShard, WriteShardResponse, WriteShardStatus,
 };
@@ -132,6 +133,17 @@ async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
                     let reply = MetaSyncResponse {
                         meta_json: meta_sync::encode_meta(&ctx.meta.snapshot()),
                     };
+                    conn.send(frame.request_id, &reply).await
+                }
+                Err(e) => {
+                    conn.send_error(&e).await;
+                    reject(&ctx, conn.peer(), &e);
+                    return;
+                }
+            },
+            FrameKind::MapShard => match frame.decode_message::<MapShard>() {
+                Ok(request) => {
+                    let reply = crate::cluster::query::serve_map(&ctx, &request).await;
                     conn.send(frame.request_id, &reply).await
                 }
                 Err(e) => {

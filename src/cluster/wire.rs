@@ -31,7 +31,8 @@
 //! | WriteShardResponse | `0x21` | response         | `status u8` (0 ok, 1 retryable, 2 permanent), then `points_written u32` (ok) or `message str` |
 //! | MetaSync           | `0x30` | request          | owned by the meta module; opaque here        |
 //! | MetaSyncResponse   | `0x31` | response         | owned by the meta module; opaque here        |
-//! | MapShard           | `0x40` | reserved         | reserved for the query path; decodes as a known type, no codec yet |
+//! | MapShard           | `0x40` | request          | owned by `cluster::query`: a scan or schema request (JSON) |
+//! | MapShardResponse   | `0x41` | response         | owned by `cluster::query`: shard results, one page (JSON) |
 //! | Error              | `0x7f` | either way       | `code u16, message str`                      |
 //!
 //! `str` is a `u32` length and that many UTF-8 bytes; `bytes` is a `u32` length and that
@@ -174,16 +175,15 @@ pub enum FrameKind {
     WriteShardResponse = 0x21,
     MetaSync = 0x30,
     MetaSyncResponse = 0x31,
-    /// Reserved for the query path (a plan fragment, answered by partial results). It
-    /// decodes as a known type so that a newer peer's frame is a clear "unexpected
-    /// MapShard", not a lost framing; no payload codec exists yet.
+    /// The query path: a scan or schema request for the peer's shards (`cluster::query`).
     MapShard = 0x40,
+    MapShardResponse = 0x41,
     Error = 0x7f,
 }
 
 impl FrameKind {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameKind; 12] = [
+    pub const ALL: [FrameKind; 13] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -195,6 +195,7 @@ impl FrameKind {
         FrameKind::MetaSync,
         FrameKind::MetaSyncResponse,
         FrameKind::MapShard,
+        FrameKind::MapShardResponse,
         FrameKind::Error,
     ];
 
@@ -1217,7 +1218,10 @@ mod tests {
             FrameKind::WriteShard => WriteShard::decode_payload(payload).map(drop),
             FrameKind::WriteShardResponse => WriteShardResponse::decode_payload(payload).map(drop),
             FrameKind::Error => ErrorMessage::decode_payload(payload).map(drop),
-            FrameKind::MetaSync | FrameKind::MetaSyncResponse | FrameKind::MapShard => Ok(()),
+            FrameKind::MetaSync
+            | FrameKind::MetaSyncResponse
+            | FrameKind::MapShard
+            | FrameKind::MapShardResponse => Ok(()),
         }
     }
 

@@ -145,7 +145,9 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
         }
     }
     // A bare field beside aggregates is only allowed with a single selector.
-    let bare = fields.iter().any(|f| calls(&f.expr).is_empty() && has_var(&f.expr));
+    let bare = fields
+        .iter()
+        .any(|f| calls(&f.expr).is_empty() && has_var(&f.expr));
     if bare {
         let all: Vec<&str> = fields
             .iter()

@@ -22,12 +22,20 @@ fn epoch_divisor(epoch: &str) -> Option<i64> {
 
 /// The `"series"` array of a statement result; `None` when there is none. Past
 /// `row_limit` rows (0: none) the rest is cut and the last series marked partial.
-pub fn series_json(series: &[ResultSeries], epoch: Option<&str>, row_limit: usize) -> Option<Value> {
+pub fn series_json(
+    series: &[ResultSeries],
+    epoch: Option<&str>,
+    row_limit: usize,
+) -> Option<Value> {
     if series.is_empty() {
         return None;
     }
     let div = epoch.and_then(epoch_divisor);
-    let mut left = if row_limit == 0 { usize::MAX } else { row_limit };
+    let mut left = if row_limit == 0 {
+        usize::MAX
+    } else {
+        row_limit
+    };
     let out: Vec<Value> = series
         .iter()
         .map_while(|s| {

@@ -30,6 +30,8 @@ pub struct ScanRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardScan {
     pub shard_id: u64,
+    /// Start of the shard's group (placement finds the group's other shards from it).
+    pub start_ns: i64,
     pub series: Vec<SeriesData>,
 }
 
@@ -60,6 +62,7 @@ pub struct MeasurementSchema {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardSchema {
     pub shard_id: u64,
+    pub start_ns: i64,
     /// Unescaped measurement name -> schema.
     pub measurements: BTreeMap<String, MeasurementSchema>,
 }
@@ -141,9 +144,13 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
         {
             continue;
         }
-        let shard_id = m.id;
+        let (shard_id, start_ns) = (m.id, m.start_ns);
         let series = shard.scan(&measurement, fields.as_deref(), r.start_ns, r.end_ns);
-        out.push(ShardScan { shard_id, series });
+        out.push(ShardScan {
+            shard_id,
+            start_ns,
+            series,
+        });
     }
     out
 }
@@ -193,6 +200,7 @@ pub fn schema_local(store: &Store, r: &SchemaRequest) -> Vec<ShardSchema> {
         }
         out.push(ShardSchema {
             shard_id: m.id,
+            start_ns: m.start_ns,
             measurements,
         });
     }

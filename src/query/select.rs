@@ -65,25 +65,13 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
         match source {
             Source::Measurement(m) => {
                 for data in load_measurements(q, &sel, m, time_range, condition.as_ref()).await? {
-                    out.extend(reduce(
-                        &sel,
-                        data,
-                        time_range,
-                        condition.as_ref(),
-                        q,
-                    )?);
+                    out.extend(reduce(&sel, data, time_range, condition.as_ref(), q)?);
                 }
             }
             Source::Subquery(inner) => {
                 let inner_series = Box::pin(execute(q, inner)).await?;
                 for data in from_subquery(inner, inner_series) {
-                    out.extend(reduce(
-                        &sel,
-                        data,
-                        time_range,
-                        condition.as_ref(),
-                        q,
-                    )?);
+                    out.extend(reduce(&sel, data, time_range, condition.as_ref(), q)?);
                 }
             }
         }
