@@ -506,9 +506,12 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             StatusCode::OK,
             json_text(&serde_json::json!({ "results": results }), pretty),
         ),
-        Err(e) => error(
+        Err(e) => json_bytes(
             StatusCode::BAD_REQUEST,
-            &format!("error parsing query: {e}"),
+            json_text(
+                &serde_json::json!({ "error": format!("error parsing query: {e}") }),
+                pretty,
+            ),
         ),
     }
 }

@@ -41,6 +41,16 @@ const TRANSFORMS: &[&str] = &[
     "elapsed",
 ];
 
+const MATH: &[&str] = &[
+    "abs", "floor", "ceil", "round", "sqrt", "ln", "log", "log2", "log10", "exp", "pow", "sin",
+    "cos", "tan", "asin", "acos", "atan", "atan2", "now",
+];
+
+/// Whether InfluxQL knows the function.
+pub fn is_known(name: &str) -> bool {
+    is_aggregate_or_transform(name) || MATH.contains(&name)
+}
+
 pub fn is_aggregate_or_transform(name: &str) -> bool {
     AGGREGATES.contains(&name) || SELECTORS.contains(&name) || TRANSFORMS.contains(&name)
 }
@@ -98,9 +108,13 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                             args.len()
                         )));
                     }
-                    if args.len() > 2 {
+                    if args[1..args.len() - 1]
+                        .iter()
+                        .any(|a| !matches!(a, Expr::VarRef { .. }))
+                    {
                         return Err(QueryError::msg(format!(
-                            "{name}() with tag arguments is not supported by ShardCore yet"
+                            "only fields or tags are allowed in {name}(), found {}",
+                            args[1]
                         )));
                     }
                 }
@@ -238,6 +252,8 @@ pub struct AggInput<'a> {
     pub fill: &'a Fill,
     /// `max-select-buckets`; 0: only the built-in ceiling.
     pub max_buckets: usize,
+    /// ORDER BY time DESC: transformations run over descending points.
+    pub desc: bool,
 }
 
 const MIN_TIME: i64 = i64::MIN + 2;
@@ -371,6 +387,12 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             })?;
             col.push(v);
         }
+        // integral() carries area across window edges: computed over the whole group.
+        if let Expr::Call { name, args } = f.expr.unparen() {
+            if name == "integral" {
+                col = integral_windows(a, args, &windows)?;
+            }
+        }
         columns.push(col);
     }
     // Aux fields beside a single selector take the selected point's row.
@@ -389,6 +411,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         }
         // count() of an empty window is 0 under the default fill, as InfluxDB.
         if matches!(a.fill, Fill::Null)
+            && a.interval.is_some()
             && matches!(f.expr.unparen(), Expr::Call { name, .. } if name == "count")
         {
             for v in columns[fi].iter_mut().filter(|v| v.is_null()) {
@@ -421,7 +444,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                     })
                     .collect();
                 let default_unit = a.interval.map(|i| i.0).unwrap_or(1_000_000_000);
-                let res = transform(name, args, &pts, default_unit)?;
+                let res = transform(name, args, &pts, default_unit, a.desc)?;
                 let mut col = vec![Val::Null; windows.len()];
                 for p in res {
                     if let Ok(wi) = windows.binary_search_by_key(&p.time, |w| w.0) {
@@ -441,7 +464,16 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         if all_null && (matches!(a.fill, Fill::None) || has_transform) {
             continue;
         }
-        let time = selected_time[wi].unwrap_or(shown(lo));
+        // integral() without GROUP BY time keeps its reducer's zero time.
+        let zero_time = a.interval.is_none()
+            && a.fields
+                .iter()
+                .any(|f| matches!(f.expr.unparen(), Expr::Call { name, .. } if name == "integral"));
+        let time = if zero_time {
+            0
+        } else {
+            selected_time[wi].unwrap_or(shown(lo))
+        };
         let mut row = Vec::with_capacity(row_vals.len() + 1);
         row.push(Val::Int(time));
         row.extend(row_vals);
@@ -598,17 +630,19 @@ fn call_points(
             vec![scalar(w, Val::Float(m))]
         }
         "mode" => {
-            let mut v: Vec<&Val> = pts.iter().map(|p| &p.val).collect();
-            v.sort_by(|x, y| x.cmp_total(y));
-            let (mut best, mut best_n, mut i) = (v[0], 0, 0);
+            // The most frequent value; among equals, the one seen first.
+            let mut v: Vec<&Point> = pts.iter().collect();
+            v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+            let (mut best, mut best_n, mut best_t, mut i) = (&v[0].val, 0, i64::MAX, 0);
             while i < v.len() {
                 let mut j = i;
-                while j < v.len() && v[j].cmp_total(v[i]) == Ordering::Equal {
+                while j < v.len() && v[j].val.cmp_total(&v[i].val) == Ordering::Equal {
                     j += 1;
                 }
-                if j - i > best_n {
+                if j - i > best_n || (j - i == best_n && v[i].time < best_t) {
                     best_n = j - i;
-                    best = v[i];
+                    best = &v[i].val;
+                    best_t = v[i].time;
                 }
                 i = j;
             }
@@ -710,18 +744,45 @@ fn call_points(
             }
         }
         "top" | "bottom" => {
-            let n = int_arg(args, 1, name)?;
+            let n = int_arg(args, args.len() - 1, name)?;
             if n <= 0 {
                 return Err(QueryError::msg(format!(
                     "limit ({n}) in {name} function must be at least 1"
                 )));
             }
+            let better = |x: &Point, y: &Point| {
+                let c = if name == "top" {
+                    y.val.cmp_total(&x.val)
+                } else {
+                    x.val.cmp_total(&y.val)
+                };
+                c.then(x.time.cmp(&y.time))
+            };
             let mut v = pts.clone();
-            if name == "top" {
-                v.sort_by(|x, y| y.val.cmp_total(&x.val).then(x.time.cmp(&y.time)));
-            } else {
-                v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+            if args.len() > 2 {
+                // top(f, tag, ..., N): the best point of each tag combination first.
+                let mut best: BTreeMap<Vec<String>, Point> = BTreeMap::new();
+                for p in v {
+                    let tags = a.series[a.rows[p.row.expect("stored row")].1];
+                    let key: Vec<String> = args[1..args.len() - 1]
+                        .iter()
+                        .map(|t| match t {
+                            Expr::VarRef { name, .. } => {
+                                tags.get(name).cloned().unwrap_or_default()
+                            }
+                            _ => String::new(),
+                        })
+                        .collect();
+                    match best.get(&key) {
+                        Some(b) if better(b, &p) != Ordering::Greater => {}
+                        _ => {
+                            best.insert(key, p);
+                        }
+                    }
+                }
+                v = best.into_values().collect();
             }
+            v.sort_by(better);
             v.truncate(n as usize);
             v.sort_by_key(|p| p.time);
             v
@@ -732,13 +793,14 @@ fn call_points(
     })
 }
 
+/// The iterator type InfluxDB names when a function gets the wrong kind of values.
 fn type_word(v: &Val) -> &'static str {
     match v {
-        Val::Str(_) => "string",
-        Val::Bool(_) => "boolean",
-        Val::Int(_) => "integer",
-        Val::Uint(_) => "unsigned",
-        _ => "float",
+        Val::Str(_) => "*query.stringInterruptIterator",
+        Val::Bool(_) => "*query.booleanInterruptIterator",
+        Val::Int(_) => "*query.integerInterruptIterator",
+        Val::Uint(_) => "*query.unsignedInterruptIterator",
+        _ => "*query.floatInterruptIterator",
     }
 }
 
@@ -764,11 +826,13 @@ fn sum(pts: &[Point]) -> Val {
     }
 }
 
+/// Distinct values in the order of their first occurrence in time.
 fn distinct(pts: &[Point]) -> Vec<Val> {
-    let mut v: Vec<Val> = pts.iter().map(|p| p.val.clone()).collect();
-    v.sort_by(|x, y| x.cmp_total(y));
-    v.dedup_by(|x, y| x.cmp_total(y).is_eq());
-    v
+    let mut v: Vec<&Point> = pts.iter().collect();
+    v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+    v.dedup_by(|x, y| x.val.cmp_total(&y.val).is_eq());
+    v.sort_by_key(|p| p.time);
+    v.into_iter().map(|p| p.val.clone()).collect()
 }
 
 /// Fill of empty windows in one field's column.
@@ -821,16 +885,105 @@ fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)]) {
     }
 }
 
+/// integral() over the group's points as InfluxDB's streaming reducer computes it: the
+/// area up to a window's end is interpolated towards the next point, and the next
+/// window starts from that edge (or from the last window's end across empty windows).
+/// Without GROUP BY time the single result carries time zero.
+fn integral_windows(
+    a: &AggInput<'_>,
+    args: &[Expr],
+    windows: &[(i64, i64)],
+) -> Result<Vec<Val>, QueryError> {
+    let unit = match args.get(1).map(Expr::unparen) {
+        Some(Expr::Duration(d)) if *d > 0 => *d,
+        None => 1_000_000_000,
+        _ => {
+            return Err(QueryError::msg(
+                "second argument to integral must be a duration",
+            ))
+        }
+    } as f64;
+    let pts = arg_points(a, &args[0], 0, a.rows.len());
+    let mut out = vec![Val::Null; windows.len()];
+    if let Some(p) = pts.first() {
+        if !p.val.is_numeric() {
+            return Err(QueryError::msg(format!(
+                "unsupported integral iterator type: {}",
+                type_word(&p.val)
+            )));
+        }
+    }
+    let window_of = |t: i64| -> Option<usize> {
+        match a.interval {
+            None => Some(0),
+            Some(_) => {
+                let i = windows.partition_point(|w| w.1 < t);
+                (i < windows.len() && windows[i].0 <= t).then_some(i)
+            }
+        }
+    };
+    let mut prev: Option<(i64, f64)> = None;
+    let mut current: Option<usize> = None;
+    let mut sum = 0.0;
+    for p in &pts {
+        let v = p.val.as_f64().unwrap_or(0.0);
+        let Some((pt, pv)) = prev else {
+            prev = Some((p.time, v));
+            current = window_of(p.time);
+            continue;
+        };
+        if pt == p.time {
+            prev = Some((p.time, v));
+            continue;
+        }
+        let mut start = (pt, pv);
+        if let (Some(_), Some(wi)) = (a.interval, current) {
+            let end = windows[wi].1 + 1;
+            if p.time >= end {
+                if pt != end {
+                    let value = pv + (v - pv) * ((end - pt) as f64 / (p.time - pt) as f64);
+                    let elapsed = (end - pt) as f64 / unit;
+                    sum += 0.5 * (value + pv) * elapsed;
+                    start = (end, value);
+                }
+                out[wi] = Val::Float(sum);
+                sum = 0.0;
+                current = window_of(p.time);
+            }
+        }
+        let elapsed = (p.time - start.0) as f64 / unit;
+        sum += 0.5 * (v + start.1) * elapsed;
+        prev = Some((p.time, v));
+    }
+    if let (Some(_), Some(wi)) = (prev, current) {
+        out[wi] = Val::Float(sum);
+    }
+    Ok(out)
+}
+
 /// A transformation over a sequence of points.
 fn transform(
     name: &str,
     args: &[Expr],
     pts: &[Point],
     default_unit: i64,
+    desc: bool,
 ) -> Result<Vec<Point>, QueryError> {
+    // Descending order runs the transformation over the points newest first.
+    let reversed: Vec<Point>;
+    let pts = if desc {
+        reversed = pts.iter().rev().cloned().collect();
+        &reversed[..]
+    } else {
+        pts
+    };
     let unit = |default: i64| -> Result<i64, QueryError> {
         match args.get(1).map(Expr::unparen) {
             Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
+            Some(Expr::Duration(d)) => Err(QueryError::msg(format!(
+                "duration argument must be positive, got {}",
+                crate::query::format::influx_duration(*d)
+            ))),
             None => Ok(default),
             _ => Err(QueryError::msg(format!(
                 "second argument to {name} must be a duration"
@@ -850,7 +1003,10 @@ fn transform(
         "derivative" | "non_negative_derivative" => {
             let unit = unit(default_unit)? as f64;
             for w in pts.windows(2) {
-                let dt = (w[1].time - w[0].time) as f64;
+                let mut dt = (w[1].time - w[0].time) as f64;
+                if desc {
+                    dt = -dt;
+                }
                 if dt == 0.0 {
                     continue;
                 }
@@ -906,6 +1062,7 @@ fn transform(
         }
         other => return Err(QueryError::msg(format!("undefined function {other}()"))),
     }
+    out.sort_by_key(|p| p.time);
     Ok(out)
 }
 
@@ -924,7 +1081,7 @@ fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             ));
         }
         let pts = arg_points(a, &args[0], 0, a.rows.len());
-        columns.push(transform(name, args, &pts, 1_000_000_000)?);
+        columns.push(transform(name, args, &pts, 1_000_000_000, a.desc)?);
     }
     let mut times: Vec<i64> = columns
         .iter()

@@ -79,6 +79,36 @@ impl QueryContext<'_> {
     }
 }
 
+fn missing_param(st: &Statement, params: &serde_json::Map<String, Value>) -> Option<String> {
+    fn in_select(s: &ast::Select, params: &serde_json::Map<String, Value>) -> Option<String> {
+        let mut missing = None;
+        let mut check = |e: &ast::Expr| {
+            e.walk(&mut |x| {
+                if let ast::Expr::BoundParam(p) = x {
+                    if !params.contains_key(p) && missing.is_none() {
+                        missing = Some(p.clone());
+                    }
+                }
+            })
+        };
+        s.fields.iter().for_each(|f| check(&f.expr));
+        if let Some(c) = &s.condition {
+            check(c);
+        }
+        if missing.is_some() {
+            return missing;
+        }
+        s.sources.iter().find_map(|src| match src {
+            ast::Source::Subquery(inner) => in_select(inner, params),
+            _ => None,
+        })
+    }
+    match st {
+        Statement::Select(s) => in_select(s, params),
+        _ => None,
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -141,6 +171,12 @@ pub async fn execute(
     options: &QueryOptions,
 ) -> Result<Vec<Value>, ParseError> {
     let statements = parser::parse_query(q)?;
+    // A bound parameter without a value fails the whole query, as a parse error.
+    for st in &statements {
+        if let Some(name) = missing_param(st, &options.params) {
+            return Err(ParseError::plain(format!("missing parameter: {name}")));
+        }
+    }
     let mut results = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
     let qc = QueryContext {

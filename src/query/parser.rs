@@ -12,16 +12,30 @@ use std::fmt;
 mod select;
 
 /// A parse error with InfluxDB's wording.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ParseError {
     pub found: String,
     pub expected: String,
     pub line: usize,
     pub char: usize,
+    /// Errors InfluxDB words without a position (`invalid duration`, ...).
+    pub plain: Option<String>,
+}
+
+impl ParseError {
+    pub fn plain(message: impl Into<String>) -> ParseError {
+        ParseError {
+            plain: Some(message.into()),
+            ..ParseError::default()
+        }
+    }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.plain {
+            return f.write_str(p);
+        }
         write!(
             f,
             "found {}, expected {} at line {}, char {}",
@@ -77,6 +91,10 @@ enum Tok {
     Number(String),
     Duration(i64, String),
     Param(String),
+    /// A regex literal right after `=~` / `!~`.
+    Regex(String),
+    /// An unterminated string or quoted identifier (its text).
+    Bad(String),
     Semicolon,
     Symbol(char),
     /// A two-character operator: `!=`, `<>`, `<=`, `>=`, `=~`, `!~`, `::`.
@@ -102,6 +120,8 @@ impl Token {
             Tok::Number(s) => s.clone(),
             Tok::Duration(_, s) => s.clone(),
             Tok::Param(s) => format!("${s}"),
+            Tok::Regex(s) => format!("/{s}/"),
+            Tok::Bad(s) => s.clone(),
             Tok::Semicolon => ";".into(),
             Tok::Symbol(c) => c.to_string(),
             Tok::Op2(s) => s.to_string(),
@@ -156,7 +176,43 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             }
             continue;
         }
-        let tok = if c.is_ascii_alphabetic() || c == '_' {
+        let after_match_op = matches!(
+            tokens.last().map(|t: &Token| &t.tok),
+            Some(Tok::Op2("=~")) | Some(Tok::Op2("!~"))
+        );
+        let tok = if c == '/' && after_match_op {
+            advance(&mut i, &mut line, &mut col, c);
+            let mut re = String::new();
+            let mut closed = false;
+            while i < chars.len() {
+                let d = chars[i];
+                if d == '\\' && chars.get(i + 1) == Some(&'/') {
+                    re.push('/');
+                    advance(&mut i, &mut line, &mut col, d);
+                    advance(&mut i, &mut line, &mut col, '/');
+                    continue;
+                }
+                if d == '\\' && i + 1 < chars.len() {
+                    re.push(d);
+                    re.push(chars[i + 1]);
+                    let n = chars[i + 1];
+                    advance(&mut i, &mut line, &mut col, d);
+                    advance(&mut i, &mut line, &mut col, n);
+                    continue;
+                }
+                advance(&mut i, &mut line, &mut col, d);
+                if d == '/' {
+                    closed = true;
+                    break;
+                }
+                re.push(d);
+            }
+            if !closed {
+                Tok::Bad(re)
+            } else {
+                Tok::Regex(re)
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' {
             let mut s = String::new();
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 s.push(chars[i]);
@@ -184,12 +240,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                         advance(&mut i, &mut line, &mut col, ch);
                     }
                     text.push_str(&unit);
-                    let bad = || ParseError {
-                        found: text.clone(),
-                        expected: "duration".into(),
-                        line: tl,
-                        char: tc,
-                    };
+                    let bad = || ParseError::plain("invalid duration");
                     let n: i64 = number.parse().map_err(|_| bad())?;
                     let mult = unit_ns(&unit).ok_or_else(bad)?;
                     total = n
@@ -234,16 +285,15 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                 s.push(d);
             }
             if !closed {
-                return Err(ParseError {
-                    found: format!("{quote}{s}"),
-                    expected: if quote == '"' {
-                        "identifier".into()
-                    } else {
-                        "string".into()
-                    },
+                // As InfluxDB: an unterminated quote is a bad token the parser reports
+                // where it expected something else, one character before the quote.
+                tokens.push(Token {
+                    tok: Tok::Bad(s),
                     line: tl,
-                    char: tc,
+                    char: tc.saturating_sub(1).max(1),
+                    at: start,
                 });
+                continue;
             }
             if quote == '"' {
                 Tok::QuotedIdent(s)
@@ -345,6 +395,7 @@ impl Parser {
             expected: expected.into(),
             line: t.line,
             char: t.char,
+            plain: None,
         }
     }
 
@@ -417,6 +468,7 @@ impl Parser {
                 expected: "number > 0".into(),
                 line: at.line,
                 char: at.char,
+                plain: None,
             });
         }
         Ok(n as u32)

@@ -30,7 +30,8 @@ pub fn series_json(
     if series.is_empty() {
         return None;
     }
-    let div = epoch.and_then(epoch_divisor);
+    // Any epoch value asks for integers; an unknown unit means nanoseconds.
+    let div = epoch.map(|e| epoch_divisor(e).unwrap_or(1));
     let mut left = if row_limit == 0 {
         usize::MAX
     } else {

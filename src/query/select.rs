@@ -59,30 +59,196 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
         }
     }
     let sel = bind_params(sel, q)?;
+    validate_fields(&sel)?;
     let (time_range, condition) = split_time(sel.condition.as_ref(), q.now_ns)?;
-    let mut out = Vec::new();
+    // Transformations over windows read extra windows before the range
+    // (InfluxDB's ExtraIntervals), so the first window has a predecessor.
+    let scan_range = match (interval_of(&sel), extra_intervals(&sel)) {
+        (Some(every), n) if n > 0 && time_range.0 > MIN_TIME => {
+            (time_range.0.saturating_sub(every * n as i64), time_range.1)
+        }
+        _ => time_range,
+    };
+    let mut inputs: Vec<SourceData> = Vec::new();
     for source in &sel.sources {
         match source {
             Source::Measurement(m) => {
-                for data in load_measurements(q, &sel, m, time_range, condition.as_ref()).await? {
-                    out.extend(reduce(&sel, data, time_range, condition.as_ref(), q)?);
-                }
+                inputs.extend(load_measurements(q, &sel, m, scan_range, condition.as_ref()).await?);
             }
             Source::Subquery(inner) => {
-                let inner_series = Box::pin(execute(q, inner)).await?;
-                for data in from_subquery(inner, inner_series) {
-                    out.extend(reduce(&sel, data, time_range, condition.as_ref(), q)?);
+                // A raw inner query keeps each series' tags for the outer one.
+                let mut inner = (**inner).clone();
+                if !inner.fields.iter().any(|f| has_call(&f.expr)) {
+                    inner.dimensions.push(Dimension::Wildcard);
                 }
+                let inner_series = Box::pin(execute(q, &inner)).await?;
+                inputs.extend(from_subquery(&inner, inner_series));
             }
         }
     }
+    // The same measurement named by several sources is one input.
+    let mut by_name: BTreeMap<String, SourceData> = BTreeMap::new();
+    for data in inputs {
+        match by_name.remove(&data.name) {
+            Some(existing) => {
+                let merged = merge_sources(existing, data);
+                by_name.insert(merged.name.clone(), merged);
+            }
+            None => {
+                by_name.insert(data.name.clone(), data);
+            }
+        }
+    }
+    // `*` and `count(*)` expand over the fields of every source together.
+    let mut all_fields: BTreeMap<String, String> = BTreeMap::new();
+    for d in by_name.values() {
+        for (k, t) in &d.field_types {
+            all_fields.entry(k.clone()).or_insert_with(|| t.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for data in by_name.into_values() {
+        out.extend(reduce(
+            &sel,
+            data,
+            &all_fields,
+            time_range,
+            condition.as_ref(),
+            q,
+        )?);
+    }
     out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
+    // InfluxDB reverses the series order of aggregates (not of raw rows) for DESC.
+    if sel.order_desc && sel.fields.iter().any(|f| has_call(&f.expr)) {
+        out.reverse();
+    }
     let out: Vec<ResultSeries> = out.into_iter().skip(sel.soffset).collect();
     Ok(if sel.slimit > 0 {
         out.into_iter().take(sel.slimit).collect()
     } else {
         out
     })
+}
+
+fn interval_of(sel: &Select) -> Option<i64> {
+    sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, .. } => Some(*interval),
+        _ => None,
+    })
+}
+
+/// Windows read before the range for transformations of aggregates.
+fn extra_intervals(sel: &Select) -> usize {
+    let mut n = 0;
+    for f in &sel.fields {
+        f.expr.walk(&mut |e| {
+            if let Expr::Call { name, args } = e {
+                let inner_call = matches!(args.first(), Some(Expr::Call { .. }));
+                match name.as_str() {
+                    "derivative"
+                    | "non_negative_derivative"
+                    | "difference"
+                    | "non_negative_difference"
+                    | "elapsed"
+                        if inner_call =>
+                    {
+                        n = n.max(1)
+                    }
+                    "moving_average" if inner_call => {
+                        if let Some(Expr::Integer(k)) = args.get(1) {
+                            n = n.max((*k - 1).max(0) as usize);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    n
+}
+
+/// Checks that need no data: InfluxDB's compile-time field errors.
+fn validate_fields(sel: &Select) -> Result<(), QueryError> {
+    for f in &sel.fields {
+        let mut vars = 0;
+        let mut non_time = false;
+        let mut unknown: Option<String> = None;
+        f.expr.walk(&mut |e| match e {
+            Expr::VarRef { name, .. } => {
+                vars += 1;
+                if !name.eq_ignore_ascii_case("time") {
+                    non_time = true;
+                }
+            }
+            Expr::Wildcard(_) | Expr::Regex(_) => {
+                vars += 1;
+                non_time = true;
+            }
+            Expr::Call { name, .. } => {
+                if !functions::is_known(name) && unknown.is_none() {
+                    unknown = Some(name.clone());
+                }
+            }
+            _ => {}
+        });
+        if let Some(name) = unknown {
+            return Err(QueryError::msg(format!("undefined function {name}()")));
+        }
+        if vars == 0 {
+            return Err(QueryError::msg("field must contain at least one variable"));
+        }
+        if !non_time {
+            return Err(QueryError::msg("at least 1 non-time field must be queried"));
+        }
+    }
+    Ok(())
+}
+
+/// Two inputs of the same measurement name (e.g. `FROM cpu, db2..cpu`) as one.
+fn merge_sources(a: SourceData, b: SourceData) -> SourceData {
+    let mut slots: Vec<String> = a.slots.iter().chain(b.slots.iter()).cloned().collect();
+    slots.sort();
+    slots.dedup();
+    let remap = |data: SourceData, slots: &[String]| -> Vec<InputSeries> {
+        let index: Vec<Option<usize>> = slots
+            .iter()
+            .map(|s| data.slots.iter().position(|x| x == s))
+            .collect();
+        data.series
+            .into_iter()
+            .map(|s| InputSeries {
+                tags: s.tags,
+                rows: s
+                    .rows
+                    .into_iter()
+                    .map(|(t, vals)| {
+                        let v = index
+                            .iter()
+                            .map(|i| i.map(|i| vals[i].clone()).unwrap_or_default())
+                            .collect();
+                        (t, v)
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut field_types = a.field_types.clone();
+    for (k, t) in &b.field_types {
+        field_types.entry(k.clone()).or_insert_with(|| t.clone());
+    }
+    let mut tag_keys = a.tag_keys.clone();
+    tag_keys.extend(b.tag_keys.iter().cloned());
+    let name = a.name.clone();
+    let mut series = remap(a, &slots);
+    series.extend(remap(b, &slots));
+    series.sort_by(|x, y| x.tags.cmp(&y.tags));
+    SourceData {
+        name,
+        slots,
+        tag_keys,
+        field_types,
+        series,
+    }
 }
 
 /// Replaces `$name` parameters with their values from `params`.
@@ -195,9 +361,11 @@ fn is_time_ref(e: &Expr) -> bool {
 /// nanoseconds, a duration, `now()`, and sums and differences of those.
 fn time_value(e: &Expr, now_ns: i64) -> Result<i64, QueryError> {
     match e.unparen() {
-        Expr::Str(s) => {
-            parse_time(s).ok_or_else(|| QueryError::msg(format!("invalid timestamp string: {s}")))
-        }
+        Expr::Str(s) => parse_time(s).ok_or_else(|| {
+            QueryError::msg(
+                "invalid operation: time and *influxql.StringLiteral are not compatible",
+            )
+        }),
         Expr::Integer(i) => Ok(*i),
         Expr::Number(n) => Ok(*n as i64),
         Expr::Duration(d) => Ok(*d),
@@ -388,7 +556,9 @@ fn series_rows(
             }
         }
     }
-    Ok(by_key
+    // Series by their canonical (escaped) key: the order InfluxDB's merge gives rows
+    // that share a timestamp.
+    let out: Vec<InputSeries> = by_key
         .into_iter()
         .map(|(key, rows)| {
             let (_, tags) = parse_series_key(&key);
@@ -397,7 +567,8 @@ fn series_rows(
                 rows: rows.into_iter().collect(),
             }
         })
-        .collect())
+        .collect();
+    Ok(out)
 }
 
 /// A subquery's result series become the outer statement's input series.
@@ -649,7 +820,11 @@ fn cast(v: &Val, kind: Option<VarKind>) -> Val {
 }
 
 /// The fields of the statement with wildcards and field regexes expanded.
-fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
+fn expand_fields(
+    sel: &Select,
+    data: &SourceData,
+    all_fields: &BTreeMap<String, String>,
+) -> Vec<Field> {
     let mut out = Vec::new();
     // Tags that are GROUP BY dimensions are not columns of `*`.
     let grouped = group_tag_keys(sel, data);
@@ -713,7 +888,7 @@ fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
                     Expr::Regex(r) => Regex::new(r).ok(),
                     _ => None,
                 };
-                for (field, t) in &data.field_types {
+                for (field, t) in all_fields {
                     if re.as_ref().is_some_and(|r| !r.is_match(field)) {
                         continue;
                     }
@@ -733,6 +908,16 @@ fn expand_fields(sel: &Select, data: &SourceData) -> Vec<Field> {
                             args: new_args,
                         },
                         alias: Some(format!("{}_{}", f.alias.as_deref().unwrap_or(name), field)),
+                    });
+                }
+            }
+            Expr::Call { name, args } if (name == "top" || name == "bottom") && args.len() > 2 => {
+                // top(f, tag, N) answers the tag beside the value, as a column.
+                out.push(f.clone());
+                for t in &args[1..args.len() - 1] {
+                    out.push(Field {
+                        expr: t.clone(),
+                        alias: None,
                     });
                 }
             }
@@ -790,12 +975,13 @@ fn refers_to_field(e: &Expr, data: &SourceData) -> bool {
 fn reduce(
     sel: &Select,
     data: SourceData,
+    all_fields: &BTreeMap<String, String>,
     range: (i64, i64),
     condition: Option<&Expr>,
     q: &QueryContext<'_>,
 ) -> Result<Vec<ResultSeries>, QueryError> {
     let now_ns = q.now_ns;
-    let fields = expand_fields(sel, &data);
+    let fields = expand_fields(sel, &data, all_fields);
     if fields.is_empty() {
         return Ok(Vec::new());
     }
@@ -822,6 +1008,14 @@ fn reduce(
     }
     let ev = Evaluator::new(&data.slots, &data.tag_keys);
     let group_keys = group_tag_keys(sel, &data);
+    // Rows before the range feed the extra windows of transformations only.
+    let out_start = range.0;
+    let range = match (interval, extra_intervals(sel)) {
+        (Some((every, _)), n) if n > 0 && range.0 > MIN_TIME => {
+            (range.0.saturating_sub(every * n as i64), range.1)
+        }
+        _ => range,
+    };
     let mut groups: BTreeMap<Vec<String>, Vec<(i64, usize, Vec<Val>)>> = BTreeMap::new();
     for (si, series) in data.series.iter().enumerate() {
         let key: Vec<String> = group_keys
@@ -866,9 +1060,18 @@ fn reduce(
                 now_ns,
                 fill: &sel.fill,
                 max_buckets: q.max_select_buckets,
+                desc: sel.order_desc,
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)
+        };
+        let values: Vec<Vec<Val>> = if out_start != range.0 {
+            values
+                .into_iter()
+                .filter(|r| matches!(r[0], Val::Int(t) if t >= out_start))
+                .collect()
+        } else {
+            values
         };
         if values.is_empty() {
             continue;

@@ -16,6 +16,8 @@ struct Merged {
     fields: BTreeMap<String, String>,
     tags: BTreeMap<String, BTreeSet<String>>,
     series: BTreeSet<String>,
+    /// Series key -> shards holding it (EXACT CARDINALITY counts per shard, as InfluxDB).
+    shard_counts: BTreeMap<String, usize>,
 }
 
 fn compile(re: &str) -> Result<Regex, QueryError> {
@@ -30,6 +32,10 @@ pub async fn execute(
         return Err(QueryError::msg("database name required"));
     };
     if q.ctx.meta.snapshot().database(database).is_none() {
+        // InfluxDB answers SHOW MEASUREMENTS on a missing database with nothing.
+        if matches!(show.what, ShowWhat::Measurements { .. }) {
+            return Ok(Vec::new());
+        }
         return Err(QueryError::msg(format!("database not found: {database}")));
     }
     let condition = show
@@ -174,9 +180,19 @@ pub async fn execute(
             }
         }
         ShowWhat::Series => {
-            let all: Vec<Vec<Val>> = merged
+            // Ordered by unescaped measurement and tags, as InfluxDB's index.
+            let mut keys: Vec<(String, Vec<(String, String)>, &String)> = merged
                 .values()
-                .flat_map(|m| m.series.iter().map(|k| vec![Val::Str(k.clone())]))
+                .flat_map(|m| m.series.iter())
+                .map(|k| {
+                    let (m, t) = parse_series_key(k);
+                    (m, t, k)
+                })
+                .collect();
+            keys.sort();
+            let all: Vec<Vec<Val>> = keys
+                .into_iter()
+                .map(|(_, _, k)| vec![Val::Str(k.clone())])
                 .collect();
             let values = page(all);
             if !values.is_empty() {
@@ -194,7 +210,12 @@ pub async fn execute(
         ShowWhat::SeriesCardinality { exact } => {
             if *exact {
                 for (name, m) in &merged {
-                    out.push(series(name, &["count"], count(m.series.len())));
+                    let n: usize = m
+                        .series
+                        .iter()
+                        .map(|k| m.shard_counts.get(k).copied().unwrap_or(1))
+                        .sum();
+                    out.push(series(name, &["count"], count(n)));
                 }
             } else {
                 let n: usize = merged.values().map(|m| m.series.len()).sum();
@@ -269,6 +290,9 @@ fn merge(schemas: &[ShardSchema]) -> BTreeMap<String, Merged> {
                     .extend(vs.iter().cloned());
             }
             e.series.extend(m.series.iter().cloned());
+            for k in &m.series {
+                *e.shard_counts.entry(k.clone()).or_default() += 1;
+            }
         }
     }
     out

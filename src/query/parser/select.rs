@@ -83,6 +83,7 @@ impl Parser {
             expected: "integer".into(),
             line: at.line,
             char: at.char,
+            plain: None,
         })
     }
 
@@ -177,7 +178,7 @@ impl Parser {
                 self.pos += 1;
                 Ok(Expr::Wildcard(self.cast()?))
             }
-            Tok::Symbol('/') => Ok(Expr::Regex(self.regex()?)),
+            Tok::Symbol('/') | Tok::Regex(_) => Ok(Expr::Regex(self.regex()?)),
             Tok::Number(n) => {
                 self.pos += 1;
                 number_literal(n).ok_or_else(|| bad(&t, "number"))
@@ -277,9 +278,15 @@ impl Parser {
     /// A regex literal `/.../` starting at the current `/` token: re-scanned from the
     /// input, since its inside is not InfluxQL tokens.
     pub(super) fn regex(&mut self) -> Result<String, ParseError> {
+        if let Tok::Regex(re) = &self.peek().tok {
+            let (re, at) = (re.clone(), self.peek().clone());
+            self.pos += 1;
+            return check_regex(re, &at);
+        }
         if !self.is_symbol('/') {
             return Err(self.error("regex"));
         }
+        let at = self.peek().clone();
         let start = self.peek().at + 1;
         let mut i = start;
         let mut out = String::new();
@@ -308,7 +315,7 @@ impl Parser {
         while self.peek().tok != Tok::Eof && self.peek().at <= i {
             self.pos += 1;
         }
-        Ok(out)
+        check_regex(out, &at)
     }
 
     pub(super) fn sources(&mut self, allow_subquery: bool) -> Result<Vec<Source>, ParseError> {
@@ -405,9 +412,9 @@ impl Parser {
             Tok::Number(_) | Tok::Symbol('-') => match self.unary()? {
                 Expr::Integer(i) => Fill::Integer(i),
                 Expr::Number(n) => Fill::Number(n),
-                _ => return Err(bad(&t, "fill option or number")),
+                _ => return Err(ParseError::plain("expected number argument in fill()")),
             },
-            _ => return Err(bad(&t, "fill option or number")),
+            _ => return Err(ParseError::plain("expected number argument in fill()")),
         };
         if !matches!(fill, Fill::Integer(_) | Fill::Number(_)) {
             self.pos += 1;
@@ -418,6 +425,11 @@ impl Parser {
 
     fn order(&mut self) -> Result<bool, ParseError> {
         if !self.peek().is_keyword("time") {
+            if matches!(self.peek().tok, Tok::Ident(_) | Tok::QuotedIdent(_)) {
+                return Err(ParseError::plain(
+                    "only ORDER BY time supported at this time",
+                ));
+            }
             return Err(self.error("identifier"));
         }
         self.pos += 1;
@@ -569,6 +581,21 @@ impl Parser {
     }
 }
 
+/// A regex must compile; the error reads as InfluxDB's (Go's wording differs).
+fn check_regex(re: String, at: &super::Token) -> Result<String, ParseError> {
+    match regex::Regex::new(&re) {
+        Ok(_) => Ok(re),
+        Err(e) => {
+            let detail = e.to_string();
+            let last = detail.lines().last().unwrap_or("").trim().to_string();
+            Err(ParseError::plain(format!(
+                "error parsing regexp: {last}: `{re}` at line {}, char {}",
+                at.line, at.char
+            )))
+        }
+    }
+}
+
 fn number_literal(text: &str) -> Option<Expr> {
     if text.contains('.') {
         text.parse().ok().map(Expr::Number)
@@ -586,6 +613,7 @@ fn bad(t: &super::Token, expected: &str) -> ParseError {
         expected: expected.into(),
         line: t.line,
         char: t.char,
+        plain: None,
     }
 }
 
