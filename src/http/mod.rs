@@ -464,6 +464,11 @@ fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
 
 async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     CoreStats::add(&ctx.stats.query_requests, 1);
+    let req_accepts_csv = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/csv") || v.contains("text/csv"));
     let mut params = query_params(req.uri().query().unwrap_or(""));
     let is_form = req
         .headers()
@@ -485,11 +490,23 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };
+    let csv = req_accepts_csv;
+    let chunked = params.get("chunked").is_some_and(|v| v == "true");
+    let chunk_size: usize = params
+        .get("chunk_size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut options = crate::query::QueryOptions {
         db: params.get("db").filter(|s| !s.is_empty()).cloned(),
+        rp: params.get("rp").filter(|s| !s.is_empty()).cloned(),
         epoch: params.get("epoch").filter(|s| !s.is_empty()).cloned(),
         params: serde_json::Map::new(),
+        chunked,
     };
+    if csv && options.epoch.is_none() {
+        // CSV times are integers: nanoseconds unless `epoch` says otherwise.
+        options.epoch = Some("ns".into());
+    }
     if let Some(p) = params.get("params").filter(|s| !s.is_empty()) {
         match serde_json::from_str::<serde_json::Value>(p) {
             Ok(serde_json::Value::Object(m)) => options.params = m,
@@ -501,19 +518,35 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             }
         }
     }
-    match crate::query::execute(ctx, q, &options).await {
-        Ok(results) => json_bytes(
+    let (status, body) = match crate::query::execute(ctx, q, &options).await {
+        Ok(results) => (
             StatusCode::OK,
-            json_text(&serde_json::json!({ "results": results }), pretty),
+            if csv {
+                crate::query::output::csv(&results)
+            } else if chunked {
+                crate::query::output::chunked(&results, chunk_size, pretty)
+            } else {
+                json_text(&serde_json::json!({ "results": results }), pretty)
+            },
         ),
-        Err(e) => json_bytes(
-            StatusCode::BAD_REQUEST,
-            json_text(
-                &serde_json::json!({ "error": format!("error parsing query: {e}") }),
-                pretty,
-            ),
-        ),
+        Err(e) => {
+            let message = format!("error parsing query: {e}");
+            (
+                StatusCode::BAD_REQUEST,
+                if csv {
+                    crate::query::output::csv_error(&message)
+                } else {
+                    json_text(&serde_json::json!({ "error": message }), pretty)
+                },
+            )
+        }
+    };
+    let mut r = json_bytes(status, body);
+    if csv {
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
     }
+    r
 }
 
 async fn debug_shards(ctx: &Rc<CoreContext>) -> Resp {

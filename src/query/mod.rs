@@ -9,6 +9,7 @@
 pub mod ast;
 pub mod format;
 pub mod functions;
+pub mod output;
 pub mod parser;
 pub mod render;
 pub mod scan;
@@ -47,16 +48,21 @@ impl QueryError {
 #[derive(Clone, Debug, Default)]
 pub struct QueryOptions {
     pub db: Option<String>,
+    /// `rp` parameter: the policy of sources that name none.
+    pub rp: Option<String>,
     /// `epoch` parameter: `ns`, `u`, `µ`, `ms`, `s`, `m`, `h`; `None`: RFC3339 strings.
     pub epoch: Option<String>,
     /// Bound parameters (`params` JSON object).
     pub params: serde_json::Map<String, Value>,
+    /// `chunked=true`: no max-row-limit (chunks bound each piece instead).
+    pub chunked: bool,
 }
 
 /// What the statements of one request share: the core, options and the clock.
 pub struct QueryContext<'a> {
     pub ctx: &'a Rc<CoreContext>,
     pub db: Option<&'a str>,
+    pub rp: Option<&'a str>,
     pub params: &'a serde_json::Map<String, Value>,
     pub now_ns: i64,
     /// `[query]` limits; 0 is unlimited, as InfluxDB.
@@ -182,6 +188,7 @@ pub async fn execute(
     let qc = QueryContext {
         ctx,
         db: options.db.as_deref(),
+        rp: options.rp.as_deref(),
         params: &options.params,
         now_ns: now_ns(),
         max_select_point: ctx.config.query.max_select_point,
@@ -305,7 +312,11 @@ async fn execute_statement(
             Ok(render::series_json(
                 &series,
                 options.epoch.as_deref(),
-                ctx.config.query.max_row_limit,
+                if options.chunked {
+                    0
+                } else {
+                    ctx.config.query.max_row_limit
+                },
             ))
         }
         Statement::ShowSeriesData(show) => {

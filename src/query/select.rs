@@ -398,7 +398,7 @@ async fn load_measurements(
     let Some(db) = snap.database(&database) else {
         return Err(QueryError::msg(format!("database not found: {database}")));
     };
-    let rp = match m.retention_policy.as_deref() {
+    let rp = match m.retention_policy.as_deref().or(q.rp) {
         Some(rp) => {
             if !db.retention_policies.contains_key(rp) {
                 return Err(QueryError::msg(format!("retention policy not found: {rp}")));
@@ -989,9 +989,8 @@ fn reduce(
         .iter()
         .any(|f| refers_to_field(&f.expr, &data) || has_call(&f.expr))
     {
-        return Err(QueryError::msg(
-            "statement must have at least one field in select clause",
-        ));
+        // Only tags selected: InfluxDB answers with no series.
+        return Ok(Vec::new());
     }
     let aggregate = fields.iter().any(|f| has_call(&f.expr));
     let interval = sel.dimensions.iter().find_map(|d| match d {
