@@ -62,6 +62,7 @@ pub struct MeasurementSchema {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardSchema {
     pub shard_id: u64,
+    pub retention_policy: String,
     pub start_ns: i64,
     /// Unescaped measurement name -> schema.
     pub measurements: BTreeMap<String, MeasurementSchema>,
@@ -200,6 +201,7 @@ pub fn schema_local(store: &Store, r: &SchemaRequest) -> Vec<ShardSchema> {
         }
         out.push(ShardSchema {
             shard_id: m.id,
+            retention_policy: m.retention_policy.clone(),
             start_ns: m.start_ns,
             measurements,
         });

@@ -1,0 +1,122 @@
+//! Queries across a cluster of real node processes: every node answers with every
+//! shard's data, each shard read from one owner; a dead owner is covered by its
+//! replica, and a shard whose owners are all gone fails the query with its id.
+
+mod common;
+
+use common::Cluster;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const BASE_NS: i64 = 1_600_000_000_000_000_000;
+const HOURS: i64 = 6;
+const SERIES: usize = 20;
+
+fn load(cluster: &Cluster, db: &str) {
+    let mut body = String::new();
+    for h in 0..HOURS {
+        for s in 0..SERIES {
+            body.push_str(&format!(
+                "m,host=h{s:02},rack=r{} v={}i {}\n",
+                s % 3,
+                h * 100 + s as i64,
+                BASE_NS + h * HOUR_NS + s as i64
+            ));
+        }
+    }
+    let r = cluster
+        .node(0)
+        .write(&format!("db={db}&consistency=all"), body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+fn answer(node: &common::Node, db: &str, q: &str) -> serde_json::Value {
+    let r = node.request(
+        "GET",
+        &format!("/query?db={db}&q={}", common::urlencode(q)),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT count(v), sum(v), min(v), max(v) FROM m",
+    "SELECT sum(v) FROM m GROUP BY rack",
+    "SELECT count(v) FROM m WHERE time >= 1600000000000000000 AND time < 1600021600000000000 GROUP BY time(1h)",
+    "SELECT v FROM m WHERE host = 'h07'",
+    "SHOW TAG VALUES WITH KEY = rack",
+    "SHOW SERIES EXACT CARDINALITY",
+];
+
+fn expected_totals() -> (i64, i64) {
+    let count = HOURS * SERIES as i64;
+    let sum: i64 = (0..HOURS)
+        .flat_map(|h| (0..SERIES as i64).map(move |s| h * 100 + s))
+        .sum();
+    (count, sum)
+}
+
+#[test]
+fn every_node_answers_with_every_shard_and_a_dead_owner_is_covered() {
+    let mut cluster = Cluster::start(3, 2, "write-timeout-ms = 3000\n");
+    cluster.query_all("CREATE DATABASE q2 WITH REPLICATION 2 SHARD DURATION 1h");
+    load(&cluster, "q2");
+    let (count, sum) = expected_totals();
+    let reference: Vec<serde_json::Value> = QUERIES
+        .iter()
+        .map(|q| answer(cluster.node(0), "q2", q))
+        .collect();
+    let totals = &reference[0]["results"][0]["series"][0]["values"][0];
+    assert_eq!(totals[1], count, "{totals}");
+    assert_eq!(totals[2], sum, "{totals}");
+    assert_eq!(
+        reference[3]["results"][0]["series"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        HOURS as usize
+    );
+    // Each shard is read once: no node double counts replicas.
+    for i in 1..3 {
+        for (q, want) in QUERIES.iter().zip(&reference) {
+            assert_eq!(
+                &answer(cluster.node(i), "q2", q),
+                want,
+                "node {} {q}",
+                i + 1
+            );
+        }
+    }
+    // With one owner of every shard gone, the other replica answers.
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    for i in 0..2 {
+        for (q, want) in QUERIES.iter().zip(&reference) {
+            assert_eq!(
+                &answer(cluster.node(i), "q2", q),
+                want,
+                "node {} after node 3 died: {q}",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn a_shard_whose_owners_are_all_down_fails_the_query_by_name() {
+    let mut cluster = Cluster::start(3, 1, "write-timeout-ms = 2000\n");
+    cluster.query_all("CREATE DATABASE q1 WITH REPLICATION 1 SHARD DURATION 1h");
+    load(&cluster, "q1");
+    let (count, _) = expected_totals();
+    let before = answer(cluster.node(0), "q1", "SELECT count(v) FROM m");
+    assert_eq!(before["results"][0]["series"][0]["values"][0][1], count);
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    let after = answer(cluster.node(0), "q1", "SELECT count(v) FROM m");
+    let error = after["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("shard") && error.contains("no owner answered") && error.contains("node 3"),
+        "{after}"
+    );
+}
