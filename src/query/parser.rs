@@ -864,12 +864,12 @@ mod tests {
 
     #[test]
     fn unsupported_statements_are_recognised() {
-        let v = parse_query("SELECT * FROM cpu WHERE a = 'b;c'; SHOW DATABASES").unwrap();
+        let v = parse_query("GRANT ALL ON db TO u; SHOW DATABASES").unwrap();
         assert_eq!(
             v,
             vec![
                 Statement::Unsupported {
-                    kind: "SELECT".into()
+                    kind: "GRANT".into()
                 },
                 Statement::ShowDatabases
             ]
@@ -899,8 +899,214 @@ mod tests {
             "found 0, expected number > 0 at line 1, char 57"
         );
         let e = parse_query("CREATE DATABASE db WITH DURATION 1x").unwrap_err();
-        assert_eq!(e.expected, "duration");
+        assert_eq!(e.to_string(), "invalid duration");
         let e = parse_query("SHOW DATABASES\nDROP DATABASE x").unwrap_err();
         assert_eq!((e.line, e.char), (2, 1));
+    }
+}
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+    use crate::query::ast::*;
+
+    fn select(q: &str) -> Select {
+        match parse_query(q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .remove(0)
+        {
+            Statement::Select(s) => *s,
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    fn var(name: &str) -> Expr {
+        Expr::VarRef {
+            name: name.into(),
+            kind: None,
+        }
+    }
+
+    #[test]
+    fn every_select_form_parses() {
+        // (query, field names, sources, dimensions, fill, desc, limit, offset, slimit, soffset)
+        let forms = [
+            "SELECT * FROM cpu",
+            "SELECT *::field, *::tag FROM cpu",
+            "SELECT a AS x, b + 2 * c, -d, (a - b) / 2 FROM cpu",
+            "SELECT mean(a), percentile(a, 95), top(a, host, 3), count(distinct(b)) FROM cpu",
+            "SELECT DISTINCT a FROM cpu",
+            "SELECT derivative(mean(a), 1s), non_negative_difference(max(b)) FROM cpu GROUP BY time(1m)",
+            "SELECT moving_average(a, 3), cumulative_sum(a), elapsed(a, 1ms), integral(a, 1h) FROM cpu",
+            "SELECT abs(a), floor(a), round(a), pow(a, 2), atan2(a, b) FROM cpu",
+            "SELECT a::integer, b::float, c::string, d::boolean, host::tag, e::field FROM cpu",
+            "SELECT a FROM cpu, mem, /^disk/, db.rp.m, db..m, rp.m, \"my db\".\"my rp\".\"my m\"",
+            "SELECT mean(x) FROM (SELECT a + b AS x FROM cpu WHERE host = 'a') GROUP BY host",
+            "SELECT a FROM cpu WHERE time >= '2026-01-01T00:00:00Z' AND time < now() - 1h30m",
+            "SELECT a FROM cpu WHERE host = 'a' OR (host != 'b' AND region =~ /us-.*/ AND dc !~ /x\\/y/)",
+            "SELECT a FROM cpu WHERE a > 1.5 AND b <= -2 AND c = true AND d <> 'x' AND time > 1000",
+            "SELECT mean(a) FROM cpu GROUP BY time(10m, 5m), host, /reg/ fill(previous)",
+            "SELECT mean(a) FROM cpu GROUP BY * fill(none)",
+            "SELECT mean(a) FROM cpu GROUP BY time(1h) fill(-1.5)",
+            "SELECT mean(a) FROM cpu GROUP BY time(1h) fill(linear) ORDER BY time DESC LIMIT 10 OFFSET 2 SLIMIT 3 SOFFSET 1 tz('UTC')",
+            "SELECT a FROM cpu WHERE host = $host AND time > $start",
+            "select A from \"cpu\" where \"host\"='a' order by time asc",
+        ];
+        for q in forms {
+            select(q);
+        }
+        let s = select("SELECT a AS x, b + 2 * c, -d FROM cpu");
+        let names: Vec<String> = s.fields.iter().map(Field::name).collect();
+        assert_eq!(names, ["x", "b_c", "d"]);
+        assert_eq!(
+            s.fields[1].expr,
+            Expr::binary(
+                Op::Add,
+                var("b"),
+                Expr::binary(Op::Mul, Expr::Integer(2), var("c"))
+            )
+        );
+        let s =
+            select("SELECT mean(a) FROM cpu GROUP BY time(10m, 5m), host, /reg/ fill(previous)");
+        assert_eq!(
+            s.dimensions,
+            vec![
+                Dimension::Time {
+                    interval: 600_000_000_000,
+                    offset: 300_000_000_000
+                },
+                Dimension::Tag("host".into()),
+                Dimension::Regex("reg".into())
+            ]
+        );
+        assert_eq!(s.fill, Fill::Previous);
+        let s = select("SELECT mean(a) FROM cpu GROUP BY time(1h) fill(linear) ORDER BY time DESC LIMIT 10 OFFSET 2 SLIMIT 3 SOFFSET 1 tz('UTC')");
+        assert_eq!(
+            (s.order_desc, s.limit, s.offset, s.slimit, s.soffset),
+            (true, 10, 2, 3, 1)
+        );
+        assert_eq!(s.tz.as_deref(), Some("UTC"));
+        let s = select("SELECT a FROM cpu, db.rp.m, db..m, rp.m, /^disk/");
+        let sources: Vec<Measurement> = s
+            .sources
+            .into_iter()
+            .map(|s| match s {
+                Source::Measurement(m) => m,
+                Source::Subquery(_) => panic!("no subquery"),
+            })
+            .collect();
+        let m = |db: Option<&str>, rp: Option<&str>, name: Option<&str>, re: Option<&str>| {
+            Measurement {
+                database: db.map(Into::into),
+                retention_policy: rp.map(Into::into),
+                name: name.map(Into::into),
+                regex: re.map(Into::into),
+            }
+        };
+        assert_eq!(
+            sources,
+            vec![
+                m(None, None, Some("cpu"), None),
+                m(Some("db"), Some("rp"), Some("m"), None),
+                m(Some("db"), None, Some("m"), None),
+                m(None, Some("rp"), Some("m"), None),
+                m(None, None, None, Some("^disk")),
+            ]
+        );
+        let s = select("SELECT a FROM cpu WHERE dc !~ /x\\/y/");
+        assert_eq!(
+            s.condition,
+            Some(Expr::binary(
+                Op::NeqRegex,
+                var("dc"),
+                Expr::Regex("x/y".into())
+            ))
+        );
+    }
+
+    #[test]
+    fn show_forms_parse() {
+        for q in [
+            "SHOW MEASUREMENTS",
+            "SHOW MEASUREMENTS ON db WITH MEASUREMENT =~ /cpu.*/ WHERE host = 'a' LIMIT 2 OFFSET 1",
+            "SHOW MEASUREMENTS WITH MEASUREMENT = cpu",
+            "SHOW TAG KEYS FROM cpu WHERE host = 'a'",
+            "SHOW TAG VALUES FROM cpu WITH KEY = host",
+            "SHOW TAG VALUES WITH KEY IN (host, region)",
+            "SHOW TAG VALUES WITH KEY =~ /h.*/ WHERE region = 'us'",
+            "SHOW TAG VALUES WITH KEY != host",
+            "SHOW FIELD KEYS FROM cpu",
+            "SHOW SERIES FROM cpu WHERE host = 'a' LIMIT 5",
+            "SHOW MEASUREMENT CARDINALITY",
+            "SHOW MEASUREMENT EXACT CARDINALITY ON db",
+            "SHOW SERIES CARDINALITY FROM cpu",
+            "SHOW SERIES EXACT CARDINALITY",
+            "SHOW TAG KEY CARDINALITY",
+            "SHOW TAG VALUES EXACT CARDINALITY WITH KEY = host",
+            "SHOW FIELD KEY CARDINALITY",
+        ] {
+            match parse_query(q)
+                .unwrap_or_else(|e| panic!("{q}: {e}"))
+                .remove(0)
+            {
+                Statement::ShowSeriesData(_) => {}
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn select_errors_read_as_influxdb() {
+        let cases = [
+            (
+                "SELECT",
+                "found EOF, expected identifier, string, number, bool at line 1, char 8",
+            ),
+            (
+                "SELECT FROM cpu",
+                "found FROM, expected identifier, string, number, bool at line 1, char 8",
+            ),
+            ("SELECT a", "found EOF, expected FROM at line 1, char 10"),
+            (
+                "SELECT a FROM",
+                "found EOF, expected identifier at line 1, char 15",
+            ),
+            (
+                "SELECT * FROM \"cpu",
+                "found cpu, expected identifier at line 1, char 14",
+            ),
+            (
+                "SELECT * FROM cpu WHERE host = 'a",
+                "found a, expected identifier, string, number, bool at line 1, char 31",
+            ),
+            (
+                "SELECT * FROM cpu GROUP BY time(1h) fill(bogus)",
+                "expected number argument in fill()",
+            ),
+            (
+                "SELECT * FROM cpu WHERE time > now() - 1x",
+                "invalid duration",
+            ),
+            (
+                "SELECT a FROM cpu ORDER BY host",
+                "only ORDER BY time supported at this time",
+            ),
+            (
+                "SELECT a FROM cpu LIMIT x",
+                "found x, expected integer at line 1, char 25",
+            ),
+            (
+                "SELECT a FROM cpu WHERE a =~ 'x'",
+                "found 'x', expected regex at line 1, char 30",
+            ),
+        ];
+        for (q, want) in cases {
+            match parse_query(q) {
+                Err(e) => assert_eq!(e.to_string(), want, "{q}"),
+                Ok(s) => panic!("{q} parsed: {s:?}"),
+            }
+        }
+        let e = parse_query("SELECT * FROM cpu WHERE host =~ /[/").unwrap_err();
+        assert!(e.to_string().starts_with("error parsing regexp:"), "{e}");
     }
 }
