@@ -254,6 +254,8 @@ pub struct AggInput<'a> {
     pub max_buckets: usize,
     /// ORDER BY time DESC: transformations run over descending points.
     pub desc: bool,
+    /// `tz()`: windows in local time.
+    pub zone: Option<&'a crate::query::tz::Zone>,
 }
 
 const MIN_TIME: i64 = i64::MIN + 2;
@@ -304,12 +306,26 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             // Without a configured limit, an open-ended range (up to now) is cut at a
             // built-in ceiling; the answer's row limit marks it partial long before.
             let count = count.min(MAX_BUCKETS);
-            (0..count)
-                .map(|i| {
-                    let lo = first + i as i64 * every;
-                    (lo, lo + every - 1)
-                })
-                .collect()
+            match a.zone {
+                // Local-time windows: each starts where the zone's truncation says.
+                Some(zone) => {
+                    let mut out = Vec::with_capacity(count);
+                    let mut lo = zone.window_start(start, every, offset);
+                    while lo <= end && out.len() < MAX_BUCKETS {
+                        let next = zone.window_start(lo + every, every, offset);
+                        let next = if next <= lo { lo + every } else { next };
+                        out.push((lo, next - 1));
+                        lo = next;
+                    }
+                    out
+                }
+                None => (0..count)
+                    .map(|i| {
+                        let lo = first + i as i64 * every;
+                        (lo, lo + every - 1)
+                    })
+                    .collect(),
+            }
         }
         None => vec![(a.range.0, a.range.1)],
     };

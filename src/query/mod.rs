@@ -15,6 +15,7 @@ pub mod render;
 pub mod scan;
 pub mod select;
 pub mod show;
+pub mod tz;
 pub mod value;
 
 use crate::cluster::mesh::MeshError;
@@ -177,8 +178,18 @@ pub async fn execute(
     options: &QueryOptions,
 ) -> Result<Vec<Value>, ParseError> {
     let statements = parser::parse_query(q)?;
-    // A bound parameter without a value fails the whole query, as a parse error.
+    // A bound parameter without a value, or an unknown time zone, fails the whole
+    // query as a parse error, as InfluxDB.
     for st in &statements {
+        if let Statement::Select(s) = st {
+            if let Some(name) = &s.tz {
+                if tz::Zone::load(name).is_none() {
+                    return Err(ParseError::plain(format!(
+                        "unable to find time zone {name}"
+                    )));
+                }
+            }
+        }
         if let Some(name) = missing_param(st, &options.params) {
             return Err(ParseError::plain(format!("missing parameter: {name}")));
         }
@@ -309,6 +320,7 @@ async fn execute_statement(
         }
         Statement::Select(sel) => {
             let series = select::execute(qc, sel).await.map_err(|e| e.to_string())?;
+            let zone = sel.tz.as_deref().and_then(tz::Zone::load);
             Ok(render::series_json(
                 &series,
                 options.epoch.as_deref(),
@@ -317,11 +329,12 @@ async fn execute_statement(
                 } else {
                     ctx.config.query.max_row_limit
                 },
+                zone.as_ref(),
             ))
         }
         Statement::ShowSeriesData(show) => {
             let series = show::execute(qc, show).await.map_err(|e| e.to_string())?;
-            Ok(render::series_json(&series, None, 0))
+            Ok(render::series_json(&series, None, 0, None))
         }
         Statement::Unsupported { kind } => Err(format!(
             "{kind} statements are not supported by this version of ShardCore yet"

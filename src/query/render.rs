@@ -26,6 +26,7 @@ pub fn series_json(
     series: &[ResultSeries],
     epoch: Option<&str>,
     row_limit: usize,
+    zone: Option<&crate::query::tz::Zone>,
 ) -> Option<Value> {
     if series.is_empty() {
         return None;
@@ -76,7 +77,10 @@ pub fn series_json(
                             .map(|(i, v)| match (i, v, time_col) {
                                 (0, Val::Int(t), true) => match div {
                                     Some(d) => Value::from(t / d),
-                                    None => Value::String(rfc3339_nano(*t)),
+                                    None => Value::String(match zone {
+                                        Some(z) => z.format(*t),
+                                        None => rfc3339_nano(*t),
+                                    }),
                                 },
                                 _ => v.to_json(),
                             })

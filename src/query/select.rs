@@ -51,13 +51,13 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
             "SELECT INTO is not supported by ShardCore yet",
         ));
     }
-    if let Some(tz) = &sel.tz {
-        if tz != "UTC" && tz != "Etc/UTC" {
-            return Err(QueryError::msg(format!(
-                "unable to find time zone {tz}: ShardCore only knows UTC yet"
-            )));
-        }
-    }
+    let zone = match &sel.tz {
+        Some(name) => Some(
+            crate::query::tz::Zone::load(name)
+                .ok_or_else(|| QueryError::msg(format!("unable to find time zone {name}")))?,
+        ),
+        None => None,
+    };
     let sel = bind_params(sel, q)?;
     validate_fields(&sel)?;
     let (time_range, condition) = split_time(sel.condition.as_ref(), q.now_ns)?;
@@ -115,6 +115,7 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
             time_range,
             condition.as_ref(),
             q,
+            zone.as_ref(),
         )?);
     }
     out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
@@ -979,6 +980,7 @@ fn reduce(
     range: (i64, i64),
     condition: Option<&Expr>,
     q: &QueryContext<'_>,
+    zone: Option<&crate::query::tz::Zone>,
 ) -> Result<Vec<ResultSeries>, QueryError> {
     let now_ns = q.now_ns;
     let fields = expand_fields(sel, &data, all_fields);
@@ -1060,6 +1062,7 @@ fn reduce(
                 fill: &sel.fill,
                 max_buckets: q.max_select_buckets,
                 desc: sel.order_desc,
+                zone,
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)
