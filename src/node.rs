@@ -205,6 +205,27 @@ impl CoreContext {
         Ok(out)
     }
 
+    /// A delete on every core of this node; the values removed.
+    pub async fn delete_node(
+        &self,
+        request: &crate::query::delete::DeleteRequest,
+    ) -> Result<u64, String> {
+        let mut removed = 0;
+        for core in 0..self.cores {
+            if core == self.core {
+                removed += crate::query::delete::delete_local(&self.store, request).await?;
+            } else {
+                let request = request.clone();
+                removed += self
+                    .mesh
+                    .call(core, |reply| MeshRequest::Delete { request, reply })
+                    .await
+                    .map_err(|e| e.to_string())??;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Drops the shards of a database (or one of its policies) on every core.
     pub async fn drop_shards_everywhere(
         &self,
@@ -266,6 +287,9 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         }
         MeshRequest::Scan { request, reply } => {
             let _ = reply.send(scan::scan_local(&mut ctx.store.borrow_mut(), &request));
+        }
+        MeshRequest::Delete { request, reply } => {
+            let _ = reply.send(crate::query::delete::delete_local(&ctx.store, &request).await);
         }
         MeshRequest::Schema { request, reply } => {
             let _ = reply.send(scan::schema_local(&ctx.store.borrow(), &request));

@@ -120,3 +120,48 @@ fn a_shard_whose_owners_are_all_down_fails_the_query_by_name() {
         "{after}"
     );
 }
+
+#[test]
+fn deletes_reach_every_owner() {
+    let cluster = Cluster::start(3, 2, "write-timeout-ms = 3000\n");
+    cluster.query_all("CREATE DATABASE qd WITH REPLICATION 2 SHARD DURATION 1h");
+    load(&cluster, "qd");
+    let run = |q: &str| {
+        let v = answer(cluster.node(1), "qd", q);
+        assert!(v["results"][0].get("error").is_none(), "{q}: {v}");
+    };
+    run("DELETE FROM m WHERE rack = 'r0' AND time < 1600007200000000000");
+    run("DROP SERIES FROM m WHERE host = 'h01'");
+    // Every node's stored copy agrees: nothing of the deleted points is left anywhere.
+    for i in 0..3 {
+        for (series, _, ts, _) in cluster.node(i).dump("qd", "") {
+            assert!(
+                !series.contains("host=h01,"),
+                "node {} kept {series}",
+                i + 1
+            );
+            if series.contains("rack=r0") {
+                assert!(
+                    ts >= BASE_NS + 2 * HOUR_NS,
+                    "node {} kept {series} at {ts}",
+                    i + 1
+                );
+            }
+        }
+    }
+    let r0_left = (0..SERIES).filter(|s| s % 3 == 0).count() as i64 * (HOURS - 2);
+    for i in 0..3 {
+        let v = answer(
+            cluster.node(i),
+            "qd",
+            "SELECT count(v) FROM m WHERE rack = 'r0'",
+        );
+        assert_eq!(v["results"][0]["series"][0]["values"][0][1], r0_left, "{v}");
+        let v = answer(
+            cluster.node(i),
+            "qd",
+            "SELECT count(v) FROM m WHERE host = 'h01'",
+        );
+        assert!(v["results"][0].get("series").is_none(), "{v}");
+    }
+}

@@ -47,6 +47,11 @@ pub enum MeshRequest {
         request: crate::query::scan::SchemaRequest,
         reply: oneshot::Sender<Vec<crate::query::scan::ShardSchema>>,
     },
+    /// DROP MEASUREMENT / DROP SERIES / DELETE on this core's shards.
+    Delete {
+        request: crate::query::delete::DeleteRequest,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     DropShards {
         database: String,
         retention_policy: Option<String>,

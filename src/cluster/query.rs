@@ -74,6 +74,9 @@ pub enum MapRequest {
         schema: SchemaRequest,
         exclude: Vec<u64>,
     },
+    Delete {
+        delete: crate::query::delete::DeleteRequest,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +88,9 @@ pub enum MapResponse {
     },
     Schema {
         shards: Vec<ShardSchema>,
+    },
+    Deleted {
+        values: u64,
     },
     Error {
         message: String,
@@ -110,6 +116,10 @@ pub async fn serve_map(ctx: &Rc<CoreContext>, request: &MapShard) -> MapShardRes
                 shards.sort_by_key(|s| s.shard_id);
                 page(shards, offset)
             }
+        },
+        Ok(MapRequest::Delete { delete }) => match ctx.delete_node(&delete).await {
+            Ok(values) => MapResponse::Deleted { values },
+            Err(message) => MapResponse::Error { message },
         },
         Ok(MapRequest::Schema { schema, exclude }) => match ctx.schema_node(&schema).await {
             Err(e) => MapResponse::Error {
@@ -304,6 +314,35 @@ pub async fn schema_cluster(
         check_coverage(ctx, &r.database, rp, &groups, &seen, &failed)?;
     }
     Ok(shards)
+}
+
+/// Runs a delete on every node (every owner of every shard); a node that does not
+/// answer fails the statement by name (its copy keeps the data).
+pub async fn delete_cluster(
+    ctx: &Rc<CoreContext>,
+    r: &crate::query::delete::DeleteRequest,
+) -> Result<u64, QueryError> {
+    let mut removed = ctx.delete_node(r).await.map_err(QueryError::Statement)?;
+    if ctx.cluster.is_none() {
+        return Ok(removed);
+    }
+    let mut failed = Vec::new();
+    for node in peers(ctx) {
+        let request = MapRequest::Delete { delete: r.clone() };
+        match ask(ctx, node, &request).await {
+            Ok(MapResponse::Deleted { values }) => removed += values,
+            Ok(_) => failed.push(format!("node {node}: unexpected answer")),
+            Err(e) => failed.push(format!("node {node}: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(removed)
+    } else {
+        Err(QueryError::msg(format!(
+            "delete incomplete, run it again when these nodes are back: {}",
+            failed.join("; ")
+        )))
+    }
 }
 
 /// Fails when a shard of a group we saw was not read and all its owners failed.

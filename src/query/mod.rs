@@ -7,6 +7,7 @@
 //! at the first one that fails; that one carries the error.
 
 pub mod ast;
+pub mod delete;
 pub mod format;
 pub mod functions;
 pub mod output;
@@ -331,6 +332,31 @@ async fn execute_statement(
                 },
                 zone.as_ref(),
             ))
+        }
+        Statement::DropMeasurement { name } => {
+            let source = ast::Source::Measurement(ast::Measurement {
+                database: None,
+                retention_policy: None,
+                name: Some(name.clone()),
+                regex: None,
+            });
+            let r = delete::request(qc, &[source], None, true, false).map_err(|e| e.to_string())?;
+            crate::cluster::query::delete_cluster(ctx, &r)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Statement::DeleteSeries {
+            sources,
+            condition,
+            delete,
+        } => {
+            let r = delete::request(qc, sources, condition.as_ref(), false, *delete)
+                .map_err(|e| e.to_string())?;
+            crate::cluster::query::delete_cluster(ctx, &r)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
         }
         Statement::ShowSeriesData(show) => {
             let series = show::execute(qc, show).await.map_err(|e| e.to_string())?;

@@ -75,6 +75,15 @@ pub enum Statement {
         database: Option<String>,
     },
     Select(Box<Select>),
+    DropMeasurement {
+        name: String,
+    },
+    /// DROP SERIES (`delete` false) or DELETE (`delete` true).
+    DeleteSeries {
+        sources: Vec<crate::query::ast::Source>,
+        condition: Option<crate::query::ast::Expr>,
+        delete: bool,
+    },
     /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and cardinalities.
     ShowSeriesData(ShowSeriesData),
     /// A valid InfluxQL statement kind this node does not execute yet.
@@ -510,7 +519,11 @@ impl Parser {
                 self.pos += 1;
                 Ok(Statement::Select(Box::new(self.select_body()?)))
             }
-            w @ ("DELETE" | "EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
+            "DELETE" => {
+                self.pos += 1;
+                self.delete_series(true)
+            }
+            w @ ("EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
                 let kind = w.to_string();
                 self.pos += 1;
                 Ok(self.unsupported(kind))
@@ -598,14 +611,15 @@ impl Parser {
             let database = self.ident()?;
             return Ok(Statement::DropRetentionPolicy { name, database });
         }
-        for kind in [
-            "CONTINUOUS",
-            "MEASUREMENT",
-            "SERIES",
-            "SHARD",
-            "SUBSCRIPTION",
-            "USER",
-        ] {
+        if self.accept("MEASUREMENT") {
+            return Ok(Statement::DropMeasurement {
+                name: self.ident()?,
+            });
+        }
+        if self.accept("SERIES") {
+            return self.delete_series(false);
+        }
+        for kind in ["CONTINUOUS", "SHARD", "SUBSCRIPTION", "USER"] {
             if self.accept(kind) {
                 return Ok(self.unsupported(format!("DROP {kind}")));
             }

@@ -207,6 +207,20 @@ pub struct Series {
     pub key: Box<[u8]>,
     pub measurement: Box<[u8]>,
     pub columns: Vec<Column>,
+    /// Deleted: out of the measurement index, no columns; a new point re-indexes it.
+    pub dropped: bool,
+}
+
+/// A delete as the WAL records it: the series it matched when it ran (so a replay
+/// needs no condition evaluation and matches exactly the same series) and the range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeleteRecord {
+    /// Escaped series keys.
+    pub keys: Vec<String>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Escaped measurement names whose index (field types too) goes away.
+    pub drop_measurements: Vec<String>,
 }
 
 /// Tag value -> ids of the series carrying it.
@@ -345,6 +359,17 @@ impl Shard {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))?;
         let mut shard = Shard::empty(meta, Wal::new(dir.join("wal"), 1, wal_config));
         let (report, next) = wal::recover(&dir.join("wal"), truncate, |record| {
+            if record.kind == wal::KIND_DELETE {
+                match serde_json::from_slice::<DeleteRecord>(record.lines) {
+                    Ok(delete) => {
+                        shard.apply_delete(&delete);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable delete record in WAL; skipped")
+                    }
+                }
+                return;
+            }
             if record.kind != wal::KIND_WRITE {
                 return;
             }
@@ -472,6 +497,9 @@ impl Shard {
                 // Created by an earlier point of this batch, or new.
                 None => self.series_id(body, point),
             };
+            if self.series[sid as usize].dropped {
+                self.reindex(sid, body, point);
+            }
             let series = &mut self.series[sid as usize];
             for (j, f) in body.point_fields(point).iter().enumerate() {
                 let key = body.bytes(&f.key);
@@ -491,6 +519,119 @@ impl Shard {
                 self.values += 1;
             }
         }
+    }
+
+    /// Puts a deleted series back into its measurement's index (it got a new point).
+    fn reindex(&mut self, sid: u32, body: &ParsedBody, point: &lineproto::PointRef) {
+        let measurement: Box<[u8]> = body.bytes(&point.measurement).into();
+        let index = self.measurements.entry(measurement).or_default();
+        index.series.push(sid);
+        for t in body.point_tags(point) {
+            index
+                .tags
+                .entry(body.bytes(&t.key).into())
+                .or_default()
+                .entry(body.bytes(&t.value).into())
+                .or_default()
+                .push(sid);
+        }
+        self.series[sid as usize].dropped = false;
+    }
+
+    /// Series ids of a measurement (escaped name) whose key satisfies `matches`.
+    pub fn matching_series(
+        &self,
+        measurement: &[u8],
+        matches: impl Fn(&[u8]) -> bool,
+    ) -> Vec<String> {
+        let Some(index) = self.measurements.get(measurement) else {
+            return Vec::new();
+        };
+        index
+            .series
+            .iter()
+            .map(|&id| &self.series[id as usize].key)
+            .filter(|k| matches(k))
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    /// Logs and applies a delete; returns the values removed and a receiver that
+    /// resolves when the record is durable.
+    pub fn delete(&mut self, record: &DeleteRecord) -> Result<(u64, Durable), ShardError> {
+        self.wal.check_writable()?;
+        let json = serde_json::to_vec(record).expect("delete records serialise");
+        let durable = self
+            .wal
+            .append_kind(wal::KIND_DELETE, Precision::Nanosecond, 0, |out| {
+                out.extend_from_slice(&json)
+            })?;
+        Ok((self.apply_delete(record), durable))
+    }
+
+    /// Removes the values of `record.keys` in its range; a series left with nothing is
+    /// taken out of the index; dropped measurements lose their index and field types.
+    fn apply_delete(&mut self, record: &DeleteRecord) -> u64 {
+        let mut removed = 0u64;
+        let keys: std::collections::HashSet<&[u8]> =
+            record.keys.iter().map(|k| k.as_bytes()).collect();
+        let mut emptied: Vec<u32> = Vec::new();
+        for (id, series) in self.series.iter_mut().enumerate() {
+            if series.dropped || !keys.contains(&*series.key) {
+                continue;
+            }
+            for column in &mut series.columns {
+                column.normalise();
+                let n = column.timestamps.len();
+                let keep: Vec<usize> = (0..n)
+                    .filter(|&i| {
+                        let t = *column.timestamps.get(i);
+                        t < record.start_ns || t > record.end_ns
+                    })
+                    .collect();
+                if keep.len() == n {
+                    continue;
+                }
+                removed += (n - keep.len()) as u64;
+                column.timestamps = column.timestamps.pick(&keep);
+                column.values = match &column.values {
+                    Values::Float(v) => Values::Float(v.pick(&keep)),
+                    Values::Integer(v) => Values::Integer(v.pick(&keep)),
+                    Values::Unsigned(v) => Values::Unsigned(v.pick(&keep)),
+                    Values::Boolean(v) => Values::Boolean(v.pick(&keep)),
+                    Values::String(v) => Values::String(v.pick(&keep)),
+                };
+            }
+            series.columns.retain(|c| !c.timestamps.is_empty());
+            if series.columns.is_empty() {
+                series.dropped = true;
+                emptied.push(id as u32);
+            }
+        }
+        if !emptied.is_empty() {
+            let gone: std::collections::HashSet<u32> = emptied.into_iter().collect();
+            for index in self.measurements.values_mut() {
+                index.series.retain(|id| !gone.contains(id));
+                for values in index.tags.values_mut() {
+                    for ids in values.values_mut() {
+                        ids.retain(|id| !gone.contains(id));
+                    }
+                    values.retain(|_, ids| !ids.is_empty());
+                }
+                index.tags.retain(|_, v| !v.is_empty());
+            }
+        }
+        for m in &record.drop_measurements {
+            if self
+                .measurements
+                .get(m.as_bytes())
+                .is_some_and(|i| i.series.is_empty())
+            {
+                self.measurements.remove(m.as_bytes());
+            }
+        }
+        self.values = self.values.saturating_sub(removed);
+        removed
     }
 
     /// The series of a point, if it exists.
@@ -530,6 +671,7 @@ impl Shard {
             key: key.into(),
             measurement,
             columns: Vec::new(),
+            dropped: false,
         });
         self.series_by_hash
             .entry(point.key_hash)
@@ -546,7 +688,7 @@ impl Shard {
             retention_policy: self.meta.retention_policy.clone(),
             start_ns: self.meta.start_ns,
             end_ns: self.meta.end_ns,
-            series: self.series.len(),
+            series: self.series.iter().filter(|s| !s.dropped).count(),
             values: self.values,
             cache_heap_bytes: self.cache_heap_bytes(),
             wal_records: wal.records,

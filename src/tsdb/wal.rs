@@ -31,6 +31,8 @@ use std::time::Duration;
 pub const RECORD_HEADER_BYTES: usize = 8;
 pub const PAYLOAD_HEADER_BYTES: usize = 10;
 pub const KIND_WRITE: u8 = 1;
+/// A delete: the payload's "lines" are the JSON of `tsdb::shard::DeleteRecord`.
+pub const KIND_DELETE: u8 = 2;
 /// A record longer than this is treated as corruption (a body is at most a few hundred MB).
 pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 /// Largest single write submitted to the ring: glommio 0.9 has trouble with very large
@@ -151,9 +153,20 @@ pub fn encode_record(
     default_time_ns: i64,
     write_lines: impl FnOnce(&mut Vec<u8>),
 ) {
+    encode_record_kind(out, KIND_WRITE, precision, default_time_ns, write_lines)
+}
+
+/// [`encode_record`] with an explicit record kind.
+pub fn encode_record_kind(
+    out: &mut Vec<u8>,
+    kind: u8,
+    precision: Precision,
+    default_time_ns: i64,
+    write_lines: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
-    out.push(KIND_WRITE);
+    out.push(kind);
     out.push(precision.code());
     out.extend_from_slice(&default_time_ns.to_le_bytes());
     write_lines(out);
@@ -326,6 +339,17 @@ impl Wal {
         default_time_ns: i64,
         write_lines: impl FnOnce(&mut Vec<u8>),
     ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
+        self.append_kind(KIND_WRITE, precision, default_time_ns, write_lines)
+    }
+
+    /// Appends a record of `kind` (see [`KIND_DELETE`]) with the same group commit.
+    pub fn append_kind(
+        &self,
+        kind: u8,
+        precision: Precision,
+        default_time_ns: i64,
+        write_lines: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
         self.check_writable()?;
         let (tx, rx) = oneshot::channel();
         let start_flusher = {
@@ -335,7 +359,13 @@ impl Wal {
                 s.full_chunks.push(chunk);
             }
             let before = s.pending.len();
-            encode_record(&mut s.pending, precision, default_time_ns, write_lines);
+            encode_record_kind(
+                &mut s.pending,
+                kind,
+                precision,
+                default_time_ns,
+                write_lines,
+            );
             let added = s.pending.len() - before;
             s.stats.records += 1;
             s.stats.bytes += added as u64;

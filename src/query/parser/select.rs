@@ -574,6 +574,27 @@ impl Parser {
         Ok(Some(show))
     }
 
+    /// `DROP SERIES` / `DELETE` after the keywords: `[FROM sources] [WHERE cond]`, at
+    /// least one of the two.
+    pub(super) fn delete_series(&mut self, delete: bool) -> Result<super::Statement, ParseError> {
+        let mut sources = Vec::new();
+        let mut condition = None;
+        if self.accept("FROM") {
+            sources = self.sources(false)?;
+        }
+        if self.accept("WHERE") {
+            condition = Some(self.expr(0)?);
+        }
+        if sources.is_empty() && condition.is_none() {
+            return Err(self.error("FROM, WHERE"));
+        }
+        Ok(super::Statement::DeleteSeries {
+            sources,
+            condition,
+            delete,
+        })
+    }
+
     fn exact_cardinality(&mut self) -> Result<bool, ParseError> {
         let exact = self.accept("EXACT");
         self.keyword("CARDINALITY")?;
