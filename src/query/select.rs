@@ -185,10 +185,8 @@ fn validate_fields(sel: &Select) -> Result<(), QueryError> {
                 vars += 1;
                 non_time = true;
             }
-            Expr::Call { name, .. } => {
-                if !functions::is_known(name) && unknown.is_none() {
-                    unknown = Some(name.clone());
-                }
+            Expr::Call { name, .. } if !functions::is_known(name) && unknown.is_none() => {
+                unknown = Some(name.clone());
             }
             _ => {}
         });
@@ -489,10 +487,10 @@ fn needed_fields(sel: &Select, condition: Option<&Expr>, data: &SourceData) -> V
     let mut names = BTreeSet::new();
     let mut visit = |e: &Expr| {
         e.walk(&mut |x| match x {
-            Expr::VarRef { name, kind } => {
-                if kind != &Some(VarKind::Tag) && data.field_types.contains_key(name) {
-                    names.insert(name.clone());
-                }
+            Expr::VarRef { name, kind }
+                if kind != &Some(VarKind::Tag) && data.field_types.contains_key(name) =>
+            {
+                names.insert(name.clone());
             }
             Expr::Wildcard(kind) if kind != &Some(VarKind::Tag) => {
                 names.extend(data.field_types.keys().cloned());
@@ -972,6 +970,9 @@ fn refers_to_field(e: &Expr, data: &SourceData) -> bool {
     found
 }
 
+/// One stored row of a group: time, index of its series, values by slot.
+type GroupRow = (i64, usize, Vec<Val>);
+
 /// Groups, windows and reduces one measurement's data into result series.
 fn reduce(
     sel: &Select,
@@ -1017,7 +1018,7 @@ fn reduce(
         }
         _ => range,
     };
-    let mut groups: BTreeMap<Vec<String>, Vec<(i64, usize, Vec<Val>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<String>, Vec<GroupRow>> = BTreeMap::new();
     for (si, series) in data.series.iter().enumerate() {
         let key: Vec<String> = group_keys
             .iter()

@@ -181,7 +181,8 @@ pub async fn execute(
         }
         ShowWhat::Series => {
             // Ordered by unescaped measurement and tags, as InfluxDB's index.
-            let mut keys: Vec<(String, Vec<(String, String)>, &String)> = merged
+            type Keyed<'a> = (String, Vec<(String, String)>, &'a String);
+            let mut keys: Vec<Keyed> = merged
                 .values()
                 .flat_map(|m| m.series.iter())
                 .map(|k| {

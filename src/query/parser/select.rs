@@ -509,22 +509,19 @@ impl Parser {
             show.sources = self.sources(false)?;
         }
         match &mut show.what {
-            ShowWhat::Measurements { filter } => {
-                if self.accept("WITH") {
-                    self.keyword("MEASUREMENT")?;
-                    let op = self.peek_op();
-                    match op {
-                        Some(Op::Eq | Op::Neq) => {
-                            self.pos += 1;
-                            let name = self.ident()?;
-                            *filter = Some((op.unwrap(), Expr::Str(name)));
-                        }
-                        Some(Op::EqRegex | Op::NeqRegex) => {
-                            self.pos += 1;
-                            *filter = Some((op.unwrap(), Expr::Regex(self.regex()?)));
-                        }
-                        _ => return Err(self.error("=, !=, =~, !~")),
+            ShowWhat::Measurements { filter } if self.accept("WITH") => {
+                self.keyword("MEASUREMENT")?;
+                match self.peek_op() {
+                    Some(op @ (Op::Eq | Op::Neq)) => {
+                        self.pos += 1;
+                        let name = self.ident()?;
+                        *filter = Some((op, Expr::Str(name)));
                     }
+                    Some(op @ (Op::EqRegex | Op::NeqRegex)) => {
+                        self.pos += 1;
+                        *filter = Some((op, Expr::Regex(self.regex()?)));
+                    }
+                    _ => return Err(self.error("=, !=, =~, !~")),
                 }
             }
             ShowWhat::TagValues { op, keys, regex }
