@@ -91,7 +91,7 @@ fn ddl_statements_and_their_answers() {
         r.json()["results"][0]["series"][0]["values"],
         json!([["db-2"]])
     );
-    let r = node.query("SELECT * FROM cpu");
+    let r = node.query("GRANT ALL ON db TO someone");
     assert!(r.json()["results"][0]["error"]
         .as_str()
         .unwrap()

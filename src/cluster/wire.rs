@@ -1422,7 +1422,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_rejected_once_the_header_arrives() {
-        for kind in [0x00, 0x05, 0x12, 0x41, 0x80, 0xff] {
+        for kind in [0x00, 0x05, 0x12, 0x42, 0x80, 0xff] {
             let mut buffer = frame_of(5, &Ping);
             buffer[0] = kind;
             assert_eq!(

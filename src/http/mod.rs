@@ -258,6 +258,14 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
     r
 }
 
+/// Our own inspect routes keep serde's number forms (a float stays `2.0`), so a
+/// client can tell a float field from an integer one.
+fn debug_json(value: serde_json::Value) -> Resp {
+    let mut body = serde_json::to_vec(&value).expect("JSON values serialise");
+    body.push(b'\n');
+    json_bytes(StatusCode::OK, body)
+}
+
 /// InfluxDB's error shape: `{"error":"..."}`.
 fn error(status: StatusCode, message: &str) -> Resp {
     json(status, serde_json::json!({ "error": message }))
@@ -562,7 +570,7 @@ async fn debug_shards(ctx: &Rc<CoreContext>) -> Resp {
                     })
                 })
                 .collect();
-            json(StatusCode::OK, serde_json::json!({ "shards": shards }))
+            debug_json(serde_json::json!({ "shards": shards }))
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -607,7 +615,7 @@ async fn debug_shard_dump(ctx: &Rc<CoreContext>, req: &Request<Incoming>) -> Res
                     })
                 })
                 .collect();
-            json(StatusCode::OK, serde_json::json!({ "points": rows }))
+            debug_json(serde_json::json!({ "points": rows }))
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
