@@ -1,5 +1,5 @@
 //! The `influx` CLI from Debian's influxdb-client package against a real node:
-//! CREATE DATABASE and INSERT must work unchanged. Skips, saying why, when the CLI
+//! CREATE DATABASE, INSERT, SELECT and SHOW must work unchanged. Skips, saying why, when the CLI
 //! is not installed (`.ci/run` installs it).
 
 mod common;
@@ -78,4 +78,37 @@ fn influx_cli_creates_a_database_and_inserts() {
     );
     assert!(text.contains("unable to parse"), "{text}");
     assert_eq!(node.dump("clidb", "").len(), 2);
+    // Queries through the CLI: its column output and its JSON output.
+    let out = influx(
+        &node,
+        &[
+            "-database",
+            "clidb",
+            "-precision",
+            "rfc3339",
+            "-execute",
+            "SELECT value FROM cpu WHERE host = 'b'",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("name: cpu"), "{text}");
+    assert!(text.contains("2020-09-13T12:26:40Z 2"), "{text}");
+    let out = influx(
+        &node,
+        &[
+            "-database",
+            "clidb",
+            "-format",
+            "json",
+            "-execute",
+            "SHOW TAG VALUES WITH KEY = host",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["results"][0]["series"][0]["values"],
+        serde_json::json!([["host", "a"], ["host", "b"]])
+    );
 }
