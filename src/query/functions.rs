@@ -567,6 +567,19 @@ fn eval_window(
 /// Non-null values of a call's field argument in rows `[from, to)`.
 fn arg_points(a: &AggInput<'_>, arg: &Expr, from: usize, to: usize) -> Vec<Point> {
     let mut out = Vec::with_capacity(to - from);
+    if let Some(slot) = a.ev.slot_of(arg) {
+        for r in from..to {
+            let v = &a.rows[r].2[slot];
+            if !v.is_null() {
+                out.push(Point {
+                    time: a.rows[r].0,
+                    val: v.clone(),
+                    row: Some(r),
+                });
+            }
+        }
+        return out;
+    }
     for r in from..to {
         let (t, si, vals) = &a.rows[r];
         let v = eval_row(a.ev, arg, *t, vals, a.series[*si]);

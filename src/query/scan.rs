@@ -24,6 +24,10 @@ pub struct ScanRequest {
     /// Only these shards (a remote map names the shards it wants); `None`: every
     /// local shard of the database and policy that overlaps the range.
     pub shard_ids: Option<Vec<u64>>,
+    /// The tag-only part of the WHERE clause (InfluxQL text), applied to series keys
+    /// where the shard is, so series that cannot match are never copied.
+    #[serde(default)]
+    pub tag_condition: Option<String>,
 }
 
 /// The series of one shard that matched a scan.
@@ -127,9 +131,33 @@ pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {
     (measurement, tags)
 }
 
+/// The condition of a `tag_condition` text (a WHERE clause of tags only).
+pub fn parse_tag_condition(text: &str) -> Option<crate::query::ast::Expr> {
+    match crate::query::parser::parse_query(&format!("SELECT x FROM m WHERE {text}"))
+        .ok()?
+        .into_iter()
+        .next()?
+    {
+        crate::query::parser::Statement::Select(s) => s.condition,
+        _ => None,
+    }
+}
+
 /// Runs a scan over this core's shards.
 pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
     let measurement = escape_measurement(&r.measurement);
+    let condition = r.tag_condition.as_deref().and_then(parse_tag_condition);
+    let no_slots: Vec<String> = Vec::new();
+    let tag_keys: BTreeSet<String> = BTreeSet::new();
+    let ev = crate::query::select::Evaluator::for_tags(&no_slots, &tag_keys);
+    let keep = |key: &[u8]| match &condition {
+        None => true,
+        Some(c) => {
+            let (_, tags) = parse_series_key(&String::from_utf8_lossy(key));
+            let tags: BTreeMap<String, String> = tags.into_iter().collect();
+            ev.matches(c, &tags)
+        }
+    };
     let fields: Option<Vec<Vec<u8>>> = r
         .fields
         .as_ref()
@@ -146,7 +174,7 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
             continue;
         }
         let (shard_id, start_ns) = (m.id, m.start_ns);
-        let series = shard.scan(&measurement, fields.as_deref(), r.start_ns, r.end_ns);
+        let series = shard.scan(&measurement, fields.as_deref(), r.start_ns, r.end_ns, keep);
         out.push(ShardScan {
             shard_id,
             start_ns,

@@ -450,6 +450,9 @@ async fn load_measurements(
                 start_ns: range.0,
                 end_ns: range.1,
                 shard_ids: None,
+                tag_condition: condition
+                    .and_then(|c| tag_only_part(c, &data))
+                    .map(|c| c.to_string()),
             })
             .await?;
         data.series = series_rows(scans, &slots, q.max_select_point)?;
@@ -463,6 +466,41 @@ async fn load_measurements(
         out.push(data);
     }
     Ok(out)
+}
+
+/// The conjuncts of a condition that only read tags (pushed to the shards).
+fn tag_only_part(cond: &Expr, data: &SourceData) -> Option<Expr> {
+    match cond {
+        Expr::Paren(inner) => tag_only_part(inner, data),
+        Expr::Binary {
+            op: Op::And,
+            lhs,
+            rhs,
+        } => match (tag_only_part(lhs, data), tag_only_part(rhs, data)) {
+            (Some(l), Some(r)) => Some(Expr::binary(Op::And, l, r)),
+            (l, r) => l.or(r),
+        },
+        e => {
+            let mut only_tags = true;
+            let mut any_tag = false;
+            e.walk(&mut |x| match x {
+                Expr::VarRef { name, kind } => {
+                    let is_tag = *kind == Some(VarKind::Tag)
+                        || (kind.is_none()
+                            && data.tag_keys.contains(name)
+                            && !data.field_types.contains_key(name));
+                    if is_tag {
+                        any_tag = true;
+                    } else {
+                        only_tags = false;
+                    }
+                }
+                Expr::Call { .. } | Expr::BoundParam(_) => only_tags = false,
+                _ => {}
+            });
+            (only_tags && any_tag).then(|| e.clone())
+        }
+    }
 }
 
 type MergedSchema = BTreeMap<String, (BTreeMap<String, String>, BTreeSet<String>)>;
@@ -531,11 +569,13 @@ fn series_rows(
         .enumerate()
         .map(|(i, s)| (s.as_str(), i))
         .collect();
-    let mut by_key: BTreeMap<String, BTreeMap<i64, Vec<Val>>> = BTreeMap::new();
+    // Per series key, its columns from every shard (shards hold disjoint time ranges).
+    let mut by_key: BTreeMap<String, Vec<(usize, Vec<i64>, Vec<crate::tsdb::shard::Value>)>> =
+        BTreeMap::new();
     let mut points = 0usize;
     for scan in scans {
         for series in scan.series {
-            let rows = by_key.entry(series.key).or_default();
+            let cols = by_key.entry(series.key).or_default();
             for column in series.columns {
                 let Some(&slot) = slot_of.get(column.field.as_str()) else {
                     continue;
@@ -546,15 +586,14 @@ fn series_rows(
                         "max-select-point limit exceeed: ({points}/{max_points})"
                     )));
                 }
-                for (t, v) in column.times.into_iter().zip(column.values.iter()) {
-                    let row = rows
-                        .entry(t)
-                        .or_insert_with(|| vec![Val::Null; slots.len()]);
-                    row[slot] = Val::from(v);
-                }
+                cols.push((slot, column.times, column.values));
             }
         }
     }
+    let by_key: BTreeMap<String, Vec<(i64, Vec<Val>)>> = by_key
+        .into_iter()
+        .map(|(key, cols)| (key, merge_columns(cols, slots.len())))
+        .collect();
     // Series by their canonical (escaped) key: the order InfluxDB's merge gives rows
     // that share a timestamp.
     let out: Vec<InputSeries> = by_key
@@ -563,11 +602,53 @@ fn series_rows(
             let (_, tags) = parse_series_key(&key);
             InputSeries {
                 tags: tags.into_iter().collect(),
-                rows: rows.into_iter().collect(),
+                rows,
             }
         })
         .collect();
     Ok(out)
+}
+
+/// Rows of one series from its sorted columns (each `(slot, times, values)`, possibly
+/// several per slot from different shards): a k-way merge by time, one row per
+/// timestamp with a value (or null) per slot.
+fn merge_columns(
+    cols: Vec<(usize, Vec<i64>, Vec<crate::tsdb::shard::Value>)>,
+    width: usize,
+) -> Vec<(i64, Vec<Val>)> {
+    if cols.len() == 1 {
+        let (slot, times, values) = cols.into_iter().next().expect("one column");
+        return times
+            .into_iter()
+            .zip(values.iter())
+            .map(|(t, v)| {
+                let mut row = vec![Val::Null; width];
+                row[slot] = Val::from(v);
+                (t, row)
+            })
+            .collect();
+    }
+    let total: usize = cols.iter().map(|c| c.1.len()).sum();
+    let mut at = vec![0usize; cols.len()];
+    let mut out: Vec<(i64, Vec<Val>)> = Vec::with_capacity(total / cols.len().max(1));
+    loop {
+        let mut next: Option<i64> = None;
+        for (c, col) in cols.iter().enumerate() {
+            if let Some(&t) = col.1.get(at[c]) {
+                next = Some(next.map_or(t, |n: i64| n.min(t)));
+            }
+        }
+        let Some(t) = next else { break };
+        let mut row = vec![Val::Null; width];
+        for (c, col) in cols.iter().enumerate() {
+            if col.1.get(at[c]) == Some(&t) {
+                row[col.0] = Val::from(&col.2[at[c]]);
+                at[c] += 1;
+            }
+        }
+        out.push((t, row));
+    }
+    out
 }
 
 /// A subquery's result series become the outer statement's input series.
@@ -662,6 +743,8 @@ pub struct Evaluator<'a> {
     slots: HashMap<&'a str, usize>,
     tag_keys: &'a BTreeSet<String>,
     regexes: RefCell<HashMap<String, Option<Regex>>>,
+    /// Every name is a tag (conditions on series keys: a missing tag reads as "").
+    all_tags: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -674,12 +757,27 @@ impl<'a> Evaluator<'a> {
                 .collect(),
             tag_keys,
             regexes: RefCell::new(HashMap::new()),
+            all_tags: false,
         }
     }
 
     /// An evaluator for conditions on tags only (SHOW ... WHERE).
     pub fn for_tags(slots: &'a [String], tag_keys: &'a BTreeSet<String>) -> Self {
-        Evaluator::new(slots, tag_keys)
+        Evaluator {
+            all_tags: true,
+            ..Evaluator::new(slots, tag_keys)
+        }
+    }
+
+    /// The row slot a plain field reference reads (the hot path of aggregates).
+    pub fn slot_of(&self, e: &Expr) -> Option<usize> {
+        match e {
+            Expr::VarRef {
+                name,
+                kind: None | Some(VarKind::Field),
+            } => self.slots.get(name.as_str()).copied(),
+            _ => None,
+        }
     }
 
     /// Whether a tag condition holds for a series with these tags.
@@ -707,7 +805,9 @@ impl<'a> Evaluator<'a> {
             Some(VarKind::Tag) => as_tag(),
             _ => match self.slots.get(name) {
                 Some(&i) => cast(&row[i], kind),
-                None if kind.is_none() && self.tag_keys.contains(name) => as_tag(),
+                None if kind.is_none() && (self.all_tags || self.tag_keys.contains(name)) => {
+                    as_tag()
+                }
                 None => Val::Null,
             },
         }
@@ -976,7 +1076,7 @@ type GroupRow = (i64, usize, Vec<Val>);
 /// Groups, windows and reduces one measurement's data into result series.
 fn reduce(
     sel: &Select,
-    data: SourceData,
+    mut data: SourceData,
     all_fields: &BTreeMap<String, String>,
     range: (i64, i64),
     condition: Option<&Expr>,
@@ -1008,6 +1108,12 @@ fn reduce(
     if aggregate {
         functions::validate(&fields, interval.is_some())?;
     }
+    // The rows move into their groups (the series keep their tags).
+    let taken: Vec<Vec<(i64, Vec<Val>)>> = data
+        .series
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.rows))
+        .collect();
     let ev = Evaluator::new(&data.slots, &data.tag_keys);
     let group_keys = group_tag_keys(sel, &data);
     // Rows before the range feed the extra windows of transformations only.
@@ -1019,22 +1125,22 @@ fn reduce(
         _ => range,
     };
     let mut groups: BTreeMap<Vec<String>, Vec<GroupRow>> = BTreeMap::new();
-    for (si, series) in data.series.iter().enumerate() {
+    for (si, (series, rows_of)) in data.series.iter().zip(taken).enumerate() {
         let key: Vec<String> = group_keys
             .iter()
             .map(|k| series.tags.get(k).cloned().unwrap_or_default())
             .collect();
         let rows = groups.entry(key).or_default();
-        for (t, vals) in &series.rows {
-            if *t < range.0 || *t > range.1 {
+        for (t, vals) in rows_of {
+            if t < range.0 || t > range.1 {
                 continue;
             }
             if let Some(c) = condition {
-                if !ev.truthy(c, *t, vals, &series.tags) {
+                if !ev.truthy(c, t, &vals, &series.tags) {
                     continue;
                 }
             }
-            rows.push((*t, si, vals.clone()));
+            rows.push((t, si, vals));
         }
     }
     let columns = column_names(&fields);

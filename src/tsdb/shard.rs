@@ -765,15 +765,16 @@ impl Shard {
         &self.series[id as usize].key
     }
 
-    /// Columns of the series of `measurement` (escaped) in `[start_ns, end_ns]`, only
-    /// the fields in `fields` (escaped names) when given; series with nothing in range
-    /// are left out.
+    /// Columns of the series of `measurement` (escaped) in `[start_ns, end_ns]` whose
+    /// key passes `series_filter`, only the fields in `fields` (escaped names) when
+    /// given; series with nothing in range are left out.
     pub fn scan(
         &mut self,
         measurement: &[u8],
         fields: Option<&[Vec<u8>]>,
         start_ns: i64,
         end_ns: i64,
+        series_filter: impl Fn(&[u8]) -> bool,
     ) -> Vec<SeriesData> {
         let Some(index) = self.measurements.get(measurement) else {
             return Vec::new();
@@ -781,6 +782,9 @@ impl Shard {
         let mut out = Vec::new();
         for &id in &index.series {
             let series = &mut self.series[id as usize];
+            if !series_filter(&series.key) {
+                continue;
+            }
             let mut columns = Vec::new();
             for column in &mut series.columns {
                 if fields.is_some_and(|f| !f.iter().any(|n| **n == *column.name)) {
