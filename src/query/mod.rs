@@ -358,6 +358,13 @@ async fn execute_statement(
                 .map_err(|e| e.to_string())?;
             Ok(None)
         }
+        Statement::ShowShards | Statement::ShowShardGroups => {
+            let groups = matches!(statement, Statement::ShowShardGroups);
+            show::shards(qc, groups)
+                .await
+                .map(|series| render::series_json(&series, None, 0, None))
+                .map_err(|e| e.to_string())
+        }
         Statement::ShowSeriesData(show) => {
             let series = show::execute(qc, show).await.map_err(|e| e.to_string())?;
             Ok(render::series_json(&series, None, 0, None))

@@ -86,6 +86,8 @@ pub enum Statement {
     },
     /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and cardinalities.
     ShowSeriesData(ShowSeriesData),
+    ShowShards,
+    ShowShardGroups,
     /// A valid InfluxQL statement kind this node does not execute yet.
     Unsupported {
         kind: String,
@@ -645,6 +647,17 @@ impl Parser {
         if let Some(show) = self.show_series_data()? {
             return Ok(Statement::ShowSeriesData(show));
         }
+        if self.accept("SHARDS") {
+            return Ok(Statement::ShowShards);
+        }
+        if self.peek().is_keyword("SHARD") && self.tokens[self.pos + 1].tok != Tok::Eof {
+            if let Tok::Ident(w) = &self.tokens[self.pos + 1].tok {
+                if w.eq_ignore_ascii_case("GROUPS") {
+                    self.pos += 2;
+                    return Ok(Statement::ShowShardGroups);
+                }
+            }
+        }
         for kind in [
             "CONTINUOUS",
             "DIAGNOSTICS",
@@ -1067,6 +1080,36 @@ mod select_tests {
                 other => panic!("{q}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn shard_and_delete_statements_parse() {
+        assert_eq!(one("SHOW SHARDS"), Statement::ShowShards);
+        assert_eq!(one("SHOW SHARD GROUPS"), Statement::ShowShardGroups);
+        assert_eq!(
+            one("DROP MEASUREMENT \"disk usage\""),
+            Statement::DropMeasurement {
+                name: "disk usage".into()
+            }
+        );
+        assert!(matches!(
+            one("DROP SERIES FROM cpu WHERE host = 'a'"),
+            Statement::DeleteSeries { delete: false, .. }
+        ));
+        assert!(matches!(
+            one("DELETE WHERE time < '2026-01-01'"),
+            Statement::DeleteSeries { delete: true, .. }
+        ));
+        assert_eq!(
+            parse_query("DROP SERIES").unwrap_err().to_string(),
+            "found EOF, expected FROM, WHERE at line 1, char 13"
+        );
+    }
+
+    fn one(q: &str) -> Statement {
+        let mut v = parse_query(q).unwrap();
+        assert_eq!(v.len(), 1, "{q}");
+        v.remove(0)
     }
 
     #[test]

@@ -298,3 +298,112 @@ fn merge(schemas: &[ShardSchema]) -> BTreeMap<String, Merged> {
     }
     out
 }
+
+/// SHOW SHARDS (one series per database) or SHOW SHARD GROUPS, from the shards that
+/// exist on any node, with owners from placement.
+pub async fn shards(q: &QueryContext<'_>, groups: bool) -> Result<Vec<ResultSeries>, QueryError> {
+    use crate::query::format::rfc3339_nano;
+    let snap = q.ctx.meta.snapshot();
+    let mut by_db: Vec<ResultSeries> = Vec::new();
+    let mut group_rows: Vec<Vec<Val>> = Vec::new();
+    for (name, db) in &snap.databases {
+        let schemas = q
+            .schema(&SchemaRequest {
+                database: name.clone(),
+                retention_policy: None,
+                start_ns: i64::MIN + 2,
+                end_ns: i64::MAX - 1,
+                with_series: false,
+                shard_ids: None,
+            })
+            .await?;
+        let mut seen: BTreeSet<(String, i64)> = BTreeSet::new();
+        for s in &schemas {
+            seen.insert((s.retention_policy.clone(), s.start_ns));
+        }
+        let mut rows = Vec::new();
+        for (rp, start) in seen {
+            let Some(policy) = db.retention_policies.get(&rp) else {
+                continue;
+            };
+            let group = crate::placement::place_group(
+                name,
+                &rp,
+                start,
+                policy.shard_group_duration_ns,
+                policy.replication,
+                &q.ctx.membership,
+            );
+            let group_id = group.shards.first().map(|s| s.id).unwrap_or(0);
+            let expiry = group.end_ns.saturating_add(policy.duration_ns);
+            if groups {
+                group_rows.push(vec![
+                    Val::Uint(group_id),
+                    Val::Str(name.clone()),
+                    Val::Str(rp.clone()),
+                    Val::Str(rfc3339_nano(group.start_ns)),
+                    Val::Str(rfc3339_nano(group.end_ns)),
+                    Val::Str(rfc3339_nano(expiry)),
+                ]);
+                continue;
+            }
+            for shard in &group.shards {
+                let owners = shard
+                    .owners
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                rows.push(vec![
+                    Val::Uint(shard.id),
+                    Val::Str(name.clone()),
+                    Val::Str(rp.clone()),
+                    Val::Uint(group_id),
+                    Val::Str(rfc3339_nano(group.start_ns)),
+                    Val::Str(rfc3339_nano(group.end_ns)),
+                    Val::Str(rfc3339_nano(expiry)),
+                    Val::Str(owners),
+                ]);
+            }
+        }
+        if !groups {
+            by_db.push(ResultSeries {
+                name: name.clone(),
+                tags: None,
+                columns: [
+                    "id",
+                    "database",
+                    "retention_policy",
+                    "shard_group",
+                    "start_time",
+                    "end_time",
+                    "expiry_time",
+                    "owners",
+                ]
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+                values: rows,
+            });
+        }
+    }
+    if groups {
+        return Ok(vec![ResultSeries {
+            name: "shard groups".into(),
+            tags: None,
+            columns: [
+                "id",
+                "database",
+                "retention_policy",
+                "start_time",
+                "end_time",
+                "expiry_time",
+            ]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+            values: group_rows,
+        }]);
+    }
+    Ok(by_db)
+}
