@@ -49,6 +49,7 @@ pub struct QueryConfig {
     pub max_select_series: usize,
     pub max_select_buckets: usize,
     pub max_row_limit: usize,
+    pub query_timeout_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -58,6 +59,7 @@ impl Default for QueryConfig {
             max_select_series: 0,
             max_select_buckets: 0,
             max_row_limit: 10_000,
+            query_timeout_ms: 0,
         }
     }
 }
@@ -379,6 +381,10 @@ max-select-buckets = 0
 # Rows of one statement's answer; the rest is cut and the series marked
 # "partial": true, as InfluxDB's [http] max-row-limit. 0 = no limit.
 max-row-limit = 10000
+
+# A statement running longer than this fails with "query-timeout limit exceeded"
+# and its scans on other nodes are abandoned; 0 = no limit (InfluxDB's default).
+query-timeout-ms = 0
 
 [hinted-handoff]
 # Queued bytes per destination node (per core); past it a write for that node fails

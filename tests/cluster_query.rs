@@ -165,3 +165,32 @@ fn deletes_reach_every_owner() {
         assert!(v["results"][0].get("series").is_none(), "{v}");
     }
 }
+
+#[test]
+fn a_hung_owner_ends_the_query_at_query_timeout() {
+    let cluster = Cluster::start(
+        3,
+        1,
+        "write-timeout-ms = 20000\n[query]\nquery-timeout-ms = 700\n",
+    );
+    cluster.query_all("CREATE DATABASE qt WITH REPLICATION 1 SHARD DURATION 1h");
+    load(&cluster, "qt");
+    let pid = cluster.node(2).child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = std::time::Instant::now();
+    let v = answer(cluster.node(0), "qt", "SELECT count(v) FROM m");
+    let took = started.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        v["results"][0]["error"], "query-timeout limit exceeded",
+        "{v}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // The node keeps serving queries afterwards.
+    let v = answer(cluster.node(0), "qt", "SELECT count(v) FROM m");
+    assert_eq!(
+        v["results"][0]["series"][0]["values"][0][1],
+        HOURS * SERIES as i64,
+        "{v}"
+    );
+}

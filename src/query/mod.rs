@@ -207,8 +207,19 @@ pub async fn execute(
         max_select_series: ctx.config.query.max_select_series,
         max_select_buckets: ctx.config.query.max_select_buckets,
     };
+    let timeout = ctx.config.query.query_timeout_ms;
     for (id, statement) in statements.iter().enumerate() {
-        match execute_statement(&qc, statement, options).await {
+        let run = execute_statement(&qc, statement, options);
+        let outcome = if timeout == 0 {
+            run.await
+        } else {
+            futures_lite::future::or(run, async {
+                glommio::timer::sleep(std::time::Duration::from_millis(timeout)).await;
+                Err("query-timeout limit exceeded".to_string())
+            })
+            .await
+        };
+        match outcome {
             Ok(Some(series)) => results.push(json!({ "statement_id": id, "series": series })),
             Ok(None) => results.push(json!({ "statement_id": id })),
             Err(message) => {
