@@ -256,6 +256,9 @@ pub struct AggInput<'a> {
     pub desc: bool,
     /// `tz()`: windows in local time.
     pub zone: Option<&'a crate::query::tz::Zone>,
+    /// The policy's shard group duration: float sums and means are added up per
+    /// InfluxDB shard group, as its engine does (0: no grouping, e.g. subqueries).
+    pub shard_group_ns: i64,
 }
 
 const MIN_TIME: i64 = i64::MIN + 2;
@@ -642,11 +645,11 @@ fn call_points(
     let w = window_start;
     Ok(match name {
         "count" => vec![scalar(w, Val::Int(pts.len() as i64))],
-        "sum" => vec![scalar(w, sum(&pts))],
-        "mean" => {
-            let s: f64 = pts.iter().filter_map(|p| p.val.as_f64()).sum();
-            vec![scalar(w, Val::Float(s / pts.len() as f64))]
-        }
+        "sum" => match &pts[0].val {
+            Val::Float(_) => vec![scalar(w, Val::Float(float_sum(a, &pts)))],
+            _ => vec![scalar(w, sum(&pts))],
+        },
+        "mean" => vec![scalar(w, Val::Float(float_mean(a, &pts)))],
         "median" => {
             let mut v: Vec<f64> = pts.iter().filter_map(|p| p.val.as_f64()).collect();
             v.sort_by(f64::total_cmp);
@@ -839,6 +842,76 @@ fn scalar(time: i64, val: Val) -> Point {
         val,
         row: None,
     }
+}
+
+/// InfluxDB's shard group of `t`: Go's `Time.Truncate(duration)`, which counts from
+/// the zero Time (0001-01-01, a Monday), so weekly groups start on Mondays.
+fn influx_group(t: i64, duration: i64) -> i64 {
+    if duration <= 0 {
+        return 0;
+    }
+    const GO_ZERO_TO_UNIX_NS: i128 = 62_135_596_800 * 1_000_000_000;
+    let since_zero = t as i128 + GO_ZERO_TO_UNIX_NS;
+    (t as i128 - since_zero.rem_euclid(duration as i128)) as i64
+}
+
+/// Per (InfluxDB shard group, series) partials of a window's points, in time order
+/// within each, keyed in (group, series key) order.
+fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64)> {
+    let mut out: BTreeMap<(i64, usize), (f64, u64)> = BTreeMap::new();
+    for p in pts {
+        let series = p.row.map(|r| a.rows[r].1).unwrap_or(0);
+        let e = out
+            .entry((influx_group(p.time, a.shard_group_ns), series))
+            .or_default();
+        e.0 += p.val.as_f64().unwrap_or(0.0);
+        e.1 += 1;
+    }
+    out
+}
+
+/// A float sum added up as InfluxDB's iterators do: each series within a shard, then
+/// the series of a shard, then the shards; the last bits of the answer depend on it.
+fn float_sum(a: &AggInput<'_>, pts: &[Point]) -> f64 {
+    if a.shard_group_ns == 0 {
+        return pts.iter().filter_map(|p| p.val.as_f64()).sum();
+    }
+    let mut by_group: BTreeMap<i64, f64> = BTreeMap::new();
+    for ((g, _), (s, _)) in partials(a, pts) {
+        *by_group.entry(g).or_default() += s;
+    }
+    by_group.values().fold(0.0, |acc, s| acc + s)
+}
+
+/// InfluxDB's mean reducer, applied per series, then per shard, then over shards:
+/// a partial of n >= 2 points contributes mean * n, a single point its value.
+fn float_mean(a: &AggInput<'_>, pts: &[Point]) -> f64 {
+    fn reduce(items: impl Iterator<Item = (f64, u64)>) -> (f64, u64) {
+        let (mut sum, mut count) = (0.0, 0u64);
+        for (v, n) in items {
+            if n >= 2 {
+                sum += v * n as f64;
+                count += n;
+            } else {
+                sum += v;
+                count += 1;
+            }
+        }
+        (sum / count as f64, count)
+    }
+    if a.shard_group_ns == 0 {
+        let s: f64 = pts.iter().filter_map(|p| p.val.as_f64()).sum();
+        return s / pts.len() as f64;
+    }
+    let mut by_group: BTreeMap<i64, Vec<(f64, u64)>> = BTreeMap::new();
+    for ((g, _), (s, n)) in partials(a, pts) {
+        by_group.entry(g).or_default().push((s / n as f64, n));
+    }
+    let shards: Vec<(f64, u64)> = by_group
+        .into_values()
+        .map(|series| reduce(series.into_iter()))
+        .collect();
+    reduce(shards.into_iter()).0
 }
 
 fn sum(pts: &[Point]) -> Val {

@@ -29,6 +29,8 @@ pub struct ResultSeries {
 /// The data of one source measurement as the statement needs it.
 struct SourceData {
     name: String,
+    /// Shard group duration of the source's policy (0 for subquery results).
+    shard_group_ns: i64,
     /// Field keys in row slot order.
     slots: Vec<String>,
     tag_keys: BTreeSet<String>,
@@ -238,11 +240,13 @@ fn merge_sources(a: SourceData, b: SourceData) -> SourceData {
     let mut tag_keys = a.tag_keys.clone();
     tag_keys.extend(b.tag_keys.iter().cloned());
     let name = a.name.clone();
+    let a_group = a.shard_group_ns;
     let mut series = remap(a, &slots);
     series.extend(remap(b, &slots));
     series.sort_by(|x, y| x.tags.cmp(&y.tags));
     SourceData {
         name,
+        shard_group_ns: a_group,
         slots,
         tag_keys,
         field_types,
@@ -430,6 +434,10 @@ async fn load_measurements(
         let (fields, tags) = &merged[name];
         let mut data = SourceData {
             name: name.clone(),
+            shard_group_ns: db
+                .retention_policies
+                .get(&rp)
+                .map_or(0, |p| p.shard_group_duration_ns),
             slots: Vec::new(),
             tag_keys: tags.clone(),
             field_types: fields.clone(),
@@ -725,6 +733,7 @@ fn from_subquery(inner: &Select, series: Vec<ResultSeries>) -> Vec<SourceData> {
             .collect();
         out.push(SourceData {
             name,
+            shard_group_ns: 0,
             slots,
             tag_keys,
             field_types,
@@ -1170,6 +1179,7 @@ fn reduce(
                 max_buckets: q.max_select_buckets,
                 desc: sel.order_desc,
                 zone,
+                shard_group_ns: data.shard_group_ns,
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)
