@@ -859,7 +859,13 @@ fn influx_group(t: i64, duration: i64) -> i64 {
 /// within each, keyed in (group, series key) order.
 fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64)> {
     let mut out: BTreeMap<(i64, usize), (f64, u64)> = BTreeMap::new();
-    for p in pts {
+    // Descending queries read (and so add up) newest first.
+    let ordered: Box<dyn Iterator<Item = &Point>> = if a.desc {
+        Box::new(pts.iter().rev())
+    } else {
+        Box::new(pts.iter())
+    };
+    for p in ordered {
         let series = p.row.map(|r| a.rows[r].1).unwrap_or(0);
         let e = out
             .entry((influx_group(p.time, a.shard_group_ns), series))
@@ -973,9 +979,10 @@ fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)]) {
                     continue;
                 };
                 let is_int = matches!(col[i], Val::Int(_));
-                let (ti, tj) = (windows[i].0 as f64, windows[j].0 as f64);
+                // InfluxDB's linearFloat: slope times distance, plus the previous value.
+                let slope = (b - a) / (windows[j].0 - windows[i].0) as f64;
                 for k in i + 1..j {
-                    let x = a + (b - a) * (windows[k].0 as f64 - ti) / (tj - ti);
+                    let x = slope * (windows[k].0 - windows[i].0) as f64 + a;
                     col[k] = if is_int {
                         Val::Int(x as i64)
                     } else {
@@ -1136,13 +1143,18 @@ fn transform(
                     "moving_average window must be greater than 1, got {n}"
                 )));
             }
+            // InfluxDB's reducer keeps a running sum: once the window is full the
+            // oldest value is taken out, then the new one added.
             let n = n as usize;
-            for i in (n - 1)..pts.len() {
-                let s: f64 = pts[i + 1 - n..=i]
-                    .iter()
-                    .filter_map(|p| p.val.as_f64())
-                    .sum();
-                out.push(scalar(pts[i].time, Val::Float(s / n as f64)));
+            let mut sum = 0.0;
+            for (i, p) in pts.iter().enumerate() {
+                if i >= n {
+                    sum -= pts[i - n].val.as_f64().unwrap_or(0.0);
+                }
+                sum += p.val.as_f64().unwrap_or(0.0);
+                if i + 1 >= n {
+                    out.push(scalar(p.time, Val::Float(sum / n as f64)));
+                }
             }
         }
         "cumulative_sum" => {
