@@ -118,7 +118,8 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
             condition.as_ref(),
             q,
             zone.as_ref(),
-        )?);
+        )
+        .await?);
     }
     out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
     // InfluxDB reverses the series order of aggregates (not of raw rows) for DESC.
@@ -1083,7 +1084,7 @@ fn refers_to_field(e: &Expr, data: &SourceData) -> bool {
 type GroupRow = (i64, usize, Vec<Val>);
 
 /// Groups, windows and reduces one measurement's data into result series.
-fn reduce(
+async fn reduce(
     sel: &Select,
     mut data: SourceData,
     all_fields: &BTreeMap<String, String>,
@@ -1158,6 +1159,8 @@ fn reduce(
     // range end (or now).
     let data_min = groups.values().flat_map(|r| r.iter().map(|x| x.0)).min();
     for (key, mut rows) in groups {
+        // Let the core's other work (ingest, other connections) run between groups.
+        glommio::yield_if_needed().await;
         rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
         let tags = if group_keys.is_empty() {
             None
