@@ -526,13 +526,13 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             }
         }
     }
-    let (status, body) = match crate::query::execute(ctx, q, &options).await {
-        Ok(results) => (
+    let (status, body) = match crate::query::execute_with_kinds(ctx, q, &options).await {
+        Ok((results, selects)) => (
             StatusCode::OK,
             if csv {
                 crate::query::output::csv(&results)
             } else if chunked {
-                crate::query::output::chunked(&results, chunk_size, pretty)
+                crate::query::output::chunked(&results, &selects, chunk_size, pretty)
             } else {
                 json_text(&serde_json::json!({ "results": results }), pretty)
             },

@@ -178,6 +178,16 @@ pub async fn execute(
     q: &str,
     options: &QueryOptions,
 ) -> Result<Vec<Value>, ParseError> {
+    Ok(execute_with_kinds(ctx, q, options).await?.0)
+}
+
+/// [`execute`], also saying which results come from SELECT statements (chunked
+/// answers mark a SELECT's series `partial` between chunks, SHOW's not).
+pub async fn execute_with_kinds(
+    ctx: &Rc<CoreContext>,
+    q: &str,
+    options: &QueryOptions,
+) -> Result<(Vec<Value>, Vec<bool>), ParseError> {
     let statements = parser::parse_query(q)?;
     // A bound parameter without a value, or an unknown time zone, fails the whole
     // query as a parse error, as InfluxDB.
@@ -196,6 +206,7 @@ pub async fn execute(
         }
     }
     let mut results = Vec::with_capacity(statements.len());
+    let mut kinds = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
     let qc = QueryContext {
         ctx,
@@ -220,10 +231,17 @@ pub async fn execute(
             .await
         };
         match outcome {
-            Ok(Some(series)) => results.push(json!({ "statement_id": id, "series": series })),
-            Ok(None) => results.push(json!({ "statement_id": id })),
+            Ok(Some(series)) => {
+                results.push(json!({ "statement_id": id, "series": series }));
+                kinds.push(matches!(statement, Statement::Select(_)));
+            }
+            Ok(None) => {
+                results.push(json!({ "statement_id": id }));
+                kinds.push(false);
+            }
             Err(message) => {
                 results.push(json!({ "statement_id": id, "error": message }));
+                kinds.push(false);
                 break;
             }
         }
@@ -237,7 +255,7 @@ pub async fn execute(
         })
         .detach();
     }
-    Ok(results)
+    Ok((results, kinds))
 }
 
 async fn execute_statement(

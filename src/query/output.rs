@@ -6,22 +6,24 @@ use crate::query::render::go_json;
 use serde_json::{json, Map, Value};
 
 /// The chunks of a chunked answer, each a JSON line.
-pub fn chunked(results: &[Value], chunk_size: usize, pretty: bool) -> Vec<u8> {
+pub fn chunked(results: &[Value], selects: &[bool], chunk_size: usize, pretty: bool) -> Vec<u8> {
     let size = if chunk_size == 0 { 10_000 } else { chunk_size };
     let mut out = Vec::new();
-    for result in results {
+    for (ri, result) in results.iter().enumerate() {
+        let select = selects.get(ri).copied().unwrap_or(false);
         let id = result.get("statement_id").cloned().unwrap_or(json!(0));
         let series = result.get("series").and_then(Value::as_array);
         let Some(series) = series.filter(|s| !s.is_empty()) else {
             out.extend(go_json(&json!({ "results": [result] }), pretty));
             continue;
         };
-        let mut pieces: Vec<Value> = Vec::new();
+        // (piece, whether it continues in the next chunk)
+        let mut pieces: Vec<(Value, bool)> = Vec::new();
         for s in series {
             let values = s.get("values").and_then(Value::as_array);
             let rows: &[Value] = values.map(|v| v.as_slice()).unwrap_or(&[]);
             if rows.is_empty() {
-                pieces.push(s.clone());
+                pieces.push((s.clone(), false));
                 continue;
             }
             let count = rows.len().div_ceil(size);
@@ -34,18 +36,21 @@ pub fn chunked(results: &[Value], chunk_size: usize, pretty: bool) -> Vec<u8> {
                         piece.insert(k.clone(), v.clone());
                     }
                 }
-                if i + 1 < count {
+                let continues = i + 1 < count;
+                if continues {
                     piece.insert("partial".into(), Value::Bool(true));
                 }
-                pieces.push(Value::Object(piece));
+                pieces.push((Value::Object(piece), continues));
             }
         }
         let last = pieces.len() - 1;
-        for (i, piece) in pieces.into_iter().enumerate() {
+        for (i, (piece, continues)) in pieces.into_iter().enumerate() {
             let mut r = Map::new();
             r.insert("statement_id".into(), id.clone());
             r.insert("series".into(), Value::Array(vec![piece]));
-            if i < last {
+            // A SELECT's result is partial until its last chunk; SHOW answers each
+            // series as a whole result unless the series itself continues.
+            if (select && i < last) || continues {
                 r.insert("partial".into(), Value::Bool(true));
             }
             out.extend(go_json(&json!({ "results": [Value::Object(r)] }), pretty));

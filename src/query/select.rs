@@ -110,16 +110,18 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
     }
     let mut out = Vec::new();
     for data in by_name.into_values() {
-        out.extend(reduce(
-            &sel,
-            data,
-            &all_fields,
-            time_range,
-            condition.as_ref(),
-            q,
-            zone.as_ref(),
-        )
-        .await?);
+        out.extend(
+            reduce(
+                &sel,
+                data,
+                &all_fields,
+                time_range,
+                condition.as_ref(),
+                q,
+                zone.as_ref(),
+            )
+            .await?,
+        );
     }
     out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
     // InfluxDB reverses the series order of aggregates (not of raw rows) for DESC.
@@ -1095,6 +1097,9 @@ async fn reduce(
 ) -> Result<Vec<ResultSeries>, QueryError> {
     let now_ns = q.now_ns;
     let fields = expand_fields(sel, &data, all_fields);
+    for f in &fields {
+        check_types(&f.expr, &data)?;
+    }
     if fields.is_empty() {
         return Ok(Vec::new());
     }
@@ -1219,6 +1224,66 @@ async fn reduce(
         });
     }
     Ok(out)
+}
+
+/// InfluxDB's type check of arithmetic: a string, boolean or tag operand beside a
+/// number is `type error: a::string + 1: incompatible types: string and integer`.
+fn check_types(e: &Expr, data: &SourceData) -> Result<(), QueryError> {
+    fn kind(e: &Expr, data: &SourceData) -> Option<String> {
+        match e.unparen() {
+            Expr::VarRef { name, kind: k } => match k {
+                Some(VarKind::Tag) => Some("tag".into()),
+                _ => data
+                    .field_types
+                    .get(name)
+                    .cloned()
+                    .or_else(|| data.tag_keys.contains(name).then(|| "tag".into())),
+            },
+            Expr::Integer(_) => Some("integer".into()),
+            Expr::Number(_) => Some("float".into()),
+            Expr::Str(_) => Some("string".into()),
+            Expr::Bool(_) => Some("boolean".into()),
+            _ => None,
+        }
+    }
+    fn show(e: &Expr, data: &SourceData) -> String {
+        match e {
+            Expr::VarRef { name, .. } => match kind(e, data) {
+                Some(k) => format!("{}::{k}", crate::query::ast::quote_ident(name)),
+                None => e.to_string(),
+            },
+            Expr::Binary { op, lhs, rhs } => {
+                format!("{} {} {}", show(lhs, data), op.as_str(), show(rhs, data))
+            }
+            Expr::Paren(inner) => format!("({})", show(inner, data)),
+            other => other.to_string(),
+        }
+    }
+    let mut err = None;
+    e.walk(&mut |x| {
+        if err.is_some() {
+            return;
+        }
+        if let Expr::Binary { op, lhs, rhs } = x {
+            if !matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Mod) {
+                return;
+            }
+            let (Some(l), Some(r)) = (kind(lhs, data), kind(rhs, data)) else {
+                return;
+            };
+            let numeric = |k: &str| matches!(k, "integer" | "float" | "unsigned");
+            if numeric(&l) != numeric(&r) || (!numeric(&l) && l != r) {
+                err = Some(format!(
+                    "type error: {}: incompatible types: {l} and {r}",
+                    show(x, data)
+                ));
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(QueryError::msg(e)),
+        None => Ok(()),
+    }
 }
 
 fn group_tag_keys(sel: &Select, data: &SourceData) -> Vec<String> {
