@@ -581,8 +581,7 @@ fn series_rows(
         .map(|(i, s)| (s.as_str(), i))
         .collect();
     // Per series key, its columns from every shard (shards hold disjoint time ranges).
-    let mut by_key: BTreeMap<String, Vec<(usize, Vec<i64>, Vec<crate::tsdb::shard::Value>)>> =
-        BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<SlotColumn>> = BTreeMap::new();
     let mut points = 0usize;
     for scan in scans {
         for series in scan.series {
@@ -620,13 +619,13 @@ fn series_rows(
     Ok(out)
 }
 
+/// One scanned column of a series: its row slot, times and values.
+type SlotColumn = (usize, Vec<i64>, Vec<crate::tsdb::shard::Value>);
+
 /// Rows of one series from its sorted columns (each `(slot, times, values)`, possibly
 /// several per slot from different shards): a k-way merge by time, one row per
 /// timestamp with a value (or null) per slot.
-fn merge_columns(
-    cols: Vec<(usize, Vec<i64>, Vec<crate::tsdb::shard::Value>)>,
-    width: usize,
-) -> Vec<(i64, Vec<Val>)> {
+fn merge_columns(cols: Vec<SlotColumn>, width: usize) -> Vec<(i64, Vec<Val>)> {
     if cols.len() == 1 {
         let (slot, times, values) = cols.into_iter().next().expect("one column");
         return times
