@@ -109,6 +109,8 @@ pub struct ClusterConfig {
     pub dial_timeout_ms: u64,
     pub pool_max_connections: usize,
     pub pool_wait_timeout_ms: u64,
+    /// Requests one node-to-node connection carries at once (both sides enforce it).
+    pub max_inflight_requests_per_connection: usize,
     pub max_frame_bytes: u64,
     pub meta_sync_interval_ms: u64,
 }
@@ -126,11 +128,16 @@ impl Default for ClusterConfig {
             dial_timeout_ms: 2_000,
             pool_max_connections: 3,
             pool_wait_timeout_ms: 5_000,
+            max_inflight_requests_per_connection: 16,
             max_frame_bytes: 64 * 1024 * 1024,
             meta_sync_interval_ms: 10_000,
         }
     }
 }
+
+/// The largest `max-inflight-requests-per-connection`: each request in flight may hold a
+/// frame of up to `max-frame-bytes` in the connection's buffers.
+pub const MAX_INFLIGHT_REQUESTS_PER_CONNECTION: usize = 1024;
 
 /// A peer from `[cluster] peers`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -359,6 +366,11 @@ pool-max-connections = 3
 # "timed out waiting for free connection".
 pool-wait-timeout-ms = 5000
 
+# Requests in flight at once on one node-to-node connection, answered by request id.
+# A sender with every connection of a pool at this bound waits (pool-wait-timeout-ms);
+# a receiver at this bound stops reading that connection until a request finishes.
+max-inflight-requests-per-connection = 16
+
 # Largest frame accepted from a peer (a bigger one closes that connection).
 max-frame-bytes = 67108864
 
@@ -509,6 +521,14 @@ impl Config {
         }
         if self.cluster.pool_max_connections == 0 {
             return invalid("cluster.pool-max-connections", "must be greater than 0");
+        }
+        if !(1..=MAX_INFLIGHT_REQUESTS_PER_CONNECTION)
+            .contains(&self.cluster.max_inflight_requests_per_connection)
+        {
+            return invalid(
+                "cluster.max-inflight-requests-per-connection",
+                &format!("must be from 1 to {MAX_INFLIGHT_REQUESTS_PER_CONNECTION}"),
+            );
         }
         if self.hinted_handoff.segment_size_bytes < 4096 {
             return invalid("hinted-handoff.segment-size-bytes", "must be at least 4096");

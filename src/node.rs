@@ -13,7 +13,7 @@ use crate::meta::MetaStore;
 use crate::placement::{Membership, NodeId};
 use crate::query::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::runtime::{CoreChannels, Shutdown};
-use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardStats, StoredPoint};
+use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::{self, ShardBatch, Store};
 use crate::tsdb::wal::{WalConfig, WalError};
 use glommio::net::TcpListener;
@@ -100,19 +100,24 @@ impl CoreContext {
 
     /// Writes a batch to a shard this core owns and waits until it is durable.
     pub async fn write_local(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
+        let (outcome, durable) = self.append_local(&batch).await?;
+        wait_durable(batch.shard.id, durable).await?;
+        Ok(outcome)
+    }
+
+    /// The first half of `write_local`: waits for room in the shard's WAL, then appends
+    /// the batch and applies it to the cache (synchronously, so two batches whose
+    /// appends start in some order are in the WAL and cache in that order). Returns the
+    /// outcome and the durability wait still to do (see [`wait_durable`]).
+    pub async fn append_local(
+        &self,
+        batch: &ShardBatch,
+    ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
         let wal = self.store.borrow().shard_wal(batch.shard.id);
         if let Some(wal) = wal {
             wal.wait_for_room().await;
         }
-        let (outcome, durable) = self.store.borrow_mut().write(&batch)?;
-        if let Some(durable) = durable {
-            durable.await.map_err(|_| {
-                ShardError::Wal(WalError::Closed {
-                    dir: format!("shard {}", batch.shard.id),
-                })
-            })??;
-        }
-        Ok(outcome)
+        self.store.borrow_mut().write(batch)
     }
 
     /// Writes a batch to its owning core, here or over the mesh.
@@ -532,4 +537,17 @@ async fn connect_mesh(core: usize, channels: CoreChannels) -> Result<Connected, 
         receivers.push(t.await);
     }
     Ok((Mesh::new(core, senders), receivers))
+}
+
+/// The second half of `CoreContext::write_local`: waits until an appended batch of
+/// shard `shard_id` is durable.
+pub async fn wait_durable(shard_id: u64, durable: Option<Durable>) -> Result<(), ShardError> {
+    if let Some(durable) = durable {
+        durable.await.map_err(|_| {
+            ShardError::Wal(WalError::Closed {
+                dir: format!("shard {shard_id}"),
+            })
+        })??;
+    }
+    Ok(())
 }

@@ -559,3 +559,252 @@ fn a_full_queue_answers_by_consistency_level_and_breaks_nothing_else() {
         .write("db=db&consistency=one", lines(98, 200, 1).as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
 }
+
+/// The `cluster.shardWriter` counters of a one-core node.
+fn shard_writer_vars(node: &common::Node) -> serde_json::Value {
+    node.request("GET", "/debug/vars", &[], b"").json()["cluster"]["shardWriter"].clone()
+}
+
+#[test]
+fn many_concurrent_writes_pipeline_on_one_connection_per_peer_and_all_arrive() {
+    let cluster = Cluster::start(3, 1, "pool-max-connections = 1\n");
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 2 SHARD DURATION 1h");
+    let node = cluster.node(0);
+    // One write first: its connections (one per peer) are all the load below may use.
+    let r = node.write("db=db&consistency=all", lines(99, 50, 2).as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+    let dials_before = shard_writer_vars(node)["dials"].as_u64().unwrap();
+    // 16 clients x 4 writes at consistency all: every batch must reach both owners.
+    std::thread::scope(|scope| {
+        for client in 0..16 {
+            scope.spawn(move || {
+                for round in 0..4 {
+                    let body = lines(client * 4 + round, 50, 2);
+                    let r = node.write("db=db&consistency=all", body.as_bytes());
+                    assert_eq!(r.status, 204, "{}", r.text());
+                }
+            });
+        }
+    });
+    let held = holders(&cluster, "db");
+    assert_eq!(held.len(), 65 * 50 * 2);
+    for ((series, ts), nodes) in &held {
+        assert_eq!(
+            nodes,
+            &expected_owners("db", 2, series, *ts),
+            "{series} at {ts}"
+        );
+    }
+    let vars = shard_writer_vars(node);
+    assert_eq!(
+        vars["dials"], dials_before,
+        "one connection per peer: {vars}"
+    );
+    assert_eq!(vars["connectionsFailed"], 0, "{vars}");
+    assert_eq!(vars["writeFailures"], 0, "{vars}");
+    assert!(vars["peakInFlight"].as_u64().unwrap() > 1, "{vars}");
+    assert_eq!(vars["inFlight"], 0, "{vars}");
+}
+
+/// Series `m,s=s{i},writer=w{writer}` (hour 0) whose only owner (rf 1) is `owner`.
+fn series_owned_by(owner: u64, writer: usize, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("m,s=s{i},writer=w{writer}"))
+        .filter(|key| expected_owners("db", 1, key, BASE_NS) == BTreeSet::from([owner]))
+        .take(count)
+        .collect()
+}
+
+fn body_of(series: &[String], value: usize) -> String {
+    series
+        .iter()
+        .map(|key| format!("{key} v={value} {BASE_NS}\n"))
+        .collect()
+}
+
+#[test]
+fn a_hung_peer_times_out_its_pipelined_requests_while_the_other_peer_writes_on() {
+    let mut cluster = Cluster::start(
+        3,
+        1,
+        "pool-max-connections = 1\nwrite-timeout-ms = 2000\ndial-timeout-ms = 500\n",
+    );
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 1 SHARD DURATION 1h");
+    let to_node2 = series_owned_by(2, 0, 20);
+    let to_node3: Vec<Vec<String>> = (1..=4).map(|w| series_owned_by(3, w, 20)).collect();
+    // Connections to both peers exist before node 3 hangs.
+    for series in [&to_node2, &to_node3[0]] {
+        let r = cluster
+            .node(0)
+            .write("db=db&consistency=all", body_of(series, 0).as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let pid = cluster.node(2).child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let node = cluster.node(0);
+    std::thread::scope(|scope| {
+        let hung: Vec<_> = to_node3
+            .iter()
+            .map(|series| {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let r = node.write("db=db&consistency=one", body_of(series, 1).as_bytes());
+                    (r, started.elapsed())
+                })
+            })
+            .collect();
+        // Node 2's writes go on meanwhile, on their own connection.
+        std::thread::sleep(Duration::from_millis(300));
+        for round in 1..=5 {
+            let started = Instant::now();
+            let r = node.write(
+                "db=db&consistency=one",
+                body_of(&to_node2, round).as_bytes(),
+            );
+            assert_eq!(r.status, 204, "{}", r.text());
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        for handle in hung {
+            let (r, took) = handle.join().unwrap();
+            assert_eq!(r.status, 500, "{}", r.text());
+            let err = r.json()["error"].as_str().unwrap().to_string();
+            assert!(
+                err.starts_with("timeout: consistency one needs 1 of 1 owners, 0 acknowledged"),
+                "{err}"
+            );
+            // All were in flight on the one connection; they end with the first timeout.
+            assert!(took < Duration::from_millis(3_500), "{took:?}");
+        }
+    });
+    let vars = shard_writer_vars(node);
+    assert!(vars["connectionsFailed"].as_u64().unwrap() >= 1, "{vars}");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    eventually("the hinted-handoff queue drains", || {
+        hh_queue_bytes(cluster.node(0)) == 0
+    });
+    let on_2: BTreeSet<String> = cluster
+        .node(1)
+        .dump("db", "")
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(on_2, to_node2.iter().cloned().collect());
+    let on_3: BTreeSet<String> = cluster
+        .node_mut(2)
+        .dump("db", "")
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(on_3, to_node3.iter().flatten().cloned().collect());
+}
+
+#[test]
+fn pipelined_writes_of_one_shard_are_applied_in_the_order_sent() {
+    use shardcore::cluster::shard_writer::{RemoteBatch, ShardWriter};
+    use shardcore::cluster::wire::WriteShardStatus;
+    use shardcore::config::{ClusterConfig, Peer};
+    use shardcore::tsdb::shard::ShardMeta;
+    // The race this guards against: the WAL flusher waits 1 ms (fsync delay) before it
+    // takes the buffer; a request arriving then finds the buffer over its (tiny) bound
+    // and waits for room, while one arriving during the sync that follows finds it
+    // empty and could append first. Requests 700 µs apart hit both windows; without
+    // the service's per-shard order this test fails in most runs.
+    let cluster = Cluster::start(
+        2,
+        1,
+        "max-inflight-requests-per-connection = 256\n[storage]\nwal-max-pending-bytes = 4096\nwal-fsync-delay-ms = 1\n",
+    );
+    cluster.query_all("CREATE DATABASE ord WITH REPLICATION 1 SHARD DURATION 1h");
+    let membership = Membership::new(vec![1, 2]);
+    let group = placement::place_group("ord", "autogen", BASE_NS, HOUR_NS, 1, &membership);
+    let shard = group.shards.iter().find(|s| s.owners == [2]).unwrap();
+    let meta = ShardMeta {
+        id: shard.id,
+        database: "ord".into(),
+        retention_policy: "autogen".into(),
+        start_ns: group.start_ns,
+        end_ns: group.end_ns,
+    };
+    // Each batch (~50 KB) is over the WAL bound.
+    let padding: String = (0..2000)
+        .map(|i| format!("pad,k=p{i} v=1 {BASE_NS}\n"))
+        .collect();
+    let peer = Peer {
+        node_id: 2,
+        address: format!("127.0.0.1:{}", cluster.cluster_ports[1])
+            .parse()
+            .unwrap(),
+    };
+    // The client may have every write in flight, so it never waits for a slot and
+    // sends in spawn order.
+    let config = ClusterConfig {
+        pool_max_connections: 1,
+        max_inflight_requests_per_connection: 256,
+        ..ClusterConfig::default()
+    };
+    // Write i sets key i % KEYS to i: each key must end with its last write's value.
+    const WRITES: usize = 200;
+    const KEYS: usize = 20;
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let writer = std::rc::Rc::new(ShardWriter::new(
+                1,
+                1,
+                b"test-secret".to_vec(),
+                config,
+                &[peer],
+            ));
+            let warm_up = RemoteBatch {
+                shard: meta.clone(),
+                precision: 0,
+                default_time_ns: 0,
+                lines: vec![format!("ord,k=k0 v=-1 {BASE_NS}\n").into()],
+            };
+            writer.write(2, &warm_up).await.expect("warm-up write");
+            let tasks: Vec<_> = (0..WRITES)
+                .map(|i| {
+                    let batch = RemoteBatch {
+                        shard: meta.clone(),
+                        precision: 0,
+                        default_time_ns: 0,
+                        lines: vec![
+                            padding.clone().into(),
+                            format!("ord,k=k{} v={i} {BASE_NS}\n", i % KEYS).into(),
+                        ],
+                    };
+                    let writer = writer.clone();
+                    // Sent a little apart, so that frames arrive while earlier requests
+                    // wait for room in the WAL.
+                    let send_at = Duration::from_micros(700 * i as u64);
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(send_at).await;
+                        writer.write(2, &batch).await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let status = task.await.expect("remote write");
+                assert!(matches!(status, WriteShardStatus::Ok { .. }), "{status:?}");
+            }
+            let stats = writer.stats();
+            assert!(stats.peak_in_flight > 1, "{stats:?}");
+            assert_eq!((stats.dials, stats.pool_waits), (1, 0), "{stats:?}");
+        });
+    let points = cluster.node(1).dump("ord", "&measurement=ord");
+    assert_eq!(points.len(), KEYS);
+    for (series, _, _, value) in points {
+        let key: usize = series.rsplit("=k").next().unwrap().parse().unwrap();
+        let last = WRITES - KEYS + key;
+        assert_eq!(
+            value,
+            serde_json::json!(last as f64),
+            "{series}: an older write was applied last"
+        );
+    }
+}

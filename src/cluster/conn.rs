@@ -1,16 +1,29 @@
 //! A framed connection between two nodes over a glommio socket: reads and writes whole
-//! `wire` frames, and runs the handshake from either side.
+//! `wire` frames, runs the handshake from either side, and splits into a reader and a
+//! shared [`FrameSink`] so that several requests can be in flight on one connection.
 //!
 //! Bounds: the read buffer grows to one frame at most (`max-frame-bytes`, and
-//! `HANDSHAKE_MAX_PAYLOAD_BYTES` until the peer has proven the shared secret).
+//! `HANDSHAKE_MAX_PAYLOAD_BYTES` until the peer has proven the shared secret). A
+//! `FrameSink` buffers only the frames its users put in it; both users bound that by
+//! `max-inflight-requests-per-connection` (see `pipeline` and `service`).
+//!
+//! **Invariant:** a frame goes into a `FrameSink` whole, in one synchronous call, and
+//! one flusher task writes the buffer out in order: the bytes of two frames never
+//! interleave on the socket, whichever tasks send them.
 
 use crate::cluster::wire::{
     self, Challenge, DecodeMessage, EncodeMessage, ErrorMessage, Frame, FrameDecoder, FrameKind,
     Hello, Proof, Welcome, WireError,
 };
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use glommio::sync::StaticPermit;
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Errors of a node-to-node connection.
@@ -27,6 +40,11 @@ pub enum ConnError {
     Refused { peer: String, message: String },
     #[error("timed out after {after:?} talking to {peer}")]
     Timeout { peer: String, after: Duration },
+    #[error(
+        "{peer} answered request id {request_id}, which is not in flight on that connection; \
+         closing it"
+    )]
+    UnknownRequest { peer: String, request_id: u64 },
 }
 
 /// What the handshake told the client about the server.
@@ -38,33 +56,78 @@ pub struct PeerInfo {
     pub meta_version: u64,
 }
 
-/// One framed connection.
-pub struct FramedConn {
-    stream: TcpStream,
+/// The socket both halves of a split connection use. glommio keeps separate readiness
+/// sources for reading and writing, so a read pending in one task and a write pending in
+/// another do not disturb each other; the `RefCell` is borrowed inside one poll only,
+/// never across an await.
+#[derive(Clone)]
+struct SharedStream(Rc<RefCell<TcpStream>>);
+
+impl SharedStream {
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n =
+                std::future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf))
+                    .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Shuts both directions down now: a read or write pending on the socket ends, and
+    /// the peer sees the close.
+    fn shutdown(&self) {
+        let fd = self.0.borrow().as_raw_fd();
+        // SAFETY: shutdown(2) on a descriptor this socket owns; it does not close it.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// The read half: whole frames off the socket.
+pub struct FrameReader {
+    stream: SharedStream,
     read_buf: BytesMut,
     decoder: FrameDecoder,
+    peer: String,
+}
+
+/// The write half for one task at a time (the handshake); see [`FrameSink`] for many.
+pub struct FrameWriter {
+    stream: SharedStream,
     write_buf: BytesMut,
     peer: String,
 }
 
+/// One framed connection, before it is split.
+pub struct FramedConn {
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-impl FramedConn {
-    pub fn new(stream: TcpStream, max_payload_bytes: u32) -> FramedConn {
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "peer".into());
-        let _ = stream.set_nodelay(true);
-        FramedConn {
-            stream,
-            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            decoder: FrameDecoder::new(max_payload_bytes),
-            write_buf: BytesMut::new(),
-            peer,
-        }
+fn io_error(peer: &str, e: impl std::fmt::Display) -> ConnError {
+    ConnError::Io {
+        peer: peer.to_string(),
+        message: e.to_string(),
     }
+}
 
+fn wire_error(peer: &str, source: WireError) -> ConnError {
+    ConnError::Wire {
+        peer: peer.to_string(),
+        source,
+    }
+}
+
+impl FrameReader {
     pub fn peer(&self) -> &str {
         &self.peer
     }
@@ -73,27 +136,13 @@ impl FramedConn {
         self.decoder.set_max_payload_bytes(max);
     }
 
-    fn io(&self, e: impl std::fmt::Display) -> ConnError {
-        ConnError::Io {
-            peer: self.peer.clone(),
-            message: e.to_string(),
-        }
-    }
-
-    fn wire(&self, source: WireError) -> ConnError {
-        ConnError::Wire {
-            peer: self.peer.clone(),
-            source,
-        }
-    }
-
     /// Reads the next whole frame.
     pub async fn read_frame(&mut self) -> Result<Frame, ConnError> {
         loop {
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
-                Err(e) => return Err(self.wire(e)),
+                Err(e) => return Err(wire_error(&self.peer, e)),
             }
             let len = self.read_buf.len();
             self.read_buf.resize(len + READ_CHUNK_BYTES, 0);
@@ -101,7 +150,7 @@ impl FramedConn {
                 Ok(n) => n,
                 Err(e) => {
                     self.read_buf.truncate(len);
-                    return Err(self.io(e));
+                    return Err(io_error(&self.peer, e));
                 }
             };
             self.read_buf.truncate(len + n);
@@ -116,18 +165,91 @@ impl FramedConn {
     /// Reads the next frame as message `M`; an `Error` frame becomes `Refused`.
     pub async fn read_message<M: DecodeMessage>(&mut self) -> Result<(u64, M), ConnError> {
         let frame = self.read_frame().await?;
-        if frame.kind == FrameKind::Error && M::KIND != FrameKind::Error {
-            let message = frame
-                .decode_message::<ErrorMessage>()
-                .map(|e| e.message)
-                .unwrap_or_else(|e| e.to_string());
-            return Err(ConnError::Refused {
-                peer: self.peer.clone(),
-                message,
-            });
-        }
-        let message = frame.decode_message::<M>().map_err(|e| self.wire(e))?;
+        let message = decode_reply::<M>(&self.peer, &frame)?;
         Ok((frame.request_id, message))
+    }
+}
+
+/// Decodes `frame` as message `M`; an `Error` frame becomes `Refused`, a frame of another
+/// type or a malformed payload a `Wire` error.
+pub fn decode_reply<M: DecodeMessage>(peer: &str, frame: &Frame) -> Result<M, ConnError> {
+    if frame.kind == FrameKind::Error && M::KIND != FrameKind::Error {
+        return Err(ConnError::Refused {
+            peer: peer.to_string(),
+            message: error_frame_text(frame),
+        });
+    }
+    frame.decode_message::<M>().map_err(|e| wire_error(peer, e))
+}
+
+/// The message of an `Error` frame (or why it could not be read).
+pub fn error_frame_text(frame: &Frame) -> String {
+    frame
+        .decode_message::<ErrorMessage>()
+        .map(|e| e.message)
+        .unwrap_or_else(|e| e.to_string())
+}
+
+impl FrameWriter {
+    /// Encodes and sends one message.
+    pub async fn send<M: EncodeMessage>(
+        &mut self,
+        request_id: u64,
+        message: &M,
+    ) -> Result<(), ConnError> {
+        self.write_buf.clear();
+        wire::encode_message(request_id, message, &mut self.write_buf)
+            .map_err(|e| wire_error(&self.peer, e))?;
+        self.stream
+            .write_all(&self.write_buf)
+            .await
+            .map_err(|e| io_error(&self.peer, e))
+    }
+}
+
+impl FramedConn {
+    pub fn new(stream: TcpStream, max_payload_bytes: u32) -> FramedConn {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "peer".into());
+        let _ = stream.set_nodelay(true);
+        let stream = SharedStream(Rc::new(RefCell::new(stream)));
+        FramedConn {
+            reader: FrameReader {
+                stream: stream.clone(),
+                read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                decoder: FrameDecoder::new(max_payload_bytes),
+                peer: peer.clone(),
+            },
+            writer: FrameWriter {
+                stream,
+                write_buf: BytesMut::new(),
+                peer,
+            },
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.reader.peer
+    }
+
+    pub fn set_max_payload_bytes(&mut self, max: u32) {
+        self.reader.set_max_payload_bytes(max);
+    }
+
+    fn wire(&self, source: WireError) -> ConnError {
+        wire_error(self.peer(), source)
+    }
+
+    /// Reads the next whole frame.
+    pub async fn read_frame(&mut self) -> Result<Frame, ConnError> {
+        self.reader.read_frame().await
+    }
+
+    /// Reads the next frame as message `M`; an `Error` frame becomes `Refused`.
+    pub async fn read_message<M: DecodeMessage>(&mut self) -> Result<(u64, M), ConnError> {
+        self.reader.read_message().await
     }
 
     /// Encodes and sends one message.
@@ -136,17 +258,36 @@ impl FramedConn {
         request_id: u64,
         message: &M,
     ) -> Result<(), ConnError> {
-        self.write_buf.clear();
-        wire::encode_message(request_id, message, &mut self.write_buf).map_err(|e| self.wire(e))?;
-        let buf = std::mem::take(&mut self.write_buf);
-        let result = self.stream.write_all(&buf).await;
-        self.write_buf = buf;
-        result.map_err(|e| self.io(e))
+        self.writer.send(request_id, message).await
+    }
+
+    /// Writes raw bytes (tests: a corrupt or foreign frame).
+    #[cfg(test)]
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.writer
+            .stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| io_error(&self.writer.peer, e))
     }
 
     /// Tells the peer why we close, best effort.
     pub async fn send_error(&mut self, error: &WireError) {
         let _ = self.send(0, &ErrorMessage::from_wire_error(error)).await;
+    }
+
+    /// Splits the connection into its read half and a [`FrameSink`] many tasks can send
+    /// on, plus the sink's flusher, which the caller spawns. The socket closes when the
+    /// reader, the sink's clones and the flusher are all gone.
+    pub fn into_split(
+        self,
+    ) -> (
+        FrameReader,
+        FrameSink,
+        impl std::future::Future<Output = Result<(), ConnError>>,
+    ) {
+        let (sink, flusher) = FrameSink::new(self.writer);
+        (self.reader, sink, flusher)
     }
 
     /// Client side: Hello -> Challenge -> Proof -> Welcome.
@@ -221,6 +362,173 @@ impl FramedConn {
         }
         self.send(0, &Welcome { meta_version }).await?;
         Ok(hello.node_id)
+    }
+}
+
+/// The write half of a split connection, shared by every task that sends on it.
+/// [`FrameSink::send`] appends one whole frame to a buffer, synchronously; the flusher
+/// task writes everything buffered with one `write_all`, in order, while new frames
+/// gather in a second buffer, so many small frames cost one syscall.
+///
+/// Bound: the sink holds only what its users put in it. The pipelined client puts at
+/// most `max-inflight-requests-per-connection` requests; the service at most that many
+/// replies, because a reply's permit is released only after its bytes were written
+/// (`send_releasing`), so a peer that stops reading makes the service stop reading.
+#[derive(Clone)]
+pub struct FrameSink {
+    state: Rc<RefCell<SinkState>>,
+}
+
+struct SinkState {
+    stream: SharedStream,
+    peer: String,
+    queued: BytesMut,
+    /// Released once the frames queued before them are written.
+    release_after_write: Vec<StaticPermit>,
+    flusher: Option<Waker>,
+    /// No more frames are accepted; the flusher writes what is queued, then ends.
+    closing: bool,
+    /// Why the sink stopped: a write error, or `abort`.
+    failed: Option<ConnError>,
+}
+
+/// The flusher keeps its spare buffer between writes up to this size; a bigger one
+/// (after a burst of large frames) is freed.
+const SPARE_BUFFER_MAX_BYTES: usize = 4 << 20;
+
+impl FrameSink {
+    fn new(
+        writer: FrameWriter,
+    ) -> (
+        FrameSink,
+        impl std::future::Future<Output = Result<(), ConnError>>,
+    ) {
+        let mut queued = writer.write_buf;
+        queued.clear();
+        let state = Rc::new(RefCell::new(SinkState {
+            stream: writer.stream,
+            peer: writer.peer,
+            queued,
+            release_after_write: Vec::new(),
+            flusher: None,
+            closing: false,
+            failed: None,
+        }));
+        (
+            FrameSink {
+                state: state.clone(),
+            },
+            flush_loop(state),
+        )
+    }
+
+    pub fn peer(&self) -> String {
+        self.state.borrow().peer.clone()
+    }
+
+    /// Queues one frame; fails at once if the sink is closing or broken, or if the
+    /// message cannot be framed (nothing is queued then).
+    pub fn send<M: EncodeMessage>(&self, request_id: u64, message: &M) -> Result<(), ConnError> {
+        self.send_releasing(request_id, message, None)
+    }
+
+    /// As `send`, and releases `permit` once the frame's bytes are written (or the sink
+    /// fails, or at once if the frame is not queued).
+    pub fn send_releasing<M: EncodeMessage>(
+        &self,
+        request_id: u64,
+        message: &M,
+        permit: Option<StaticPermit>,
+    ) -> Result<(), ConnError> {
+        let mut s = self.state.borrow_mut();
+        if let Some(e) = &s.failed {
+            return Err(e.clone());
+        }
+        if s.closing {
+            return Err(ConnError::Closed {
+                peer: s.peer.clone(),
+            });
+        }
+        if let Err(e) = wire::encode_message(request_id, message, &mut s.queued) {
+            return Err(wire_error(&s.peer, e));
+        }
+        s.release_after_write.extend(permit);
+        if let Some(flusher) = s.flusher.take() {
+            flusher.wake();
+        }
+        Ok(())
+    }
+
+    /// Accepts no more frames; the flusher writes what is queued, then ends.
+    pub fn close(&self) {
+        let mut s = self.state.borrow_mut();
+        s.closing = true;
+        if let Some(flusher) = s.flusher.take() {
+            flusher.wake();
+        }
+    }
+
+    /// Stops now: drops what is queued, shuts the socket down in both directions (a read
+    /// pending on the reader ends too) and fails every later `send` with `error`.
+    pub fn abort(&self, error: ConnError) {
+        let mut s = self.state.borrow_mut();
+        if s.failed.is_none() {
+            s.failed = Some(error);
+        }
+        s.closing = true;
+        s.queued.clear();
+        s.release_after_write.clear();
+        s.stream.shutdown();
+        if let Some(flusher) = s.flusher.take() {
+            flusher.wake();
+        }
+    }
+}
+
+/// The flusher of a [`FrameSink`]: writes the queued frames in order until the sink is
+/// closed and empty (`Ok`) or broken (`Err`, after aborting the sink).
+async fn flush_loop(state: Rc<RefCell<SinkState>>) -> Result<(), ConnError> {
+    let (stream, peer) = {
+        let s = state.borrow();
+        (s.stream.clone(), s.peer.clone())
+    };
+    let mut spare = BytesMut::new();
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            let mut s = state.borrow_mut();
+            if let Some(e) = &s.failed {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if !s.queued.is_empty() {
+                let buf = std::mem::replace(&mut s.queued, std::mem::take(&mut spare));
+                let permits = std::mem::take(&mut s.release_after_write);
+                return Poll::Ready(Ok(Some((buf, permits))));
+            }
+            if s.closing {
+                return Poll::Ready(Ok(None));
+            }
+            s.flusher = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let Some((mut buf, permits)) = next else {
+            return Ok(());
+        };
+        if let Err(e) = stream.write_all(&buf).await {
+            let error = io_error(&peer, e);
+            FrameSink {
+                state: state.clone(),
+            }
+            .abort(error.clone());
+            return Err(state.borrow().failed.clone().unwrap_or(error));
+        }
+        drop(permits);
+        buf.clear();
+        spare = if buf.capacity() > SPARE_BUFFER_MAX_BYTES {
+            BytesMut::new()
+        } else {
+            buf
+        };
     }
 }
 

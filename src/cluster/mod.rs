@@ -4,17 +4,18 @@
 //! - `points_writer`: PointsWriter — maps points to shard groups, shards and owners,
 //!   writes each shard batch to every owner at once and waits for the consistency level.
 //! - `shard_writer`: ShardWriter — this core's pooled connections to other nodes' cores.
+//! - `pipeline`: one pooled connection with many requests in flight, answered by id.
 //! - `service`: the cluster service — each core's listener for other nodes.
-//! - `conn`: a framed node-to-node connection and the handshake.
+//! - `conn`: a framed node-to-node connection, the handshake, and the shared send half.
 //! - `meta_sync`: replicated databases and retention policies (MetaSync).
 //! - `wire`: the node-to-node frame format, handshake and message codecs (pure bytes).
 //!
-//! Hinted handoff (issue 4) is not here yet: a failed remote owner counts as a failed
-//! ack.
+//! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`.
 
 pub mod conn;
 pub mod mesh;
 pub mod meta_sync;
+pub mod pipeline;
 pub mod points_writer;
 pub mod query;
 pub mod service;

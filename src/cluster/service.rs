@@ -1,22 +1,46 @@
 //! The cluster service: each core listens on `cluster port base + core` for other nodes,
-//! checks their proof of the shared secret, and serves Ping and WriteShard.
+//! checks their proof of the shared secret, and serves Ping, WriteShard and MetaSync.
+//!
+//! A connection's requests are served concurrently: the reader spawns a task per
+//! request, up to `max-inflight-requests-per-connection` at once, and each task queues
+//! its answer, tagged with the request id, on the connection's `FrameSink` as soon as it
+//! is done (whole frames; one flusher writes them in order of completion). At the bound
+//! the reader stops reading the socket until a request has finished and its answer has
+//! been written, so TCP flow control pushes back on the sender; a peer that stops
+//! reading answers stops being read from.
+//!
+//! **Invariant:** two WriteShard requests for the same shard on one connection are
+//! applied (appended to the WAL and cache) in the order they arrived. Each request's
+//! task waits for its predecessor of the same shard on this connection to have
+//! *appended* (not to be durable) before it appends; appends are synchronous
+//! (`CoreContext::append_local`), so the chain is the order. Spawn order alone would
+//! not do: a task can wait for room in the WAL while a later one, finding room after a
+//! flush took the buffer, appends first. Durability waits overlap, so one fsync still
+//! covers many pipelined requests. A batch that lands on a core that does not own its
+//! shard (the sender's idea of our core count is stale) goes over the mesh, and its
+//! successor then waits for the whole write.
 //!
 //! A connection that sends a malformed frame, a bad crc, an unknown version or a wrong
 //! proof gets an `Error` frame (best effort) and is closed; it is counted and logged,
-//! and nothing else is affected: every connection is its own task.
+//! and nothing else is affected: every connection is its own task. Requests already
+//! being applied finish; their answers are dropped.
 
-use crate::cluster::conn::{ConnError, FramedConn};
+use crate::cluster::conn::{ConnError, FrameReader, FrameSink, FramedConn};
 use crate::cluster::meta_sync::{self, MetaSync, MetaSyncResponse};
 use crate::cluster::query::MapShard;
 use crate::cluster::wire::{
-    self, FrameKind, Pong, WireError, WriteShard, WriteShardResponse, WriteShardStatus,
+    self, ErrorMessage, Frame, FrameKind, Pong, WireError, WriteShard, WriteShardResponse,
+    WriteShardStatus,
 };
 use crate::lineproto;
-use crate::node::{CoreContext, CoreStats};
+use crate::node::{self, CoreContext, CoreStats};
 use crate::placement;
-use crate::tsdb::shard::ShardMeta;
+use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardMeta};
 use crate::tsdb::store::ShardBatch;
+use futures_channel::oneshot;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,84 +111,155 @@ async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
         core = ctx.core,
         "cluster connection"
     );
+    let (reader, sink, flusher) = conn.into_split();
+    glommio::spawn_local(async move {
+        let _ = flusher.await;
+    })
+    .detach();
+    serve_requests(&ctx, reader, &sink).await;
+    // Answers queued so far are still written; those of requests still running are not.
+    sink.close();
+}
+
+/// The read loop of one authenticated connection: one task per request, at most
+/// `max-inflight-requests-per-connection` at once. Returns when the peer closes or
+/// breaks the stream.
+async fn serve_requests(ctx: &Rc<CoreContext>, mut reader: FrameReader, sink: &FrameSink) {
+    let in_flight = Rc::new(Semaphore::new(
+        ctx.config.cluster.max_inflight_requests_per_connection as u64,
+    ));
+    let mut order = ShardOrder::default();
     loop {
-        let frame = match conn.read_frame().await {
+        // Backpressure: no slot, no read.
+        let Ok(permit) = in_flight.clone().acquire_static_permit(1).await else {
+            return;
+        };
+        let frame = match reader.read_frame().await {
             Ok(f) => f,
             Err(ConnError::Closed { .. }) => return,
             Err(e) => {
                 if let ConnError::Wire { source, .. } = &e {
-                    conn.send_error(source).await;
+                    send_error(sink, source);
                 }
-                reject(&ctx, conn.peer(), &e);
+                reject(ctx, reader.peer(), &e);
                 return;
             }
         };
-        let sent = match frame.kind {
-            FrameKind::Ping => {
-                let pong = Pong {
-                    node_id: cluster.node_id,
-                    cores: ctx.cores as u16,
-                    meta_version: ctx.meta.snapshot().version,
-                };
-                conn.send(frame.request_id, &pong).await
-            }
-            FrameKind::WriteShard => match frame.decode_message::<WriteShard>() {
-                Ok(write) => {
-                    let status = apply_remote_write(&ctx, write).await;
-                    conn.send(frame.request_id, &WriteShardResponse { status })
-                        .await
-                }
-                Err(e) => {
-                    conn.send_error(&e).await;
-                    reject(&ctx, conn.peer(), &e);
-                    return;
-                }
-            },
-            FrameKind::MetaSync => match frame.decode_message::<MetaSync>() {
-                Ok(sync) => {
-                    match meta_sync::decode_meta(&sync.meta_json) {
-                        Ok(remote) => {
-                            if let Err(e) = meta_sync::apply_remote_meta(&ctx, &remote).await {
-                                tracing::warn!(peer = conn.peer(), error = %e, "meta sync merge failed");
-                            }
-                        }
-                        Err(e) => tracing::warn!(peer = conn.peer(), error = %e, "meta sync"),
-                    }
-                    let reply = MetaSyncResponse {
-                        meta_json: meta_sync::encode_meta(&ctx.meta.snapshot()),
-                    };
-                    conn.send(frame.request_id, &reply).await
-                }
-                Err(e) => {
-                    conn.send_error(&e).await;
-                    reject(&ctx, conn.peer(), &e);
-                    return;
-                }
-            },
-            FrameKind::MapShard => match frame.decode_message::<MapShard>() {
-                Ok(request) => {
-                    let reply = crate::cluster::query::serve_map(&ctx, &request).await;
-                    conn.send(frame.request_id, &reply).await
-                }
-                Err(e) => {
-                    conn.send_error(&e).await;
-                    reject(&ctx, conn.peer(), &e);
-                    return;
-                }
-            },
-            other => {
-                let e = WireError::UnexpectedFrame {
-                    expected: FrameKind::WriteShard,
-                    actual: other,
-                };
-                conn.send_error(&e).await;
-                reject(&ctx, conn.peer(), &e);
-                return;
-            }
-        };
-        if sent.is_err() {
+        if let Err(e) = dispatch(ctx, sink, &mut order, frame, permit) {
+            send_error(sink, &e);
+            reject(ctx, reader.peer(), &e);
             return;
         }
+    }
+}
+
+/// Starts serving one request; an error means the frame cannot be trusted and the
+/// connection must close.
+fn dispatch(
+    ctx: &Rc<CoreContext>,
+    sink: &FrameSink,
+    order: &mut ShardOrder,
+    frame: Frame,
+    permit: StaticPermit,
+) -> Result<(), WireError> {
+    let request_id = frame.request_id;
+    match frame.kind {
+        FrameKind::Ping => {
+            let pong = Pong {
+                node_id: ctx.node_id,
+                cores: ctx.cores as u16,
+                meta_version: ctx.meta.snapshot().version,
+            };
+            let _ = sink.send_releasing(request_id, &pong, Some(permit));
+        }
+        FrameKind::WriteShard => {
+            let write = frame.decode_message::<WriteShard>()?;
+            let turn = order.turn(write.shard_id);
+            let (ctx, sink) = (ctx.clone(), sink.clone());
+            glommio::spawn_local(async move {
+                let status = apply_remote_write(&ctx, write, turn).await;
+                let answer = WriteShardResponse { status };
+                let _ = sink.send_releasing(request_id, &answer, Some(permit));
+            })
+            .detach();
+        }
+        FrameKind::MapShard => {
+            let request = frame.decode_message::<MapShard>()?;
+            let (ctx, sink) = (ctx.clone(), sink.clone());
+            glommio::spawn_local(async move {
+                let reply = crate::cluster::query::serve_map(&ctx, &request).await;
+                let _ = sink.send_releasing(request_id, &reply, Some(permit));
+            })
+            .detach();
+        }
+        FrameKind::MetaSync => {
+            let sync = frame.decode_message::<MetaSync>()?;
+            let (ctx, sink) = (ctx.clone(), sink.clone());
+            glommio::spawn_local(async move {
+                let reply = serve_meta_sync(&ctx, &sink.peer(), sync).await;
+                let _ = sink.send_releasing(request_id, &reply, Some(permit));
+            })
+            .detach();
+        }
+        other => {
+            return Err(WireError::UnexpectedFrame {
+                expected: FrameKind::WriteShard,
+                actual: other,
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Tells the peer why we close, best effort (queued behind the answers already done).
+fn send_error(sink: &FrameSink, error: &WireError) {
+    let _ = sink.send(0, &ErrorMessage::from_wire_error(error));
+}
+
+async fn serve_meta_sync(ctx: &Rc<CoreContext>, peer: &str, sync: MetaSync) -> MetaSyncResponse {
+    match meta_sync::decode_meta(&sync.meta_json) {
+        Ok(remote) => {
+            if let Err(e) = meta_sync::apply_remote_meta(ctx, &remote).await {
+                tracing::warn!(peer, error = %e, "meta sync merge failed");
+            }
+        }
+        Err(e) => tracing::warn!(peer, error = %e, "meta sync"),
+    }
+    MetaSyncResponse {
+        meta_json: meta_sync::encode_meta(&ctx.meta.snapshot()),
+    }
+}
+
+/// Per connection, the WriteShard requests of each shard in arrival order: a chain of
+/// oneshots, each request's task holding the receiver its predecessor completes (by
+/// dropping the sender) once it has appended.
+#[derive(Default)]
+struct ShardOrder {
+    /// Per shard, the receiver the next request of that shard will wait on.
+    last: HashMap<u64, oneshot::Receiver<()>>,
+    /// Entries at which resolved ones are swept out.
+    sweep_at: usize,
+}
+
+/// One request's place in its shard's chain.
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    /// Dropped once this request has appended (or failed before it): the next may go.
+    done: oneshot::Sender<()>,
+}
+
+impl ShardOrder {
+    fn turn(&mut self, shard_id: u64) -> Turn {
+        // Keep the map near the requests in flight: an entry whose request already
+        // appended is resolved and can go (at most max-inflight entries are not), and
+        // sweeping only when the map doubled keeps the cost per request constant.
+        if self.last.len() >= self.sweep_at.max(64) {
+            self.last.retain(|_, rx| matches!(rx.try_recv(), Ok(None)));
+            self.sweep_at = 2 * self.last.len();
+        }
+        let (done, rx) = oneshot::channel();
+        let after = self.last.insert(shard_id, rx);
+        Turn { after, done }
     }
 }
 
@@ -173,9 +268,20 @@ fn reject(ctx: &CoreContext, peer: &str, error: &dyn std::fmt::Display) {
     tracing::warn!(peer, core = ctx.core, %error, "closing cluster connection");
 }
 
-/// Writes a batch received from another node to the local shard (on its owning core).
-async fn apply_remote_write(ctx: &Rc<CoreContext>, write: WriteShard) -> WriteShardStatus {
+/// Writes a batch received from another node to the local shard (on its owning core),
+/// after the same connection's earlier batches of that shard (`turn`).
+async fn apply_remote_write(
+    ctx: &Rc<CoreContext>,
+    write: WriteShard,
+    turn: Turn,
+) -> WriteShardStatus {
     CoreStats::add(&ctx.stats.remote_writes_served, 1);
+    // First, so that even a request refused below releases its successor only after
+    // its predecessor appended. Completed or cancelled both mean "appended, or never
+    // will".
+    if let Some(predecessor) = turn.after {
+        let _ = predecessor.await;
+    }
     let precision = match write.precision() {
         Ok(p) => p,
         Err(e) => {
@@ -204,17 +310,40 @@ async fn apply_remote_write(ctx: &Rc<CoreContext>, write: WriteShard) -> WriteSh
         default_time_ns: write.default_time_ns,
     };
     let core = placement::owning_core(batch.shard.id, ctx.cores);
-    match ctx.write_to_core(core, batch).await {
-        Ok(Ok(outcome)) if outcome.written == 0 && !outcome.rejected.is_empty() => {
+    let written = if core == ctx.core {
+        match ctx.append_local(&batch).await {
+            Ok((outcome, durable)) => {
+                drop(turn.done);
+                node::wait_durable(batch.shard.id, durable)
+                    .await
+                    .map(|()| outcome)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        // Over the mesh the append is not observable from here: the successor waits for
+        // the whole write (`turn.done` is dropped on return).
+        match ctx.write_to_core(core, batch).await {
+            Ok(result) => result,
+            Err(e) => {
+                return WriteShardStatus::Retryable {
+                    message: e.to_string(),
+                }
+            }
+        }
+    };
+    status_of(written)
+}
+
+fn status_of(written: Result<ApplyOutcome, ShardError>) -> WriteShardStatus {
+    match written {
+        Ok(outcome) if outcome.written == 0 && !outcome.rejected.is_empty() => {
             WriteShardStatus::Permanent {
                 message: outcome.rejected[0].clone(),
             }
         }
-        Ok(Ok(outcome)) => WriteShardStatus::Ok {
+        Ok(outcome) => WriteShardStatus::Ok {
             points_written: outcome.written as u32,
-        },
-        Ok(Err(e)) => WriteShardStatus::Retryable {
-            message: e.to_string(),
         },
         Err(e) => WriteShardStatus::Retryable {
             message: e.to_string(),

@@ -1,16 +1,27 @@
-//! ShardWriter: this core's pooled connections to other nodes' cores, and the remote
-//! half of a shard write.
+//! ShardWriter: this core's pooled, pipelined connections to other nodes' cores, and
+//! the remote half of a shard write.
 //!
-//! A pool per (peer node, peer core): at most `pool-max-connections` connections, idle
-//! ones reused; a writer that finds all busy waits at most `pool-wait-timeout-ms`, then
-//! fails with "timed out waiting for free connection". A connection that failed in any
-//! way is dropped, never reused; the next write dials a fresh one. A peer's core count
-//! comes from its handshake, so a batch goes straight to the peer's owning core
-//! (`cluster port base + shard_id % peer cores`) and crosses no other core there.
+//! A pool per (peer node, peer core) of at most `pool-max-connections` connections, each
+//! carrying up to `max-inflight-requests-per-connection` requests at once, answered by
+//! request id (`pipeline`). A request goes on an idle connection if there is one; else a
+//! new connection is dialled while the pool has room; else it is pipelined onto the
+//! least-loaded connection with a free slot. When every connection is full, the caller
+//! waits at most `pool-wait-timeout-ms` for a slot, then fails with "timed out waiting
+//! for free connection" (`PoolTimeout`). A connection that failed in any way fails all
+//! its requests at once and leaves the pool; the next request dials a fresh one. A
+//! peer's core count comes from its handshake, so a batch goes straight to the peer's
+//! owning core (`cluster port base + shard_id % peer cores`) and crosses no other core
+//! there.
+//!
+//! Waiting callers are a FIFO of oneshots per pool, woken one per freed slot (all of
+//! them when a connection opens or closes). They are bounded by the callers themselves
+//! (HTTP admission per core, one NodeProcessor per queue) and each by
+//! `pool-wait-timeout-ms`; nothing queues requests on a caller's behalf.
 //!
 //! **Invariant:** one `ShardWriter` per core, used only on that core (`Rc` inside).
 
-use crate::cluster::conn::{ConnError, FramedConn};
+use crate::cluster::conn::{decode_reply, ConnError, FramedConn};
+use crate::cluster::pipeline::{ConnEvents, PipelinedConn};
 use crate::cluster::wire::{
     self, DecodeMessage, EncodeMessage, WriteShardRef, WriteShardResponse, WriteShardStatus,
 };
@@ -18,12 +29,12 @@ use crate::config::{ClusterConfig, Peer};
 use crate::placement::{self, NodeId};
 use crate::tsdb::shard::ShardMeta;
 use bytes::Bytes;
-use glommio::sync::Semaphore;
+use futures_channel::oneshot;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Duration;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 /// Why a remote shard write failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,20 +73,133 @@ pub struct RemoteBatch {
     pub lines: Vec<Bytes>,
 }
 
-struct Pool {
-    address: SocketAddr,
-    idle: RefCell<Vec<FramedConn>>,
-    permits: Rc<Semaphore>,
-}
-
-/// Counters of remote writes on this core.
+/// Counters of remote requests on this core.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct ShardWriterStats {
+    /// Remote shard writes, and the bytes of their lines.
     pub requests: u64,
     pub bytes: u64,
+    /// Requests that failed after they were sent (timeout, connection failure, bad answer).
     pub failures: u64,
+    /// Requests that found every connection of their pool full and had to wait.
     pub pool_waits: u64,
     pub dials: u64,
+    /// Connections closed by a failure (each failed all its requests in flight).
+    pub connections_failed: u64,
+    /// Answers that came after their caller had given up (dropped).
+    pub late_replies: u64,
+    /// The most requests seen in flight on one connection at once.
+    pub peak_in_flight: u64,
+}
+
+/// Connections to one core of one peer.
+struct Pool {
+    node: NodeId,
+    core: usize,
+    address: SocketAddr,
+    conns: RefCell<Vec<Rc<PipelinedConn>>>,
+    /// Dials under way; they count against `pool-max-connections`.
+    dialing: Cell<usize>,
+    /// Callers waiting for a slot, by ticket (arrival order), oldest first.
+    waiters: RefCell<VecDeque<(u64, oneshot::Sender<()>)>>,
+    next_ticket: Cell<u64>,
+    stats: Rc<Cell<ShardWriterStats>>,
+}
+
+/// Where a request goes.
+enum Pick {
+    Send(Rc<PipelinedConn>),
+    Dial,
+    Wait,
+}
+
+impl Pool {
+    fn count(&self, f: impl FnOnce(&mut ShardWriterStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    fn pick(&self, max_connections: usize) -> Pick {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|c| !c.is_failed());
+        if let Some(idle) = conns.iter().find(|c| c.in_flight() == 0) {
+            return Pick::Send(idle.clone());
+        }
+        if conns.len() + self.dialing.get() < max_connections {
+            return Pick::Dial;
+        }
+        match conns
+            .iter()
+            .filter(|c| c.has_room())
+            .min_by_key(|c| c.in_flight())
+        {
+            Some(c) => Pick::Send(c.clone()),
+            None => Pick::Wait,
+        }
+    }
+
+    /// A caller's place in the queue of waiters, taken when it first waits.
+    fn ticket(&self) -> u64 {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        ticket
+    }
+
+    /// Queues a caller by its ticket: a woken caller that found no slot after all (a
+    /// caller already running took it) keeps its place.
+    fn wait_for_slot(&self, ticket: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.borrow_mut();
+        let at = waiters.partition_point(|(t, _)| *t < ticket);
+        waiters.insert(at, (ticket, tx));
+        rx
+    }
+
+    fn has_waiters(&self) -> bool {
+        self.waiters
+            .borrow()
+            .iter()
+            .any(|(_, tx)| !tx.is_canceled())
+    }
+
+    /// Wakes the oldest caller still waiting.
+    fn wake_one(&self) {
+        let mut waiters = self.waiters.borrow_mut();
+        while let Some((_, tx)) = waiters.pop_front() {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for (_, tx) in self.waiters.borrow_mut().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl ConnEvents for Pool {
+    fn slot_freed(&self) {
+        self.wake_one();
+    }
+
+    fn closed(&self, error: &ConnError, failed_requests: usize) {
+        self.count(|s| s.connections_failed += 1);
+        tracing::warn!(
+            node = self.node,
+            core = self.core,
+            failed_requests,
+            %error,
+            "cluster connection closed"
+        );
+        self.wake_all();
+    }
+
+    fn late_reply(&self) {
+        self.count(|s| s.late_replies += 1);
+    }
 }
 
 /// This core's connections to every peer.
@@ -88,7 +212,7 @@ pub struct ShardWriter {
     peer_cores: RefCell<HashMap<NodeId, u16>>,
     pools: RefCell<HashMap<(NodeId, usize), Rc<Pool>>>,
     next_request_id: Cell<u64>,
-    stats: Cell<ShardWriterStats>,
+    stats: Rc<Cell<ShardWriterStats>>,
     /// Round trip of answered remote requests, µs (1 µs .. 60 s, 3 significant digits).
     rtt: RefCell<hdrhistogram::Histogram<u64>>,
 }
@@ -99,6 +223,22 @@ async fn with_timeout<T>(after: Duration, fut: impl std::future::Future<Output =
         None
     })
     .await
+}
+
+/// Marks a request abandoned on its connection if the caller stops waiting for any
+/// reason (its timeout, or its future being dropped).
+struct AbandonOnDrop<'a> {
+    conn: &'a PipelinedConn,
+    request_id: u64,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.abandon(self.request_id);
+        }
+    }
 }
 
 impl ShardWriter {
@@ -118,7 +258,7 @@ impl ShardWriter {
             peer_cores: RefCell::new(HashMap::new()),
             pools: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
-            stats: Cell::new(ShardWriterStats::default()),
+            stats: Rc::new(Cell::new(ShardWriterStats::default())),
             rtt: RefCell::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                     .expect("valid histogram bounds"),
@@ -128,6 +268,21 @@ impl ShardWriter {
 
     pub fn stats(&self) -> ShardWriterStats {
         self.stats.get()
+    }
+
+    /// Requests in flight on this core's connections, abandoned ones included.
+    pub fn in_flight(&self) -> usize {
+        self.pools
+            .borrow()
+            .values()
+            .flat_map(|p| {
+                p.conns
+                    .borrow()
+                    .iter()
+                    .map(|c| c.in_flight())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Remote request round trips on this core: count, p50, p99, max (µs).
@@ -160,17 +315,23 @@ impl ShardWriter {
                 let mut address = base;
                 address.set_port(base.port() + core as u16);
                 Rc::new(Pool {
+                    node,
+                    core,
                     address,
-                    idle: RefCell::new(Vec::new()),
-                    permits: Rc::new(Semaphore::new(self.config.pool_max_connections as u64)),
+                    conns: RefCell::new(Vec::new()),
+                    dialing: Cell::new(0),
+                    waiters: RefCell::new(VecDeque::new()),
+                    next_ticket: Cell::new(0),
+                    stats: self.stats.clone(),
                 })
             })
             .clone();
         Ok(pool)
     }
 
-    async fn dial(&self, node: NodeId, pool: &Pool) -> Result<FramedConn, ShardWriterError> {
+    async fn dial(&self, pool: &Rc<Pool>) -> Result<Rc<PipelinedConn>, ShardWriterError> {
         self.count(|s| s.dials += 1);
+        let node = pool.node;
         let dial_timeout = Duration::from_millis(self.config.dial_timeout_ms);
         let conn_err = |source| ShardWriterError::Conn { node, source };
         let stream = glommio::net::TcpStream::connect_timeout(pool.address, dial_timeout)
@@ -194,18 +355,83 @@ impl ShardWriter {
         .map_err(conn_err)?;
         conn.set_max_payload_bytes(self.config.max_frame_bytes.min(u32::MAX as u64) as u32);
         self.peer_cores.borrow_mut().insert(node, info.cores.max(1));
-        Ok(conn)
+        let (reader, sink, flusher) = conn.into_split();
+        let events: Weak<Pool> = Rc::downgrade(pool);
+        Ok(PipelinedConn::start(
+            reader,
+            sink,
+            flusher,
+            self.config.max_inflight_requests_per_connection,
+            events,
+        ))
     }
 
-    /// The number of cores of `node`, asking it (a handshake with its core 0) if unknown.
-    async fn cores_of(&self, node: NodeId) -> Result<u16, ShardWriterError> {
-        if let Some(&c) = self.peer_cores.borrow().get(&node) {
-            return Ok(c);
+    /// A connection of `pool` with a free slot: idle, newly dialled, or pipelined onto;
+    /// waits at most `pool-wait-timeout-ms` when all are full.
+    async fn connection(&self, pool: &Rc<Pool>) -> Result<Rc<PipelinedConn>, ShardWriterError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.pool_wait_timeout_ms);
+        let mut ticket = None;
+        loop {
+            // First come, first served: a new caller queues behind the waiting ones.
+            let pick = if ticket.is_none() && pool.has_waiters() {
+                Pick::Wait
+            } else {
+                pool.pick(self.config.pool_max_connections)
+            };
+            match pick {
+                Pick::Send(conn) => return Ok(conn),
+                Pick::Dial => {
+                    pool.dialing.set(pool.dialing.get() + 1);
+                    let dialed = self.dial(pool).await;
+                    pool.dialing.set(pool.dialing.get() - 1);
+                    if let Ok(conn) = &dialed {
+                        pool.conns.borrow_mut().push(conn.clone());
+                    }
+                    // Waiters may now pipeline onto the new connection, or dial in turn.
+                    pool.wake_all();
+                    return dialed;
+                }
+                Pick::Wait => {
+                    let ticket = *ticket.get_or_insert_with(|| {
+                        self.count(|s| s.pool_waits += 1);
+                        pool.ticket()
+                    });
+                    let slot = pool.wait_for_slot(ticket);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let woken = !left.is_zero() && with_timeout(left, slot).await.is_some();
+                    if !woken {
+                        // A slot freed just as we gave up goes to the next waiter.
+                        pool.waiters
+                            .borrow_mut()
+                            .retain(|(_, tx)| !tx.is_canceled());
+                        pool.wake_one();
+                        return Err(ShardWriterError::PoolTimeout {
+                            node: pool.node,
+                            core: pool.core,
+                        });
+                    }
+                }
+            }
         }
-        let pool = self.pool(node, 0)?;
-        let conn = self.dial(node, &pool).await?;
-        pool.idle.borrow_mut().push(conn);
-        Ok(self.peer_cores.borrow()[&node])
+    }
+
+    /// The core of `node` that owns `shard_id`, and a connection to it if finding out
+    /// took one: with the peer's core count unknown, a connection to its core 0 is
+    /// taken (its handshake says the count), and used if core 0 is the owner, so the
+    /// caller keeps its place in that pool's queue.
+    async fn owning_core_of(
+        &self,
+        node: NodeId,
+        shard_id: u64,
+    ) -> Result<(usize, Option<Rc<PipelinedConn>>), ShardWriterError> {
+        let known = self.peer_cores.borrow().get(&node).copied();
+        if let Some(cores) = known {
+            return Ok((placement::owning_core(shard_id, cores as usize), None));
+        }
+        let conn = self.connection(&self.pool(node, 0)?).await?;
+        let cores = self.peer_cores.borrow()[&node];
+        let core = placement::owning_core(shard_id, cores as usize);
+        Ok((core, (core == 0).then_some(conn)))
     }
 
     /// Writes a batch to `node`'s owning core and returns its answer.
@@ -214,8 +440,7 @@ impl ShardWriter {
         node: NodeId,
         batch: &RemoteBatch,
     ) -> Result<WriteShardStatus, ShardWriterError> {
-        let cores = self.cores_of(node).await?;
-        let core = placement::owning_core(batch.shard.id, cores as usize);
+        let (core, conn) = self.owning_core_of(node, batch.shard.id).await?;
         let message = WriteShardRef {
             shard_id: batch.shard.id,
             database: &batch.shard.database,
@@ -231,7 +456,7 @@ impl ShardWriter {
             s.requests += 1;
             s.bytes += bytes;
         });
-        let response: WriteShardResponse = self.request(node, core, &message).await?;
+        let response: WriteShardResponse = self.request_on(node, core, conn, &message).await?;
         Ok(response.status)
     }
 
@@ -243,55 +468,86 @@ impl ShardWriter {
         core: usize,
         message: &M,
     ) -> Result<R, ShardWriterError> {
-        let pool = self.pool(node, core)?;
-        let wait = Duration::from_millis(self.config.pool_wait_timeout_ms);
-        if pool.permits.available() == 0 {
-            self.count(|s| s.pool_waits += 1);
-        }
-        let permit = with_timeout(wait, pool.permits.acquire_static_permit(1))
-            .await
-            .and_then(|p| p.ok())
-            .ok_or(ShardWriterError::PoolTimeout { node, core })?;
-        let existing = pool.idle.borrow_mut().pop();
-        let mut conn = match existing {
-            Some(c) => c,
-            None => self.dial(node, &pool).await?,
+        self.request_on(node, core, None, message).await
+    }
+
+    /// `request` on `conn` if given (a connection of that pool just handed out, with a
+    /// free slot), else on one the pool hands out.
+    async fn request_on<M: EncodeMessage, R: DecodeMessage>(
+        &self,
+        node: NodeId,
+        core: usize,
+        conn: Option<Rc<PipelinedConn>>,
+        message: &M,
+    ) -> Result<R, ShardWriterError> {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => self.connection(&self.pool(node, core)?).await?,
         };
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
-        let started = std::time::Instant::now();
-        let answer = with_timeout(timeout, async {
-            conn.send(request_id, message).await?;
-            loop {
-                let (id, response) = conn.read_message::<R>().await?;
-                // Answers come in order on a connection; an id from an earlier request
-                // cannot be pending (a connection that timed out is dropped), but skip
-                // one defensively rather than mistake it for ours.
-                if id == request_id {
-                    return Ok(response);
-                }
+        let started = Instant::now();
+        let answer = match conn.send(request_id, message) {
+            Ok(answer) => answer,
+            Err(source) => {
+                self.count(|s| s.failures += 1);
+                return Err(ShardWriterError::Conn { node, source });
             }
-        })
-        .await;
-        drop(permit);
-        match answer {
-            Some(Ok(response)) => {
-                pool.idle.borrow_mut().push(conn);
+        };
+        let in_flight = conn.in_flight() as u64;
+        if in_flight > self.stats.get().peak_in_flight {
+            self.count(|s| s.peak_in_flight = in_flight);
+        }
+        let mut abandon = AbandonOnDrop {
+            conn: &conn,
+            request_id,
+            armed: true,
+        };
+        let answer = with_timeout(timeout, answer).await;
+        abandon.armed = answer.is_none();
+        drop(abandon);
+        let frame = match answer {
+            Some(Ok(Ok(frame))) => frame,
+            Some(Ok(Err(source))) => {
+                self.count(|s| s.failures += 1);
+                return Err(ShardWriterError::Conn { node, source });
+            }
+            Some(Err(oneshot::Canceled)) => {
+                // Only a dropped connection drops a sender without answering.
+                self.count(|s| s.failures += 1);
+                let source = ConnError::Closed {
+                    peer: conn.peer().to_string(),
+                };
+                return Err(ShardWriterError::Conn { node, source });
+            }
+            None => {
+                self.count(|s| s.failures += 1);
+                if conn.silent_since(started) {
+                    conn.fail(ConnError::Timeout {
+                        peer: conn.peer().to_string(),
+                        after: timeout,
+                    });
+                }
+                return Err(ShardWriterError::Timeout {
+                    node,
+                    after: timeout,
+                });
+            }
+        };
+        match decode_reply::<R>(conn.peer(), &frame) {
+            Ok(response) => {
                 let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
                 let _ = self.rtt.borrow_mut().record(micros);
                 Ok(response)
             }
-            Some(Err(source)) => {
+            Err(source) => {
                 self.count(|s| s.failures += 1);
+                if !matches!(source, ConnError::Refused { .. }) {
+                    // An answer of the wrong type or shape: the stream cannot be trusted.
+                    conn.fail(source.clone());
+                }
                 Err(ShardWriterError::Conn { node, source })
-            }
-            None => {
-                self.count(|s| s.failures += 1);
-                Err(ShardWriterError::Timeout {
-                    node,
-                    after: timeout,
-                })
             }
         }
     }
@@ -301,5 +557,337 @@ impl ShardWriter {
         let mut ids: Vec<NodeId> = self.peers.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::{Ping, Pong};
+    use bytes::BytesMut;
+    use glommio::net::TcpListener;
+
+    const SECRET: &[u8] = b"test-secret";
+
+    fn executor() -> glommio::LocalExecutor {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .unwrap()
+    }
+
+    /// How a fake peer treats each connection after the handshake.
+    #[derive(Clone, Copy, Debug)]
+    enum Fake {
+        /// Answers every Ping after this many ms, concurrently.
+        Answers { delay_ms: u64 },
+        /// Reads this many Pings, then answers one with an id nobody asked for.
+        UnknownIdAfter(usize),
+        /// Reads this many Pings, then sends a frame whose crc does not match.
+        BadCrcAfter(usize),
+        /// Reads this many Pings, answers the last at once and the first 500 ms later.
+        SlowFirstOf(usize),
+        /// Reads everything, answers nothing.
+        Silent,
+    }
+
+    fn pong() -> Pong {
+        Pong {
+            node_id: 9,
+            cores: 1,
+            meta_version: 0,
+        }
+    }
+
+    async fn fake_peer(fake: Fake) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        glommio::spawn_local(async move {
+            while let Ok(stream) = listener.accept().await {
+                glommio::spawn_local(fake_connection(stream, fake)).detach();
+            }
+        })
+        .detach();
+        address
+    }
+
+    async fn fake_connection(stream: glommio::net::TcpStream, fake: Fake) {
+        let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
+        conn.handshake_server(9, 1, SECRET, 0).await.unwrap();
+        let mut read = Vec::new();
+        let wanted = match fake {
+            Fake::Answers { delay_ms } => {
+                let (mut reader, sink, flusher) = conn.into_split();
+                glommio::spawn_local(flusher).detach();
+                while let Ok(frame) = reader.read_frame().await {
+                    let sink = sink.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+                        let _ = sink.send(frame.request_id, &pong());
+                    })
+                    .detach();
+                }
+                return;
+            }
+            Fake::UnknownIdAfter(n) | Fake::BadCrcAfter(n) | Fake::SlowFirstOf(n) => n,
+            Fake::Silent => usize::MAX,
+        };
+        while read.len() < wanted {
+            match conn.read_frame().await {
+                Ok(frame) => read.push(frame.request_id),
+                Err(_) => return,
+            }
+        }
+        match fake {
+            Fake::UnknownIdAfter(_) => {
+                let _ = conn.send(1 << 40, &pong()).await;
+            }
+            Fake::BadCrcAfter(_) => {
+                let mut frame = BytesMut::new();
+                wire::encode_message(read[0], &pong(), &mut frame).unwrap();
+                let last = frame.len() - 1;
+                frame[last] ^= 0xff;
+                let _ = conn.send_raw(&frame).await;
+            }
+            Fake::SlowFirstOf(_) => {
+                let _ = conn.send(read[read.len() - 1], &pong()).await;
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                let _ = conn.send(read[0], &pong()).await;
+            }
+            _ => {}
+        }
+        // Keep the connection open until the client closes it.
+        while conn.read_frame().await.is_ok() {}
+    }
+
+    fn writer(
+        peers: &[(NodeId, SocketAddr)],
+        tune: impl FnOnce(&mut ClusterConfig),
+    ) -> Rc<ShardWriter> {
+        let mut config = ClusterConfig {
+            pool_max_connections: 1,
+            write_timeout_ms: 5_000,
+            dial_timeout_ms: 2_000,
+            ..ClusterConfig::default()
+        };
+        tune(&mut config);
+        let peers: Vec<Peer> = peers
+            .iter()
+            .map(|&(node_id, address)| Peer { node_id, address })
+            .collect();
+        Rc::new(ShardWriter::new(1, 1, SECRET.to_vec(), config, &peers))
+    }
+
+    /// Pings `node` `n` times at once; the results in spawn order.
+    async fn pings(
+        writer: &Rc<ShardWriter>,
+        node: NodeId,
+        n: usize,
+    ) -> Vec<glommio::task::JoinHandle<Result<Pong, ShardWriterError>>> {
+        (0..n)
+            .map(|_| {
+                let writer = writer.clone();
+                glommio::spawn_local(async move { writer.request::<_, Pong>(node, 0, &Ping).await })
+                    .detach()
+            })
+            .collect()
+    }
+
+    async fn results(
+        handles: Vec<glommio::task::JoinHandle<Result<Pong, ShardWriterError>>>,
+    ) -> Vec<Result<Pong, ShardWriterError>> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("task ran"));
+        }
+        out
+    }
+
+    #[test]
+    fn many_requests_share_one_connection() {
+        executor().run(async {
+            let peer = fake_peer(Fake::Answers { delay_ms: 100 }).await;
+            let writer = writer(&[(2, peer)], |_| {});
+            let started = Instant::now();
+            let handles = pings(&writer, 2, 32).await;
+            for r in results(handles).await {
+                r.unwrap();
+            }
+            // One at a time this would take 32 x 100 ms; 16 in flight take ~2 x 100 ms.
+            assert!(
+                started.elapsed() < Duration::from_millis(1_500),
+                "{:?}",
+                started.elapsed()
+            );
+            let stats = writer.stats();
+            assert_eq!(stats.dials, 1);
+            assert_eq!(stats.peak_in_flight, 16);
+            assert!(stats.pool_waits >= 16, "{stats:?}");
+            assert_eq!(stats.failures, 0);
+            assert_eq!(writer.in_flight(), 0);
+        });
+    }
+
+    #[test]
+    fn callers_waiting_for_a_slot_send_in_arrival_order() {
+        executor().run(async {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let record = seen.clone();
+            glommio::spawn_local(async move {
+                let stream = listener.accept().await.unwrap();
+                let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
+                conn.handshake_server(9, 1, SECRET, 0).await.unwrap();
+                conn.set_max_payload_bytes(1 << 20);
+                let (mut reader, sink, flusher) = conn.into_split();
+                glommio::spawn_local(flusher).detach();
+                while let Ok(frame) = reader.read_frame().await {
+                    let write: wire::WriteShard = frame.decode_message().unwrap();
+                    record.borrow_mut().push(write.shard_id);
+                    let sink = sink.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                        let status = WriteShardStatus::Ok { points_written: 0 };
+                        let _ = sink.send(frame.request_id, &WriteShardResponse { status });
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+            let writer = writer(&[(2, address)], |c| {
+                c.max_inflight_requests_per_connection = 2
+            });
+            // Callers arrive every 3 ms while each slot turns over every 20 ms: most wait,
+            // and newcomers keep arriving as slots free up.
+            let tasks: Vec<_> = (0..30u64)
+                .map(|i| {
+                    let writer = writer.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(3 * i)).await;
+                        let batch = RemoteBatch {
+                            shard: ShardMeta {
+                                id: i,
+                                database: "db".into(),
+                                retention_policy: "rp".into(),
+                                start_ns: 0,
+                                end_ns: 1,
+                            },
+                            precision: 0,
+                            default_time_ns: 0,
+                            lines: vec![Bytes::from_static(b"m v=1 1\n")],
+                        };
+                        writer.write(2, &batch).await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert!(writer.stats().pool_waits > 10, "{:?}", writer.stats());
+            assert_eq!(*seen.borrow(), (0..30).collect::<Vec<u64>>());
+        });
+    }
+
+    /// A misbehaving peer 3 fails every request in flight on its connection with the
+    /// same typed error, and nothing of peer 2's; the next request to 3 dials again.
+    fn broken_stream_fails_only_its_connection(fake: Fake, check: fn(&ConnError) -> bool) {
+        executor().run(async move {
+            let good = fake_peer(Fake::Answers { delay_ms: 200 }).await;
+            let bad = fake_peer(fake).await;
+            let writer = writer(&[(2, good), (3, bad)], |_| {});
+            let to_bad = pings(&writer, 3, 4).await;
+            let to_good = pings(&writer, 2, 4).await;
+            for r in results(to_bad).await {
+                match r {
+                    Err(ShardWriterError::Conn { node: 3, source }) => {
+                        assert!(check(&source), "{source}")
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            for r in results(to_good).await {
+                r.unwrap();
+            }
+            let stats = writer.stats();
+            assert_eq!(stats.connections_failed, 1);
+            assert_eq!(stats.failures, 4);
+            assert_eq!(stats.dials, 2);
+            // The broken connection left the pool: the next request dials a new one.
+            let _ = pings(&writer, 3, 1).await;
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(writer.stats().dials, 3);
+        });
+    }
+
+    #[test]
+    fn an_answer_nobody_asked_for_closes_only_that_connection() {
+        broken_stream_fails_only_its_connection(
+            Fake::UnknownIdAfter(4),
+            |e| matches!(e, ConnError::UnknownRequest { request_id, .. } if *request_id == 1 << 40),
+        );
+    }
+
+    #[test]
+    fn a_corrupt_frame_closes_only_that_connection() {
+        broken_stream_fails_only_its_connection(Fake::BadCrcAfter(4), |e| {
+            matches!(
+                e,
+                ConnError::Wire {
+                    source: wire::WireError::BadCrc { .. },
+                    ..
+                }
+            )
+        });
+    }
+
+    #[test]
+    fn a_stalled_connection_fails_all_its_requests_as_timeouts() {
+        executor().run(async {
+            let good = fake_peer(Fake::Answers { delay_ms: 10 }).await;
+            let hung = fake_peer(Fake::Silent).await;
+            let writer = writer(&[(2, good), (3, hung)], |c| c.write_timeout_ms = 300);
+            let started = Instant::now();
+            let to_hung = pings(&writer, 3, 5).await;
+            let to_good = pings(&writer, 2, 5).await;
+            for r in results(to_good).await {
+                r.unwrap();
+            }
+            let hung_results = results(to_hung).await;
+            assert!(
+                started.elapsed() < Duration::from_millis(1_000),
+                "{:?}",
+                started.elapsed()
+            );
+            for r in &hung_results {
+                let e = r.as_ref().unwrap_err();
+                assert!(e.is_timeout(), "{e}");
+            }
+            let stats = writer.stats();
+            assert_eq!(stats.connections_failed, 1);
+            assert_eq!(stats.failures, 5);
+        });
+    }
+
+    #[test]
+    fn a_slow_answer_fails_only_its_own_request() {
+        executor().run(async {
+            let slow = fake_peer(Fake::SlowFirstOf(2)).await;
+            let writer = writer(&[(3, slow)], |c| c.write_timeout_ms = 300);
+            let results = results(pings(&writer, 3, 2).await).await;
+            assert!(
+                matches!(results[0], Err(ShardWriterError::Timeout { node: 3, .. })),
+                "{:?}",
+                results[0]
+            );
+            results[1].as_ref().unwrap();
+            // The connection answered meanwhile, so it stays; the late answer is dropped.
+            glommio::timer::sleep(Duration::from_millis(400)).await;
+            let stats = writer.stats();
+            assert_eq!(stats.connections_failed, 0);
+            assert_eq!(stats.late_replies, 1);
+            assert_eq!(writer.in_flight(), 0);
+            assert_eq!(stats.dials, 1);
+        });
     }
 }

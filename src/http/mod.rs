@@ -688,6 +688,10 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
                         "writeFailures": w.failures,
                         "poolWaits": w.pool_waits,
                         "dials": w.dials,
+                        "connectionsFailed": w.connections_failed,
+                        "lateReplies": w.late_replies,
+                        "inFlight": c.shard_writer.in_flight(),
+                        "peakInFlight": w.peak_in_flight,
                         "rttMicros": c.shard_writer.rtt_summary(),
                     })
                 }),
