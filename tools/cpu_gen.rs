@@ -280,7 +280,7 @@ pub fn parse_start(s: &str) -> Result<i64, TimeParseError> {
     }
     let (frac_ns, rest) = parse_fraction(&s[19..]).ok_or_else(err)?;
     let offset_s = parse_offset(rest).ok_or_else(err)?;
-    let days = days_from_civil(year, month, day);
+    let days = shardcore::query::format::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     secs.checked_mul(1_000_000_000)
         .and_then(|ns| ns.checked_add(frac_ns))
@@ -325,17 +325,6 @@ fn parse_offset(s: &str) -> Option<i64> {
     let hours: i64 = s[1..3].parse().ok()?;
     let minutes: i64 = s[4..6].parse().ok()?;
     Some(sign * (hours * 3600 + minutes * 60))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 //! node that was down converges when it comes back. A merge that dropped a database or
 //! a policy drops its shards on every core of this node.
 
-use crate::cluster::wire::{DecodeMessage, EncodeMessage, FrameKind, WireError};
+use crate::cluster::wire::{opaque_message, FrameKind};
 use crate::meta::MetaData;
 use crate::node::CoreContext;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -26,29 +26,8 @@ pub struct MetaSyncResponse {
     pub meta_json: Bytes,
 }
 
-macro_rules! json_message {
-    ($ty:ident, $kind:expr) => {
-        impl EncodeMessage for $ty {
-            const KIND: FrameKind = $kind;
-            fn payload_len(&self) -> usize {
-                self.meta_json.len()
-            }
-            fn encode_payload(&self, out: &mut BytesMut) {
-                out.extend_from_slice(&self.meta_json);
-            }
-        }
-        impl DecodeMessage for $ty {
-            fn decode_payload(payload: &Bytes) -> Result<Self, WireError> {
-                Ok($ty {
-                    meta_json: payload.clone(),
-                })
-            }
-        }
-    };
-}
-
-json_message!(MetaSync, FrameKind::MetaSync);
-json_message!(MetaSyncResponse, FrameKind::MetaSyncResponse);
+opaque_message!(MetaSync, FrameKind::MetaSync, meta_json);
+opaque_message!(MetaSyncResponse, FrameKind::MetaSyncResponse, meta_json);
 
 pub fn encode_meta(meta: &MetaData) -> Bytes {
     Bytes::from(serde_json::to_vec(meta).expect("meta serialises"))

@@ -12,12 +12,12 @@
 //! placement, every shard of every group it saw: a shard whose owners all failed ends
 //! the query with an error naming the shard, never a silently partial answer.
 
-use crate::cluster::wire::{DecodeMessage, EncodeMessage, FrameKind, WireError};
+use crate::cluster::wire::{opaque_message, FrameKind};
 use crate::node::CoreContext;
 use crate::placement::{self, NodeId};
 use crate::query::scan::{ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::query::QueryError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -38,29 +38,8 @@ pub struct MapShardResponse {
     pub json: Bytes,
 }
 
-macro_rules! json_frame {
-    ($ty:ident, $kind:expr) => {
-        impl EncodeMessage for $ty {
-            const KIND: FrameKind = $kind;
-            fn payload_len(&self) -> usize {
-                self.json.len()
-            }
-            fn encode_payload(&self, out: &mut BytesMut) {
-                out.extend_from_slice(&self.json);
-            }
-        }
-        impl DecodeMessage for $ty {
-            fn decode_payload(payload: &Bytes) -> Result<Self, WireError> {
-                Ok($ty {
-                    json: payload.clone(),
-                })
-            }
-        }
-    };
-}
-
-json_frame!(MapShard, FrameKind::MapShard);
-json_frame!(MapShardResponse, FrameKind::MapShardResponse);
+opaque_message!(MapShard, FrameKind::MapShard, json);
+opaque_message!(MapShardResponse, FrameKind::MapShardResponse, json);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MapRequest {

@@ -161,6 +161,32 @@ impl WireError {
     }
 }
 
+/// Codecs of a message whose payload is opaque bytes owned by another module (JSON
+/// for meta sync and the query path): `opaque_message!(Type, FrameKind::X, field)`.
+macro_rules! opaque_message {
+    ($ty:ident, $kind:expr, $field:ident) => {
+        impl $crate::cluster::wire::EncodeMessage for $ty {
+            const KIND: $crate::cluster::wire::FrameKind = $kind;
+            fn payload_len(&self) -> usize {
+                self.$field.len()
+            }
+            fn encode_payload(&self, out: &mut bytes::BytesMut) {
+                out.extend_from_slice(&self.$field);
+            }
+        }
+        impl $crate::cluster::wire::DecodeMessage for $ty {
+            fn decode_payload(
+                payload: &bytes::Bytes,
+            ) -> Result<Self, $crate::cluster::wire::WireError> {
+                Ok($ty {
+                    $field: payload.clone(),
+                })
+            }
+        }
+    };
+}
+pub(crate) use opaque_message;
+
 /// The type byte of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

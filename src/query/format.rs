@@ -43,8 +43,9 @@ pub fn influx_duration(ns: i64) -> String {
 
 const NS_PER_S: i64 = 1_000_000_000;
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian; Howard Hinnant's
+/// algorithm). The load tool's `--start` parsing uses it too.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -140,6 +140,17 @@ impl Token {
         }
     }
 
+    /// `found <this token>, expected <expected>` at its position.
+    fn error(&self, expected: &str) -> ParseError {
+        ParseError {
+            found: self.found(),
+            expected: expected.into(),
+            line: self.line,
+            char: self.char,
+            plain: None,
+        }
+    }
+
     fn is_keyword(&self, kw: &str) -> bool {
         matches!(&self.tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
     }
@@ -400,14 +411,7 @@ impl Parser {
     }
 
     fn error(&self, expected: &str) -> ParseError {
-        let t = self.peek();
-        ParseError {
-            found: t.found(),
-            expected: expected.into(),
-            line: t.line,
-            char: t.char,
-            plain: None,
-        }
+        self.peek().error(expected)
     }
 
     fn keyword(&mut self, kw: &str) -> Result<(), ParseError> {

@@ -953,16 +953,7 @@ fn expand_fields(
                             .map(|k| (k.clone(), VarKind::Tag)),
                     );
                 }
-                names.sort();
-                for (name, kind) in names {
-                    out.push(Field {
-                        expr: Expr::VarRef {
-                            name,
-                            kind: Some(kind),
-                        },
-                        alias: None,
-                    });
-                }
+                push_sorted_refs(&mut out, names);
             }
             Expr::Regex(re) => {
                 if let Ok(re) = Regex::new(re) {
@@ -978,16 +969,7 @@ fn expand_fields(
                             .filter(|k| re.is_match(k))
                             .map(|k| (k.clone(), VarKind::Tag)),
                     );
-                    names.sort();
-                    for (name, kind) in names {
-                        out.push(Field {
-                            expr: Expr::VarRef {
-                                name,
-                                kind: Some(kind),
-                            },
-                            alias: None,
-                        });
-                    }
+                    push_sorted_refs(&mut out, names);
                 }
             }
             Expr::Call { name, args }
@@ -1035,6 +1017,20 @@ fn expand_fields(
         }
     }
     out
+}
+
+/// Fields for `names` (fields and tags together, by name), as `*` and `/re/` expand.
+fn push_sorted_refs(out: &mut Vec<Field>, mut names: Vec<(String, VarKind)>) {
+    names.sort();
+    for (name, kind) in names {
+        out.push(Field {
+            expr: Expr::VarRef {
+                name,
+                kind: Some(kind),
+            },
+            alias: None,
+        });
+    }
 }
 
 /// Column names with InfluxDB's `_1`, `_2` suffixes for duplicates.

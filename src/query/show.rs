@@ -20,6 +20,18 @@ struct Merged {
     shard_counts: BTreeMap<String, usize>,
 }
 
+/// The schema of every shard of `database`, of every policy and time.
+fn whole_database(database: &str, with_series: bool) -> SchemaRequest {
+    SchemaRequest {
+        database: database.to_string(),
+        retention_policy: None,
+        start_ns: i64::MIN + 2,
+        end_ns: i64::MAX - 1,
+        with_series,
+        shard_ids: None,
+    }
+}
+
 fn compile(re: &str) -> Result<Regex, QueryError> {
     Regex::new(re).map_err(|e| QueryError::msg(format!("invalid regex: {e}")))
 }
@@ -52,16 +64,7 @@ pub async fn execute(
                 | ShowWhat::TagValues { .. }
                 | ShowWhat::TagValuesCardinality { .. }
         );
-    let schemas = q
-        .schema(&SchemaRequest {
-            database: database.to_string(),
-            retention_policy: None,
-            start_ns: i64::MIN + 2,
-            end_ns: i64::MAX - 1,
-            with_series,
-            shard_ids: None,
-        })
-        .await?;
+    let schemas = q.schema(&whole_database(database, with_series)).await?;
     let mut merged = merge(&schemas);
     // FROM: keep the named or matching measurements.
     let sources: Vec<&Measurement> = show
@@ -307,16 +310,7 @@ pub async fn shards(q: &QueryContext<'_>, groups: bool) -> Result<Vec<ResultSeri
     let mut by_db: Vec<ResultSeries> = Vec::new();
     let mut group_rows: Vec<Vec<Val>> = Vec::new();
     for (name, db) in &snap.databases {
-        let schemas = q
-            .schema(&SchemaRequest {
-                database: name.clone(),
-                retention_policy: None,
-                start_ns: i64::MIN + 2,
-                end_ns: i64::MAX - 1,
-                with_series: false,
-                shard_ids: None,
-            })
-            .await?;
+        let schemas = q.schema(&whole_database(name, false)).await?;
         let mut seen: BTreeSet<(String, i64)> = BTreeSet::new();
         for s in &schemas {
             seen.insert((s.retention_policy.clone(), s.start_ns));

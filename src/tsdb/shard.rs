@@ -523,6 +523,12 @@ impl Shard {
 
     /// Puts a deleted series back into its measurement's index (it got a new point).
     fn reindex(&mut self, sid: u32, body: &ParsedBody, point: &lineproto::PointRef) {
+        self.index_series(sid, body, point);
+        self.series[sid as usize].dropped = false;
+    }
+
+    /// Adds series `sid` (of `point`'s key) to its measurement's series and tag index.
+    fn index_series(&mut self, sid: u32, body: &ParsedBody, point: &lineproto::PointRef) {
         let measurement: Box<[u8]> = body.bytes(&point.measurement).into();
         let index = self.measurements.entry(measurement).or_default();
         index.series.push(sid);
@@ -535,7 +541,6 @@ impl Shard {
                 .or_default()
                 .push(sid);
         }
-        self.series[sid as usize].dropped = false;
     }
 
     /// Series ids of a measurement (escaped name) whose key satisfies `matches`.
@@ -656,17 +661,7 @@ impl Shard {
         }
         let id = self.series.len() as u32;
         let measurement: Box<[u8]> = body.bytes(&point.measurement).into();
-        let index = self.measurements.entry(measurement.clone()).or_default();
-        index.series.push(id);
-        for t in body.point_tags(point) {
-            index
-                .tags
-                .entry(body.bytes(&t.key).into())
-                .or_default()
-                .entry(body.bytes(&t.value).into())
-                .or_default()
-                .push(id);
-        }
+        self.index_series(id, body, point);
         self.series.push(Series {
             key: key.into(),
             measurement,

@@ -626,13 +626,7 @@ fn number_literal(text: &str) -> Option<Expr> {
 }
 
 fn bad(t: &super::Token, expected: &str) -> ParseError {
-    ParseError {
-        found: t.found(),
-        expected: expected.into(),
-        line: t.line,
-        char: t.char,
-        plain: None,
-    }
+    t.error(expected)
 }
 
 fn measurement_from(
