@@ -1,45 +1,83 @@
 #!/usr/bin/env bash
-# Ingest into a local 3-node ShardCore cluster (loopback, --cores 1 each, rf=2) at a
-# given consistency, beside a single node, with the same load tool and data.
-# Usage: tools/cluster-ingest.sh [--rows 10000] [--hosts 100] [--workers 4] [--consistency one]
+# Ingest into a local 3-node ShardCore cluster (loopback, --cores 1 each, rf=2, all
+# writes through node 1) at a given consistency, and into a single node (--cores 2) in
+# the same run, with the same load tool and data; each run on fresh nodes and empty data
+# directories. Prints every run and the medians, with node 1's CPU time per million
+# lines and the remote-write counters from its /debug/vars.
+# Usage: tools/cluster-ingest.sh [--rows 10000] [--hosts 100] [--workers 4]
+#          [--consistency one] [--runs 1] [--single-cores 2] [--no-single]
+# Binaries: SHARDCORE_BIN_DIR=dir measures those (not rebuilt); else this checkout is
+# built into ${CARGO_TARGET_DIR:-target}. Extra [cluster] keys: EXTRA_CLUSTER_TOML.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows=10000 hosts=100 workers=4 consistency=one
+rows=10000 hosts=100 workers=4 consistency=one runs=1 single_cores=2 single=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift 2 ;;
     --hosts) hosts=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
     --consistency) consistency=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --single-cores) single_cores=$2; shift 2 ;;
+    --no-single) single=0; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-cargo build --release --bins -q
-bin=target/release/shardcore
-bench=target/release/shardcore-bench
+. tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
+select_binaries
 tmp=$(mktemp -d /tmp/shardcore-cluster-ingest.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
+tck=$(getconf CLK_TCK)
 
-. tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
+# load URL -> one JSON line of the load tool's result
+load() {
+  "$bench" load --url "http://$1" --db benchmark --hosts "$hosts" --rows "$rows" \
+    --workers "$workers" --batch-lines 5000 --consistency "$consistency" --json
+}
+field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1"; }
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 
-ports=("$(free_port)" "$(free_port)" "$(free_port)")
-http=()
-for i in 0 1 2; do
-  peers=""
-  for j in 0 1 2; do [ "$i" = "$j" ] || peers="$peers\"$((j+1))@127.0.0.1:${ports[$j]}\","; done
-  mkdir -p "$tmp/n$i"
-  printf "[cluster]\nnode-id = %d\nbind = \"127.0.0.1:%s\"\npeers = [%s]\nshared-secret = \"bench\"\n${EXTRA_CLUSTER_TOML:-}" \
-    $((i+1)) "${ports[$i]}" "${peers%,}" > "$tmp/n$i/node.toml"
-  "$bin" serve --cores 1 --data-dir "$tmp/n$i/data" --http-bind 127.0.0.1:0 \
-    --config "$tmp/n$i/node.toml" 2> "$tmp/n$i/log" & pids+=($!)
+echo "binaries: $bin_dir; $(nproc) CPUs; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "data: $hosts hosts x $rows rows, $workers workers, 5000 lines per request, consistency=$consistency"
+cluster_rates=() single_rates=() cpu_per_m=()
+for run in $(seq 1 "$runs"); do
+  dir=$tmp/run$run
+  cluster_configs "$dir"
+  http=() node1=
+  for i in 0 1 2; do
+    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid")
+    [ "$i" = 0 ] && node1=$started_pid
+  done
+  for i in 0 1 2; do http+=("$(wait_ready "$dir/n$i/log")"); done
+  curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION 2" > /dev/null
+  sleep 1
+  before=$(cpu_ticks "$node1")
+  result=$(load "${http[0]}")
+  after=$(cpu_ticks "$node1")
+  rate=$(field "$result" 'round(d["lines_per_s"])')
+  cpu=$(python3 -c "print(round(($after - $before) / $tck / ($(field "$result" 'd["lines"]') / 1e6), 2))")
+  cluster_rates+=("$rate"); cpu_per_m+=("$cpu")
+  writer=$(curl -s "http://${http[0]}/debug/vars" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["cluster"]["shardWriter"]))')
+  echo "run $run: 3 nodes: $rate lines/s, p50 $(field "$result" 'd["latency_ms"]["p50"]') ms, p99 $(field "$result" 'd["latency_ms"]["p99"]') ms, errors $(field "$result" 'd["errors"]'), node 1 CPU $cpu s per M lines"
+  echo "  node 1 shardWriter: $writer"
+  stop_all
+  if [ "$single" = 1 ]; then
+    start_shardcore "$single_cores" "$dir/single"; pids+=("$started_pid")
+    addr=$(wait_ready "$dir/single/log")
+    curl -s -XPOST "http://$addr/query" --data-urlencode "q=CREATE DATABASE benchmark" > /dev/null
+    result=$(load "$addr")
+    rate=$(field "$result" 'round(d["lines_per_s"])')
+    single_rates+=("$rate")
+    echo "run $run: single node (--cores $single_cores): $rate lines/s, p50 $(field "$result" 'd["latency_ms"]["p50"]') ms, p99 $(field "$result" 'd["latency_ms"]["p99"]') ms"
+    stop_all
+  fi
+  rm -rf "$dir"
 done
-for i in 0 1 2; do http+=("$(wait_ready "$tmp/n$i/log")"); done
-curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION 2" > /dev/null
-sleep 1
-echo "3-node cluster (rf=2, --cores 1 each), consistency=$consistency, all writes through node 1:"
-"$bench" load --url "http://${http[0]}" --db benchmark --hosts "$hosts" --rows "$rows" \
-  --workers "$workers" --batch-lines 5000 --consistency "$consistency" | grep -E 'throughput|latency|errors'
-echo "remote write RTT on node 1 (µs):"
-curl -s "http://${http[0]}/debug/vars" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["cluster"]["shardWriter"])'
+c=$(median "${cluster_rates[@]}")
+echo "median: 3 nodes $c lines/s (runs: ${cluster_rates[*]}), node 1 CPU $(median "${cpu_per_m[@]}") s per M lines"
+if [ "$single" = 1 ]; then
+  s=$(median "${single_rates[@]}")
+  echo "median: single node $s lines/s (runs: ${single_rates[*]}); cluster/single = $(python3 -c "print(f'{$c / $s:.0%}')")"
+fi

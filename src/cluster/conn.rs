@@ -459,7 +459,8 @@ impl FrameSink {
         Ok(())
     }
 
-    /// Accepts no more frames; the flusher writes what is queued, then ends.
+    /// Accepts no more frames; the flusher writes what is queued, shuts the socket down
+    /// and ends.
     pub fn close(&self) {
         let mut s = self.state.borrow_mut();
         s.closing = true;
@@ -512,6 +513,9 @@ async fn flush_loop(state: Rc<RefCell<SinkState>>) -> Result<(), ConnError> {
         })
         .await?;
         let Some((mut buf, permits)) = next else {
+            // Closed and written out: the peer sees the end now, not when the last
+            // task holding this sink is done.
+            stream.shutdown();
             return Ok(());
         };
         if let Err(e) = stream.write_all(&buf).await {

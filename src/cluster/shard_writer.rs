@@ -187,13 +187,12 @@ impl ConnEvents for Pool {
 
     fn closed(&self, error: &ConnError, failed_requests: usize) {
         self.count(|s| s.connections_failed += 1);
-        tracing::warn!(
-            node = self.node,
-            core = self.core,
-            failed_requests,
-            %error,
-            "cluster connection closed"
-        );
+        let (node, core) = (self.node, self.core);
+        if failed_requests > 0 {
+            tracing::warn!(node, core, failed_requests, %error, "cluster connection closed");
+        } else {
+            tracing::info!(node, core, %error, "idle cluster connection closed");
+        }
         self.wake_all();
     }
 
