@@ -60,6 +60,10 @@ pub struct RetentionPolicy {
     pub duration_ns: i64,
     pub shard_group_duration_ns: i64,
     pub replication: u32,
+    /// Creation order within its database (SHOW RETENTION POLICIES lists by it, as
+    /// InfluxDB does); 0 for the database's first policy and for older meta files.
+    #[serde(default)]
+    pub created: u64,
 }
 
 impl RetentionPolicy {
@@ -208,6 +212,7 @@ impl RetentionPolicySpec {
             duration_ns,
             shard_group_duration_ns,
             replication,
+            created: 0,
         })
     }
 }
@@ -401,12 +406,24 @@ impl MetaStore {
                 .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
             if let Some(existing) = database.retention_policies.get(&name) {
                 let same_default = !make_default || database.default_retention_policy == name;
-                if *existing == policy && same_default {
+                let same = RetentionPolicy {
+                    created: existing.created,
+                    ..policy.clone()
+                };
+                if *existing == same && same_default {
                     return Ok((None, ()));
                 }
                 return Err(MetaError::RetentionPolicyExists);
             }
-            database.retention_policies.insert(name.clone(), policy);
+            let created = database
+                .retention_policies
+                .values()
+                .map(|p| p.created + 1)
+                .max()
+                .unwrap_or(0);
+            database
+                .retention_policies
+                .insert(name.clone(), RetentionPolicy { created, ..policy });
             if make_default {
                 database.default_retention_policy = name;
             }

@@ -327,9 +327,11 @@ async fn execute_statement(
             let database = snap
                 .database(name)
                 .ok_or_else(|| MetaError::DatabaseNotFound(name.to_string()).to_string())?;
-            let values: Vec<Value> = database
-                .retention_policies
-                .values()
+            let mut policies: Vec<&crate::meta::RetentionPolicy> =
+                database.retention_policies.values().collect();
+            policies.sort_by_key(|p| (p.created, p.name.clone()));
+            let values: Vec<Value> = policies
+                .into_iter()
                 .map(|rp| {
                     json!([
                         rp.name,
