@@ -217,6 +217,8 @@ pub struct RuntimeConfig {
     pub io_memory_bytes: usize,
     pub ring_depth: usize,
     pub shutdown_timeout_ms: u64,
+    /// Pin core k's executor to CPU k (when there are that many CPUs).
+    pub pin_cores: bool,
 }
 
 impl Default for Config {
@@ -265,6 +267,7 @@ impl Default for RuntimeConfig {
             io_memory_bytes: 2 * 1024 * 1024,
             ring_depth: 128,
             shutdown_timeout_ms: 30_000,
+            pin_cores: true,
         }
     }
 }
@@ -330,6 +333,10 @@ ring-depth = 128
 
 # On SIGINT/SIGTERM, how long in-flight requests may take before the node exits.
 shutdown-timeout-ms = 30000
+
+# Pin core k's executor thread to CPU k. Turn off when several nodes share one
+# machine (tests, benchmarks): pinned, every node would run its core 0 on CPU 0.
+pin-cores = true
 
 [cluster]
 # This node's id; unique in the cluster. Placement sorts nodes by id.

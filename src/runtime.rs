@@ -201,7 +201,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let mut handles = Vec::with_capacity(cores);
     let mut bound_addr = None;
     for (core, channels) in mesh.into_iter().enumerate() {
-        let placement = if cores <= online {
+        let placement = if config.runtime.pin_cores && cores <= online {
             Placement::Fixed(core)
         } else {
             Placement::Unbound

@@ -4,13 +4,16 @@
 # the same run, with the same load tool and data; each run on fresh nodes and empty data
 # directories. Prints every run and the medians, with node 1's CPU time per million
 # lines and the remote-write counters from its /debug/vars.
+# The three cluster nodes run with `[runtime] pin-cores = false`: pinned, each would run
+# its only core on CPU 0 and the three would share one CPU (--pinned does that anyway,
+# and is what binaries without that key need). The single node is pinned as usual.
 # Usage: tools/cluster-ingest.sh [--rows 10000] [--hosts 100] [--workers 4]
-#          [--consistency one] [--runs 1] [--single-cores 2] [--no-single]
+#          [--consistency one] [--runs 1] [--single-cores 2] [--no-single] [--pinned]
 # Binaries: SHARDCORE_BIN_DIR=dir measures those (not rebuilt); else this checkout is
 # built into ${CARGO_TARGET_DIR:-target}. Extra [cluster] keys: EXTRA_CLUSTER_TOML.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows=10000 hosts=100 workers=4 consistency=one runs=1 single_cores=2 single=1
+rows=10000 hosts=100 workers=4 consistency=one runs=1 single_cores=2 single=1 pinned=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift 2 ;;
@@ -20,11 +23,13 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --single-cores) single_cores=$2; shift 2 ;;
     --no-single) single=0; shift ;;
+    --pinned) pinned=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 . tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
 select_binaries
+[ "$pinned" = 1 ] || EXTRA_CLUSTER_TOML="${EXTRA_CLUSTER_TOML:-}\n[runtime]\npin-cores = false\n"
 tmp=$(mktemp -d /tmp/shardcore-cluster-ingest.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -40,27 +45,28 @@ field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 
 echo "binaries: $bin_dir; $(nproc) CPUs; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "data: $hosts hosts x $rows rows, $workers workers, 5000 lines per request, consistency=$consistency"
+echo "data: $hosts hosts x $rows rows, $workers workers, 5000 lines per request, consistency=$consistency, cluster nodes $([ "$pinned" = 1 ] && echo pinned || echo unpinned)"
 cluster_rates=() single_rates=() cpu_per_m=()
 for run in $(seq 1 "$runs"); do
   dir=$tmp/run$run
   cluster_configs "$dir"
-  http=() node1=
+  http=() nodes=()
   for i in 0 1 2; do
-    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid")
-    [ "$i" = 0 ] && node1=$started_pid
+    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid"); nodes+=("$started_pid")
   done
   for i in 0 1 2; do http+=("$(wait_ready "$dir/n$i/log")"); done
   curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION 2" > /dev/null
   sleep 1
-  before=$(cpu_ticks "$node1")
+  before=(); for p in "${nodes[@]}"; do before+=("$(cpu_ticks "$p")"); done
   result=$(load "${http[0]}")
-  after=$(cpu_ticks "$node1")
+  per_m=()
+  for i in 0 1 2; do
+    per_m+=("$(python3 -c "print(round(($(cpu_ticks "${nodes[$i]}") - ${before[$i]}) / $tck / ($(field "$result" 'd["lines"]') / 1e6), 2))")")
+  done
   rate=$(field "$result" 'round(d["lines_per_s"])')
-  cpu=$(python3 -c "print(round(($after - $before) / $tck / ($(field "$result" 'd["lines"]') / 1e6), 2))")
-  cluster_rates+=("$rate"); cpu_per_m+=("$cpu")
+  cluster_rates+=("$rate"); cpu_per_m+=("${per_m[0]}")
   writer=$(curl -s "http://${http[0]}/debug/vars" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["cluster"]["shardWriter"]))')
-  echo "run $run: 3 nodes: $rate lines/s, p50 $(field "$result" 'd["latency_ms"]["p50"]') ms, p99 $(field "$result" 'd["latency_ms"]["p99"]') ms, errors $(field "$result" 'd["errors"]'), node 1 CPU $cpu s per M lines"
+  echo "run $run: 3 nodes: $rate lines/s, p50 $(field "$result" 'd["latency_ms"]["p50"]') ms, p99 $(field "$result" 'd["latency_ms"]["p99"]') ms, errors $(field "$result" 'd["errors"]'), CPU s per M lines: node 1 ${per_m[0]}, node 2 ${per_m[1]}, node 3 ${per_m[2]}"
   echo "  node 1 shardWriter: $writer"
   stop_all
   if [ "$single" = 1 ]; then

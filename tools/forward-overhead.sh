@@ -8,23 +8,27 @@
 # - forwarded: 3 nodes (--cores 1 each, loopback), all writes through node 1; every
 #   point goes to exactly one remote owner.
 # - local: one node (--cores 1, no peers) takes the same file.
-# CPU time is utime+stime from /proc/PID/stat around the load run.
+# CPU time is utime+stime from /proc/PID/stat around the load run. Cluster nodes run
+# unpinned (`[runtime] pin-cores = false`) unless --pinned, as in cluster-ingest.sh.
 # Usage: tools/forward-overhead.sh [--rows 10000] [--hosts 100] [--workers 4] [--runs 1]
+#          [--pinned]
 # Binaries as in tools/cluster-ingest.sh (SHARDCORE_BIN_DIR, CARGO_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows=10000 hosts=100 workers=4 runs=1
+rows=10000 hosts=100 workers=4 runs=1 pinned=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift 2 ;;
     --hosts) hosts=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --pinned) pinned=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 . tools/cluster-lib.sh  # (the script cd-ed to the repo root above)
 select_binaries
+[ "$pinned" = 1 ] || EXTRA_CLUSTER_TOML="${EXTRA_CLUSTER_TOML:-}\n[runtime]\npin-cores = false\n"
 if [ -x "$bin_dir/lines_by_owner" ]; then
   filter=$bin_dir/lines_by_owner
 else
