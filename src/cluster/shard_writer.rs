@@ -728,6 +728,39 @@ mod tests {
     }
 
     #[test]
+    fn with_every_slot_taken_a_caller_waits_at_most_pool_wait_timeout() {
+        executor().run(async {
+            let hung = fake_peer(Fake::Silent).await;
+            let writer = writer(&[(3, hung)], |c| {
+                c.max_inflight_requests_per_connection = 2;
+                c.pool_wait_timeout_ms = 200;
+            });
+            let in_flight = pings(&writer, 3, 2).await;
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let waits_before = writer.stats().pool_waits;
+            let started = Instant::now();
+            let third = writer.request::<_, Pong>(3, 0, &Ping).await;
+            let waited = started.elapsed();
+            assert!(
+                matches!(
+                    third,
+                    Err(ShardWriterError::PoolTimeout { node: 3, core: 0 })
+                ),
+                "{third:?}"
+            );
+            assert!(
+                waited >= Duration::from_millis(190) && waited < Duration::from_millis(1_000),
+                "{waited:?}"
+            );
+            assert!(third.unwrap_err().is_timeout());
+            assert_eq!(writer.stats().pool_waits, waits_before + 1);
+            // The two in flight are still there, untouched by the third's timeout.
+            assert_eq!(writer.in_flight(), 2);
+            drop(in_flight);
+        });
+    }
+
+    #[test]
     fn callers_waiting_for_a_slot_send_in_arrival_order() {
         executor().run(async {
             let seen = Rc::new(RefCell::new(Vec::new()));
