@@ -49,14 +49,8 @@ echo "data: $hosts hosts x $rows rows, $workers workers, 5000 lines per request,
 cluster_rates=() single_rates=() cpu_per_m=()
 for run in $(seq 1 "$runs"); do
   dir=$tmp/run$run
-  cluster_configs "$dir"
-  http=() nodes=()
-  for i in 0 1 2; do
-    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid"); nodes+=("$started_pid")
-  done
-  for i in 0 1 2; do http+=("$(wait_ready "$dir/n$i/log")"); done
-  curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION 2" > /dev/null
-  sleep 1
+  start_cluster "$dir" 2
+  nodes=("${cluster_pids[@]}")
   before=(); for p in "${nodes[@]}"; do before+=("$(cpu_ticks "$p")"); done
   result=$(load "${http[0]}")
   per_m=()

@@ -67,3 +67,18 @@ cluster_configs() {
 
 # Median of numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Starts three one-core nodes from cluster_configs in DIR, waits until they answer and
+# creates database `benchmark` with replication RF. Sets `http` (their addresses) and
+# `cluster_pids`, and adds the pids to `pids` (the caller's cleanup list).
+start_cluster() {
+  local dir=$1 rf=$2 i
+  cluster_configs "$dir"
+  http=() cluster_pids=()
+  for i in 0 1 2; do
+    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid"); cluster_pids+=("$started_pid")
+  done
+  for i in 0 1 2; do http+=("$(wait_ready "$dir/n$i/log")"); done
+  curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION $rf" > /dev/null
+  sleep 1
+}

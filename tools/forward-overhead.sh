@@ -61,14 +61,7 @@ load() {
 forwarded=() local_=()
 for run in $(seq 1 "$runs"); do
   dir=$tmp/run$run
-  cluster_configs "$dir"
-  http=() cluster_pids=()
-  for i in 0 1 2; do
-    start_shardcore 1 "$dir/n$i" "$dir/n$i/node.toml"; pids+=("$started_pid"); cluster_pids+=("$started_pid")
-  done
-  for i in 0 1 2; do http+=("$(wait_ready "$dir/n$i/log")"); done
-  curl -s -XPOST "http://${http[0]}/query" --data-urlencode "q=CREATE DATABASE benchmark WITH REPLICATION 1" > /dev/null
-  sleep 1
+  start_cluster "$dir" 1
   before=() ; for p in "${cluster_pids[@]}"; do before+=("$(cpu_ticks "$p")"); done
   out=$(load "${http[0]}")
   f=$(cpu_per_m "${cluster_pids[0]}" "${before[0]}")
