@@ -48,6 +48,17 @@ pub enum ShardWriterError {
     Timeout { node: NodeId, after: Duration },
     #[error("{source}")]
     Conn { node: NodeId, source: ConnError },
+    /// Several dials in a row failed; no new attempt before the back-off ends (a Ping,
+    /// which hinted handoff uses to notice a node's return, always dials).
+    #[error(
+        "node {node} core {core} is unreachable ({last}); next connection attempt in {retry_in:?}"
+    )]
+    Backoff {
+        node: NodeId,
+        core: usize,
+        retry_in: Duration,
+        last: String,
+    },
 }
 
 impl ShardWriterError {
@@ -104,7 +115,21 @@ struct Pool {
     waiters: RefCell<VecDeque<(u64, oneshot::Sender<()>)>>,
     next_ticket: Cell<u64>,
     stats: Rc<Cell<ShardWriterStats>>,
+    /// Reconnect back-off: after `DIAL_FAILURES_BEFORE_BACKOFF` failed dials in a row,
+    /// no new dial before `retry_at`; the wait doubles from `DIAL_BACKOFF_MIN` to
+    /// `DIAL_BACKOFF_MAX`, and a successful dial resets it all.
+    failed_dials: Cell<u32>,
+    retry_at: Cell<Option<Instant>>,
+    backoff: Cell<Duration>,
+    last_dial_error: RefCell<String>,
 }
+
+/// Failed dials in a row before requests stop dialling for a while (a node that is
+/// starting, or a single refused connect, does not trigger it).
+pub const DIAL_FAILURES_BEFORE_BACKOFF: u32 = 3;
+/// First and largest wait between dials once backing off.
+pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Where a request goes.
 enum Pick {
@@ -322,6 +347,10 @@ impl ShardWriter {
                     waiters: RefCell::new(VecDeque::new()),
                     next_ticket: Cell::new(0),
                     stats: self.stats.clone(),
+                    failed_dials: Cell::new(0),
+                    retry_at: Cell::new(None),
+                    backoff: Cell::new(Duration::ZERO),
+                    last_dial_error: RefCell::new(String::new()),
                 })
             })
             .clone();
@@ -367,7 +396,11 @@ impl ShardWriter {
 
     /// A connection of `pool` with a free slot: idle, newly dialled, or pipelined onto;
     /// waits at most `pool-wait-timeout-ms` when all are full.
-    async fn connection(&self, pool: &Rc<Pool>) -> Result<Rc<PipelinedConn>, ShardWriterError> {
+    async fn connection(
+        &self,
+        pool: &Rc<Pool>,
+        bypass_backoff: bool,
+    ) -> Result<Rc<PipelinedConn>, ShardWriterError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.pool_wait_timeout_ms);
         let mut ticket = None;
         loop {
@@ -380,11 +413,38 @@ impl ShardWriter {
             match pick {
                 Pick::Send(conn) => return Ok(conn),
                 Pick::Dial => {
+                    if let Some(at) = pool.retry_at.get() {
+                        let now = Instant::now();
+                        if at > now && !bypass_backoff {
+                            return Err(ShardWriterError::Backoff {
+                                node: pool.node,
+                                core: pool.core,
+                                retry_in: at - now,
+                                last: pool.last_dial_error.borrow().clone(),
+                            });
+                        }
+                    }
                     pool.dialing.set(pool.dialing.get() + 1);
                     let dialed = self.dial(pool).await;
                     pool.dialing.set(pool.dialing.get() - 1);
-                    if let Ok(conn) = &dialed {
-                        pool.conns.borrow_mut().push(conn.clone());
+                    match &dialed {
+                        Ok(conn) => {
+                            pool.conns.borrow_mut().push(conn.clone());
+                            pool.failed_dials.set(0);
+                            pool.retry_at.set(None);
+                            pool.backoff.set(Duration::ZERO);
+                        }
+                        Err(e) => {
+                            let failed = pool.failed_dials.get() + 1;
+                            pool.failed_dials.set(failed);
+                            *pool.last_dial_error.borrow_mut() = e.to_string();
+                            if failed >= DIAL_FAILURES_BEFORE_BACKOFF {
+                                let next = (pool.backoff.get() * 2)
+                                    .clamp(DIAL_BACKOFF_MIN, DIAL_BACKOFF_MAX);
+                                pool.backoff.set(next);
+                                pool.retry_at.set(Some(Instant::now() + next));
+                            }
+                        }
                     }
                     // Waiters may now pipeline onto the new connection, or dial in turn.
                     pool.wake_all();
@@ -427,7 +487,7 @@ impl ShardWriter {
         if let Some(cores) = known {
             return Ok((placement::owning_core(shard_id, cores as usize), None));
         }
-        let conn = self.connection(&self.pool(node, 0)?).await?;
+        let conn = self.connection(&self.pool(node, 0)?, false).await?;
         let cores = self.peer_cores.borrow()[&node];
         let core = placement::owning_core(shard_id, cores as usize);
         Ok((core, (core == 0).then_some(conn)))
@@ -481,7 +541,11 @@ impl ShardWriter {
     ) -> Result<R, ShardWriterError> {
         let conn = match conn {
             Some(conn) => conn,
-            None => self.connection(&self.pool(node, core)?).await?,
+            // Pings dial even during a back-off: they are how a node's return is noticed.
+            None => {
+                let ping = M::KIND == wire::FrameKind::Ping;
+                self.connection(&self.pool(node, core)?, ping).await?
+            }
         };
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
@@ -700,6 +764,48 @@ mod tests {
             out.push(h.await.expect("task ran"));
         }
         out
+    }
+
+    #[test]
+    fn repeated_failed_dials_back_off_except_for_pings() {
+        executor().run(async {
+            // A port nobody listens on.
+            let closed = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let writer = writer(&[(4, closed)], |_| {});
+            let sync = crate::cluster::meta_sync::MetaSync {
+                meta_json: bytes::Bytes::from_static(b"{}"),
+            };
+            type Answer = crate::cluster::meta_sync::MetaSyncResponse;
+            for n in 1..=DIAL_FAILURES_BEFORE_BACKOFF as u64 {
+                let r = writer.request::<_, Answer>(4, 0, &sync).await;
+                assert!(matches!(r, Err(ShardWriterError::Conn { .. })), "{r:?}");
+                assert_eq!(writer.stats().dials, n);
+            }
+            // Now backing off: no dial, a typed error naming the wait and the cause.
+            let dials = writer.stats().dials;
+            match writer.request::<_, Answer>(4, 0, &sync).await {
+                Err(e @ ShardWriterError::Backoff { node: 4, .. }) => {
+                    assert!(e.to_string().contains("next connection attempt in"), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(writer.stats().dials, dials);
+            // A ping dials anyway (hinted handoff notices a returning node with it).
+            let ping = writer.request::<_, Pong>(4, 0, &Ping).await;
+            assert!(
+                matches!(ping, Err(ShardWriterError::Conn { .. })),
+                "{ping:?}"
+            );
+            assert_eq!(writer.stats().dials, dials + 1);
+            // After the back-off, requests dial again.
+            glommio::timer::sleep(DIAL_BACKOFF_MIN * 4 + Duration::from_millis(50)).await;
+            let r = writer.request::<_, Answer>(4, 0, &sync).await;
+            assert!(matches!(r, Err(ShardWriterError::Conn { .. })), "{r:?}");
+            assert_eq!(writer.stats().dials, dials + 2);
+        });
     }
 
     #[test]
