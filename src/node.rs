@@ -150,43 +150,49 @@ impl CoreContext {
         Ok(out)
     }
 
-    /// Stored points from every core.
-    pub async fn read_all(
+    /// Runs `local` on this core and sends `remote(reply)` to every other core, in core
+    /// order; the answers of every core, concatenated.
+    async fn on_every_core<T>(
         &self,
-        request: &ReadRequest,
-    ) -> Result<Vec<(u64, StoredPoint)>, MeshError> {
+        local: impl Fn() -> Vec<T>,
+        remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
+    ) -> Result<Vec<T>, MeshError> {
         let mut out = Vec::new();
         for core in 0..self.cores {
             if core == self.core {
-                out.extend(read_local(&self.store, request));
+                out.extend(local());
             } else {
-                let request = request.clone();
-                out.extend(
-                    self.mesh
-                        .call(core, |reply| MeshRequest::Read { request, reply })
-                        .await?,
-                );
+                out.extend(self.mesh.call(core, &remote).await?);
             }
         }
         Ok(out)
     }
 
+    /// Stored points from every core.
+    pub async fn read_all(
+        &self,
+        request: &ReadRequest,
+    ) -> Result<Vec<(u64, StoredPoint)>, MeshError> {
+        self.on_every_core(
+            || read_local(&self.store, request),
+            |reply| MeshRequest::Read {
+                request: request.clone(),
+                reply,
+            },
+        )
+        .await
+    }
+
     /// A query scan over every core of this node.
     pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, MeshError> {
-        let mut out = Vec::new();
-        for core in 0..self.cores {
-            if core == self.core {
-                out.extend(scan::scan_local(&mut self.store.borrow_mut(), request));
-            } else {
-                let request = request.clone();
-                out.extend(
-                    self.mesh
-                        .call(core, |reply| MeshRequest::Scan { request, reply })
-                        .await?,
-                );
-            }
-        }
-        Ok(out)
+        self.on_every_core(
+            || scan::scan_local(&mut self.store.borrow_mut(), request),
+            |reply| MeshRequest::Scan {
+                request: request.clone(),
+                reply,
+            },
+        )
+        .await
     }
 
     /// The schema of a database's shards over every core of this node.
@@ -194,20 +200,14 @@ impl CoreContext {
         &self,
         request: &SchemaRequest,
     ) -> Result<Vec<ShardSchema>, MeshError> {
-        let mut out = Vec::new();
-        for core in 0..self.cores {
-            if core == self.core {
-                out.extend(scan::schema_local(&self.store.borrow(), request));
-            } else {
-                let request = request.clone();
-                out.extend(
-                    self.mesh
-                        .call(core, |reply| MeshRequest::Schema { request, reply })
-                        .await?,
-                );
-            }
-        }
-        Ok(out)
+        self.on_every_core(
+            || scan::schema_local(&self.store.borrow(), request),
+            |reply| MeshRequest::Schema {
+                request: request.clone(),
+                reply,
+            },
+        )
+        .await
     }
 
     /// A delete on every core of this node; the values removed.
