@@ -287,9 +287,10 @@ cores = 0
 log-level = "info"
 
 [http]
-# Address of the InfluxDB 1.x compatible HTTP API. Every core accepts on it
-# (SO_REUSEPORT). Port 0 picks a free port; the log line "HTTP API listening on"
-# names it.
+# Address of the InfluxDB 1.x compatible HTTP API. Core 0 accepts and hands each
+# connection to the least-loaded core. The port is bound exclusively: a second
+# process on it fails to start. Port 0 picks a free port; the log line
+# "HTTP API listening on" names it.
 bind-address = "127.0.0.1:8086"
 
 # Largest request body accepted, after gzip decoding; larger bodies get 413.

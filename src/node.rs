@@ -340,7 +340,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     } = args;
     // Only core 0 listens; it hands connections to the other cores.
     let listener = if core == 0 {
-        match TcpListener::bind(http_bind) {
+        match bind_exclusive(http_bind) {
             Ok(l) => Some(l),
             Err(e) => {
                 let message = format!("cannot listen on {http_bind}: {e}");
@@ -473,6 +473,17 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Binds a listener that no other socket shares. glommio's `TcpListener::bind` sets
+/// SO_REUSEPORT, so a second process given the same port would bind without an error
+/// and take half the connections; a std listener (SO_REUSEADDR only, so a restart
+/// right after a crash still binds) makes that misconfiguration fail loudly.
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves here.
+    Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+}
+
 /// Binds this core's cluster listener (`bind` port + core) when peers are configured.
 fn bind_cluster_listener(config: &Config, core: usize) -> Result<Option<TcpListener>, String> {
     if config.cluster.peers.is_empty() {
@@ -480,7 +491,7 @@ fn bind_cluster_listener(config: &Config, core: usize) -> Result<Option<TcpListe
     }
     let mut addr = config.cluster.bind_addr();
     addr.set_port(addr.port() + core as u16);
-    TcpListener::bind(addr)
+    bind_exclusive(addr)
         .map(Some)
         .map_err(|e| format!("cannot listen for cluster peers on {addr}: {e}"))
 }

@@ -81,3 +81,41 @@ fn port_in_use_is_a_clear_start_up_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
 }
+
+/// A second node given a running node's HTTP or cluster port fails to start instead of
+/// silently sharing the port (glommio's own bind sets SO_REUSEPORT; ours does not).
+#[test]
+fn a_running_nodes_ports_cannot_be_shared() {
+    let cluster = common::Cluster::start(2, 1, "");
+    let running = cluster.node(0);
+    let dir = temp_dir();
+    let out = Command::new(BIN)
+        .args(["serve", "--cores", "1", "--http-bind"])
+        .arg(running.addr.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+
+    // Same config file (so the same cluster port), another data dir and HTTP port.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--cores",
+            "1",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cluster.configs[0])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for cluster peers"), "{err}");
+}

@@ -586,12 +586,9 @@ impl Drop for Influxd {
     }
 }
 
+/// A port outside the ephemeral range (see `common::free_port_pair`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_port_pair()
 }
 
 fn influxd_binary() -> Option<PathBuf> {

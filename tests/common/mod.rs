@@ -309,16 +309,21 @@ pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Two consecutive free loopback ports (a node's cluster ports for 2 cores), found by
-/// binding them; they are free again when this returns (a tiny race we accept in tests).
+/// Two consecutive free loopback ports (a node's cluster ports for 2 cores).
+///
+/// They come from below the kernel's ephemeral range (32768-60999 by default), so no
+/// node binding port 0 for HTTP can be handed one of them between this check and the
+/// node's own bind; each test process starts at its own offset (pid) and never hands
+/// out a port twice.
 pub fn free_port_pair() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 24;
     loop {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p == u16::MAX {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        let step = NEXT.fetch_add(2, Ordering::Relaxed);
+        let p = 20_000 + (base - 20_000 + step) % 12_000;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(p) && free(p + 1) {
             return p;
         }
     }
