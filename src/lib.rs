@@ -19,6 +19,7 @@
 //! - [`meta`]: databases and retention policies, persisted and shared as snapshots.
 //! - [`tsdb`]: per-shard WAL, cache and index, owned by one core.
 //! - [`query`]: InfluxQL parsing and execution.
+//! - [`metrics`]: per-core counters and latency histograms, merged on demand.
 //! - [`inspect`]: offline reading of a data directory.
 
 pub mod cluster;
@@ -28,6 +29,7 @@ pub mod http;
 pub mod inspect;
 pub mod lineproto;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod query;

@@ -46,6 +46,15 @@ enum Command {
         #[command(subcommand)]
         command: HhCommand,
     },
+    /// A running node's counters and latency percentiles (every core merged), as a table.
+    Stats {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8086")]
+        host: String,
+        /// Print again every this many seconds, with per-second rates of the counters.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+    },
     /// Read a (stopped) node's data directory: shards and their counts, or points.
     Inspect {
         /// Data directory to read.
@@ -179,6 +188,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Stats { host, watch } => match stats(&host, watch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shardcore: cannot read statistics from {host}: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Hh {
             command: HhCommand::Status { host },
         } => match hh_status(&host) {
@@ -252,42 +268,119 @@ fn inspect(
     ExitCode::SUCCESS
 }
 
-/// Prints the hinted-handoff queues of the node at `host` (one core's view per request;
-/// asks until every core answered or 20 tries).
+/// Prints the hinted-handoff queues of the node at `host`, one row per (destination,
+/// core) queue (`/debug/vars` merges every core).
 fn hh_status(host: &str) -> Result<(), String> {
-    let mut seen = std::collections::BTreeMap::new();
-    let mut cores = usize::MAX;
-    for _ in 0..20 {
-        let vars = get_json(host, "/debug/vars")?;
-        cores = vars["cores"].as_u64().unwrap_or(1) as usize;
-        let core = vars["core"].as_u64().unwrap_or(0);
-        seen.insert(core, vars);
-        if seen.len() >= cores {
-            break;
-        }
-    }
+    let vars = get_json(host, "/debug/vars")?;
     println!("core\tnode\tqueue_bytes\trecords\toldest_age_s\tdelivered\tdead_lettered\tpurged\tfull_rejections");
-    for (core, vars) in &seen {
-        for q in vars["hintedHandoff"].as_array().into_iter().flatten() {
-            println!(
-                "{core}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                q["node"],
-                q["queueBytes"],
-                q["queueRecords"],
-                q["oldestAgeSeconds"]
-                    .as_f64()
-                    .map_or("-".to_string(), |a| format!("{a:.1}")),
-                q["delivered"],
-                q["deadLettered"],
-                q["purged"],
-                q["fullRejections"]
+    for q in vars["hintedHandoff"].as_array().into_iter().flatten() {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            q["core"],
+            q["node"],
+            q["queueBytes"],
+            q["queueRecords"],
+            q["oldestAgeSeconds"]
+                .as_f64()
+                .map_or("-".to_string(), |a| format!("{a:.1}")),
+            q["delivered"],
+            q["deadLettered"],
+            q["purged"],
+            q["fullRejections"]
+        );
+    }
+    Ok(())
+}
+
+/// `shardcore stats`: the statistics groups of `/debug/vars` and the latency table;
+/// with `watch`, again every `watch` seconds with counter rates.
+fn stats(host: &str, watch: Option<u64>) -> Result<(), String> {
+    let mut previous: Option<(std::time::Instant, serde_json::Value)> = None;
+    loop {
+        let vars = get_json(host, "/debug/vars")?;
+        let now = std::time::Instant::now();
+        if watch.is_some() {
+            // Clear the terminal and go home, like `watch`.
+            print!("\x1b[2J\x1b[H");
+        }
+        print!(
+            "{}",
+            stats_table(
+                host,
+                &vars,
+                previous
+                    .as_ref()
+                    .map(|(t, v)| (now.duration_since(*t).as_secs_f64(), v))
+            )
+        );
+        let Some(every) = watch else {
+            return Ok(());
+        };
+        previous = Some((now, vars));
+        std::thread::sleep(std::time::Duration::from_secs(every.max(1)));
+    }
+}
+
+/// The text `shardcore stats` prints for one reading (`previous`: seconds since the
+/// last reading and that reading, for rates).
+fn stats_table(
+    host: &str,
+    vars: &serde_json::Value,
+    previous: Option<(f64, &serde_json::Value)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {host}  uptime {}s  cores {}",
+        vars["system"]["uptime"], vars["cores"]
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<16}{:<24}{:>16}{:>12}",
+        "GROUP", "STAT", "VALUE", "PER SEC"
+    );
+    let Some(map) = vars.as_object() else {
+        return out;
+    };
+    for (key, group) in map {
+        let Some(values) = group.get("values").and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let name = group["name"].as_str().unwrap_or(key);
+        for (stat, value) in values {
+            let rate = previous
+                .and_then(|(secs, prev)| {
+                    let before = prev[key]["values"][stat].as_f64()?;
+                    let now = value.as_f64()?;
+                    (secs > 0.0 && now >= before).then(|| format!("{:.1}", (now - before) / secs))
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{name:<16}{stat:<24}{:>16}{rate:>12}",
+                value.to_string()
             );
         }
     }
-    if seen.len() < cores {
-        eprintln!("(only {} of {cores} cores answered)", seen.len());
+    let _ = writeln!(
+        out,
+        "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+        "LATENCY (us)", "COUNT", "P50", "P90", "P99", "P99.9", "MAX"
+    );
+    for (timer, l) in vars["latencyMicros"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{timer:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+            l["count"].to_string(),
+            l["p50"].to_string(),
+            l["p90"].to_string(),
+            l["p99"].to_string(),
+            l["p999"].to_string(),
+            l["max"].to_string()
+        );
     }
-    Ok(())
+    out
 }
 
 /// A minimal HTTP/1.1 GET of a JSON document.

@@ -39,30 +39,8 @@ pub struct CoreArgs {
     pub connection_counts: Arc<Vec<AtomicUsize>>,
 }
 
-/// Counters of one core (plain cells: only this core writes them).
-#[derive(Default)]
-pub struct CoreStats {
-    pub write_requests: Cell<u64>,
-    pub write_ok: Cell<u64>,
-    pub write_errors: Cell<u64>,
-    pub write_partial: Cell<u64>,
-    pub write_timeouts: Cell<u64>,
-    pub write_rejected_busy: Cell<u64>,
-    pub points_written: Cell<u64>,
-    pub points_dropped: Cell<u64>,
-    pub lines_unparsed: Cell<u64>,
-    pub query_requests: Cell<u64>,
-    pub mesh_writes_served: Cell<u64>,
-    pub remote_writes_served: Cell<u64>,
-    pub cluster_rejected_connections: Cell<u64>,
-    pub wal_truncated_segments: Cell<u64>,
-}
-
-impl CoreStats {
-    pub fn add(cell: &Cell<u64>, n: u64) {
-        cell.set(cell.get() + n);
-    }
-}
+pub use crate::metrics::CoreStats;
+use crate::metrics::{CoreSnapshot, CoreTimers, Timer};
 
 /// Everything a core owns, shared by its tasks (`Rc`: never leaves the core).
 pub struct CoreContext {
@@ -74,6 +52,8 @@ pub struct CoreContext {
     pub store: RefCell<Store>,
     pub mesh: Mesh,
     pub stats: CoreStats,
+    /// This core's latency histograms.
+    pub timers: CoreTimers,
     pub in_flight_writes: Cell<usize>,
     pub in_flight_requests: Cell<usize>,
     pub connection_counts: Arc<Vec<AtomicUsize>>,
@@ -100,8 +80,10 @@ impl CoreContext {
 
     /// Writes a batch to a shard this core owns and waits until it is durable.
     pub async fn write_local(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
+        let start = Instant::now();
         let (outcome, durable) = self.append_local(&batch).await?;
         wait_durable(batch.shard.id, durable).await?;
+        self.timers.record(Timer::WalWrite, start);
         Ok(outcome)
     }
 
@@ -148,6 +130,39 @@ impl CoreContext {
             out.push((core, stats));
         }
         Ok(out)
+    }
+
+    /// This core's counters and histograms, and copies of those its modules keep.
+    pub fn metrics_local(&self) -> CoreSnapshot {
+        let shard_writer = self.cluster.as_ref().map(|c| &c.shard_writer);
+        let rtt = shard_writer.map(|w| w.rtt_histogram());
+        CoreSnapshot::capture(
+            self.core,
+            &self.stats,
+            &self.timers,
+            shard_writer
+                .zip(rtt.as_ref())
+                .map(|(w, h)| (w.stats(), w.in_flight() as u64, &**h)),
+            self.hinted_handoff.as_ref().map(|h| {
+                let (enqueue, replay) = h.latency_histograms();
+                (h.stats(), enqueue, replay)
+            }),
+        )
+    }
+
+    /// Counters and histograms of every core, merged.
+    pub async fn metrics_node(&self) -> Result<CoreSnapshot, MeshError> {
+        let all = self
+            .on_every_core(
+                || vec![self.metrics_local()],
+                |reply| MeshRequest::Metrics { reply },
+            )
+            .await?;
+        let mut merged = CoreSnapshot::default();
+        for one in all {
+            merged.merge(one);
+        }
+        Ok(merged)
     }
 
     /// Runs `local` on this core and sends `remote(reply)` to every other core, in core
@@ -284,6 +299,9 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             CoreStats::add(&ctx.stats.mesh_writes_served, 1);
             let _ = reply.send(ctx.write_local(batch).await);
         }
+        MeshRequest::Metrics { reply } => {
+            let _ = reply.send(vec![ctx.metrics_local()]);
+        }
         MeshRequest::ShardStats { reply } => {
             let _ = reply.send(ctx.store.borrow().shard_stats());
         }
@@ -417,6 +435,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         store: RefCell::new(store),
         mesh: mesh.0,
         stats: CoreStats::default(),
+        timers: CoreTimers::default(),
         in_flight_writes: Cell::new(0),
         in_flight_requests: Cell::new(0),
         connection_counts,

@@ -180,6 +180,7 @@ pub fn build_mesh(cores: usize, capacity: usize) -> Vec<CoreChannels> {
 
 /// Runs a node until shutdown: opens meta, starts one executor per core and waits.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
+    crate::metrics::started();
     let cores = config.effective_cores();
     let needed = (cores as u64) * (config.runtime.io_memory_bytes as u64 + (1 << 20));
     raise_memlock(needed)?;

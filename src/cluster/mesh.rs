@@ -33,6 +33,10 @@ pub enum MeshRequest {
     ShardStats {
         reply: oneshot::Sender<Vec<ShardStats>>,
     },
+    /// This core's counters and histograms (`metrics`).
+    Metrics {
+        reply: oneshot::Sender<Vec<crate::metrics::CoreSnapshot>>,
+    },
     Read {
         request: ReadRequest,
         reply: oneshot::Sender<Vec<(u64, StoredPoint)>>,

@@ -311,12 +311,14 @@ async fn apply_remote_write(
     };
     let core = placement::owning_core(batch.shard.id, ctx.cores);
     let written = if core == ctx.core {
+        let wal_start = std::time::Instant::now();
         match ctx.append_local(&batch).await {
             Ok((outcome, durable)) => {
                 drop(turn.done);
-                node::wait_durable(batch.shard.id, durable)
-                    .await
-                    .map(|()| outcome)
+                let synced = node::wait_durable(batch.shard.id, durable).await;
+                ctx.timers
+                    .record(crate::metrics::Timer::WalWrite, wal_start);
+                synced.map(|()| outcome)
             }
             Err(e) => Err(e),
         }

@@ -310,6 +310,11 @@ impl ShardWriter {
     }
 
     /// Remote request round trips on this core: count, p50, p99, max (µs).
+    /// The round-trip histogram (µs) of this core's answered remote requests.
+    pub fn rtt_histogram(&self) -> std::cell::Ref<'_, hdrhistogram::Histogram<u64>> {
+        self.rtt.borrow()
+    }
+
     pub fn rtt_summary(&self) -> serde_json::Value {
         let h = self.rtt.borrow();
         serde_json::json!({

@@ -210,6 +210,14 @@ impl HintedHandoff {
         })
     }
 
+    /// Enqueue and replay latencies, as [`crate::metrics`] merges them.
+    pub fn latency_histograms(&self) -> (crate::metrics::Latency, crate::metrics::Latency) {
+        (
+            crate::metrics::Latency::from_histogram(&self.enqueue_micros.borrow()),
+            crate::metrics::Latency::from_histogram(&self.replay_micros.borrow()),
+        )
+    }
+
     fn queue_of(&self, node: NodeId) -> Option<Rc<RefCell<Queue>>> {
         self.queues.borrow().get(&node).cloned()
     }

@@ -15,6 +15,7 @@ pub mod io;
 use crate::cluster::mesh::ReadRequest;
 use crate::cluster::points_writer::{self, Consistency, WriteError, WriteOutcome};
 use crate::lineproto::Precision;
+use crate::metrics::{self, CoreSnapshot, Gauges, Timer};
 use crate::node::{CoreContext, CoreStats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -198,6 +199,7 @@ async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         (Method::GET, "/debug/shards") => debug_shards(ctx).await,
         (Method::GET, "/debug/shard-dump") => debug_shard_dump(ctx, &req).await,
         (Method::GET, "/debug/vars") => debug_vars(ctx).await,
+        (Method::GET, "/metrics") => prometheus(ctx).await,
         _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
@@ -365,7 +367,24 @@ async fn read_body(
     Ok((Bytes::from(decoded), parts))
 }
 
+/// `/write`, timed end to end under its consistency level.
 async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    let start = std::time::Instant::now();
+    let consistency = query_params(req.uri().query().unwrap_or(""))
+        .get("consistency")
+        .and_then(|c| Consistency::parse(c));
+    let resp = write_request(ctx, req).await;
+    let timer = match consistency {
+        Some(Consistency::Any) => Timer::WriteAny,
+        Some(Consistency::Quorum) => Timer::WriteQuorum,
+        Some(Consistency::All) => Timer::WriteAll,
+        Some(Consistency::One) | None => Timer::WriteOne,
+    };
+    ctx.timers.record(timer, start);
+    resp
+}
+
+async fn write_request(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     CoreStats::add(&ctx.stats.write_requests, 1);
     if ctx.in_flight_writes.get() >= ctx.config.http.max_concurrent_write_requests_per_core {
         CoreStats::add(&ctx.stats.write_rejected_busy, 1);
@@ -384,6 +403,7 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         Ok((b, _)) => b,
         Err(resp) => return resp,
     };
+    CoreStats::add(&ctx.stats.write_body_bytes, body.len() as u64);
     let database = params.get("db").cloned().unwrap_or_default();
     if database.is_empty() {
         return error(StatusCode::BAD_REQUEST, "database is required");
@@ -632,76 +652,135 @@ fn value_json(v: &crate::tsdb::shard::Value) -> serde_json::Value {
     }
 }
 
-async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
-    let s = &ctx.stats;
-    let shards = ctx.all_shard_stats().await.unwrap_or_default();
-    let (series, values, cache_bytes) =
-        shards
+/// Node-wide gauges and every core's counters and histograms, merged.
+async fn node_metrics(
+    ctx: &Rc<CoreContext>,
+) -> Result<
+    (
+        CoreSnapshot,
+        Gauges,
+        Vec<(usize, Vec<crate::tsdb::shard::ShardStats>)>,
+    ),
+    Resp,
+> {
+    let internal = |e: crate::cluster::mesh::MeshError| {
+        error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+    };
+    let snapshot = ctx.metrics_node().await.map_err(internal)?;
+    let shards = ctx.all_shard_stats().await.map_err(internal)?;
+    let mut gauges = Gauges {
+        uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
+        cores: ctx.cores,
+        connections: ctx
+            .connection_counts
             .iter()
-            .flat_map(|(_, v)| v.iter())
-            .fold((0usize, 0u64, 0usize), |acc, s| {
-                (
-                    acc.0 + s.series,
-                    acc.1 + s.values,
-                    acc.2 + s.cache_heap_bytes,
-                )
-            });
-    json(
-        StatusCode::OK,
+            .map(|c| c.load(Ordering::Relaxed) as u64)
+            .sum(),
+        databases: ctx.meta.snapshot().databases.len() as u64,
+        ..Gauges::default()
+    };
+    for s in shards.iter().flat_map(|(_, v)| v.iter()) {
+        gauges.series += s.series as u64;
+        gauges.cached_values += s.values;
+        gauges.cache_bytes += s.cache_heap_bytes as u64;
+        gauges.shards += 1;
+    }
+    Ok((snapshot, gauges, shards))
+}
+
+/// `/metrics`: Prometheus text format of the merged counters and histograms.
+async fn prometheus(ctx: &Rc<CoreContext>) -> Resp {
+    let (snapshot, gauges, _) = match node_metrics(ctx).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let mut r = Response::new(Full::new(Bytes::from(metrics::prometheus_text(
+        &snapshot, &gauges,
+    ))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `/debug/vars`: InfluxDB's expvar layout (`system`, `cmdline`, then one entry per
+/// statistics group, `httpd:<bind>`, `write`, `queryExecutor`, ...), every core merged,
+/// followed by ShardCore's own sections.
+async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
+    let (snapshot, gauges, _) = match node_metrics(ctx).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let (_, started_at) = metrics::started();
+    let now = std::time::SystemTime::now();
+    let rfc3339 = |t: std::time::SystemTime| {
+        let ns = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        crate::query::format::rfc3339_nano(ns)
+    };
+    let mut vars = serde_json::Map::new();
+    vars.insert(
+        "system".into(),
         serde_json::json!({
-            "core": ctx.core,
-            "cores": ctx.cores,
-            "connectionsPerCore": ctx
-                .connection_counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect::<Vec<_>>(),
-            "write": {
-                "req": s.write_requests.get(),
-                "writeOk": s.write_ok.get(),
-                "writeError": s.write_errors.get(),
-                "writePartial": s.write_partial.get(),
-                "writeTimeout": s.write_timeouts.get(),
-                "writeBusy": s.write_rejected_busy.get(),
-                "pointReq": s.points_written.get(),
-                "pointsDropped": s.points_dropped.get(),
-                "linesUnparsed": s.lines_unparsed.get(),
-            },
-            "query": { "req": s.query_requests.get() },
-            "hintedHandoff": ctx
-                .hinted_handoff
-                .as_ref()
-                .map(|h| crate::hh::processor::stats_json(&h.stats())),
-            "hintedHandoffLatency": ctx
-                .hinted_handoff
-                .as_ref()
-                .map(|h| h.latency_json()),
-            "cluster": {
-                "nodeId": ctx.node_id,
-                "remoteWritesServed": s.remote_writes_served.get(),
-                "rejectedConnections": s.cluster_rejected_connections.get(),
-                "shardWriter": ctx.cluster.as_ref().map(|c| {
-                    let w = c.shard_writer.stats();
-                    serde_json::json!({
-                        "writeReq": w.requests,
-                        "writeReqBytes": w.bytes,
-                        "writeFailures": w.failures,
-                        "poolWaits": w.pool_waits,
-                        "dials": w.dials,
-                        "connectionsFailed": w.connections_failed,
-                        "lateReplies": w.late_replies,
-                        "inFlight": c.shard_writer.in_flight(),
-                        "peakInFlight": w.peak_in_flight,
-                        "rttMicros": c.shard_writer.rtt_summary(),
-                    })
-                }),
-            },
-            "store": {
-                "series": series,
-                "values": values,
-                "cacheHeapBytes": cache_bytes,
-                "walTruncatedSegments": s.wal_truncated_segments.get(),
-            },
+            "currentTime": rfc3339(now),
+            "started": rfc3339(started_at),
+            "uptime": gauges.uptime_seconds as u64,
         }),
-    )
+    );
+    vars.insert(
+        "cmdline".into(),
+        serde_json::json!(std::env::args().collect::<Vec<_>>()),
+    );
+    for group in metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string()) {
+        if group.name != "latency" && group.name != "hh_processor" {
+            vars.insert(group.key(), group.to_json());
+        }
+    }
+    let s = &snapshot.counters;
+    let rest = serde_json::json!({
+        "core": ctx.core,
+        "cores": ctx.cores,
+        "connectionsPerCore": ctx
+            .connection_counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect::<Vec<_>>(),
+        "latencyMicros": metrics::timers_json(&snapshot),
+        "hintedHandoff": ctx.hinted_handoff.as_ref().map(|_| {
+            snapshot
+                .hinted_handoff
+                .iter()
+                .map(|(core, node, q)| {
+                    let mut entry = crate::hh::processor::stats_json(&[(*node, q.clone())])[0].clone();
+                    entry["core"] = serde_json::json!(core);
+                    entry
+                })
+                .collect::<Vec<_>>()
+        }),
+        "cluster": {
+            "nodeId": ctx.node_id,
+            "remoteWritesServed": s.remote_writes_served,
+            "rejectedConnections": s.cluster_rejected_connections,
+            "shardWriter": snapshot.shard_writer.map(|w| {
+                serde_json::json!({
+                    "writeReq": w.requests,
+                    "writeReqBytes": w.bytes,
+                    "writeFailures": w.failures,
+                    "poolWaits": w.pool_waits,
+                    "dials": w.dials,
+                    "connectionsFailed": w.connections_failed,
+                    "lateReplies": w.late_replies,
+                    "inFlight": snapshot.shard_writer_in_flight,
+                    "peakInFlight": w.peak_in_flight,
+                    "rttMicros": snapshot.timer(Timer::ShardWriteRtt).map(|l| l.summary_json()),
+                })
+            }),
+        },
+    });
+    if let serde_json::Value::Object(rest) = rest {
+        vars.extend(rest);
+    }
+    json(StatusCode::OK, serde_json::Value::Object(vars))
 }

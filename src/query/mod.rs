@@ -21,7 +21,8 @@ pub mod value;
 
 use crate::cluster::mesh::MeshError;
 use crate::meta::MetaError;
-use crate::node::CoreContext;
+use crate::metrics::Timer;
+use crate::node::{CoreContext, CoreStats};
 use parser::{ParseError, Statement};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -220,6 +221,7 @@ pub async fn execute_with_kinds(
     };
     let timeout = ctx.config.query.query_timeout_ms;
     for (id, statement) in statements.iter().enumerate() {
+        let started = std::time::Instant::now();
         let run = execute_statement(&qc, statement, options);
         let outcome = if timeout == 0 {
             run.await
@@ -230,6 +232,11 @@ pub async fn execute_with_kinds(
             })
             .await
         };
+        ctx.timers.record(statement_timer(statement), started);
+        CoreStats::add(&ctx.stats.query_statements, 1);
+        if outcome.is_err() {
+            CoreStats::add(&ctx.stats.query_errors, 1);
+        }
         match outcome {
             Ok(Some(series)) => {
                 results.push(json!({ "statement_id": id, "series": series }));
@@ -256,6 +263,59 @@ pub async fn execute_with_kinds(
         .detach();
     }
     Ok((results, kinds))
+}
+
+/// The histogram a statement's time goes to.
+fn statement_timer(statement: &Statement) -> Timer {
+    match statement {
+        Statement::Select(_) => Timer::QuerySelect,
+        Statement::DeleteSeries { .. } | Statement::DropMeasurement { .. } => Timer::QueryDelete,
+        Statement::ShowDatabases
+        | Statement::ShowRetentionPolicies { .. }
+        | Statement::ShowSeriesData(_)
+        | Statement::ShowShards
+        | Statement::ShowShardGroups
+        | Statement::ShowStats { .. } => Timer::QueryShow,
+        _ => Timer::QueryOther,
+    }
+}
+
+/// `SHOW STATS [FOR 'module']`: the node's statistics groups, every core merged, one
+/// series per group (InfluxDB's monitor layout).
+async fn show_stats(ctx: &Rc<CoreContext>, module: Option<&str>) -> Result<Option<Value>, String> {
+    let snapshot = ctx.metrics_node().await.map_err(|e| e.to_string())?;
+    let shards = ctx.all_shard_stats().await.map_err(|e| e.to_string())?;
+    let mut gauges = crate::metrics::Gauges {
+        uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
+        cores: ctx.cores,
+        databases: ctx.meta.snapshot().databases.len() as u64,
+        ..Default::default()
+    };
+    for s in shards.iter().flat_map(|(_, v)| v.iter()) {
+        gauges.series += s.series as u64;
+        gauges.cached_values += s.values;
+        gauges.cache_bytes += s.cache_heap_bytes as u64;
+        gauges.shards += 1;
+    }
+    let series: Vec<Value> =
+        crate::metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string())
+            .into_iter()
+            .filter(|g| module.is_none_or(|m| m == g.name))
+            .map(|g| {
+                let mut s = json!({ "name": g.name });
+                if !g.tags.is_empty() {
+                    s["tags"] = g.tags_json();
+                }
+                s["columns"] = json!(g.values.iter().map(|(k, _)| k).collect::<Vec<_>>());
+                s["values"] = json!([g.values.iter().map(|(_, v)| v).collect::<Vec<_>>()]);
+                s
+            })
+            .collect();
+    Ok(if series.is_empty() {
+        None
+    } else {
+        Some(Value::Array(series))
+    })
 }
 
 async fn execute_statement(
@@ -389,6 +449,7 @@ async fn execute_statement(
                 .map_err(|e| e.to_string())?;
             Ok(None)
         }
+        Statement::ShowStats { module } => show_stats(ctx, module.as_deref()).await,
         Statement::ShowShards | Statement::ShowShardGroups => {
             let groups = matches!(statement, Statement::ShowShardGroups);
             show::shards(qc, groups)

@@ -87,6 +87,10 @@ pub enum Statement {
     /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and cardinalities.
     ShowSeriesData(ShowSeriesData),
     ShowShards,
+    /// `SHOW STATS [FOR 'module']`.
+    ShowStats {
+        module: Option<String>,
+    },
     ShowShardGroups,
     /// A valid InfluxQL statement kind this node does not execute yet.
     Unsupported {
@@ -654,6 +658,20 @@ impl Parser {
         if self.accept("SHARDS") {
             return Ok(Statement::ShowShards);
         }
+        if self.accept("STATS") {
+            let module = if self.accept("FOR") {
+                match self.peek().tok.clone() {
+                    Tok::Str(s) => {
+                        self.pos += 1;
+                        Some(s)
+                    }
+                    _ => return Err(self.error("string")),
+                }
+            } else {
+                None
+            };
+            return Ok(Statement::ShowStats { module });
+        }
         if self.peek().is_keyword("SHARD") && self.tokens[self.pos + 1].tok != Tok::Eof {
             if let Tok::Ident(w) = &self.tokens[self.pos + 1].tok {
                 if w.eq_ignore_ascii_case("GROUPS") {
@@ -1089,6 +1107,13 @@ mod select_tests {
     #[test]
     fn shard_and_delete_statements_parse() {
         assert_eq!(one("SHOW SHARDS"), Statement::ShowShards);
+        assert_eq!(one("SHOW STATS"), Statement::ShowStats { module: None });
+        assert_eq!(
+            one("SHOW STATS FOR 'httpd'"),
+            Statement::ShowStats {
+                module: Some("httpd".into())
+            }
+        );
         assert_eq!(one("SHOW SHARD GROUPS"), Statement::ShowShardGroups);
         assert_eq!(
             one("DROP MEASUREMENT \"disk usage\""),

@@ -1,0 +1,935 @@
+//! Counters and latency histograms: kept per core without locks, merged on demand.
+//!
+//! Every core owns a [`CoreStats`] (counters in `Cell`s) and a [`CoreTimers`] (one
+//! hdrhistogram per [`Timer`] in a `RefCell`); the hot path only bumps its own core's
+//! cells. A reader (`/debug/vars`, `/metrics`, `SHOW STATS`, `shardcore stats`) asks
+//! every core over the mesh for a [`CoreSnapshot`] — plain owned data, `Send` — and
+//! folds them with [`CoreSnapshot::merge`]. Histograms merge exactly (hdrhistogram
+//! adds bucket counts), so node-wide percentiles are true percentiles, not averages
+//! of per-core ones.
+//!
+//! Latencies are recorded in microseconds from 1 µs to 1 hour with 3 significant
+//! digits (values outside are clamped into the range, never dropped); each timer also
+//! keeps the exact sum, which Prometheus' `_sum` wants.
+
+use crate::cluster::shard_writer::ShardWriterStats;
+use crate::hh::queue::QueueStats;
+use crate::placement::NodeId;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Largest latency a histogram holds, µs (1 hour); larger values are clamped to it.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// One latency distribution: an hdrhistogram of µs plus the exact sum.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    hist: Histogram<u64>,
+    sum_micros: u64,
+}
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency {
+            hist: Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds"),
+            sum_micros: 0,
+        }
+    }
+}
+
+impl Latency {
+    pub fn record(&mut self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.record_micros(micros);
+    }
+
+    pub fn record_micros(&mut self, micros: u64) {
+        self.hist.saturating_record(micros.clamp(1, MAX_MICROS));
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// A distribution from a histogram kept elsewhere (its sum estimated from the mean).
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+        let mut out = Latency::default();
+        // Bounds differ at most in range; `add` fails only if a value does not fit, and
+        // ours (1 µs .. 1 h) holds every other histogram's range in this crate.
+        let _ = out.hist.add(h);
+        out.sum_micros = (h.mean() * h.len() as f64) as u64;
+        out
+    }
+
+    pub fn merge(&mut self, other: &Latency) {
+        let _ = self.hist.add(&other.hist);
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn sum_micros(&self) -> u64 {
+        self.sum_micros
+    }
+
+    /// The value at quantile `q` (0..=1), µs; 0 when empty.
+    pub fn quantile_micros(&self, q: f64) -> u64 {
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.value_at_quantile(q)
+        }
+    }
+
+    pub fn max_micros(&self) -> u64 {
+        self.hist.max()
+    }
+
+    /// `{count, p50, p90, p99, p999, max, mean}` in µs, for JSON readers.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let mean = if self.count() == 0 {
+            0.0
+        } else {
+            self.sum_micros as f64 / self.count() as f64
+        };
+        serde_json::json!({
+            "count": self.count(),
+            "p50": self.quantile_micros(0.5),
+            "p90": self.quantile_micros(0.9),
+            "p99": self.quantile_micros(0.99),
+            "p999": self.quantile_micros(0.999),
+            "max": self.max_micros(),
+            "mean": (mean * 10.0).round() / 10.0,
+        })
+    }
+}
+
+/// What a histogram times. The first [`Timer::OWNED`] are kept in [`CoreTimers`]; the
+/// rest are kept by their modules (ShardWriter, hinted handoff) and copied into a
+/// snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// A `/write` request, from its first byte read to its answer, by consistency.
+    WriteAny,
+    WriteOne,
+    WriteQuorum,
+    WriteAll,
+    /// A batch written to a local shard: WAL room wait, append and group-commit sync.
+    WalWrite,
+    /// One InfluxQL statement, by kind.
+    QuerySelect,
+    QueryShow,
+    QueryDelete,
+    QueryOther,
+    /// A remote shard write, sent to answered (ShardWriter).
+    ShardWriteRtt,
+    /// Hinted handoff: an enqueue until durable, and a replayed record's round trip.
+    HhEnqueue,
+    HhReplay,
+}
+
+/// Prometheus name, label, help, and the `/debug/vars` key of a timer.
+struct TimerInfo {
+    metric: &'static str,
+    label: Option<(&'static str, &'static str)>,
+    help: &'static str,
+    key: &'static str,
+}
+
+impl Timer {
+    pub const ALL: [Timer; 12] = [
+        Timer::WriteAny,
+        Timer::WriteOne,
+        Timer::WriteQuorum,
+        Timer::WriteAll,
+        Timer::WalWrite,
+        Timer::QuerySelect,
+        Timer::QueryShow,
+        Timer::QueryDelete,
+        Timer::QueryOther,
+        Timer::ShardWriteRtt,
+        Timer::HhEnqueue,
+        Timer::HhReplay,
+    ];
+
+    /// Timers kept in [`CoreTimers`] (a prefix of `ALL`).
+    const OWNED: usize = 9;
+
+    fn info(self) -> TimerInfo {
+        let write = "HTTP /write requests, first byte read to answer, by consistency level.";
+        let query = "InfluxQL statements, parse excluded, by statement kind.";
+        let (metric, label, help, key) = match self {
+            Timer::WriteAny => (
+                "write_request",
+                Some(("consistency", "any")),
+                write,
+                "writeAny",
+            ),
+            Timer::WriteOne => (
+                "write_request",
+                Some(("consistency", "one")),
+                write,
+                "writeOne",
+            ),
+            Timer::WriteQuorum => (
+                "write_request",
+                Some(("consistency", "quorum")),
+                write,
+                "writeQuorum",
+            ),
+            Timer::WriteAll => (
+                "write_request",
+                Some(("consistency", "all")),
+                write,
+                "writeAll",
+            ),
+            Timer::WalWrite => (
+                "wal_write",
+                None,
+                "Batches written to a local shard: WAL room wait, append and fsync.",
+                "walWrite",
+            ),
+            Timer::QuerySelect => (
+                "query_statement",
+                Some(("statement", "select")),
+                query,
+                "querySelect",
+            ),
+            Timer::QueryShow => (
+                "query_statement",
+                Some(("statement", "show")),
+                query,
+                "queryShow",
+            ),
+            Timer::QueryDelete => (
+                "query_statement",
+                Some(("statement", "delete")),
+                query,
+                "queryDelete",
+            ),
+            Timer::QueryOther => (
+                "query_statement",
+                Some(("statement", "other")),
+                query,
+                "queryOther",
+            ),
+            Timer::ShardWriteRtt => (
+                "cluster_shard_write_rtt",
+                None,
+                "Remote shard writes, request sent to answer received.",
+                "shardWriteRtt",
+            ),
+            Timer::HhEnqueue => (
+                "hh_enqueue",
+                None,
+                "Hinted-handoff enqueues, until the record is durable.",
+                "hhEnqueue",
+            ),
+            Timer::HhReplay => (
+                "hh_replay_rtt",
+                None,
+                "Hinted-handoff replays, record sent to answer received.",
+                "hhReplayRtt",
+            ),
+        };
+        TimerInfo {
+            metric,
+            label,
+            help,
+            key,
+        }
+    }
+
+    /// The `/debug/vars` key (`writeOne`, `walWrite`, ...).
+    pub fn key(self) -> &'static str {
+        self.info().key
+    }
+}
+
+/// A core's own histograms (the first [`Timer::OWNED`] timers).
+pub struct CoreTimers {
+    slots: RefCell<Vec<Latency>>,
+}
+
+impl Default for CoreTimers {
+    fn default() -> CoreTimers {
+        CoreTimers {
+            slots: RefCell::new((0..Timer::OWNED).map(|_| Latency::default()).collect()),
+        }
+    }
+}
+
+impl CoreTimers {
+    /// Records the time since `start` under `timer` (a timer kept elsewhere is ignored).
+    pub fn record(&self, timer: Timer, start: Instant) {
+        if let Some(slot) = self.slots.borrow_mut().get_mut(timer as usize) {
+            slot.record(start.elapsed());
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Timer, Latency)> {
+        Timer::ALL
+            .iter()
+            .zip(self.slots.borrow().iter())
+            .map(|(t, l)| (*t, l.clone()))
+            .collect()
+    }
+}
+
+/// Declares the per-core counters once: the `Cell` struct, its plain snapshot, and
+/// each counter's Prometheus name and help.
+macro_rules! counters {
+    ($($field:ident => $metric:literal, $help:literal;)*) => {
+        /// This core's counters (`Cell`s: only this core's tasks touch them).
+        #[derive(Default)]
+        pub struct CoreStats {
+            $(pub $field: Cell<u64>,)*
+        }
+
+        /// Counter values, one core's or merged.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $(pub $field: u64,)*
+        }
+
+        impl CoreStats {
+            pub fn add(cell: &Cell<u64>, n: u64) {
+                cell.set(cell.get().wrapping_add(n));
+            }
+
+            pub fn snapshot(&self) -> Counters {
+                Counters { $($field: self.$field.get(),)* }
+            }
+        }
+
+        impl Counters {
+            pub fn merge(&mut self, other: &Counters) {
+                $(self.$field = self.$field.wrapping_add(other.$field);)*
+            }
+
+            /// (Prometheus name without prefix, help, value) of every counter.
+            pub fn each(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$(($metric, $help, self.$field),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    write_requests => "http_write_requests_total", "HTTP /write requests received.";
+    write_ok => "http_write_ok_total", "/write requests answered 204.";
+    write_errors => "http_write_errors_total", "/write requests answered with an error (4xx/5xx), partial writes included.";
+    write_partial => "http_write_partial_total", "/write requests that met consistency on some shards only.";
+    write_timeouts => "http_write_timeouts_total", "/write requests that timed out waiting for owners.";
+    write_rejected_busy => "http_write_busy_total", "/write requests refused with 503 (too many in progress on the core).";
+    write_body_bytes => "http_write_body_bytes_total", "Bytes of /write bodies after gzip decoding.";
+    points_written => "points_written_total", "Points accepted by /write.";
+    points_dropped => "points_dropped_total", "Points of /write requests that were not stored (rejected, beyond retention, failed owners).";
+    lines_unparsed => "lines_unparsed_total", "Lines of /write bodies that did not parse.";
+    query_requests => "http_query_requests_total", "HTTP /query requests received.";
+    query_statements => "query_statements_total", "InfluxQL statements executed.";
+    query_errors => "query_statement_errors_total", "InfluxQL statements that ended in an error.";
+    mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
+    remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
+    cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
+    wal_truncated_segments => "wal_truncated_segments_total", "WAL segments whose torn tail was cut at start-up.";
+}
+
+/// A core's hinted-handoff queues and its enqueue and replay latencies.
+pub type HintedHandoffView = (Vec<(NodeId, QueueStats)>, Latency, Latency);
+
+/// Everything one core reports; merged across cores with [`CoreSnapshot::merge`].
+#[derive(Clone, Debug, Default)]
+pub struct CoreSnapshot {
+    pub counters: Counters,
+    /// Every timer of [`Timer::ALL`], in that order, after a merge.
+    pub timers: Vec<(Timer, Latency)>,
+    /// Hinted-handoff queues: (core, destination, stats).
+    pub hinted_handoff: Vec<(usize, NodeId, QueueStats)>,
+    pub shard_writer: Option<ShardWriterStats>,
+    pub shard_writer_in_flight: u64,
+}
+
+impl CoreSnapshot {
+    /// One core's view: its counters and histograms, and copies of those its modules keep.
+    pub fn capture(
+        core: usize,
+        stats: &CoreStats,
+        timers: &CoreTimers,
+        shard_writer: Option<(ShardWriterStats, u64, &Histogram<u64>)>,
+        hinted_handoff: Option<HintedHandoffView>,
+    ) -> CoreSnapshot {
+        let mut out = CoreSnapshot {
+            counters: stats.snapshot(),
+            timers: timers.snapshot(),
+            ..CoreSnapshot::default()
+        };
+        let mut rtt = Latency::default();
+        if let Some((s, in_flight, hist)) = shard_writer {
+            out.shard_writer = Some(s);
+            out.shard_writer_in_flight = in_flight;
+            rtt = Latency::from_histogram(hist);
+        }
+        out.timers.push((Timer::ShardWriteRtt, rtt));
+        let (mut enqueue, mut replay) = (Latency::default(), Latency::default());
+        if let Some((queues, e, r)) = hinted_handoff {
+            out.hinted_handoff = queues.into_iter().map(|(n, q)| (core, n, q)).collect();
+            enqueue = e;
+            replay = r;
+        }
+        out.timers.push((Timer::HhEnqueue, enqueue));
+        out.timers.push((Timer::HhReplay, replay));
+        out
+    }
+
+    /// Adds another core's snapshot into this one.
+    pub fn merge(&mut self, other: CoreSnapshot) {
+        self.counters.merge(&other.counters);
+        if self.timers.is_empty() {
+            self.timers = other.timers;
+        } else {
+            for ((_, mine), (_, theirs)) in self.timers.iter_mut().zip(other.timers.iter()) {
+                mine.merge(theirs);
+            }
+        }
+        self.hinted_handoff.extend(other.hinted_handoff);
+        self.hinted_handoff
+            .sort_by_key(|(core, node, _)| (*node, *core));
+        if let Some(theirs) = other.shard_writer {
+            let mine = self.shard_writer.get_or_insert_with(Default::default);
+            mine.requests += theirs.requests;
+            mine.bytes += theirs.bytes;
+            mine.failures += theirs.failures;
+            mine.pool_waits += theirs.pool_waits;
+            mine.dials += theirs.dials;
+            mine.connections_failed += theirs.connections_failed;
+            mine.late_replies += theirs.late_replies;
+            mine.peak_in_flight = mine.peak_in_flight.max(theirs.peak_in_flight);
+        }
+        self.shard_writer_in_flight += other.shard_writer_in_flight;
+    }
+
+    pub fn timer(&self, timer: Timer) -> Option<&Latency> {
+        self.timers
+            .iter()
+            .find(|(t, _)| *t == timer)
+            .map(|(_, l)| l)
+    }
+
+    /// Hinted-handoff queues summed per destination over cores.
+    pub fn queues_by_destination(&self) -> Vec<(NodeId, QueueStats)> {
+        let mut out: Vec<(NodeId, QueueStats)> = Vec::new();
+        for (_, node, q) in &self.hinted_handoff {
+            match out.iter_mut().find(|(n, _)| n == node) {
+                Some((_, sum)) => add_queue_stats(sum, q),
+                None => out.push((*node, q.clone())),
+            }
+        }
+        out
+    }
+}
+
+fn add_queue_stats(sum: &mut QueueStats, q: &QueueStats) {
+    sum.queued_bytes += q.queued_bytes;
+    sum.queued_records += q.queued_records;
+    sum.segment_files += q.segment_files;
+    sum.disk_bytes += q.disk_bytes;
+    sum.oldest_enqueued_at_ns = match (sum.oldest_enqueued_at_ns, q.oldest_enqueued_at_ns) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    sum.unflushed_bytes += q.unflushed_bytes;
+    sum.appended_records += q.appended_records;
+    sum.appended_bytes += q.appended_bytes;
+    sum.full_rejections += q.full_rejections;
+    sum.flushes += q.flushes;
+    sum.delivered_records += q.delivered_records;
+    sum.delivered_bytes += q.delivered_bytes;
+    sum.dead_lettered_records += q.dead_lettered_records;
+    sum.dead_lettered_bytes += q.dead_lettered_bytes;
+    sum.dead_letter_dropped += q.dead_letter_dropped;
+    sum.dead_letter_file_bytes += q.dead_letter_file_bytes;
+    sum.purged_records += q.purged_records;
+    sum.purged_bytes += q.purged_bytes;
+    sum.failed |= q.failed;
+}
+
+/// Node-wide gauges that are not per-core counters.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub uptime_seconds: f64,
+    pub cores: usize,
+    pub connections: u64,
+    pub series: u64,
+    pub cached_values: u64,
+    pub cache_bytes: u64,
+    pub shards: u64,
+    pub databases: u64,
+}
+
+/// When this process started (first call wins; `serve` calls it at start-up).
+pub fn started() -> (Instant, std::time::SystemTime) {
+    static STARTED: std::sync::OnceLock<(Instant, std::time::SystemTime)> =
+        std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| (Instant::now(), std::time::SystemTime::now()))
+}
+
+/// One statistics group as InfluxDB's monitor reports it: `/debug/vars` entries
+/// (`{"name", "tags", "values"}`) and `SHOW STATS` series.
+#[derive(Debug)]
+pub struct StatsGroup {
+    pub name: &'static str,
+    pub tags: Vec<(&'static str, String)>,
+    /// Sorted by column name, as InfluxDB sorts them.
+    pub values: Vec<(String, serde_json::Value)>,
+}
+
+impl StatsGroup {
+    fn new(
+        name: &'static str,
+        tags: Vec<(&'static str, String)>,
+        values: Vec<(&str, serde_json::Value)>,
+    ) -> StatsGroup {
+        let mut values: Vec<(String, serde_json::Value)> = values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        StatsGroup { name, tags, values }
+    }
+
+    /// The `/debug/vars` key: the name, then the tag values (InfluxDB: `httpd:host:port`).
+    pub fn key(&self) -> String {
+        let mut key = self.name.to_string();
+        for (_, v) in &self.tags {
+            key.push(':');
+            key.push_str(v);
+        }
+        key
+    }
+
+    pub fn tags_json(&self) -> serde_json::Value {
+        if self.tags.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::Value::Object(
+            self.tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect(),
+        )
+    }
+
+    /// `{"name", "tags", "values"}` as in InfluxDB's `/debug/vars`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "tags": self.tags_json(),
+            "values": serde_json::Value::Object(self.values.iter().cloned().collect()),
+        })
+    }
+}
+
+/// The statistics groups of a merged snapshot: InfluxDB's familiar `httpd`, `write`
+/// and `queryExecutor` (with the keys we can count exactly), then ours.
+pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec<StatsGroup> {
+    use serde_json::json;
+    let c = &snapshot.counters;
+    let ns = |t: Timer| snapshot.timer(t).map_or(0, |l| l.sum_micros()) * 1000;
+    let write_ns =
+        ns(Timer::WriteAny) + ns(Timer::WriteOne) + ns(Timer::WriteQuorum) + ns(Timer::WriteAll);
+    let query_ns = ns(Timer::QuerySelect)
+        + ns(Timer::QueryShow)
+        + ns(Timer::QueryDelete)
+        + ns(Timer::QueryOther);
+    let mut groups = vec![
+        StatsGroup::new(
+            "httpd",
+            vec![("bind", bind.to_string())],
+            vec![
+                ("writeReq", json!(c.write_requests)),
+                ("writeReqBytes", json!(c.write_body_bytes)),
+                ("writeReqDurationNs", json!(write_ns)),
+                ("queryReq", json!(c.query_requests)),
+                ("pointsWrittenOK", json!(c.points_written)),
+                ("pointsWrittenDropped", json!(c.points_dropped)),
+                ("clientError", json!(c.write_errors)),
+                ("connections", json!(gauges.connections)),
+            ],
+        ),
+        StatsGroup::new(
+            "write",
+            Vec::new(),
+            vec![
+                ("req", json!(c.write_requests)),
+                ("pointReq", json!(c.points_written + c.points_dropped)),
+                ("writeOk", json!(c.write_ok)),
+                ("writeError", json!(c.write_errors)),
+                ("writePartial", json!(c.write_partial)),
+                ("writeTimeout", json!(c.write_timeouts)),
+                ("writeBusy", json!(c.write_rejected_busy)),
+                ("pointsDropped", json!(c.points_dropped)),
+                ("linesUnparsed", json!(c.lines_unparsed)),
+            ],
+        ),
+        StatsGroup::new(
+            "queryExecutor",
+            Vec::new(),
+            vec![
+                ("queriesExecuted", json!(c.query_statements)),
+                ("queriesFinished", json!(c.query_statements)),
+                ("queryErrors", json!(c.query_errors)),
+                ("queryDurationNs", json!(query_ns)),
+            ],
+        ),
+        StatsGroup::new(
+            "store",
+            Vec::new(),
+            vec![
+                ("numSeries", json!(gauges.series)),
+                ("cachedValues", json!(gauges.cached_values)),
+                ("cacheBytes", json!(gauges.cache_bytes)),
+                ("numShards", json!(gauges.shards)),
+                ("numDatabases", json!(gauges.databases)),
+                ("walTruncatedSegments", json!(c.wal_truncated_segments)),
+                ("meshWritesServed", json!(c.mesh_writes_served)),
+            ],
+        ),
+    ];
+    if let Some(w) = &snapshot.shard_writer {
+        groups.push(StatsGroup::new(
+            "cluster",
+            Vec::new(),
+            vec![
+                ("writeShardReq", json!(w.requests)),
+                ("writeShardReqBytes", json!(w.bytes)),
+                ("writeShardFail", json!(w.failures)),
+                ("poolWaits", json!(w.pool_waits)),
+                ("dials", json!(w.dials)),
+                ("connectionsFailed", json!(w.connections_failed)),
+                ("lateReplies", json!(w.late_replies)),
+                ("inFlight", json!(snapshot.shard_writer_in_flight)),
+                ("peakInFlight", json!(w.peak_in_flight)),
+                ("remoteWritesServed", json!(c.remote_writes_served)),
+                ("rejectedConnections", json!(c.cluster_rejected_connections)),
+            ],
+        ));
+    }
+    let now = crate::hh::now_ns();
+    for (node, q) in snapshot.queues_by_destination() {
+        groups.push(StatsGroup::new(
+            "hh_processor",
+            vec![("node", node.to_string())],
+            vec![
+                ("queueBytes", json!(q.queued_bytes)),
+                ("queueDepth", json!(q.queued_records)),
+                (
+                    "oldestAgeSeconds",
+                    json!(q
+                        .oldest_enqueued_at_ns
+                        .map_or(0.0, |t| (now - t).max(0) as f64 / 1e9)),
+                ),
+                ("writeShardReq", json!(q.appended_records)),
+                ("bytesWritten", json!(q.appended_bytes)),
+                ("writeNodeReqOK", json!(q.delivered_records)),
+                ("bytesRead", json!(q.delivered_bytes)),
+                ("failed", json!(q.failed)),
+                ("writeBlocked", json!(q.full_rejections)),
+                ("deadLettered", json!(q.dead_lettered_records)),
+                ("purged", json!(q.purged_records)),
+            ],
+        ));
+    }
+    for (timer, l) in &snapshot.timers {
+        groups.push(StatsGroup::new(
+            "latency",
+            vec![("timer", timer.key().to_string())],
+            vec![
+                ("count", json!(l.count())),
+                ("p50Micros", json!(l.quantile_micros(0.5))),
+                ("p90Micros", json!(l.quantile_micros(0.9))),
+                ("p99Micros", json!(l.quantile_micros(0.99))),
+                ("p999Micros", json!(l.quantile_micros(0.999))),
+                ("maxMicros", json!(l.max_micros())),
+                ("sumMicros", json!(l.sum_micros())),
+            ],
+        ));
+    }
+    groups
+}
+
+/// Quantiles each summary reports.
+const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")];
+
+/// The Prometheus text exposition format (version 0.0.4) of a merged snapshot.
+/// Every metric is prefixed `shardcore_`; latencies are summaries in seconds.
+pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP shardcore_{name} {help}");
+        let _ = writeln!(out, "# TYPE shardcore_{name} {kind}");
+    };
+    head(
+        &mut out,
+        "build_info",
+        "gauge",
+        "Always 1; the version is a label.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcore_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let plain_gauges: [(&str, &str, f64); 8] = [
+        (
+            "uptime_seconds",
+            "Seconds since the node started.",
+            gauges.uptime_seconds,
+        ),
+        ("cores", "Executor threads (cores).", gauges.cores as f64),
+        (
+            "http_connections",
+            "Open client connections.",
+            gauges.connections as f64,
+        ),
+        (
+            "series",
+            "Series in the in-memory index.",
+            gauges.series as f64,
+        ),
+        (
+            "cached_values",
+            "Field values held in shard caches.",
+            gauges.cached_values as f64,
+        ),
+        (
+            "cache_bytes",
+            "Heap bytes of shard caches.",
+            gauges.cache_bytes as f64,
+        ),
+        ("shards", "Shards open on this node.", gauges.shards as f64),
+        (
+            "databases",
+            "Databases in the catalog.",
+            gauges.databases as f64,
+        ),
+    ];
+    for (name, help, value) in plain_gauges {
+        head(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "shardcore_{name} {value}");
+    }
+    for (name, help, value) in snapshot.counters.each() {
+        head(&mut out, name, "counter", help);
+        let _ = writeln!(out, "shardcore_{name} {value}");
+    }
+    if let Some(w) = &snapshot.shard_writer {
+        let counters = [
+            (
+                "cluster_shard_writes_total",
+                "Remote shard writes sent.",
+                w.requests,
+            ),
+            (
+                "cluster_shard_write_bytes_total",
+                "Line bytes of remote shard writes.",
+                w.bytes,
+            ),
+            (
+                "cluster_shard_write_failures_total",
+                "Remote shard writes that failed after being sent.",
+                w.failures,
+            ),
+            (
+                "cluster_dials_total",
+                "Connections opened to peers.",
+                w.dials,
+            ),
+            (
+                "cluster_connections_failed_total",
+                "Peer connections closed by a failure.",
+                w.connections_failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            head(&mut out, name, "counter", help);
+            let _ = writeln!(out, "shardcore_{name} {value}");
+        }
+        head(
+            &mut out,
+            "cluster_shard_writes_in_flight",
+            "gauge",
+            "Remote shard writes waiting for an answer.",
+        );
+        let _ = writeln!(
+            out,
+            "shardcore_cluster_shard_writes_in_flight {}",
+            snapshot.shard_writer_in_flight
+        );
+    }
+    let queues = snapshot.queues_by_destination();
+    if !queues.is_empty() {
+        let now = crate::hh::now_ns();
+        type QueueField = fn(&QueueStats, i64) -> f64;
+        let series: [(&str, &str, &str, QueueField); 7] = [
+            (
+                "hh_queue_bytes",
+                "gauge",
+                "Hinted-handoff bytes waiting, per destination.",
+                |q, _| q.queued_bytes as f64,
+            ),
+            (
+                "hh_queue_records",
+                "gauge",
+                "Hinted-handoff records waiting, per destination.",
+                |q, _| q.queued_records as f64,
+            ),
+            (
+                "hh_oldest_record_age_seconds",
+                "gauge",
+                "Age of the oldest waiting hinted-handoff record (0 when empty).",
+                |q, now| {
+                    q.oldest_enqueued_at_ns
+                        .map_or(0.0, |t| (now - t).max(0) as f64 / 1e9)
+                },
+            ),
+            (
+                "hh_delivered_records_total",
+                "counter",
+                "Hinted-handoff records replayed.",
+                |q, _| q.delivered_records as f64,
+            ),
+            (
+                "hh_dead_lettered_records_total",
+                "counter",
+                "Hinted-handoff records moved to the dead-letter file.",
+                |q, _| q.dead_lettered_records as f64,
+            ),
+            (
+                "hh_purged_records_total",
+                "counter",
+                "Hinted-handoff records dropped by max-age.",
+                |q, _| q.purged_records as f64,
+            ),
+            (
+                "hh_full_rejections_total",
+                "counter",
+                "Enqueues refused because the queue was at max-size.",
+                |q, _| q.full_rejections as f64,
+            ),
+        ];
+        for (name, kind, help, field) in series {
+            head(&mut out, name, kind, help);
+            for (node, q) in &queues {
+                let _ = writeln!(out, "shardcore_{name}{{node=\"{node}\"}} {}", field(q, now));
+            }
+        }
+    }
+    let mut last_metric = "";
+    for (timer, latency) in &snapshot.timers {
+        let info = timer.info();
+        let name = format!("{}_duration_seconds", info.metric);
+        if info.metric != last_metric {
+            head(&mut out, &name, "summary", info.help);
+            last_metric = info.metric;
+        }
+        let label = info
+            .label
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .unwrap_or_default();
+        let sep = if label.is_empty() { "" } else { "," };
+        for (q, text) in QUANTILES {
+            let _ = writeln!(
+                out,
+                "shardcore_{name}{{{label}{sep}quantile=\"{text}\"}} {}",
+                latency.quantile_micros(q) as f64 / 1e6
+            );
+        }
+        let braces = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{{{label}}}")
+        };
+        let _ = writeln!(
+            out,
+            "shardcore_{name}_sum{braces} {}",
+            latency.sum_micros() as f64 / 1e6
+        );
+        let _ = writeln!(out, "shardcore_{name}_count{braces} {}", latency.count());
+    }
+    out
+}
+
+/// `count` rounded summaries of every timer, keyed by [`Timer::key`], for JSON readers.
+pub fn timers_json(snapshot: &CoreSnapshot) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (timer, latency) in &snapshot.timers {
+        map.insert(timer.key().to_string(), latency.summary_json());
+    }
+    serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_merge_exactly_and_clamp() {
+        let mut a = Latency::default();
+        let mut b = Latency::default();
+        for us in 1..=100 {
+            a.record_micros(us);
+        }
+        for us in 901..=1000 {
+            b.record_micros(us);
+        }
+        b.record_micros(u64::MAX);
+        a.merge(&b);
+        assert_eq!(a.count(), 201);
+        // The median of 1..=100 ∪ 901..=1000 (+ one clamped outlier) is in the upper half.
+        assert!((900..=910).contains(&a.quantile_micros(0.5)));
+        assert!(a.max_micros() >= MAX_MICROS);
+        assert_eq!(Latency::default().quantile_micros(0.99), 0);
+    }
+
+    #[test]
+    fn snapshots_merge_counters_timers_and_queues() {
+        let stats = CoreStats::default();
+        CoreStats::add(&stats.write_requests, 3);
+        let timers = CoreTimers::default();
+        timers.record(Timer::WriteOne, Instant::now());
+        let q = QueueStats {
+            queued_bytes: 10,
+            oldest_enqueued_at_ns: Some(5),
+            ..QueueStats::default()
+        };
+        let one = CoreSnapshot::capture(
+            0,
+            &stats,
+            &timers,
+            None,
+            Some((vec![(2, q.clone())], Latency::default(), Latency::default())),
+        );
+        let two = CoreSnapshot::capture(
+            1,
+            &stats,
+            &timers,
+            None,
+            Some((vec![(2, q)], Latency::default(), Latency::default())),
+        );
+        let mut merged = CoreSnapshot::default();
+        merged.merge(one);
+        merged.merge(two);
+        assert_eq!(merged.counters.write_requests, 6);
+        assert_eq!(merged.timer(Timer::WriteOne).unwrap().count(), 2);
+        assert_eq!(merged.timers.len(), Timer::ALL.len());
+        let by_node = merged.queues_by_destination();
+        assert_eq!(by_node.len(), 1);
+        assert_eq!(by_node[0].1.queued_bytes, 20);
+        let text = prometheus_text(&merged, &Gauges::default());
+        assert!(text.contains("shardcore_http_write_requests_total 6\n"));
+        assert!(text
+            .contains("shardcore_write_request_duration_seconds_count{consistency=\"one\"} 2\n"));
+        assert!(text.contains("shardcore_hh_queue_bytes{node=\"2\"} 20\n"));
+    }
+}
