@@ -16,6 +16,7 @@
 mod cpu_gen;
 mod http1;
 mod load;
+mod query;
 mod report;
 mod sink;
 
@@ -44,6 +45,8 @@ enum Command {
     Generate(GenerateArgs),
     /// POST line protocol to /write and report throughput and latency.
     Load(Box<LoadArgs>),
+    /// Run the TSBS query types (cpu-only) and report latency percentiles per type.
+    Query(QueryArgs),
     /// A minimal HTTP server answering 204 to everything (the client's ceiling).
     Sink {
         /// Address to listen on.
@@ -142,12 +145,45 @@ struct LoadArgs {
     timeout_s: u64,
 }
 
+#[derive(Args)]
+struct QueryArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8086")]
+    url: String,
+    /// Database holding the cpu-only data set.
+    #[arg(long, default_value = "benchmark")]
+    db: String,
+    /// The data set that was loaded (hosts, rows, start): windows and hosts are drawn
+    /// inside it.
+    #[command(flatten)]
+    data: DataArgs,
+    /// Query types, comma-separated (default: all seven).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    types: Vec<query::QueryType>,
+    /// Timed queries per type.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// Untimed queries per type before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    warmup: u32,
+    /// Query language: InfluxQL on /query, or MetricsQL on /api/v1/query_range.
+    #[arg(long, value_enum, default_value = "influxql")]
+    dialect: query::Dialect,
+    /// Per-query timeout, seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Failures of a subcommand.
 #[derive(Debug)]
 enum BenchError {
     Start(cpu_gen::TimeParseError),
     Output { what: String, source: io::Error },
     Load(LoadError),
+    Query(String),
 }
 
 impl std::fmt::Display for BenchError {
@@ -156,6 +192,7 @@ impl std::fmt::Display for BenchError {
             BenchError::Start(e) => write!(f, "{e}"),
             BenchError::Output { what, source } => write!(f, "cannot write {what}: {source}"),
             BenchError::Load(e) => write!(f, "{e}"),
+            BenchError::Query(e) => write!(f, "query: {e}"),
         }
     }
 }
@@ -175,6 +212,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Generate(args) => generate(&args),
         Command::Load(args) => run_load(&args),
+        Command::Query(args) => run_queries(&args),
         Command::Sink { listen } => {
             sink::run(&listen).map_err(output_error(format!("sink on {listen}")))
         }
@@ -289,6 +327,40 @@ fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
         println!("{}", summary.json());
     } else {
         print!("{}", summary.text());
+    }
+    Ok(())
+}
+
+/// `query`: the TSBS query types, latency per type.
+fn run_queries(args: &QueryArgs) -> Result<(), BenchError> {
+    let target = load::parse_url(&args.url)?;
+    let start_ns = parse_start(&args.data.start).map_err(BenchError::Start)?;
+    let dataset = query::Dataset {
+        hosts: args.data.hosts,
+        start_ns,
+        end_ns: start_ns + args.data.rows as i64 * 10_000_000_000,
+    };
+    let types = if args.types.is_empty() {
+        query::QueryType::ALL.to_vec()
+    } else {
+        args.types.clone()
+    };
+    let results = query::run(
+        &target,
+        &types,
+        args.dialect,
+        &args.db,
+        &dataset,
+        args.runs.max(1),
+        args.warmup,
+        args.data.seed,
+        Duration::from_secs(args.timeout_s.max(1)),
+    )
+    .map_err(BenchError::Query)?;
+    if args.json {
+        println!("{}", query::json(&results));
+    } else {
+        print!("{}", query::text(&results));
     }
     Ok(())
 }

@@ -28,6 +28,18 @@ pub struct ScanRequest {
     /// where the shard is, so series that cannot match are never copied.
     #[serde(default)]
     pub tag_condition: Option<String>,
+    /// Only the first (or, `newest`, the last) `n` values of each field of each
+    /// series: a raw `SELECT ... LIMIT n` whose WHERE reads no field needs no more
+    /// (the group's first n rows are among its series' first n rows of each field).
+    #[serde(default)]
+    pub per_series_limit: Option<SeriesLimit>,
+}
+
+/// See [`ScanRequest::per_series_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesLimit {
+    pub n: usize,
+    pub newest: bool,
 }
 
 /// The series of one shard that matched a scan.
@@ -174,7 +186,14 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
             continue;
         }
         let (shard_id, start_ns) = (m.id, m.start_ns);
-        let series = shard.scan(&measurement, fields.as_deref(), r.start_ns, r.end_ns, keep);
+        let limit = r.per_series_limit.map(|l| (l.n, l.newest));
+        let series = shard.scan(
+            &measurement,
+            fields.as_deref(),
+            (r.start_ns, r.end_ns),
+            limit,
+            keep,
+        );
         out.push(ShardScan {
             shard_id,
             start_ns,

@@ -9,7 +9,7 @@
 use crate::query::ast::{Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind};
 use crate::query::format::parse_time;
 use crate::query::functions;
-use crate::query::scan::{parse_series_key, ScanRequest, SchemaRequest, ShardSchema};
+use crate::query::scan::{parse_series_key, ScanRequest, SchemaRequest, SeriesLimit, ShardSchema};
 use crate::query::value::{arith, Val};
 use crate::query::{QueryContext, QueryError};
 use regex::Regex;
@@ -123,17 +123,18 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
             .await?,
         );
     }
+    // InfluxDB picks SOFFSET/SLIMIT series in ascending (measurement, tags) order, then
+    // emits them in descending order for ORDER BY time DESC (raw rows and aggregates).
     out.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
-    // InfluxDB reverses the series order of aggregates (not of raw rows) for DESC.
-    if sel.order_desc && sel.fields.iter().any(|f| has_call(&f.expr)) {
+    let mut out: Vec<ResultSeries> = out
+        .into_iter()
+        .skip(sel.soffset)
+        .take(if sel.slimit > 0 { sel.slimit } else { usize::MAX })
+        .collect();
+    if sel.order_desc {
         out.reverse();
     }
-    let out: Vec<ResultSeries> = out.into_iter().skip(sel.soffset).collect();
-    Ok(if sel.slimit > 0 {
-        out.into_iter().take(sel.slimit).collect()
-    } else {
-        out
-    })
+    Ok(out)
 }
 
 fn interval_of(sel: &Select) -> Option<i64> {
@@ -464,6 +465,7 @@ async fn load_measurements(
                 tag_condition: condition
                     .and_then(|c| tag_only_part(c, &data))
                     .map(|c| c.to_string()),
+                per_series_limit: per_series_limit(sel, condition, &data),
             })
             .await?;
         data.series = series_rows(scans, &slots, q.max_select_point)?;
@@ -480,6 +482,59 @@ async fn load_measurements(
 }
 
 /// The conjuncts of a condition that only read tags (pushed to the shards).
+/// The per-series limit a raw `SELECT ... LIMIT n [OFFSET o]` can push to the shards:
+/// no function call in the field list (so rows are the stored rows) and no field in
+/// the WHERE clause (so the limit counts the rows the shard would return).
+fn per_series_limit(
+    sel: &Select,
+    condition: Option<&Expr>,
+    data: &SourceData,
+) -> Option<SeriesLimit> {
+    if sel.limit == 0
+        || sel
+            .dimensions
+            .iter()
+            .any(|d| matches!(d, Dimension::Time { .. }))
+    {
+        return None;
+    }
+    let mut calls = false;
+    for f in &sel.fields {
+        f.expr.walk(&mut |x| {
+            if matches!(x, Expr::Call { .. }) {
+                calls = true;
+            }
+        });
+    }
+    if calls {
+        return None;
+    }
+    if let Some(c) = condition {
+        let mut fields = false;
+        c.walk(&mut |x| {
+            if let Expr::VarRef { name, kind } = x {
+                let is_tag = *kind == Some(VarKind::Tag)
+                    || (kind.is_none()
+                        && data.tag_keys.contains(name)
+                        && !data.field_types.contains_key(name));
+                if !is_tag {
+                    fields = true;
+                }
+            }
+            if matches!(x, Expr::Call { .. } | Expr::BoundParam(_)) {
+                fields = true;
+            }
+        });
+        if fields {
+            return None;
+        }
+    }
+    Some(SeriesLimit {
+        n: sel.limit.saturating_add(sel.offset),
+        newest: sel.order_desc,
+    })
+}
+
 fn tag_only_part(cond: &Expr, data: &SourceData) -> Option<Expr> {
     match cond {
         Expr::Paren(inner) => tag_only_part(inner, data),

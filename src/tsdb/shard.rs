@@ -763,12 +763,15 @@ impl Shard {
     /// Columns of the series of `measurement` (escaped) in `[start_ns, end_ns]` whose
     /// key passes `series_filter`, only the fields in `fields` (escaped names) when
     /// given; series with nothing in range are left out.
+    /// The series of `measurement` that pass `series_filter`, with the values of
+    /// `fields` (all when `None`) in `[start, end]`; `limit` `(n, newest)` keeps only
+    /// the first n (or the last n) of each field.
     pub fn scan(
         &mut self,
         measurement: &[u8],
         fields: Option<&[Vec<u8>]>,
-        start_ns: i64,
-        end_ns: i64,
+        (start_ns, end_ns): (i64, i64),
+        limit: Option<(usize, bool)>,
         series_filter: impl Fn(&[u8]) -> bool,
     ) -> Vec<SeriesData> {
         let Some(index) = self.measurements.get(measurement) else {
@@ -786,8 +789,13 @@ impl Shard {
                     continue;
                 }
                 column.normalise();
-                let from = column.timestamps.partition_point(|&t| t < start_ns);
-                let to = column.timestamps.partition_point(|&t| t <= end_ns);
+                let mut from = column.timestamps.partition_point(|&t| t < start_ns);
+                let mut to = column.timestamps.partition_point(|&t| t <= end_ns);
+                match limit {
+                    Some((n, true)) => from = from.max(to.saturating_sub(n)),
+                    Some((n, false)) => to = to.min(from.saturating_add(n)),
+                    None => {}
+                }
                 if from == to {
                     continue;
                 }
