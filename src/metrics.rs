@@ -330,6 +330,7 @@ counters! {
     query_requests => "http_query_requests_total", "HTTP /query requests received.";
     query_statements => "query_statements_total", "InfluxQL statements executed.";
     query_errors => "query_statement_errors_total", "InfluxQL statements that ended in an error.";
+    partial_scans => "query_partial_scans_total", "Measurement scans the shards answered with partial aggregates instead of raw points.";
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
     cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
@@ -580,6 +581,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("queriesExecuted", json!(c.query_statements)),
                 ("queriesFinished", json!(c.query_statements)),
                 ("queryErrors", json!(c.query_errors)),
+                ("partialScans", json!(c.partial_scans)),
                 ("queryDurationNs", json!(query_ns)),
             ],
         ),

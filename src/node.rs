@@ -37,6 +37,8 @@ pub struct CoreArgs {
     pub recovered: Arc<std::sync::Barrier>,
     /// Open client connections per core (core 0 reads them to pick where to hand one).
     pub connection_counts: Arc<Vec<AtomicUsize>>,
+    /// Which core holds which shards (every core publishes its own).
+    pub directory: Arc<store::ShardDirectory>,
 }
 
 pub use crate::metrics::CoreStats;
@@ -57,6 +59,8 @@ pub struct CoreContext {
     pub in_flight_writes: Cell<usize>,
     pub in_flight_requests: Cell<usize>,
     pub connection_counts: Arc<Vec<AtomicUsize>>,
+    /// Which core holds which shards: scans and schema requests go only there.
+    pub directory: Arc<store::ShardDirectory>,
     pub shutting_down: Cell<bool>,
     pub http_addr: SocketAddr,
     /// This node's id (`[cluster] node-id`).
@@ -172,8 +176,19 @@ impl CoreContext {
         local: impl Fn() -> Vec<T>,
         remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
     ) -> Result<Vec<T>, MeshError> {
+        let all: Vec<usize> = (0..self.cores).collect();
+        self.on_cores(&all, local, remote).await
+    }
+
+    /// [`Self::on_every_core`] for the listed cores only.
+    async fn on_cores<T>(
+        &self,
+        cores: &[usize],
+        local: impl Fn() -> Vec<T>,
+        remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
+    ) -> Result<Vec<T>, MeshError> {
         let mut out = Vec::new();
-        for core in 0..self.cores {
+        for &core in cores {
             if core == self.core {
                 out.extend(local());
             } else {
@@ -200,7 +215,14 @@ impl CoreContext {
 
     /// A query scan over every core of this node.
     pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, MeshError> {
-        self.on_every_core(
+        let cores = self.directory.cores_holding(
+            &request.database,
+            Some(&request.retention_policy),
+            (request.start_ns, request.end_ns),
+            request.shard_ids.as_deref(),
+        );
+        self.on_cores(
+            &cores,
             || scan::scan_local(&mut self.store.borrow_mut(), request),
             |reply| MeshRequest::Scan {
                 request: request.clone(),
@@ -215,7 +237,14 @@ impl CoreContext {
         &self,
         request: &SchemaRequest,
     ) -> Result<Vec<ShardSchema>, MeshError> {
-        self.on_every_core(
+        let cores = self.directory.cores_holding(
+            &request.database,
+            request.retention_policy.as_deref(),
+            (request.start_ns, request.end_ns),
+            request.shard_ids.as_deref(),
+        );
+        self.on_cores(
+            &cores,
             || scan::schema_local(&self.store.borrow(), request),
             |reply| MeshRequest::Schema {
                 request: request.clone(),
@@ -355,6 +384,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         bound_tx,
         recovered,
         connection_counts,
+        directory,
     } = args;
     // Only core 0 listens; it hands connections to the other cores.
     let listener = if core == 0 {
@@ -390,7 +420,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
 
     let started = Instant::now();
     let opened = Store::open(core, cores, &config.data_dir, wal_config(&config));
-    let (store, recovery) = match opened {
+    let (mut store, recovery) = match opened {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(core, error = %e, "cannot open the shards of this core");
@@ -399,6 +429,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
             return Err(format!("cannot open shards: {e}"));
         }
     };
+    store.attach_directory(directory.clone());
     tracing::info!(
         core,
         shards = recovery.shards,
@@ -439,6 +470,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         in_flight_writes: Cell::new(0),
         in_flight_requests: Cell::new(0),
         connection_counts,
+        directory,
         shutting_down: Cell::new(false),
         http_addr,
         node_id: config.cluster.node_id,

@@ -199,6 +199,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let recovered = Arc::new(std::sync::Barrier::new(cores));
     let connection_counts: Arc<Vec<AtomicUsize>> =
         Arc::new((0..cores).map(|_| AtomicUsize::new(0)).collect());
+    let directory = crate::tsdb::store::ShardDirectory::new(cores);
     let mut handles = Vec::with_capacity(cores);
     let mut bound_addr = None;
     for (core, channels) in mesh.into_iter().enumerate() {
@@ -218,6 +219,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             bound_tx: bound_tx.clone(),
             recovered: recovered.clone(),
             connection_counts: connection_counts.clone(),
+            directory: directory.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core-{core}"))

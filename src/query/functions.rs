@@ -16,6 +16,9 @@ pub struct Point {
     pub time: i64,
     pub val: Val,
     pub row: Option<usize>,
+    /// Points this one stands for: 1, or a shard's partial sum of `count` points (its
+    /// `val` is their sum; see `scan::PartialSpec`).
+    pub count: u64,
 }
 
 const AGGREGATES: &[&str] = &[
@@ -259,6 +262,8 @@ pub struct AggInput<'a> {
     /// The policy's shard group duration: float sums and means are added up per
     /// InfluxDB shard group, as its engine does (0: no grouping, e.g. subqueries).
     pub shard_group_ns: i64,
+    /// By row slot: the slot holding the point counts of a partial-sum slot.
+    pub weights: &'a [Option<usize>],
 }
 
 const MIN_TIME: i64 = i64::MIN + 2;
@@ -460,6 +465,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                         time: w.0,
                         val: v,
                         row: None,
+                        count: 1,
                     })
                     .collect();
                 let default_unit = a.interval.map(|i| i.0).unwrap_or(1_000_000_000);
@@ -571,13 +577,19 @@ fn eval_window(
 fn arg_points(a: &AggInput<'_>, arg: &Expr, from: usize, to: usize) -> Vec<Point> {
     let mut out = Vec::with_capacity(to - from);
     if let Some(slot) = a.ev.slot_of(arg) {
+        let weight = a.weights.get(slot).copied().flatten();
         for r in from..to {
             let v = &a.rows[r].2[slot];
             if !v.is_null() {
+                let count = match weight.map(|w| &a.rows[r].2[w]) {
+                    Some(Val::Int(n)) => *n as u64,
+                    _ => 1,
+                };
                 out.push(Point {
                     time: a.rows[r].0,
                     val: v.clone(),
                     row: Some(r),
+                    count,
                 });
             }
         }
@@ -591,6 +603,7 @@ fn arg_points(a: &AggInput<'_>, arg: &Expr, from: usize, to: usize) -> Vec<Point
                 time: *t,
                 val: v,
                 row: Some(r),
+                count: 1,
             });
         }
     }
@@ -644,7 +657,10 @@ fn call_points(
     }
     let w = window_start;
     Ok(match name {
-        "count" => vec![scalar(w, Val::Int(pts.len() as i64))],
+        "count" => vec![scalar(
+            w,
+            Val::Int(pts.iter().map(|p| p.count as i64).sum()),
+        )],
         "sum" => match &pts[0].val {
             Val::Float(_) => vec![scalar(w, Val::Float(float_sum(a, &pts)))],
             _ => vec![scalar(w, sum(&pts))],
@@ -841,12 +857,13 @@ fn scalar(time: i64, val: Val) -> Point {
         time,
         val,
         row: None,
+        count: 1,
     }
 }
 
 /// InfluxDB's shard group of `t`: Go's `Time.Truncate(duration)`, which counts from
 /// the zero Time (0001-01-01, a Monday), so weekly groups start on Mondays.
-fn influx_group(t: i64, duration: i64) -> i64 {
+pub(crate) fn influx_group(t: i64, duration: i64) -> i64 {
     if duration <= 0 {
         return 0;
     }
@@ -871,7 +888,7 @@ fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64
             .entry((influx_group(p.time, a.shard_group_ns), series))
             .or_default();
         e.0 += p.val.as_f64().unwrap_or(0.0);
-        e.1 += 1;
+        e.1 += p.count;
     }
     out
 }
@@ -907,7 +924,7 @@ fn float_mean(a: &AggInput<'_>, pts: &[Point]) -> f64 {
     }
     if a.shard_group_ns == 0 {
         let s: f64 = pts.iter().filter_map(|p| p.val.as_f64()).sum();
-        return s / pts.len() as f64;
+        return s / pts.iter().map(|p| p.count).sum::<u64>() as f64;
     }
     let mut by_group: BTreeMap<i64, Vec<(f64, u64)>> = BTreeMap::new();
     for ((g, _), (s, n)) in partials(a, pts) {

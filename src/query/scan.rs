@@ -33,6 +33,203 @@ pub struct ScanRequest {
     /// (the group's first n rows are among its series' first n rows of each field).
     #[serde(default)]
     pub per_series_limit: Option<SeriesLimit>,
+    /// Aggregate on the shard: instead of every point, one partial per (series,
+    /// window, InfluxDB shard group) for the kinds asked (see [`PartialSpec`]).
+    #[serde(default)]
+    pub partial: Option<PartialSpec>,
+}
+
+/// What a shard computes for a `GROUP BY time` aggregate whose calls are all count,
+/// sum, mean, min, max, first or last of plain numeric fields.
+///
+/// The points of one series are cut into segments: one window of the query intersected
+/// with one InfluxDB shard group (`group_ns`; the coordinator adds float sums per
+/// (group, series) to reproduce InfluxDB's rounding, see `functions::float_sum`). A
+/// segment that lies wholly inside this shard's time range becomes one entry per kind,
+/// added up in the order the coordinator would add them (newest first for DESC); a
+/// segment cut by this shard's edge is sent as raw points (in every kind's column), so
+/// no two shards ever hold partials of one segment and the arithmetic stays exact.
+///
+/// Columns come back named [`partial_column`]`(field, kind)`, with the point counts
+/// of the sum kinds in [`weight_column`]`(field)` at the same timestamps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialSpec {
+    pub every: i64,
+    pub offset: i64,
+    pub group_ns: i64,
+    pub desc: bool,
+    /// Unescaped field name and the kinds wanted of it.
+    pub fields: Vec<(String, Vec<PartialKind>)>,
+}
+
+/// One kind of partial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PartialKind {
+    /// Sum in the field's own type (integers wrap) and the count: sum() and count().
+    Sum,
+    /// Sum as floats and the count: mean().
+    FloatSum,
+    Min,
+    Max,
+    First,
+    Last,
+}
+
+impl PartialKind {
+    fn tag(self) -> &'static str {
+        match self {
+            PartialKind::Sum => "sum",
+            PartialKind::FloatSum => "fsum",
+            PartialKind::Min => "min",
+            PartialKind::Max => "max",
+            PartialKind::First => "first",
+            PartialKind::Last => "last",
+        }
+    }
+
+    /// Whether entries of this kind carry a point count (in the weight column).
+    pub fn weighted(self) -> bool {
+        matches!(self, PartialKind::Sum | PartialKind::FloatSum)
+    }
+}
+
+/// The column (and query slot) name of `field`'s partials of `kind`; NUL cannot occur
+/// in a field name, so it never collides with a real field.
+pub fn partial_column(field: &str, kind: PartialKind) -> String {
+    format!("{field}\u{0}{}", kind.tag())
+}
+
+/// The column of `field`'s point counts (for its weighted kinds).
+pub fn weight_column(field: &str) -> String {
+    format!("{field}\u{0}n")
+}
+
+/// Replaces a scanned column by its partials per [`PartialSpec`] (`shard`: this
+/// shard's `[start, end)`).
+fn partial_columns(
+    column: crate::tsdb::shard::ColumnData,
+    kinds: &[PartialKind],
+    spec: &PartialSpec,
+    shard: (i64, i64),
+) -> Vec<crate::tsdb::shard::ColumnData> {
+    use crate::query::value::Val;
+    use crate::tsdb::shard::{ColumnData, Value};
+    let field = column.field.clone();
+    let mut out: Vec<ColumnData> = kinds
+        .iter()
+        .map(|&k| ColumnData {
+            field: partial_column(&field, k),
+            times: Vec::new(),
+            values: Vec::new(),
+        })
+        .collect();
+    let mut weights = ColumnData {
+        field: weight_column(&field),
+        times: Vec::new(),
+        values: Vec::new(),
+    };
+    let numeric = |v: &Value| matches!(v, Value::Float(_) | Value::Integer(_) | Value::Unsigned(_));
+    let times = &column.times;
+    let values = &column.values;
+    let segment_of = |t: i64| {
+        let window = (t - spec.offset).div_euclid(spec.every) * spec.every + spec.offset;
+        (
+            window,
+            crate::query::functions::influx_group(t, spec.group_ns),
+        )
+    };
+    let mut i = 0;
+    while i < times.len() {
+        let key = segment_of(times[i]);
+        let mut j = i + 1;
+        while j < times.len() && segment_of(times[j]) == key {
+            j += 1;
+        }
+        let (window, group) = key;
+        let lo = window.max(group);
+        let hi = (window + (spec.every - 1)).min(group.saturating_add(spec.group_ns - 1));
+        let whole = lo >= shard.0 && hi < shard.1 && values[i..j].iter().all(numeric);
+        if !whole {
+            for k in i..j {
+                for col in &mut out {
+                    col.times.push(times[k]);
+                    col.values.push(values[k].clone());
+                }
+            }
+            i = j;
+            continue;
+        }
+        let order: Vec<usize> = if spec.desc {
+            (i..j).rev().collect()
+        } else {
+            (i..j).collect()
+        };
+        for (kind, col) in kinds.iter().zip(out.iter_mut()) {
+            let (t, v) = match kind {
+                PartialKind::Sum => (
+                    times[i],
+                    match &values[i] {
+                        Value::Integer(_) => {
+                            Value::Integer(order.iter().fold(0i64, |s, &k| match values[k] {
+                                Value::Integer(x) => s.wrapping_add(x),
+                                _ => s,
+                            }))
+                        }
+                        Value::Unsigned(_) => {
+                            Value::Unsigned(order.iter().fold(0u64, |s, &k| match values[k] {
+                                Value::Unsigned(x) => s.wrapping_add(x),
+                                _ => s,
+                            }))
+                        }
+                        _ => Value::Float(order.iter().fold(0.0, |s, &k| {
+                            s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
+                        })),
+                    },
+                ),
+                PartialKind::FloatSum => (
+                    times[i],
+                    Value::Float(order.iter().fold(0.0, |s, &k| {
+                        s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
+                    })),
+                ),
+                // The coordinator's tie-breaks: min/max keep the earliest of equal
+                // values; first/last are unique within one series.
+                PartialKind::Min | PartialKind::Max => {
+                    let want = if *kind == PartialKind::Min {
+                        std::cmp::Ordering::Less
+                    } else {
+                        std::cmp::Ordering::Greater
+                    };
+                    let mut best = i;
+                    let mut best_val = Val::from(&values[i]);
+                    for (k, value) in values.iter().enumerate().take(j).skip(i + 1) {
+                        let v = Val::from(value);
+                        if v.cmp_total(&best_val) == want {
+                            best = k;
+                            best_val = v;
+                        }
+                    }
+                    (times[best], values[best].clone())
+                }
+                PartialKind::First => (times[i], values[i].clone()),
+                PartialKind::Last => (times[j - 1], values[j - 1].clone()),
+            };
+            col.times.push(t);
+            col.values.push(v);
+        }
+        if kinds.iter().any(|k| k.weighted()) {
+            weights.times.push(times[i]);
+            weights.values.push(Value::Integer((j - i) as i64));
+        }
+        i = j;
+    }
+    // Every entry lies inside its segment and segments come in time order: each
+    // column stays sorted by time.
+    out.retain(|c| !c.times.is_empty());
+    if !weights.times.is_empty() {
+        out.push(weights);
+    }
+    out
 }
 
 /// See [`ScanRequest::per_series_limit`].
@@ -187,13 +384,29 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
         }
         let (shard_id, start_ns) = (m.id, m.start_ns);
         let limit = r.per_series_limit.map(|l| (l.n, l.newest));
-        let series = shard.scan(
+        let shard_range = (m.start_ns, m.end_ns);
+        let mut series = shard.scan(
             &measurement,
             fields.as_deref(),
             (r.start_ns, r.end_ns),
             limit,
             keep,
         );
+        if let Some(spec) = &r.partial {
+            for s in &mut series {
+                let columns = std::mem::take(&mut s.columns);
+                for column in columns {
+                    let kinds = spec
+                        .fields
+                        .iter()
+                        .find(|(f, _)| *f == column.field)
+                        .map(|(_, k)| k.as_slice())
+                        .unwrap_or(&[]);
+                    s.columns
+                        .extend(partial_columns(column, kinds, spec, shard_range));
+                }
+            }
+        }
         out.push(ShardScan {
             shard_id,
             start_ns,
@@ -272,5 +485,57 @@ mod tests {
             ]
         );
         assert_eq!(parse_series_key("cpu").1, vec![]);
+    }
+
+    #[test]
+    fn partials_cover_whole_segments_and_send_cut_ones_raw() {
+        use crate::tsdb::shard::{ColumnData, Value};
+        // Windows of 10 ns, one InfluxDB group of 100 ns; the shard holds [0, 25).
+        let spec = PartialSpec {
+            every: 10,
+            offset: 0,
+            group_ns: 100,
+            desc: false,
+            fields: vec![("x".into(), vec![PartialKind::Sum, PartialKind::Max])],
+        };
+        let column = ColumnData {
+            field: "x".into(),
+            times: vec![1, 2, 3, 11, 12, 21, 22],
+            values: [0.1, 0.2, 0.3, 5.0, 5.0, 7.0, 1.0]
+                .into_iter()
+                .map(Value::Float)
+                .collect(),
+        };
+        let kinds = [PartialKind::Sum, PartialKind::Max];
+        let out = partial_columns(column, &kinds, &spec, (0, 25));
+        let by_name = |n: &str| out.iter().find(|c| c.field == n).expect(n).clone();
+        let sum = by_name(&partial_column("x", PartialKind::Sum));
+        // [0,10) and [10,20) are whole; [20,30) is cut by the shard's end: raw.
+        assert_eq!(sum.times, vec![1, 11, 21, 22]);
+        assert_eq!(
+            sum.values,
+            vec![
+                Value::Float(0.1 + 0.2 + 0.3),
+                Value::Float(10.0),
+                Value::Float(7.0),
+                Value::Float(1.0)
+            ]
+        );
+        let max = by_name(&partial_column("x", PartialKind::Max));
+        // Equal maxima keep the earliest point.
+        assert_eq!(max.times, vec![3, 11, 21, 22]);
+        let weights = by_name(&weight_column("x"));
+        assert_eq!(weights.times, vec![1, 11]);
+        assert_eq!(weights.values, vec![Value::Integer(3), Value::Integer(2)]);
+
+        // DESC adds newest first, as the coordinator would.
+        let desc = PartialSpec { desc: true, ..spec };
+        let column = ColumnData {
+            field: "x".into(),
+            times: vec![1, 2, 3],
+            values: [0.1, 0.2, 0.3].into_iter().map(Value::Float).collect(),
+        };
+        let out = partial_columns(column, &[PartialKind::Sum], &desc, (0, 25));
+        assert_eq!(out[0].values, vec![Value::Float(0.3 + 0.2 + 0.1)]);
     }
 }

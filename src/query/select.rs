@@ -9,7 +9,10 @@
 use crate::query::ast::{Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind};
 use crate::query::format::parse_time;
 use crate::query::functions;
-use crate::query::scan::{parse_series_key, ScanRequest, SchemaRequest, SeriesLimit, ShardSchema};
+use crate::query::scan::{
+    parse_series_key, partial_column, weight_column, PartialKind, PartialSpec, ScanRequest,
+    SchemaRequest, SeriesLimit, ShardSchema,
+};
 use crate::query::value::{arith, Val};
 use crate::query::{QueryContext, QueryError};
 use regex::Regex;
@@ -36,6 +39,10 @@ struct SourceData {
     tag_keys: BTreeSet<String>,
     field_types: BTreeMap<String, String>,
     series: Vec<InputSeries>,
+    /// The shards sent partial aggregates (`ScanRequest::partial`): the slots are
+    /// `scan::partial_column`s and `scan::weight_column`s, and the statement's calls
+    /// are rewritten to read them.
+    partial: bool,
 }
 
 struct InputSeries {
@@ -129,7 +136,11 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
     let mut out: Vec<ResultSeries> = out
         .into_iter()
         .skip(sel.soffset)
-        .take(if sel.slimit > 0 { sel.slimit } else { usize::MAX })
+        .take(if sel.slimit > 0 {
+            sel.slimit
+        } else {
+            usize::MAX
+        })
         .collect();
     if sel.order_desc {
         out.reverse();
@@ -255,6 +266,7 @@ fn merge_sources(a: SourceData, b: SourceData) -> SourceData {
         tag_keys,
         field_types,
         series,
+        partial: false,
     }
 }
 
@@ -446,13 +458,22 @@ async fn load_measurements(
             tag_keys: tags.clone(),
             field_types: fields.clone(),
             series: Vec::new(),
+            partial: false,
         };
         let slots = needed_fields(sel, condition, &data);
         if slots.is_empty() {
             out.push(data);
             continue;
         }
-        data.slots = slots.clone();
+        let partial = partial_spec(sel, condition, &data, q);
+        data.slots = match &partial {
+            Some(spec) => partial_slots(spec),
+            None => slots.clone(),
+        };
+        data.partial = partial.is_some();
+        if data.partial {
+            crate::node::CoreStats::add(&q.ctx.stats.partial_scans, 1);
+        }
         let scans = q
             .scan(&ScanRequest {
                 database: database.clone(),
@@ -466,9 +487,10 @@ async fn load_measurements(
                     .and_then(|c| tag_only_part(c, &data))
                     .map(|c| c.to_string()),
                 per_series_limit: per_series_limit(sel, condition, &data),
+                partial,
             })
             .await?;
-        data.series = series_rows(scans, &slots, q.max_select_point)?;
+        data.series = series_rows(scans, &data.slots, q.max_select_point)?;
         if q.max_select_series > 0 && data.series.len() > q.max_select_series {
             return Err(QueryError::msg(format!(
                 "max-select-series limit exceeded: ({}/{})",
@@ -482,6 +504,195 @@ async fn load_measurements(
 }
 
 /// The conjuncts of a condition that only read tags (pushed to the shards).
+/// Functions the shards can pre-aggregate (see [`PartialSpec`]) and the kind each reads.
+fn partial_kind(call: &str, field_type: &str) -> Option<PartialKind> {
+    Some(match call {
+        "count" | "sum" => PartialKind::Sum,
+        // A float field's own sum is already a float sum.
+        "mean" if field_type == "float" => PartialKind::Sum,
+        "mean" => PartialKind::FloatSum,
+        "min" => PartialKind::Min,
+        "max" => PartialKind::Max,
+        "first" => PartialKind::First,
+        "last" => PartialKind::Last,
+        _ => return None,
+    })
+}
+
+/// Transformations over window aggregates that partials can feed.
+const PARTIAL_TRANSFORMS: &[&str] = &[
+    "derivative",
+    "non_negative_derivative",
+    "difference",
+    "non_negative_difference",
+    "moving_average",
+    "cumulative_sum",
+];
+
+/// Whether `e` only reads supported aggregates of numeric fields (collecting the kinds
+/// each field needs).
+fn partial_expr(
+    e: &Expr,
+    data: &SourceData,
+    kinds: &mut BTreeMap<String, BTreeSet<PartialKind>>,
+) -> bool {
+    match e {
+        Expr::Paren(inner) => partial_expr(inner, data, kinds),
+        Expr::Binary { lhs, rhs, .. } => {
+            partial_expr(lhs, data, kinds) && partial_expr(rhs, data, kinds)
+        }
+        Expr::Number(_) | Expr::Integer(_) => true,
+        Expr::Call { name, args } if PARTIAL_TRANSFORMS.contains(&name.as_str()) => {
+            matches!(args.first().map(Expr::unparen), Some(Expr::Call { .. }))
+                && partial_expr(&args[0], data, kinds)
+                && args[1..]
+                    .iter()
+                    .all(|a| matches!(a, Expr::Duration(_) | Expr::Integer(_) | Expr::Number(_)))
+        }
+        Expr::Call { name, args } if functions::is_aggregate_or_transform(name) => {
+            let [Expr::VarRef {
+                name: field,
+                kind: None,
+            }] = args.as_slice()
+            else {
+                return false;
+            };
+            let Some(field_type) = data.field_types.get(field) else {
+                return false;
+            };
+            if !matches!(field_type.as_str(), "float" | "integer" | "unsigned")
+                || data.tag_keys.contains(field)
+            {
+                return false;
+            }
+            match partial_kind(name, field_type) {
+                Some(kind) => {
+                    kinds.entry(field.clone()).or_default().insert(kind);
+                    true
+                }
+                None => false,
+            }
+        }
+        // Math functions over aggregates.
+        Expr::Call { args, .. } => args.iter().all(|a| partial_expr(a, data, kinds)),
+        _ => false,
+    }
+}
+
+/// The partial-aggregation request for this source, when the statement allows it:
+/// `GROUP BY time` without `tz()`, one plain measurement, no field in the WHERE
+/// clause, every call a supported aggregate of a numeric field, and no
+/// `max-select-point` (which counts raw points).
+fn partial_spec(
+    sel: &Select,
+    condition: Option<&Expr>,
+    data: &SourceData,
+    q: &QueryContext<'_>,
+) -> Option<PartialSpec> {
+    let (every, offset) = sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, offset } => Some((*interval, *offset)),
+        _ => None,
+    })?;
+    if every <= 0
+        || sel.tz.is_some()
+        || sel.sources.len() != 1
+        || q.max_select_point > 0
+        || data.shard_group_ns <= 0
+    {
+        return None;
+    }
+    if let Some(c) = condition {
+        let mut only_tags = true;
+        c.walk(&mut |x| match x {
+            Expr::VarRef { name, kind } => {
+                let is_tag = *kind == Some(VarKind::Tag)
+                    || (kind.is_none()
+                        && data.tag_keys.contains(name)
+                        && !data.field_types.contains_key(name));
+                only_tags &= is_tag;
+            }
+            Expr::Call { .. } | Expr::BoundParam(_) => only_tags = false,
+            _ => {}
+        });
+        if !only_tags {
+            return None;
+        }
+    }
+    let mut kinds = BTreeMap::new();
+    for f in &sel.fields {
+        if !partial_expr(&f.expr, data, &mut kinds) {
+            return None;
+        }
+    }
+    if kinds.is_empty() {
+        return None;
+    }
+    let offset = if offset == i64::MIN {
+        q.now_ns.rem_euclid(every)
+    } else {
+        offset
+    };
+    Some(PartialSpec {
+        every,
+        offset,
+        group_ns: data.shard_group_ns,
+        desc: sel.order_desc,
+        fields: kinds
+            .into_iter()
+            .map(|(f, k)| (f, k.into_iter().collect()))
+            .collect(),
+    })
+}
+
+/// The row slots of a partial scan: each field's kind columns, then its weights.
+fn partial_slots(spec: &PartialSpec) -> Vec<String> {
+    let mut slots = Vec::new();
+    for (field, kinds) in &spec.fields {
+        for &k in kinds {
+            slots.push(partial_column(field, k));
+        }
+        if kinds.iter().any(|k| k.weighted()) {
+            slots.push(weight_column(field));
+        }
+    }
+    slots
+}
+
+/// Points the calls of `e` at their partial columns (`mean(x)` reads `x`'s sums).
+fn rewrite_for_partials(e: &Expr, data: &SourceData) -> Expr {
+    match e {
+        Expr::Paren(inner) => Expr::Paren(Box::new(rewrite_for_partials(inner, data))),
+        Expr::Binary { op, lhs, rhs } => Expr::Binary {
+            op: *op,
+            lhs: Box::new(rewrite_for_partials(lhs, data)),
+            rhs: Box::new(rewrite_for_partials(rhs, data)),
+        },
+        Expr::Call { name, args } => {
+            if let [Expr::VarRef {
+                name: field,
+                kind: None,
+            }] = args.as_slice()
+            {
+                let ty = data.field_types.get(field).map_or("float", String::as_str);
+                if let Some(kind) = partial_kind(name, ty) {
+                    return Expr::Call {
+                        name: name.clone(),
+                        args: vec![Expr::VarRef {
+                            name: partial_column(field, kind),
+                            kind: None,
+                        }],
+                    };
+                }
+            }
+            Expr::Call {
+                name: name.clone(),
+                args: args.iter().map(|a| rewrite_for_partials(a, data)).collect(),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
 /// The per-series limit a raw `SELECT ... LIMIT n [OFFSET o]` can push to the shards:
 /// no function call in the field list (so rows are the stored rows) and no field in
 /// the WHERE clause (so the limit counts the rows the shard would return).
@@ -795,6 +1006,7 @@ fn from_subquery(inner: &Select, series: Vec<ResultSeries>) -> Vec<SourceData> {
             tag_keys,
             field_types,
             series,
+            partial: false,
         });
     }
     out
@@ -1160,6 +1372,18 @@ async fn reduce(
         // Only tags selected: InfluxDB answers with no series.
         return Ok(Vec::new());
     }
+    let columns = column_names(&fields);
+    let fields: Vec<Field> = if data.partial {
+        fields
+            .iter()
+            .map(|f| Field {
+                expr: rewrite_for_partials(&f.expr, &data),
+                alias: f.alias.clone(),
+            })
+            .collect()
+    } else {
+        fields
+    };
     let aggregate = fields.iter().any(|f| has_call(&f.expr));
     let interval = sel.dimensions.iter().find_map(|d| match d {
         Dimension::Time { interval, offset } => Some((*interval, *offset)),
@@ -1208,7 +1432,17 @@ async fn reduce(
             rows.push((t, si, vals));
         }
     }
-    let columns = column_names(&fields);
+    // Point counts of partial sums: each weighted slot's weight slot.
+    let weights: Vec<Option<usize>> = data
+        .slots
+        .iter()
+        .map(|s| {
+            let (field, kind) = s.split_once('\u{0}')?;
+            matches!(kind, "sum" | "fsum")
+                .then(|| data.slots.iter().position(|w| *w == weight_column(field)))
+                .flatten()
+        })
+        .collect();
     let mut out = Vec::new();
     // Window bounds for GROUP BY time: from the range start (or the first point) to the
     // range end (or now).
@@ -1238,6 +1472,7 @@ async fn reduce(
                 desc: sel.order_desc,
                 zone,
                 shard_group_ns: data.shard_group_ns,
+                weights: &weights,
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)

@@ -33,12 +33,58 @@ pub struct StoreRecovery {
     pub failed_shards: Vec<String>,
 }
 
+/// Which shards each core of the node holds (database, policy, time range). The
+/// owning core republishes its list whenever its set of shards changes (a new shard
+/// group, a drop: rare); any core reads it without a lock to plan a query, so a scan
+/// asks only the cores that hold a shard in range — on a node with several cores a
+/// small query then often needs no cross-core round trip at all.
+pub struct ShardDirectory {
+    cores: Vec<arc_swap::ArcSwap<Vec<ShardMeta>>>,
+}
+
+impl ShardDirectory {
+    pub fn new(cores: usize) -> Arc<ShardDirectory> {
+        Arc::new(ShardDirectory {
+            cores: (0..cores).map(|_| Default::default()).collect(),
+        })
+    }
+
+    fn publish(&self, core: usize, shards: Vec<ShardMeta>) {
+        if let Some(slot) = self.cores.get(core) {
+            slot.store(Arc::new(shards));
+        }
+    }
+
+    /// Cores holding a shard of `database` (and `rp`, when given) that overlaps
+    /// `[start, end]` (and is one of `ids`, when given), in core order.
+    pub fn cores_holding(
+        &self,
+        database: &str,
+        rp: Option<&str>,
+        (start, end): (i64, i64),
+        ids: Option<&[u64]>,
+    ) -> Vec<usize> {
+        (0..self.cores.len())
+            .filter(|&core| {
+                self.cores[core].load().iter().any(|m| {
+                    m.database == database
+                        && rp.is_none_or(|rp| rp == m.retention_policy)
+                        && m.end_ns > start
+                        && m.start_ns <= end
+                        && ids.is_none_or(|ids| ids.contains(&m.id))
+                })
+            })
+            .collect()
+    }
+}
+
 /// Per-core store.
 pub struct Store {
     core: usize,
     data_dir: PathBuf,
     wal_config: WalConfig,
     shards: HashMap<u64, Shard>,
+    directory: Option<Arc<ShardDirectory>>,
 }
 
 impl Store {
@@ -56,6 +102,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             wal_config,
             shards: HashMap::new(),
+            directory: None,
         };
         let mut recovery = StoreRecovery::default();
         for entry in std::fs::read_dir(&shards_dir)? {
@@ -93,20 +140,33 @@ impl Store {
         self.core
     }
 
+    /// Publishes this core's shards to `directory`, now and on every change.
+    pub fn attach_directory(&mut self, directory: Arc<ShardDirectory>) {
+        self.directory = Some(directory);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(d) = &self.directory {
+            d.publish(
+                self.core,
+                self.shards.values().map(|s| s.meta.clone()).collect(),
+            );
+        }
+    }
+
     /// Writes a batch to its shard, creating the shard on first use. Returns the outcome
     /// and the durability receiver to await before acknowledging.
     pub fn write(
         &mut self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
-        let shard = match self.shards.entry(batch.shard.id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Shard::create(
-                &self.data_dir,
-                batch.shard.clone(),
-                self.wal_config,
-            )?),
-        };
+        if !self.shards.contains_key(&batch.shard.id) {
+            let shard = Shard::create(&self.data_dir, batch.shard.clone(), self.wal_config)?;
+            self.shards.insert(batch.shard.id, shard);
+            self.publish();
+        }
+        let shard = self.shards.get_mut(&batch.shard.id).expect("just ensured");
         shard.write(
             &batch.body,
             &batch.points,
@@ -174,7 +234,9 @@ impl Store {
             })
             .map(|(id, _)| *id)
             .collect();
-        ids.iter().filter_map(|id| self.shards.remove(id)).collect()
+        let removed = ids.iter().filter_map(|id| self.shards.remove(id)).collect();
+        self.publish();
+        removed
     }
 
     /// Every WAL of this core (to close them at shutdown without holding the store).
