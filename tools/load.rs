@@ -623,4 +623,112 @@ mod tests {
         assert_eq!(parse_url("http://127.0.0.1/x/").unwrap().base_path, "/x");
         assert!(parse_url("https://127.0.0.1").is_err());
     }
+
+    /// A test server: answers every request with 204 after `delay(n)` for the n-th
+    /// request (one thread per connection, keep-alive).
+    fn sleepy_server(delay: fn(usize) -> Duration) -> SocketAddr {
+        use std::io::{BufRead, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = std::sync::Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let served = served.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        reader.read_exact(&mut body).unwrap();
+                        let n = served.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(delay(n));
+                        if writer
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn options(workers: usize, rate: Option<f64>) -> LoadOptions {
+        LoadOptions {
+            db: "db".into(),
+            precision: "ns".into(),
+            consistency: "one".into(),
+            workers,
+            batch_lines: 1,
+            rate,
+            max_retries: 0,
+            gzip: false,
+            create_db: false,
+            timeout: Duration::from_secs(10),
+            log_requests: false,
+        }
+    }
+
+    fn batches(n: usize) -> Vec<Batch> {
+        let data: String = (0..n).map(|i| format!("m v={i} {i}\n")).collect();
+        split_batches(Bytes::from(data), 1)
+    }
+
+    fn target(addr: SocketAddr) -> Target {
+        parse_url(&format!("http://{addr}")).unwrap()
+    }
+
+    #[test]
+    fn closed_loop_latency_is_the_servers_time() {
+        let addr = sleepy_server(|_| Duration::from_millis(20));
+        let summary = run(&target(addr), &options(2, None), &batches(30)).unwrap();
+        let h = &summary.tally.latency;
+        assert_eq!(h.len(), 30);
+        // 20 ms of sleep plus loopback and scheduling (a busy CI machine adds some).
+        for q in [0.5, 0.99] {
+            let us = h.value_at_quantile(q);
+            assert!((20_000..40_000).contains(&us), "p{q}: {us} µs");
+        }
+    }
+
+    #[test]
+    fn open_loop_counts_queueing_behind_a_stall() {
+        // 100 batches at 200/s on one connection; request 10 stalls 500 ms. Closed-loop
+        // accounting would show one slow request; open-loop (from each batch's intended
+        // send time) shows the ~100 batches due during the stall waiting behind it.
+        let addr = sleepy_server(|n| Duration::from_millis(if n == 10 { 500 } else { 1 }));
+        let summary = run(&target(addr), &options(1, Some(200.0)), &batches(100)).unwrap();
+        let h = &summary.tally.latency;
+        assert_eq!(h.len(), 100);
+        let p50 = h.value_at_quantile(0.5);
+        assert!(
+            p50 >= 100_000,
+            "half the batches queued behind the stall: p50 {p50} µs"
+        );
+        assert!(
+            h.max() >= 490_000,
+            "the stalled request: max {} µs",
+            h.max()
+        );
+        // And without the stall, the same schedule has millisecond latencies.
+        let addr = sleepy_server(|_| Duration::from_millis(1));
+        let summary = run(&target(addr), &options(1, Some(200.0)), &batches(100)).unwrap();
+        assert!(summary.tally.latency.value_at_quantile(0.99) < 50_000);
+    }
 }
