@@ -3,11 +3,18 @@
 # the load tool's own ceiling (`shardcore-bench sink`) as the reference, for
 # PERFORMANCE.md. Loopback only, temp dirs, every wait bounded.
 #
+# Exit status 1 if a ShardCore run fails or loses data.
 # Usage: tools/compare-ingest.sh [--hosts 100] [--rows 10000] [--workers 4]
 #          [--batch-lines 5000] [--runs 3] [--out results/ingest-DATE.md]
-#          [--systems sink,shardcore,influxdb,victoria-metrics] [--settle-s 2]
-#          [--ready-timeout-s 30] [--load-timeout-s 600] [--tmp-dir DIR]
-#          [--no-build] [--no-install] [--keep-tmp]
+#          [--systems sink,shardcore,shardcore-cluster,shardcore-cluster-all,influxdb,victoria-metrics]
+#          [--settle-s 2] [--ready-timeout-s 30] [--load-timeout-s 600] [--tmp-dir DIR]
+#          [--no-build] [--no-install] [--keep-tmp] [--quick]
+# (also `shardcore-bench compare ARGS`). --quick: a few-second smoke run (10 hosts x 200
+# rows, 1 run, 1000-line batches, no settle, nothing installed), as CI runs it.
+# shardcore-cluster: three local one-core nodes (rf=2, unpinned), all writes through
+# node 1 at consistency one; shardcore-cluster-all: the same at consistency all. Beside
+# the report, two SVG charts from each system's first run: acknowledged lines/s over
+# time and the latency percentile spectrum (`shardcore-bench chart`).
 #
 # Every run starts the server fresh on a new data dir, waits until it answers, sends the
 # same `shardcore-bench load ... --json` (TSBS cpu-only, closed loop), samples the
@@ -21,12 +28,12 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release
 
 HOSTS=100 ROWS=10000 WORKERS=4 BATCH_LINES=5000 RUNS=3
-OUT="" SYSTEMS="sink,shardcore,influxdb,victoria-metrics"
+OUT="" SYSTEMS="sink,shardcore,shardcore-cluster,shardcore-cluster-all,influxdb,victoria-metrics"
 SETTLE_S=2 READY_TIMEOUT_S=30 LOAD_TIMEOUT_S=600 STOP_TIMEOUT_S=20 CHECK_TIMEOUT_S=60
 TMP_ROOT=${TMPDIR:-/tmp} BUILD=1 INSTALL=1 KEEP_TMP=0
 DB=benchmark
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 need_value() { [[ $# -ge 2 && -n $2 ]] || { echo "compare-ingest: $1 needs a value" >&2; exit 2; }; }
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -44,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --no-install) INSTALL=0; shift ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
+    --quick) HOSTS=10 ROWS=200 RUNS=1 BATCH_LINES=1000 SETTLE_S=0 INSTALL=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare-ingest: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -53,7 +61,7 @@ for v in HOSTS ROWS WORKERS BATCH_LINES RUNS READY_TIMEOUT_S LOAD_TIMEOUT_S; do
 done
 [[ $SETTLE_S =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "compare-ingest: --settle-s must be a number" >&2; exit 2; }
 for s in ${SYSTEMS//,/ }; do
-  case $s in sink | shardcore | influxdb | victoria-metrics) ;;
+  case $s in sink | shardcore | shardcore-cluster | shardcore-cluster-all | influxdb | victoria-metrics) ;;
     *) echo "compare-ingest: unknown system $s" >&2; exit 2 ;;
   esac
 done
@@ -141,6 +149,7 @@ done
 declare -A SKIP=() VERSION=()
 VERSION[sink]="shardcore-bench sink"
 VERSION[shardcore]="ShardCore $("$BIN/shardcore" --version | awk '{print $2}') ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
+VERSION[shardcore-cluster]=${VERSION[shardcore]} VERSION[shardcore-cluster-all]=${VERSION[shardcore]}
 
 apt_install() { # PACKAGE: apt-get install, with one `apt-get update` retry
   local pkg=$1 sudo=()
@@ -250,11 +259,52 @@ open(d + "/influxdb.conf", "w").write(text)
 ' "$1" "$2" "$3"
 }
 
+# A local 3-node cluster (one core each, unpinned, rf=2): starts nodes 2 and 3 (their
+# pids in EXTRA_PIDS) and sets SERVER_CMD for node 1, which start_server runs.
+start_cluster_nodes() {
+  local dir=$1 port=$2 i j peers cports=() hports=("$port" "$(free_port)" "$(free_port)") code
+  for i in 0 1 2; do cports+=("$(free_port)"); done
+  for i in 0 1 2; do
+    peers=""
+    for j in 0 1 2; do [[ $i == "$j" ]] || peers+="\"$((j + 1))@127.0.0.1:${cports[$j]}\","; done
+    mkdir -p "$dir/n$i"
+    printf '[cluster]\nnode-id = %d\nbind = "127.0.0.1:%s"\npeers = [%s]\nshared-secret = "compare"\n[runtime]\npin-cores = false\n' \
+      $((i + 1)) "${cports[$i]}" "${peers%,}" >"$dir/n$i/node.toml"
+  done
+  EXTRA_PIDS=()
+  for i in 1 2; do
+    "$BIN/shardcore" serve --cores 1 --data-dir "$dir/n$i/data" --http-bind "127.0.0.1:${hports[$i]}" \
+      --config "$dir/n$i/node.toml" >"$dir/n$i/server.log" 2>&1 &
+    EXTRA_PIDS+=("$!")
+    LIVE_PIDS+=("$!")
+  done
+  SERVER_CMD=("$BIN/shardcore" serve --cores 1 --data-dir "$dir/n0/data" --http-bind "127.0.0.1:$port"
+    --config "$dir/n0/node.toml")
+  CLUSTER_HTTP=("${hports[@]}")
+}
+
+# After node 1 answers: waits for nodes 2 and 3, creates the database with rf=2.
+finish_cluster() {
+  local p code deadline=$((SECONDS + READY_TIMEOUT_S))
+  for p in "${CLUSTER_HTTP[@]:1}"; do
+    until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$p/ping") == 204 ]]; do
+      ((SECONDS < deadline)) || { REASON="cluster node on port $p did not answer /ping"; return 1; }
+      sleep 0.2
+    done
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "$SERVER_URL/query" --data-urlencode "q=CREATE DATABASE $DB WITH REPLICATION 2")
+  [[ $code == 200 ]] || { REASON="CREATE DATABASE ... WITH REPLICATION 2 answered $code"; return 1; }
+  sleep 1 # the database reaches the other nodes (meta sync)
+}
+
 start_server() {
   local sys=$1 dir=$2 port rpc_port env_unset=() v
   port=$(free_port)
   SERVER_URL=http://127.0.0.1:$port READY_PATH=/ping READY_CODE=204
+  EXTRA_PIDS=()
   case $sys in
+    shardcore-cluster | shardcore-cluster-all)
+      start_cluster_nodes "$dir" "$port" ;;
     sink)
       SERVER_CMD=("$BIN/shardcore-bench" sink --listen "127.0.0.1:$port") ;;
     shardcore)
@@ -277,7 +327,10 @@ start_server() {
   local deadline=$((SECONDS + READY_TIMEOUT_S)) code
   while :; do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$SERVER_URL$READY_PATH" || true)
-    [[ $code == "$READY_CODE" ]] && return 0
+    if [[ $code == "$READY_CODE" ]]; then
+      [[ $sys == shardcore-cluster* ]] && { finish_cluster || return 1; }
+      return 0
+    fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
       wait "$SERVER_PID" 2>/dev/null && v=0 || v=$?
       forget_pid "$SERVER_PID"
@@ -329,20 +382,24 @@ EOF
 }
 
 check_after_stop() { # SYSTEM DIR LOAD_JSON
-  local sys=$1 dir=$2 json=$3 out
-  [[ $sys == shardcore ]] || { echo ""; return; }
-  out=$(timeout "$CHECK_TIMEOUT_S" "$BIN/shardcore" inspect "$dir/data" 2>&1) || { echo "not checked: shardcore inspect failed"; return; }
-  python3 - "$json" "$DB" "$out" <<'EOF'
+  local sys=$1 dir=$2 json=$3 out="" d copies=1 dirs=("$dir/data")
+  [[ $sys == shardcore* ]] || { echo ""; return; }
+  [[ $sys == shardcore-cluster* ]] && { dirs=("$dir/n0/data" "$dir/n1/data" "$dir/n2/data"); copies=2; }
+  for d in "${dirs[@]}"; do
+    out+=$(timeout "$CHECK_TIMEOUT_S" "$BIN/shardcore" inspect "$d" 2>&1)$'\n' || { echo "not checked: shardcore inspect failed"; return; }
+  done
+  python3 - "$json" "$DB" "$out" "$copies" <<'EOF'
 import json, sys
-want = json.load(open(sys.argv[1]))["values"]
-lines = sys.argv[3].splitlines()
+want = json.load(open(sys.argv[1]))["values"] * int(sys.argv[4])
+lines = [l for l in sys.argv[3].splitlines() if l.strip()]
 try:
     head = lines[0].split("\t")
     db_i, values_i = head.index("database"), head.index("values")
-    got = sum(int(l.split("\t")[values_i]) for l in lines[1:] if l.split("\t")[db_i] == sys.argv[2])
+    got = sum(int(l.split("\t")[values_i]) for l in lines if l != lines[0] and l.split("\t")[db_i] == sys.argv[2])
 except Exception:
     print("not checked: unexpected `shardcore inspect` output"); sys.exit()
-print(("ok" if got == want else "MISMATCH") + f": `shardcore inspect` values {got}, values acknowledged {want}")
+copies = f" ({sys.argv[4]} copies)" if sys.argv[4] != "1" else ""
+print(("ok" if got == want else "MISMATCH") + f": `shardcore inspect` values {got}, values acknowledged{copies} {want}")
 EOF
 }
 
@@ -350,7 +407,20 @@ write_meta() { # FILE key value ...
   python3 -c 'import json, sys; a = sys.argv[2:]; json.dump(dict(zip(a[::2], a[1::2])), open(sys.argv[1], "w"))' "$@"
 }
 
-declare -A CREATE_DB=([sink]=1 [shardcore]=1 [influxdb]=1 [victoria-metrics]=1)
+declare -A CREATE_DB=([sink]=1 [shardcore]=1 [shardcore-cluster]=0 [shardcore-cluster-all]=0 [influxdb]=1 [victoria-metrics]=1)
+declare -A CONSISTENCY=([shardcore-cluster-all]=all)
+
+# CPU ticks and peak RSS (kB) of all of a system's processes (a cluster has three).
+all_cpu_ticks() {
+  local p sum=0 t
+  for p in "$SERVER_PID" "${EXTRA_PIDS[@]}"; do t=$(cpu_ticks "$p") || return 1; sum=$((sum + t)); done
+  echo "$sum"
+}
+all_hwm_kb() {
+  local p sum=0 k
+  for p in "$SERVER_PID" "${EXTRA_PIDS[@]}"; do k=$(hwm_kb "$p") || true; sum=$((sum + ${k:-0})); done
+  echo "$sum"
+}
 
 # run_one SYSTEM RUN: one fresh server, one load. Returns 1 if the server did not start.
 run_one() {
@@ -366,9 +436,10 @@ run_one() {
   fi
   while :; do
     load_cmd=("$BIN/shardcore-bench" load --url "$SERVER_URL" --db "$DB" --hosts "$HOSTS" --rows "$ROWS"
-      --workers "$WORKERS" --batch-lines "$BATCH_LINES" --json)
+      --workers "$WORKERS" --batch-lines "$BATCH_LINES" --consistency "${CONSISTENCY[$sys]:-one}"
+      --requests-out "$dir/requests.csv" --json)
     [[ ${CREATE_DB[$sys]} == 1 ]] && load_cmd+=(--create-db)
-    before=$(cpu_ticks "$SERVER_PID" || echo 0)
+    before=$(all_cpu_ticks || echo 0)
     status=0
     timeout --foreground -k 10 "$LOAD_TIMEOUT_S" "${load_cmd[@]}" >"$dir/load.json" 2>"$dir/load.log" || status=$?
     # VictoriaMetrics needs no CREATE DATABASE: if the loader's fails there, go without it.
@@ -381,8 +452,8 @@ run_one() {
     break
   done
   sleep "$SETTLE_S"
-  after=$(cpu_ticks "$SERVER_PID" || echo "$before")
-  hwm=$(hwm_kb "$SERVER_PID" || true)
+  after=$(all_cpu_ticks || echo "$before")
+  hwm=$(all_hwm_kb || true)
   if ((run == 1)); then
     {
       echo "${VERSION[$sys]}:"
@@ -396,6 +467,11 @@ run_one() {
   check1=""
   ((status == 0)) && check1=$(check_before_stop "$sys" "$dir/load.json")
   kill -0 "$SERVER_PID" 2>/dev/null || note "$sys run $run: the server died during the run"
+  local extra
+  for extra in "${EXTRA_PIDS[@]}"; do
+    stop_pid "$extra"
+    forget_pid "$extra"
+  done
   stop_pid "$SERVER_PID"
   stop=$STOPPED
   forget_pid "$SERVER_PID"
@@ -412,7 +488,7 @@ run_one() {
   [[ -n $check1$check2 ]] && log "$sys run $run: stored-data check: $check1$check2"
   [[ $check1$check2 == MISMATCH* ]] && note "$sys run $run: stored-data check: $check1$check2"
   # Keep the logs, drop the data.
-  rm -rf "$dir/data" "$dir/vm" "$dir/meta" "$dir/wal"
+  rm -rf "$dir/data" "$dir/vm" "$dir/meta" "$dir/wal" "$dir"/n?/data
   timeout 60 sync || true
   return 0
 }
@@ -434,6 +510,25 @@ done
 # Report.
 
 mkdir -p "$(dirname "$OUT")"
+# Charts from each system's first run.
+declare -A CHART_NAME=([sink]="client ceiling" [shardcore]="ShardCore 1 node" [shardcore-cluster]="ShardCore 3 nodes (one)"
+  [shardcore-cluster-all]="ShardCore 3 nodes (all)" [influxdb]="InfluxDB 1.6.7" [victoria-metrics]="VictoriaMetrics")
+chart_runs=()
+for sys in ${SYSTEMS//,/ }; do
+  f="$WORK/$sys-run1/requests.csv"
+  [[ -s $f && $sys != sink ]] && chart_runs+=("${CHART_NAME[$sys]}=$f")
+done
+R_CHARTS=""
+if ((${#chart_runs[@]})); then
+  prefix="$(basename "$OUT" .md)-"
+  if "$BIN/shardcore-bench" chart --batch-lines "$BATCH_LINES" --out-dir "$(dirname "$OUT")" --prefix "$prefix" \
+    --title "$HOSTS hosts x $ROWS rows" "${chart_runs[@]}" >"$WORK/charts.txt" 2>&1; then
+    R_CHARTS=$(xargs -n1 basename <"$WORK/charts.txt" | tr '\n' ' ')
+  else
+    note "charts failed: $(tail -n 2 "$WORK/charts.txt" | tr '\n' ' ')"
+  fi
+fi
+export R_CHARTS
 R_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export R_DATE R_WORK=$WORK R_OUT=$OUT R_HOSTS=$HOSTS R_ROWS=$ROWS R_WORKERS=$WORKERS R_BATCH=$BATCH_LINES \
   R_RUNS=$RUNS R_SETTLE=$SETTLE_S \
@@ -445,8 +540,11 @@ E = os.environ
 work, out = E["R_WORK"], E["R_OUT"]
 hosts, rows, workers, batch, runs = (int(E[k]) for k in ("R_HOSTS", "R_ROWS", "R_WORKERS", "R_BATCH", "R_RUNS"))
 names = {"sink": "client ceiling (sink)", "shardcore": "ShardCore",
+         "shardcore-cluster": "ShardCore 3 nodes rf=2, consistency one",
+         "shardcore-cluster-all": "ShardCore 3 nodes rf=2, consistency all",
          "influxdb": "InfluxDB", "victoria-metrics": "VictoriaMetrics"}
 versions = {"sink": E["R_V_SINK"], "shardcore": E["R_V_SHARDCORE"],
+            "shardcore-cluster": E["R_V_SHARDCORE"], "shardcore-cluster-all": E["R_V_SHARDCORE"],
             "influxdb": E["R_V_INFLUXDB"], "victoria-metrics": E["R_V_VM"]}
 cols = ["lines/s", "values/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
         "server CPU s", "CPU s / M lines", "peak RSS MB"]
@@ -519,7 +617,8 @@ w("- Each system runs with its defaults but for data paths, loopback addresses a
   "(InfluxDB) reporting off. InfluxDB's defaults include its `_internal` monitor store and an "
   "HTTP access-log line per request. VictoriaMetrics runs with `-retentionPeriod=100y`: its "
   "default one-month retention silently drops the data set's 2016 rows. ShardCore "
-  "uses all online CPUs (`--cores` default).")
+  "uses all online CPUs (`--cores` default); the 3-node cluster runs three one-core, unpinned nodes on "
+  "this one machine (rf=2, every write through node 1), so its CPU and RSS are the three processes summed.")
 w(f"- The load tool and the server share this machine's {os.cpu_count()} CPUs; "
   "the client-ceiling row is the same load against a server that does nothing.")
 w("")
@@ -554,6 +653,15 @@ if medians:
     for m in medians:
         w(m)
     w("")
+charts = E.get("R_CHARTS", "").split()
+if charts:
+    w("## Charts")
+    w("")
+    w("From each system's first run (`shardcore-bench chart` over the load tool's `--requests-out` logs):")
+    w("")
+    for c in charts:
+        w(f"![{c}]({c})")
+        w("")
 notes = read("notes.md")
 if notes:
     w("## Problems and notes")
@@ -603,3 +711,15 @@ EOF
 log "report written to $OUT"
 echo
 cat "$OUT"
+# Exit status: 1 if a ShardCore run failed or its stored data did not match what was
+# acknowledged (other systems' problems are reported, not fatal).
+bad=0
+while read -r d; do
+  python3 - "$d/meta.json" <<'PY' || bad=1
+import json, sys
+m = json.load(open(sys.argv[1]))
+sys.exit(1 if m["system"].startswith("shardcore") and (m.get("failed") or m.get("check", "").startswith("MISMATCH")) else 0)
+PY
+done <"$WORK/runs.txt"
+((bad == 0)) || log "a ShardCore run failed or its data did not match (see the report)"
+exit "$bad"

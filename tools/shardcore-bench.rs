@@ -13,6 +13,7 @@
 //! workers on 2 cores), so the server is what gets measured. Generation runs at
 //! 4-6 M lines/s on one core (fixed-point values, no float formatting).
 
+mod chart;
 mod cpu_gen;
 mod http1;
 mod load;
@@ -47,6 +48,16 @@ enum Command {
     Load(Box<LoadArgs>),
     /// Run the TSBS query types (cpu-only) and report latency percentiles per type.
     Query(QueryArgs),
+    /// SVG charts (throughput over time, latency percentile spectrum) of load runs
+    /// from their `--requests-out` logs, one line per run.
+    Chart(ChartArgs),
+    /// Side-by-side ingest comparison (ShardCore 1 node and 3-node cluster, InfluxDB
+    /// 1.6.7, VictoriaMetrics): runs tools/compare-ingest.sh with these arguments.
+    Compare {
+        /// Arguments for tools/compare-ingest.sh (`-- --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// A minimal HTTP server answering 204 to everything (the client's ceiling).
     Sink {
         /// Address to listen on.
@@ -177,6 +188,25 @@ struct QueryArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct ChartArgs {
+    /// Runs as NAME=requests.csv (the load tool's --requests-out), one line each.
+    #[arg(required = true)]
+    runs: Vec<String>,
+    /// Lines per batch of those runs (--batch-lines).
+    #[arg(long, default_value_t = 5000)]
+    batch_lines: u64,
+    /// Directory for the SVG files.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+    /// File name prefix (e.g. `ingest-2026-11-22-`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Chart title.
+    #[arg(long, default_value = "Ingest")]
+    title: String,
+}
+
 /// Failures of a subcommand.
 #[derive(Debug)]
 enum BenchError {
@@ -213,6 +243,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Load(args) => run_load(&args),
         Command::Query(args) => run_queries(&args),
+        Command::Chart(args) => run_chart(&args),
+        Command::Compare { args } => run_compare(&args),
         Command::Sink { listen } => {
             sink::run(&listen).map_err(output_error(format!("sink on {listen}")))
         }
@@ -363,4 +395,49 @@ fn run_queries(args: &QueryArgs) -> Result<(), BenchError> {
         print!("{}", query::text(&results));
     }
     Ok(())
+}
+
+/// `chart`: reads the request logs and writes the two SVG charts.
+fn run_chart(args: &ChartArgs) -> Result<(), BenchError> {
+    let mut runs = Vec::new();
+    for spec in &args.runs {
+        let Some((name, path)) = spec.split_once('=') else {
+            return Err(BenchError::Query(format!(
+                "chart: expected NAME=requests.csv, got {spec:?}"
+            )));
+        };
+        let log = chart::read_log(name, std::path::Path::new(path))
+            .map_err(output_error(format!("reading {path}")))?;
+        runs.push(log);
+    }
+    let files = chart::write_charts(
+        &runs,
+        args.batch_lines as f64,
+        &args.out_dir,
+        &args.prefix,
+        &args.title,
+    )
+    .map_err(output_error(args.out_dir.display().to_string()))?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+/// `compare`: the comparison script of this checkout, with the given arguments.
+fn run_compare(args: &[String]) -> Result<(), BenchError> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/compare-ingest.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .status()
+        .map_err(output_error(format!("running {}", script.display())))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Query(format!(
+            "{} failed ({status})",
+            script.display()
+        )))
+    }
 }
