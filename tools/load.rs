@@ -433,6 +433,9 @@ struct Shared<'a> {
     target: &'a Target,
     opts: &'a LoadOptions,
     head_prefix: Vec<u8>,
+    /// Batches finished (acknowledged or failed) and lines acknowledged: the progress bar.
+    done_batches: AtomicUsize,
+    done_lines: std::sync::atomic::AtomicU64,
 }
 
 impl Shared<'_> {
@@ -464,18 +467,28 @@ pub fn run(target: &Target, opts: &LoadOptions, batches: &[Batch]) -> Result<Sum
         target,
         opts,
         head_prefix: write_head_prefix(target, opts),
+        done_batches: AtomicUsize::new(0),
+        done_lines: std::sync::atomic::AtomicU64::new(0),
     };
+    let finished = std::sync::atomic::AtomicBool::new(false);
     let tallies: Vec<Tally> = std::thread::scope(|s| {
+        // A progress bar on stderr, only when it is a terminal.
+        if std::io::IsTerminal::is_terminal(&io::stderr()) {
+            let (shared, finished) = (&shared, &finished);
+            s.spawn(move || progress(shared, finished));
+        }
         let handles: Vec<_> = (0..opts.workers)
             .map(|id| {
                 let shared = &shared;
                 s.spawn(move || worker(shared, id))
             })
             .collect();
-        handles
+        let tallies = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Tally::new()))
-            .collect()
+            .collect();
+        finished.store(true, Ordering::Relaxed);
+        tallies
     });
     let mut total = Tally::new();
     let mut end = shared.start;
@@ -484,6 +497,27 @@ pub fn run(target: &Target, opts: &LoadOptions, batches: &[Batch]) -> Result<Sum
         total.merge(t);
     }
     Ok(Summary::new(total, end - shared.start, opts))
+}
+
+/// Redraws `[#####.....]  45%  1,234,567 lines  512,345 lines/s` on stderr five times a
+/// second until the run ends, then clears the line.
+fn progress(shared: &Shared<'_>, finished: &std::sync::atomic::AtomicBool) {
+    let total = shared.batches.len().max(1);
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let done = shared.done_batches.load(Ordering::Relaxed);
+        let lines = shared.done_lines.load(Ordering::Relaxed);
+        let secs = shared.start.elapsed().as_secs_f64().max(1e-9);
+        let filled = done * 30 / total;
+        eprint!(
+            "\r[{}{}] {:>3}%  {lines} lines  {:.0} lines/s ",
+            "#".repeat(filled),
+            ".".repeat(30 - filled),
+            done * 100 / total,
+            lines as f64 / secs
+        );
+    }
+    eprint!("\r{}\r", " ".repeat(80));
 }
 
 /// One worker: takes batches until none are left.
@@ -518,6 +552,10 @@ fn worker(shared: &Shared<'_>, id: usize) -> Tally {
                 retries: tally.retries - retries_before,
             });
         }
+        if matches!(result, Ok(status) if (200..300).contains(&status)) {
+            shared.done_lines.fetch_add(batch.lines, Ordering::Relaxed);
+        }
+        shared.done_batches.fetch_add(1, Ordering::Relaxed);
         tally.record(
             batch,
             result.map(|_| ()),
