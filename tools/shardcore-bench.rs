@@ -13,6 +13,7 @@
 //! workers on 2 cores), so the server is what gets measured. Generation runs at
 //! 4-6 M lines/s on one core (fixed-point values, no float formatting).
 
+mod ceilings;
 mod chart;
 mod cpu_gen;
 mod http1;
@@ -57,6 +58,13 @@ enum Command {
         /// Arguments for tools/compare-ingest.sh (`-- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// This machine's physical ceilings: memcpy, loopback TCP, sequential write and
+    /// fdatasync rate (in --dir, which should be on the disk the data dir uses).
+    Ceilings {
+        /// Directory for the disk measurements (temporary files, removed after).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// A minimal HTTP server answering 204 to everything (the client's ceiling).
     Sink {
@@ -244,6 +252,9 @@ fn main() -> ExitCode {
         Command::Load(args) => run_load(&args),
         Command::Query(args) => run_queries(&args),
         Command::Chart(args) => run_chart(&args),
+        Command::Ceilings { dir } => ceilings::measure(&dir)
+            .map(|c| print!("{}", ceilings::markdown(&c)))
+            .map_err(output_error(format!("measuring in {}", dir.display()))),
         Command::Compare { args } => run_compare(&args),
         Command::Sink { listen } => {
             sink::run(&listen).map_err(output_error(format!("sink on {listen}")))
