@@ -528,9 +528,21 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
 /// SO_REUSEPORT, so a second process given the same port would bind without an error
 /// and take half the connections; a std listener (SO_REUSEADDR only, so a restart
 /// right after a crash still binds) makes that misconfiguration fail loudly.
+///
+/// A node restarted right after a crash can find its port still held for a moment (the
+/// kernel tears down a dead process's io_uring, and the listeners it holds, after the
+/// process is gone): "address in use" is retried for up to 5 s before it is an error.
 fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use std::os::unix::io::{FromRawFd, IntoRawFd};
-    let listener = std::net::TcpListener::bind(addr)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listener = loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other?,
+        }
+    };
     // SAFETY: the fd is a bound, listening TCP socket whose ownership moves here.
     Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
