@@ -178,6 +178,14 @@ impl CpuGenerator {
     }
 }
 
+/// The tag set of one host, drawn in TSBS order, as `,hostname=...` (the devops
+/// measurements share it).
+pub fn host_tags(rng: &mut SplitMix64, host: usize) -> Vec<u8> {
+    let mut prefix = host_prefix(rng, host);
+    prefix.drain(..3);
+    prefix
+}
+
 /// The tag set of one host, drawn in TSBS order.
 fn host_prefix(rng: &mut SplitMix64, host: usize) -> Vec<u8> {
     let (region, datacenters) = REGIONS[rng.below(REGIONS.len())];

@@ -12,6 +12,7 @@
 //! `--max-retries` times; its latency then includes the waits.
 
 use crate::cpu_gen::{CpuGenerator, FIELDS_PER_LINE};
+use crate::devops_gen::DevopsGenerator;
 use crate::http1::{read_body, read_head, write_message, WireError};
 use crate::report::{RequestLog, Summary, Tally};
 use bytes::Bytes;
@@ -315,15 +316,58 @@ pub fn create_database(target: &Target, db: &str, timeout: Duration) -> Result<(
 }
 
 /// Batches of the generated cpu-only data set, built before timing.
+/// A TSBS data set generator: cpu-only or devops.
+pub enum Generator {
+    Cpu(CpuGenerator),
+    Devops(DevopsGenerator),
+}
+
+impl Generator {
+    pub fn new(devops: bool, hosts: u64, seed: u64, start_ns: i64) -> Generator {
+        if devops {
+            Generator::Devops(DevopsGenerator::new(hosts as usize, seed, start_ns))
+        } else {
+            Generator::Cpu(CpuGenerator::new(hosts as usize, seed, start_ns))
+        }
+    }
+
+    /// Lines per host per timestamp.
+    pub fn lines_per_row(&self) -> u64 {
+        match self {
+            Generator::Cpu(_) => 1,
+            Generator::Devops(_) => crate::devops_gen::LINES_PER_ROW,
+        }
+    }
+
+    pub fn write_lines(&mut self, n: u64, out: &mut Vec<u8>) {
+        match self {
+            Generator::Cpu(g) => g.write_lines(n, out),
+            Generator::Devops(g) => g.write_lines(n, out),
+        }
+    }
+
+    /// Field values in `lines` lines just written to `buf`.
+    fn values(&self, lines: u64, buf: &[u8]) -> u64 {
+        match self {
+            Generator::Cpu(_) => lines * FIELDS_PER_LINE,
+            Generator::Devops(_) => buf.split(|&b| b == b'\n').map(count_fields).sum(),
+        }
+    }
+}
+
+/// Batches of a generated data set (`hosts` x `rows` timestamps), built before timing.
 pub fn generated_batches(
+    devops: bool,
     hosts: u64,
     rows: u64,
     seed: u64,
     start_ns: i64,
     batch_lines: u64,
 ) -> Vec<Batch> {
-    let mut generator = CpuGenerator::new(hosts as usize, seed, start_ns);
-    let mut left = hosts.saturating_mul(rows);
+    let mut generator = Generator::new(devops, hosts, seed, start_ns);
+    let mut left = hosts
+        .saturating_mul(rows)
+        .saturating_mul(generator.lines_per_row());
     let mut batches = Vec::new();
     while left > 0 {
         let n = left.min(batch_lines);
@@ -331,9 +375,9 @@ pub fn generated_batches(
         generator.write_lines(n, &mut buf);
         batches.push(Batch {
             raw_bytes: buf.len() as u64,
+            values: generator.values(n, &buf),
             body: Bytes::from(buf),
             lines: n,
-            values: n * FIELDS_PER_LINE,
         });
         left -= n;
     }

@@ -16,6 +16,7 @@
 mod ceilings;
 mod chart;
 mod cpu_gen;
+mod devops_gen;
 mod http1;
 mod load;
 mod query;
@@ -23,7 +24,7 @@ mod report;
 mod sink;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cpu_gen::{parse_start, CpuGenerator};
+use cpu_gen::parse_start;
 use load::{Batch, LoadError, LoadOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ enum Command {
 enum UseCase {
     /// TSBS cpu-only: measurement `cpu`, 10 tags, 10 float fields, one row per host per 10 s.
     CpuOnly,
+    /// TSBS devops: cpu, diskio, disk, kernel, mem, net, nginx, postgresl, redis; one
+    /// line of each per host per 10 s (lines = hosts x rows x 9).
+    Devops,
 }
 
 /// What data to generate.
@@ -272,7 +276,6 @@ fn main() -> ExitCode {
 /// `generate`: streams the data set in ~1 MB chunks.
 fn generate(args: &GenerateArgs) -> Result<(), BenchError> {
     let start_ns = parse_start(&args.data.start).map_err(BenchError::Start)?;
-    let UseCase::CpuOnly = args.data.use_case;
     let what = args
         .out
         .as_ref()
@@ -282,8 +285,13 @@ fn generate(args: &GenerateArgs) -> Result<(), BenchError> {
         None => Box::new(io::stdout().lock()),
     };
     let started = Instant::now();
-    let mut generator = CpuGenerator::new(args.data.hosts as usize, args.data.seed, start_ns);
-    let total = args.data.hosts.saturating_mul(args.data.rows);
+    let devops = matches!(args.data.use_case, UseCase::Devops);
+    let mut generator = load::Generator::new(devops, args.data.hosts, args.data.seed, start_ns);
+    let total = args
+        .data
+        .hosts
+        .saturating_mul(args.data.rows)
+        .saturating_mul(generator.lines_per_row());
     let (mut left, mut bytes) = (total, 0u64);
     let mut buf = Vec::with_capacity(2 << 20);
     while left > 0 {
@@ -314,7 +322,8 @@ fn prepare_batches(args: &LoadArgs) -> Result<Vec<Batch>, BenchError> {
         None => {
             let start_ns = parse_start(&args.data.start).map_err(BenchError::Start)?;
             let d = &args.data;
-            load::generated_batches(d.hosts, d.rows, d.seed, start_ns, lines)
+            let devops = matches!(d.use_case, UseCase::Devops);
+            load::generated_batches(devops, d.hosts, d.rows, d.seed, start_ns, lines)
         }
     };
     if args.gzip {
