@@ -248,6 +248,28 @@ pub struct Select {
     pub slimit: usize,
     pub soffset: usize,
     pub tz: Option<String>,
+    /// `LIMIT $n` and friends: the clause and the bound parameter that sets it.
+    pub count_params: Vec<(CountClause, String)>,
+}
+
+/// The clauses that take a count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CountClause {
+    Limit,
+    Offset,
+    SLimit,
+    SOffset,
+}
+
+impl CountClause {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            CountClause::Limit => "LIMIT",
+            CountClause::Offset => "OFFSET",
+            CountClause::SLimit => "SLIMIT",
+            CountClause::SOffset => "SOFFSET",
+        }
+    }
 }
 
 /// Which SHOW over series data, and its clauses.

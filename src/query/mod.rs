@@ -104,6 +104,9 @@ fn missing_param(st: &Statement, params: &serde_json::Map<String, Value>) -> Opt
         if let Some(c) = &s.condition {
             check(c);
         }
+        if let Some((_, p)) = s.count_params.iter().find(|(_, p)| !params.contains_key(p)) {
+            missing.get_or_insert(p.clone());
+        }
         if missing.is_some() {
             return missing;
         }

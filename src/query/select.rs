@@ -6,7 +6,9 @@
 //! section 7: each shard is read on its owning core, or by one of its owners remotely);
 //! everything after the scan runs here, on the coordinating core.
 
-use crate::query::ast::{Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind};
+use crate::query::ast::{
+    CountClause, Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind,
+};
 use crate::query::format::parse_time;
 use crate::query::functions;
 use crate::query::scan::{
@@ -298,6 +300,24 @@ fn bind_params(sel: &Select, q: &QueryContext<'_>) -> Result<Select, QueryError>
     if let Some(c) = &sel.condition {
         out.condition = Some(bind(c, q)?);
     }
+    for (clause, name) in &sel.count_params {
+        let n = match q.params.get(name) {
+            Some(v) => v.as_u64().ok_or_else(|| {
+                QueryError::msg(format!(
+                    "{} requires a non-negative integer, got parameter {name} = {v}",
+                    clause.keyword()
+                ))
+            })? as usize,
+            None => return Err(QueryError::msg(format!("missing parameter: {name}"))),
+        };
+        match clause {
+            CountClause::Limit => out.limit = n,
+            CountClause::Offset => out.offset = n,
+            CountClause::SLimit => out.slimit = n,
+            CountClause::SOffset => out.soffset = n,
+        }
+    }
+    out.count_params.clear();
     for f in &mut out.fields {
         f.expr = bind(&f.expr, q)?;
     }

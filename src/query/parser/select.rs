@@ -2,8 +2,8 @@
 
 use super::{ParseError, Parser, Tok};
 use crate::query::ast::{
-    Dimension, Expr, Field, Fill, Measurement, Op, Select, ShowSeriesData, ShowWhat, Source,
-    VarKind,
+    CountClause, Dimension, Expr, Field, Fill, Measurement, Op, Select, ShowSeriesData, ShowWhat,
+    Source, VarKind,
 };
 
 const EXPR_START: &str = "identifier, string, number, bool";
@@ -48,17 +48,27 @@ impl Parser {
             self.keyword("BY")?;
             s.order_desc = self.order()?;
         }
-        if self.accept("LIMIT") {
-            s.limit = self.count()?;
-        }
-        if self.accept("OFFSET") {
-            s.offset = self.count()?;
-        }
-        if self.accept("SLIMIT") {
-            s.slimit = self.count()?;
-        }
-        if self.accept("SOFFSET") {
-            s.soffset = self.count()?;
+        for clause in [
+            CountClause::Limit,
+            CountClause::Offset,
+            CountClause::SLimit,
+            CountClause::SOffset,
+        ] {
+            if !self.accept(clause.keyword()) {
+                continue;
+            }
+            if let Tok::Param(name) = &self.peek().tok {
+                s.count_params.push((clause, name.clone()));
+                self.pos += 1;
+                continue;
+            }
+            let n = self.count()?;
+            match clause {
+                CountClause::Limit => s.limit = n,
+                CountClause::Offset => s.offset = n,
+                CountClause::SLimit => s.slimit = n,
+                CountClause::SOffset => s.soffset = n,
+            }
         }
         if self.peek().is_keyword("tz") {
             self.pos += 1;
