@@ -178,13 +178,30 @@ async fn ask(
     }
 }
 
+/// The other nodes, in the order this request asks them: rotated by one for every
+/// request this core makes, so the replicas of a shard take turns answering (the first
+/// peer that holds a shard maps it; the others are asked only for what is left).
 fn peers(ctx: &CoreContext) -> Vec<NodeId> {
-    ctx.membership
+    thread_local! {
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    let mut nodes: Vec<NodeId> = ctx
+        .membership
         .nodes()
         .iter()
         .copied()
         .filter(|n| *n != ctx.node_id)
-        .collect()
+        .collect();
+    if !nodes.is_empty() {
+        let turn = NEXT.with(|c| {
+            let v = c.get();
+            c.set(v.wrapping_add(1));
+            v
+        });
+        let len = nodes.len();
+        nodes.rotate_left(turn % len);
+    }
+    nodes
 }
 
 /// Scans every shard the request covers: local ones here, the rest on one owner each.
