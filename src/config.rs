@@ -219,6 +219,8 @@ pub struct RuntimeConfig {
     pub shutdown_timeout_ms: u64,
     /// Pin core k's executor to CPU k (when there are that many CPUs).
     pub pin_cores: bool,
+    /// An idle executor spins this long before it sleeps (0: sleeps at once).
+    pub spin_before_park_us: u64,
 }
 
 impl Default for Config {
@@ -268,6 +270,7 @@ impl Default for RuntimeConfig {
             ring_depth: 128,
             shutdown_timeout_ms: 30_000,
             pin_cores: true,
+            spin_before_park_us: 0,
         }
     }
 }
@@ -338,6 +341,12 @@ shutdown-timeout-ms = 30000
 # Pin core k's executor thread to CPU k. Turn off when several nodes share one
 # machine (tests, benchmarks): pinned, every node would run its core 0 on CPU 0.
 pin-cores = true
+
+# An idle core keeps polling this long (microseconds) before it sleeps. A sleeping
+# core is woken by the kernel when another core sends it work (a query's scan, a
+# write for its shard), which costs tens to hundreds of microseconds; spinning trades
+# idle CPU for that latency. 0 = sleep at once.
+spin-before-park-us = 0
 
 [cluster]
 # This node's id; unique in the cluster. Placement sorts nodes by id.

@@ -221,7 +221,12 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             connection_counts: connection_counts.clone(),
             directory: directory.clone(),
         };
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement);
+        if config.runtime.spin_before_park_us > 0 {
+            builder = builder
+                .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
+        }
+        let handle = builder
             .name(&format!("core-{core}"))
             .io_memory(config.runtime.io_memory_bytes)
             .ring_depth(config.runtime.ring_depth)
