@@ -223,8 +223,8 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         };
         let mut builder = LocalExecutorBuilder::new(placement);
         if config.runtime.spin_before_park_us > 0 {
-            builder = builder
-                .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
+            builder =
+                builder.spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
         }
         let handle = builder
             .name(&format!("core-{core}"))

@@ -341,6 +341,56 @@ pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {
 }
 
 /// The condition of a `tag_condition` text (a WHERE clause of tags only).
+/// The `tag = 'value'` conjuncts of a tag condition that the inverted index can answer:
+/// top-level ANDs only, non-empty values, and keys and values without a character line
+/// protocol escapes (so the stored bytes are the plain text).
+fn required_tags(cond: &crate::query::ast::Expr) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::query::ast::{Expr, Op, VarKind};
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s
+                .bytes()
+                .any(|b| matches!(b, b'\\' | b',' | b'=' | b' ' | b'"'))
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![cond];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::Paren(inner) => stack.push(inner),
+            Expr::Binary {
+                op: Op::And,
+                lhs,
+                rhs,
+            } => {
+                stack.push(lhs);
+                stack.push(rhs);
+            }
+            Expr::Binary {
+                op: Op::Eq,
+                lhs,
+                rhs,
+            } => {
+                let pair = match (lhs.unparen(), rhs.unparen()) {
+                    (Expr::VarRef { name, kind }, Expr::Str(v))
+                    | (Expr::Str(v), Expr::VarRef { name, kind })
+                        if matches!(kind, None | Some(VarKind::Tag)) =>
+                    {
+                        Some((name, v))
+                    }
+                    _ => None,
+                };
+                if let Some((k, v)) = pair {
+                    if plain(k) && plain(v) {
+                        out.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 pub fn parse_tag_condition(text: &str) -> Option<crate::query::ast::Expr> {
     match crate::query::parser::parse_query(&format!("SELECT x FROM m WHERE {text}"))
         .ok()?
@@ -384,12 +434,14 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
         }
         let (shard_id, start_ns) = (m.id, m.start_ns);
         let limit = r.per_series_limit.map(|l| (l.n, l.newest));
+        let required = condition.as_ref().map(required_tags).unwrap_or_default();
         let shard_range = (m.start_ns, m.end_ns);
         let mut series = shard.scan(
             &measurement,
             fields.as_deref(),
             (r.start_ns, r.end_ns),
             limit,
+            &required,
             keep,
         );
         if let Some(spec) = &r.partial {
@@ -537,5 +589,22 @@ mod tests {
         };
         let out = partial_columns(column, &[PartialKind::Sum], &desc, (0, 25));
         assert_eq!(out[0].values, vec![Value::Float(0.3 + 0.2 + 0.1)]);
+    }
+
+    #[test]
+    fn only_plain_top_level_tag_equalities_seed_the_index() {
+        let cond = parse_tag_condition(
+            "host = 'a' AND ('x' = dc) AND (z = 'p' OR z = 'q') AND r =~ /re/ AND e = '' AND s = 'a b'",
+        )
+        .unwrap();
+        let mut got = required_tags(&cond);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (b"dc".to_vec(), b"x".to_vec()),
+                (b"host".to_vec(), b"a".to_vec())
+            ]
+        );
     }
 }

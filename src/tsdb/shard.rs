@@ -765,20 +765,31 @@ impl Shard {
     /// given; series with nothing in range are left out.
     /// The series of `measurement` that pass `series_filter`, with the values of
     /// `fields` (all when `None`) in `[start, end]`; `limit` `(n, newest)` keeps only
-    /// the first n (or the last n) of each field.
+    /// the first n (or the last n) of each field. `required_tags` (tag key, value, as
+    /// stored) narrows the series to those the inverted index lists under every pair
+    /// (the filter still decides).
     pub fn scan(
         &mut self,
         measurement: &[u8],
         fields: Option<&[Vec<u8>]>,
         (start_ns, end_ns): (i64, i64),
         limit: Option<(usize, bool)>,
+        required_tags: &[(Vec<u8>, Vec<u8>)],
         series_filter: impl Fn(&[u8]) -> bool,
     ) -> Vec<SeriesData> {
         let Some(index) = self.measurements.get(measurement) else {
             return Vec::new();
         };
+        let mut candidates: &[u32] = &index.series;
+        for (key, value) in required_tags {
+            match index.tags.get(&key[..]).and_then(|v| v.get(&value[..])) {
+                Some(ids) if ids.len() < candidates.len() => candidates = ids,
+                Some(_) => {}
+                None => return Vec::new(),
+            }
+        }
         let mut out = Vec::new();
-        for &id in &index.series {
+        for &id in candidates {
             let series = &mut self.series[id as usize];
             if !series_filter(&series.key) {
                 continue;
