@@ -3,8 +3,8 @@
 //! invariants, blocking calls and limits.
 //!
 //! In memory the queue is a list of segment metadata, head first. At most three
-//! segments are mapped: the replay head, the append tail (which may be the same) and a
-//! prefaulted spare. Every sealed segment in the list holds at least one record not
+//! segments are open: the replay head, the append tail (which may be the same) and a
+//! preallocated spare. Every sealed segment in the list holds at least one record not
 //! yet delivered; a sealed segment the head has passed is deleted once the position
 //! that says so is on disk.
 
@@ -139,8 +139,6 @@ struct DirtyRange {
 }
 
 /// A flush that runs off the core: `fdatasync` of every segment with appended bytes.
-/// On Linux an `fdatasync` writes back the pages dirtied through the shared mapping
-/// (the mapping is the page cache), like `msync`.
 pub struct FlushJob {
     dir: String,
     ranges: Vec<DirtyRange>,
@@ -215,12 +213,10 @@ pub struct SparePlan {
 }
 
 impl SparePlan {
-    /// Blocking: creates, preallocates, maps and prefaults the segment.
+    /// Blocking: creates, preallocates (`fallocate`) and maps the segment.
     pub fn build(self) -> Result<Segment, HhError> {
-        let mut segment = Segment::create(&self.path, self.number, self.size_bytes)
-            .map_err(|e| HhError::io("create segment", &self.path, e))?;
-        segment.prefault();
-        Ok(segment)
+        Segment::create(&self.path, self.number, self.size_bytes)
+            .map_err(|e| HhError::io("create segment", &self.path, e))
     }
 }
 
@@ -249,6 +245,9 @@ pub struct Queue {
     dead_letter: DeadLetterLog,
     stats: QueueStats,
     failed: Option<String>,
+    /// Where [`Segment::append`] encodes a record before its `pwrite` (kept between
+    /// appends up to [`segment::KEEP_SCRATCH_BYTES`]).
+    scratch: Vec<u8>,
 }
 
 impl Queue {
@@ -326,6 +325,7 @@ impl Queue {
             dead_letter: DeadLetterLog::new(dir, limits.max_dead_letter_bytes),
             stats: QueueStats::default(),
             failed: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -555,7 +555,16 @@ impl Queue {
         let meta = self.segments.back_mut().expect("the tail has metadata");
         debug_assert_eq!(meta.number, tail.number());
         let start = meta.end;
-        let end = tail.append(start, shard_id, enqueued_at_ns, lines);
+        let end = match tail.append(start, shard_id, enqueued_at_ns, lines, &mut self.scratch) {
+            Ok(end) => end,
+            Err(e) => {
+                let cause = format!("pwrite to segment {}: {e}", meta.number);
+                return Err(self.fail(HhError::Failed {
+                    dir: self.dir_string(),
+                    cause,
+                }));
+            }
+        };
         meta.end = end;
         meta.records += 1;
         meta.last_enqueued_at_ns = enqueued_at_ns;
@@ -663,27 +672,17 @@ impl Queue {
         self.delete_file(&path);
     }
 
-    /// `msync`s everything appended since the last flush, on this thread. After it
-    /// returns, every appended record is durable. A failure fails the queue.
+    /// `fdatasync`s every segment appended to since the last flush, on this thread
+    /// (blocking; see [`Queue::start_flush`]). After it returns, every appended record
+    /// is durable. A failure fails the queue.
     pub fn flush(&mut self) -> Result<(), HhError> {
-        self.check_writable()?;
-        let upto = self.append_position();
-        for range in std::mem::take(&mut self.dirty) {
-            let result = match self.tail.as_ref() {
-                Some(tail) if tail.number() == range.number => {
-                    tail.flush_range(range.start, range.end)
-                }
-                _ => range.file.sync_data(),
-            };
-            if let Err(e) = result {
-                let cause = format!("msync of segment {}: {e}", range.number);
-                return Err(self.fail(HhError::Failed {
-                    dir: self.dir_string(),
-                    cause,
-                }));
+        match self.start_flush()? {
+            Some(job) => {
+                let done = job.run();
+                self.finish_flush(done)
             }
+            None => Ok(()),
         }
-        self.finish_flush(Ok(FlushDone { upto }))
     }
 
     /// Takes everything appended since the last flush into a job to run on a blocking

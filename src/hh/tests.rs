@@ -180,7 +180,7 @@ fn flush_makes_appends_durable_on_and_off_the_core() {
 }
 
 #[test]
-fn a_prefaulted_spare_becomes_the_next_tail() {
+fn a_preallocated_spare_becomes_the_next_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = open(dir.path(), small_limits());
     let plan = queue.spare_plan().unwrap();
@@ -617,7 +617,7 @@ enum Op {
     /// Deliver a pipelined window of this many, advance once.
     DeliverWindow(usize),
     Flush,
-    /// Build and install a prefaulted spare segment.
+    /// Build and install a preallocated spare segment.
     Spare,
     Reopen,
 }
