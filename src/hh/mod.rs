@@ -1,10 +1,10 @@
 //! Hinted handoff, storage half: durable per-(destination node, core) queues of writes
 //! that an owner could not take, kept until it can (DESIGN section 5, issue 4).
 //!
-//! The NodeProcessor that pings the destination, sends the head record through the
-//! ShardWriter, backs off and rate-limits comes later; this module is synchronous and
-//! knows no runtime, so a per-core async task can drive it, and sends the few blocking
-//! steps listed below to a blocking thread.
+//! The network half (enqueue of a remote write, the NodeProcessor that replays a
+//! queue) is [`processor`]. The storage types here are synchronous and know no
+//! runtime; the processor drives them on the core and sends the blocking steps listed
+//! below to glommio's blocking thread pool.
 //!
 //! # What it owns
 //!

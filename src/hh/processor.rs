@@ -23,12 +23,13 @@
 use crate::cluster::shard_writer::RemoteBatch;
 use crate::cluster::wire::{Ping, Pong, WriteShardStatus};
 use crate::config::HintedHandoffConfig;
-use crate::hh::{self, HhError, Limits, Queue, QueueStats};
+use crate::hh::{self, HhError, Limits, Position, Queue, QueueStats};
 use crate::node::CoreContext;
 use crate::placement::NodeId;
 use crate::tsdb::shard::ShardMeta;
+use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -47,13 +48,129 @@ struct RecordHeader {
 
 const HEADER_PREFIX: &[u8] = b"#shardcore ";
 
+/// One destination's queue on this core, and the off-core work it has under way.
+///
+/// Blocking calls never run on the core: `fdatasync`s go to the group flusher
+/// ([`QueueSlot::make_durable`]), spare segments are created by
+/// [`QueueSlot::ensure_spare`], position writes by the NodeProcessor
+/// ([`QueueSlot::advance`]), each on glommio's blocking thread pool.
+struct QueueSlot {
+    queue: RefCell<Queue>,
+    /// A flusher task is running (at most one per queue).
+    flushing: Cell<bool>,
+    /// Enqueues waiting for a flush to finish; bounded by the callers (HTTP admission
+    /// per core, one remote write per batch and owner).
+    flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// A spare segment is being built.
+    spare_building: Cell<bool>,
+}
+
+impl QueueSlot {
+    fn new(queue: Queue) -> Rc<QueueSlot> {
+        Rc::new(QueueSlot {
+            queue: RefCell::new(queue),
+            flushing: Cell::new(false),
+            flush_waiters: RefCell::new(Vec::new()),
+            spare_building: Cell::new(false),
+        })
+    }
+
+    /// Waits until the record appended at `appended` is on disk: group commit, like the
+    /// WAL's. One flusher task per queue runs `fdatasync` on a blocking thread and, when
+    /// it returns, flushes again whatever was appended meanwhile, so concurrent
+    /// enqueues share syncs. The flusher is a detached task: an enqueue that stops
+    /// waiting cannot leave a flush half-done.
+    async fn make_durable(self: &Rc<Self>, appended: Position) -> Result<(), HhError> {
+        loop {
+            {
+                let queue = self.queue.borrow();
+                queue.check_writable()?;
+                if queue.is_durable(appended) {
+                    return Ok(());
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            self.flush_waiters.borrow_mut().push(tx);
+            self.ensure_flusher();
+            let _ = rx.await;
+        }
+    }
+
+    fn ensure_flusher(self: &Rc<Self>) {
+        if self.flushing.replace(true) {
+            return;
+        }
+        let slot = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let job = match slot.queue.borrow_mut().start_flush() {
+                    Ok(Some(job)) => job,
+                    // Nothing left to flush, or the queue failed (waiters see it).
+                    Ok(None) | Err(_) => break,
+                };
+                let done = glommio::executor().spawn_blocking(move || job.run()).await;
+                let _ = slot.queue.borrow_mut().finish_flush(done);
+                slot.wake_flush_waiters();
+            }
+            slot.flushing.set(false);
+            slot.wake_flush_waiters();
+        })
+        .detach();
+    }
+
+    fn wake_flush_waiters(&self) {
+        for waiter in self.flush_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Keeps a preallocated spare segment ready, built on a blocking thread, so an
+    /// append that fills the tail does not create a segment on the core.
+    fn ensure_spare(self: &Rc<Self>) {
+        if self.spare_building.get() {
+            return;
+        }
+        let Some(plan) = self.queue.borrow_mut().spare_plan() else {
+            return;
+        };
+        self.spare_building.set(true);
+        let slot = self.clone();
+        glommio::spawn_local(async move {
+            match glommio::executor().spawn_blocking(move || plan.build()).await {
+                Ok(spare) => {
+                    slot.queue.borrow_mut().install_spare(spare);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build a spare hinted-handoff segment; the next roll creates one inline")
+                }
+            }
+            slot.spare_building.set(false);
+        })
+        .detach();
+    }
+
+    /// Every record before `to` was delivered: moves the head now and writes the NEW
+    /// position on a blocking thread. Only the queue's NodeProcessor calls it, one at a
+    /// time, so position writes run in order.
+    async fn advance(&self, to: Position) -> Result<(), HhError> {
+        let commit = self.queue.borrow_mut().advance_deferred(to)?;
+        if let Some(commit) = commit {
+            let result = glommio::executor()
+                .spawn_blocking(move || commit.run())
+                .await;
+            self.queue.borrow_mut().finish_commit(result)?;
+        }
+        Ok(())
+    }
+}
+
 /// This core's queues, one per destination node.
 pub struct HintedHandoff {
     data_dir: PathBuf,
     core: usize,
     limits: Limits,
-    queues: RefCell<HashMap<NodeId, Rc<RefCell<Queue>>>>,
-    /// Enqueue (append + msync) and replay round-trip latencies on this core, µs.
+    queues: RefCell<HashMap<NodeId, Rc<QueueSlot>>>,
+    /// Enqueue (append + group fdatasync) and replay round-trip latencies on this core, µs.
     enqueue_micros: RefCell<hdrhistogram::Histogram<u64>>,
     replay_micros: RefCell<hdrhistogram::Histogram<u64>>,
 }
@@ -127,9 +244,7 @@ impl HintedHandoff {
             match Queue::open(&dir, hh.limits) {
                 Ok((queue, report)) => {
                     tracing::info!(node, core, ?report, "hinted-handoff queue opened");
-                    hh.queues
-                        .borrow_mut()
-                        .insert(node, Rc::new(RefCell::new(queue)));
+                    hh.queues.borrow_mut().insert(node, QueueSlot::new(queue));
                     found.push(node);
                 }
                 Err(e) => {
@@ -145,25 +260,26 @@ impl HintedHandoff {
         self.queues
             .borrow()
             .get(&node)
-            .is_some_and(|q| !q.borrow().is_empty())
+            .is_some_and(|q| !q.queue.borrow().is_empty())
     }
 
-    /// The queue for `node`, opened on first use; `true` when it was just created (its
-    /// processor must be started).
-    fn queue(&self, node: NodeId) -> Result<(Rc<RefCell<Queue>>, bool), HhError> {
+    /// The queue for `node`, opened on first use (blocking, once per destination and
+    /// core: a directory and an empty position file); `true` when it was just created
+    /// (its processor must be started).
+    fn queue(&self, node: NodeId) -> Result<(Rc<QueueSlot>, bool), HhError> {
         if let Some(q) = self.queues.borrow().get(&node) {
             return Ok((q.clone(), false));
         }
         let dir = hh::queue_dir(&self.data_dir, node, self.core);
         let (queue, _) = Queue::open(&dir, self.limits)?;
-        let queue = Rc::new(RefCell::new(queue));
-        self.queues.borrow_mut().insert(node, queue.clone());
-        Ok((queue, true))
+        let slot = QueueSlot::new(queue);
+        self.queues.borrow_mut().insert(node, slot.clone());
+        Ok((slot, true))
     }
 
-    /// Appends a batch for `node` and makes it durable. Returns whether a processor must
-    /// be started for a new queue.
-    pub fn enqueue(&self, node: NodeId, batch: &RemoteBatch) -> Result<bool, HhError> {
+    /// Appends a batch for `node` and waits until it is durable (group flush off the
+    /// core). Returns whether a processor must be started for a new queue.
+    pub async fn enqueue(&self, node: NodeId, batch: &RemoteBatch) -> Result<bool, HhError> {
         let started = Instant::now();
         let (queue, created) = self.queue(node)?;
         let header = RecordHeader {
@@ -183,9 +299,9 @@ impl HintedHandoff {
             parts.push(line);
             parts.push(b"\n");
         }
-        let mut q = queue.borrow_mut();
-        q.append(batch.shard.id, &parts)?;
-        q.flush()?;
+        let appended = queue.queue.borrow_mut().append(batch.shard.id, &parts)?;
+        queue.ensure_spare();
+        queue.make_durable(appended).await?;
         record_micros(&self.enqueue_micros, started);
         Ok(created)
     }
@@ -196,7 +312,7 @@ impl HintedHandoff {
             .queues
             .borrow()
             .iter()
-            .map(|(n, q)| (*n, q.borrow().stats()))
+            .map(|(n, q)| (*n, q.queue.borrow().stats()))
             .collect();
         v.sort_by_key(|(n, _)| *n);
         v
@@ -210,7 +326,7 @@ impl HintedHandoff {
         })
     }
 
-    fn queue_of(&self, node: NodeId) -> Option<Rc<RefCell<Queue>>> {
+    fn queue_of(&self, node: NodeId) -> Option<Rc<QueueSlot>> {
         self.queues.borrow().get(&node).cloned()
     }
 }
@@ -249,9 +365,10 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
     let (Some(cluster), Some(hh)) = (ctx.cluster.as_ref(), ctx.hinted_handoff.as_ref()) else {
         return;
     };
-    let Some(queue) = hh.queue_of(node) else {
+    let Some(slot) = hh.queue_of(node) else {
         return;
     };
+    let queue = &slot.queue;
     while !ctx.shutdown.is_requested() {
         if last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
@@ -284,7 +401,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
         match cluster.shard_writer.write(node, &batch).await {
             Ok(WriteShardStatus::Ok { .. }) => {
                 record_micros(&hh.replay_micros, started);
-                let advanced = queue.borrow_mut().advance_to(record.next_position());
+                let advanced = slot.advance(record.next_position()).await;
                 if let Err(e) = advanced {
                     tracing::error!(node, error = %e, "cannot persist the hinted-handoff position");
                     glommio::timer::sleep(backoff).await;
@@ -372,22 +489,25 @@ pub async fn remote_write(
             &batch,
             "behind the hinted-handoff backlog".into(),
             false,
-        );
+        )
+        .await;
     }
     match cluster.shard_writer.write(node, &batch).await {
         Ok(WriteShardStatus::Ok { points_written }) => {
             RemoteOutcome::Applied(points_written as usize)
         }
         Ok(WriteShardStatus::Permanent { message }) => RemoteOutcome::Rejected(message),
-        Ok(WriteShardStatus::Retryable { message }) => enqueue(ctx, node, &batch, message, false),
+        Ok(WriteShardStatus::Retryable { message }) => {
+            enqueue(ctx, node, &batch, message, false).await
+        }
         Err(e) => {
             let timeout = e.is_timeout();
-            enqueue(ctx, node, &batch, e.to_string(), timeout)
+            enqueue(ctx, node, &batch, e.to_string(), timeout).await
         }
     }
 }
 
-fn enqueue(
+async fn enqueue(
     ctx: &Rc<CoreContext>,
     node: NodeId,
     batch: &RemoteBatch,
@@ -397,7 +517,7 @@ fn enqueue(
     let Some(hh) = ctx.hinted_handoff.as_ref() else {
         return RemoteOutcome::Failed(why, timeout);
     };
-    match hh.enqueue(node, batch) {
+    match hh.enqueue(node, batch).await {
         Ok(created) => {
             if created {
                 glommio::spawn_local(run_processor(ctx.clone(), node)).detach();
@@ -443,4 +563,60 @@ pub fn stats_json(stats: &[(NodeId, QueueStats)]) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor() -> glommio::LocalExecutor {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor")
+    }
+
+    #[test]
+    fn concurrent_enqueues_share_off_core_flushes_and_all_wait_for_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            segment_size_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let (queue, _) = Queue::open(dir.path(), limits).unwrap();
+        let slot = QueueSlot::new(queue);
+        executor().run(async move {
+            let mut tasks = Vec::new();
+            for i in 0..32u64 {
+                let slot = slot.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let line = format!("cpu v={i} {i}\n");
+                    let at = slot.queue.borrow_mut().append(i, &[line.as_bytes()]);
+                    let at = at.unwrap();
+                    slot.ensure_spare();
+                    slot.make_durable(at).await.unwrap();
+                    assert!(slot.queue.borrow().is_durable(at));
+                }));
+            }
+            for task in tasks {
+                task.await;
+            }
+            let stats = slot.queue.borrow().stats();
+            assert_eq!(stats.appended_records, 32);
+            assert_eq!(stats.unflushed_bytes, 0);
+            assert!(
+                (1..32).contains(&stats.flushes),
+                "appends made while a sync ran share the next one: {} flushes",
+                stats.flushes
+            );
+            // Replay advances write the NEW position off the core.
+            let head = slot.queue.borrow_mut().peek(4, u64::MAX).unwrap();
+            slot.advance(head[3].next_position()).await.unwrap();
+            assert_eq!(slot.queue.borrow().stats().delivered_records, 4);
+            assert_eq!(
+                hh::position::read_position(slot.queue.borrow().dir()).unwrap(),
+                hh::position::StoredPosition::Found(head[3].next_position())
+            );
+        });
+    }
 }

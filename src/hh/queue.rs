@@ -487,7 +487,7 @@ impl Queue {
         self.failed.is_some()
     }
 
-    fn check_writable(&self) -> Result<(), HhError> {
+    pub(crate) fn check_writable(&self) -> Result<(), HhError> {
         match &self.failed {
             Some(cause) => Err(HhError::Failed {
                 dir: self.dir_string(),
