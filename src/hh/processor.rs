@@ -14,13 +14,15 @@
 //! default time) in a first line-protocol comment, `#shardcore {json}`, which every
 //! parser skips: the record format stays DESIGN's `shard id | lines`.
 //!
-//! Replay: the head record goes through the ShardWriter; on success the queue advances
-//! (the NEW position is persisted), a permanent rejection goes to the dead-letter log,
+//! Replay: a window of up to `replay-max-inflight-records` records from the head goes
+//! through the ShardWriter at once (see [`run_processor`]); the queue advances past
+//! acknowledged records (the NEW position is persisted), a permanent rejection goes to
+//! the dead-letter log,
 //! anything else backs off from `retry-interval-ms` to `retry-max-interval-ms`. Bytes
 //! sent per second are capped at `retry-rate-limit-bytes-per-second` so a returning
 //! node keeps serving live writes.
 
-use crate::cluster::shard_writer::RemoteBatch;
+use crate::cluster::shard_writer::{RemoteBatch, ShardWriterError};
 use crate::cluster::wire::{Ping, Pong, WriteShardStatus};
 use crate::config::HintedHandoffConfig;
 use crate::hh::{self, HhError, Limits, Position, Queue, QueueStats};
@@ -30,7 +32,8 @@ use crate::tsdb::shard::ShardMeta;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -354,85 +357,218 @@ fn batch_of(record: &hh::Record) -> Result<RemoteBatch, String> {
     })
 }
 
+/// The answer to one replayed record: the destination's, a failure to reach it, or a
+/// record that could not even be turned into a request.
+enum Sent {
+    Answer(Result<WriteShardStatus, ShardWriterError>),
+    Unreadable(String),
+}
+
+/// A record of the replay window: sent (or refused before sending), not yet settled.
+struct InFlight {
+    record: hh::Record,
+    sent_at: Instant,
+    answer: Option<glommio::Task<Sent>>,
+    /// The answer, once taken from the task.
+    settled: Option<Sent>,
+}
+
+impl InFlight {
+    async fn settle(&mut self) -> Sent {
+        if let Some(sent) = self.settled.take() {
+            return sent;
+        }
+        match self.answer.take() {
+            Some(task) => task.await,
+            None => Sent::Unreadable("replay answer taken twice".into()),
+        }
+    }
+
+    /// Takes the answer if it has come, without waiting.
+    fn poll_settled(&mut self) -> bool {
+        if self.settled.is_none() {
+            if let Some(task) = self.answer.as_mut() {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if let std::task::Poll::Ready(sent) = std::pin::Pin::new(task).poll(&mut cx) {
+                    self.answer = None;
+                    self.settled = Some(sent);
+                }
+            }
+        }
+        self.settled.is_some()
+    }
+}
+
+/// Paces sends to `limit` bytes/s (0 = none): each send starts no earlier than the
+/// previous sends' bytes allow. No burst: a queue that was idle starts at the cap.
+struct Pacer {
+    limit: u64,
+    next_at: Instant,
+}
+
+impl Pacer {
+    async fn wait(&mut self, bytes: u64) {
+        if self.limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self.next_at > now {
+            glommio::timer::sleep(self.next_at - now).await;
+        }
+        self.next_at =
+            self.next_at.max(now) + Duration::from_secs_f64(bytes as f64 / self.limit as f64);
+    }
+}
+
 /// Replays `node`'s queue on this core until shutdown.
+///
+/// A window of up to `replay-max-inflight-records` records from the head is in flight
+/// at once; answers are taken in queue order. Records of one shard share a connection
+/// (the ShardWriter's lane), where the destination applies them in the order sent.
+/// The position moves past a record only when it and every record before it are
+/// acknowledged (one position write for every run of acknowledged records). A
+/// retryable failure or an unreachable destination settles the whole window (every
+/// request answered or timed out, so nothing sent earlier can land after a re-send),
+/// backs off and re-sends from the first unacknowledged record, in order: records
+/// after it that were applied are applied again, after it, so the destination ends
+/// with the newest values (writes are idempotent per series and timestamp).
 pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
     let config = ctx.config.hinted_handoff.clone();
     let min_backoff = Duration::from_millis(config.retry_interval_ms);
     let max_backoff = Duration::from_millis(config.retry_max_interval_ms).max(min_backoff);
     let purge_every = Duration::from_secs(config.purge_interval_seconds.max(1));
+    let max_inflight = config.replay_max_inflight_records.max(1);
     let mut backoff = min_backoff;
     let mut last_purge = Instant::now();
-    let (Some(cluster), Some(hh)) = (ctx.cluster.as_ref(), ctx.hinted_handoff.as_ref()) else {
+    let mut pacer = Pacer {
+        limit: config.retry_rate_limit_bytes_per_second,
+        next_at: Instant::now(),
+    };
+    let (Some(_), Some(hh)) = (ctx.cluster.as_ref(), ctx.hinted_handoff.as_ref()) else {
         return;
     };
     let Some(slot) = hh.queue_of(node) else {
         return;
     };
     let queue = &slot.queue;
+    let mut window: VecDeque<InFlight> = VecDeque::with_capacity(max_inflight);
     while !ctx.shutdown.is_requested() {
-        if last_purge.elapsed() >= purge_every {
+        if window.is_empty() && last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
             if let Err(e) = queue.borrow_mut().purge_expired() {
                 tracing::warn!(node, error = %e, "hinted-handoff purge failed");
             }
         }
-        let head = queue.borrow_mut().head();
-        let record = match head {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                backoff = min_backoff;
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
+        if window.len() < max_inflight {
+            let from = window
+                .back()
+                .map_or(queue.borrow().head_position(), |f| f.record.next_position());
+            let wanted = max_inflight - window.len();
+            let peeked = queue.borrow_mut().peek_from(from, wanted, u64::MAX);
+            match peeked {
+                Ok(records) => {
+                    for record in records {
+                        pacer.wait(record.lines.len() as u64).await;
+                        window.push_back(send_record(&ctx, node, record));
+                    }
+                }
+                Err(e) if window.is_empty() => {
+                    tracing::warn!(node, error = %e, "hinted-handoff queue unreadable; retrying");
+                    glommio::timer::sleep(backoff).await;
+                    continue;
+                }
+                Err(_) => {}
             }
-            Err(e) => {
-                tracing::warn!(node, error = %e, "hinted-handoff queue unreadable; retrying");
-                glommio::timer::sleep(backoff).await;
-                continue;
-            }
+        }
+        let Some(front) = window.front_mut() else {
+            backoff = min_backoff;
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            continue;
         };
-        let batch = match batch_of(&record) {
-            Ok(b) => b,
-            Err(reason) => {
-                let _ = queue.borrow_mut().dead_letter(&record, &reason);
-                continue;
-            }
-        };
-        let started = Instant::now();
-        match cluster.shard_writer.write(node, &batch).await {
-            Ok(WriteShardStatus::Ok { .. }) => {
-                record_micros(&hh.replay_micros, started);
-                let advanced = slot.advance(record.next_position()).await;
-                if let Err(e) = advanced {
+        let sent = front.settle().await;
+        match sent {
+            Sent::Answer(Ok(WriteShardStatus::Ok { .. })) => {
+                record_micros(&hh.replay_micros, front.sent_at);
+                let mut to = front.record.next_position();
+                window.pop_front();
+                // Every acknowledged record right behind it goes with one position write.
+                while let Some(next) = window.front_mut() {
+                    if !next.poll_settled()
+                        || !matches!(
+                            next.settled,
+                            Some(Sent::Answer(Ok(WriteShardStatus::Ok { .. })))
+                        )
+                    {
+                        break;
+                    }
+                    record_micros(&hh.replay_micros, next.sent_at);
+                    to = next.record.next_position();
+                    window.pop_front();
+                }
+                if let Err(e) = slot.advance(to).await {
                     tracing::error!(node, error = %e, "cannot persist the hinted-handoff position");
+                    drain(&mut window).await;
                     glommio::timer::sleep(backoff).await;
                     continue;
                 }
                 backoff = min_backoff;
-                rate_limit(
-                    record.lines.len() as u64,
-                    started,
-                    config.retry_rate_limit_bytes_per_second,
-                )
-                .await;
             }
-            Ok(WriteShardStatus::Permanent { message }) => {
+            Sent::Answer(Ok(WriteShardStatus::Permanent { message }))
+            | Sent::Unreadable(message) => {
+                let record = window.pop_front().expect("front").record;
                 let moved = queue.borrow_mut().dead_letter(&record, &message);
                 if let Err(e) = moved {
                     tracing::error!(node, error = %e, "cannot dead-letter a hinted-handoff record");
+                    drain(&mut window).await;
                     glommio::timer::sleep(backoff).await;
                 }
             }
-            Ok(WriteShardStatus::Retryable { message }) => {
+            Sent::Answer(Ok(WriteShardStatus::Retryable { message })) => {
                 tracing::debug!(node, %message, "hinted-handoff replay deferred");
+                drain(&mut window).await;
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
-            Err(e) => {
+            Sent::Answer(Err(e)) => {
                 tracing::debug!(node, error = %e, "hinted-handoff destination not reachable");
+                drain(&mut window).await;
                 wait_for_peer(&ctx, node, backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
+    }
+    drain(&mut window).await;
+}
+
+/// Sends one record through the ShardWriter in its own task (so the window's requests
+/// are in flight together).
+fn send_record(ctx: &Rc<CoreContext>, node: NodeId, record: hh::Record) -> InFlight {
+    let sent_at = Instant::now();
+    let answer = match batch_of(&record) {
+        Ok(batch) => {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                let Some(cluster) = ctx.cluster.as_ref() else {
+                    return Sent::Unreadable("no cluster configuration".into());
+                };
+                Sent::Answer(cluster.shard_writer.write(node, &batch).await)
+            })
+        }
+        Err(reason) => glommio::spawn_local(async move { Sent::Unreadable(reason) }),
+    };
+    InFlight {
+        record,
+        sent_at,
+        answer: Some(answer),
+        settled: None,
+    }
+}
+
+/// Waits until every request of the window is answered or timed out, and empties it:
+/// after a failure, nothing sent before may land after the re-sends.
+async fn drain(window: &mut VecDeque<InFlight>) {
+    for mut entry in window.drain(..) {
+        let _ = entry.settle().await;
     }
 }
 
@@ -459,17 +595,6 @@ async fn wait_for_peer(ctx: &Rc<CoreContext>, node: NodeId, backoff: Duration) {
 
 /// How often a waiting NodeProcessor pings its destination.
 const PING_EVERY: Duration = Duration::from_millis(250);
-
-/// Sleeps so that `bytes` sent since `started` stay within `limit` bytes/s (0 = none).
-async fn rate_limit(bytes: u64, started: Instant, limit: u64) {
-    if limit == 0 {
-        return;
-    }
-    let budget = Duration::from_secs_f64(bytes as f64 / limit as f64);
-    if let Some(rest) = budget.checked_sub(started.elapsed()) {
-        glommio::timer::sleep(rest).await;
-    }
-}
 
 /// A remote write on the shard's home core: behind the backlog if there is one, else
 /// direct, queued when the owner cannot take it now.

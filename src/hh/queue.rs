@@ -764,15 +764,32 @@ impl Queue {
     /// within `max_bytes` (at least one record is returned when the queue is not
     /// empty), for a pipelined send. Never crosses into the next segment.
     pub fn peek(&mut self, max_records: usize, max_bytes: u64) -> Result<Vec<Record>, HhError> {
+        self.peek_from(self.head, max_records, max_bytes)
+    }
+
+    /// [`Queue::peek`] from `from` (a [`Record::next_position`] of a record already
+    /// taken, so a pipelined replay copies each record once); from the head when the
+    /// head has passed `from`. Empty when `from` is past the head segment's records:
+    /// the window reaches into the next segment once the head does.
+    pub fn peek_from(
+        &mut self,
+        from: Position,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Record>, HhError> {
         let mut records = Vec::new();
         if max_records == 0 || !self.ensure_head_readable()? {
             return Ok(records);
         }
+        let start = from.max(self.head);
         let (bytes, number) = self
             .head_bytes()
             .expect("ensure_head_readable maps the head");
+        if start.segment != number {
+            return Ok(records);
+        }
         let mut taken_bytes = 0;
-        for item in segment::read_records(bytes, self.head.offset) {
+        for item in segment::read_records(bytes, start.offset) {
             let Ok(found) = item else { break };
             taken_bytes += found.stored_bytes();
             if !records.is_empty() && taken_bytes > max_bytes {
