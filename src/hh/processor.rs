@@ -173,6 +173,8 @@ pub struct HintedHandoff {
     core: usize,
     limits: Limits,
     queues: RefCell<HashMap<NodeId, Rc<QueueSlot>>>,
+    /// Remote writes in flight per (destination, shard), in arrival order.
+    order: RefCell<WriteOrder>,
     /// Enqueue (append + group fdatasync) and replay round-trip latencies on this core, µs.
     enqueue_micros: RefCell<hdrhistogram::Histogram<u64>>,
     replay_micros: RefCell<hdrhistogram::Histogram<u64>>,
@@ -220,6 +222,7 @@ impl HintedHandoff {
             core,
             limits: Self::limits(config),
             queues: RefCell::new(HashMap::new()),
+            order: RefCell::new(WriteOrder::default()),
             enqueue_micros: RefCell::new(latency_histogram()),
             replay_micros: RefCell::new(latency_histogram()),
         };
@@ -280,11 +283,26 @@ impl HintedHandoff {
         Ok((slot, true))
     }
 
-    /// Appends a batch for `node` and waits until it is durable (group flush off the
-    /// core). Returns whether a processor must be started for a new queue.
-    pub async fn enqueue(&self, node: NodeId, batch: &RemoteBatch) -> Result<bool, HhError> {
+    /// Appends a batch for `node`, settles `turn` as soon as the record is in the queue
+    /// (so the next write of the shard may append behind it), then waits until it is
+    /// durable (group flush off the core). `earlier_queued` is what the turn passes on
+    /// if this append fails. Returns whether a processor must be started for a new
+    /// queue, and the outcome.
+    async fn enqueue(
+        &self,
+        node: NodeId,
+        batch: &RemoteBatch,
+        turn: WriteTurn,
+        earlier_queued: bool,
+    ) -> (bool, Result<(), HhError>) {
         let started = Instant::now();
-        let (queue, created) = self.queue(node)?;
+        let (queue, created) = match self.queue(node) {
+            Ok(found) => found,
+            Err(e) => {
+                turn.settle(earlier_queued);
+                return (false, Err(e));
+            }
+        };
         let header = RecordHeader {
             db: batch.shard.database.clone(),
             rp: batch.shard.retention_policy.clone(),
@@ -302,11 +320,26 @@ impl HintedHandoff {
             parts.push(line);
             parts.push(b"\n");
         }
-        let appended = queue.queue.borrow_mut().append(batch.shard.id, &parts)?;
+        let appended = queue.queue.borrow_mut().append(batch.shard.id, &parts);
+        let appended = match appended {
+            Ok(at) => at,
+            Err(e) => {
+                turn.settle(earlier_queued);
+                return (created, Err(e));
+            }
+        };
+        turn.settle(true);
         queue.ensure_spare();
-        queue.make_durable(appended).await?;
-        record_micros(&self.enqueue_micros, started);
-        Ok(created)
+        let durable = queue.make_durable(appended).await;
+        if durable.is_ok() {
+            record_micros(&self.enqueue_micros, started);
+        }
+        (created, durable)
+    }
+
+    /// The place of a remote write of `shard` to `node` among those in flight.
+    fn turn(&self, node: NodeId, shard: u64) -> WriteTurn {
+        self.order.borrow_mut().turn((node, shard))
     }
 
     /// Per destination: its queue's counters.
@@ -596,8 +629,72 @@ async fn wait_for_peer(ctx: &Rc<CoreContext>, node: NodeId, backoff: Duration) {
 /// How often a waiting NodeProcessor pings its destination.
 const PING_EVERY: Duration = Duration::from_millis(250);
 
+/// Per (destination, shard), the remote writes in flight on this core as a chain of
+/// oneshots in arrival order: each write learns from its predecessor whether it, or a
+/// write before it, ended in the hinted-handoff queue.
+///
+/// Why (the reorder race of issue 4): writes W1 then W2 of a shard are in flight to
+/// an owner together; W1 fails (retryable, timeout) and is queued, W2 is applied. The
+/// queued W1 would replay after W2 and overwrite W2's values. So a write settles only
+/// after its predecessor: if anything before it was queued, it is queued too, behind
+/// it (even when the owner applied it: the replay applies it again, after W1), and it
+/// does not count as that owner's ack. Writes behind a backlog append in this order
+/// too. The ShardWriter's lanes keep writes of a shard in flight together on one
+/// connection, so the owner applies them in send order.
+///
+/// Bounded by the writes in flight: an entry whose write settled is swept out when
+/// the map has doubled since the last sweep.
+#[derive(Default)]
+struct WriteOrder {
+    last: HashMap<(NodeId, u64), oneshot::Receiver<bool>>,
+    sweep_at: usize,
+}
+
+impl WriteOrder {
+    fn turn(&mut self, key: (NodeId, u64)) -> WriteTurn {
+        if self.last.len() >= self.sweep_at.max(64) {
+            self.last.retain(|_, rx| matches!(rx.try_recv(), Ok(None)));
+            self.sweep_at = 2 * self.last.len();
+        }
+        let (done, rx) = oneshot::channel();
+        // A predecessor that settled already does not matter: if it was queued and is
+        // still in the queue, the caller sees the backlog (checked right after, with
+        // no await between) and goes behind it; if the queue is empty, its record was
+        // replayed before this write was sent.
+        let after = self
+            .last
+            .insert(key, rx)
+            .and_then(|mut previous| matches!(previous.try_recv(), Ok(None)).then_some(previous));
+        WriteTurn { after, done }
+    }
+}
+
+/// One remote write's place in its (destination, shard) chain.
+struct WriteTurn {
+    after: Option<oneshot::Receiver<bool>>,
+    done: oneshot::Sender<bool>,
+}
+
+impl WriteTurn {
+    /// Waits until the previous write of the chain settled: true when it or a write
+    /// before it was queued (or it vanished without saying: assume queued, the safe
+    /// side — the cost is one more replay).
+    async fn earlier_queued(&mut self) -> bool {
+        match self.after.take() {
+            Some(rx) => rx.await.unwrap_or(true),
+            None => false,
+        }
+    }
+
+    /// Passes on whether this write or one before it is in the queue.
+    fn settle(self, queued: bool) {
+        let _ = self.done.send(queued);
+    }
+}
+
 /// A remote write on the shard's home core: behind the backlog if there is one, else
-/// direct, queued when the owner cannot take it now.
+/// direct, queued when the owner cannot take it now, or when an earlier write of the
+/// shard to that owner was queued meanwhile (see [`WriteOrder`]).
 pub async fn remote_write(
     ctx: &Rc<CoreContext>,
     node: NodeId,
@@ -606,28 +703,55 @@ pub async fn remote_write(
     let Some(cluster) = ctx.cluster.as_ref() else {
         return RemoteOutcome::Failed("not in this node's cluster configuration".into(), false);
     };
-    let hh = ctx.hinted_handoff.as_ref();
-    if hh.is_some_and(|h| h.has_backlog(node)) {
-        return enqueue(
-            ctx,
-            node,
-            &batch,
-            "behind the hinted-handoff backlog".into(),
-            false,
-        )
-        .await;
+    let Some(hh) = ctx.hinted_handoff.as_ref() else {
+        return match cluster.shard_writer.write(node, &batch).await {
+            Ok(WriteShardStatus::Ok { points_written }) => {
+                RemoteOutcome::Applied(points_written as usize)
+            }
+            Ok(WriteShardStatus::Permanent { message }) => RemoteOutcome::Rejected(message),
+            Ok(WriteShardStatus::Retryable { message }) => RemoteOutcome::Failed(message, false),
+            Err(e) => RemoteOutcome::Failed(e.to_string(), e.is_timeout()),
+        };
+    };
+    // No await between taking the turn and looking at the backlog (see WriteOrder::turn).
+    let mut turn = hh.turn(node, batch.shard.id);
+    if hh.has_backlog(node) {
+        let earlier_queued = turn.earlier_queued().await;
+        let why = "behind the hinted-handoff backlog".to_string();
+        return enqueue(ctx, node, &batch, why, false, turn, earlier_queued).await;
     }
-    match cluster.shard_writer.write(node, &batch).await {
-        Ok(WriteShardStatus::Ok { points_written }) => {
+    let sent = cluster.shard_writer.write(node, &batch).await;
+    let earlier_queued = turn.earlier_queued().await;
+    match sent {
+        Ok(WriteShardStatus::Ok { points_written }) if !earlier_queued => {
+            turn.settle(false);
             RemoteOutcome::Applied(points_written as usize)
         }
-        Ok(WriteShardStatus::Permanent { message }) => RemoteOutcome::Rejected(message),
+        Ok(WriteShardStatus::Ok { .. }) => {
+            let why = "applied, but an earlier write of this shard to this node was queued; \
+                       queued behind it so its replay cannot overwrite this one"
+                .to_string();
+            enqueue(ctx, node, &batch, why, false, turn, true).await
+        }
+        Ok(WriteShardStatus::Permanent { message }) => {
+            turn.settle(earlier_queued);
+            RemoteOutcome::Rejected(message)
+        }
         Ok(WriteShardStatus::Retryable { message }) => {
-            enqueue(ctx, node, &batch, message, false).await
+            enqueue(ctx, node, &batch, message, false, turn, earlier_queued).await
         }
         Err(e) => {
             let timeout = e.is_timeout();
-            enqueue(ctx, node, &batch, e.to_string(), timeout).await
+            enqueue(
+                ctx,
+                node,
+                &batch,
+                e.to_string(),
+                timeout,
+                turn,
+                earlier_queued,
+            )
+            .await
         }
     }
 }
@@ -638,17 +762,19 @@ async fn enqueue(
     batch: &RemoteBatch,
     why: String,
     timeout: bool,
+    turn: WriteTurn,
+    earlier_queued: bool,
 ) -> RemoteOutcome {
     let Some(hh) = ctx.hinted_handoff.as_ref() else {
+        turn.settle(earlier_queued);
         return RemoteOutcome::Failed(why, timeout);
     };
-    match hh.enqueue(node, batch).await {
-        Ok(created) => {
-            if created {
-                glommio::spawn_local(run_processor(ctx.clone(), node)).detach();
-            }
-            RemoteOutcome::Hinted(why, timeout)
-        }
+    let (created, result) = hh.enqueue(node, batch, turn, earlier_queued).await;
+    if created {
+        glommio::spawn_local(run_processor(ctx.clone(), node)).detach();
+    }
+    match result {
+        Ok(()) => RemoteOutcome::Hinted(why, timeout),
         Err(e) => RemoteOutcome::Failed(format!("{why}; hinted handoff refused it: {e}"), timeout),
     }
 }
