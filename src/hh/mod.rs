@@ -64,9 +64,11 @@
 //!   segment in from disk (the head segment is `madvise`d sequential + willneed).
 //! - [`Queue::advance`], [`Queue::advance_to`], [`Queue::dead_letter`],
 //!   [`Queue::purge_older_than`]: write the position file (two `fsync`s) and unlink
-//!   replayed segments. The non-blocking form: [`Queue::advance_deferred`] ->
-//!   [`queue::PositionCommit::run`] on a blocking thread -> [`Queue::finish_commit`].
-//!   Dead-lettering `fdatasync`s the dead-letter log inline (rare).
+//!   replayed segments. The non-blocking forms: [`Queue::advance_deferred`],
+//!   [`Queue::dead_letter_deferred`], [`Queue::purge_expired_deferred`] ->
+//!   [`queue::PositionCommit::run`] on a blocking thread -> [`Queue::finish_commit`]
+//!   (what the NodeProcessor uses). Dead-lettering still `fdatasync`s the dead-letter
+//!   log inline (rare).
 //!
 //! # Back of the envelope
 //!

@@ -157,6 +157,29 @@ impl QueueSlot {
     /// time, so position writes run in order.
     async fn advance(&self, to: Position) -> Result<(), HhError> {
         let commit = self.queue.borrow_mut().advance_deferred(to)?;
+        self.commit(commit).await
+    }
+
+    /// `record` was refused for good: to the dead-letter log, the NEW position written
+    /// on a blocking thread (the dead-letter log's own sync stays on the core: rare).
+    async fn dead_letter(&self, record: &hh::Record, reason: &str) -> Result<(), HhError> {
+        let commit = self
+            .queue
+            .borrow_mut()
+            .dead_letter_deferred(record, reason)?;
+        self.commit(commit).await
+    }
+
+    /// Drops records older than max-age; the position write on a blocking thread.
+    async fn purge_expired(&self) -> Result<u64, HhError> {
+        let (purged, commit) = self.queue.borrow_mut().purge_expired_deferred()?;
+        self.commit(commit).await?;
+        Ok(purged)
+    }
+
+    /// Runs a position write on a blocking thread and records its outcome. Only the
+    /// queue's NodeProcessor calls it, one at a time, so position writes run in order.
+    async fn commit(&self, commit: Option<hh::queue::PositionCommit>) -> Result<(), HhError> {
         if let Some(commit) = commit {
             let result = glommio::executor()
                 .spawn_blocking(move || commit.run())
@@ -488,7 +511,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
     while !ctx.shutdown.is_requested() {
         if window.is_empty() && last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
-            if let Err(e) = queue.borrow_mut().purge_expired() {
+            if let Err(e) = slot.purge_expired().await {
                 tracing::warn!(node, error = %e, "hinted-handoff purge failed");
             }
         }
@@ -549,7 +572,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
             Sent::Answer(Ok(WriteShardStatus::Permanent { message }))
             | Sent::Unreadable(message) => {
                 let record = window.pop_front().expect("front").record;
-                let moved = queue.borrow_mut().dead_letter(&record, &message);
+                let moved = slot.dead_letter(&record, &message).await;
                 if let Err(e) = moved {
                     tracing::error!(node, error = %e, "cannot dead-letter a hinted-handoff record");
                     drain(&mut window).await;

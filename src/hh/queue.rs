@@ -1032,9 +1032,27 @@ impl Queue {
     /// dead-letter log with `reason`, is counted and logged, and the head moves past it.
     /// A record the head has passed already (purged meanwhile) is left alone.
     pub fn dead_letter(&mut self, record: &Record, reason: &str) -> Result<(), HhError> {
+        match self.dead_letter_deferred(record, reason)? {
+            Some(commit) => {
+                let result = commit.run();
+                self.finish_commit(result)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Queue::dead_letter`] without the position write: the head moves now and the
+    /// returned commit (if any) writes the position on a blocking thread (pass its
+    /// result to [`Queue::finish_commit`]). The dead-letter log entry itself is still
+    /// written (and synced) here: rare, and it must be on disk before the record leaves.
+    pub fn dead_letter_deferred(
+        &mut self,
+        record: &Record,
+        reason: &str,
+    ) -> Result<Option<PositionCommit>, HhError> {
         self.check_writable()?;
         if record.position < self.head {
-            return Ok(());
+            return Ok(None);
         }
         if record.position != self.head {
             return Err(HhError::NotHead {
@@ -1054,7 +1072,7 @@ impl Queue {
             bytes: &record.lines,
         });
         self.skip(record.next_position(), 1, Skip::DeadLettered)?;
-        self.persist()
+        Ok(self.take_commit())
     }
 
     /// Drops the records enqueued longer than the limits' `max_age` ago.
@@ -1071,6 +1089,21 @@ impl Queue {
     /// Drops (and counts) the records enqueued before `cutoff_ns`. Whole segments
     /// older than the cutoff go without being read.
     pub fn purge_enqueued_before(&mut self, cutoff_ns: i64) -> Result<u64, HhError> {
+        let purged = self.purge_moving_head(cutoff_ns)?;
+        self.persist()?;
+        Ok(purged)
+    }
+
+    /// [`Queue::purge_expired`] without the position write: returns how many records
+    /// were purged and the commit to run on a blocking thread (pass its result to
+    /// [`Queue::finish_commit`]).
+    pub fn purge_expired_deferred(&mut self) -> Result<(u64, Option<PositionCommit>), HhError> {
+        let age_ns = i64::try_from(self.limits.max_age.as_nanos()).unwrap_or(i64::MAX);
+        let purged = self.purge_moving_head(now_ns().saturating_sub(age_ns))?;
+        Ok((purged, self.take_commit()))
+    }
+
+    fn purge_moving_head(&mut self, cutoff_ns: i64) -> Result<u64, HhError> {
         self.check_writable()?;
         let mut purged = 0;
         while let Some(&front) = self.segments.front() {
@@ -1092,7 +1125,6 @@ impl Queue {
         if purged > 0 {
             tracing::warn!(dir = %self.dir.display(), purged, cutoff_ns, "hinted-handoff records older than max-age purged");
         }
-        self.persist()?;
         Ok(purged)
     }
 

@@ -539,6 +539,60 @@ fn a_deferred_position_write_runs_off_the_core_and_a_lost_one_replays() {
 }
 
 #[test]
+fn dead_letter_and_purge_position_writes_can_run_off_the_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_age: Duration::from_secs(3600),
+        ..small_limits()
+    };
+    let (mut queue, _) = open(dir.path(), limits);
+    for id in 1..=3 {
+        append(&mut queue, id, 100);
+    }
+    queue.flush().unwrap();
+    // Dead-letter the head; the position write runs on another thread.
+    let head = queue.head().unwrap().unwrap();
+    let commit = queue
+        .dead_letter_deferred(&head, "refused for good")
+        .unwrap()
+        .expect("the head moved");
+    assert_eq!(commit.position(), head.next_position());
+    let result = std::thread::spawn(move || commit.run()).join().unwrap();
+    queue.finish_commit(result).unwrap();
+    assert_eq!(queue.stats().dead_lettered_records, 1);
+    // A record the head has passed is left alone, and nothing is written.
+    assert!(queue
+        .dead_letter_deferred(&head, "again")
+        .unwrap()
+        .is_none());
+    // Nothing is older than max-age: no purge, no position write.
+    let (purged, commit) = queue.purge_expired_deferred().unwrap();
+    assert_eq!((purged, commit.is_none()), (0, true));
+    drop(queue);
+    // After a restart the dead-lettered record stays gone; 2 and 3 remain.
+    let (mut queue, _) = open(dir.path(), limits);
+    assert_eq!(drain(&mut queue), vec![2, 3]);
+    // Everything older than a zero max-age goes, with one deferred position write.
+    let zero = Limits {
+        max_age: Duration::ZERO,
+        ..small_limits()
+    };
+    let other = tempfile::tempdir().unwrap();
+    let (mut queue, _) = open(other.path(), zero);
+    for id in 1..=3 {
+        append(&mut queue, id, 100);
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    let (purged, commit) = queue.purge_expired_deferred().unwrap();
+    assert_eq!(purged, 3);
+    queue
+        .finish_commit(commit.expect("head moved").run())
+        .unwrap();
+    assert!(queue.is_empty());
+    assert_eq!(queue.stats().purged_records, 3);
+}
+
+#[test]
 fn failed_flush_state_is_reported_on_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = open(dir.path(), small_limits());
