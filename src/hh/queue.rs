@@ -11,12 +11,11 @@
 use super::dead_letter::{DeadLetterEntry, DeadLetterLog, Written};
 use super::position::{read_position, write_position, StoredPosition, POSITION_TMP_FILE};
 use super::segment::{
-    self, decode_at, ReadFault, Segment, MAX_PAYLOAD_BYTES, PAYLOAD_HEADER_BYTES,
+    self, decode_at, FileSeam, ReadFault, Segment, MAX_PAYLOAD_BYTES, PAYLOAD_HEADER_BYTES,
 };
 use super::{now_ns, HhError, Limits, Position};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +132,7 @@ struct SegmentMeta {
 /// Appended bytes not yet flushed, per segment.
 struct DirtyRange {
     number: u64,
-    file: Arc<File>,
+    file: Arc<dyn segment::SegmentFile>,
     start: u64,
     end: u64,
 }
@@ -205,17 +204,26 @@ impl PositionCommit {
 }
 
 /// A spare segment to create off the core; see [`Queue::spare_plan`].
-#[derive(Debug)]
 pub struct SparePlan {
+    seam: FileSeam,
     path: PathBuf,
     number: u64,
     size_bytes: u64,
 }
 
+impl std::fmt::Debug for SparePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparePlan")
+            .field("path", &self.path)
+            .field("size_bytes", &self.size_bytes)
+            .finish()
+    }
+}
+
 impl SparePlan {
     /// Blocking: creates, preallocates (`fallocate`) and maps the segment.
     pub fn build(self) -> Result<Segment, HhError> {
-        Segment::create(&self.path, self.number, self.size_bytes)
+        Segment::create_with(&self.path, self.number, self.size_bytes, &self.seam)
             .map_err(|e| HhError::io("create segment", &self.path, e))
     }
 }
@@ -248,6 +256,8 @@ pub struct Queue {
     /// Where [`Segment::append`] encodes a record before its `pwrite` (kept between
     /// appends up to [`segment::KEEP_SCRATCH_BYTES`]).
     scratch: Vec<u8>,
+    /// Wraps the files of segments this queue creates (tests inject faults here).
+    seam: FileSeam,
 }
 
 impl Queue {
@@ -326,6 +336,7 @@ impl Queue {
             stats: QueueStats::default(),
             failed: None,
             scratch: Vec::new(),
+            seam: segment::real_files(),
         }
     }
 
@@ -457,6 +468,12 @@ impl Queue {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Routes the appends and syncs of every segment created from now on through
+    /// `seam` (tests: a file that fails or tears a chosen write).
+    pub fn set_file_seam(&mut self, seam: FileSeam) {
+        self.seam = seam;
     }
 
     pub fn limits(&self) -> Limits {
@@ -622,7 +639,8 @@ impl Queue {
         let path = segment_path(&self.dir, number);
         let size = self.limits.segment_size_bytes.max(record_bytes);
         tracing::debug!(segment = %path.display(), size, "creating a hinted-handoff segment inline (no spare ready)");
-        Segment::create(&path, number, size).map_err(|e| HhError::io("create segment", &path, e))
+        Segment::create_with(&path, number, size, &self.seam)
+            .map_err(|e| HhError::io("create segment", &path, e))
     }
 
     /// Seals the tail and makes `next` the append target.
@@ -734,6 +752,7 @@ impl Queue {
         let number = self.next_number;
         self.next_number += 1;
         Some(SparePlan {
+            seam: self.seam.clone(),
             path: segment_path(&self.dir, number),
             number,
             size_bytes: self.limits.segment_size_bytes,

@@ -271,14 +271,43 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// The two file operations a segment's appends and flushes go through: the real file,
+/// or in tests one that fails or tears a chosen write or sync (STYLE: seams for
+/// testing faults). Reads go through the map, recovery through the real file.
+pub trait SegmentFile: Send + Sync {
+    /// `pwrite` of all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Wraps the file of each segment a queue creates: the identity in production
+/// ([`real_files`]); a fault-injecting file in tests.
+pub type FileSeam = Arc<dyn Fn(File) -> Arc<dyn SegmentFile> + Send + Sync>;
+
+/// The production [`FileSeam`]: the file itself.
+pub fn real_files() -> FileSeam {
+    Arc::new(|file| Arc::new(file))
+}
+
 /// A segment file: written with `pwrite`, read through a read-only map.
 ///
-/// The file handle is shared (`Arc<File>`) so a flush can `fdatasync` it from another
+/// The file handle is shared (`Arc`) so a flush can `fdatasync` it from another
 /// thread while the owning core keeps appending (see the queue's `FlushJob`).
 pub struct Segment {
     path: PathBuf,
     number: u64,
-    file: Arc<File>,
+    file: Arc<dyn SegmentFile>,
     map: Mmap,
 }
 
@@ -293,6 +322,16 @@ impl Segment {
     /// measured 3-4x slower on the first pass). Filesystems without `fallocate` get a
     /// sparse `set_len`, and a warning.
     pub fn create(path: &Path, number: u64, size_bytes: u64) -> io::Result<Segment> {
+        Self::create_with(path, number, size_bytes, &real_files())
+    }
+
+    /// [`Segment::create`] with the appends and syncs going through `seam`.
+    pub fn create_with(
+        path: &Path,
+        number: u64,
+        size_bytes: u64,
+        seam: &FileSeam,
+    ) -> io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -300,7 +339,7 @@ impl Segment {
             .open(path)?;
         let result = preallocate(&file, size_bytes, path).and_then(|()| Self::map(file));
         match result {
-            Ok(map_and_file) => Ok(Self::from_parts(path, number, map_and_file)),
+            Ok((file, map)) => Ok(Self::from_parts(path, number, (seam(file), map))),
             Err(error) => {
                 let _ = std::fs::remove_file(path);
                 Err(error)
@@ -318,7 +357,8 @@ impl Segment {
                 "empty segment file",
             ));
         }
-        Ok(Self::from_parts(path, number, Self::map(file)?))
+        let (file, map) = Self::map(file)?;
+        Ok(Self::from_parts(path, number, (Arc::new(file), map)))
     }
 
     fn map(file: File) -> io::Result<(File, Mmap)> {
@@ -332,11 +372,11 @@ impl Segment {
         Ok((file, map))
     }
 
-    fn from_parts(path: &Path, number: u64, (file, map): (File, Mmap)) -> Segment {
+    fn from_parts(path: &Path, number: u64, (file, map): (Arc<dyn SegmentFile>, Mmap)) -> Segment {
         Segment {
             path: path.to_path_buf(),
             number,
-            file: Arc::new(file),
+            file,
             map,
         }
     }
@@ -364,7 +404,7 @@ impl Segment {
     }
 
     /// A handle on the file for `fdatasync` from another thread.
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> Arc<dyn SegmentFile> {
         Arc::clone(&self.file)
     }
 
