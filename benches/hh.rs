@@ -1,6 +1,7 @@
 //! Hinted-handoff enqueue throughput beside a plain sequential file write on the same
 //! disk (issue 4 aims at >= 80% of it): 16 records of 1 MiB of line protocol, each made
-//! durable before the next (msync for the queue, fdatasync for the file).
+//! durable before the next (`pwrite` + `fdatasync` for the queue, `write` +
+//! `fdatasync` for the file).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcore::hh::{Limits, Queue};
@@ -15,8 +16,8 @@ fn record() -> Vec<u8> {
     line.iter().copied().cycle().take(RECORD_BYTES).collect()
 }
 
-/// A fresh queue whose first segment is already created (fallocate + prefault) outside
-/// the timing, as a live queue keeps a spare segment ready.
+/// A fresh queue whose first segment is already created (fallocate) outside the timing,
+/// as a live queue keeps a spare segment ready.
 fn warm_queue() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits {

@@ -64,6 +64,9 @@ impl Default for QueryConfig {
     }
 }
 
+/// The most hinted-handoff records one queue may have in flight.
+pub const MAX_REPLAY_INFLIGHT_RECORDS: usize = 16;
+
 /// `[hinted-handoff]`: queues of writes a remote owner could not take (issue 4).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -75,6 +78,7 @@ pub struct HintedHandoffConfig {
     pub retry_max_interval_ms: u64,
     pub retry_rate_limit_bytes_per_second: u64,
     pub purge_interval_seconds: u64,
+    pub replay_max_inflight_records: usize,
 }
 
 impl Default for HintedHandoffConfig {
@@ -87,6 +91,7 @@ impl Default for HintedHandoffConfig {
             retry_max_interval_ms: 10_000,
             retry_rate_limit_bytes_per_second: 50_000_000,
             purge_interval_seconds: 60,
+            replay_max_inflight_records: 4,
         }
     }
 }
@@ -437,6 +442,10 @@ retry-rate-limit-bytes-per-second = 50000000
 
 # How often old records are purged.
 purge-interval-seconds = 60
+
+# Records of one queue sent to its destination at once (pipelined; records of one
+# shard share a connection so they apply in order). 1 = one at a time; at most 16.
+replay-max-inflight-records = 4
 "#;
 
 impl Config {
@@ -552,6 +561,14 @@ impl Config {
         }
         if self.hinted_handoff.max_size_bytes == 0 {
             return invalid("hinted-handoff.max-size-bytes", "must be greater than 0");
+        }
+        if !(1..=MAX_REPLAY_INFLIGHT_RECORDS)
+            .contains(&self.hinted_handoff.replay_max_inflight_records)
+        {
+            return invalid(
+                "hinted-handoff.replay-max-inflight-records",
+                &format!("must be from 1 to {MAX_REPLAY_INFLIGHT_RECORDS}"),
+            );
         }
         if self.hinted_handoff.retry_interval_ms == 0 {
             return invalid("hinted-handoff.retry-interval-ms", "must be greater than 0");

@@ -282,6 +282,9 @@ async fn apply_remote_write(
     if let Some(predecessor) = turn.after {
         let _ = predecessor.await;
     }
+    if let Some(message) = injected_fault(&write.lines).await {
+        return WriteShardStatus::Retryable { message };
+    }
     let precision = match write.precision() {
         Ok(p) => p,
         Err(e) => {
@@ -335,6 +338,36 @@ async fn apply_remote_write(
         }
     };
     status_of(written)
+}
+
+/// Fault seam for tests of the write path (STYLE: seams for testing faults): with
+/// `SHARDCORE_FAULT_REMOTE_WRITE=marker,delay_ms,count` in the environment, the first
+/// `count` remote writes whose lines contain `marker` wait `delay_ms` (holding their
+/// shard's turn, as a slow disk would) and are answered Retryable. Read once; unset,
+/// it costs one load of a static per remote write.
+async fn injected_fault(lines: &[u8]) -> Option<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static FAULT: OnceLock<Option<(Vec<u8>, Duration)>> = OnceLock::new();
+    static LEFT: AtomicU64 = AtomicU64::new(0);
+    let fault = FAULT.get_or_init(|| {
+        let spec = std::env::var("SHARDCORE_FAULT_REMOTE_WRITE").ok()?;
+        let mut parts = spec.splitn(3, ',');
+        let marker = parts.next()?.as_bytes().to_vec();
+        let delay = Duration::from_millis(parts.next()?.parse().ok()?);
+        LEFT.store(parts.next()?.parse().ok()?, Ordering::Relaxed);
+        tracing::warn!(
+            spec,
+            "remote-write fault injection is on (SHARDCORE_FAULT_REMOTE_WRITE)"
+        );
+        Some((marker, delay))
+    });
+    let (marker, delay) = fault.as_ref()?;
+    memchr::memmem::find(lines, marker)?;
+    LEFT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .ok()?;
+    glommio::timer::sleep(*delay).await;
+    Some("injected fault (SHARDCORE_FAULT_REMOTE_WRITE)".into())
 }
 
 fn status_of(written: Result<ApplyOutcome, ShardError>) -> WriteShardStatus {

@@ -13,6 +13,13 @@
 //! owning core (`cluster port base + shard_id % peer cores`) and crosses no other core
 //! there.
 //!
+//! **Invariant:** requests of one shard to one peer core that are in flight at the same
+//! time share a connection (the shard's *lane*), so the peer, which applies one
+//! connection's writes of a shard in arrival order (`service`), applies them in the
+//! order they were sent. Without it, two writes of a shard pipelined on two
+//! connections could be applied newest first (hinted-handoff replay and live writes
+//! both rely on this). A shard whose lane is full waits for a slot on it.
+//!
 //! Waiting callers are a FIFO of oneshots per pool, woken one per freed slot (all of
 //! them when a connection opens or closes). They are bounded by the callers themselves
 //! (HTTP admission per core, one NodeProcessor per queue) and each by
@@ -122,6 +129,15 @@ struct Pool {
     retry_at: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
     last_dial_error: RefCell<String>,
+    /// Per shard with requests in flight: the connection they share and how many.
+    /// Bounded by the requests in flight (an entry leaves with its last request).
+    lanes: RefCell<HashMap<u64, (Rc<PipelinedConn>, usize)>>,
+    /// Picks that found their shard's lane full since the last freed slot.
+    lane_waiters: Cell<usize>,
+    /// Callers woken that have not picked again yet. A newcomer queues behind them as
+    /// behind waiters: after a wake-all the waiter list is empty until they run, and a
+    /// newcomer taking the slot first would send out of arrival order.
+    woken: Cell<usize>,
 }
 
 /// Failed dials in a row before requests stop dialling for a while (a node that is
@@ -145,7 +161,15 @@ impl Pool {
         self.stats.set(s);
     }
 
-    fn pick(&self, max_connections: usize) -> Pick {
+    fn pick(&self, max_connections: usize, shard: Option<u64>) -> Pick {
+        if let Some(lane) = shard.and_then(|id| self.lane(id)) {
+            if lane.has_room() {
+                return Pick::Send(lane);
+            }
+            // Woken by any freed slot (see `slot_freed`), not only by its turn.
+            self.lane_waiters.set(self.lane_waiters.get() + 1);
+            return Pick::Wait;
+        }
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| !c.is_failed());
         if let Some(idle) = conns.iter().find(|c| c.in_flight() == 0) {
@@ -161,6 +185,35 @@ impl Pool {
         {
             Some(c) => Pick::Send(c.clone()),
             None => Pick::Wait,
+        }
+    }
+
+    /// The live connection `shard`'s requests in flight are on, if any.
+    fn lane(&self, shard: u64) -> Option<Rc<PipelinedConn>> {
+        let lanes = self.lanes.borrow();
+        let (conn, _) = lanes.get(&shard)?;
+        (!conn.is_failed()).then(|| conn.clone())
+    }
+
+    /// Puts one request of `shard` in flight on `conn` (its lane from now on, if it had
+    /// none or its old one failed). Call it with no await since the pick.
+    fn enter_lane(&self, shard: u64, conn: &Rc<PipelinedConn>) {
+        let mut lanes = self.lanes.borrow_mut();
+        let entry = lanes.entry(shard).or_insert_with(|| (conn.clone(), 0));
+        if !Rc::ptr_eq(&entry.0, conn) {
+            debug_assert!(entry.0.is_failed(), "a shard's live lane is always picked");
+            *entry = (conn.clone(), 0);
+        }
+        entry.1 += 1;
+    }
+
+    fn leave_lane(&self, shard: u64, conn: &Rc<PipelinedConn>) {
+        let mut lanes = self.lanes.borrow_mut();
+        if let Some(entry) = lanes.get_mut(&shard).filter(|e| Rc::ptr_eq(&e.0, conn)) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                lanes.remove(&shard);
+            }
         }
     }
 
@@ -193,6 +246,7 @@ impl Pool {
         let mut waiters = self.waiters.borrow_mut();
         while let Some((_, tx)) = waiters.pop_front() {
             if tx.send(()).is_ok() {
+                self.woken.set(self.woken.get() + 1);
                 return;
             }
         }
@@ -200,14 +254,28 @@ impl Pool {
 
     fn wake_all(&self) {
         for (_, tx) in self.waiters.borrow_mut().drain(..) {
-            let _ = tx.send(());
+            if tx.send(()).is_ok() {
+                self.woken.set(self.woken.get() + 1);
+            }
         }
+    }
+
+    /// A woken caller picked again (or gave up): newcomers no longer queue behind it.
+    fn woken_done(&self) {
+        self.woken.set(self.woken.get().saturating_sub(1));
     }
 }
 
 impl ConnEvents for Pool {
     fn slot_freed(&self) {
-        self.wake_one();
+        // A caller waiting for its shard's lane cannot take a slot freed on another
+        // connection, so with such callers waiting every waiter looks again.
+        if self.lane_waiters.get() > 0 {
+            self.lane_waiters.set(0);
+            self.wake_all();
+        } else {
+            self.wake_one();
+        }
     }
 
     fn closed(&self, error: &ConnError, failed_requests: usize) {
@@ -255,6 +323,46 @@ struct AbandonOnDrop<'a> {
     conn: &'a PipelinedConn,
     request_id: u64,
     armed: bool,
+}
+
+/// A caller's wait for a slot. A wake delivered but never taken (the caller's future
+/// dropped first) still counts as done, so newcomers do not queue behind a ghost.
+struct SlotWait<'a> {
+    pool: &'a Pool,
+    rx: oneshot::Receiver<()>,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        if let Ok(Some(())) = self.rx.try_recv() {
+            self.pool.woken_done();
+        }
+    }
+}
+
+/// One request of a shard in flight on its lane, from its send until its answer, its
+/// timeout or its caller giving up.
+struct LaneGuard {
+    pool: Rc<Pool>,
+    shard: u64,
+    conn: Rc<PipelinedConn>,
+}
+
+impl LaneGuard {
+    fn enter(pool: &Rc<Pool>, shard: u64, conn: &Rc<PipelinedConn>) -> LaneGuard {
+        pool.enter_lane(shard, conn);
+        LaneGuard {
+            pool: pool.clone(),
+            shard,
+            conn: conn.clone(),
+        }
+    }
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        self.pool.leave_lane(self.shard, &self.conn);
+    }
 }
 
 impl Drop for AbandonOnDrop<'_> {
@@ -356,6 +464,9 @@ impl ShardWriter {
                     retry_at: Cell::new(None),
                     backoff: Cell::new(Duration::ZERO),
                     last_dial_error: RefCell::new(String::new()),
+                    lanes: RefCell::new(HashMap::new()),
+                    lane_waiters: Cell::new(0),
+                    woken: Cell::new(0),
                 })
             })
             .clone();
@@ -405,15 +516,16 @@ impl ShardWriter {
         &self,
         pool: &Rc<Pool>,
         bypass_backoff: bool,
+        shard: Option<u64>,
     ) -> Result<Rc<PipelinedConn>, ShardWriterError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.pool_wait_timeout_ms);
         let mut ticket = None;
         loop {
             // First come, first served: a new caller queues behind the waiting ones.
-            let pick = if ticket.is_none() && pool.has_waiters() {
+            let pick = if ticket.is_none() && (pool.has_waiters() || pool.woken.get() > 0) {
                 Pick::Wait
             } else {
-                pool.pick(self.config.pool_max_connections)
+                pool.pick(self.config.pool_max_connections, shard)
             };
             match pick {
                 Pick::Send(conn) => return Ok(conn),
@@ -453,16 +565,29 @@ impl ShardWriter {
                     }
                     // Waiters may now pipeline onto the new connection, or dial in turn.
                     pool.wake_all();
-                    return dialed;
+                    let dialed = dialed?;
+                    // While we dialled, another request of this shard may have opened
+                    // a lane elsewhere: pick again (the new connection is idle).
+                    if shard.is_some_and(|id| pool.lane(id).is_some()) {
+                        continue;
+                    }
+                    return Ok(dialed);
                 }
                 Pick::Wait => {
                     let ticket = *ticket.get_or_insert_with(|| {
                         self.count(|s| s.pool_waits += 1);
                         pool.ticket()
                     });
-                    let slot = pool.wait_for_slot(ticket);
+                    let mut slot = SlotWait {
+                        pool,
+                        rx: pool.wait_for_slot(ticket),
+                    };
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let woken = !left.is_zero() && with_timeout(left, slot).await.is_some();
+                    let woken = !left.is_zero() && with_timeout(left, &mut slot.rx).await.is_some();
+                    if woken {
+                        pool.woken_done();
+                    }
+                    drop(slot);
                     if !woken {
                         // A slot freed just as we gave up goes to the next waiter.
                         pool.waiters
@@ -492,7 +617,9 @@ impl ShardWriter {
         if let Some(cores) = known {
             return Ok((placement::owning_core(shard_id, cores as usize), None));
         }
-        let conn = self.connection(&self.pool(node, 0)?, false).await?;
+        let conn = self
+            .connection(&self.pool(node, 0)?, false, Some(shard_id))
+            .await?;
         let cores = self.peer_cores.borrow()[&node];
         let core = placement::owning_core(shard_id, cores as usize);
         Ok((core, (core == 0).then_some(conn)))
@@ -520,7 +647,9 @@ impl ShardWriter {
             s.requests += 1;
             s.bytes += bytes;
         });
-        let response: WriteShardResponse = self.request_on(node, core, conn, &message).await?;
+        let response: WriteShardResponse = self
+            .request_on(node, core, conn, Some(batch.shard.id), &message)
+            .await?;
         Ok(response.status)
     }
 
@@ -532,26 +661,29 @@ impl ShardWriter {
         core: usize,
         message: &M,
     ) -> Result<R, ShardWriterError> {
-        self.request_on(node, core, None, message).await
+        self.request_on(node, core, None, None, message).await
     }
 
     /// `request` on `conn` if given (a connection of that pool just handed out, with a
-    /// free slot), else on one the pool hands out.
+    /// free slot), else on one the pool hands out; a write of `shard` on its lane.
     async fn request_on<M: EncodeMessage, R: DecodeMessage>(
         &self,
         node: NodeId,
         core: usize,
         conn: Option<Rc<PipelinedConn>>,
+        shard: Option<u64>,
         message: &M,
     ) -> Result<R, ShardWriterError> {
+        let pool = self.pool(node, core)?;
         let conn = match conn {
             Some(conn) => conn,
             // Pings dial even during a back-off: they are how a node's return is noticed.
             None => {
                 let ping = M::KIND == wire::FrameKind::Ping;
-                self.connection(&self.pool(node, core)?, ping).await?
+                self.connection(&pool, ping, shard).await?
             }
         };
+        let _lane = shard.map(|id| LaneGuard::enter(&pool, id, &conn));
         let request_id = self.next_request_id.get();
         self.next_request_id.set(request_id + 1);
         let timeout = Duration::from_millis(self.config.write_timeout_ms);

@@ -1,10 +1,10 @@
 //! Hinted handoff, storage half: durable per-(destination node, core) queues of writes
 //! that an owner could not take, kept until it can (DESIGN section 5, issue 4).
 //!
-//! The NodeProcessor that pings the destination, sends the head record through the
-//! ShardWriter, backs off and rate-limits comes later; this module is synchronous and
-//! knows no runtime, so a per-core async task can drive it, and sends the few blocking
-//! steps listed below to a blocking thread.
+//! The network half (enqueue of a remote write, the NodeProcessor that replays a
+//! queue) is [`processor`]. The storage types here are synchronous and know no
+//! runtime; the processor drives them on the core and sends the blocking steps listed
+//! below to glommio's blocking thread pool.
 //!
 //! # What it owns
 //!
@@ -12,15 +12,17 @@
 //!
 //! ```text
 //! DATA_DIR/hh/<destination node id>/<core>/
-//!     00000001.seg       segment: preallocated to segment-size, mmapped, append-only
+//!     00000001.seg       segment: preallocated to segment-size, append-only (pwrite),
+//!                        read through a read-only map
 //!     00000002.seg       ... numbered in queue order; replayed ones are deleted
 //!     position           replay head (segment, offset), replaced atomically
 //!     dead-letter.log    rejected or unreadable records, moved aside (text headers)
 //!     00000007.seg.bad   a segment that could not be opened or mapped, set aside
 //! ```
 //!
-//! - [`segment`]: the record format, one mmapped segment file, the record reader that
-//!   tells the end marker, a torn tail and corruption apart.
+//! - [`segment`]: the record format, one segment file (`pwrite` to append, a read-only
+//!   map to read), the record reader that tells the end marker, a torn tail and
+//!   corruption apart.
 //! - [`queue`]: [`Queue`]: append, group flush, replay head, advance, dead-letter,
 //!   max-size and max-age, and recovery at open.
 //! - [`position`]: the `position` file.
@@ -32,7 +34,7 @@
 //! DESIGN section 5:** `enqueued_at_ns` (nanoseconds since the Unix epoch, clamped to
 //! never go backwards within a queue) is added after the shard id, so max-age purges
 //! exactly the records older than the limit and `oldest age` is exact, instead of
-//! approximating age per 10 MiB segment from file times that mmap writes update late.
+//! approximating age per 10 MiB segment from file times.
 //!
 //! **Invariant:** only the owning core touches a queue directory. A queue is one
 //! destination's writes from one core, so replay order per (destination, shard) is the
@@ -49,31 +51,35 @@
 //! # Blocking, and what to do about it
 //!
 //! - [`Queue::open`]: scans every segment (crc of every record). Start-up, blocking.
-//! - [`Queue::append`]: a `memcpy` + crc into a prefaulted map: no syscall. Blocks only
-//!   when the tail is full and no spare segment was installed (create + `fallocate` +
-//!   mmap inline, then page faults on the fresh map). Keep a spare ready:
+//! - [`Queue::append`]: encode + crc into a scratch buffer and one `pwrite` into the
+//!   page cache (a memory copy in the kernel; it can wait only under dirty-page
+//!   throttling). Blocks longer only when the tail is full and no spare segment was
+//!   installed (create + `fallocate` + mmap inline). Keep a spare ready:
 //!   [`Queue::spare_plan`] -> [`queue::SparePlan::build`] on a blocking thread ->
 //!   [`Queue::install_spare`].
-//! - [`Queue::flush`]: `msync` of the appended range, on the calling thread. The
-//!   non-blocking form: [`Queue::start_flush`] -> [`queue::FlushJob::run`] (`fdatasync`,
-//!   Send, on a blocking thread) -> [`Queue::finish_flush`].
+//! - [`Queue::flush`]: `fdatasync` on the calling thread. The non-blocking form:
+//!   [`Queue::start_flush`] -> [`queue::FlushJob::run`] (Send, on a blocking thread)
+//!   -> [`Queue::finish_flush`]; the processor's group flusher does that.
 //! - [`Queue::head`] / [`Queue::peek`]: a copy out of the map; may fault pages of a cold
 //!   segment in from disk (the head segment is `madvise`d sequential + willneed).
 //! - [`Queue::advance`], [`Queue::advance_to`], [`Queue::dead_letter`],
 //!   [`Queue::purge_older_than`]: write the position file (two `fsync`s) and unlink
-//!   replayed segments. The non-blocking form: [`Queue::advance_deferred`] ->
-//!   [`queue::PositionCommit::run`] on a blocking thread -> [`Queue::finish_commit`].
-//!   Dead-lettering `fdatasync`s the dead-letter log inline (rare).
+//!   replayed segments. The non-blocking forms: [`Queue::advance_deferred`],
+//!   [`Queue::dead_letter_deferred`], [`Queue::purge_expired_deferred`] ->
+//!   [`queue::PositionCommit::run`] on a blocking thread -> [`Queue::finish_commit`]
+//!   (what the NodeProcessor uses). Dead-lettering still `fdatasync`s the dead-letter
+//!   log inline (rare).
 //!
 //! # Back of the envelope
 //!
-//! A 5000-line batch is ~1.8 MB, one record. Appending it copies 1.8 MB (~0.2-0.4 ms
-//! at 5-10 GB/s) and crcs it (~0.1 ms with SSE4.2); a 10 MiB segment holds five, so a
-//! write-heavy outage rolls a segment every five batches, and the spare must be ready
-//! by then (prefaulting 10 MiB is 2560 page touches, a few ms on a blocking thread).
-//! `msync` of 1.8 MB writes 440 dirty pages and flushes the device cache: 1-5 ms on an
-//! SSD, so group flushes (one per batch of appends, like the WAL's group commit) bound
-//! latency, not bytes. Replay: one position write (2 `fsync`s, 1-10 ms) per advance
+//! A 5000-line batch is ~1.8 MB, one record. Appending it copies 1.8 MB twice (into
+//! the scratch buffer, then by `pwrite` into the page cache: ~0.4-0.8 ms at 5-10 GB/s)
+//! and crcs it (~0.1 ms with SSE4.2); a 10 MiB segment holds five, so a write-heavy
+//! outage rolls a segment every five batches, and the spare must be ready by then
+//! (`fallocate` of 10 MiB is well under a millisecond on a blocking thread).
+//! `fdatasync` of 1.8 MB writes 440 dirty pages and flushes the device cache: 1-5 ms
+//! on an SSD, so group flushes (one per batch of appends, like the WAL's group commit)
+//! bound latency, not bytes. Replay: one position write (2 `fsync`s, 1-10 ms) per advance
 //! caps single-record advances at 100-1000/s = 180 MB/s-1.8 GB/s of 1.8 MB records,
 //! above any sane `retry-rate-limit`; for small records, [`Queue::advance_to`] after a
 //! pipelined window pays one position write per window. Recovery reads and crcs every

@@ -3,20 +3,19 @@
 //! invariants, blocking calls and limits.
 //!
 //! In memory the queue is a list of segment metadata, head first. At most three
-//! segments are mapped: the replay head, the append tail (which may be the same) and a
-//! prefaulted spare. Every sealed segment in the list holds at least one record not
+//! segments are open: the replay head, the append tail (which may be the same) and a
+//! preallocated spare. Every sealed segment in the list holds at least one record not
 //! yet delivered; a sealed segment the head has passed is deleted once the position
 //! that says so is on disk.
 
 use super::dead_letter::{DeadLetterEntry, DeadLetterLog, Written};
 use super::position::{read_position, write_position, StoredPosition, POSITION_TMP_FILE};
 use super::segment::{
-    self, decode_at, ReadFault, Segment, MAX_PAYLOAD_BYTES, PAYLOAD_HEADER_BYTES,
+    self, decode_at, FileSeam, ReadFault, Segment, MAX_PAYLOAD_BYTES, PAYLOAD_HEADER_BYTES,
 };
 use super::{now_ns, HhError, Limits, Position};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,14 +132,12 @@ struct SegmentMeta {
 /// Appended bytes not yet flushed, per segment.
 struct DirtyRange {
     number: u64,
-    file: Arc<File>,
+    file: Arc<dyn segment::SegmentFile>,
     start: u64,
     end: u64,
 }
 
 /// A flush that runs off the core: `fdatasync` of every segment with appended bytes.
-/// On Linux an `fdatasync` writes back the pages dirtied through the shared mapping
-/// (the mapping is the page cache), like `msync`.
 pub struct FlushJob {
     dir: String,
     ranges: Vec<DirtyRange>,
@@ -207,20 +204,27 @@ impl PositionCommit {
 }
 
 /// A spare segment to create off the core; see [`Queue::spare_plan`].
-#[derive(Debug)]
 pub struct SparePlan {
+    seam: FileSeam,
     path: PathBuf,
     number: u64,
     size_bytes: u64,
 }
 
+impl std::fmt::Debug for SparePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparePlan")
+            .field("path", &self.path)
+            .field("size_bytes", &self.size_bytes)
+            .finish()
+    }
+}
+
 impl SparePlan {
-    /// Blocking: creates, preallocates, maps and prefaults the segment.
+    /// Blocking: creates, preallocates (`fallocate`) and maps the segment.
     pub fn build(self) -> Result<Segment, HhError> {
-        let mut segment = Segment::create(&self.path, self.number, self.size_bytes)
-            .map_err(|e| HhError::io("create segment", &self.path, e))?;
-        segment.prefault();
-        Ok(segment)
+        Segment::create_with(&self.path, self.number, self.size_bytes, &self.seam)
+            .map_err(|e| HhError::io("create segment", &self.path, e))
     }
 }
 
@@ -249,6 +253,11 @@ pub struct Queue {
     dead_letter: DeadLetterLog,
     stats: QueueStats,
     failed: Option<String>,
+    /// Where [`Segment::append`] encodes a record before its `pwrite` (kept between
+    /// appends up to [`segment::KEEP_SCRATCH_BYTES`]).
+    scratch: Vec<u8>,
+    /// Wraps the files of segments this queue creates (tests inject faults here).
+    seam: FileSeam,
 }
 
 impl Queue {
@@ -326,6 +335,8 @@ impl Queue {
             dead_letter: DeadLetterLog::new(dir, limits.max_dead_letter_bytes),
             stats: QueueStats::default(),
             failed: None,
+            scratch: Vec::new(),
+            seam: segment::real_files(),
         }
     }
 
@@ -459,6 +470,12 @@ impl Queue {
         &self.dir
     }
 
+    /// Routes the appends and syncs of every segment created from now on through
+    /// `seam` (tests: a file that fails or tears a chosen write).
+    pub fn set_file_seam(&mut self, seam: FileSeam) {
+        self.seam = seam;
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -487,7 +504,7 @@ impl Queue {
         self.failed.is_some()
     }
 
-    fn check_writable(&self) -> Result<(), HhError> {
+    pub(crate) fn check_writable(&self) -> Result<(), HhError> {
         match &self.failed {
             Some(cause) => Err(HhError::Failed {
                 dir: self.dir_string(),
@@ -555,7 +572,16 @@ impl Queue {
         let meta = self.segments.back_mut().expect("the tail has metadata");
         debug_assert_eq!(meta.number, tail.number());
         let start = meta.end;
-        let end = tail.append(start, shard_id, enqueued_at_ns, lines);
+        let end = match tail.append(start, shard_id, enqueued_at_ns, lines, &mut self.scratch) {
+            Ok(end) => end,
+            Err(e) => {
+                let cause = format!("pwrite to segment {}: {e}", meta.number);
+                return Err(self.fail(HhError::Failed {
+                    dir: self.dir_string(),
+                    cause,
+                }));
+            }
+        };
         meta.end = end;
         meta.records += 1;
         meta.last_enqueued_at_ns = enqueued_at_ns;
@@ -613,7 +639,8 @@ impl Queue {
         let path = segment_path(&self.dir, number);
         let size = self.limits.segment_size_bytes.max(record_bytes);
         tracing::debug!(segment = %path.display(), size, "creating a hinted-handoff segment inline (no spare ready)");
-        Segment::create(&path, number, size).map_err(|e| HhError::io("create segment", &path, e))
+        Segment::create_with(&path, number, size, &self.seam)
+            .map_err(|e| HhError::io("create segment", &path, e))
     }
 
     /// Seals the tail and makes `next` the append target.
@@ -663,27 +690,17 @@ impl Queue {
         self.delete_file(&path);
     }
 
-    /// `msync`s everything appended since the last flush, on this thread. After it
-    /// returns, every appended record is durable. A failure fails the queue.
+    /// `fdatasync`s every segment appended to since the last flush, on this thread
+    /// (blocking; see [`Queue::start_flush`]). After it returns, every appended record
+    /// is durable. A failure fails the queue.
     pub fn flush(&mut self) -> Result<(), HhError> {
-        self.check_writable()?;
-        let upto = self.append_position();
-        for range in std::mem::take(&mut self.dirty) {
-            let result = match self.tail.as_ref() {
-                Some(tail) if tail.number() == range.number => {
-                    tail.flush_range(range.start, range.end)
-                }
-                _ => range.file.sync_data(),
-            };
-            if let Err(e) = result {
-                let cause = format!("msync of segment {}: {e}", range.number);
-                return Err(self.fail(HhError::Failed {
-                    dir: self.dir_string(),
-                    cause,
-                }));
+        match self.start_flush()? {
+            Some(job) => {
+                let done = job.run();
+                self.finish_flush(done)
             }
+            None => Ok(()),
         }
-        self.finish_flush(Ok(FlushDone { upto }))
     }
 
     /// Takes everything appended since the last flush into a job to run on a blocking
@@ -735,6 +752,7 @@ impl Queue {
         let number = self.next_number;
         self.next_number += 1;
         Some(SparePlan {
+            seam: self.seam.clone(),
             path: segment_path(&self.dir, number),
             number,
             size_bytes: self.limits.segment_size_bytes,
@@ -765,15 +783,32 @@ impl Queue {
     /// within `max_bytes` (at least one record is returned when the queue is not
     /// empty), for a pipelined send. Never crosses into the next segment.
     pub fn peek(&mut self, max_records: usize, max_bytes: u64) -> Result<Vec<Record>, HhError> {
+        self.peek_from(self.head, max_records, max_bytes)
+    }
+
+    /// [`Queue::peek`] from `from` (a [`Record::next_position`] of a record already
+    /// taken, so a pipelined replay copies each record once); from the head when the
+    /// head has passed `from`. Empty when `from` is past the head segment's records:
+    /// the window reaches into the next segment once the head does.
+    pub fn peek_from(
+        &mut self,
+        from: Position,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Record>, HhError> {
         let mut records = Vec::new();
         if max_records == 0 || !self.ensure_head_readable()? {
             return Ok(records);
         }
+        let start = from.max(self.head);
         let (bytes, number) = self
             .head_bytes()
             .expect("ensure_head_readable maps the head");
+        if start.segment != number {
+            return Ok(records);
+        }
         let mut taken_bytes = 0;
-        for item in segment::read_records(bytes, self.head.offset) {
+        for item in segment::read_records(bytes, start.offset) {
             let Ok(found) = item else { break };
             taken_bytes += found.stored_bytes();
             if !records.is_empty() && taken_bytes > max_bytes {
@@ -1016,9 +1051,27 @@ impl Queue {
     /// dead-letter log with `reason`, is counted and logged, and the head moves past it.
     /// A record the head has passed already (purged meanwhile) is left alone.
     pub fn dead_letter(&mut self, record: &Record, reason: &str) -> Result<(), HhError> {
+        match self.dead_letter_deferred(record, reason)? {
+            Some(commit) => {
+                let result = commit.run();
+                self.finish_commit(result)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Queue::dead_letter`] without the position write: the head moves now and the
+    /// returned commit (if any) writes the position on a blocking thread (pass its
+    /// result to [`Queue::finish_commit`]). The dead-letter log entry itself is still
+    /// written (and synced) here: rare, and it must be on disk before the record leaves.
+    pub fn dead_letter_deferred(
+        &mut self,
+        record: &Record,
+        reason: &str,
+    ) -> Result<Option<PositionCommit>, HhError> {
         self.check_writable()?;
         if record.position < self.head {
-            return Ok(());
+            return Ok(None);
         }
         if record.position != self.head {
             return Err(HhError::NotHead {
@@ -1038,7 +1091,7 @@ impl Queue {
             bytes: &record.lines,
         });
         self.skip(record.next_position(), 1, Skip::DeadLettered)?;
-        self.persist()
+        Ok(self.take_commit())
     }
 
     /// Drops the records enqueued longer than the limits' `max_age` ago.
@@ -1055,6 +1108,21 @@ impl Queue {
     /// Drops (and counts) the records enqueued before `cutoff_ns`. Whole segments
     /// older than the cutoff go without being read.
     pub fn purge_enqueued_before(&mut self, cutoff_ns: i64) -> Result<u64, HhError> {
+        let purged = self.purge_moving_head(cutoff_ns)?;
+        self.persist()?;
+        Ok(purged)
+    }
+
+    /// [`Queue::purge_expired`] without the position write: returns how many records
+    /// were purged and the commit to run on a blocking thread (pass its result to
+    /// [`Queue::finish_commit`]).
+    pub fn purge_expired_deferred(&mut self) -> Result<(u64, Option<PositionCommit>), HhError> {
+        let age_ns = i64::try_from(self.limits.max_age.as_nanos()).unwrap_or(i64::MAX);
+        let purged = self.purge_moving_head(now_ns().saturating_sub(age_ns))?;
+        Ok((purged, self.take_commit()))
+    }
+
+    fn purge_moving_head(&mut self, cutoff_ns: i64) -> Result<u64, HhError> {
         self.check_writable()?;
         let mut purged = 0;
         while let Some(&front) = self.segments.front() {
@@ -1076,7 +1144,6 @@ impl Queue {
         if purged > 0 {
             tracing::warn!(dir = %self.dir.display(), purged, cutoff_ns, "hinted-handoff records older than max-age purged");
         }
-        self.persist()?;
         Ok(purged)
     }
 

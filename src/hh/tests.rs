@@ -1,6 +1,7 @@
 //! Queue tests on real files in temp directories. Faults are made by hand: a torn tail
 //! is the end of a record zeroed in the file, a flipped bit is one XOR, an unreadable
-//! segment is a directory where a segment file should be.
+//! segment is a directory where a segment file should be; a torn `pwrite` or a failing
+//! `fdatasync` comes from a fault-injecting file behind the queue's file seam.
 
 use super::dead_letter::{read_dead_letters, DEAD_LETTER_FILE};
 use super::position::{Position, POSITION_FILE};
@@ -180,7 +181,7 @@ fn flush_makes_appends_durable_on_and_off_the_core() {
 }
 
 #[test]
-fn a_prefaulted_spare_becomes_the_next_tail() {
+fn a_preallocated_spare_becomes_the_next_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = open(dir.path(), small_limits());
     let plan = queue.spare_plan().unwrap();
@@ -539,6 +540,156 @@ fn a_deferred_position_write_runs_off_the_core_and_a_lost_one_replays() {
 }
 
 #[test]
+fn dead_letter_and_purge_position_writes_can_run_off_the_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_age: Duration::from_secs(3600),
+        ..small_limits()
+    };
+    let (mut queue, _) = open(dir.path(), limits);
+    for id in 1..=3 {
+        append(&mut queue, id, 100);
+    }
+    queue.flush().unwrap();
+    // Dead-letter the head; the position write runs on another thread.
+    let head = queue.head().unwrap().unwrap();
+    let commit = queue
+        .dead_letter_deferred(&head, "refused for good")
+        .unwrap()
+        .expect("the head moved");
+    assert_eq!(commit.position(), head.next_position());
+    let result = std::thread::spawn(move || commit.run()).join().unwrap();
+    queue.finish_commit(result).unwrap();
+    assert_eq!(queue.stats().dead_lettered_records, 1);
+    // A record the head has passed is left alone, and nothing is written.
+    assert!(queue
+        .dead_letter_deferred(&head, "again")
+        .unwrap()
+        .is_none());
+    // Nothing is older than max-age: no purge, no position write.
+    let (purged, commit) = queue.purge_expired_deferred().unwrap();
+    assert_eq!((purged, commit.is_none()), (0, true));
+    drop(queue);
+    // After a restart the dead-lettered record stays gone; 2 and 3 remain.
+    let (mut queue, _) = open(dir.path(), limits);
+    assert_eq!(drain(&mut queue), vec![2, 3]);
+    // Everything older than a zero max-age goes, with one deferred position write.
+    let zero = Limits {
+        max_age: Duration::ZERO,
+        ..small_limits()
+    };
+    let other = tempfile::tempdir().unwrap();
+    let (mut queue, _) = open(other.path(), zero);
+    for id in 1..=3 {
+        append(&mut queue, id, 100);
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    let (purged, commit) = queue.purge_expired_deferred().unwrap();
+    assert_eq!(purged, 3);
+    queue
+        .finish_commit(commit.expect("head moved").run())
+        .unwrap();
+    assert!(queue.is_empty());
+    assert_eq!(queue.stats().purged_records, 3);
+}
+
+/// A segment file that tears its `tear_write`-th write (1-based: only the first half
+/// reaches the file, then an error) and fails every sync once `fail_syncs` is set.
+struct FaultyFile {
+    inner: std::fs::File,
+    writes: std::sync::atomic::AtomicUsize,
+    tear_write: usize,
+    fail_syncs: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl segment::SegmentFile for FaultyFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if n == self.tear_write {
+            FileExt::write_all_at(&self.inner, &buf[..buf.len() / 2], offset)?;
+            return Err(std::io::Error::other("injected torn write"));
+        }
+        FileExt::write_all_at(&self.inner, buf, offset)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected EIO on fdatasync"));
+        }
+        self.inner.sync_data()
+    }
+}
+
+fn faulty_seam(
+    tear_write: usize,
+    fail_syncs: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> segment::FileSeam {
+    std::sync::Arc::new(move |file| {
+        std::sync::Arc::new(FaultyFile {
+            inner: file,
+            writes: Default::default(),
+            tear_write,
+            fail_syncs: fail_syncs.clone(),
+        })
+    })
+}
+
+#[test]
+fn a_torn_append_fails_the_queue_and_recovery_keeps_every_record_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut queue, _) = open(dir.path(), small_limits());
+    queue.set_file_seam(faulty_seam(3, Default::default()));
+    append(&mut queue, 1, 300);
+    append(&mut queue, 2, 300);
+    queue.flush().unwrap();
+    let error = queue.append(3, &[&body(3, 300)]).unwrap_err();
+    assert!(
+        matches!(&error, HhError::Failed { cause, .. } if cause.contains("injected torn write")),
+        "{error}"
+    );
+    // The queue says so on every write after, and still reads what it has.
+    assert!(queue.append(4, &[&body(4, 10)]).is_err());
+    assert!(queue.flush().is_err());
+    assert!(queue.stats().failed);
+    assert_eq!(id_of(&queue.head().unwrap().unwrap()), 1);
+    drop(queue);
+    // A restart: the half-written record is a torn tail, cut; 1 and 2 replay.
+    let (mut queue, report) = open(dir.path(), small_limits());
+    assert_eq!((report.records, report.torn_tails), (2, 1), "{report:?}");
+    assert!(!queue.is_failed());
+    assert_eq!(drain(&mut queue), vec![1, 2]);
+}
+
+#[test]
+fn a_failed_fdatasync_fails_the_queue_and_nothing_counts_as_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut queue, _) = open(dir.path(), small_limits());
+    let fail_syncs = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    queue.set_file_seam(faulty_seam(usize::MAX, fail_syncs.clone()));
+    let first = append(&mut queue, 1, 100);
+    queue.flush().unwrap();
+    assert!(queue.is_durable(first));
+    fail_syncs.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = append(&mut queue, 2, 100);
+    // The off-core form, as the processor's group flusher runs it.
+    let job = queue.start_flush().unwrap().expect("something to flush");
+    let done = std::thread::spawn(move || job.run()).join().unwrap();
+    let error = queue.finish_flush(done).unwrap_err();
+    assert!(error.to_string().contains("injected EIO"), "{error}");
+    assert!(!queue.is_durable(second));
+    assert!(queue.append(3, &[&body(3, 10)]).is_err());
+    assert!(queue.advance_to(first).is_err(), "no position write either");
+    drop(queue);
+    // A restart finds whatever reached the disk (here the page cache kept record 2).
+    let (mut queue, _) = open(dir.path(), small_limits());
+    assert_eq!(drain(&mut queue), vec![1, 2]);
+}
+
+#[test]
 fn failed_flush_state_is_reported_on_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = open(dir.path(), small_limits());
@@ -617,7 +768,7 @@ enum Op {
     /// Deliver a pipelined window of this many, advance once.
     DeliverWindow(usize),
     Flush,
-    /// Build and install a prefaulted spare segment.
+    /// Build and install a preallocated spare segment.
     Spare,
     Reopen,
 }

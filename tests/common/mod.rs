@@ -378,6 +378,18 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        // A node killed a moment ago may still hold its listeners: glommio's io_uring is
+        // torn down asynchronously after the process exits, and the listening sockets
+        // with it (a few ms to ~100 ms), and nodes bind without SO_REUSEPORT.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let base = self.cluster_ports[i];
+        let cores = self.cores as u16;
+        while (base..base + cores)
+            .any(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let data = self.dirs[i].path().join("data");
         let cores = self.cores.to_string();
         let config = self.configs[i].to_str().unwrap().to_string();
