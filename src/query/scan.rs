@@ -131,8 +131,13 @@ fn partial_columns(
     let numeric = |v: &Value| matches!(v, Value::Float(_) | Value::Integer(_) | Value::Unsigned(_));
     let times = &column.times;
     let values = &column.values;
+    // `every` 0: no GROUP BY time, one window spanning everything.
     let segment_of = |t: i64| {
-        let window = (t - spec.offset).div_euclid(spec.every) * spec.every + spec.offset;
+        let window = if spec.every > 0 {
+            (t - spec.offset).div_euclid(spec.every) * spec.every + spec.offset
+        } else {
+            i64::MIN
+        };
         (
             window,
             crate::query::functions::influx_group(t, spec.group_ns),
@@ -143,13 +148,25 @@ fn partial_columns(
         let (window, group) = segment_of(times[i]);
         // The segment ends at the next window or group edge, whichever comes first:
         // one binary search instead of a division per point.
-        let edge = window
-            .saturating_add(spec.every)
-            .min(group.saturating_add(spec.group_ns));
+        let window_end = if spec.every > 0 {
+            window.saturating_add(spec.every)
+        } else {
+            i64::MAX
+        };
+        let edge = window_end.min(group.saturating_add(spec.group_ns));
         let j = i + times[i..].partition_point(|&t| t < edge);
         let lo = window.max(group);
-        let hi = (window + (spec.every - 1)).min(group.saturating_add(spec.group_ns - 1));
-        let whole = lo >= shard.0 && hi < shard.1 && values[i..j].iter().all(numeric);
+        let hi = edge.saturating_sub(1);
+        // The coordinator adds a segment's values in order (oldest first, or newest
+        // first for DESC); a partial can stand for the part it would add first — the
+        // segment's start (end, DESC) lies in this shard — and the rest of the segment,
+        // in the next shard, comes raw and is added after it, as it would be anyway.
+        let first_part = if spec.desc {
+            hi < shard.1
+        } else {
+            lo >= shard.0
+        };
+        let whole = first_part && values[i..j].iter().all(numeric);
         if !whole {
             for k in i..j {
                 for col in &mut out {
@@ -541,9 +558,9 @@ mod tests {
     }
 
     #[test]
-    fn partials_cover_whole_segments_and_send_cut_ones_raw() {
+    fn partials_cover_segments_that_start_here_and_send_the_rest_raw() {
         use crate::tsdb::shard::{ColumnData, Value};
-        // Windows of 10 ns, one InfluxDB group of 100 ns; the shard holds [0, 25).
+        // Windows of 10 ns, one InfluxDB group of 100 ns; this shard holds [5, 25).
         let spec = PartialSpec {
             every: 10,
             offset: 0,
@@ -551,45 +568,45 @@ mod tests {
             desc: false,
             fields: vec![("x".into(), vec![PartialKind::Sum, PartialKind::Max])],
         };
-        let column = ColumnData {
+        let column = || ColumnData {
             field: "x".into(),
-            times: vec![1, 2, 3, 11, 12, 21, 22],
-            values: [0.1, 0.2, 0.3, 5.0, 5.0, 7.0, 1.0]
+            times: vec![6, 7, 11, 12, 13, 21, 22],
+            values: [0.5, 0.25, 0.1, 0.2, 0.3, 7.0, 1.0]
                 .into_iter()
                 .map(Value::Float)
                 .collect(),
         };
         let kinds = [PartialKind::Sum, PartialKind::Max];
-        let out = partial_columns(column, &kinds, &spec, (0, 25));
-        let by_name = |n: &str| out.iter().find(|c| c.field == n).expect(n).clone();
-        let sum = by_name(&partial_column("x", PartialKind::Sum));
-        // [0,10) and [10,20) are whole; [20,30) is cut by the shard's end: raw.
-        assert_eq!(sum.times, vec![1, 11, 21, 22]);
+        let by_name =
+            |out: &[ColumnData], n: &str| out.iter().find(|c| c.field == n).expect(n).clone();
+        let out = partial_columns(column(), &kinds, &spec, (5, 25));
+        let sum = by_name(&out, &partial_column("x", PartialKind::Sum));
+        // [0,10) began in the shard before this one: raw, added after that shard's
+        // partial. [10,20) and [20,30) begin here: partials (the rest of [20,30), in the
+        // next shard, comes raw and is added after).
+        assert_eq!(sum.times, vec![6, 7, 11, 21]);
         assert_eq!(
             sum.values,
             vec![
+                Value::Float(0.5),
+                Value::Float(0.25),
                 Value::Float(0.1 + 0.2 + 0.3),
-                Value::Float(10.0),
-                Value::Float(7.0),
-                Value::Float(1.0)
+                Value::Float(8.0)
             ]
         );
-        let max = by_name(&partial_column("x", PartialKind::Max));
-        // Equal maxima keep the earliest point.
-        assert_eq!(max.times, vec![3, 11, 21, 22]);
-        let weights = by_name(&weight_column("x"));
-        assert_eq!(weights.times, vec![1, 11]);
+        let max = by_name(&out, &partial_column("x", PartialKind::Max));
+        assert_eq!(max.times, vec![6, 7, 13, 21]);
+        let weights = by_name(&out, &weight_column("x"));
+        assert_eq!(weights.times, vec![11, 21]);
         assert_eq!(weights.values, vec![Value::Integer(3), Value::Integer(2)]);
 
-        // DESC adds newest first, as the coordinator would.
+        // DESC adds newest first: a partial stands for a segment's newest part, so
+        // [20,30), which ends past this shard, goes raw, and [0,10) becomes a partial.
         let desc = PartialSpec { desc: true, ..spec };
-        let column = ColumnData {
-            field: "x".into(),
-            times: vec![1, 2, 3],
-            values: [0.1, 0.2, 0.3].into_iter().map(Value::Float).collect(),
-        };
-        let out = partial_columns(column, &[PartialKind::Sum], &desc, (0, 25));
-        assert_eq!(out[0].values, vec![Value::Float(0.3 + 0.2 + 0.1)]);
+        let out = partial_columns(column(), &[PartialKind::Sum], &desc, (5, 25));
+        let sum = by_name(&out, &partial_column("x", PartialKind::Sum));
+        assert_eq!(sum.times, vec![6, 11, 21, 22]);
+        assert_eq!(sum.values[1], Value::Float(0.3 + 0.2 + 0.1));
     }
 
     #[test]

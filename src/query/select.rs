@@ -609,11 +609,26 @@ fn partial_spec(
     data: &SourceData,
     q: &QueryContext<'_>,
 ) -> Option<PartialSpec> {
-    let (every, offset) = sel.dimensions.iter().find_map(|d| match d {
-        Dimension::Time { interval, offset } => Some((*interval, *offset)),
-        _ => None,
-    })?;
-    if every <= 0
+    // Without GROUP BY time: one window (`every` 0); transformations need windows.
+    let (every, offset) = sel
+        .dimensions
+        .iter()
+        .find_map(|d| match d {
+            Dimension::Time { interval, offset } => Some((*interval, *offset)),
+            _ => None,
+        })
+        .unwrap_or((0, 0));
+    let has_transform = sel.fields.iter().any(|f| {
+        let mut found = false;
+        f.expr.walk(&mut |x| {
+            if matches!(x, Expr::Call { name, .. } if PARTIAL_TRANSFORMS.contains(&name.as_str())) {
+                found = true;
+            }
+        });
+        found
+    });
+    if every < 0
+        || (every == 0 && has_transform)
         || sel.tz.is_some()
         || sel.sources.len() != 1
         || q.max_select_point > 0
@@ -647,8 +662,10 @@ fn partial_spec(
     if kinds.is_empty() {
         return None;
     }
-    let offset = if offset == i64::MIN {
+    let offset = if offset == i64::MIN && every > 0 {
         q.now_ns.rem_euclid(every)
+    } else if every == 0 {
+        0
     } else {
         offset
     };
