@@ -58,6 +58,11 @@ pub struct PartialSpec {
     pub offset: i64,
     pub group_ns: i64,
     pub desc: bool,
+    /// The earliest and latest start of the shards that hold the measurement in the
+    /// range: the earliest shards (latest, DESC) hold the first part of every segment
+    /// that has points, wherever the segment begins.
+    pub first_shard_start: i64,
+    pub last_shard_start: i64,
     /// Unescaped field name and the kinds wanted of it.
     pub fields: Vec<(String, Vec<PartialKind>)>,
 }
@@ -162,9 +167,9 @@ fn partial_columns(
         // segment's start (end, DESC) lies in this shard — and the rest of the segment,
         // in the next shard, comes raw and is added after it, as it would be anyway.
         let first_part = if spec.desc {
-            hi < shard.1
+            hi < shard.1 || shard.0 >= spec.last_shard_start
         } else {
-            lo >= shard.0
+            lo >= shard.0 || shard.0 <= spec.first_shard_start
         };
         let whole = first_part && values[i..j].iter().all(numeric);
         if !whole {
@@ -566,6 +571,10 @@ mod tests {
             offset: 0,
             group_ns: 100,
             desc: false,
+            // Earlier and later shards exist: only segments that begin (end, DESC) here
+            // can be partials.
+            first_shard_start: -100,
+            last_shard_start: 100,
             fields: vec![("x".into(), vec![PartialKind::Sum, PartialKind::Max])],
         };
         let column = || ColumnData {

@@ -485,7 +485,15 @@ async fn load_measurements(
             out.push(data);
             continue;
         }
-        let partial = partial_spec(sel, condition, &data, q);
+        let starts = schemas
+            .iter()
+            .filter(|s| s.measurements.contains_key(name))
+            .map(|s| s.start_ns);
+        let shard_starts = (
+            starts.clone().min().unwrap_or(i64::MIN),
+            starts.max().unwrap_or(i64::MAX),
+        );
+        let partial = partial_spec(sel, condition, &data, q, shard_starts);
         data.slots = match &partial {
             Some(spec) => partial_slots(spec),
             None => slots.clone(),
@@ -608,6 +616,7 @@ fn partial_spec(
     condition: Option<&Expr>,
     data: &SourceData,
     q: &QueryContext<'_>,
+    (first_shard_start, last_shard_start): (i64, i64),
 ) -> Option<PartialSpec> {
     // Without GROUP BY time: one window (`every` 0); transformations need windows.
     let (every, offset) = sel
@@ -674,6 +683,8 @@ fn partial_spec(
         offset,
         group_ns: data.shard_group_ns,
         desc: sel.order_desc,
+        first_shard_start,
+        last_shard_start,
         fields: kinds
             .into_iter()
             .map(|(f, k)| (f, k.into_iter().collect()))
