@@ -272,10 +272,10 @@ fn inspect(
 /// core) queue (`/debug/vars` merges every core).
 fn hh_status(host: &str) -> Result<(), String> {
     let vars = get_json(host, "/debug/vars")?;
-    println!("core\tnode\tqueue_bytes\trecords\toldest_age_s\tdelivered\tdead_lettered\tpurged\tfull_rejections");
+    println!("core\tnode\tqueue_bytes\trecords\toldest_age_s\tdelivered\treplay_failures\tdead_lettered\tpurged\tfull_rejections");
     for q in vars["hintedHandoff"].as_array().into_iter().flatten() {
         println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             q["core"],
             q["node"],
             q["queueBytes"],
@@ -284,6 +284,7 @@ fn hh_status(host: &str) -> Result<(), String> {
                 .as_f64()
                 .map_or("-".to_string(), |a| format!("{a:.1}")),
             q["delivered"],
+            q["replayFailures"],
             q["deadLettered"],
             q["purged"],
             q["fullRejections"]

@@ -454,6 +454,7 @@ fn add_queue_stats(sum: &mut QueueStats, q: &QueueStats) {
     sum.purged_records += q.purged_records;
     sum.purged_bytes += q.purged_bytes;
     sum.failed |= q.failed;
+    sum.replay_failures += q.replay_failures;
 }
 
 /// Node-wide gauges that are not per-core counters.
@@ -637,6 +638,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("writeNodeReqOK", json!(q.delivered_records)),
                 ("bytesRead", json!(q.delivered_bytes)),
                 ("failed", json!(q.failed)),
+                ("writeNodeReqFail", json!(q.replay_failures)),
                 ("writeBlocked", json!(q.full_rejections)),
                 ("deadLettered", json!(q.dead_lettered_records)),
                 ("purged", json!(q.purged_records)),
@@ -773,7 +775,13 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
     if !queues.is_empty() {
         let now = crate::hh::now_ns();
         type QueueField = fn(&QueueStats, i64) -> f64;
-        let series: [(&str, &str, &str, QueueField); 7] = [
+        let series: [(&str, &str, &str, QueueField); 8] = [
+            (
+                "hh_replay_failures_total",
+                "counter",
+                "Hinted-handoff replay attempts the destination did not acknowledge.",
+                |q, _| q.replay_failures as f64,
+            ),
             (
                 "hh_queue_bytes",
                 "gauge",
@@ -903,6 +911,7 @@ mod tests {
         let q = QueueStats {
             queued_bytes: 10,
             oldest_enqueued_at_ns: Some(5),
+            replay_failures: 2,
             ..QueueStats::default()
         };
         let one = CoreSnapshot::capture(
@@ -933,5 +942,6 @@ mod tests {
         assert!(text
             .contains("shardcore_write_request_duration_seconds_count{consistency=\"one\"} 2\n"));
         assert!(text.contains("shardcore_hh_queue_bytes{node=\"2\"} 20\n"));
+        assert!(text.contains("shardcore_hh_replay_failures_total{node=\"2\"} 4\n"));
     }
 }

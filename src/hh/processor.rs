@@ -66,6 +66,8 @@ struct QueueSlot {
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// A spare segment is being built.
     spare_building: Cell<bool>,
+    /// Replay attempts that were not acknowledged (see `QueueStats::replay_failures`).
+    replay_failures: Cell<u64>,
 }
 
 impl QueueSlot {
@@ -75,6 +77,7 @@ impl QueueSlot {
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
             spare_building: Cell::new(false),
+            replay_failures: Cell::new(0),
         })
     }
 
@@ -371,7 +374,11 @@ impl HintedHandoff {
             .queues
             .borrow()
             .iter()
-            .map(|(n, q)| (*n, q.queue.borrow().stats()))
+            .map(|(n, q)| {
+                let mut stats = q.queue.borrow().stats();
+                stats.replay_failures = q.replay_failures.get();
+                (*n, stats)
+            })
             .collect();
         v.sort_by_key(|(n, _)| *n);
         v
@@ -588,12 +595,14 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
                 }
             }
             Sent::Answer(Ok(WriteShardStatus::Retryable { message })) => {
+                slot.replay_failures.set(slot.replay_failures.get() + 1);
                 tracing::debug!(node, %message, "hinted-handoff replay deferred");
                 drain(&mut window).await;
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
             Sent::Answer(Err(e)) => {
+                slot.replay_failures.set(slot.replay_failures.get() + 1);
                 tracing::debug!(node, error = %e, "hinted-handoff destination not reachable");
                 drain(&mut window).await;
                 wait_for_peer(&ctx, node, backoff).await;
@@ -841,6 +850,7 @@ pub fn stats_json(stats: &[(NodeId, QueueStats)]) -> serde_json::Value {
                     "purged": s.purged_records,
                     "fullRejections": s.full_rejections,
                     "failed": s.failed,
+                    "replayFailures": s.replay_failures,
                 })
             })
             .collect(),

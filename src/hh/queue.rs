@@ -104,6 +104,9 @@ pub struct QueueStats {
     pub bad_segments: u64,
     pub lost_records: u64,
     pub failed: bool,
+    /// Replay attempts the destination did not acknowledge (unreachable, timed out,
+    /// or a retryable answer); counted by the NodeProcessor.
+    pub replay_failures: u64,
 }
 
 impl QueueStats {
