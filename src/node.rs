@@ -154,6 +154,31 @@ impl CoreContext {
         )
     }
 
+    /// Every core's counters and histograms merged, and the node's gauges.
+    pub async fn node_metrics(&self) -> Result<(CoreSnapshot, crate::metrics::Gauges), MeshError> {
+        let snapshot = self.metrics_node().await?;
+        let mut gauges = crate::metrics::Gauges {
+            uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
+            cores: self.cores,
+            connections: self
+                .connection_counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed) as u64)
+                .sum(),
+            databases: self.meta.snapshot().databases.len() as u64,
+            ..Default::default()
+        };
+        for (_, shards) in self.all_shard_stats().await? {
+            for s in shards {
+                gauges.series += s.series as u64;
+                gauges.cached_values += s.values;
+                gauges.cache_bytes += s.cache_heap_bytes as u64;
+                gauges.shards += 1;
+            }
+        }
+        Ok((snapshot, gauges))
+    }
+
     /// Counters and histograms of every core, merged.
     pub async fn metrics_node(&self) -> Result<CoreSnapshot, MeshError> {
         let all = self

@@ -15,7 +15,7 @@ pub mod io;
 use crate::cluster::mesh::ReadRequest;
 use crate::cluster::points_writer::{self, Consistency, WriteError, WriteOutcome};
 use crate::lineproto::Precision;
-use crate::metrics::{self, CoreSnapshot, Gauges, Timer};
+use crate::metrics::{self, Timer};
 use crate::node::{CoreContext, CoreStats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -652,47 +652,11 @@ fn value_json(v: &crate::tsdb::shard::Value) -> serde_json::Value {
     }
 }
 
-/// Node-wide gauges and every core's counters and histograms, merged.
-async fn node_metrics(
-    ctx: &Rc<CoreContext>,
-) -> Result<
-    (
-        CoreSnapshot,
-        Gauges,
-        Vec<(usize, Vec<crate::tsdb::shard::ShardStats>)>,
-    ),
-    Resp,
-> {
-    let internal = |e: crate::cluster::mesh::MeshError| {
-        error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-    };
-    let snapshot = ctx.metrics_node().await.map_err(internal)?;
-    let shards = ctx.all_shard_stats().await.map_err(internal)?;
-    let mut gauges = Gauges {
-        uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
-        cores: ctx.cores,
-        connections: ctx
-            .connection_counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed) as u64)
-            .sum(),
-        databases: ctx.meta.snapshot().databases.len() as u64,
-        ..Gauges::default()
-    };
-    for s in shards.iter().flat_map(|(_, v)| v.iter()) {
-        gauges.series += s.series as u64;
-        gauges.cached_values += s.values;
-        gauges.cache_bytes += s.cache_heap_bytes as u64;
-        gauges.shards += 1;
-    }
-    Ok((snapshot, gauges, shards))
-}
-
 /// `/metrics`: Prometheus text format of the merged counters and histograms.
 async fn prometheus(ctx: &Rc<CoreContext>) -> Resp {
-    let (snapshot, gauges, _) = match node_metrics(ctx).await {
+    let (snapshot, gauges) = match ctx.node_metrics().await {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let mut r = Response::new(Full::new(Bytes::from(metrics::prometheus_text(
         &snapshot, &gauges,
@@ -708,9 +672,9 @@ async fn prometheus(ctx: &Rc<CoreContext>) -> Resp {
 /// statistics group, `httpd:<bind>`, `write`, `queryExecutor`, ...), every core merged,
 /// followed by ShardCore's own sections.
 async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
-    let (snapshot, gauges, _) = match node_metrics(ctx).await {
+    let (snapshot, gauges) = match ctx.node_metrics().await {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let (_, started_at) = metrics::started();
     let now = std::time::SystemTime::now();

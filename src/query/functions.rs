@@ -58,7 +58,7 @@ pub fn is_aggregate_or_transform(name: &str) -> bool {
     AGGREGATES.contains(&name) || SELECTORS.contains(&name) || TRANSFORMS.contains(&name)
 }
 
-fn is_transform(name: &str) -> bool {
+pub(crate) fn is_transform(name: &str) -> bool {
     TRANSFORMS.contains(&name)
 }
 

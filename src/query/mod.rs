@@ -286,20 +286,7 @@ fn statement_timer(statement: &Statement) -> Timer {
 /// `SHOW STATS [FOR 'module']`: the node's statistics groups, every core merged, one
 /// series per group (InfluxDB's monitor layout).
 async fn show_stats(ctx: &Rc<CoreContext>, module: Option<&str>) -> Result<Option<Value>, String> {
-    let snapshot = ctx.metrics_node().await.map_err(|e| e.to_string())?;
-    let shards = ctx.all_shard_stats().await.map_err(|e| e.to_string())?;
-    let mut gauges = crate::metrics::Gauges {
-        uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
-        cores: ctx.cores,
-        databases: ctx.meta.snapshot().databases.len() as u64,
-        ..Default::default()
-    };
-    for s in shards.iter().flat_map(|(_, v)| v.iter()) {
-        gauges.series += s.series as u64;
-        gauges.cached_values += s.values;
-        gauges.cache_bytes += s.cache_heap_bytes as u64;
-        gauges.shards += 1;
-    }
+    let (snapshot, gauges) = ctx.node_metrics().await.map_err(|e| e.to_string())?;
     let series: Vec<Value> =
         crate::metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string())
             .into_iter()

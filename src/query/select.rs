@@ -547,16 +547,6 @@ fn partial_kind(call: &str, field_type: &str) -> Option<PartialKind> {
     })
 }
 
-/// Transformations over window aggregates that partials can feed.
-const PARTIAL_TRANSFORMS: &[&str] = &[
-    "derivative",
-    "non_negative_derivative",
-    "difference",
-    "non_negative_difference",
-    "moving_average",
-    "cumulative_sum",
-];
-
 /// Whether `e` only reads supported aggregates of numeric fields (collecting the kinds
 /// each field needs).
 fn partial_expr(
@@ -570,7 +560,7 @@ fn partial_expr(
             partial_expr(lhs, data, kinds) && partial_expr(rhs, data, kinds)
         }
         Expr::Number(_) | Expr::Integer(_) => true,
-        Expr::Call { name, args } if PARTIAL_TRANSFORMS.contains(&name.as_str()) => {
+        Expr::Call { name, args } if functions::is_transform(name) => {
             matches!(args.first().map(Expr::unparen), Some(Expr::Call { .. }))
                 && partial_expr(&args[0], data, kinds)
                 && args[1..]
@@ -630,7 +620,7 @@ fn partial_spec(
     let has_transform = sel.fields.iter().any(|f| {
         let mut found = false;
         f.expr.walk(&mut |x| {
-            if matches!(x, Expr::Call { name, .. } if PARTIAL_TRANSFORMS.contains(&name.as_str())) {
+            if matches!(x, Expr::Call { name, .. } if functions::is_transform(name)) {
                 found = true;
             }
         });
