@@ -25,7 +25,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$REPO/target/release
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 
 HOSTS=100 ROWS=10000 WORKERS=4 BATCH_LINES=5000 RUNS=3
 OUT="" SYSTEMS="sink,shardcore,shardcore-cluster,shardcore-cluster-all,influxdb,victoria-metrics"

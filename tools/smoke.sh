@@ -16,7 +16,7 @@ READY_TIMEOUT_S=30 # node / sink readiness
 LOAD_TIMEOUT_S=60  # one load run
 STOP_TIMEOUT_S=10  # SIGTERM, then SIGKILL
 
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/shardcore-smoke.XXXXXX")
 PIDS=()
 STARTED=$(date +%s.%N)
