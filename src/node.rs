@@ -154,6 +154,18 @@ impl CoreContext {
         )
     }
 
+    /// The core that holds every shard of `database` on this node, when one does.
+    pub fn sole_core(&self, database: &str) -> Option<usize> {
+        match self
+            .directory
+            .cores_holding(database, None, (i64::MIN, i64::MAX), None)
+            .as_slice()
+        {
+            [core] => Some(*core),
+            _ => None,
+        }
+    }
+
     /// Every core's counters and histograms merged, and the node's gauges.
     pub async fn node_metrics(&self) -> Result<(CoreSnapshot, crate::metrics::Gauges), MeshError> {
         let snapshot = self.metrics_node().await?;
@@ -355,6 +367,13 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         }
         MeshRequest::Metrics { reply } => {
             let _ = reply.send(vec![ctx.metrics_local()]);
+        }
+        MeshRequest::Query {
+            text,
+            options,
+            reply,
+        } => {
+            let _ = reply.send(crate::query::execute_here(&ctx, &text, &options).await);
         }
         MeshRequest::ShardStats { reply } => {
             let _ = reply.send(ctx.store.borrow().shard_stats());

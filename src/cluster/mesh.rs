@@ -33,6 +33,13 @@ pub enum MeshRequest {
     ShardStats {
         reply: oneshot::Sender<Vec<ShardStats>>,
     },
+    /// A whole `/query` request, run by the core that holds all of its database's
+    /// shards on this node (so its scans need no further hop).
+    Query {
+        text: String,
+        options: crate::query::QueryOptions,
+        reply: oneshot::Sender<crate::query::QueryAnswer>,
+    },
     /// This core's counters and histograms (`metrics`).
     Metrics {
         reply: oneshot::Sender<Vec<crate::metrics::CoreSnapshot>>,

@@ -185,13 +185,41 @@ pub async fn execute(
     Ok(execute_with_kinds(ctx, q, options).await?.0)
 }
 
+/// The results of a request's statements and which come from SELECTs, or the parse
+/// error that fails it whole.
+pub type QueryAnswer = Result<(Vec<Value>, Vec<bool>), ParseError>;
+
 /// [`execute`], also saying which results come from SELECT statements (chunked
 /// answers mark a SELECT's series `partial` between chunks, SHOW's not).
+///
+/// When one core of this node holds every shard of the request's database and it is
+/// not this one, the request runs there (one mesh round trip instead of one per
+/// schema and scan request); where the data lies never changes an answer.
 pub async fn execute_with_kinds(
     ctx: &Rc<CoreContext>,
     q: &str,
     options: &QueryOptions,
-) -> Result<(Vec<Value>, Vec<bool>), ParseError> {
+) -> QueryAnswer {
+    if let Some(core) = options.db.as_deref().and_then(|db| ctx.sole_core(db)) {
+        if core != ctx.core {
+            let forwarded = ctx
+                .mesh
+                .call(core, |reply| crate::cluster::mesh::MeshRequest::Query {
+                    text: q.to_string(),
+                    options: options.clone(),
+                    reply,
+                })
+                .await;
+            if let Ok(answer) = forwarded {
+                return answer;
+            }
+        }
+    }
+    execute_here(ctx, q, options).await
+}
+
+/// [`execute_with_kinds`] on this core.
+pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
     let statements = parser::parse_query(q)?;
     // A bound parameter without a value, or an unknown time zone, fails the whole
     // query as a parse error, as InfluxDB.
