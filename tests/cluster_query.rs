@@ -181,8 +181,12 @@ fn a_hung_owner_ends_the_query_at_query_timeout() {
     let v = answer(cluster.node(0), "qt", "SELECT count(v) FROM m");
     let took = started.elapsed();
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert_eq!(
-        v["results"][0]["error"], "query-timeout limit exceeded",
+    // Either the query times out waiting for node 3, or (when dialing node 3 gives up
+    // first) it fails because node 3 holds the only copy of some shards; never an
+    // answer without node 3's data.
+    let error = v["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error == "query-timeout limit exceeded" || error.contains("could be incomplete"),
         "{v}"
     );
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");

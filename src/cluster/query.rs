@@ -297,8 +297,15 @@ pub async fn schema_cluster(
             }
         }
     }
-    let policies: BTreeSet<&String> = shards.iter().map(|s| &s.retention_policy).collect();
-    for rp in policies {
+    let mut policies: BTreeSet<String> =
+        shards.iter().map(|s| s.retention_policy.clone()).collect();
+    if !failed.is_empty() {
+        // A failed node may hold the only copies of a policy nobody else reported.
+        if let Some(db) = ctx.meta.snapshot().database(&r.database) {
+            policies.extend(db.retention_policies.keys().cloned());
+        }
+    }
+    for rp in &policies {
         if r.retention_policy.as_ref().is_some_and(|want| want != rp) {
             continue;
         }
@@ -389,6 +396,23 @@ fn check_coverage(
                 });
             }
         }
+    }
+    // A group can only be known from a node that holds one of its shards. With as many
+    // nodes failed as there are copies, a group whose every owner failed was never
+    // reported: the answer could silently miss it, so the query fails instead.
+    if failed.len() >= policy.replication as usize {
+        let detail = failed
+            .iter()
+            .map(|(n, e)| format!("node {n}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(QueryError::msg(format!(
+            "{} of the nodes holding {database}.{rp} did not answer and the policy keeps {} \
+             cop{} of each shard, so the answer could be incomplete: {detail}",
+            failed.len(),
+            policy.replication,
+            if policy.replication == 1 { "y" } else { "ies" }
+        )));
     }
     Ok(())
 }
