@@ -635,22 +635,8 @@ fn partial_spec(
     {
         return None;
     }
-    if let Some(c) = condition {
-        let mut only_tags = true;
-        c.walk(&mut |x| match x {
-            Expr::VarRef { name, kind } => {
-                let is_tag = *kind == Some(VarKind::Tag)
-                    || (kind.is_none()
-                        && data.tag_keys.contains(name)
-                        && !data.field_types.contains_key(name));
-                only_tags &= is_tag;
-            }
-            Expr::Call { .. } | Expr::BoundParam(_) => only_tags = false,
-            _ => {}
-        });
-        if !only_tags {
-            return None;
-        }
+    if condition.is_some_and(|c| !reads_only_tags(c, data)) {
+        return None;
     }
     let mut kinds = BTreeMap::new();
     for f in &sel.fields {
@@ -758,30 +744,32 @@ fn per_series_limit(
     if calls {
         return None;
     }
-    if let Some(c) = condition {
-        let mut fields = false;
-        c.walk(&mut |x| {
-            if let Expr::VarRef { name, kind } = x {
-                let is_tag = *kind == Some(VarKind::Tag)
-                    || (kind.is_none()
-                        && data.tag_keys.contains(name)
-                        && !data.field_types.contains_key(name));
-                if !is_tag {
-                    fields = true;
-                }
-            }
-            if matches!(x, Expr::Call { .. } | Expr::BoundParam(_)) {
-                fields = true;
-            }
-        });
-        if fields {
-            return None;
-        }
+    if condition.is_some_and(|c| !reads_only_tags(c, data)) {
+        return None;
     }
     Some(SeriesLimit {
         n: sel.limit.saturating_add(sel.offset),
         newest: sel.order_desc,
     })
+}
+
+/// Whether a variable of the source names a tag (`::tag`, or a tag key that is not
+/// also a field).
+fn is_tag_ref(name: &str, kind: Option<VarKind>, data: &SourceData) -> bool {
+    kind == Some(VarKind::Tag)
+        || (kind.is_none() && data.tag_keys.contains(name) && !data.field_types.contains_key(name))
+}
+
+/// Whether a condition reads tags only (no field, no function call, no parameter), so
+/// the rows it keeps are decided per series.
+fn reads_only_tags(cond: &Expr, data: &SourceData) -> bool {
+    let mut only_tags = true;
+    cond.walk(&mut |x| match x {
+        Expr::VarRef { name, kind } => only_tags &= is_tag_ref(name, *kind, data),
+        Expr::Call { .. } | Expr::BoundParam(_) => only_tags = false,
+        _ => {}
+    });
+    only_tags
 }
 
 fn tag_only_part(cond: &Expr, data: &SourceData) -> Option<Expr> {
@@ -800,11 +788,7 @@ fn tag_only_part(cond: &Expr, data: &SourceData) -> Option<Expr> {
             let mut any_tag = false;
             e.walk(&mut |x| match x {
                 Expr::VarRef { name, kind } => {
-                    let is_tag = *kind == Some(VarKind::Tag)
-                        || (kind.is_none()
-                            && data.tag_keys.contains(name)
-                            && !data.field_types.contains_key(name));
-                    if is_tag {
+                    if is_tag_ref(name, *kind, data) {
                         any_tag = true;
                     } else {
                         only_tags = false;
