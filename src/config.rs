@@ -117,6 +117,9 @@ pub struct ClusterConfig {
     /// Requests one node-to-node connection carries at once (both sides enforce it).
     pub max_inflight_requests_per_connection: usize,
     pub max_frame_bytes: u64,
+    /// About how many bytes of series one MapShard answer page carries (the rest of a
+    /// scan waits on the peer for the next request).
+    pub map_page_bytes: u64,
     pub meta_sync_interval_ms: u64,
 }
 
@@ -135,6 +138,7 @@ impl Default for ClusterConfig {
             pool_wait_timeout_ms: 5_000,
             max_inflight_requests_per_connection: 16,
             max_frame_bytes: 64 * 1024 * 1024,
+            map_page_bytes: 4 * 1024 * 1024,
             meta_sync_interval_ms: 10_000,
         }
     }
@@ -396,6 +400,11 @@ max-inflight-requests-per-connection = 16
 # Largest frame accepted from a peer (a bigger one closes that connection).
 max-frame-bytes = 67108864
 
+# About how much of a query scan (JSON) one answer to a peer carries; the peer holds
+# the rest until the querying node asks for the next page (at most 16 held scans per
+# core, each dropped 30 s after its last read). At most max-frame-bytes / 4.
+map-page-bytes = 4194304
+
 # How often core 0 exchanges databases and retention policies with every peer (also
 # at start-up and after each DDL), so a node that was down converges.
 meta-sync-interval-ms = 10000
@@ -554,6 +563,15 @@ impl Config {
             return invalid(
                 "cluster.max-inflight-requests-per-connection",
                 &format!("must be from 1 to {MAX_INFLIGHT_REQUESTS_PER_CONNECTION}"),
+            );
+        }
+        // A page holds at least one series, so a page can overshoot: leave room.
+        if self.cluster.map_page_bytes < 1024
+            || self.cluster.map_page_bytes > self.cluster.max_frame_bytes / 4
+        {
+            return invalid(
+                "cluster.map-page-bytes",
+                "must be from 1024 to a quarter of max-frame-bytes",
             );
         }
         if self.hinted_handoff.segment_size_bytes < 4096 {

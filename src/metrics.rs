@@ -331,6 +331,12 @@ counters! {
     query_statements => "query_statements_total", "InfluxQL statements executed.";
     query_errors => "query_statement_errors_total", "InfluxQL statements that ended in an error.";
     partial_scans => "query_partial_scans_total", "Measurement scans the shards answered with partial aggregates instead of raw points.";
+    scans_stopped => "query_scans_stopped_total", "Core scans stopped early: the statement's deadline passed, it was cancelled, or max-select-point was reached.";
+    map_requests_served => "cluster_map_requests_total", "MapShard scan requests (first pages) served for peers.";
+    map_pages_from_cursor => "cluster_map_cursor_pages_total", "MapShard pages served from a held scan (no rescan).";
+    map_rescans => "cluster_map_rescans_total", "MapShard pages that had to scan again (the held scan was gone: evicted, expired or on another core).";
+    map_cancels_received => "cluster_map_cancels_total", "MapShard cancels received from coordinators.";
+    map_cursors_evicted => "cluster_map_cursors_evicted_total", "Held MapShard scans dropped at the per-core limit before their coordinator read them.";
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
     cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
@@ -583,6 +589,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("queriesFinished", json!(c.query_statements)),
                 ("queryErrors", json!(c.query_errors)),
                 ("partialScans", json!(c.partial_scans)),
+                ("scansStopped", json!(c.scans_stopped)),
                 ("queryDurationNs", json!(query_ns)),
             ],
         ),
@@ -615,6 +622,11 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("inFlight", json!(snapshot.shard_writer_in_flight)),
                 ("peakInFlight", json!(w.peak_in_flight)),
                 ("remoteWritesServed", json!(c.remote_writes_served)),
+                ("mapReq", json!(c.map_requests_served)),
+                ("mapCursorPages", json!(c.map_pages_from_cursor)),
+                ("mapRescans", json!(c.map_rescans)),
+                ("mapCancels", json!(c.map_cancels_received)),
+                ("mapCursorsEvicted", json!(c.map_cursors_evicted)),
                 ("rejectedConnections", json!(c.cluster_rejected_connections)),
             ],
         ));

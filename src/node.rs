@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::meta::MetaStore;
 use crate::placement::{Membership, NodeId};
 use crate::query::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
+use crate::query::QueryError;
 use crate::runtime::{CoreChannels, Shutdown};
 use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::{self, ShardBatch, Store};
@@ -221,15 +222,42 @@ impl CoreContext {
     async fn on_cores<T>(
         &self,
         cores: &[usize],
-        local: impl Fn() -> Vec<T>,
+        local: impl FnOnce() -> Vec<T>,
         remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
     ) -> Result<Vec<T>, MeshError> {
-        let mut out = Vec::new();
+        let answers = self.ask_cores(cores, local, remote).await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Sends `remote(reply)` to each listed core other than this one, then runs `local`
+    /// here if listed, then waits for the others: the cores work at the same time. The
+    /// answers in the order of `cores`.
+    async fn ask_cores<R>(
+        &self,
+        cores: &[usize],
+        local: impl FnOnce() -> R,
+        remote: impl Fn(futures_channel::oneshot::Sender<R>) -> MeshRequest,
+    ) -> Result<Vec<R>, MeshError> {
+        let mut waiting = Vec::with_capacity(cores.len());
         for &core in cores {
             if core == self.core {
-                out.extend(local());
+                waiting.push((core, None));
             } else {
-                out.extend(self.mesh.call(core, &remote).await?);
+                let (tx, rx) = futures_channel::oneshot::channel();
+                self.mesh.send(core, remote(tx)).await?;
+                waiting.push((core, Some(rx)));
+            }
+        }
+        let mut local = Some(local);
+        let mut here = None;
+        if waiting.iter().any(|(_, rx)| rx.is_none()) {
+            here = local.take().map(|f| f());
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for (core, rx) in waiting {
+            match rx {
+                None => out.extend(here.take()),
+                Some(rx) => out.push(rx.await.map_err(|_| MeshError::NoReply { core })?),
             }
         }
         Ok(out)
@@ -251,22 +279,43 @@ impl CoreContext {
     }
 
     /// A query scan over every core of this node.
-    pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, MeshError> {
+    /// The cores scan at once; the first to stop early (deadline, point limit) raises
+    /// the request's cancel flag so the others stop too.
+    pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, QueryError> {
         let cores = self.directory.cores_holding(
             &request.database,
             Some(&request.retention_policy),
             (request.start_ns, request.end_ns),
             request.shard_ids.as_deref(),
         );
-        self.on_cores(
-            &cores,
-            || scan::scan_local(&mut self.store.borrow_mut(), request),
-            |reply| MeshRequest::Scan {
-                request: request.clone(),
-                reply,
-            },
-        )
-        .await
+        let answers = self
+            .ask_cores(
+                &cores,
+                || {
+                    let here = scan::scan_local(&mut self.store.borrow_mut(), request);
+                    if here.is_err() {
+                        CoreStats::add(&self.stats.scans_stopped, 1);
+                        request.deadline.cancel();
+                    }
+                    here
+                },
+                |reply| MeshRequest::Scan {
+                    request: request.clone(),
+                    reply,
+                },
+            )
+            .await?;
+        let mut out = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(shards) => out.extend(shards),
+                Err(stop) => {
+                    request.deadline.cancel();
+                    return Err(stop.into());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The schema of a database's shards over every core of this node.
@@ -382,7 +431,12 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             let _ = reply.send(read_local(&ctx.store, &request));
         }
         MeshRequest::Scan { request, reply } => {
-            let _ = reply.send(scan::scan_local(&mut ctx.store.borrow_mut(), &request));
+            let answer = scan::scan_local(&mut ctx.store.borrow_mut(), &request);
+            if answer.is_err() {
+                CoreStats::add(&ctx.stats.scans_stopped, 1);
+                request.deadline.cancel();
+            }
+            let _ = reply.send(answer);
         }
         MeshRequest::Delete { request, reply } => {
             let _ = reply.send(crate::query::delete::delete_local(&ctx.store, &request).await);

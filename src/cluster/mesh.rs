@@ -51,7 +51,9 @@ pub enum MeshRequest {
     /// A query's scan of one measurement on this core's shards.
     Scan {
         request: crate::query::scan::ScanRequest,
-        reply: oneshot::Sender<Vec<crate::query::scan::ShardScan>>,
+        reply: oneshot::Sender<
+            Result<Vec<crate::query::scan::ShardScan>, crate::query::cancel::ScanStop>,
+        >,
     },
     /// The schema of this core's shards of a database.
     Schema {

@@ -4,27 +4,53 @@
 //! This node's shards answer first, each on its owning core over the mesh. In a
 //! cluster, every peer is then asked in turn through a MapShard request for the shards
 //! *it* holds that no one has answered for yet (the request carries the ids already
-//! covered), so each shard is read from exactly one owner. A peer pages a large scan
-//! answer (`MAP_PAGE_BYTES` of series per MapShardResponse; the coordinator asks for
-//! the next page), which bounds every frame and lets the coordinator pull at its pace.
+//! covered), so each shard is read from exactly one owner.
+//!
+//! A peer answers a scan in pages of about `map-page-bytes` of series: it scans once,
+//! sends the first page and holds the rest (a *held scan*, named by a cursor id in the
+//! answer) until the coordinator asks for the next page, so every frame is bounded and
+//! the coordinator pulls at its own pace. Held scans are limited per core
+//! (`MAX_HELD_SCANS`, the least recently read is dropped at the limit) and expire
+//! `HELD_SCAN_IDLE` after their last page or at the query's deadline. A page whose
+//! held scan is gone is served by scanning again and skipping to its offset: slower,
+//! never wrong.
+//!
+//! Remote work ends with the query: each request carries the milliseconds the statement
+//! may still run (the peer's scan stops there by itself), and a coordinator that stops
+//! waiting — timeout, an error, `max-select-point`, the client gone — sends `Cancel`
+//! with the query id, which stops the peer's running scans and drops what it holds.
 //!
 //! A peer that does not answer is skipped; afterwards the coordinator checks, through
 //! placement, every shard of every group it saw: a shard whose owners all failed ends
 //! the query with an error naming the shard, never a silently partial answer.
 
 use crate::cluster::wire::{opaque_message, FrameKind};
-use crate::node::CoreContext;
+use crate::node::{CoreContext, CoreStats};
 use crate::placement::{self, NodeId};
+use crate::query::cancel::{Deadline, ScanStop};
 use crate::query::scan::{ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::query::QueryError;
+use crate::tsdb::shard::SeriesData;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
-/// Bytes of series (as JSON) one MapShardResponse page carries, at most (one series
-/// larger than this still goes alone).
-pub const MAP_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Held scans per core; at the limit the least recently read one is dropped (its
+/// coordinator's next page is served by scanning again).
+pub const MAX_HELD_SCANS: usize = 16;
+
+/// A held scan not read for this long is dropped.
+pub const HELD_SCAN_IDLE: Duration = Duration::from_secs(30);
+
+/// Cancels waiting to be sent per core; at the limit a cancel is dropped (the peer's
+/// own deadline and the held-scan expiry still end its work).
+const MAX_QUEUED_CANCELS: usize = 256;
+
+/// How long a cancel may take to reach a peer before the sender moves on.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A MapShard request: JSON of [`MapRequest`].
 #[derive(Clone, Debug)]
@@ -42,12 +68,16 @@ opaque_message!(MapShard, FrameKind::MapShard, json);
 opaque_message!(MapShardResponse, FrameKind::MapShardResponse, json);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // built once per round trip, then serialised
 pub enum MapRequest {
-    /// Scan the shards not in `exclude`; answer series from `offset` on (a page).
+    /// Scan the shards not in `exclude`; answer series from `offset` on (a page). With
+    /// `cursor`, the next page of that held scan (scanning again if it is gone).
     Scan {
         scan: ScanRequest,
         exclude: Vec<u64>,
         offset: usize,
+        #[serde(default)]
+        cursor: Option<u64>,
     },
     Schema {
         schema: SchemaRequest,
@@ -56,6 +86,8 @@ pub enum MapRequest {
     Delete {
         delete: crate::query::delete::DeleteRequest,
     },
+    /// Stop the scans of this query running here and drop its held scans.
+    Cancel { query_id: u64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +96,9 @@ pub enum MapResponse {
         shards: Vec<ShardScan>,
         /// Where the next page starts; `None` on the last page.
         next_offset: Option<usize>,
+        /// The held scan the next page comes from.
+        #[serde(default)]
+        cursor: Option<u64>,
     },
     Schema {
         shards: Vec<ShardSchema>,
@@ -71,9 +106,32 @@ pub enum MapResponse {
     Deleted {
         values: u64,
     },
+    Cancelled {
+        scans: usize,
+        held: usize,
+    },
+    /// The scan stopped early: the query is over (deadline) or asks too much.
+    Stopped {
+        stop: ScanStop,
+    },
     Error {
         message: String,
     },
+}
+
+/// A fresh query id for a statement coordinated here: node, core and a counter, so
+/// ids never collide across the cluster (the counter starts from the clock, so a
+/// restarted node does not reuse the ids of its previous run either).
+pub fn next_query_id(ctx: &CoreContext) -> u64 {
+    thread_local! {
+        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(crate::hh::now_ns() as u64);
+    }
+    let n = NEXT.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v
+    });
+    ((ctx.node_id & 0xffff) << 48) | ((ctx.core as u64 & 0xff) << 40) | (n & ((1 << 40) - 1))
 }
 
 /// Answers a peer's MapShard on this node (every core, over the mesh).
@@ -86,16 +144,8 @@ pub async fn serve_map(ctx: &Rc<CoreContext>, request: &MapShard) -> MapShardRes
             scan,
             exclude,
             offset,
-        }) => match ctx.scan_node(&scan).await {
-            Err(e) => MapResponse::Error {
-                message: e.to_string(),
-            },
-            Ok(mut shards) => {
-                shards.retain(|s| !exclude.contains(&s.shard_id));
-                shards.sort_by_key(|s| s.shard_id);
-                page(shards, offset)
-            }
-        },
+            cursor,
+        }) => serve_scan(ctx, scan, exclude, offset, cursor).await,
         Ok(MapRequest::Delete { delete }) => match ctx.delete_node(&delete).await {
             Ok(values) => MapResponse::Deleted { values },
             Err(message) => MapResponse::Error { message },
@@ -109,50 +159,310 @@ pub async fn serve_map(ctx: &Rc<CoreContext>, request: &MapShard) -> MapShardRes
                 MapResponse::Schema { shards }
             }
         },
+        Ok(MapRequest::Cancel { query_id }) => {
+            CoreStats::add(&ctx.stats.map_cancels_received, 1);
+            let scans = RUNNING.with(|r| {
+                r.borrow()
+                    .get(&query_id)
+                    .map_or(0, |ds| ds.iter().inspect(|(_, d)| d.cancel()).count())
+            });
+            let held = HELD.with(|h| h.borrow_mut().drop_query(query_id));
+            MapResponse::Cancelled { scans, held }
+        }
     };
     MapShardResponse {
         json: Bytes::from(serde_json::to_vec(&response).expect("map responses serialise")),
     }
 }
 
-/// The page of series starting at `offset` (series counted across shards in order).
-fn page(shards: Vec<ShardScan>, offset: usize) -> MapResponse {
-    let mut out: Vec<ShardScan> = Vec::new();
-    let (mut index, mut bytes) = (0usize, 0usize);
-    for shard in shards {
-        let mut taken = Vec::new();
-        for series in shard.series {
-            if index < offset {
-                index += 1;
-                continue;
+async fn serve_scan(
+    ctx: &Rc<CoreContext>,
+    mut scan: ScanRequest,
+    exclude: Vec<u64>,
+    offset: usize,
+    cursor: Option<u64>,
+) -> MapResponse {
+    if let Some(id) = cursor {
+        if let Some(page) = HELD.with(|h| h.borrow_mut().next_page(id)) {
+            CoreStats::add(&ctx.stats.map_pages_from_cursor, 1);
+            return page;
+        }
+        CoreStats::add(&ctx.stats.map_rescans, 1);
+    } else {
+        CoreStats::add(&ctx.stats.map_requests_served, 1);
+    }
+    scan.deadline = Deadline::after(scan.budget_ms.map(Duration::from_millis));
+    let _running = Running::enter(scan.query_id, &scan.deadline);
+    let mut shards = match ctx.scan_node(&scan).await {
+        Ok(shards) => shards,
+        Err(QueryError::Stopped(stop)) => return MapResponse::Stopped { stop },
+        Err(e) => {
+            return MapResponse::Error {
+                message: e.to_string(),
             }
-            let size = serde_json::to_vec(&series).map(|v| v.len()).unwrap_or(0);
-            if bytes > 0 && bytes + size > MAP_PAGE_BYTES {
+        }
+    };
+    shards.retain(|s| !exclude.contains(&s.shard_id));
+    shards.sort_by_key(|s| s.shard_id);
+    let mut rest = Pages::new(shards, offset, ctx.config.cluster.map_page_bytes as usize);
+    let page = rest.next();
+    if rest.is_done() {
+        return MapResponse::Scan {
+            shards: page,
+            next_offset: None,
+            cursor: None,
+        };
+    }
+    let next_offset = Some(rest.offset);
+    let expires = match scan.deadline.remaining_ms() {
+        Some(ms) => HELD_SCAN_IDLE.min(Duration::from_millis(ms)),
+        None => HELD_SCAN_IDLE,
+    };
+    let id = hold(ctx, scan.query_id, rest, expires);
+    MapResponse::Scan {
+        shards: page,
+        next_offset,
+        cursor: Some(id),
+    }
+}
+
+/// What is left of a scan answer, page by page.
+struct Pages {
+    shards: VecDeque<ShardScan>,
+    /// About how many bytes of series (as JSON) a page carries.
+    page_bytes: usize,
+    /// Index of the next series to send, counted across shards in order.
+    offset: usize,
+}
+
+impl Pages {
+    /// The answer from series `skip` on.
+    fn new(shards: Vec<ShardScan>, skip: usize, page_bytes: usize) -> Pages {
+        let mut shards: VecDeque<ShardScan> = shards.into();
+        let mut left = skip;
+        for shard in shards.iter_mut() {
+            let n = left.min(shard.series.len());
+            shard.series.drain(..n);
+            left -= n;
+        }
+        Pages {
+            shards,
+            page_bytes,
+            offset: skip - left,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// The next page: whole shards (empty ones too, so the coordinator learns they were
+    /// read) and series up to about `page_bytes` (at least one series).
+    fn next(&mut self) -> Vec<ShardScan> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(front) = self.shards.front_mut() {
+            let mut n = 0;
+            while n < front.series.len() {
+                let size = json_size(&front.series[n]);
+                if bytes > 0 && bytes + size > self.page_bytes {
+                    break;
+                }
+                bytes += size;
+                n += 1;
+            }
+            let taken: Vec<SeriesData> = front.series.drain(..n).collect();
+            self.offset += n;
+            if !front.series.is_empty() {
                 if !taken.is_empty() {
                     out.push(ShardScan {
-                        shard_id: shard.shard_id,
-                        start_ns: shard.start_ns,
+                        shard_id: front.shard_id,
+                        start_ns: front.start_ns,
                         series: taken,
                     });
                 }
-                return MapResponse::Scan {
-                    shards: out,
-                    next_offset: Some(index),
-                };
+                return out;
             }
-            bytes += size;
-            index += 1;
-            taken.push(series);
+            let shard = self.shards.pop_front().expect("front exists");
+            out.push(ShardScan {
+                shard_id: shard.shard_id,
+                start_ns: shard.start_ns,
+                series: taken,
+            });
         }
-        out.push(ShardScan {
-            shard_id: shard.shard_id,
-            start_ns: shard.start_ns,
-            series: taken,
-        });
+        out
     }
-    MapResponse::Scan {
-        shards: out,
-        next_offset: None,
+}
+
+/// Bytes of a series as JSON, without building the JSON.
+fn json_size(series: &SeriesData) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, series);
+    count.0
+}
+
+/// This core's held scans.
+#[derive(Default)]
+struct Held {
+    next_id: u64,
+    /// Reads so far: the recency stamp of a held scan.
+    clock: u64,
+    scans: HashMap<u64, HeldScan>,
+}
+
+struct HeldScan {
+    query_id: u64,
+    pages: Pages,
+    expires: Instant,
+    idle: Duration,
+    read_at: u64,
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = RefCell::new(Held::default());
+    /// Deadlines of the scans running for peers on this core, by query id.
+    static RUNNING: RefCell<HashMap<u64, Vec<(u64, Deadline)>>> = RefCell::new(HashMap::new());
+    static RUNNING_SEQ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl Held {
+    /// The next page of held scan `id`, or `None` when it is gone.
+    fn next_page(&mut self, id: u64) -> Option<MapResponse> {
+        self.clock += 1;
+        let held = self.scans.get_mut(&id)?;
+        let shards = held.pages.next();
+        if held.pages.is_done() {
+            self.scans.remove(&id);
+            return Some(MapResponse::Scan {
+                shards,
+                next_offset: None,
+                cursor: None,
+            });
+        }
+        held.read_at = self.clock;
+        held.expires = Instant::now() + held.idle;
+        Some(MapResponse::Scan {
+            shards,
+            next_offset: Some(held.pages.offset),
+            cursor: Some(id),
+        })
+    }
+
+    /// Keeps `pages` for later reads; the id, and how many were dropped to make room.
+    fn insert(&mut self, query_id: u64, pages: Pages, idle: Duration) -> (u64, usize) {
+        let now = Instant::now();
+        self.scans.retain(|_, h| h.expires > now);
+        let mut evicted = 0;
+        while self.scans.len() >= MAX_HELD_SCANS {
+            let oldest = self
+                .scans
+                .iter()
+                .min_by_key(|(_, h)| h.read_at)
+                .map(|(id, _)| *id)
+                .expect("not empty");
+            self.scans.remove(&oldest);
+            evicted += 1;
+        }
+        self.clock += 1;
+        self.next_id += 1;
+        let id = self.next_id;
+        self.scans.insert(
+            id,
+            HeldScan {
+                query_id,
+                pages,
+                expires: now + idle,
+                idle,
+                read_at: self.clock,
+            },
+        );
+        (id, evicted)
+    }
+
+    fn drop_query(&mut self, query_id: u64) -> usize {
+        let before = self.scans.len();
+        self.scans.retain(|_, h| h.query_id != query_id);
+        before - self.scans.len()
+    }
+
+    /// Drops `id` if it expired; when it is still there, the time it expires.
+    fn expire(&mut self, id: u64) -> Option<Instant> {
+        let expires = self.scans.get(&id)?.expires;
+        if expires <= Instant::now() {
+            self.scans.remove(&id);
+            return None;
+        }
+        Some(expires)
+    }
+}
+
+/// Holds `pages` on this core and starts the timer that drops them when idle.
+fn hold(ctx: &Rc<CoreContext>, query_id: u64, pages: Pages, idle: Duration) -> u64 {
+    let (id, evicted) = HELD.with(|h| h.borrow_mut().insert(query_id, pages, idle));
+    if evicted > 0 {
+        CoreStats::add(&ctx.stats.map_cursors_evicted, evicted as u64);
+        tracing::debug!(evicted, "held MapShard scans dropped at the per-core limit");
+    }
+    glommio::spawn_local(async move {
+        let mut wait = idle;
+        loop {
+            glommio::timer::sleep(wait).await;
+            match HELD.with(|h| h.borrow_mut().expire(id)) {
+                Some(at) => wait = at.saturating_duration_since(Instant::now()),
+                None => break,
+            }
+        }
+    })
+    .detach();
+    id
+}
+
+/// A scan running here for a peer, findable by its query id while it runs.
+struct Running {
+    query_id: u64,
+    seq: u64,
+}
+
+impl Running {
+    fn enter(query_id: u64, deadline: &Deadline) -> Option<Running> {
+        if query_id == 0 {
+            return None;
+        }
+        let seq = RUNNING_SEQ.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        RUNNING.with(|r| {
+            r.borrow_mut()
+                .entry(query_id)
+                .or_default()
+                .push((seq, deadline.clone()))
+        });
+        Some(Running { query_id, seq })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = RUNNING.try_with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(list) = r.get_mut(&self.query_id) {
+                list.retain(|(seq, _)| *seq != self.seq);
+                if list.is_empty() {
+                    r.remove(&self.query_id);
+                }
+            }
+        });
     }
 }
 
@@ -205,6 +515,7 @@ fn peers(ctx: &CoreContext) -> Vec<NodeId> {
 }
 
 /// Scans every shard the request covers: local ones here, the rest on one owner each.
+/// Stops with the request's deadline, and once more than `max_points` values arrived.
 pub async fn scan_cluster(
     ctx: &Rc<CoreContext>,
     r: &ScanRequest,
@@ -213,22 +524,43 @@ pub async fn scan_cluster(
     if ctx.cluster.is_none() {
         return Ok(shards);
     }
+    start_canceller(ctx);
+    let mut points: usize = shards.iter().map(scan_values).sum();
     let mut seen: BTreeSet<u64> = shards.iter().map(|s| s.shard_id).collect();
     let mut failed = Vec::new();
     for node in peers(ctx) {
         let mut offset = 0;
+        let mut cursor = None;
         let mut from_peer: BTreeMap<u64, ShardScan> = BTreeMap::new();
+        // Until the peer has sent its last page, leaving here (an error, a timeout, the
+        // statement dropped) tells it to stop.
+        let mut open = OpenMap::new(node, r.query_id);
         let result = loop {
+            if r.deadline.is_over() {
+                return Err(ScanStop::Cancelled.into());
+            }
+            let mut scan = r.clone();
+            scan.budget_ms = r.deadline.remaining_ms();
             let request = MapRequest::Scan {
-                scan: r.clone(),
+                scan,
                 exclude: seen.iter().copied().collect(),
                 offset,
+                cursor,
             };
             match ask(ctx, node, &request).await {
                 Ok(MapResponse::Scan {
                     shards: page,
                     next_offset,
+                    cursor: next_cursor,
                 }) => {
+                    points += page.iter().map(scan_values).sum::<usize>();
+                    if r.max_points > 0 && points > r.max_points {
+                        return Err(ScanStop::TooManyPoints {
+                            points,
+                            limit: r.max_points,
+                        }
+                        .into());
+                    }
                     for s in page {
                         match from_peer.get_mut(&s.shard_id) {
                             Some(existing) => existing.series.extend(s.series),
@@ -238,9 +570,16 @@ pub async fn scan_cluster(
                         }
                     }
                     match next_offset {
-                        Some(next) if next > offset => offset = next,
+                        Some(next) if next > offset => {
+                            offset = next;
+                            cursor = next_cursor;
+                        }
                         _ => break Ok(()),
                     }
+                }
+                Ok(MapResponse::Stopped { stop }) => {
+                    open.done();
+                    return Err(stop.into());
                 }
                 Ok(_) => break Err("unexpected MapShard answer".to_string()),
                 Err(e) => break Err(e),
@@ -248,6 +587,7 @@ pub async fn scan_cluster(
         };
         match result {
             Ok(()) => {
+                open.done();
                 seen.extend(from_peer.keys().copied());
                 shards.extend(from_peer.into_values());
             }
@@ -267,6 +607,97 @@ pub async fn scan_cluster(
         &failed,
     )?;
     Ok(shards)
+}
+
+/// Values in a scan answer (what `max-select-point` counts).
+fn scan_values(scan: &ShardScan) -> usize {
+    scan.series
+        .iter()
+        .flat_map(|s| &s.columns)
+        .map(|c| c.times.len())
+        .sum()
+}
+
+/// A peer asked for a scan that has not sent its last page: dropped before
+/// [`OpenMap::done`], it queues a `Cancel` for the peer. Dropping never awaits or
+/// spawns (it may run while the executor winds down): it only queues, to this core's
+/// canceller task.
+struct OpenMap {
+    node: NodeId,
+    query_id: u64,
+    open: bool,
+}
+
+impl OpenMap {
+    fn new(node: NodeId, query_id: u64) -> OpenMap {
+        OpenMap {
+            node,
+            query_id,
+            open: query_id != 0,
+        }
+    }
+
+    fn done(&mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for OpenMap {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let _ = CANCELS.try_with(|c| {
+            if let Some(tx) = c.borrow_mut().as_mut() {
+                // At the limit the cancel is dropped: the peer's deadline and the
+                // held-scan expiry still end its work.
+                let _ = tx.try_send((self.node, self.query_id));
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// This core's queue of cancels to send (started by the first cluster scan).
+    static CANCELS: RefCell<Option<futures_channel::mpsc::Sender<(NodeId, u64)>>> =
+        const { RefCell::new(None) };
+}
+
+/// Starts this core's canceller task if it is not running: it sends each queued
+/// `Cancel`, one at a time, each bounded by [`CANCEL_TIMEOUT`].
+fn start_canceller(ctx: &Rc<CoreContext>) {
+    CANCELS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_some() {
+            return;
+        }
+        let (tx, mut rx) = futures_channel::mpsc::channel::<(NodeId, u64)>(MAX_QUEUED_CANCELS);
+        *c = Some(tx);
+        let weak: Weak<CoreContext> = Rc::downgrade(ctx);
+        glommio::spawn_local(async move {
+            use futures_lite::StreamExt;
+            while let Some((node, query_id)) = rx.next().await {
+                let Some(ctx) = weak.upgrade() else { break };
+                let cancel = MapRequest::Cancel { query_id };
+                let sent = futures_lite::future::or(
+                    async { Some(ask(&ctx, node, &cancel).await) },
+                    async {
+                        glommio::timer::sleep(CANCEL_TIMEOUT).await;
+                        None
+                    },
+                )
+                .await;
+                match sent {
+                    Some(Ok(_)) => tracing::debug!(node, query_id, "remote scan cancelled"),
+                    Some(Err(e)) => {
+                        tracing::debug!(node, query_id, error = %e, "cancel not delivered")
+                    }
+                    None => tracing::debug!(node, query_id, "cancel timed out"),
+                }
+            }
+        })
+        .detach();
+    });
 }
 
 /// The schema of every shard the request covers.
@@ -415,4 +846,200 @@ fn check_coverage(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::shard::{ColumnData, Value};
+
+    fn series(key: &str, points: usize) -> SeriesData {
+        SeriesData {
+            key: key.to_string(),
+            columns: vec![ColumnData {
+                field: "v".into(),
+                times: (0..points as i64).collect(),
+                values: (0..points as i64).map(Value::Integer).collect(),
+            }],
+        }
+    }
+
+    fn answer() -> Vec<ShardScan> {
+        vec![
+            ShardScan {
+                shard_id: 1,
+                start_ns: 0,
+                series: (0..5).map(|i| series(&format!("m,s=a{i}"), 10)).collect(),
+            },
+            ShardScan {
+                shard_id: 2,
+                start_ns: 0,
+                series: Vec::new(),
+            },
+            ShardScan {
+                shard_id: 3,
+                start_ns: 10,
+                series: (0..4).map(|i| series(&format!("m,s=b{i}"), 10)).collect(),
+            },
+        ]
+    }
+
+    /// (shard, key) of every series in pages, in order.
+    fn flatten(pages: &[Vec<ShardScan>]) -> Vec<(u64, String)> {
+        pages
+            .iter()
+            .flatten()
+            .flat_map(|s| s.series.iter().map(move |x| (s.shard_id, x.key.clone())))
+            .collect()
+    }
+
+    fn all_pages(mut pages: Pages) -> Vec<Vec<ShardScan>> {
+        let mut out = Vec::new();
+        while !pages.is_done() {
+            out.push(pages.next());
+        }
+        out
+    }
+
+    #[test]
+    fn pages_carry_every_series_once_in_order_and_every_shard_id() {
+        let one = json_size(&series("m,s=a0", 10));
+        let pages = all_pages(Pages::new(answer(), 0, 2 * one));
+        assert_eq!(pages.len(), 5, "9 series, two a page");
+        let whole = all_pages(Pages::new(answer(), 0, usize::MAX));
+        assert_eq!(whole.len(), 1);
+        assert_eq!(flatten(&pages), flatten(&whole));
+        let ids: BTreeSet<u64> = pages.iter().flatten().map(|s| s.shard_id).collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from([1, 2, 3]),
+            "the empty shard is reported too"
+        );
+        // A page holds at least one series, however small the limit.
+        assert_eq!(all_pages(Pages::new(answer(), 0, 1)).len(), 9);
+    }
+
+    #[test]
+    fn a_rescan_from_an_offset_continues_where_the_held_scan_would() {
+        let one = json_size(&series("m,s=a0", 10));
+        let mut held = Pages::new(answer(), 0, 3 * one);
+        let first = held.next();
+        let offset = held.offset;
+        assert_eq!(offset, 3);
+        let rest_held = all_pages(held);
+        let rest_rescan = all_pages(Pages::new(answer(), offset, 3 * one));
+        assert_eq!(flatten(&rest_held), flatten(&rest_rescan));
+        let mut everything = vec![first];
+        everything.extend(rest_held);
+        assert_eq!(
+            flatten(&everything),
+            flatten(&all_pages(Pages::new(answer(), 0, usize::MAX)))
+        );
+        // An offset past the end gives an empty answer.
+        assert!(flatten(&all_pages(Pages::new(answer(), 100, one))).is_empty());
+    }
+
+    #[test]
+    fn held_scans_are_read_to_the_end_then_gone() {
+        let one = json_size(&series("m,s=a0", 10));
+        let mut held = Held::default();
+        let (id, evicted) = held.insert(7, Pages::new(answer(), 0, 4 * one), HELD_SCAN_IDLE);
+        assert_eq!(evicted, 0);
+        let mut keys = 0;
+        loop {
+            match held.next_page(id).expect("held") {
+                MapResponse::Scan {
+                    shards,
+                    next_offset,
+                    cursor,
+                } => {
+                    keys += shards.iter().map(|s| s.series.len()).sum::<usize>();
+                    if next_offset.is_none() {
+                        assert_eq!(cursor, None);
+                        break;
+                    }
+                    assert_eq!(cursor, Some(id));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(keys, 9);
+        assert!(
+            held.next_page(id).is_none(),
+            "read to the end, it is dropped"
+        );
+    }
+
+    #[test]
+    fn held_scans_are_bounded_expire_and_drop_with_their_query() {
+        let mut held = Held::default();
+        let mut ids = Vec::new();
+        for q in 0..MAX_HELD_SCANS as u64 {
+            let (id, evicted) = held.insert(q, Pages::new(answer(), 0, 1), HELD_SCAN_IDLE);
+            assert_eq!(evicted, 0);
+            ids.push(id);
+        }
+        // Reading the first makes the second the least recently read.
+        held.next_page(ids[0]).unwrap();
+        let (_, evicted) = held.insert(99, Pages::new(answer(), 0, 1), HELD_SCAN_IDLE);
+        assert_eq!(evicted, 1);
+        assert_eq!(held.scans.len(), MAX_HELD_SCANS);
+        assert!(
+            held.next_page(ids[1]).is_none(),
+            "the least recently read went"
+        );
+        assert!(held.next_page(ids[0]).is_some());
+
+        assert_eq!(held.drop_query(99), 1);
+        assert_eq!(held.drop_query(99), 0);
+
+        let (id, _) = held.insert(5, Pages::new(answer(), 0, 1), Duration::ZERO);
+        assert_eq!(held.expire(id), None, "idle past its time");
+        assert!(held.next_page(id).is_none());
+        let (id, _) = held.insert(5, Pages::new(answer(), 0, 1), HELD_SCAN_IDLE);
+        assert!(held.expire(id).is_some());
+    }
+
+    #[test]
+    fn scan_requests_keep_their_limits_across_the_wire_but_not_the_local_deadline() {
+        let request = MapRequest::Scan {
+            scan: ScanRequest {
+                database: "db".into(),
+                retention_policy: "autogen".into(),
+                measurement: "m".into(),
+                fields: None,
+                start_ns: 0,
+                end_ns: 10,
+                shard_ids: None,
+                tag_condition: None,
+                per_series_limit: None,
+                partial: None,
+                max_points: 5,
+                query_id: 42,
+                budget_ms: Some(250),
+                deadline: Deadline::after(None),
+            },
+            exclude: vec![1],
+            offset: 3,
+            cursor: Some(9),
+        };
+        let json = serde_json::to_vec(&request).unwrap();
+        let MapRequest::Scan { scan, cursor, .. } = serde_json::from_slice(&json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (scan.max_points, scan.query_id, scan.budget_ms),
+            (5, 42, Some(250))
+        );
+        assert_eq!(cursor, Some(9));
+        assert!(!scan.deadline.is_over());
+        scan.deadline.cancel();
+        assert!(
+            !scan.deadline.is_over(),
+            "a decoded request has no deadline of its own"
+        );
+        // An older peer's request (no cursor, no limits) still decodes.
+        let old = br#"{"Scan":{"scan":{"database":"db","retention_policy":"autogen","measurement":"m","fields":null,"start_ns":0,"end_ns":1,"shard_ids":null},"exclude":[],"offset":0}}"#;
+        assert!(serde_json::from_slice::<MapRequest>(old).is_ok());
+    }
 }

@@ -727,6 +727,11 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
             "nodeId": ctx.node_id,
             "remoteWritesServed": s.remote_writes_served,
             "rejectedConnections": s.cluster_rejected_connections,
+            "mapReq": s.map_requests_served,
+            "mapCursorPages": s.map_pages_from_cursor,
+            "mapRescans": s.map_rescans,
+            "mapCancels": s.map_cancels_received,
+            "mapCursorsEvicted": s.map_cursors_evicted,
             "shardWriter": snapshot.shard_writer.map(|w| {
                 serde_json::json!({
                     "writeReq": w.requests,

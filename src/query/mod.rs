@@ -7,6 +7,7 @@
 //! at the first one that fails; that one carries the error.
 
 pub mod ast;
+pub mod cancel;
 pub mod delete;
 pub mod format;
 pub mod functions;
@@ -36,6 +37,9 @@ pub enum QueryError {
     Statement(String),
     #[error("{0}")]
     Mesh(#[from] MeshError),
+    /// A scan stopped early: the deadline passed, or too many points.
+    #[error("{0}")]
+    Stopped(#[from] cancel::ScanStop),
     /// A shard could be read from none of its owners.
     #[error("shard {shard}: no owner answered ({detail})")]
     ShardUnavailable { shard: u64, detail: String },
@@ -72,12 +76,21 @@ pub struct QueryContext<'a> {
     pub max_select_point: usize,
     pub max_select_series: usize,
     pub max_select_buckets: usize,
+    /// When the statement's work must stop (`query-timeout`, or cancelled).
+    pub deadline: cancel::Deadline,
+    /// The statement's id in the cluster (peers file its scans under it).
+    pub query_id: u64,
 }
 
 impl QueryContext<'_> {
-    /// Scans every shard of the request, local or, in a cluster, on one owner.
+    /// Scans every shard of the request, local or, in a cluster, on one owner, under
+    /// the statement's deadline and `max-select-point`.
     pub async fn scan(&self, r: &scan::ScanRequest) -> Result<Vec<scan::ShardScan>, QueryError> {
-        crate::cluster::query::scan_cluster(self.ctx, r).await
+        let mut r = r.clone();
+        r.deadline = self.deadline.clone();
+        r.query_id = self.query_id;
+        r.max_points = self.max_select_point;
+        crate::cluster::query::scan_cluster(self.ctx, &r).await
     }
 
     pub async fn schema(
@@ -240,29 +253,38 @@ pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions
     let mut results = Vec::with_capacity(statements.len());
     let mut kinds = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
-    let qc = QueryContext {
-        ctx,
-        db: options.db.as_deref(),
-        rp: options.rp.as_deref(),
-        params: &options.params,
-        now_ns: now_ns(),
-        max_select_point: ctx.config.query.max_select_point,
-        max_select_series: ctx.config.query.max_select_series,
-        max_select_buckets: ctx.config.query.max_select_buckets,
-    };
+    let now = now_ns();
     let timeout = ctx.config.query.query_timeout_ms;
     for (id, statement) in statements.iter().enumerate() {
         let started = std::time::Instant::now();
+        let qc = QueryContext {
+            ctx,
+            db: options.db.as_deref(),
+            rp: options.rp.as_deref(),
+            params: &options.params,
+            now_ns: now,
+            max_select_point: ctx.config.query.max_select_point,
+            max_select_series: ctx.config.query.max_select_series,
+            max_select_buckets: ctx.config.query.max_select_buckets,
+            deadline: cancel::Deadline::after(
+                (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
+            ),
+            query_id: crate::cluster::query::next_query_id(ctx),
+        };
         let run = execute_statement(&qc, statement, options);
         let outcome = if timeout == 0 {
             run.await
         } else {
+            // On timeout the statement's future is dropped, which cancels what it
+            // asked of peers; the flag (below) stops this node's cores.
             futures_lite::future::or(run, async {
                 glommio::timer::sleep(std::time::Duration::from_millis(timeout)).await;
                 Err("query-timeout limit exceeded".to_string())
             })
             .await
         };
+        // Whatever ended the statement, nothing it started may go on.
+        qc.deadline.cancel();
         ctx.timers.record(statement_timer(statement), started);
         CoreStats::add(&ctx.stats.query_statements, 1);
         if outcome.is_err() {

@@ -5,6 +5,7 @@
 //! serde values so they cross either boundary the same way.
 
 use crate::lineproto::{self, FieldType};
+use crate::query::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
 use crate::tsdb::store::Store;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,21 @@ pub struct ScanRequest {
     /// window, InfluxDB shard group) for the kinds asked (see [`PartialSpec`]).
     #[serde(default)]
     pub partial: Option<PartialSpec>,
+    /// Stop with an error once more values than this were read (`max-select-point`;
+    /// 0: no limit), so no core or peer builds an answer the coordinator would refuse.
+    #[serde(default)]
+    pub max_points: usize,
+    /// The statement this scan serves, unique in the cluster: a peer files its running
+    /// scan and held pages under it, which a MapShard `Cancel` names.
+    #[serde(default)]
+    pub query_id: u64,
+    /// Milliseconds the statement may still run, set as the request leaves for another
+    /// node (the peer's own [`Deadline`] starts from it); `None`: no time limit.
+    #[serde(default)]
+    pub budget_ms: Option<u64>,
+    /// This node's view of the same limit, shared with the scans on its cores.
+    #[serde(skip)]
+    pub deadline: Deadline,
 }
 
 /// What a shard computes for a `GROUP BY time` aggregate whose calls are all count,
@@ -425,8 +441,14 @@ pub fn parse_tag_condition(text: &str) -> Option<crate::query::ast::Expr> {
     }
 }
 
-/// Runs a scan over this core's shards.
-pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
+/// Runs a scan over this core's shards; stops early when the request's deadline passes
+/// or it read more than `max_points` values.
+pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Result<Vec<ShardScan>, ScanStop> {
+    let mut budget = ScanBudget::new(&r.deadline, r.max_points);
+    if !budget.check() {
+        return Err(ScanStop::Cancelled);
+    }
+    let slow_scan = injected_scan_delay(r);
     let measurement = escape_measurement(&r.measurement);
     let condition = r.tag_condition.as_deref().and_then(parse_tag_condition);
     let no_slots: Vec<String> = Vec::new();
@@ -466,7 +488,16 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
             limit,
             &required,
             keep,
+            |values| {
+                if let Some(delay) = slow_scan {
+                    std::thread::sleep(delay);
+                }
+                budget.spend(values)
+            },
         );
+        if let Some(stop) = budget.stopped() {
+            return Err(stop.clone());
+        }
         if let Some(spec) = &r.partial {
             for s in &mut series {
                 let columns = std::mem::take(&mut s.columns);
@@ -488,7 +519,30 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Vec<ShardScan> {
             series,
         });
     }
-    out
+    Ok(out)
+}
+
+/// Fault seam for tests of remote cancellation (STYLE: seams for testing faults): with
+/// `SHARDCORE_FAULT_SLOW_SCAN=measurement,ms` in the environment, a scan of that
+/// measurement that a peer asked for with a time limit (`budget_ms`) spends `ms` per
+/// series, blocking its core as a CPU-bound scan does. Read once; unset, it costs one
+/// load of a static per scan.
+fn injected_scan_delay(r: &ScanRequest) -> Option<std::time::Duration> {
+    use std::sync::OnceLock;
+    static FAULT: OnceLock<Option<(String, std::time::Duration)>> = OnceLock::new();
+    let (measurement, delay) = FAULT
+        .get_or_init(|| {
+            let spec = std::env::var("SHARDCORE_FAULT_SLOW_SCAN").ok()?;
+            let (m, ms) = spec.split_once(',')?;
+            let delay = std::time::Duration::from_millis(ms.parse().ok()?);
+            tracing::warn!(
+                spec,
+                "slow-scan fault injection is on (SHARDCORE_FAULT_SLOW_SCAN)"
+            );
+            Some((m.to_string(), delay))
+        })
+        .as_ref()?;
+    (r.budget_ms.is_some() && *measurement == r.measurement).then_some(*delay)
 }
 
 /// The schema of this core's shards.

@@ -516,6 +516,11 @@ async fn load_measurements(
                     .map(|c| c.to_string()),
                 per_series_limit: per_series_limit(sel, condition, &data),
                 partial,
+                // Set by `QueryContext::scan` from the statement.
+                max_points: 0,
+                query_id: 0,
+                budget_ms: None,
+                deadline: Default::default(),
             })
             .await?;
         data.series = series_rows(scans, &data.slots, q.max_select_point)?;

@@ -760,14 +760,14 @@ impl Shard {
         &self.series[id as usize].key
     }
 
-    /// Columns of the series of `measurement` (escaped) in `[start_ns, end_ns]` whose
-    /// key passes `series_filter`, only the fields in `fields` (escaped names) when
-    /// given; series with nothing in range are left out.
     /// The series of `measurement` that pass `series_filter`, with the values of
     /// `fields` (all when `None`) in `[start, end]`; `limit` `(n, newest)` keeps only
     /// the first n (or the last n) of each field. `required_tags` (tag key, value, as
     /// stored) narrows the series to those the inverted index lists under every pair
-    /// (the filter still decides).
+    /// (the filter still decides). Series with nothing in range are left out.
+    /// `go_on` hears the number of values each candidate series gave (0 for one the
+    /// filter drops) and ends the scan early by returning false (a deadline, a limit).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &mut self,
         measurement: &[u8],
@@ -776,6 +776,7 @@ impl Shard {
         limit: Option<(usize, bool)>,
         required_tags: &[(Vec<u8>, Vec<u8>)],
         series_filter: impl Fn(&[u8]) -> bool,
+        mut go_on: impl FnMut(usize) -> bool,
     ) -> Vec<SeriesData> {
         let Some(index) = self.measurements.get(measurement) else {
             return Vec::new();
@@ -792,6 +793,9 @@ impl Shard {
         for &id in candidates {
             let series = &mut self.series[id as usize];
             if !series_filter(&series.key) {
+                if !go_on(0) {
+                    break;
+                }
                 continue;
             }
             let mut columns = Vec::new();
@@ -816,11 +820,15 @@ impl Shard {
                     values: (from..to).map(|i| column.value_at(i)).collect(),
                 });
             }
+            let values = columns.iter().map(|c| c.times.len()).sum();
             if !columns.is_empty() {
                 out.push(SeriesData {
                     key: String::from_utf8_lossy(&series.key).into_owned(),
                     columns,
                 });
+            }
+            if !go_on(values) {
+                break;
             }
         }
         out
