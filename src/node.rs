@@ -238,6 +238,17 @@ impl CoreContext {
         local: impl FnOnce() -> R,
         remote: impl Fn(futures_channel::oneshot::Sender<R>) -> MeshRequest,
     ) -> Result<Vec<R>, MeshError> {
+        self.ask_cores_async(cores, async { local() }, remote).await
+    }
+
+    /// [`Self::ask_cores`] with this core's part a future (run after the requests to
+    /// the other cores are sent, and only if this core is listed).
+    async fn ask_cores_async<R>(
+        &self,
+        cores: &[usize],
+        local: impl std::future::Future<Output = R>,
+        remote: impl Fn(futures_channel::oneshot::Sender<R>) -> MeshRequest,
+    ) -> Result<Vec<R>, MeshError> {
         let mut waiting = Vec::with_capacity(cores.len());
         for &core in cores {
             if core == self.core {
@@ -248,10 +259,9 @@ impl CoreContext {
                 waiting.push((core, Some(rx)));
             }
         }
-        let mut local = Some(local);
         let mut here = None;
         if waiting.iter().any(|(_, rx)| rx.is_none()) {
-            here = local.take().map(|f| f());
+            here = Some(local.await);
         }
         let mut out = Vec::with_capacity(waiting.len());
         for (core, rx) in waiting {
@@ -289,10 +299,10 @@ impl CoreContext {
             request.shard_ids.as_deref(),
         );
         let answers = self
-            .ask_cores(
+            .ask_cores_async(
                 &cores,
-                || {
-                    let here = scan::scan_local(&mut self.store.borrow_mut(), request);
+                async {
+                    let here = scan::scan_local(&self.store, request).await;
                     if here.is_err() {
                         CoreStats::add(&self.stats.scans_stopped, 1);
                         request.deadline.cancel();
@@ -431,7 +441,7 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             let _ = reply.send(read_local(&ctx.store, &request));
         }
         MeshRequest::Scan { request, reply } => {
-            let answer = scan::scan_local(&mut ctx.store.borrow_mut(), &request);
+            let answer = scan::scan_local(&ctx.store, &request).await;
             if answer.is_err() {
                 CoreStats::add(&ctx.stats.scans_stopped, 1);
                 request.deadline.cancel();

@@ -1,8 +1,10 @@
-//! Remote query work ends with the query, on real 3-node clusters: a statement that
-//! times out stops the scans it started on peers (the peers' own deadline and the
-//! coordinator's `Cancel`), a statement that fails on `max-select-point` while a peer
-//! still holds pages of its scan cancels them, and a large remote answer crosses in
-//! pages read from the scan the peer holds, not by scanning again.
+//! Remote query work ends with the query, on real 3-node clusters of one core each: a
+//! statement that times out stops the scans it started on peers (the peers' own
+//! deadline), a client that goes away mid-query has the coordinator send `Cancel`,
+//! which a peer hears while its core is busy scanning (scans run in slices) and which
+//! stops the scan, a statement that fails on `max-select-point` across nodes cancels
+//! the peers' work, and a large remote answer crosses in pages read from the scan the
+//! peer holds, not by scanning again.
 //!
 //! Its own test binary: it turns on the slow-scan fault seam (`SHARDCORE_FAULT_SLOW_SCAN`)
 //! for every node it starts.
@@ -186,4 +188,36 @@ fn max_select_point_reached_across_nodes_cancels_the_peers_work() {
         "SELECT count(v) FROM m WHERE host = 'h001'",
     );
     assert_eq!(v["results"][0]["series"][0]["values"][0][1], points, "{v}");
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_the_work_it_started_on_peers() {
+    use std::io::Write;
+    // A generous query-timeout: only the client leaving can end the statement early.
+    std::env::set_var("SHARDCORE_FAULT_SLOW_SCAN", "slow,40");
+    let cluster = Cluster::start(3, 1, "[query]\nquery-timeout-ms = 60000\n");
+    cluster.query_all("CREATE DATABASE gone WITH REPLICATION 1 SHARD DURATION 1h");
+    write(&cluster, "gone", "slow", 90, 2);
+
+    let mut client = std::net::TcpStream::connect(cluster.node(0).addr).unwrap();
+    let q = common::urlencode("SELECT count(v) FROM slow");
+    write!(
+        client,
+        "GET /query?db=gone&q={q} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(client);
+    // The coordinator notices the closed connection, drops the statement and tells the
+    // peer it was asking, whose scan (1.2 s of work) stops.
+    eventually("a peer heard the cancel and stopped", || {
+        (1..3).all(|i| {
+            let n = cluster.node(i);
+            counter(n, "cluster", "mapCancels") == 0
+                || counter(n, "queryExecutor", "scansStopped") >= 1
+        }) && (1..3)
+            .map(|i| counter(cluster.node(i), "cluster", "mapCancels"))
+            .sum::<u64>()
+            >= 1
+    });
 }

@@ -167,6 +167,7 @@ pub async fn serve_map(ctx: &Rc<CoreContext>, request: &MapShard) -> MapShardRes
                     .map_or(0, |ds| ds.iter().inspect(|(_, d)| d.cancel()).count())
             });
             let held = HELD.with(|h| h.borrow_mut().drop_query(query_id));
+            tracing::debug!(query_id, scans, held, "MapShard cancel");
             MapResponse::Cancelled { scans, held }
         }
     };

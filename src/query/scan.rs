@@ -9,6 +9,7 @@ use crate::query::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
 use crate::tsdb::store::Store;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Scan of one measurement.
@@ -442,8 +443,14 @@ pub fn parse_tag_condition(text: &str) -> Option<crate::query::ast::Expr> {
 }
 
 /// Runs a scan over this core's shards; stops early when the request's deadline passes
-/// or it read more than `max_points` values.
-pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Result<Vec<ShardScan>, ScanStop> {
+/// or it read more than `max_points` values. It runs in slices of
+/// [`SCAN_SLICE`](crate::query::cancel::SCAN_SLICE) and lets the core's other work run
+/// between them (the store is borrowed only within a slice): writes, cluster frames and
+/// the cancel that may end this very scan are not held up by a large one.
+pub async fn scan_local(
+    store: &RefCell<Store>,
+    r: &ScanRequest,
+) -> Result<Vec<ShardScan>, ScanStop> {
     let mut budget = ScanBudget::new(&r.deadline, r.max_points);
     if !budget.check() {
         return Err(ScanStop::Cancelled);
@@ -466,37 +473,57 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Result<Vec<ShardScan>, 
         .fields
         .as_ref()
         .map(|f| f.iter().map(|n| escape_field(n)).collect());
+    let limit = r.per_series_limit.map(|l| (l.n, l.newest));
+    let required = condition.as_ref().map(required_tags).unwrap_or_default();
+    // The shards to read, and the series of each, as they are now.
+    let targets: Vec<(u64, i64, i64, Vec<u32>)> = store
+        .borrow()
+        .shards()
+        .filter(|shard| {
+            let m = &shard.meta;
+            m.database == r.database
+                && m.retention_policy == r.retention_policy
+                && m.end_ns > r.start_ns
+                && m.start_ns <= r.end_ns
+                && r.shard_ids.as_ref().is_none_or(|ids| ids.contains(&m.id))
+        })
+        .map(|shard| {
+            let m = &shard.meta;
+            let ids = shard.scan_candidates(&measurement, &required);
+            (m.id, m.start_ns, m.end_ns, ids)
+        })
+        .collect();
     let mut out = Vec::new();
-    for shard in store.shards_mut() {
-        let m = &shard.meta;
-        if m.database != r.database
-            || m.retention_policy != r.retention_policy
-            || m.end_ns <= r.start_ns
-            || m.start_ns > r.end_ns
-            || r.shard_ids.as_ref().is_some_and(|ids| !ids.contains(&m.id))
-        {
-            continue;
-        }
-        let (shard_id, start_ns) = (m.id, m.start_ns);
-        let limit = r.per_series_limit.map(|l| (l.n, l.newest));
-        let required = condition.as_ref().map(required_tags).unwrap_or_default();
-        let shard_range = (m.start_ns, m.end_ns);
-        let mut series = shard.scan(
-            &measurement,
-            fields.as_deref(),
-            (r.start_ns, r.end_ns),
-            limit,
-            &required,
-            keep,
-            |values| {
-                if let Some(delay) = slow_scan {
-                    std::thread::sleep(delay);
-                }
-                budget.spend(values)
-            },
-        );
-        if let Some(stop) = budget.stopped() {
-            return Err(stop.clone());
+    for (shard_id, start_ns, end_ns, ids) in targets {
+        let mut series = Vec::new();
+        let mut done = 0;
+        while done < ids.len() {
+            if done > 0 {
+                glommio::timer::sleep(crate::query::cancel::SCAN_PAUSE).await;
+            }
+            budget.start_slice();
+            let mut store = store.borrow_mut();
+            // A shard dropped while the scan paused has nothing more to give.
+            let Some(shard) = store.shard_mut(shard_id) else {
+                break;
+            };
+            done += shard.scan_series(
+                &ids[done..],
+                fields.as_deref(),
+                (r.start_ns, r.end_ns),
+                limit,
+                keep,
+                &mut series,
+                |values| {
+                    if let Some(delay) = slow_scan {
+                        std::thread::sleep(delay);
+                    }
+                    budget.spend(values)
+                },
+            );
+            if let Some(stop) = budget.stopped() {
+                return Err(stop.clone());
+            }
         }
         if let Some(spec) = &r.partial {
             for s in &mut series {
@@ -509,7 +536,7 @@ pub fn scan_local(store: &mut Store, r: &ScanRequest) -> Result<Vec<ShardScan>, 
                         .map(|(_, k)| k.as_slice())
                         .unwrap_or(&[]);
                     s.columns
-                        .extend(partial_columns(column, kinds, spec, shard_range));
+                        .extend(partial_columns(column, kinds, spec, (start_ns, end_ns)));
                 }
             }
         }

@@ -760,24 +760,14 @@ impl Shard {
         &self.series[id as usize].key
     }
 
-    /// The series of `measurement` that pass `series_filter`, with the values of
-    /// `fields` (all when `None`) in `[start, end]`; `limit` `(n, newest)` keeps only
-    /// the first n (or the last n) of each field. `required_tags` (tag key, value, as
-    /// stored) narrows the series to those the inverted index lists under every pair
-    /// (the filter still decides). Series with nothing in range are left out.
-    /// `go_on` hears the number of values each candidate series gave (0 for one the
-    /// filter drops) and ends the scan early by returning false (a deadline, a limit).
-    #[allow(clippy::too_many_arguments)]
-    pub fn scan(
-        &mut self,
+    /// The ids of the series of `measurement` a scan must look at: every series of it,
+    /// or, with `required_tags` (tag key, value, as stored), the shortest posting list
+    /// of the inverted index among those pairs (none when a pair has no series).
+    pub fn scan_candidates(
+        &self,
         measurement: &[u8],
-        fields: Option<&[Vec<u8>]>,
-        (start_ns, end_ns): (i64, i64),
-        limit: Option<(usize, bool)>,
         required_tags: &[(Vec<u8>, Vec<u8>)],
-        series_filter: impl Fn(&[u8]) -> bool,
-        mut go_on: impl FnMut(usize) -> bool,
-    ) -> Vec<SeriesData> {
+    ) -> Vec<u32> {
         let Some(index) = self.measurements.get(measurement) else {
             return Vec::new();
         };
@@ -789,9 +779,33 @@ impl Shard {
                 None => return Vec::new(),
             }
         }
-        let mut out = Vec::new();
-        for &id in candidates {
-            let series = &mut self.series[id as usize];
+        candidates.to_vec()
+    }
+
+    /// Appends to `out` the series of `ids` (from [`Self::scan_candidates`]) that pass
+    /// `series_filter`, with the values of `fields` (all when `None`) in
+    /// `[start, end]`; `limit` `(n, newest)` keeps only the first n (or the last n) of
+    /// each field. Series with nothing in range are left out. `go_on` hears the number
+    /// of values each series gave (0 for one the filter drops) and pauses or ends the
+    /// scan by returning false; the number of ids done is returned (a later call goes
+    /// on from there).
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan_series(
+        &mut self,
+        ids: &[u32],
+        fields: Option<&[Vec<u8>]>,
+        (start_ns, end_ns): (i64, i64),
+        limit: Option<(usize, bool)>,
+        series_filter: impl Fn(&[u8]) -> bool,
+        out: &mut Vec<SeriesData>,
+        mut go_on: impl FnMut(usize) -> bool,
+    ) -> usize {
+        let mut done = 0;
+        for &id in ids {
+            done += 1;
+            let Some(series) = self.series.get_mut(id as usize) else {
+                continue;
+            };
             if !series_filter(&series.key) {
                 if !go_on(0) {
                     break;
@@ -831,7 +845,7 @@ impl Shard {
                 break;
             }
         }
-        out
+        done
     }
 
     /// Number of distinct stored (series, field, time) values, after last-write-wins.
