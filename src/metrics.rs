@@ -339,6 +339,7 @@ counters! {
     map_cursors_evicted => "cluster_map_cursors_evicted_total", "Held MapShard scans dropped at the per-core limit before their coordinator read them.";
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
+    connections_steered => "http_connections_steered_total", "Client connections moved to the core that holds the database their first /query reads.";
     cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
     wal_truncated_segments => "wal_truncated_segments_total", "WAL segments whose torn tail was cut at start-up.";
 }
@@ -564,6 +565,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("pointsWrittenDropped", json!(c.points_dropped)),
                 ("clientError", json!(c.write_errors)),
                 ("connections", json!(gauges.connections)),
+                ("connectionsSteered", json!(c.connections_steered)),
             ],
         ),
         StatsGroup::new(

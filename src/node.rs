@@ -460,6 +460,9 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
         MeshRequest::Connection(stream) => {
             crate::http::serve_connection(ctx, stream.into_stream());
         }
+        MeshRequest::MovedConnection(stream) => {
+            crate::http::serve_moved_connection(ctx, stream.into_stream());
+        }
         MeshRequest::DropShards {
             database,
             retention_policy,

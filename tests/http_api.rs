@@ -314,3 +314,93 @@ fn escaped_names_and_all_field_types_are_stored() {
         ]
     );
 }
+
+/// Sends `requests` on one keep-alive connection and returns each answer's body.
+fn keep_alive(addr: std::net::SocketAddr, requests: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut bodies = Vec::new();
+    for target in requests {
+        write!(writer, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        bodies.push(String::from_utf8(body).unwrap());
+    }
+    bodies
+}
+
+#[test]
+fn query_connections_move_to_the_core_that_holds_their_database() {
+    let dir = temp_dir();
+    let node = Node::start(dir.path()); // 2 cores
+    node.create_database("steer");
+    let body: String = (1..=20).map(|i| format!("m,h=a v={i} {i}\n")).collect();
+    assert_eq!(node.write("db=steer", body.as_bytes()).status, 204);
+    let count = "/query?db=steer&q=SELECT%20count(v)%20FROM%20m";
+    let sum = "/query?db=steer&q=SELECT%20sum(v)%20FROM%20m";
+    // Connections are handed to the cores in turn: of four, some land on the core
+    // without the database and move; every answer is whole, also for the requests
+    // after the first on a moved connection.
+    for _ in 0..4 {
+        let answers = keep_alive(node.addr, &[count, sum, count]);
+        assert!(
+            answers[0].contains(r#""values":[["1970-01-01T00:00:00Z",20]]"#),
+            "{answers:?}"
+        );
+        assert!(
+            answers[1].contains(r#""values":[["1970-01-01T00:00:00Z",210]]"#),
+            "{answers:?}"
+        );
+        assert_eq!(answers[0], answers[2]);
+    }
+    let stats = node.query("SHOW STATS FOR 'httpd'").json();
+    let columns = stats["results"][0]["series"][0]["columns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let values = stats["results"][0]["series"][0]["values"][0]
+        .as_array()
+        .unwrap()
+        .clone();
+    let steered = columns
+        .iter()
+        .position(|c| c == "connectionsSteered")
+        .map(|i| values[i].as_u64().unwrap())
+        .expect("connectionsSteered");
+    assert!(steered >= 1, "{stats}");
+    // Writes are not steered: a write connection stays where it was handed.
+    let before = steered;
+    for _ in 0..4 {
+        assert_eq!(node.write("db=steer", b"m,h=b v=1 1\n").status, 204);
+    }
+    let stats = node.query("SHOW STATS FOR 'httpd'").json();
+    let values = stats["results"][0]["series"][0]["values"][0]
+        .as_array()
+        .unwrap()
+        .clone();
+    let steered_after = columns
+        .iter()
+        .position(|c| c == "connectionsSteered")
+        .map(|i| values[i].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(
+        steered_after, before,
+        "writes and database-less queries stay"
+    );
+}

@@ -78,6 +78,8 @@ pub enum MeshRequest {
     },
     /// A client connection accepted on core 0, to be served by the receiving core.
     Connection(crate::http::HandoffStream),
+    /// A client connection another core moved here: its queries read this core's data.
+    MovedConnection(crate::http::MovedStream),
 }
 
 /// Errors of a mesh round trip.
