@@ -241,12 +241,14 @@ fn partial_columns(
                         std::cmp::Ordering::Greater
                     };
                     let mut best = i;
-                    let mut best_val = Val::from(&values[i]);
-                    for (k, value) in values.iter().enumerate().take(j).skip(i + 1) {
-                        let v = Val::from(value);
-                        if v.cmp_total(&best_val) == want {
+                    for k in i + 1..j {
+                        // Val::cmp_total's order; floats (the common case) directly.
+                        let order = match (&values[k], &values[best]) {
+                            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+                            (a, b) => Val::from(a).cmp_total(&Val::from(b)),
+                        };
+                        if order == want {
                             best = k;
-                            best_val = v;
                         }
                     }
                     (times[best], values[best].clone())
@@ -299,6 +301,10 @@ pub struct SchemaRequest {
     /// Also list every series key (SHOW SERIES); otherwise only counts.
     pub with_series: bool,
     pub shard_ids: Option<Vec<u64>>,
+    /// Tag keys without their values (what planning a SELECT needs): the values of a
+    /// high-cardinality tag are not copied for every query.
+    #[serde(default)]
+    pub keys_only: bool,
 }
 
 /// One measurement as one shard knows it.
@@ -600,6 +606,9 @@ pub fn schema_local(store: &Store, r: &SchemaRequest) -> Vec<ShardSchema> {
             }
             for (key, values) in &index.tags {
                 let set = schema.tags.entry(unescaped(key)).or_default();
+                if r.keys_only {
+                    continue;
+                }
                 for (v, ids) in values {
                     if !ids.is_empty() {
                         set.insert(unescaped(v));

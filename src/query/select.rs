@@ -454,6 +454,7 @@ async fn load_measurements(
             end_ns: range.1,
             with_series: false,
             shard_ids: None,
+            keys_only: true,
         })
         .await?;
     let merged = merge_schemas(&schemas);

@@ -29,6 +29,7 @@ fn whole_database(database: &str, with_series: bool) -> SchemaRequest {
         end_ns: i64::MAX - 1,
         with_series,
         shard_ids: None,
+        keys_only: false,
     }
 }
 

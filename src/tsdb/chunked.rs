@@ -77,6 +77,22 @@ impl<T: Clone> ChunkedVec<T> {
         &self.chunks[i / CHUNK_LEN][i % CHUNK_LEN]
     }
 
+    /// Items `from..to`, a chunk slice at a time (no index arithmetic per item).
+    pub fn range(&self, from: usize, to: usize) -> impl Iterator<Item = &T> + '_ {
+        debug_assert!(from <= to && to <= self.len);
+        let first = from / CHUNK_LEN;
+        self.chunks[first.min(self.chunks.len())..]
+            .iter()
+            .enumerate()
+            .flat_map(move |(n, chunk)| {
+                let base = (first + n) * CHUNK_LEN;
+                let lo = from.saturating_sub(base).min(chunk.len());
+                let hi = to.saturating_sub(base).min(chunk.len());
+                chunk[lo..hi].iter()
+            })
+            .take(to - from)
+    }
+
     pub fn pop(&mut self) -> Option<T> {
         let chunk = self.chunks.last_mut()?;
         let item = chunk.pop();
@@ -134,6 +150,39 @@ impl<T: Clone> ChunkedVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_cross_chunk_edges() {
+        let mut v = ChunkedVec::new();
+        let n = 3 * CHUNK_LEN + 5;
+        for i in 0..n {
+            v.push(i as u64);
+        }
+        let edges = [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            2 * CHUNK_LEN,
+            n - 1,
+            n,
+        ];
+        for &from in &edges {
+            for &to in edges.iter().filter(|&&t| t >= from) {
+                let got: Vec<u64> = v.range(from, to).copied().collect();
+                let want: Vec<u64> = (from as u64..to as u64).collect();
+                assert_eq!(got, want, "{from}..{to}");
+            }
+        }
+        let empty: ChunkedVec<u64> = ChunkedVec::new();
+        assert_eq!(empty.range(0, 0).count(), 0);
+        let mut exact = ChunkedVec::new();
+        for i in 0..CHUNK_LEN {
+            exact.push(i);
+        }
+        assert_eq!(exact.range(CHUNK_LEN, CHUNK_LEN).count(), 0);
+    }
 
     #[test]
     fn indexes_across_chunks_and_bounds_slack() {

@@ -154,16 +154,26 @@ impl Column {
         if self.sorted {
             return;
         }
-        let ts = &self.timestamps;
-        let mut order: Vec<usize> = (0..ts.len()).collect();
-        order.sort_by_key(|&i| *ts.get(i)); // stable: equal stamps keep write order
+        // (time, write position), sorted: equal stamps stay in write order, and the
+        // last written of each stamp is kept.
+        let mut order: Vec<(i64, usize)> = self
+            .timestamps
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, t)| (t, i))
+            .collect();
+        order.sort_unstable();
         let mut keep: Vec<usize> = Vec::with_capacity(order.len());
-        for i in order {
+        let mut last_ts = None;
+        for (t, i) in order {
             match keep.last_mut() {
-                Some(j) if ts.get(*j) == ts.get(i) => *j = i,
+                Some(j) if last_ts == Some(t) => *j = i,
                 _ => keep.push(i),
             }
+            last_ts = Some(t);
         }
+        let ts = &self.timestamps;
         self.timestamps = ts.pick(&keep);
         self.values = match &self.values {
             Values::Float(v) => Values::Float(v.pick(&keep)),
@@ -173,6 +183,20 @@ impl Column {
             Values::String(v) => Values::String(v.pick(&keep)),
         };
         self.sorted = true;
+    }
+
+    /// Values `from..to` (one match on the type, then a copy per chunk).
+    fn values_in(&self, from: usize, to: usize) -> Vec<Value> {
+        match &self.values {
+            Values::Float(v) => v.range(from, to).map(|&x| Value::Float(x)).collect(),
+            Values::Integer(v) => v.range(from, to).map(|&x| Value::Integer(x)).collect(),
+            Values::Unsigned(v) => v.range(from, to).map(|&x| Value::Unsigned(x)).collect(),
+            Values::Boolean(v) => v.range(from, to).map(|&x| Value::Boolean(x)).collect(),
+            Values::String(v) => v
+                .range(from, to)
+                .map(|x| Value::String(x.to_vec()))
+                .collect(),
+        }
     }
 
     fn value_at(&self, i: usize) -> Value {
@@ -293,6 +317,10 @@ pub struct Shard {
     series: Vec<Series>,
     measurements: HashMap<Box<[u8]>, MeasurementIndex>,
     values: u64,
+    /// Series with a column that a write left out of time order, for the core's tidy
+    /// task to sort ([`Shard::tidy`]) before a query has to. At most one entry per
+    /// column that turned unsorted since it was last sorted.
+    unsorted: Vec<u32>,
 }
 
 impl Shard {
@@ -333,6 +361,7 @@ impl Shard {
             series: Vec::new(),
             measurements: HashMap::new(),
             values: 0,
+            unsorted: Vec::new(),
         }
     }
 
@@ -515,7 +544,12 @@ impl Shard {
                         series.columns.len() - 1
                     }
                 };
-                series.columns[col].push(point.timestamp, &f.value, body);
+                let column = &mut series.columns[col];
+                let was_sorted = column.sorted;
+                column.push(point.timestamp, &f.value, body);
+                if was_sorted && !column.sorted {
+                    self.unsorted.push(sid);
+                }
                 self.values += 1;
             }
         }
@@ -830,8 +864,8 @@ impl Shard {
                 }
                 columns.push(ColumnData {
                     field: String::from_utf8_lossy(&lineproto::unescape(&column.name)).into_owned(),
-                    times: (from..to).map(|i| *column.timestamps.get(i)).collect(),
-                    values: (from..to).map(|i| column.value_at(i)).collect(),
+                    times: column.timestamps.range(from, to).copied().collect(),
+                    values: column.values_in(from, to),
                 });
             }
             let values = columns.iter().map(|c| c.times.len()).sum();
@@ -846,6 +880,28 @@ impl Shard {
             }
         }
         done
+    }
+
+    /// Sorts the columns writes left out of time order, series by series, until
+    /// `go_on` (told the values each series holds) says stop; whether some are left.
+    pub fn tidy(&mut self, mut go_on: impl FnMut(usize) -> bool) -> bool {
+        while let Some(sid) = self.unsorted.pop() {
+            let Some(series) = self.series.get_mut(sid as usize) else {
+                continue;
+            };
+            let mut values = 0;
+            for column in &mut series.columns {
+                if !column.sorted {
+                    values += column.timestamps.len();
+                    column.normalise();
+                }
+            }
+            // Listed again for another column, or sorted by a query meanwhile.
+            if values > 0 && !go_on(values) {
+                break;
+            }
+        }
+        !self.unsorted.is_empty()
     }
 
     /// Number of distinct stored (series, field, time) values, after last-write-wins.
@@ -937,5 +993,65 @@ mod tests {
             shard.read(Some(b"cpu"), Some(b"cpu,host=a"), 0, 100)[0].value,
             Value::Float(9.0)
         );
+    }
+
+    #[test]
+    fn tidy_sorts_what_writes_left_out_of_order_keeping_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let dd = dir.path().to_path_buf();
+        run(move || async move {
+            let mut shard = Shard::create(&dd, meta(8), config()).unwrap();
+            fn write(shard: &mut Shard, lines: &'static [u8]) {
+                let body = Arc::new(lineproto::parse(
+                    Bytes::from_static(lines),
+                    Precision::Nanosecond,
+                    0,
+                ));
+                let all: Vec<u32> = (0..body.points.len() as u32).collect();
+                shard.write(&body, &all, Precision::Nanosecond, 0).unwrap();
+            }
+            write(&mut shard, b"cpu,host=a v=3,w=1i 30\ncpu,host=b v=1 10\n");
+            write(
+                &mut shard,
+                b"cpu,host=a v=1,w=2i 10\ncpu,host=a v=2 20\ncpu,host=a v=9 10\n",
+            );
+            // Host a's two columns went out of order (listed once each), b's did not.
+            assert_eq!(shard.unsorted, vec![0, 0]);
+            let mut seen = Vec::new();
+            assert!(!shard.tidy(|values| {
+                seen.push(values);
+                true
+            }));
+            assert_eq!(
+                seen,
+                vec![6],
+                "v's 4 values and w's 2, before the duplicate goes"
+            );
+            let a = &shard.series[0];
+            assert!(a.columns.iter().all(|c| c.sorted));
+            let v = &a.columns[0];
+            assert_eq!(
+                v.timestamps.iter().copied().collect::<Vec<_>>(),
+                vec![10, 20, 30]
+            );
+            assert_eq!(
+                v.values_in(0, 3),
+                vec![Value::Float(9.0), Value::Float(2.0), Value::Float(3.0)]
+            );
+            let w = &a.columns[1];
+            assert_eq!(
+                w.timestamps.iter().copied().collect::<Vec<_>>(),
+                vec![10, 30]
+            );
+            // Nothing left; a sorted column going out of order again is listed again.
+            assert!(!shard.tidy(|_| true));
+            write(&mut shard, b"cpu,host=a v=0 5\n");
+            assert_eq!(shard.unsorted, vec![0]);
+            // `go_on` stops after the series it was told of.
+            write(&mut shard, b"cpu,host=b v=0 5\n");
+            assert!(shard.tidy(|_| false));
+            assert!(!shard.tidy(|_| false));
+            shard.wal().close().await;
+        });
     }
 }
