@@ -639,20 +639,38 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
 /// How often a core looks for columns that writes left out of time order.
 const TIDY_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long the tidy task holds the core at a time.
+const TIDY_SLICE: Duration = Duration::from_millis(1);
+
 /// Sorts the columns of this core's shards that writes left out of time order (batches
-/// of one series arriving out of order, as parallel writers do), off the query path, as
-/// InfluxDB sorts its cache when it snapshots: otherwise the first query to touch such
-/// a series pays for the sort (~3 ms for a TSBS host's day of 10 fields). It works in
-/// the scans' slices ([`crate::query::cancel::SCAN_SLICE`]) and pauses between them, so
-/// writes and queries on the core wait at most one slice.
+/// of one series applied out of turn, as parallel writers cause), off the query path,
+/// as InfluxDB sorts its cache when it snapshots; otherwise the first query to touch
+/// such a series pays for the sort. It waits for a quiet spell (no value written to the
+/// core's shards for a whole [`TIDY_INTERVAL`]), so a column is not sorted again and
+/// again while a load is still adding to it, and works in slices of [`TIDY_SLICE`]
+/// with a pause between them ([`crate::query::cancel::SCAN_PAUSE`]), so a query or
+/// write that arrives waits at most one slice.
 async fn tidy_loop(ctx: Rc<CoreContext>) {
-    use crate::query::cancel::{SCAN_PAUSE, SCAN_SLICE};
+    use crate::query::cancel::SCAN_PAUSE;
+    let written = |ctx: &CoreContext| -> u64 {
+        ctx.store
+            .borrow()
+            .shards()
+            .map(|s| s.values_written())
+            .sum()
+    };
+    let mut seen = written(&ctx);
     while !ctx.shutdown.is_requested() {
         glommio::timer::sleep(TIDY_INTERVAL).await;
+        let now = written(&ctx);
+        if now != seen {
+            seen = now;
+            continue;
+        }
         let shards: Vec<u64> = ctx.store.borrow().shards().map(|s| s.meta.id).collect();
-        for id in shards {
+        'shards: for id in shards {
             loop {
-                let slice_ends = Instant::now() + SCAN_SLICE;
+                let slice_ends = Instant::now() + TIDY_SLICE;
                 let more = match ctx.store.borrow_mut().shard_mut(id) {
                     Some(shard) => shard.tidy(|_| Instant::now() < slice_ends),
                     None => false,
@@ -661,6 +679,10 @@ async fn tidy_loop(ctx: Rc<CoreContext>) {
                     break;
                 }
                 glommio::timer::sleep(SCAN_PAUSE).await;
+                // Writes resumed: leave the rest for the next quiet spell.
+                if written(&ctx) != seen {
+                    break 'shards;
+                }
             }
         }
     }

@@ -6,17 +6,22 @@
 # `shardcore-bench generate` and the same `shardcore-bench query` run (same seed, so
 # the same hosts and windows). Prints a markdown table (p50 / p99 ms per query type);
 # a system that is not installed is skipped with a note.
-# Usage: tools/query-compare.sh [--hosts 100] [--rows 8640] [--runs 20]
+# Each system gets --settle seconds (default 5) between the end of its load and its
+# first query, as TSBS runs its query phase apart from the load: background work that
+# follows a load (ShardCore sorting out-of-order columns, InfluxDB's cache, VictoriaMetrics
+# making rows searchable) is done by then, for every system alike.
+# Usage: tools/query-compare.sh [--hosts 100] [--rows 8640] [--runs 20] [--settle 5]
 #          [--systems shardcore,cluster,influxdb,victoria-metrics]
 # Binaries: SHARDCORE_BIN_DIR=dir measures those (not rebuilt); else this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-hosts=100 rows=8640 runs=20 systems=shardcore,cluster,influxdb,victoria-metrics
+hosts=100 rows=8640 runs=20 settle=5 systems=shardcore,cluster,influxdb,victoria-metrics
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --settle) settle=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     *) echo "query-compare: unknown option $1" >&2; exit 2 ;;
   esac
@@ -41,6 +46,7 @@ wait_http() { # URL PATH
 }
 declare -A result=()
 query() { # NAME URL DIALECT
+  sleep "$settle"
   "$bench" query --url "$2" --hosts "$hosts" --rows "$rows" --runs "$runs" --dialect "$3" --json \
     > "$tmp/$1.json" 2> "$tmp/$1.err" || { echo "# $1: query run failed: $(tail -2 "$tmp/$1.err")"; return 0; }
   result[$1]=$tmp/$1.json
@@ -96,7 +102,6 @@ if want victoria-metrics; then
     echo "# victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null): $(load "http://127.0.0.1:$port")"
     # VictoriaMetrics makes ingested rows searchable after a short delay.
     curl -s "http://127.0.0.1:$port/internal/force_flush" > /dev/null || true
-    sleep 2
     query victoria-metrics "http://127.0.0.1:$port" metricsql
     stop "$pid"
   else

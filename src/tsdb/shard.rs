@@ -154,8 +154,15 @@ impl Column {
         if self.sorted {
             return;
         }
-        // (time, write position), sorted: equal stamps stay in write order, and the
-        // last written of each stamp is kept.
+        let keep = self.sort_plan();
+        self.apply_plan(&keep);
+    }
+
+    /// The write positions to keep, in time order: the last written value of each
+    /// timestamp. A stable sort of (time, position): columns that went out of order
+    /// are mostly a few sorted runs (batches applied out of turn), which it merges in
+    /// about linear time.
+    fn sort_plan(&self) -> Vec<usize> {
         let mut order: Vec<(i64, usize)> = self
             .timestamps
             .iter()
@@ -163,7 +170,7 @@ impl Column {
             .enumerate()
             .map(|(i, t)| (t, i))
             .collect();
-        order.sort_unstable();
+        order.sort_by_key(|&(t, _)| t); // stable: equal stamps keep write order
         let mut keep: Vec<usize> = Vec::with_capacity(order.len());
         let mut last_ts = None;
         for (t, i) in order {
@@ -173,14 +180,17 @@ impl Column {
             }
             last_ts = Some(t);
         }
-        let ts = &self.timestamps;
-        self.timestamps = ts.pick(&keep);
+        keep
+    }
+
+    fn apply_plan(&mut self, keep: &[usize]) {
+        self.timestamps = self.timestamps.pick(keep);
         self.values = match &self.values {
-            Values::Float(v) => Values::Float(v.pick(&keep)),
-            Values::Integer(v) => Values::Integer(v.pick(&keep)),
-            Values::Unsigned(v) => Values::Unsigned(v.pick(&keep)),
-            Values::Boolean(v) => Values::Boolean(v.pick(&keep)),
-            Values::String(v) => Values::String(v.pick(&keep)),
+            Values::Float(v) => Values::Float(v.pick(keep)),
+            Values::Integer(v) => Values::Integer(v.pick(keep)),
+            Values::Unsigned(v) => Values::Unsigned(v.pick(keep)),
+            Values::Boolean(v) => Values::Boolean(v.pick(keep)),
+            Values::String(v) => Values::String(v.pick(keep)),
         };
         self.sorted = true;
     }
@@ -208,6 +218,31 @@ impl Column {
             Values::String(v) => Value::String(v.get(i).to_vec()),
         }
     }
+}
+
+/// Sorts the unsorted columns `wanted` picks (see [`Column::normalise`]) and returns
+/// the values they hold. The fields of one point share its timestamp, so a series'
+/// columns usually hold the same timestamps in the same write order: one sort plan
+/// serves every column whose timestamps equal those of the column it was made for.
+fn normalise_columns(columns: &mut [Column], wanted: impl Fn(&Column) -> bool) -> usize {
+    let mut shared: Option<(Vec<i64>, Vec<usize>)> = None;
+    let mut values = 0;
+    for column in columns.iter_mut() {
+        if column.sorted || !wanted(column) {
+            continue;
+        }
+        values += column.timestamps.len();
+        let same = shared.as_ref().is_some_and(|(stamps, _)| {
+            stamps.len() == column.timestamps.len() && stamps.iter().eq(column.timestamps.iter())
+        });
+        if !same {
+            let keep = column.sort_plan();
+            shared = Some((column.timestamps.iter().copied().collect(), keep));
+        }
+        let (_, keep) = shared.as_ref().expect("set above");
+        column.apply_plan(keep);
+    }
+    values
 }
 
 /// The column of `key`, trying position `hint` first: points of a series usually list
@@ -847,11 +882,12 @@ impl Shard {
                 continue;
             }
             let mut columns = Vec::new();
+            let wanted = |c: &Column| fields.is_none_or(|f| f.iter().any(|n| **n == *c.name));
+            normalise_columns(&mut series.columns, wanted);
             for column in &mut series.columns {
-                if fields.is_some_and(|f| !f.iter().any(|n| **n == *column.name)) {
+                if !wanted(column) {
                     continue;
                 }
-                column.normalise();
                 let mut from = column.timestamps.partition_point(|&t| t < start_ns);
                 let mut to = column.timestamps.partition_point(|&t| t <= end_ns);
                 match limit {
@@ -882,6 +918,12 @@ impl Shard {
         done
     }
 
+    /// The values in the cache (up with every write, down with deletes): what the tidy
+    /// task watches to see whether writes are still arriving.
+    pub fn values_written(&self) -> u64 {
+        self.values
+    }
+
     /// Sorts the columns writes left out of time order, series by series, until
     /// `go_on` (told the values each series holds) says stop; whether some are left.
     pub fn tidy(&mut self, mut go_on: impl FnMut(usize) -> bool) -> bool {
@@ -889,13 +931,7 @@ impl Shard {
             let Some(series) = self.series.get_mut(sid as usize) else {
                 continue;
             };
-            let mut values = 0;
-            for column in &mut series.columns {
-                if !column.sorted {
-                    values += column.timestamps.len();
-                    column.normalise();
-                }
-            }
+            let values = normalise_columns(&mut series.columns, |_| true);
             // Listed again for another column, or sorted by a query meanwhile.
             if values > 0 && !go_on(values) {
                 break;
