@@ -932,6 +932,20 @@ fn merge_columns(cols: Vec<SlotColumn>, width: usize) -> Vec<(i64, Vec<Val>)> {
             })
             .collect();
     }
+    // The fields of one point share its timestamp: when every column holds the same
+    // timestamps (the usual case), rows are the columns side by side.
+    if cols.len() > 1 && cols[1..].iter().all(|c| c.1 == cols[0].1) {
+        let times = &cols[0].1;
+        let mut out: Vec<(i64, Vec<Val>)> = Vec::with_capacity(times.len());
+        for (i, &t) in times.iter().enumerate() {
+            let mut row = vec![Val::Null; width];
+            for (slot, _, values) in &cols {
+                row[*slot] = Val::from(&values[i]);
+            }
+            out.push((t, row));
+        }
+        return out;
+    }
     let total: usize = cols.iter().map(|c| c.1.len()).sum();
     let mut at = vec![0usize; cols.len()];
     let mut out: Vec<(i64, Vec<Val>)> = Vec::with_capacity(total / cols.len().max(1));
