@@ -29,17 +29,6 @@ fn load(cluster: &Cluster, db: &str) {
     assert_eq!(r.status, 204, "{}", r.text());
 }
 
-fn answer(node: &common::Node, db: &str, q: &str) -> serde_json::Value {
-    let r = node.request(
-        "GET",
-        &format!("/query?db={db}&q={}", common::urlencode(q)),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
 const QUERIES: &[&str] = &[
     "SELECT count(v), sum(v), min(v), max(v) FROM m",
     "SELECT sum(v) FROM m GROUP BY rack",
@@ -65,7 +54,7 @@ fn every_node_answers_with_every_shard_and_a_dead_owner_is_covered() {
     let (count, sum) = expected_totals();
     let reference: Vec<serde_json::Value> = QUERIES
         .iter()
-        .map(|q| answer(cluster.node(0), "q2", q))
+        .map(|q| cluster.node(0).answer("q2", q))
         .collect();
     let totals = &reference[0]["results"][0]["series"][0]["values"][0];
     assert_eq!(totals[1], count, "{totals}");
@@ -80,12 +69,7 @@ fn every_node_answers_with_every_shard_and_a_dead_owner_is_covered() {
     // Each shard is read once: no node double counts replicas.
     for i in 1..3 {
         for (q, want) in QUERIES.iter().zip(&reference) {
-            assert_eq!(
-                &answer(cluster.node(i), "q2", q),
-                want,
-                "node {} {q}",
-                i + 1
-            );
+            assert_eq!(&cluster.node(i).answer("q2", q), want, "node {} {q}", i + 1);
         }
     }
     // With one owner of every shard gone, the other replica answers.
@@ -94,7 +78,7 @@ fn every_node_answers_with_every_shard_and_a_dead_owner_is_covered() {
     for i in 0..2 {
         for (q, want) in QUERIES.iter().zip(&reference) {
             assert_eq!(
-                &answer(cluster.node(i), "q2", q),
+                &cluster.node(i).answer("q2", q),
                 want,
                 "node {} after node 3 died: {q}",
                 i + 1
@@ -109,11 +93,11 @@ fn a_shard_whose_owners_are_all_down_fails_the_query_by_name() {
     cluster.query_all("CREATE DATABASE q1 WITH REPLICATION 1 SHARD DURATION 1h");
     load(&cluster, "q1");
     let (count, _) = expected_totals();
-    let before = answer(cluster.node(0), "q1", "SELECT count(v) FROM m");
+    let before = cluster.node(0).answer("q1", "SELECT count(v) FROM m");
     assert_eq!(before["results"][0]["series"][0]["values"][0][1], count);
     cluster.node_mut(2).kill();
     cluster.nodes[2] = None;
-    let after = answer(cluster.node(0), "q1", "SELECT count(v) FROM m");
+    let after = cluster.node(0).answer("q1", "SELECT count(v) FROM m");
     let error = after["results"][0]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("shard") && error.contains("no owner answered") && error.contains("node 3"),
@@ -127,7 +111,7 @@ fn deletes_reach_every_owner() {
     cluster.query_all("CREATE DATABASE qd WITH REPLICATION 2 SHARD DURATION 1h");
     load(&cluster, "qd");
     let run = |q: &str| {
-        let v = answer(cluster.node(1), "qd", q);
+        let v = cluster.node(1).answer("qd", q);
         assert!(v["results"][0].get("error").is_none(), "{q}: {v}");
     };
     run("DELETE FROM m WHERE rack = 'r0' AND time < 1600007200000000000");
@@ -151,17 +135,13 @@ fn deletes_reach_every_owner() {
     }
     let r0_left = (0..SERIES).filter(|s| s % 3 == 0).count() as i64 * (HOURS - 2);
     for i in 0..3 {
-        let v = answer(
-            cluster.node(i),
-            "qd",
-            "SELECT count(v) FROM m WHERE rack = 'r0'",
-        );
+        let v = cluster
+            .node(i)
+            .answer("qd", "SELECT count(v) FROM m WHERE rack = 'r0'");
         assert_eq!(v["results"][0]["series"][0]["values"][0][1], r0_left, "{v}");
-        let v = answer(
-            cluster.node(i),
-            "qd",
-            "SELECT count(v) FROM m WHERE host = 'h01'",
-        );
+        let v = cluster
+            .node(i)
+            .answer("qd", "SELECT count(v) FROM m WHERE host = 'h01'");
         assert!(v["results"][0].get("series").is_none(), "{v}");
     }
 }
@@ -178,7 +158,7 @@ fn a_hung_owner_ends_the_query_at_query_timeout() {
     let pid = cluster.node(2).child.id() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let started = std::time::Instant::now();
-    let v = answer(cluster.node(0), "qt", "SELECT count(v) FROM m");
+    let v = cluster.node(0).answer("qt", "SELECT count(v) FROM m");
     let took = started.elapsed();
     unsafe { libc::kill(pid, libc::SIGCONT) };
     // Either the query times out waiting for node 3, or (when dialing node 3 gives up
@@ -191,7 +171,7 @@ fn a_hung_owner_ends_the_query_at_query_timeout() {
     );
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     // The node keeps serving queries afterwards.
-    let v = answer(cluster.node(0), "qt", "SELECT count(v) FROM m");
+    let v = cluster.node(0).answer("qt", "SELECT count(v) FROM m");
     assert_eq!(
         v["results"][0]["series"][0]["values"][0][1],
         HOURS * SERIES as i64,

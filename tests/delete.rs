@@ -7,14 +7,7 @@ mod common;
 use common::{temp_dir, Node};
 
 fn rows(node: &Node, q: &str) -> Vec<serde_json::Value> {
-    let r = node.request(
-        "GET",
-        &format!("/query?db=d&q={}", common::urlencode(q)),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
+    let v = node.answer("d", q);
     assert!(v["results"][0].get("error").is_none(), "{q}: {v}");
     v["results"][0]["series"]
         .as_array()

@@ -315,6 +315,19 @@ fn escaped_names_and_all_field_types_are_stored() {
     );
 }
 
+/// `connectionsSteered` of `SHOW STATS FOR 'httpd'`.
+fn connections_steered(node: &Node) -> u64 {
+    let stats = node.query("SHOW STATS FOR 'httpd'").json();
+    let series = &stats["results"][0]["series"][0];
+    let at = series["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c == "connectionsSteered")
+        .expect("connectionsSteered");
+    series["values"][0][at].as_u64().unwrap()
+}
+
 /// Sends `requests` on one keep-alive connection and returns each answer's body.
 fn keep_alive(addr: std::net::SocketAddr, requests: &[&str]) -> Vec<String> {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -369,36 +382,14 @@ fn query_connections_move_to_the_core_that_holds_their_database() {
         );
         assert_eq!(answers[0], answers[2]);
     }
-    let stats = node.query("SHOW STATS FOR 'httpd'").json();
-    let columns = stats["results"][0]["series"][0]["columns"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let values = stats["results"][0]["series"][0]["values"][0]
-        .as_array()
-        .unwrap()
-        .clone();
-    let steered = columns
-        .iter()
-        .position(|c| c == "connectionsSteered")
-        .map(|i| values[i].as_u64().unwrap())
-        .expect("connectionsSteered");
-    assert!(steered >= 1, "{stats}");
+    let steered = connections_steered(&node);
+    assert!(steered >= 1, "some connections moved");
     // Writes are not steered: a write connection stays where it was handed.
     let before = steered;
     for _ in 0..4 {
         assert_eq!(node.write("db=steer", b"m,h=b v=1 1\n").status, 204);
     }
-    let stats = node.query("SHOW STATS FOR 'httpd'").json();
-    let values = stats["results"][0]["series"][0]["values"][0]
-        .as_array()
-        .unwrap()
-        .clone();
-    let steered_after = columns
-        .iter()
-        .position(|c| c == "connectionsSteered")
-        .map(|i| values[i].as_u64().unwrap())
-        .unwrap();
+    let steered_after = connections_steered(&node);
     assert_eq!(
         steered_after, before,
         "writes and database-less queries stay"

@@ -33,17 +33,6 @@ fn write(cluster: &Cluster, db: &str, measurement: &str, series: usize, points: 
     assert_eq!(r.status, 204, "{}", r.text());
 }
 
-fn answer(node: &common::Node, db: &str, q: &str) -> serde_json::Value {
-    let r = node.request(
-        "GET",
-        &format!("/query?db={db}&q={}", common::urlencode(q)),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
 fn vars(node: &common::Node) -> serde_json::Value {
     node.request("GET", "/debug/vars", &[], b"").json()
 }
@@ -57,6 +46,11 @@ fn counter(node: &common::Node, group: &str, name: &str) -> u64 {
         .as_u64()
         .or_else(|| group[name].as_u64())
         .unwrap_or_else(|| panic!("no {name} in {group}"))
+}
+
+/// A counter summed over the peers (nodes 2 and 3; node 1 coordinates).
+fn peers_total(cluster: &Cluster, group: &str, name: &str) -> u64 {
+    (1..3).map(|i| counter(cluster.node(i), group, name)).sum()
 }
 
 /// Waits until `f` holds (peers finish what they were doing asynchronously).
@@ -78,7 +72,7 @@ fn a_timed_out_query_stops_the_scans_it_started_on_peers() {
     write(&cluster, "qc", "slow", 90, 2);
     write(&cluster, "qc", "fast", 90, 2);
 
-    let v = answer(cluster.node(0), "qc", "SELECT count(v) FROM slow");
+    let v = cluster.node(0).answer("qc", "SELECT count(v) FROM slow");
     assert_eq!(
         v["results"][0]["error"], "query-timeout limit exceeded",
         "{v}"
@@ -86,13 +80,10 @@ fn a_timed_out_query_stops_the_scans_it_started_on_peers() {
     // The peer that was scanning stopped at the deadline instead of finishing its 1.2 s
     // scan, and it is free again: a query through it answers.
     eventually("a peer stopped its scan", || {
-        (1..3)
-            .map(|i| counter(cluster.node(i), "queryExecutor", "scansStopped"))
-            .sum::<u64>()
-            >= 1
+        peers_total(&cluster, "queryExecutor", "scansStopped") >= 1
     });
     for i in 0..3 {
-        let v = answer(cluster.node(i), "qc", "SELECT count(v) FROM fast");
+        let v = cluster.node(i).answer("qc", "SELECT count(v) FROM fast");
         assert_eq!(v["results"][0]["series"][0]["values"][0][1], 180, "{v}");
     }
     // The coordinator stops nothing of its own: its local scan is not slowed.
@@ -105,7 +96,9 @@ fn a_large_remote_answer_comes_in_pages_of_the_held_scan() {
     cluster.query_all("CREATE DATABASE pg WITH REPLICATION 1 SHARD DURATION 1h");
     let (series, points) = (60usize, 20usize);
     write(&cluster, "pg", "m", series, points);
-    let v = answer(cluster.node(0), "pg", "SELECT v FROM m GROUP BY host");
+    let v = cluster
+        .node(0)
+        .answer("pg", "SELECT v FROM m GROUP BY host");
     let got = v["results"][0]["series"]
         .as_array()
         .expect("series")
@@ -122,12 +115,9 @@ fn a_large_remote_answer_comes_in_pages_of_the_held_scan() {
         let want: Vec<i64> = (0..points).map(|p| (s * 1000 + p) as i64).collect();
         assert_eq!(values, want, "host h{s:03}");
     }
-    let (mut first_pages, mut cursor_pages, mut rescans) = (0, 0, 0);
-    for i in 1..3 {
-        first_pages += counter(cluster.node(i), "cluster", "mapReq");
-        cursor_pages += counter(cluster.node(i), "cluster", "mapCursorPages");
-        rescans += counter(cluster.node(i), "cluster", "mapRescans");
-    }
+    let first_pages = peers_total(&cluster, "cluster", "mapReq");
+    let cursor_pages = peers_total(&cluster, "cluster", "mapCursorPages");
+    let rescans = peers_total(&cluster, "cluster", "mapRescans");
     assert!(
         first_pages >= 1,
         "peers were asked: {}",
@@ -167,7 +157,7 @@ fn max_select_point_reached_across_nodes_cancels_the_peers_work() {
     );
     cluster.query_all("CREATE DATABASE mp WITH REPLICATION 1 SHARD DURATION 1h");
     write(&cluster, "mp", "m", series, points);
-    let v = answer(cluster.node(0), "mp", "SELECT v FROM m");
+    let v = cluster.node(0).answer("mp", "SELECT v FROM m");
     let error = v["results"][0]["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("max-select-point limit exceeed: ("),
@@ -176,17 +166,12 @@ fn max_select_point_reached_across_nodes_cancels_the_peers_work() {
     assert!(error.ends_with(&format!("/{limit})")), "{v}");
     // The peer whose pages crossed the limit hears the coordinator gave up.
     eventually("a peer received a cancel", || {
-        (1..3)
-            .map(|i| counter(cluster.node(i), "cluster", "mapCancels"))
-            .sum::<u64>()
-            >= 1
+        peers_total(&cluster, "cluster", "mapCancels") >= 1
     });
     // Under the limit, the same query answers in full.
-    let v = answer(
-        cluster.node(0),
-        "mp",
-        "SELECT count(v) FROM m WHERE host = 'h001'",
-    );
+    let v = cluster
+        .node(0)
+        .answer("mp", "SELECT count(v) FROM m WHERE host = 'h001'");
     assert_eq!(v["results"][0]["series"][0]["values"][0][1], points, "{v}");
 }
 
@@ -215,9 +200,6 @@ fn a_client_that_goes_away_cancels_the_work_it_started_on_peers() {
             let n = cluster.node(i);
             counter(n, "cluster", "mapCancels") == 0
                 || counter(n, "queryExecutor", "scansStopped") >= 1
-        }) && (1..3)
-            .map(|i| counter(cluster.node(i), "cluster", "mapCancels"))
-            .sum::<u64>()
-            >= 1
+        }) && peers_total(&cluster, "cluster", "mapCancels") >= 1
     });
 }

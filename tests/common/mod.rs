@@ -137,6 +137,18 @@ impl Node {
         http(self.addr, method, path, headers, body).expect("HTTP request")
     }
 
+    /// `GET /query?db=..&q=..`, answered 200: the JSON body.
+    pub fn answer(&self, db: &str, q: &str) -> serde_json::Value {
+        let r = self.request(
+            "GET",
+            &format!("/query?db={db}&q={}", urlencode(q)),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
     pub fn query(&self, q: &str) -> Response {
         let body = format!("q={}", urlencode(q));
         self.request(
