@@ -2,9 +2,11 @@
 //!
 //! A scan or schema request covers every shard of the database in the time range.
 //! This node's shards answer first, each on its owning core over the mesh. In a
-//! cluster, every peer is then asked in turn through a MapShard request for the shards
-//! *it* holds that no one has answered for yet (the request carries the ids already
-//! covered), so each shard is read from exactly one owner.
+//! cluster, a scan over a bounded time range then asks, all at once, one owner of each
+//! shard placement says the range holds (see [`scan_cluster`]); otherwise every peer is
+//! asked in turn through a MapShard request for the shards *it* holds that no one has
+//! answered for yet (the request carries the ids already covered). Either way each
+//! shard is read from exactly one owner.
 //!
 //! A peer answers a scan in pages of about `map-page-bytes` of series: it scans once,
 //! sends the first page and holds the rest (a *held scan*, named by a cursor id in the
@@ -33,8 +35,10 @@ use crate::query::QueryError;
 use crate::tsdb::shard::SeriesData;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -493,9 +497,6 @@ async fn ask(
 /// request this core makes, so the replicas of a shard take turns answering (the first
 /// peer that holds a shard maps it; the others are asked only for what is left).
 fn peers(ctx: &CoreContext) -> Vec<NodeId> {
-    thread_local! {
-        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
     let mut nodes: Vec<NodeId> = ctx
         .membership
         .nodes()
@@ -504,19 +505,32 @@ fn peers(ctx: &CoreContext) -> Vec<NodeId> {
         .filter(|n| *n != ctx.node_id)
         .collect();
     if !nodes.is_empty() {
-        let turn = NEXT.with(|c| {
-            let v = c.get();
-            c.set(v.wrapping_add(1));
-            v
-        });
         let len = nodes.len();
-        nodes.rotate_left(turn % len);
+        nodes.rotate_left(next_turn() % len);
     }
     nodes
 }
 
+/// A counter this core advances for every request: whose turn it is among replicas.
+fn next_turn() -> usize {
+    thread_local! {
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    NEXT.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v
+    })
+}
+
 /// Scans every shard the request covers: local ones here, the rest on one owner each.
 /// Stops with the request's deadline, and once more than `max_points` values arrived.
+///
+/// With a bounded time range (at most [`MAX_PLANNED_GROUPS`] shard groups), placement
+/// says which shards can exist and who owns them: each shard this node did not answer
+/// for goes to one owner (rotating, so replicas share the work) and the owners are
+/// asked all at once; the shards of an owner that fails go to the next owner. Without
+/// such a bound the peers are asked one after another, each for what is still missing.
 pub async fn scan_cluster(
     ctx: &Rc<CoreContext>,
     r: &ScanRequest,
@@ -526,73 +540,66 @@ pub async fn scan_cluster(
         return Ok(shards);
     }
     start_canceller(ctx);
-    let mut points: usize = shards.iter().map(scan_values).sum();
+    let points = Cell::new(shards.iter().map(scan_values).sum::<usize>());
     let mut seen: BTreeSet<u64> = shards.iter().map(|s| s.shard_id).collect();
-    let mut failed = Vec::new();
-    for node in peers(ctx) {
-        let mut offset = 0;
-        let mut cursor = None;
-        let mut from_peer: BTreeMap<u64, ShardScan> = BTreeMap::new();
-        // Until the peer has sent its last page, leaving here (an error, a timeout, the
-        // statement dropped) tells it to stop.
-        let mut open = OpenMap::new(node, r.query_id);
-        let result = loop {
-            if r.deadline.is_over() {
-                return Err(ScanStop::Cancelled.into());
-            }
-            let mut scan = r.clone();
-            scan.budget_ms = r.deadline.remaining_ms();
-            let request = MapRequest::Scan {
-                scan,
-                exclude: seen.iter().copied().collect(),
-                offset,
-                cursor,
-            };
-            match ask(ctx, node, &request).await {
-                Ok(MapResponse::Scan {
-                    shards: page,
-                    next_offset,
-                    cursor: next_cursor,
-                }) => {
-                    points += page.iter().map(scan_values).sum::<usize>();
-                    if r.max_points > 0 && points > r.max_points {
-                        return Err(ScanStop::TooManyPoints {
-                            points,
-                            limit: r.max_points,
-                        }
-                        .into());
-                    }
-                    for s in page {
-                        match from_peer.get_mut(&s.shard_id) {
-                            Some(existing) => existing.series.extend(s.series),
-                            None => {
-                                from_peer.insert(s.shard_id, s);
+    if let Some((mut pending, owners)) = plan(ctx, r, &seen) {
+        let mut failed: Vec<(NodeId, String)> = Vec::new();
+        while !pending.is_empty() {
+            let asks: Vec<_> = pending
+                .iter()
+                .map(|(node, ids)| {
+                    Box::pin(map_from(
+                        ctx,
+                        *node,
+                        r,
+                        Vec::new(),
+                        Some(ids.clone()),
+                        &points,
+                    ))
+                })
+                .collect();
+            let answers = join_all(asks).await;
+            let mut retry: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+            for ((node, ids), answer) in std::mem::take(&mut pending).into_iter().zip(answers) {
+                match answer {
+                    Ok(found) => shards.extend(found.into_values()),
+                    Err(MapFailure::Stopped(stop)) => return Err(stop.into()),
+                    Err(MapFailure::Node(e)) => {
+                        tracing::warn!(node, error = %e, "MapShard scan failed; trying the other owners");
+                        failed.push((node, e));
+                        for id in ids {
+                            let (others, owned_here) = &owners[&id];
+                            let next = others.iter().find(|o| !failed.iter().any(|(n, _)| n == *o));
+                            match next {
+                                Some(&next) => retry.entry(next).or_default().push(id),
+                                // An owner that holds nothing of the shard says it has
+                                // no data (as `check_coverage` takes it).
+                                None if *owned_here => {}
+                                None => {
+                                    return Err(QueryError::ShardUnavailable {
+                                        shard: id,
+                                        detail: failure_detail(&failed),
+                                    })
+                                }
                             }
                         }
                     }
-                    match next_offset {
-                        Some(next) if next > offset => {
-                            offset = next;
-                            cursor = next_cursor;
-                        }
-                        _ => break Ok(()),
-                    }
                 }
-                Ok(MapResponse::Stopped { stop }) => {
-                    open.done();
-                    return Err(stop.into());
-                }
-                Ok(_) => break Err("unexpected MapShard answer".to_string()),
-                Err(e) => break Err(e),
             }
-        };
-        match result {
-            Ok(()) => {
-                open.done();
-                seen.extend(from_peer.keys().copied());
-                shards.extend(from_peer.into_values());
+            pending = retry;
+        }
+        return Ok(shards);
+    }
+    let mut failed = Vec::new();
+    for node in peers(ctx) {
+        let exclude = seen.iter().copied().collect();
+        match map_from(ctx, node, r, exclude, None, &points).await {
+            Ok(found) => {
+                seen.extend(found.keys().copied());
+                shards.extend(found.into_values());
             }
-            Err(e) => {
+            Err(MapFailure::Stopped(stop)) => return Err(stop.into()),
+            Err(MapFailure::Node(e)) => {
                 tracing::warn!(node, error = %e, "MapShard scan failed; trying the other owners");
                 failed.push((node, e));
             }
@@ -608,6 +615,194 @@ pub async fn scan_cluster(
         &failed,
     )?;
     Ok(shards)
+}
+
+/// Most shard groups [`scan_cluster`] plans owners for; a wider range asks in turn.
+const MAX_PLANNED_GROUPS: i64 = 64;
+
+/// Shards to ask for, by node, and for every planned shard its owners other than this
+/// node in the order to try them and whether this node owns it too.
+type Plan = (
+    BTreeMap<NodeId, Vec<u64>>,
+    HashMap<u64, (Vec<NodeId>, bool)>,
+);
+
+/// For a bounded time range: the shards of every group in it that this node did not
+/// answer for (`seen`), each given to one of its other owners. A shard this node owns
+/// but does not hold is asked for too (its writes may still be on their way here by
+/// hinted handoff), but if its other owners fail it counts as empty, as in the
+/// sequential path.
+fn plan(ctx: &CoreContext, r: &ScanRequest, seen: &BTreeSet<u64>) -> Option<Plan> {
+    let snap = ctx.meta.snapshot();
+    let policy = snap
+        .database(&r.database)?
+        .retention_policies
+        .get(&r.retention_policy)?;
+    let every = policy.shard_group_duration_ns;
+    if every <= 0 {
+        return None;
+    }
+    // In i128: an unbounded range runs from near i64::MIN to near i64::MAX.
+    let group_of = |t: i64| i64::try_from((t as i128).div_euclid(every as i128) * every as i128);
+    let (first, last) = (group_of(r.start_ns).ok()?, group_of(r.end_ns).ok()?);
+    if (last as i128 - first as i128) / every as i128 >= MAX_PLANNED_GROUPS as i128 {
+        return None;
+    }
+    let turn = next_turn();
+    let (mut asks, mut owners) = (BTreeMap::new(), HashMap::new());
+    let mut start = first;
+    loop {
+        let group = placement::place_group(
+            &r.database,
+            &r.retention_policy,
+            start,
+            every,
+            policy.replication,
+            &ctx.membership,
+        );
+        for (i, shard) in group.shards.iter().enumerate() {
+            if seen.contains(&shard.id) {
+                continue;
+            }
+            let mut others: Vec<NodeId> = shard
+                .owners
+                .iter()
+                .copied()
+                .filter(|o| *o != ctx.node_id)
+                .collect();
+            // Held by this node alone, and it has none: there is nothing to read.
+            if others.is_empty() {
+                continue;
+            }
+            let by = (turn + i) % others.len();
+            others.rotate_left(by);
+            asks.entry(others[0])
+                .or_insert_with(Vec::new)
+                .push(shard.id);
+            let owned_here = others.len() < shard.owners.len();
+            owners.insert(shard.id, (others, owned_here));
+        }
+        if start >= last {
+            break;
+        }
+        start += every;
+    }
+    Some((asks, owners))
+}
+
+/// Why a peer's part of a scan did not arrive.
+enum MapFailure {
+    /// The statement is over (deadline, `max-select-point`): no other owner will do.
+    Stopped(ScanStop),
+    /// This node failed; another owner may answer.
+    Node(String),
+}
+
+/// Every page of `node`'s answer: for the shards in `shard_ids`, or (`None`) for all
+/// of its shards in range not in `exclude`. `points` counts the values every peer's
+/// pages brought so far, against `max-select-point`.
+async fn map_from(
+    ctx: &Rc<CoreContext>,
+    node: NodeId,
+    r: &ScanRequest,
+    exclude: Vec<u64>,
+    shard_ids: Option<Vec<u64>>,
+    points: &Cell<usize>,
+) -> Result<BTreeMap<u64, ShardScan>, MapFailure> {
+    let mut offset = 0;
+    let mut cursor = None;
+    let mut found: BTreeMap<u64, ShardScan> = BTreeMap::new();
+    // Until the peer has sent its last page, leaving here (an error, a timeout, the
+    // statement dropped) tells it to stop.
+    let mut open = OpenMap::new(node, r.query_id);
+    loop {
+        if r.deadline.is_over() {
+            return Err(MapFailure::Stopped(ScanStop::Cancelled));
+        }
+        let mut scan = r.clone();
+        scan.budget_ms = r.deadline.remaining_ms();
+        if shard_ids.is_some() {
+            scan.shard_ids = shard_ids.clone();
+        }
+        let request = MapRequest::Scan {
+            scan,
+            exclude: exclude.clone(),
+            offset,
+            cursor,
+        };
+        match ask(ctx, node, &request).await {
+            Ok(MapResponse::Scan {
+                shards: page,
+                next_offset,
+                cursor: next_cursor,
+            }) => {
+                points.set(points.get() + page.iter().map(scan_values).sum::<usize>());
+                if r.max_points > 0 && points.get() > r.max_points {
+                    return Err(MapFailure::Stopped(ScanStop::TooManyPoints {
+                        points: points.get(),
+                        limit: r.max_points,
+                    }));
+                }
+                for s in page {
+                    match found.get_mut(&s.shard_id) {
+                        Some(existing) => existing.series.extend(s.series),
+                        None => {
+                            found.insert(s.shard_id, s);
+                        }
+                    }
+                }
+                match next_offset {
+                    Some(next) if next > offset => {
+                        offset = next;
+                        cursor = next_cursor;
+                    }
+                    _ => {
+                        open.done();
+                        return Ok(found);
+                    }
+                }
+            }
+            Ok(MapResponse::Stopped { stop }) => {
+                open.done();
+                return Err(MapFailure::Stopped(stop));
+            }
+            Ok(_) => return Err(MapFailure::Node("unexpected MapShard answer".into())),
+            Err(e) => return Err(MapFailure::Node(e)),
+        }
+    }
+}
+
+/// Runs the futures at once; their outputs in order. (Dropping it drops them all.)
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match Pin::new(future).poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
+}
+
+fn failure_detail(failed: &[(NodeId, String)]) -> String {
+    failed
+        .iter()
+        .map(|(n, e)| format!("node {n}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Values in a scan answer (what `max-select-point` counts).
@@ -817,14 +1012,9 @@ fn check_coverage(
                 .iter()
                 .all(|o| failed.iter().any(|(n, _)| n == o))
             {
-                let detail = failed
-                    .iter()
-                    .map(|(n, e)| format!("node {n}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
                 return Err(QueryError::ShardUnavailable {
                     shard: shard.id,
-                    detail,
+                    detail: failure_detail(failed),
                 });
             }
         }
@@ -833,11 +1023,7 @@ fn check_coverage(
     // nodes failed as there are copies, a group whose every owner failed was never
     // reported: the answer could silently miss it, so the query fails instead.
     if failed.len() >= policy.replication as usize {
-        let detail = failed
-            .iter()
-            .map(|(n, e)| format!("node {n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let detail = failure_detail(failed);
         return Err(QueryError::msg(format!(
             "{} of the nodes holding {database}.{rp} did not answer and the policy keeps {} \
              cop{} of each shard, so the answer could be incomplete: {detail}",
