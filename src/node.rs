@@ -288,9 +288,7 @@ impl CoreContext {
         .await
     }
 
-    /// A query scan over every core of this node.
-    /// The cores scan at once; the first to stop early (deadline, point limit) raises
-    /// the request's cancel flag so the others stop too.
+    /// A query scan over every core of this node; the cores scan at once.
     pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, QueryError> {
         let cores = self.directory.cores_holding(
             &request.database,
@@ -299,33 +297,30 @@ impl CoreContext {
             request.shard_ids.as_deref(),
         );
         let answers = self
-            .ask_cores_async(
-                &cores,
-                async {
-                    let here = scan::scan_local(&self.store, request).await;
-                    if here.is_err() {
-                        CoreStats::add(&self.stats.scans_stopped, 1);
-                        request.deadline.cancel();
-                    }
-                    here
-                },
-                |reply| MeshRequest::Scan {
-                    request: request.clone(),
-                    reply,
-                },
-            )
+            .ask_cores_async(&cores, self.scan_here(request), |reply| MeshRequest::Scan {
+                request: request.clone(),
+                reply,
+            })
             .await?;
         let mut out = Vec::new();
         for answer in answers {
-            match answer {
-                Ok(shards) => out.extend(shards),
-                Err(stop) => {
-                    request.deadline.cancel();
-                    return Err(stop.into());
-                }
-            }
+            out.extend(answer?);
         }
         Ok(out)
+    }
+
+    /// This core's part of a scan. A scan that stops early (deadline, point limit)
+    /// raises the request's cancel flag, so the cores still scanning for it stop too.
+    async fn scan_here(
+        &self,
+        request: &ScanRequest,
+    ) -> Result<Vec<ShardScan>, crate::query::cancel::ScanStop> {
+        let answer = scan::scan_local(&self.store, request).await;
+        if answer.is_err() {
+            CoreStats::add(&self.stats.scans_stopped, 1);
+            request.deadline.cancel();
+        }
+        answer
     }
 
     /// The schema of a database's shards over every core of this node.
@@ -441,12 +436,7 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             let _ = reply.send(read_local(&ctx.store, &request));
         }
         MeshRequest::Scan { request, reply } => {
-            let answer = scan::scan_local(&ctx.store, &request).await;
-            if answer.is_err() {
-                CoreStats::add(&ctx.stats.scans_stopped, 1);
-                request.deadline.cancel();
-            }
-            let _ = reply.send(answer);
+            let _ = reply.send(ctx.scan_here(&request).await);
         }
         MeshRequest::Delete { request, reply } => {
             let _ = reply.send(crate::query::delete::delete_local(&ctx.store, &request).await);

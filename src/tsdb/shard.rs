@@ -944,10 +944,12 @@ impl Shard {
     pub fn count_values(&mut self) -> u64 {
         let mut n = 0;
         for s in &mut self.series {
-            for c in &mut s.columns {
-                c.normalise();
-                n += c.timestamps.len() as u64;
-            }
+            normalise_columns(&mut s.columns, |_| true);
+            n += s
+                .columns
+                .iter()
+                .map(|c| c.timestamps.len() as u64)
+                .sum::<u64>();
         }
         n
     }
