@@ -50,6 +50,8 @@ pub struct QueryConfig {
     pub max_select_buckets: usize,
     pub max_row_limit: usize,
     pub query_timeout_ms: u64,
+    /// Longest query text (`q`) accepted; 0 = no limit other than max-body-size-bytes.
+    pub max_query_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -60,6 +62,7 @@ impl Default for QueryConfig {
             max_select_buckets: 0,
             max_row_limit: 10_000,
             query_timeout_ms: 0,
+            max_query_bytes: 1 << 20,
         }
     }
 }
@@ -428,6 +431,11 @@ max-row-limit = 10000
 # A statement running longer than this fails with "query-timeout limit exceeded"
 # and its scans on other nodes are abandoned; 0 = no limit (InfluxDB's default).
 query-timeout-ms = 0
+
+# Longest query text (the q parameter, all its statements) accepted; a longer one is
+# refused before it is parsed ("query too large"). Parsing costs memory in proportion
+# to the text (~60x for an expression of small terms). 0 = only max-body-size-bytes.
+max-query-bytes = 1048576
 
 [hinted-handoff]
 # Queued bytes per destination node (per core); past it a write for that node fails

@@ -21,12 +21,14 @@
 //! - [`query`]: InfluxQL parsing and execution.
 //! - [`metrics`]: per-core counters and latency histograms, merged on demand.
 //! - [`inspect`]: offline reading of a data directory.
+//! - [`limits`]: built-in bounds (recursion depth, stack size).
 
 pub mod cluster;
 pub mod config;
 pub mod hh;
 pub mod http;
 pub mod inspect;
+pub mod limits;
 pub mod lineproto;
 pub mod meta;
 pub mod metrics;

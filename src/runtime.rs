@@ -226,11 +226,30 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             builder =
                 builder.spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
         }
-        let handle = builder
+        let builder = builder
             .name(&format!("core-{core}"))
             .io_memory(config.runtime.io_memory_bytes)
-            .ring_depth(config.runtime.ring_depth)
-            .spawn(move || crate::node::run_core(ctx_args))
+            .ring_depth(config.runtime.ring_depth);
+        // Our own thread rather than `LocalExecutorBuilder::spawn`, which gives the
+        // executor the default 2 MiB stack: deep InfluxQL needs more (see `limits`).
+        let stack_bytes = std::env::var("SHARDCORE_CORE_STACK_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::limits::CORE_STACK_BYTES);
+        let handle = std::thread::Builder::new()
+            .name(format!("core-{core}"))
+            .stack_size(stack_bytes)
+            .spawn(move || {
+                let executor = match builder.make() {
+                    Ok(executor) => executor,
+                    Err(e) => {
+                        let message = format!("cannot start executor for core {core}: {e}");
+                        let _ = ctx_args.bound_tx.send(Err(message.clone()));
+                        return Err(message);
+                    }
+                };
+                executor.run(crate::node::run_core(ctx_args))
+            })
             .map_err(|e| RuntimeError::Executor {
                 core,
                 message: e.to_string(),
@@ -261,11 +280,13 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         match handle.join() {
             Ok(Ok(())) => {}
             Ok(Err(message)) => failure = failure.or(Some(RuntimeError::Core { core, message })),
-            Err(e) => {
-                failure = failure.or(Some(RuntimeError::Core {
-                    core,
-                    message: e.to_string(),
-                }))
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the core's thread panicked".into());
+                failure = failure.or(Some(RuntimeError::Core { core, message }))
             }
         }
     }

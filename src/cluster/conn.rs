@@ -324,13 +324,16 @@ impl FramedConn {
         })
     }
 
-    /// Server side: checks the client's proof; returns the client's node id.
+    /// Server side: checks the client's proof, then that its node id is one of this
+    /// node's peers (`is_peer`; checked after the proof, so a client without the secret
+    /// learns nothing about which ids exist); returns the client's node id.
     pub async fn handshake_server(
         &mut self,
         node_id: u64,
         cores: u16,
         secret: &[u8],
         meta_version: u64,
+        is_peer: impl Fn(u64) -> bool,
     ) -> Result<u64, ConnError> {
         let (_, hello) = self.read_message::<Hello>().await?;
         let version = match wire::negotiate(
@@ -357,6 +360,13 @@ impl FramedConn {
         .await?;
         let (_, proof) = self.read_message::<Proof>().await?;
         if let Err(e) = wire::verify_proof(secret, &nonce, hello.node_id, &proof.hmac) {
+            self.send_error(&e).await;
+            return Err(self.wire(e));
+        }
+        if !is_peer(hello.node_id) {
+            let e = WireError::UnknownNode {
+                node: hello.node_id,
+            };
             self.send_error(&e).await;
             return Err(self.wire(e));
         }

@@ -82,6 +82,7 @@ async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
                     ctx.cores as u16,
                     &cluster.secret,
                     ctx.meta.snapshot().version,
+                    |id| id != cluster.node_id && ctx.membership.nodes().contains(&id),
                 )
                 .await,
             )

@@ -813,7 +813,9 @@ mod tests {
 
     async fn fake_connection(stream: glommio::net::TcpStream, fake: Fake) {
         let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
-        conn.handshake_server(9, 1, SECRET, 0).await.unwrap();
+        conn.handshake_server(9, 1, SECRET, 0, |_| true)
+            .await
+            .unwrap();
         let mut read = Vec::new();
         let wanted = match fake {
             Fake::Answers { delay_ms } => {
@@ -1013,7 +1015,9 @@ mod tests {
             glommio::spawn_local(async move {
                 let stream = listener.accept().await.unwrap();
                 let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
-                conn.handshake_server(9, 1, SECRET, 0).await.unwrap();
+                conn.handshake_server(9, 1, SECRET, 0, |_| true)
+                    .await
+                    .unwrap();
                 conn.set_max_payload_bytes(1 << 20);
                 let (mut reader, sink, flusher) = conn.into_split();
                 glommio::spawn_local(flusher).detach();

@@ -140,6 +140,11 @@ pub enum WireError {
          shared-secret is the same on every node"
     )]
     BadProof,
+    #[error(
+        "node id {node} is not a configured peer of this node: list it in [cluster] peers \
+         on every node, or fix node-id on the node that dialled"
+    )]
+    UnknownNode { node: u64 },
     #[error("expected a {expected:?} frame, the peer sent {actual:?}")]
     UnexpectedFrame {
         expected: FrameKind,
@@ -155,6 +160,7 @@ impl WireError {
         match self {
             WireError::UnsupportedVersion { .. } => ErrorMessage::UNSUPPORTED_VERSION,
             WireError::BadProof => ErrorMessage::BAD_PROOF,
+            WireError::UnknownNode { .. } => ErrorMessage::UNKNOWN_NODE,
             WireError::UnexpectedFrame { .. } => ErrorMessage::UNEXPECTED_FRAME,
             _ => ErrorMessage::MALFORMED_FRAME,
         }
@@ -1009,6 +1015,9 @@ impl ErrorMessage {
     pub const BAD_PROOF: u16 = 3;
     /// A frame of the wrong type for the connection's state; the connection closes.
     pub const UNEXPECTED_FRAME: u16 = 4;
+    /// The proof verified, but the node id is not one of the receiver's configured
+    /// peers; the connection closes.
+    pub const UNKNOWN_NODE: u16 = 5;
 
     /// The message to send a peer before closing its connection for `error`.
     pub fn from_wire_error(error: &WireError) -> ErrorMessage {

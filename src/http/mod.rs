@@ -389,6 +389,11 @@ fn set_retry_after(ctx: &CoreContext, r: &mut Resp) {
     }
 }
 
+/// A string as Go's `%q` writes it (InfluxDB quotes user input in its messages so).
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
 /// Decodes `a=b&c=d` with percent-escapes and `+` as space.
 pub fn query_params(query: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
@@ -514,6 +519,19 @@ async fn write_request(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         Err(resp) => return resp,
     };
     CoreStats::add(&ctx.stats.write_body_bytes, body.len() as u64);
+    // As InfluxDB 1.8 (1.6 silently took an unknown precision for nanoseconds). `us`
+    // and `µ` are accepted too, as the 2.x API spells microseconds.
+    let precision_text = params.get("precision").map_or("", |s| s);
+    let Some(precision) = Precision::parse(precision_text) else {
+        CoreStats::add(&ctx.stats.write_errors, 1);
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "invalid precision {} (use n, u, ms, s, m or h)",
+                go_quote(precision_text)
+            ),
+        );
+    };
     let database = params.get("db").cloned().unwrap_or_default();
     if database.is_empty() {
         return error(StatusCode::BAD_REQUEST, "database is required");
@@ -521,9 +539,6 @@ async fn write_request(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     let Some(consistency) = Consistency::parse(params.get("consistency").map_or("", |s| s)) else {
         return error(StatusCode::BAD_REQUEST, "invalid consistency level");
     };
-    // InfluxDB 1.x treats an unknown precision as nanoseconds; so do we.
-    let precision = Precision::parse(params.get("precision").map_or("", |s| s))
-        .unwrap_or(Precision::Nanosecond);
     let rp = params.get("rp").filter(|s| !s.is_empty()).cloned();
     if ctx.meta.snapshot().database(&database).is_none() && ctx.cluster.is_some() {
         // Created on another node moments ago? One sync round before answering 404.

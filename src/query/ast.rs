@@ -3,6 +3,7 @@
 //! Names follow InfluxDB's `influxql` package where a user would recognise them
 //! (VarRef, Call, BinaryExpr, Dimension, Fill), so reading one beside the other is easy.
 
+use crate::query::regex::RegexLit;
 use std::fmt;
 
 /// A binary operator, in InfluxQL's precedence classes.
@@ -109,7 +110,7 @@ pub enum Expr {
     Integer(i64),
     Str(String),
     Bool(bool),
-    Regex(String),
+    Regex(RegexLit),
     Duration(i64),
     /// `*`, optionally `*::field` / `*::tag`.
     Wildcard(Option<VarKind>),
@@ -153,6 +154,51 @@ impl Expr {
             Expr::Paren(e) => e.walk(f),
             _ => {}
         }
+    }
+}
+
+impl Expr {
+    /// Every regex literal in this expression.
+    pub fn regexes(&self) -> Vec<&RegexLit> {
+        let mut out = Vec::new();
+        self.walk(&mut |e| {
+            if let Expr::Regex(r) = e {
+                out.push(r);
+            }
+        });
+        out
+    }
+}
+
+/// Every regex literal of a statement's parts: sources (subqueries included), fields,
+/// condition, dimensions.
+pub fn regexes_of<'a>(
+    sources: &'a [Source],
+    exprs: impl IntoIterator<Item = &'a Expr>,
+    dimensions: &'a [Dimension],
+    out: &mut Vec<&'a RegexLit>,
+) {
+    for source in sources {
+        match source {
+            Source::Measurement(m) => out.extend(m.regex.as_ref()),
+            Source::Subquery(inner) => inner.regexes(out),
+        }
+    }
+    for e in exprs {
+        out.extend(e.regexes());
+    }
+    for d in dimensions {
+        if let Dimension::Regex(r) = d {
+            out.push(r);
+        }
+    }
+}
+
+impl Select {
+    /// Every regex literal of this statement and its subqueries.
+    pub fn regexes<'a>(&'a self, out: &mut Vec<&'a RegexLit>) {
+        let exprs = self.fields.iter().map(|f| &f.expr).chain(&self.condition);
+        regexes_of(&self.sources, exprs, &self.dimensions, out);
     }
 }
 
@@ -206,20 +252,23 @@ pub struct Measurement {
     pub database: Option<String>,
     pub retention_policy: Option<String>,
     pub name: Option<String>,
-    pub regex: Option<String>,
+    pub regex: Option<RegexLit>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     Measurement(Measurement),
-    Subquery(Box<Select>),
+    /// Shared, so that copying a statement does not copy the subqueries below it (a
+    /// statement is copied once per level when it runs: a deep chain would otherwise
+    /// cost the square of its depth).
+    Subquery(std::sync::Arc<Select>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Dimension {
     Time { interval: i64, offset: i64 },
     Tag(String),
-    Regex(String),
+    Regex(RegexLit),
     Wildcard,
 }
 
@@ -294,7 +343,7 @@ pub enum ShowWhat {
     TagValues {
         op: Op,
         keys: Vec<String>,
-        regex: Option<String>,
+        regex: Option<RegexLit>,
     },
     FieldKeys,
     Series,
@@ -311,7 +360,7 @@ pub enum ShowWhat {
         exact: bool,
         op: Op,
         keys: Vec<String>,
-        regex: Option<String>,
+        regex: Option<RegexLit>,
     },
     FieldKeyCardinality {
         exact: bool,

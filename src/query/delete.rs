@@ -7,12 +7,12 @@
 //! with its name: its copy keeps the data until the statement runs again.
 
 use crate::query::ast::{Expr, Source};
+use crate::query::regex::RegexLit;
 use crate::query::scan::parse_series_key;
 use crate::query::select::{split_time, Evaluator};
 use crate::query::{QueryContext, QueryError};
 use crate::tsdb::shard::DeleteRecord;
 use crate::tsdb::store::Store;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +57,7 @@ pub fn request(
         match s {
             Source::Measurement(m) => match (&m.name, &m.regex) {
                 (Some(n), _) => names.push(n.clone()),
-                (None, Some(r)) => regexes.push(r.clone()),
+                (None, Some(r)) => regexes.push(r.as_str().to_string()),
                 _ => {}
             },
             Source::Subquery(_) => {
@@ -108,11 +108,15 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
         }
         None => None,
     };
-    let regexes: Vec<Regex> = r
+    let regexes: Vec<RegexLit> = r
         .regexes
         .iter()
-        .map(|re| Regex::new(re).map_err(|e| format!("invalid regex: {e}")))
-        .collect::<Result<_, _>>()?;
+        .map(|re| RegexLit::new(re.as_str()))
+        .collect();
+    let in_condition = condition.iter().flat_map(|c| c.regexes());
+    crate::query::regex::prepare(regexes.iter().chain(in_condition))
+        .await
+        .map_err(|(lit, e)| lit.error_text(&e))?;
     let wanted = |name: &str| {
         (r.names.is_empty() && regexes.is_empty())
             || r.names.iter().any(|n| n == name)

@@ -13,6 +13,7 @@ pub mod format;
 pub mod functions;
 pub mod output;
 pub mod parser;
+pub mod regex;
 pub mod render;
 pub mod scan;
 pub mod select;
@@ -231,9 +232,47 @@ pub async fn execute_with_kinds(
     execute_here(ctx, q, options).await
 }
 
+/// Every regex literal of a statement.
+fn statement_regexes(st: &Statement) -> Vec<&regex::RegexLit> {
+    let mut out = Vec::new();
+    match st {
+        Statement::Select(s) => s.regexes(&mut out),
+        Statement::DeleteSeries {
+            sources, condition, ..
+        } => ast::regexes_of(sources, condition, &[], &mut out),
+        Statement::ShowSeriesData(show) => {
+            match &show.what {
+                ast::ShowWhat::Measurements {
+                    filter: Some((_, e)),
+                } => out.extend(e.regexes()),
+                ast::ShowWhat::TagValues { regex, .. }
+                | ast::ShowWhat::TagValuesCardinality { regex, .. } => out.extend(regex),
+                _ => {}
+            }
+            ast::regexes_of(&show.sources, &show.condition, &[], &mut out);
+        }
+        _ => {}
+    }
+    out
+}
+
 /// [`execute_with_kinds`] on this core.
 pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
+    let max_bytes = ctx.config.query.max_query_bytes;
+    if max_bytes > 0 && q.len() > max_bytes {
+        return Err(ParseError::plain(format!(
+            "query too large: {} bytes, more than max-query-bytes ({max_bytes})",
+            q.len()
+        )));
+    }
     let statements = parser::parse_query(q)?;
+    // Regexes compile once, before anything runs, a costly one off this core; one that
+    // does not compile fails the query as a parse error, as in InfluxDB.
+    for st in &statements {
+        if let Err((lit, e)) = regex::prepare(statement_regexes(st)).await {
+            return Err(ParseError::plain(lit.error_text(&e)));
+        }
+    }
     // A bound parameter without a value, or an unknown time zone, fails the whole
     // query as a parse error, as InfluxDB.
     for st in &statements {

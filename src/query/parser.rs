@@ -380,6 +380,12 @@ pub(crate) struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     chars: Vec<char>,
+    /// Recursive descents into an expression under way (bounded by
+    /// [`MAX_EXPR_DEPTH`](crate::limits::MAX_EXPR_DEPTH)).
+    nesting: usize,
+    /// Subqueries open around the current position (bounded by
+    /// [`MAX_SUBQUERY_DEPTH`](crate::limits::MAX_SUBQUERY_DEPTH)).
+    subqueries: usize,
 }
 
 /// Parses a query of one or more `;`-separated statements.
@@ -388,6 +394,8 @@ pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
         tokens: lex(input)?,
         pos: 0,
         chars: input.chars().collect(),
+        nesting: 0,
+        subqueries: 0,
     };
     let mut statements = Vec::new();
     loop {

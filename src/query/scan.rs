@@ -464,6 +464,10 @@ pub async fn scan_local(
     let slow_scan = injected_scan_delay(r);
     let measurement = escape_measurement(&r.measurement);
     let condition = r.tag_condition.as_deref().and_then(parse_tag_condition);
+    if let Some(c) = &condition {
+        // Checked where the statement was parsed; a regex that fails here matches nothing.
+        let _ = crate::query::regex::prepare(c.regexes()).await;
+    }
     let no_slots: Vec<String> = Vec::new();
     let tag_keys: BTreeSet<String> = BTreeSet::new();
     let ev = crate::query::select::Evaluator::for_tags(&no_slots, &tag_keys);

@@ -11,6 +11,7 @@ use crate::query::ast::{
 };
 use crate::query::format::parse_time;
 use crate::query::functions;
+use crate::query::regex::RegexLit;
 use crate::query::scan::{
     parse_series_key, partial_column, weight_column, PartialKind, PartialSpec, ScanRequest,
     SchemaRequest, SeriesLimit, ShardSchema,
@@ -18,7 +19,7 @@ use crate::query::scan::{
 use crate::query::value::{arith, Val};
 use crate::query::{QueryContext, QueryError};
 use regex::Regex;
-use std::cell::RefCell;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One result series: time is column 0, as nanoseconds (`Val::Int`) until rendered.
@@ -839,7 +840,7 @@ fn needed_fields(sel: &Select, condition: Option<&Expr>, data: &SourceData) -> V
                 names.extend(data.field_types.keys().cloned());
             }
             Expr::Regex(re) => {
-                if let Ok(re) = Regex::new(re) {
+                if let Ok(re) = re.regex() {
                     names.extend(data.field_types.keys().filter(|k| re.is_match(k)).cloned());
                 }
             }
@@ -1054,15 +1055,14 @@ fn from_subquery(inner: &Select, series: Vec<ResultSeries>) -> Vec<SourceData> {
     out
 }
 
-fn compile(re: &str) -> Result<Regex, QueryError> {
-    Regex::new(re).map_err(|e| QueryError::msg(format!("invalid regex: {e}")))
+fn compile(re: &RegexLit) -> Result<&Regex, QueryError> {
+    re.regex().map_err(|e| QueryError::msg(re.error_text(e)))
 }
 
 /// Expressions evaluated against one row of one series.
 pub struct Evaluator<'a> {
     slots: HashMap<&'a str, usize>,
     tag_keys: &'a BTreeSet<String>,
-    regexes: RefCell<HashMap<String, Option<Regex>>>,
     /// Every name is a tag (conditions on series keys: a missing tag reads as "").
     all_tags: bool,
 }
@@ -1076,7 +1076,6 @@ impl<'a> Evaluator<'a> {
                 .map(|(i, s)| (s.as_str(), i))
                 .collect(),
             tag_keys,
-            regexes: RefCell::new(HashMap::new()),
             all_tags: false,
         }
     }
@@ -1103,14 +1102,6 @@ impl<'a> Evaluator<'a> {
     /// Whether a tag condition holds for a series with these tags.
     pub fn matches(&self, cond: &Expr, tags: &BTreeMap<String, String>) -> bool {
         self.truthy(cond, 0, &[], tags)
-    }
-
-    fn regex_match(&self, re: &str, s: &str) -> bool {
-        let mut cache = self.regexes.borrow_mut();
-        let r = cache
-            .entry(re.to_string())
-            .or_insert_with(|| Regex::new(re).ok());
-        r.as_ref().is_some_and(|r| r.is_match(s))
     }
 
     fn var(
@@ -1185,7 +1176,7 @@ impl<'a> Evaluator<'a> {
     ) -> bool {
         if let (Op::EqRegex | Op::NeqRegex, Expr::Regex(re)) = (op, rhs.unparen()) {
             return match self.eval(lhs, time, row, tags) {
-                Val::Str(s) => self.regex_match(re, &s) == (op == Op::EqRegex),
+                Val::Str(s) => re.is_match(&s) == (op == Op::EqRegex),
                 Val::Null => op == Op::NeqRegex,
                 _ => false,
             };
@@ -1265,7 +1256,7 @@ fn expand_fields(
                 push_sorted_refs(&mut out, names);
             }
             Expr::Regex(re) => {
-                if let Ok(re) = Regex::new(re) {
+                if let Ok(re) = re.regex() {
                     let mut names: Vec<(String, VarKind)> = data
                         .field_types
                         .keys()
@@ -1286,7 +1277,7 @@ fn expand_fields(
             {
                 // mean(*) -> mean_a, mean_b over every (numeric) field.
                 let re = match &args[0] {
-                    Expr::Regex(r) => Regex::new(r).ok(),
+                    Expr::Regex(r) => r.regex().ok(),
                     _ => None,
                 };
                 for (field, t) in all_fields {
@@ -1622,7 +1613,7 @@ fn group_tag_keys(sel: &Select, data: &SourceData) -> Vec<String> {
             }
             Dimension::Wildcard => keys.extend(data.tag_keys.iter().cloned()),
             Dimension::Regex(re) => {
-                if let Ok(re) = Regex::new(re) {
+                if let Ok(re) = re.regex() {
                     keys.extend(data.tag_keys.iter().filter(|k| re.is_match(k)).cloned());
                 }
             }

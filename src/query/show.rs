@@ -3,6 +3,7 @@
 //! on every core and, in a cluster, one owner of each shard).
 
 use crate::query::ast::{Expr, Measurement, Op, ShowSeriesData, ShowWhat, Source};
+use crate::query::regex::RegexLit;
 use crate::query::scan::{parse_series_key, SchemaRequest, ShardSchema};
 use crate::query::select::ResultSeries;
 use crate::query::value::Val;
@@ -33,8 +34,8 @@ fn whole_database(database: &str, with_series: bool) -> SchemaRequest {
     }
 }
 
-fn compile(re: &str) -> Result<Regex, QueryError> {
-    Regex::new(re).map_err(|e| QueryError::msg(format!("invalid regex: {e}")))
+fn compile(re: &RegexLit) -> Result<&Regex, QueryError> {
+    re.regex().map_err(|e| QueryError::msg(re.error_text(e)))
 }
 
 pub async fn execute(
@@ -139,8 +140,8 @@ pub async fn execute(
                 names.retain(|n| match (op, e) {
                     (Op::Eq, Expr::Str(s)) => *n == s,
                     (Op::Neq, Expr::Str(s)) => *n != s,
-                    (Op::EqRegex, Expr::Regex(r)) => Regex::new(r).is_ok_and(|r| r.is_match(n)),
-                    (Op::NeqRegex, Expr::Regex(r)) => Regex::new(r).is_ok_and(|r| !r.is_match(n)),
+                    (Op::EqRegex, Expr::Regex(r)) => r.is_match(n),
+                    (Op::NeqRegex, Expr::Regex(r)) => r.regex().is_ok_and(|r| !r.is_match(n)),
                     _ => true,
                 });
             }
@@ -177,7 +178,7 @@ pub async fn execute(
         }
         ShowWhat::TagValues { op, keys, regex } => {
             for (name, m) in &merged {
-                let values = page(tag_values(m, *op, keys, regex.as_deref())?);
+                let values = page(tag_values(m, *op, keys, regex.as_ref())?);
                 if !values.is_empty() {
                     out.push(series(name, &["key", "value"], values));
                 }
@@ -241,7 +242,7 @@ pub async fn execute(
             op, keys, regex, ..
         } => {
             for (name, m) in &merged {
-                let n = tag_values(m, *op, keys, regex.as_deref())?.len();
+                let n = tag_values(m, *op, keys, regex.as_ref())?.len();
                 if n > 0 {
                     out.push(series(name, &["count"], count(n)));
                 }
@@ -256,7 +257,7 @@ fn tag_values(
     m: &Merged,
     op: Op,
     keys: &[String],
-    regex: Option<&str>,
+    regex: Option<&RegexLit>,
 ) -> Result<Vec<Vec<Val>>, QueryError> {
     let re = regex.map(compile).transpose()?;
     let selected = |k: &str| match op {

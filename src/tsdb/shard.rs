@@ -388,6 +388,48 @@ impl Shard {
         Ok(Shard::empty(meta, Wal::new(dir.join("wal"), 1, wal_config)))
     }
 
+    /// Finishes or undoes a shard creation that a crash interrupted (a directory with
+    /// no `shard.json`): a complete `shard.json.tmp` of this shard is renamed into
+    /// place; a directory with no `shard.json` and no WAL record cannot hold an
+    /// acknowledged point (the first write comes after the rename), so it is removed.
+    /// Anything else is left as it is. Returns what it did, for the log.
+    pub fn repair_interrupted_create(dir: &Path, id: u64) -> std::io::Result<Option<&'static str>> {
+        if dir.join("shard.json").exists() {
+            let tmp = dir.join("shard.json.tmp");
+            if tmp.exists() {
+                std::fs::remove_file(&tmp)?;
+                return Ok(Some("removed a stale shard.json.tmp"));
+            }
+            return Ok(None);
+        }
+        let tmp = dir.join("shard.json.tmp");
+        let complete = std::fs::read(&tmp)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ShardMeta>(&b).ok())
+            .is_some_and(|m| m.id == id);
+        if complete {
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, dir.join("shard.json"))?;
+            std::fs::File::open(dir)?.sync_all()?;
+            return Ok(Some("finished an interrupted shard creation"));
+        }
+        let wal_has_data = std::fs::read_dir(dir.join("wal"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(true))
+            })
+            .unwrap_or(false);
+        if wal_has_data {
+            return Ok(None);
+        }
+        std::fs::remove_dir_all(dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(Some("removed a half-created shard directory"))
+    }
+
     fn empty(meta: ShardMeta, wal: Wal) -> Shard {
         Shard {
             meta,

@@ -114,6 +114,18 @@ impl Store {
             if placement::owning_core(id, cores) != core {
                 continue;
             }
+            match Shard::repair_interrupted_create(&entry.path(), id) {
+                Ok(Some(what)) => {
+                    tracing::warn!(shard = %entry.path().display(), "{what}");
+                    if !entry.path().exists() {
+                        continue;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(shard = %entry.path().display(), error = %e, "cannot repair an interrupted shard creation")
+                }
+            }
             match Shard::open(&entry.path(), wal_config) {
                 Ok((shard, report)) => {
                     recovery.shards += 1;

@@ -6,7 +6,19 @@ use crate::query::ast::{
     Source, VarKind,
 };
 
+use crate::limits::{MAX_EXPR_DEPTH, MAX_SUBQUERY_DEPTH};
+use crate::query::regex::RegexLit;
+
 const EXPR_START: &str = "identifier, string, number, bool";
+
+/// The error for an expression deeper than [`MAX_EXPR_DEPTH`], at the token where it
+/// went one level too deep.
+fn too_deep(at: &super::Token) -> ParseError {
+    ParseError::plain(format!(
+        "expression nests too deeply: more than {MAX_EXPR_DEPTH} levels at line {}, char {}",
+        at.line, at.char
+    ))
+}
 
 impl Parser {
     fn is_symbol(&self, c: char) -> bool {
@@ -116,22 +128,52 @@ impl Parser {
 
     /// Precedence climbing over binary operators.
     pub(super) fn expr(&mut self, min_prec: u8) -> Result<Expr, ParseError> {
-        let mut lhs = self.unary()?;
+        Ok(self.expr_depth(min_prec)?.0)
+    }
+
+    /// [`Self::expr`] and the depth of the tree it built (a leaf is 1). Every descent
+    /// adds a level to the tree, so bounding the tree bounds this parser's recursion
+    /// and that of everything that walks the tree later.
+    fn expr_depth(&mut self, min_prec: u8) -> Result<(Expr, usize), ParseError> {
+        self.descend()?;
+        let result = self.binary_chain(min_prec);
+        self.nesting -= 1;
+        result
+    }
+
+    fn binary_chain(&mut self, min_prec: u8) -> Result<(Expr, usize), ParseError> {
+        let (mut lhs, mut depth) = self.unary_depth()?;
         loop {
             let Some(op) = self.peek_op() else {
-                return Ok(lhs);
+                return Ok((lhs, depth));
             };
             if op.precedence() <= min_prec {
-                return Ok(lhs);
+                return Ok((lhs, depth));
             }
+            let at = self.peek().clone();
             self.pos += 1;
-            let rhs = if matches!(op, Op::EqRegex | Op::NeqRegex) {
-                Expr::Regex(self.regex()?)
+            let (rhs, rhs_depth) = if matches!(op, Op::EqRegex | Op::NeqRegex) {
+                (Expr::Regex(self.regex()?), 1)
             } else {
-                self.expr(op.precedence())?
+                self.expr_depth(op.precedence())?
             };
+            // A left-leaning chain (`a OR b OR c ...`) deepens the tree without any
+            // recursion here: check its depth as it grows.
+            depth = 1 + depth.max(rhs_depth);
+            if depth > MAX_EXPR_DEPTH {
+                return Err(too_deep(&at));
+            }
             lhs = Expr::binary(op, lhs, rhs);
         }
+    }
+
+    /// One more level of recursive descent, or the error when it is one too many.
+    fn descend(&mut self) -> Result<(), ParseError> {
+        if self.nesting >= MAX_EXPR_DEPTH {
+            return Err(too_deep(self.peek()));
+        }
+        self.nesting += 1;
+        Ok(())
     }
 
     fn peek_op(&self) -> Option<Op> {
@@ -159,112 +201,136 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
+        Ok(self.unary_depth()?.0)
+    }
+
+    /// A unary expression and its depth.
+    fn unary_depth(&mut self) -> Result<(Expr, usize), ParseError> {
         let t = self.peek().clone();
         match &t.tok {
             Tok::Symbol('(') => {
                 self.pos += 1;
-                let e = self.expr(0)?;
+                let (e, depth) = self.expr_depth(0)?;
                 self.symbol(')')?;
-                Ok(Expr::Paren(Box::new(e)))
+                Ok((Expr::Paren(Box::new(e)), depth + 1))
             }
             Tok::Symbol('-') => {
                 self.pos += 1;
                 match self.peek().tok.clone() {
                     Tok::Number(n) => {
                         self.pos += 1;
-                        number_literal(&format!("-{n}")).ok_or_else(|| bad(&t, "number"))
+                        number_literal(&format!("-{n}"))
+                            .map(|e| (e, 1))
+                            .ok_or_else(|| bad(&t, "number"))
                     }
                     Tok::Duration(d, _) => {
                         self.pos += 1;
-                        Ok(Expr::Duration(-d))
+                        Ok((Expr::Duration(-d), 1))
                     }
                     _ => {
-                        let e = self.unary()?;
-                        Ok(Expr::binary(Op::Mul, Expr::Integer(-1), e))
+                        self.descend()?;
+                        let inner = self.unary_depth();
+                        self.nesting -= 1;
+                        let (e, depth) = inner?;
+                        Ok((Expr::binary(Op::Mul, Expr::Integer(-1), e), depth + 1))
                     }
                 }
             }
+            _ => self.operand(&t),
+        }
+    }
+
+    /// A literal, a variable, a wildcard, a regex or a call, and its depth.
+    fn operand(&mut self, t: &super::Token) -> Result<(Expr, usize), ParseError> {
+        let leaf = match &t.tok {
             Tok::Symbol('*') => {
                 self.pos += 1;
-                Ok(Expr::Wildcard(self.cast()?))
+                Expr::Wildcard(self.cast()?)
             }
-            Tok::Symbol('/') | Tok::Regex(_) => Ok(Expr::Regex(self.regex()?)),
+            Tok::Symbol('/') | Tok::Regex(_) => Expr::Regex(self.regex()?),
             Tok::Number(n) => {
                 self.pos += 1;
-                number_literal(n).ok_or_else(|| bad(&t, "number"))
+                number_literal(n).ok_or_else(|| bad(t, "number"))?
             }
             Tok::Duration(d, _) => {
                 self.pos += 1;
-                Ok(Expr::Duration(*d))
+                Expr::Duration(*d)
             }
             Tok::Str(s) => {
                 self.pos += 1;
-                Ok(Expr::Str(s.clone()))
+                Expr::Str(s.clone())
             }
             Tok::Param(p) => {
                 self.pos += 1;
-                Ok(Expr::BoundParam(p.clone()))
+                Expr::BoundParam(p.clone())
             }
             Tok::Ident(w) if w.eq_ignore_ascii_case("true") => {
                 self.pos += 1;
-                Ok(Expr::Bool(true))
+                Expr::Bool(true)
             }
             Tok::Ident(w) if w.eq_ignore_ascii_case("false") => {
                 self.pos += 1;
-                Ok(Expr::Bool(false))
+                Expr::Bool(false)
             }
             Tok::Ident(w) if w.eq_ignore_ascii_case("DISTINCT") => {
                 self.pos += 1;
-                let arg = if self.is_symbol('(') {
+                let (arg, depth) = if self.is_symbol('(') {
                     self.pos += 1;
-                    let e = self.expr(0)?;
+                    let arg = self.expr_depth(0)?;
                     self.symbol(')')?;
-                    e
+                    arg
                 } else {
-                    Expr::VarRef {
-                        name: self.ident()?,
-                        kind: None,
-                    }
+                    let name = self.ident()?;
+                    (Expr::VarRef { name, kind: None }, 1)
                 };
-                Ok(Expr::Call {
+                let call = Expr::Call {
                     name: "distinct".into(),
                     args: vec![arg],
-                })
+                };
+                return Ok((call, depth + 1));
             }
             Tok::Ident(name) if !super::is_reserved(name) => {
                 self.pos += 1;
-                if self.is_symbol('(') {
-                    self.pos += 1;
-                    let mut args = Vec::new();
-                    if !self.is_symbol(')') {
-                        loop {
-                            args.push(self.expr(0)?);
-                            if !self.is_symbol(',') {
-                                break;
-                            }
-                            self.pos += 1;
-                        }
-                    }
-                    self.symbol(')')?;
-                    return Ok(Expr::Call {
-                        name: name.to_ascii_lowercase(),
-                        args,
-                    });
+                if !self.is_symbol('(') {
+                    return Ok((
+                        Expr::VarRef {
+                            name: name.clone(),
+                            kind: self.cast()?,
+                        },
+                        1,
+                    ));
                 }
-                Ok(Expr::VarRef {
-                    name: name.clone(),
-                    kind: self.cast()?,
-                })
+                self.pos += 1;
+                let mut args = Vec::new();
+                let mut depth = 0;
+                if !self.is_symbol(')') {
+                    loop {
+                        let (arg, arg_depth) = self.expr_depth(0)?;
+                        args.push(arg);
+                        depth = depth.max(arg_depth);
+                        if !self.is_symbol(',') {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                self.symbol(')')?;
+                let call = Expr::Call {
+                    name: name.to_ascii_lowercase(),
+                    args,
+                };
+                return Ok((call, depth + 1));
             }
             Tok::QuotedIdent(name) => {
                 self.pos += 1;
-                Ok(Expr::VarRef {
+                Expr::VarRef {
                     name: name.clone(),
                     kind: self.cast()?,
-                })
+                }
             }
-            _ => Err(self.error(EXPR_START)),
-        }
+            _ => return Err(self.error(EXPR_START)),
+        };
+        Ok((leaf, 1))
     }
 
     fn cast(&mut self) -> Result<Option<VarKind>, ParseError> {
@@ -287,7 +353,7 @@ impl Parser {
 
     /// A regex literal `/.../` starting at the current `/` token: re-scanned from the
     /// input, since its inside is not InfluxQL tokens.
-    pub(super) fn regex(&mut self) -> Result<String, ParseError> {
+    pub(super) fn regex(&mut self) -> Result<RegexLit, ParseError> {
         if let Tok::Regex(re) = &self.peek().tok {
             let (re, at) = (re.clone(), self.peek().clone());
             self.pos += 1;
@@ -332,11 +398,21 @@ impl Parser {
         let mut out = Vec::new();
         loop {
             if allow_subquery && self.is_symbol('(') {
+                if self.subqueries >= MAX_SUBQUERY_DEPTH {
+                    return Err(ParseError::plain(format!(
+                        "subqueries nest too deeply: more than {MAX_SUBQUERY_DEPTH} levels at line {}, char {}",
+                        self.peek().line,
+                        self.peek().char
+                    )));
+                }
                 self.pos += 1;
                 self.keyword("SELECT")?;
-                let inner = self.select_body()?;
+                self.subqueries += 1;
+                let inner = self.select_body();
+                self.subqueries -= 1;
+                let inner = inner?;
                 self.symbol(')')?;
-                out.push(Source::Subquery(Box::new(inner)));
+                out.push(Source::Subquery(std::sync::Arc::new(inner)));
             } else {
                 out.push(Source::Measurement(self.measurement_ref()?));
             }
@@ -609,18 +685,14 @@ impl Parser {
     }
 }
 
-/// A regex must compile; the error reads as InfluxDB's (Go's wording differs).
-fn check_regex(re: String, at: &super::Token) -> Result<String, ParseError> {
-    match regex::Regex::new(&re) {
-        Ok(_) => Ok(re),
-        Err(e) => {
-            let detail = e.to_string();
-            let last = detail.lines().last().unwrap_or("").trim().to_string();
-            Err(ParseError::plain(format!(
-                "error parsing regexp: {last}: `{re}` at line {}, char {}",
-                at.line, at.char
-            )))
-        }
+/// A regex must be valid and within the bounds of `query::regex`; the error reads as
+/// InfluxDB's (Go's wording of the reason differs). It is compiled later, once, before
+/// the statement runs.
+fn check_regex(re: String, at: &super::Token) -> Result<RegexLit, ParseError> {
+    let lit = RegexLit::at(re, at.line, at.char);
+    match crate::query::regex::check(lit.as_str()) {
+        Ok(()) => Ok(lit),
+        Err(e) => Err(ParseError::plain(lit.error_text(&e))),
     }
 }
 
@@ -642,7 +714,7 @@ fn bad(t: &super::Token, expected: &str) -> ParseError {
 fn measurement_from(
     parts: Vec<Option<String>>,
     name: Option<String>,
-    regex: Option<String>,
+    regex: Option<RegexLit>,
 ) -> Measurement {
     let (database, retention_policy) = match parts.len() {
         0 => (None, None),
