@@ -211,6 +211,17 @@ pub struct HttpConfig {
     pub max_concurrent_write_requests_per_core: usize,
     pub max_connections_per_core: usize,
     pub retry_after_seconds: u64,
+    /// A request head (request line and headers) must arrive within this, counted from
+    /// the connection's start or the request's first byte; else the connection closes.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive whole within this, counted from the request head;
+    /// else the request is answered 408 and the connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Bytes of request bodies a core holds while they arrive; a body that would pass
+    /// it gets 503 + Retry-After.
+    pub max_pending_body_bytes_per_core: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -259,6 +270,10 @@ impl Default for HttpConfig {
             max_concurrent_write_requests_per_core: 128,
             max_connections_per_core: 4096,
             retry_after_seconds: 1,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            body_read_timeout_ms: 30_000,
+            max_pending_body_bytes_per_core: 512 << 20,
         }
     }
 }
@@ -315,11 +330,33 @@ max-body-size-bytes = 25000000
 # 503 with Retry-After instead of queueing without bound.
 max-concurrent-write-requests-per-core = 128
 
-# Open client connections per core; past it new connections are closed at once.
+# Open client connections per core. A new connection past it closes the connection
+# that has waited longest without a request in progress (silent, slow to send its
+# headers, or idle between requests) to make room; only when every connection is busy
+# in a request is the new one refused.
 max-connections-per-core = 4096
 
 # Value of the Retry-After header on a 503.
 retry-after-seconds = 1
+
+# A request's line and headers must arrive within this, counted from the connection's
+# start (first request) or from the request's first byte (keep-alive); else the
+# connection is closed. Bounds silent and slowloris connections.
+header-read-timeout-ms = 10000
+
+# A keep-alive connection with no request for this long is closed (clients reconnect;
+# Go's and Python's clients keep idle connections 90 s or less).
+idle-timeout-ms = 120000
+
+# A request body must have arrived whole within this, counted from the end of its
+# headers; else the request gets 408 and the connection is closed. A /write holds a
+# write slot only once its body is in, so a slow client delays nobody else.
+body-read-timeout-ms = 30000
+
+# Bytes of request bodies a core holds while they are still arriving (a /write holds
+# its body as it comes in, before it takes a write slot); a body that would pass it is
+# answered 503 with Retry-After. Slow clients hold little; this bounds fast big ones.
+max-pending-body-bytes-per-core = 536870912
 
 [storage]
 # Group commit: how long the WAL waits for more writes before it fsyncs.
@@ -519,6 +556,18 @@ impl Config {
                 "http.max-concurrent-write-requests-per-core",
                 "must be greater than 0",
             );
+        }
+        for (key, value) in [
+            (
+                "http.header-read-timeout-ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.idle-timeout-ms", self.http.idle_timeout_ms),
+            ("http.body-read-timeout-ms", self.http.body_read_timeout_ms),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0");
+            }
         }
         if self.http.max_connections_per_core == 0 {
             return invalid("http.max-connections-per-core", "must be greater than 0");

@@ -117,6 +117,9 @@ pub enum Timer {
     WriteAll,
     /// A batch written to a local shard: WAL room wait, append and group-commit sync.
     WalWrite,
+    /// Waiting for a `/write` body to arrive (apart from the write itself: a slow
+    /// client's time shows here, not in the write timers).
+    WriteBodyRead,
     /// One InfluxQL statement, by kind.
     QuerySelect,
     QueryShow,
@@ -138,12 +141,13 @@ struct TimerInfo {
 }
 
 impl Timer {
-    pub const ALL: [Timer; 12] = [
+    pub const ALL: [Timer; 13] = [
         Timer::WriteAny,
         Timer::WriteOne,
         Timer::WriteQuorum,
         Timer::WriteAll,
         Timer::WalWrite,
+        Timer::WriteBodyRead,
         Timer::QuerySelect,
         Timer::QueryShow,
         Timer::QueryDelete,
@@ -154,10 +158,10 @@ impl Timer {
     ];
 
     /// Timers kept in [`CoreTimers`] (a prefix of `ALL`).
-    const OWNED: usize = 9;
+    const OWNED: usize = 10;
 
     fn info(self) -> TimerInfo {
-        let write = "HTTP /write requests, first byte read to answer, by consistency level.";
+        let write = "HTTP /write requests, body received to answer, by consistency level.";
         let query = "InfluxQL statements, parse excluded, by statement kind.";
         let (metric, label, help, key) = match self {
             Timer::WriteAny => (
@@ -189,6 +193,12 @@ impl Timer {
                 None,
                 "Batches written to a local shard: WAL room wait, append and fsync.",
                 "walWrite",
+            ),
+            Timer::WriteBodyRead => (
+                "write_body_read",
+                None,
+                "HTTP /write bodies, request head parsed to body received (and decompressed).",
+                "writeBodyRead",
             ),
             Timer::QuerySelect => (
                 "query_statement",
@@ -340,6 +350,11 @@ counters! {
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
     connections_steered => "http_connections_steered_total", "Client connections moved to the core that holds the database their first /query reads.";
+    connections_header_timeouts => "http_connections_header_timeouts_total", "Client connections closed because a request head did not arrive within header-read-timeout-ms.";
+    connections_idle_timeouts => "http_connections_idle_timeouts_total", "Keep-alive client connections closed after idle-timeout-ms without a request.";
+    connections_evicted => "http_connections_evicted_total", "Idle client connections closed to make room for a new one at max-connections-per-core.";
+    connections_refused => "http_connections_refused_total", "New client connections refused at max-connections-per-core (every open one busy in a request).";
+    body_read_timeouts => "http_body_read_timeouts_total", "Requests answered 408 because their body did not arrive within body-read-timeout-ms.";
     cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
     wal_truncated_segments => "wal_truncated_segments_total", "WAL segments whose torn tail was cut at start-up.";
 }

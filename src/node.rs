@@ -60,6 +60,11 @@ pub struct CoreContext {
     pub in_flight_writes: Cell<usize>,
     pub in_flight_requests: Cell<usize>,
     pub connection_counts: Arc<Vec<AtomicUsize>>,
+    /// This core's client connections (phases, timeouts, room at the limit).
+    pub http_connections: Rc<crate::http::conn::Connections>,
+    /// Bytes of request bodies being received on this core (bounded by
+    /// `max-pending-body-bytes-per-core`).
+    pub pending_body_bytes: Rc<Cell<u64>>,
     /// Which core holds which shards: scans and schema requests go only there.
     pub directory: Arc<store::ShardDirectory>,
     pub shutting_down: Cell<bool>,
@@ -570,6 +575,12 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         timers: CoreTimers::default(),
         in_flight_writes: Cell::new(0),
         in_flight_requests: Cell::new(0),
+        http_connections: crate::http::conn::Connections::new(
+            core,
+            config.http.max_connections_per_core,
+            connection_counts.clone(),
+        ),
+        pending_body_bytes: Rc::new(Cell::new(0)),
         connection_counts,
         directory,
         shutting_down: Cell::new(false),

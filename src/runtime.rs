@@ -115,6 +115,39 @@ pub fn raise_memlock(needed_bytes: u64) -> Result<(), RuntimeError> {
     })
 }
 
+/// Raises the open-files limit (RLIMIT_NOFILE) to its hard limit: every client and
+/// peer connection, WAL segment and queue file takes a descriptor. Warns when even
+/// that is below what the connection limits allow, since then `accept` fails (EMFILE)
+/// before `max-connections-per-core` is reached.
+pub fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < wanted {
+        tracing::warn!(
+            open_files_limit = limit.rlim_cur,
+            wanted,
+            "the open-files limit is below what max-connections-per-core allows; raise it (ulimit -n, LimitNOFILE) or lower the limit"
+        );
+    }
+}
+
 /// Blocks SIGINT and SIGTERM in this thread (and every thread spawned after), and starts
 /// a thread that waits for them and requests shutdown.
 pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
@@ -184,6 +217,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let cores = config.effective_cores();
     let needed = (cores as u64) * (config.runtime.io_memory_bytes as u64 + (1 << 20));
     raise_memlock(needed)?;
+    raise_open_files((cores * config.http.max_connections_per_core) as u64 + 1024);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| RuntimeError::DataDir {
         dir: config.data_dir.display().to_string(),
         message: e.to_string(),

@@ -481,9 +481,11 @@ async fn ask(
     let message = MapShard {
         json: Bytes::from(serde_json::to_vec(request).expect("map requests serialise")),
     };
+    // Live: a hung peer fails this within the dial timeout (twice at most), not the
+    // write timeout, and a peer whose dials back off is still tried.
     let reply: MapShardResponse = cluster
         .shard_writer
-        .request(node, 0, &message)
+        .request_live(node, 0, &message)
         .await
         .map_err(|e| e.to_string())?;
     match serde_json::from_slice::<MapResponse>(&reply.json) {
@@ -496,6 +498,8 @@ async fn ask(
 /// The other nodes, in the order this request asks them: rotated by one for every
 /// request this core makes, so the replicas of a shard take turns answering (the first
 /// peer that holds a shard maps it; the others are asked only for what is left).
+/// Peers that looked unreachable lately go last, so a shard they own is read from
+/// another owner first; they are still asked (they may be back).
 fn peers(ctx: &CoreContext) -> Vec<NodeId> {
     let mut nodes: Vec<NodeId> = ctx
         .membership
@@ -508,7 +512,20 @@ fn peers(ctx: &CoreContext) -> Vec<NodeId> {
         let len = nodes.len();
         nodes.rotate_left(next_turn() % len);
     }
+    healthy_first(ctx, &mut nodes);
     nodes
+}
+
+/// Moves the nodes this core saw unreachable lately to the end (stable otherwise).
+fn healthy_first(ctx: &CoreContext, nodes: &mut [NodeId]) {
+    nodes.sort_by_key(|n| is_suspect(ctx, *n));
+}
+
+/// Whether this core saw `node` unreachable lately (see `ShardWriter::is_suspect`).
+fn is_suspect(ctx: &CoreContext, node: NodeId) -> bool {
+    ctx.cluster
+        .as_ref()
+        .is_some_and(|c| c.shard_writer.is_suspect(node))
 }
 
 /// A counter this core advances for every request: whose turn it is among replicas.
@@ -591,7 +608,17 @@ pub async fn scan_cluster(
         return Ok(shards);
     }
     let mut failed = Vec::new();
-    for node in peers(ctx) {
+    let (healthy, suspect) = peers_by_health(ctx);
+    for (i, node) in healthy.iter().chain(&suspect).copied().enumerate() {
+        if i >= healthy.len() {
+            // A peer seen unreachable lately is asked only if the answer needs it.
+            let groups: BTreeSet<i64> = shards.iter().map(|s| s.start_ns).collect();
+            let skipped = skipped_as_failed(&failed, &suspect[i - healthy.len()..]);
+            let rp = &r.retention_policy;
+            if check_coverage(ctx, &r.database, rp, &groups, &seen, &skipped).is_ok() {
+                break;
+            }
+        }
         let exclude = seen.iter().copied().collect();
         match map_from(ctx, node, r, exclude, None, &points).await {
             Ok(found) => {
@@ -615,6 +642,23 @@ pub async fn scan_cluster(
         &failed,
     )?;
     Ok(shards)
+}
+
+/// [`peers`], split into those that answered lately and those seen unreachable.
+fn peers_by_health(ctx: &CoreContext) -> (Vec<NodeId>, Vec<NodeId>) {
+    peers(ctx).into_iter().partition(|n| !is_suspect(ctx, *n))
+}
+
+/// `failed` plus the `skipped` peers, counted as failed (for a coverage check that
+/// decides whether they need to be asked at all).
+fn skipped_as_failed(failed: &[(NodeId, String)], skipped: &[NodeId]) -> Vec<(NodeId, String)> {
+    let mut out = failed.to_vec();
+    out.extend(
+        skipped
+            .iter()
+            .map(|n| (*n, "not asked: unreachable lately".to_string())),
+    );
+    out
 }
 
 /// Most shard groups [`scan_cluster`] plans owners for; a wider range asks in turn.
@@ -676,10 +720,17 @@ fn plan(ctx: &CoreContext, r: &ScanRequest, seen: &BTreeSet<u64>) -> Option<Plan
             }
             let by = (turn + i) % others.len();
             others.rotate_left(by);
+            healthy_first(ctx, &mut others);
+            let owned_here = others.len() < shard.owners.len();
+            // Owned here and held by nothing here: its other owners may hold writes
+            // still on their way here, but one seen unreachable lately is not waited
+            // for (had it failed, the shard would count as empty all the same).
+            if owned_here && others.iter().all(|o| is_suspect(ctx, *o)) {
+                continue;
+            }
             asks.entry(others[0])
                 .or_insert_with(Vec::new)
                 .push(shard.id);
-            let owned_here = others.len() < shard.owners.len();
             owners.insert(shard.id, (others, owned_here));
         }
         if start >= last {
@@ -907,7 +958,15 @@ pub async fn schema_cluster(
     }
     let mut seen: BTreeSet<u64> = shards.iter().map(|s| s.shard_id).collect();
     let mut failed = Vec::new();
-    for node in peers(ctx) {
+    let (healthy, suspect) = peers_by_health(ctx);
+    for (i, node) in healthy.iter().chain(&suspect).copied().enumerate() {
+        if i >= healthy.len() {
+            // A peer seen unreachable lately is asked only if the answer needs it.
+            let skipped = skipped_as_failed(&failed, &suspect[i - healthy.len()..]);
+            if schema_coverage(ctx, r, &shards, &seen, &skipped).is_ok() {
+                break;
+            }
+        }
         let request = MapRequest::Schema {
             schema: r.clone(),
             exclude: seen.iter().copied().collect(),
@@ -924,6 +983,18 @@ pub async fn schema_cluster(
             }
         }
     }
+    schema_coverage(ctx, r, &shards, &seen, &failed)?;
+    Ok(shards)
+}
+
+/// [`check_coverage`] for every policy a schema request covers.
+fn schema_coverage(
+    ctx: &CoreContext,
+    r: &SchemaRequest,
+    shards: &[ShardSchema],
+    seen: &BTreeSet<u64>,
+    failed: &[(NodeId, String)],
+) -> Result<(), QueryError> {
     let mut policies: BTreeSet<String> =
         shards.iter().map(|s| s.retention_policy.clone()).collect();
     if !failed.is_empty() {
@@ -941,9 +1012,9 @@ pub async fn schema_cluster(
             .filter(|s| &s.retention_policy == rp)
             .map(|s| s.start_ns)
             .collect();
-        check_coverage(ctx, &r.database, rp, &groups, &seen, &failed)?;
+        check_coverage(ctx, &r.database, rp, &groups, seen, failed)?;
     }
-    Ok(shards)
+    Ok(())
 }
 
 /// Runs a delete on every node (every owner of every shard); a node that does not

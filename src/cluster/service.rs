@@ -48,8 +48,42 @@ use std::time::Duration;
 /// How long a new connection may take to prove the shared secret.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections in their handshake at once per core. At the bound a new connection
+/// closes the oldest one still in its handshake, so connections that never prove the
+/// secret cannot lock the peers out (a peer's handshake takes a few round trips).
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// This core's connections in their handshake, oldest first, each with the sender
+/// that closes it.
+#[derive(Default)]
+struct Handshakes {
+    next_id: u64,
+    pending: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Handshakes {
+    /// Makes room (closing the oldest at the bound) and registers a new handshake.
+    fn start(&mut self) -> (u64, oneshot::Receiver<()>, bool) {
+        let mut evicted = false;
+        while self.pending.len() >= MAX_PENDING_HANDSHAKES {
+            if let Some((_, close)) = self.pending.pop_front() {
+                evicted |= close.send(()).is_ok();
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.next_id += 1;
+        self.pending.push_back((self.next_id, tx));
+        (self.next_id, rx, evicted)
+    }
+
+    fn finish(&mut self, id: u64) {
+        self.pending.retain(|(i, _)| *i != id);
+    }
+}
+
 /// Accepts node connections on this core until shutdown.
 pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
+    let handshakes = Rc::new(std::cell::RefCell::new(Handshakes::default()));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -59,7 +93,22 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                glommio::spawn_local(serve_connection(ctx.clone(), stream)).detach();
+                let (id, closed, evicted) = handshakes.borrow_mut().start();
+                if evicted {
+                    CoreStats::add(&ctx.stats.cluster_rejected_connections, 1);
+                    tracing::warn!(
+                        core = ctx.core,
+                        "too many cluster connections in their handshake; closed the oldest"
+                    );
+                }
+                let handshakes = handshakes.clone();
+                glommio::spawn_local(serve_connection(
+                    ctx.clone(),
+                    stream,
+                    closed,
+                    Box::new(move || handshakes.borrow_mut().finish(id)),
+                ))
+                .detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(core = ctx.core, error = %e, "cluster accept failed");
@@ -69,8 +118,14 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
+async fn serve_connection(
+    ctx: Rc<CoreContext>,
+    stream: TcpStream,
+    mut closed: oneshot::Receiver<()>,
+    handshake_done: Box<dyn FnOnce()>,
+) {
     let Some(cluster) = ctx.cluster.as_ref() else {
+        handshake_done();
         return;
     };
     let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
@@ -87,12 +142,22 @@ async fn serve_connection(ctx: Rc<CoreContext>, stream: TcpStream) {
                 .await,
             )
         },
-        async {
-            glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
-            None
-        },
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                None
+            },
+            async {
+                // Closed to make room (a dropped sender is not a close).
+                if (&mut closed).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                None
+            },
+        ),
     )
     .await;
+    handshake_done();
     let peer_node = match handshake {
         Some(Ok(node)) => node,
         Some(Err(e)) => {

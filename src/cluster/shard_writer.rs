@@ -53,6 +53,9 @@ pub enum ShardWriterError {
     PoolTimeout { node: NodeId, core: usize },
     #[error("no answer within {after:?} (node {node})")]
     Timeout { node: NodeId, after: Duration },
+    /// A request and a ping both went unanswered for `after` on a silent connection.
+    #[error("node {node} answers neither requests nor pings within {after:?}: treated as hung")]
+    Hung { node: NodeId, after: Duration },
     #[error("{source}")]
     Conn { node: NodeId, source: ConnError },
     /// Several dials in a row failed; no new attempt before the back-off ends (a Ping,
@@ -73,6 +76,7 @@ impl ShardWriterError {
         matches!(
             self,
             ShardWriterError::Timeout { .. }
+                | ShardWriterError::Hung { .. }
                 | ShardWriterError::PoolTimeout { .. }
                 | ShardWriterError::Conn {
                     source: ConnError::Timeout { .. },
@@ -129,6 +133,9 @@ struct Pool {
     retry_at: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
     last_dial_error: RefCell<String>,
+    /// Set when a request found the peer hung (no answer, no pong within
+    /// `dial-timeout-ms`); cleared by the next answer. Queries try such a peer last.
+    hung_since: Cell<Option<Instant>>,
     /// Per shard with requests in flight: the connection they share and how many.
     /// Bounded by the requests in flight (an entry leaves with its last request).
     lanes: RefCell<HashMap<u64, (Rc<PipelinedConn>, usize)>>,
@@ -146,6 +153,11 @@ pub const DIAL_FAILURES_BEFORE_BACKOFF: u32 = 3;
 /// First and largest wait between dials once backing off.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long a peer found hung stays suspect (queries ask it last, or not at all when
+/// its replicas cover it) unless it answers something first; then it is tried as any
+/// other peer again.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 /// Where a request goes.
 enum Pick {
@@ -325,6 +337,24 @@ struct AbandonOnDrop<'a> {
     armed: bool,
 }
 
+/// A dial under way, counted against `pool-max-connections` while it lasts.
+struct Dialing<'a>(&'a Pool);
+
+impl<'a> Dialing<'a> {
+    fn enter(pool: &'a Pool) -> Dialing<'a> {
+        pool.dialing.set(pool.dialing.get() + 1);
+        Dialing(pool)
+    }
+}
+
+impl Drop for Dialing<'_> {
+    fn drop(&mut self) {
+        self.0.dialing.set(self.0.dialing.get() - 1);
+        // A dial given up mid-way frees its place: waiters may dial in turn.
+        self.0.wake_all();
+    }
+}
+
 /// A caller's wait for a slot. A wake delivered but never taken (the caller's future
 /// dropped first) still counts as done, so newcomers do not queue behind a ghost.
 struct SlotWait<'a> {
@@ -464,6 +494,7 @@ impl ShardWriter {
                     retry_at: Cell::new(None),
                     backoff: Cell::new(Duration::ZERO),
                     last_dial_error: RefCell::new(String::new()),
+                    hung_since: Cell::new(None),
                     lanes: RefCell::new(HashMap::new()),
                     lane_waiters: Cell::new(0),
                     woken: Cell::new(0),
@@ -541,9 +572,11 @@ impl ShardWriter {
                             });
                         }
                     }
-                    pool.dialing.set(pool.dialing.get() + 1);
+                    // Counted until the dial ends, also when the caller gives up
+                    // mid-dial (its future dropped): a leaked count would fill the pool.
+                    let dialing = Dialing::enter(pool);
                     let dialed = self.dial(pool).await;
-                    pool.dialing.set(pool.dialing.get() - 1);
+                    drop(dialing);
                     match &dialed {
                         Ok(conn) => {
                             pool.conns.borrow_mut().push(conn.clone());
@@ -648,7 +681,7 @@ impl ShardWriter {
             s.bytes += bytes;
         });
         let response: WriteShardResponse = self
-            .request_on(node, core, conn, Some(batch.shard.id), &message)
+            .request_on(node, core, conn, Some(batch.shard.id), &message, false)
             .await?;
         Ok(response.status)
     }
@@ -661,11 +694,43 @@ impl ShardWriter {
         core: usize,
         message: &M,
     ) -> Result<R, ShardWriterError> {
-        self.request_on(node, core, None, None, message).await
+        self.request_on(node, core, None, None, message, false)
+            .await
+    }
+
+    /// [`Self::request`] for a request whose answer may take long (a query's scan on a
+    /// peer), and which must not wait on a hung peer: it dials even while the peer's
+    /// pool backs off (a query tries every owner before it fails), and whenever its
+    /// connection has been silent for `dial-timeout-ms` it pings the peer; a peer that
+    /// answers neither the request nor the ping within that time is hung, its
+    /// connection is failed, and the request fails at once. So a hung peer costs the
+    /// caller at most twice `dial-timeout-ms`, not `write-timeout-ms`.
+    pub async fn request_live<M: EncodeMessage, R: DecodeMessage>(
+        &self,
+        node: NodeId,
+        core: usize,
+        message: &M,
+    ) -> Result<R, ShardWriterError> {
+        self.request_on(node, core, None, None, message, true).await
+    }
+
+    /// Whether `node` looked unreachable lately from this core: dials to it are
+    /// backing off, or a request found it hung and nothing answered since.
+    pub fn is_suspect(&self, node: NodeId) -> bool {
+        let pools = self.pools.borrow();
+        pools.iter().any(|((n, _), pool)| {
+            *n == node
+                && (pool
+                    .hung_since
+                    .get()
+                    .is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+                    || pool.retry_at.get().is_some_and(|at| at > Instant::now()))
+        })
     }
 
     /// `request` on `conn` if given (a connection of that pool just handed out, with a
-    /// free slot), else on one the pool hands out; a write of `shard` on its lane.
+    /// free slot), else on one the pool hands out; a write of `shard` on its lane;
+    /// `live`: see [`Self::request_live`].
     async fn request_on<M: EncodeMessage, R: DecodeMessage>(
         &self,
         node: NodeId,
@@ -673,6 +738,7 @@ impl ShardWriter {
         conn: Option<Rc<PipelinedConn>>,
         shard: Option<u64>,
         message: &M,
+        live: bool,
     ) -> Result<R, ShardWriterError> {
         let pool = self.pool(node, core)?;
         let conn = match conn {
@@ -680,7 +746,7 @@ impl ShardWriter {
             // Pings dial even during a back-off: they are how a node's return is noticed.
             None => {
                 let ping = M::KIND == wire::FrameKind::Ping;
-                self.connection(&pool, ping, shard).await?
+                self.connection(&pool, ping || live, shard).await?
             }
         };
         let _lane = shard.map(|id| LaneGuard::enter(&pool, id, &conn));
@@ -704,9 +770,25 @@ impl ShardWriter {
             request_id,
             armed: true,
         };
-        let answer = with_timeout(timeout, answer).await;
+        let answer = if live {
+            match self
+                .await_live(&pool, &conn, started, timeout, answer)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(after) => {
+                    self.count(|s| s.failures += 1);
+                    return Err(ShardWriterError::Hung { node, after });
+                }
+            }
+        } else {
+            with_timeout(timeout, answer).await
+        };
         abandon.armed = answer.is_none();
         drop(abandon);
+        if answer.is_some() {
+            pool.hung_since.set(None);
+        }
         let frame = match answer {
             Some(Ok(Ok(frame))) => frame,
             Some(Ok(Err(source))) => {
@@ -748,6 +830,74 @@ impl ShardWriter {
                     conn.fail(source.clone());
                 }
                 Err(ShardWriterError::Conn { node, source })
+            }
+        }
+    }
+
+    /// Waits for `answer` at most `timeout` from `started`, checking that the peer is
+    /// alive whenever `conn` has been silent for a whole `dial-timeout-ms`: a ping (on
+    /// any connection of the pool) must come back within that time, else the peer is
+    /// hung, `conn` fails (and every request on it) and this returns the time it was
+    /// given at once. `Ok(None)`: `timeout` ran out with the peer alive.
+    #[allow(clippy::type_complexity)]
+    async fn await_live(
+        &self,
+        pool: &Rc<Pool>,
+        conn: &Rc<PipelinedConn>,
+        started: Instant,
+        timeout: Duration,
+        mut answer: oneshot::Receiver<crate::cluster::pipeline::Reply>,
+    ) -> Result<Option<Result<crate::cluster::pipeline::Reply, oneshot::Canceled>>, Duration> {
+        let probe =
+            Duration::from_millis(self.config.dial_timeout_ms).max(Duration::from_millis(1));
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let quiet_from = Instant::now();
+            if let Some(reply) = with_timeout(probe.min(left), &mut answer).await {
+                return Ok(Some(reply));
+            }
+            if !conn.silent_since(quiet_from) {
+                continue; // the peer sent something meanwhile: it is alive
+            }
+            enum Check<T> {
+                Answer(T),
+                Pong(bool),
+            }
+            let ping = Box::pin(self.request_on::<_, wire::Pong>(
+                pool.node,
+                pool.core,
+                None,
+                None,
+                &wire::Ping,
+                false,
+            ));
+            let checked = with_timeout(
+                probe,
+                futures_lite::future::or(async { Check::Answer((&mut answer).await) }, async {
+                    Check::Pong(ping.await.is_ok())
+                }),
+            )
+            .await;
+            match checked {
+                Some(Check::Answer(reply)) => return Ok(Some(reply)),
+                Some(Check::Pong(true)) => continue,
+                _ => {
+                    tracing::warn!(
+                        node = pool.node,
+                        core = pool.core,
+                        after_ms = probe.as_millis() as u64,
+                        "peer answers neither a request nor a ping: treating it as hung"
+                    );
+                    pool.hung_since.set(Some(Instant::now()));
+                    conn.fail(ConnError::Timeout {
+                        peer: conn.peer().to_string(),
+                        after: probe,
+                    });
+                    return Err(started.elapsed());
+                }
             }
         }
     }

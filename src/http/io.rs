@@ -7,8 +7,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A glommio `TcpStream` as a hyper I/O object.
-pub struct HyperStream(pub TcpStream);
+/// A glommio `TcpStream` as a hyper I/O object; bytes read mark the connection's
+/// phase (`conn`), for its header-read and idle timeouts.
+pub struct HyperStream {
+    pub stream: TcpStream,
+    pub connection: std::rc::Rc<super::conn::Connection>,
+}
 
 impl hyper::rt::Read for HyperStream {
     fn poll_read(
@@ -23,8 +27,11 @@ impl hyper::rt::Read for HyperStream {
             b.write(0);
         }
         let buf = unsafe { &mut *(uninit as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-        match Pin::new(&mut self.0).poll_read(cx, buf) {
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.connection.bytes_arrived();
+                }
                 // SAFETY: `n` bytes were written by the read.
                 unsafe { cursor.advance(n) };
                 Poll::Ready(Ok(()))
@@ -41,14 +48,14 @@ impl hyper::rt::Write for HyperStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }

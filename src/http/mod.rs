@@ -10,6 +10,7 @@
 //! `max-concurrent-write-requests-per-core` writes in progress (more get 503 with
 //! Retry-After), `max-body-size-bytes` per body after gzip decoding (more get 413).
 
+pub mod conn;
 pub mod io;
 
 use crate::cluster::mesh::ReadRequest;
@@ -18,7 +19,7 @@ use crate::lineproto::Precision;
 use crate::metrics::{self, Timer};
 use crate::node::{CoreContext, CoreStats};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -92,11 +93,8 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: Option<glommio::net::Tc
         let target = ctx.least_loaded_core(next);
         next = next.wrapping_add(1);
         let counts = &ctx.connection_counts;
-        if counts[target].load(Ordering::Relaxed) >= ctx.config.http.max_connections_per_core {
-            tracing::warn!("connection limit reached on every core; closing new connection");
-            drop(accepted);
-            continue;
-        }
+        // At the limit on every core the target still takes it: it closes its longest
+        // waiting connection to make room, or refuses this one if all are busy.
         // Counted at hand-off, so a burst of accepts spreads before any core reports.
         counts[target].fetch_add(1, Ordering::Relaxed);
         if target == ctx.core {
@@ -148,6 +146,23 @@ pub fn serve_connection(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
 /// Serves a connection another core moved here ([`steer`]), as it is.
 pub fn serve_moved_connection(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
     glommio::spawn_local(serve_http(ctx, stream)).detach();
+}
+
+/// The answer to a connection refused at the limit (every open one busy), written
+/// without reading the request: a client sees why instead of a reset.
+const REFUSED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n{\"error\":\"too many open connections: every one is busy in a request; retry later\"}\n";
+
+/// Refuses a connection: the 503 above, written within a second, then closed.
+async fn refuse(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = futures_lite::future::or(
+        async {
+            let _ = stream.write_all(REFUSED_ANSWER).await;
+            let _ = stream.close().await;
+        },
+        glommio::timer::sleep(std::time::Duration::from_secs(1)),
+    )
+    .await;
 }
 
 /// Connection steering: when the first request of a new connection is a `/query` of a
@@ -228,24 +243,66 @@ fn query_database(head: &[u8]) -> Option<String> {
     query_params(query).remove("db").filter(|db| !db.is_empty())
 }
 
-/// Runs hyper's HTTP/1.1 server on a connection until it closes.
+/// Runs hyper's HTTP/1.1 server on a connection until it closes, or until its
+/// watchdog closes it (`conn`: header-read and idle timeouts, eviction).
 async fn serve_http(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
-    {
-        let service_ctx = ctx.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let ctx = service_ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
-        });
-        let result = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .header_read_timeout(None)
-            .serve_connection(io::HyperStream(stream), service)
-            .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "connection ended with an error");
+    let Some(mut registration) = ctx.http_connections.register() else {
+        ctx.http_connections.uncount();
+        CoreStats::add(&ctx.stats.connections_refused, 1);
+        tracing::warn!(
+            core = ctx.core,
+            "connection limit reached and every connection is busy; refusing a new one"
+        );
+        refuse(stream).await;
+        return;
+    };
+    let connection = registration.connection.clone();
+    let service_ctx = ctx.clone();
+    let service_connection = connection.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = service_ctx.clone();
+        let connection = service_connection.clone();
+        async move {
+            connection.request_started();
+            let answer = handle(ctx, req).await;
+            connection.request_finished();
+            Ok::<_, std::convert::Infallible>(answer)
         }
-        ctx.connection_counts[ctx.core].fetch_sub(1, Ordering::Relaxed);
-    }
+    });
+    let timeouts = conn::Timeouts {
+        header_read: std::time::Duration::from_millis(ctx.config.http.header_read_timeout_ms),
+        idle: std::time::Duration::from_millis(ctx.config.http.idle_timeout_ms),
+    };
+    // hyper's own header timeout needs a `Send` timer, which glommio's is not; the
+    // watchdog does its job (and the idle timeout hyper does not have).
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .serve_connection(
+            io::HyperStream {
+                stream,
+                connection: connection.clone(),
+            },
+            service,
+        );
+    let closed = futures_lite::future::or(
+        async {
+            if let Err(e) = served.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            None
+        },
+        async { Some(conn::watch(&connection, &mut registration.evicted, timeouts).await) },
+    )
+    .await;
+    let counter = match closed {
+        None => return,
+        Some(conn::Closed::HeaderTimeout) => &ctx.stats.connections_header_timeouts,
+        Some(conn::Closed::IdleTimeout) => &ctx.stats.connections_idle_timeouts,
+        Some(conn::Closed::Evicted) => &ctx.stats.connections_evicted,
+    };
+    CoreStats::add(counter, 1);
+    tracing::debug!(core = ctx.core, reason = ?closed, "closed a client connection");
 }
 
 /// Counts a request in flight for the lifetime of the guard.
@@ -429,9 +486,36 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads a body up to `limit` bytes (after gzip decoding). `Err(resp)` is the answer to
-/// send instead (413 or 400).
+/// Bytes of request bodies this core holds while they arrive, against
+/// `max-pending-body-bytes-per-core`; released when the read ends either way.
+struct BodyBudget<'a> {
+    pending: &'a std::cell::Cell<u64>,
+    max: u64,
+    held: u64,
+}
+
+impl BodyBudget<'_> {
+    fn take(&mut self, bytes: u64) -> bool {
+        if self.pending.get() + bytes > self.max {
+            return false;
+        }
+        self.pending.set(self.pending.get() + bytes);
+        self.held += bytes;
+        true
+    }
+}
+
+impl Drop for BodyBudget<'_> {
+    fn drop(&mut self) {
+        self.pending.set(self.pending.get() - self.held);
+    }
+}
+
+/// Reads a body up to `limit` bytes (after gzip decoding), within
+/// `body-read-timeout-ms` and the core's `max-pending-body-bytes-per-core`. `Err(resp)`
+/// is the answer to send instead (413, 400, 408 or 503).
 async fn read_body(
+    ctx: &CoreContext,
     req: Request<Incoming>,
     limit: u64,
 ) -> Result<(Bytes, hyper::http::request::Parts), Resp> {
@@ -453,21 +537,64 @@ async fn read_body(
     if !gzip && declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let (parts, body) = req.into_parts();
-    let collected = match Limited::new(body, limit as usize).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return Err(too_large());
-            }
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                &format!("error reading body: {e}"),
-            ));
-        }
+    let timeout = std::time::Duration::from_millis(ctx.config.http.body_read_timeout_ms);
+    let deadline = std::time::Instant::now() + timeout;
+    let mut budget = BodyBudget {
+        pending: &ctx.pending_body_bytes,
+        max: ctx.config.http.max_pending_body_bytes_per_core,
+        held: 0,
     };
+    let (parts, mut body) = req.into_parts();
+    let mut collected = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let frame = futures_lite::future::or(async { Some(body.frame().await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        let data = match frame {
+            None => {
+                CoreStats::add(&ctx.stats.body_read_timeouts, 1);
+                let mut r = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "timeout reading the request body: it did not arrive whole within body-read-timeout-ms ({} ms)",
+                        timeout.as_millis()
+                    ),
+                );
+                r.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(r);
+            }
+            Some(None) => break,
+            Some(Some(Err(e))) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("error reading body: {e}"),
+                ))
+            }
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+        };
+        if collected.len() as u64 + data.len() as u64 > limit {
+            return Err(too_large());
+        }
+        if !budget.take(data.len() as u64) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies arriving on this core (max-pending-body-bytes-per-core); retry later",
+            );
+            set_retry_after(ctx, &mut r);
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(r);
+        }
+        collected.extend_from_slice(&data);
+    }
+    let collected = collected.freeze();
     if !gzip {
         return Ok((collected, parts));
     }
@@ -482,14 +609,31 @@ async fn read_body(
     Ok((Bytes::from(decoded), parts))
 }
 
-/// `/write`, timed end to end under its consistency level.
+/// `/write`: the body first (timed apart, `WriteBodyRead`: a slow client's time is its
+/// own), then the write, timed under its consistency level. A write slot
+/// (`max-concurrent-write-requests-per-core`) is taken only once the body is in, so
+/// clients slow to send hold no slot and delay nobody else.
 async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+    CoreStats::add(&ctx.stats.write_requests, 1);
+    let params = query_params(req.uri().query().unwrap_or(""));
+    // Read the body before any other answer, so an early error (unknown database, bad
+    // parameter) leaves the connection reusable instead of closing it mid-body.
+    let receiving = std::time::Instant::now();
+    let received = read_body(ctx, req, ctx.config.http.max_body_size_bytes).await;
+    ctx.timers.record(Timer::WriteBodyRead, receiving);
+    let body = match received {
+        Ok((b, _)) => b,
+        Err(resp) => {
+            CoreStats::add(&ctx.stats.write_errors, 1);
+            return resp;
+        }
+    };
     let start = std::time::Instant::now();
-    let consistency = query_params(req.uri().query().unwrap_or(""))
+    let resp = write_request(ctx, &params, body).await;
+    let timer = match params
         .get("consistency")
-        .and_then(|c| Consistency::parse(c));
-    let resp = write_request(ctx, req).await;
-    let timer = match consistency {
+        .and_then(|c| Consistency::parse(c))
+    {
         Some(Consistency::Any) => Timer::WriteAny,
         Some(Consistency::Quorum) => Timer::WriteQuorum,
         Some(Consistency::All) => Timer::WriteAll,
@@ -499,8 +643,11 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     resp
 }
 
-async fn write_request(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
-    CoreStats::add(&ctx.stats.write_requests, 1);
+async fn write_request(
+    ctx: &Rc<CoreContext>,
+    params: &HashMap<String, String>,
+    body: Bytes,
+) -> Resp {
     if ctx.in_flight_writes.get() >= ctx.config.http.max_concurrent_write_requests_per_core {
         CoreStats::add(&ctx.stats.write_rejected_busy, 1);
         let mut r = error(
@@ -511,13 +658,6 @@ async fn write_request(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         return r;
     }
     let _writing = InFlight::new(&ctx.in_flight_writes);
-    let params = query_params(req.uri().query().unwrap_or(""));
-    // Read the body before any other answer, so an early error (unknown database, bad
-    // parameter) leaves the connection reusable instead of closing it mid-body.
-    let body = match read_body(req, ctx.config.http.max_body_size_bytes).await {
-        Ok((b, _)) => b,
-        Err(resp) => return resp,
-    };
     CoreStats::add(&ctx.stats.write_body_bytes, body.len() as u64);
     // As InfluxDB 1.8 (1.6 silently took an unknown precision for nanoseconds). `us`
     // and `µ` are accepted too, as the 2.x API spells microseconds.
@@ -629,7 +769,7 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if req.method() == Method::POST {
-        let body = match read_body(req, ctx.config.http.max_body_size_bytes).await {
+        let body = match read_body(ctx, req, ctx.config.http.max_body_size_bytes).await {
             Ok((b, _)) => b,
             Err(resp) => return resp,
         };

@@ -13,8 +13,16 @@
 //! `wal-fsync-delay-ms` > 0 the flusher waits that long first to gather more.
 //!
 //! **Invariant:** only the owning core touches a WAL (it is `!Send`: `Rc` inside).
-//! After a failed write or sync the WAL is failed for good and says so on every call;
-//! what reached the disk is unknown, so the node must restart and recover.
+//!
+//! After a failed write or sync (a full disk, an I/O error) the WAL refuses new records
+//! and says so on every call, and a probe task tries to resume (every
+//! [`RESUME_PROBE_MAX`] at most): it cuts the segment that failed back to its last
+//! synced byte (what came after may be torn: it is never left behind), starts a new
+//! segment and writes there what had been appended but not synced (those records are
+//! already in the cache; none was acknowledged). Once that write and its fdatasync
+//! succeed, the WAL takes records again. A retried fsync proves nothing after a failed
+//! one (Linux may have dropped the dirty pages), so nothing is trusted that was not
+//! synced in one piece after the failure.
 //!
 //! Back of the envelope: at 1 M lines/s of ~250-byte lines a core appends ~250 MB/s;
 //! an fdatasync on this class of disk takes 0.5–5 ms, so each sync carries 125 KB–1.2 MB
@@ -40,13 +48,20 @@ pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 /// chunks of about this size, each written with its own `write_at`, then one fdatasync.
 pub const WRITE_CHUNK_BYTES: usize = 4 << 20;
 
+/// After a failed write, the first probe to resume waits this long; each failed probe
+/// doubles the wait, up to [`RESUME_PROBE_MAX`].
+pub const RESUME_PROBE_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two probes of a failed WAL (so writes resume at most this
+/// long after the disk has room again).
+pub const RESUME_PROBE_MAX: Duration = Duration::from_millis(500);
+
 /// WAL failures.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalError {
     #[error("WAL I/O error in {dir}: {message}")]
     Io { dir: String, message: String },
-    #[error("previous WAL I/O error in {dir} ({message}); the shard is read-only until the node restarts")]
+    #[error("previous WAL I/O error in {dir} ({message}); writes to this shard resume on their own once the disk takes writes again (free space, or check the device)")]
     Failed { dir: String, message: String },
     #[error("WAL in {dir} is closed")]
     Closed { dir: String },
@@ -85,7 +100,11 @@ struct WalState {
     waiters: Vec<oneshot::Sender<Result<(), WalError>>>,
     room_waiters: Vec<oneshot::Sender<()>>,
     flushing: bool,
+    /// Set by a failed write or sync, until a probe resumes the WAL.
     failed: Option<String>,
+    /// Records appended (and applied) but not synced when the WAL failed: the probe
+    /// writes them to a new segment before the WAL takes records again.
+    unsynced: Vec<Vec<u8>>,
     closed: bool,
     stats: WalStats,
 }
@@ -96,6 +115,9 @@ pub struct WalStats {
     pub records: u64,
     pub bytes: u64,
     pub syncs: u64,
+    /// Write or sync failures, and resumptions after them.
+    pub failures: u64,
+    pub resumes: u64,
 }
 
 /// The WAL of one shard. Cheap to clone (shared state on one core).
@@ -284,6 +306,7 @@ impl Wal {
                 room_waiters: Vec::new(),
                 flushing: false,
                 failed: None,
+                unsynced: Vec::new(),
                 closed: false,
                 stats: WalStats::default(),
             })),
@@ -399,7 +422,7 @@ impl Wal {
                 s.pending_bytes = 0;
                 (chunks, std::mem::take(&mut s.waiters))
             };
-            let result = self.write_and_sync(buf).await;
+            let result = self.write_and_sync(&buf).await;
             let mut s = self.state.borrow_mut();
             for w in s.room_waiters.drain(..) {
                 let _ = w.send(());
@@ -412,28 +435,93 @@ impl Wal {
                     }
                 }
                 Err(message) => {
-                    tracing::error!(dir = %self.dir.display(), %message, "WAL write failed; shard is now read-only");
+                    tracing::error!(dir = %self.dir.display(), %message, "WAL write failed; refusing writes to this shard until the disk takes writes again");
                     let err = WalError::Io {
                         dir: self.dir.display().to_string(),
                         message: message.clone(),
                     };
                     s.failed = Some(message);
+                    s.stats.failures += 1;
                     for w in waiters.into_iter().chain(s.waiters.drain(..)) {
                         let _ = w.send(Err(err.clone()));
                     }
-                    s.pending.clear();
-                    s.full_chunks.clear();
+                    // What failed, then what arrived meanwhile, in WAL order.
+                    let mut unsynced = buf;
+                    unsynced.append(&mut s.full_chunks);
+                    unsynced.push(std::mem::take(&mut s.pending));
+                    unsynced.retain(|c| !c.is_empty());
+                    s.unsynced = unsynced;
                     s.pending_bytes = 0;
                     s.flushing = false;
+                    drop(s);
+                    let wal = self.clone();
+                    glommio::spawn_local(async move { wal.resume_loop().await }).detach();
                     return;
                 }
             }
         }
     }
 
+    /// Probes a failed WAL until it takes writes again (see the module doc).
+    async fn resume_loop(self) {
+        let mut wait = RESUME_PROBE_MIN;
+        loop {
+            glommio::timer::sleep(wait).await;
+            if self.state.borrow().closed {
+                return;
+            }
+            match self.try_resume().await {
+                Ok(()) => {
+                    let mut s = self.state.borrow_mut();
+                    s.failed = None;
+                    s.stats.resumes += 1;
+                    for w in s.room_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                    tracing::warn!(dir = %self.dir.display(), "WAL resumed: the disk takes writes again");
+                    return;
+                }
+                Err(message) => {
+                    tracing::debug!(dir = %self.dir.display(), %message, "WAL still cannot write");
+                    self.state.borrow_mut().failed = Some(message);
+                    wait = (wait * 2).min(RESUME_PROBE_MAX);
+                }
+            }
+        }
+    }
+
+    /// One probe: cut the segment that failed back to its synced end (removed if that
+    /// is nothing), then write and sync the unsynced records in a new segment.
+    async fn try_resume(&self) -> Result<(), String> {
+        let (file, number, synced) = {
+            let mut s = self.state.borrow_mut();
+            (s.file.take(), s.segment_number, s.offset)
+        };
+        if file.is_some() {
+            drop(file);
+            let path = segment_path(&self.dir, number);
+            let dir = self.dir.to_path_buf();
+            glommio::executor()
+                .spawn_blocking(move || cut_segment(&dir, &path, synced))
+                .await
+                .map_err(|e| format!("cannot cut the failed segment: {e}"))?;
+            let mut s = self.state.borrow_mut();
+            s.segment_number = number + 1;
+            s.offset = 0;
+        }
+        let unsynced = std::mem::take(&mut self.state.borrow_mut().unsynced);
+        match self.write_and_sync(&unsynced).await {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                self.state.borrow_mut().unsynced = unsynced;
+                Err(message)
+            }
+        }
+    }
+
     /// Writes `buf` at the end of the current segment and fdatasyncs it, rolling to a
     /// new segment first when the current one is full.
-    async fn write_and_sync(&self, chunks: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn write_and_sync(&self, chunks: &[Vec<u8>]) -> Result<(), String> {
         let (file, offset) = self.current_segment().await?;
         let end = match &*file {
             SegmentFile::Buffered(file) => write_buffered(file, offset, chunks).await?,
@@ -506,17 +594,37 @@ impl Wal {
     }
 }
 
-/// Writes `chunks` at `offset` through the page cache. Returns the new end.
+/// Cuts a segment back to `synced` bytes (removes it when that is none) and syncs the
+/// change, so no torn record stays after the last synced one. Blocking: runs off the
+/// core.
+fn cut_segment(dir: &Path, path: &Path, synced: u64) -> std::io::Result<()> {
+    if synced == 0 {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    } else {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(synced)?;
+        file.sync_all()?;
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `chunks` at `offset` through the page cache. Returns the new end. (glommio's
+/// buffered write takes the buffer, so each chunk is copied: the WAL keeps its own
+/// until the sync succeeds. Only filesystems without O_DIRECT take this path.)
 async fn write_buffered(
     file: &BufferedFile,
     offset: u64,
-    chunks: Vec<Vec<u8>>,
+    chunks: &[Vec<u8>],
 ) -> Result<u64, String> {
     let mut position = offset;
-    for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+    for chunk in chunks.iter().filter(|c| !c.is_empty()) {
         let len = chunk.len() as u64;
         let written = file
-            .write_at(chunk, position)
+            .write_at(chunk.clone(), position)
             .await
             .map_err(|e| e.to_string())? as u64;
         // A regular file only writes short when the disk is full or a limit is hit;
@@ -538,7 +646,7 @@ async fn write_direct(
     file: &DmaFile,
     tail: &RefCell<Vec<u8>>,
     offset: u64,
-    chunks: Vec<Vec<u8>>,
+    chunks: &[Vec<u8>],
 ) -> Result<u64, String> {
     let align = file.alignment().max(512) as usize;
     let old_tail = std::mem::take(&mut *tail.borrow_mut());

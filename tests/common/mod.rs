@@ -52,6 +52,21 @@ impl Node {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts a node with `--cores 2` and `config` (TOML) as its config file.
+    pub fn start_with_config(data_dir: &Path, config: &str) -> Node {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let path = data_dir.with_extension("toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_with(
+            data_dir,
+            &["--cores", "2", "--config", path.to_str().unwrap()],
+        )
+    }
+
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
@@ -59,6 +74,7 @@ impl Node {
             .args(["--http-bind", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,6 +117,32 @@ impl Node {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// A counter or gauge from `/metrics` (without labels), e.g.
+    /// `shardcore_http_connections_evicted_total`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.request("GET", "/metrics", &[], b"").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// Resident memory of the process, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     /// SIGKILL: a crash, nothing flushed beyond what was acknowledged.
