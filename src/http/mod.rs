@@ -1021,7 +1021,16 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
 
 #[cfg(test)]
 mod steer_tests {
-    use super::query_database;
+    use super::{query_database, query_params};
+
+    proptest::proptest! {
+        /// Request lines and query strings come from the network: no bytes panic them.
+        #[test]
+        fn arbitrary_request_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = query_database(&bytes);
+            let _ = query_params(&String::from_utf8_lossy(&bytes));
+        }
+    }
 
     #[test]
     fn the_database_of_a_query_request_line() {

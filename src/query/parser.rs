@@ -1204,3 +1204,285 @@ mod select_tests {
         assert!(e.to_string().starts_with("error parsing regexp:"), "{e}");
     }
 }
+
+/// No input panics the parser, however deep or long: arbitrary text, token soup, and
+/// generated deep and long expressions and subquery chains, each parsed on a thread
+/// with a core's stack (the parser's recursion is bounded by the depth limits, not by
+/// luck). Accepted statements print as InfluxQL that parses to the same statement.
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use crate::limits::{CORE_STACK_BYTES, MAX_EXPR_DEPTH, MAX_SUBQUERY_DEPTH};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// Runs `cases` cases of `strategy` through `check` on a core-sized stack.
+    fn run_on_core_stack<S>(
+        cases: u32,
+        strategy: S,
+        check: fn(S::Value) -> Result<(), TestCaseError>,
+    ) where
+        S: Strategy + Send + 'static,
+        S::Value: Send,
+    {
+        std::thread::Builder::new()
+            .stack_size(CORE_STACK_BYTES)
+            .spawn(move || {
+                let mut runner = TestRunner::new(Config {
+                    cases,
+                    failure_persistence: None,
+                    ..Config::default()
+                });
+                if let Err(e) = runner.run(&strategy, check) {
+                    panic!("{e}");
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("the property holds");
+    }
+
+    /// Displays a statement's parts that are expressions, to compare two parses.
+    fn shown(statements: &[Statement]) -> Vec<String> {
+        let mut out = Vec::new();
+        for st in statements {
+            if let Statement::Select(s) = st {
+                out.extend(s.fields.iter().map(|f| f.expr.to_string()));
+                out.extend(s.condition.iter().map(|c| c.to_string()));
+            }
+        }
+        out
+    }
+
+    fn round_trips(q: &str) -> Result<(), TestCaseError> {
+        let Ok(statements) = parse_query(q) else {
+            return Ok(());
+        };
+        for st in &statements {
+            if let Statement::Select(s) = st {
+                if let Some(c) = &s.condition {
+                    let text = format!("SELECT x FROM m WHERE {c}");
+                    let again = parse_query(&text)
+                        .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+                    let Statement::Select(again) = &again[0] else {
+                        return Err(TestCaseError::fail("not a SELECT"));
+                    };
+                    prop_assert_eq!(
+                        again.condition.as_ref().map(|c| c.to_string()),
+                        Some(c.to_string())
+                    );
+                }
+            }
+        }
+        let _ = shown(&statements);
+        Ok(())
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        run_on_core_stack(3000, any::<Vec<u8>>(), |bytes| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let _ = parse_query(&text);
+            Ok(())
+        });
+    }
+
+    const TOKENS: &[&str] = &[
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "GROUP",
+        "BY",
+        "time(1h)",
+        "fill(none)",
+        "ORDER",
+        "DESC",
+        "LIMIT",
+        "1",
+        "SLIMIT",
+        "AND",
+        "OR",
+        "(",
+        ")",
+        ",",
+        "m",
+        "f",
+        "\"q\"",
+        "'s'",
+        "=",
+        "!=",
+        "=~",
+        "!~",
+        "/a.*/",
+        "/",
+        "<",
+        ">=",
+        "+",
+        "-",
+        "*",
+        "%",
+        "::field",
+        "::tag",
+        "mean(",
+        "abs(",
+        "count(",
+        "distinct",
+        "$p",
+        "1.5",
+        "-2",
+        "10s",
+        "now()",
+        "true",
+        "SHOW",
+        "TAG",
+        "VALUES",
+        "WITH",
+        "KEY",
+        "SERIES",
+        "DELETE",
+        "DROP",
+        "MEASUREMENT",
+        ";",
+        "INTO",
+        "tz('UTC')",
+        "\"",
+        "'",
+        "--",
+        "\n",
+    ];
+
+    #[test]
+    fn token_soup_never_panics_and_what_parses_round_trips() {
+        let soup =
+            prop::collection::vec(prop::sample::select(TOKENS), 0..60).prop_map(|t| t.join(" "));
+        run_on_core_stack(3000, soup, |q| round_trips(&q));
+        let select = prop::collection::vec(prop::sample::select(TOKENS), 0..40)
+            .prop_map(|t| format!("SELECT f FROM m WHERE {}", t.join(" ")));
+        run_on_core_stack(3000, select, |q| round_trips(&q));
+    }
+
+    /// One of the shapes that make a deep tree, `n` levels of it, around `leaf`.
+    fn deep(shape: u8, n: usize) -> String {
+        let leaf = "f > 0";
+        match shape % 7 {
+            0 => format!("{}{leaf}{}", "(".repeat(n), ")".repeat(n)),
+            1 => vec![leaf; n.max(1)].join(" OR "),
+            2 => vec![leaf; n.max(1)].join(" AND "),
+            3 => format!("{}f{} > 0", "abs(".repeat(n), ")".repeat(n)),
+            // (`--` would start a comment.)
+            4 => format!("{}f{} > 0", "-(".repeat(n), ")".repeat(n)),
+            5 => format!("{}{leaf}{}", "f > 0 OR (".repeat(n), ")".repeat(n)),
+            _ => vec!["f"; n.max(1)].join(" + ") + " > 0",
+        }
+    }
+
+    #[test]
+    fn deep_and_long_expressions_are_parsed_or_refused_never_crash() {
+        let generated = (
+            any::<u8>(),
+            0..MAX_EXPR_DEPTH + 2_000,
+            any::<bool>(),
+            any::<u16>(),
+        );
+        run_on_core_stack(120, generated, |(shape, n, truncate, cut)| {
+            let mut q = format!("SELECT f FROM m WHERE {}", deep(shape, n));
+            if truncate {
+                let at = cut as usize % q.len();
+                let at = (0..=at).rev().find(|&i| q.is_char_boundary(i)).unwrap_or(0);
+                q.truncate(at);
+            }
+            match parse_query(&q) {
+                Ok(_) => {}
+                Err(e) => {
+                    let e = e.to_string();
+                    // A well-formed statement is refused only for its depth.
+                    if !truncate {
+                        prop_assert!(e.contains("nests too deeply"), "{}", e);
+                        prop_assert!(n + 2 > MAX_EXPR_DEPTH / 2, "refused at {} levels: {}", n, e);
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_documented_bounds_are_exact() {
+        run_on_core_stack(1, Just(()), |()| {
+            let chain =
+                |n: usize| format!("SELECT f FROM m WHERE {}", vec!["f > 0"; n].join(" OR "));
+            // n comparisons chained: 2 levels for the first, one more per operator.
+            prop_assert!(parse_query(&chain(MAX_EXPR_DEPTH - 1)).is_ok());
+            let e = parse_query(&chain(MAX_EXPR_DEPTH)).unwrap_err().to_string();
+            prop_assert!(
+                e.starts_with(
+                    "expression nests too deeply: more than 10000 levels at line 1, char "
+                ),
+                "{}",
+                e
+            );
+            let nested = |n: usize| {
+                format!(
+                    "SELECT f FROM {}m{}",
+                    "(SELECT f FROM ".repeat(n),
+                    ")".repeat(n)
+                )
+            };
+            prop_assert!(parse_query(&nested(MAX_SUBQUERY_DEPTH)).is_ok());
+            let e = parse_query(&nested(MAX_SUBQUERY_DEPTH + 1))
+                .unwrap_err()
+                .to_string();
+            prop_assert!(
+                e.starts_with("subqueries nest too deeply: more than 1000 levels"),
+                "{}",
+                e
+            );
+            // Far past the bounds the parser stops early instead of recursing.
+            let e = parse_query(&format!("SELECT {}", "(".repeat(1_000_000))).unwrap_err();
+            prop_assert!(e.to_string().contains("nests too deeply"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_subqueries_with_deep_conditions_never_crash() {
+        let generated = (0..MAX_SUBQUERY_DEPTH + 50, any::<u8>(), 0..3_000usize);
+        run_on_core_stack(40, generated, |(levels, shape, n)| {
+            let q = format!(
+                "SELECT f FROM {}m WHERE {}{}",
+                "(SELECT f FROM ".repeat(levels),
+                deep(shape, n),
+                ")".repeat(levels)
+            );
+            match parse_query(&q) {
+                Ok(_) => prop_assert!(levels <= MAX_SUBQUERY_DEPTH),
+                Err(e) => prop_assert!(
+                    levels > MAX_SUBQUERY_DEPTH || e.to_string().contains("nests too deeply"),
+                    "{}",
+                    e
+                ),
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn regex_literals_never_panic_the_checker() {
+        let pattern = prop::collection::vec(
+            prop::sample::select(
+                &[
+                    "a", "\\w", "\\d", "(", ")", "[", "]", "*", "+", "?", "{2}", "{1,3}", "|", "^",
+                    "$", ".", "\\", "\\p{L}", "(?i)", "\\/", "é",
+                ][..],
+            ),
+            0..80,
+        )
+        .prop_map(|p| p.concat());
+        run_on_core_stack(3000, pattern, |p| {
+            let q = format!("SELECT f FROM m WHERE host =~ /{}/", p.replace('/', "\\/"));
+            let _ = parse_query(&q);
+            let _ = crate::query::regex::compile(&p);
+            Ok(())
+        });
+    }
+}

@@ -736,6 +736,29 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// Recovery reads bytes from the disk: any bytes decode to a valid prefix (what
+        /// it returns) without a panic, and good records before garbage are all kept.
+        #[test]
+        fn arbitrary_bytes_decode_to_a_valid_prefix(
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            good in 0usize..4,
+        ) {
+            let mut seg = Vec::new();
+            for i in 0..good {
+                seg.extend(record(format!("m v={i} {i}\n").as_bytes()));
+            }
+            let prefix = seg.len();
+            seg.extend_from_slice(&garbage);
+            let mut seen = 0;
+            let valid = decode_records(&seg, |_| seen += 1);
+            proptest::prop_assert!(valid >= prefix && valid <= seg.len());
+            proptest::prop_assert!(seen >= good);
+            let valid = decode_records(&garbage, |_| {});
+            proptest::prop_assert!(valid <= garbage.len());
+        }
+    }
+
     #[test]
     fn decode_stops_at_torn_or_corrupt_tail() {
         let mut seg = record(b"cpu v=1 1\n");
