@@ -221,43 +221,7 @@ fstype=$(df -PT "$WORK" | awk 'NR == 2 {print $2}')
 # Servers. start_server SYSTEM DIR sets SERVER_PID, SERVER_URL, SERVER_CMD, READY_PATH,
 # READY_CODE; on failure returns 1 with REASON set.
 
-influx_config() { # DIR HTTP_PORT RPC_PORT -> DIR/influxdb.conf
-  influxd config -config /dev/null 2>/dev/null | python3 -c '
-import re, sys
-d, http_port, rpc_port = sys.argv[1:4]
-paths = {("meta", "dir"): d + "/meta", ("data", "dir"): d + "/data",
-         ("data", "wal-dir"): d + "/wal", ("http", "bind-socket"): d + "/influxdb.sock"}
-section, out = "", []
-for line in sys.stdin.read().splitlines():
-    m = re.match(r"\s*\[\[?([^\]]+)\]\]?\s*$", line)
-    if m:
-        section = m.group(1)
-    m = re.match(r"(\s*)([A-Za-z0-9_-]+)\s*=\s*(.*)$", line)
-    if m:
-        indent, key, value = m.groups()
-        if (section, key) in paths:
-            line = f"{indent}{key} = \"{paths[section, key]}\""
-        elif key == "bind-address":
-            if section == "":
-                line = f"{indent}{key} = \"127.0.0.1:{rpc_port}\""
-            elif section == "http":
-                line = f"{indent}{key} = \"127.0.0.1:{http_port}\""
-            else:  # services that stay disabled: loopback all the same
-                line = re.sub(r"\"[^\"]*:(\d+)\"", lambda m: "\"127.0.0.1:" + m.group(1) + "\"", line)
-        elif key == "reporting-enabled":  # Debian renamed upstream reporting-disabled
-            line = f"{indent}{key} = false"
-        elif key == "reporting-disabled":
-            line = f"{indent}{key} = true"
-    out.append(line)
-text = "\n".join(out) + "\n"
-if not re.search(r"(?m)^reporting-disabled\s*=", text):
-    text = "reporting-disabled = true\n" + text
-for path in ("/var/lib/influxdb", "/root/.influxdb", "/var/run/"):
-    if path in text:
-        sys.exit(f"influxdb config still names {path}")
-open(d + "/influxdb.conf", "w").write(text)
-' "$1" "$2" "$3"
-}
+. "$REPO/tools/influx-lib.sh" # influx_config
 
 # A local 3-node cluster (one core each, unpinned, rf=2): starts nodes 2 and 3 (their
 # pids in EXTRA_PIDS) and sets SERVER_CMD for node 1, which start_server runs.

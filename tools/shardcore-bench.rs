@@ -13,6 +13,7 @@
 //! workers on 2 cores), so the server is what gets measured. Generation runs at
 //! 4-6 M lines/s on one core (fixed-point values, no float formatting).
 
+mod attack;
 mod ceilings;
 mod chart;
 mod cpu_gen;
@@ -67,6 +68,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Write latency of a normal client without and then with hostile clients (idle
+    /// connections, slow bodies, slowloris) beside it, in one run.
+    Attack(AttackArgs),
     /// A minimal HTTP server answering 204 to everything (the client's ceiling).
     Sink {
         /// Address to listen on.
@@ -169,6 +173,31 @@ struct LoadArgs {
 }
 
 #[derive(Args)]
+struct AttackArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8086")]
+    url: String,
+    /// Database the normal client writes to (created first).
+    #[arg(long, default_value = "attack")]
+    db: String,
+    /// Seconds of each phase (without, then with the hostile clients).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Lines per write of the normal client.
+    #[arg(long, default_value_t = 100)]
+    batch_lines: usize,
+    /// Connections that send nothing.
+    #[arg(long, default_value_t = 4000)]
+    idle: usize,
+    /// Writes that send their body one byte a second.
+    #[arg(long, default_value_t = 200)]
+    slow_bodies: usize,
+    /// Connections that send a header byte every 500 ms.
+    #[arg(long, default_value_t = 50)]
+    slowloris: usize,
+}
+
+#[derive(Args)]
 struct QueryArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8086")]
@@ -260,6 +289,20 @@ fn main() -> ExitCode {
             .map(|c| print!("{}", ceilings::markdown(&c)))
             .map_err(output_error(format!("measuring in {}", dir.display()))),
         Command::Compare { args } => run_compare(&args),
+        Command::Attack(args) => {
+            let options = attack::AttackOptions {
+                url: args.url,
+                db: args.db,
+                seconds: args.seconds,
+                batch_lines: args.batch_lines,
+                idle: args.idle,
+                slow_bodies: args.slow_bodies,
+                slowloris: args.slowloris,
+            };
+            attack::run(&options)
+                .map(|phases| print!("{}", attack::report(&phases)))
+                .map_err(|e| BenchError::Query(format!("attack: {e}")))
+        }
         Command::Sink { listen } => {
             sink::run(&listen).map_err(output_error(format!("sink on {listen}")))
         }

@@ -380,10 +380,15 @@ impl Shard {
             std::fs::File::open(dir.parent().expect("shards dir"))?.sync_all()?;
             Ok(())
         };
-        make().map_err(|e| ShardError::Create {
-            id: meta.id,
-            dir: dir.display().to_string(),
-            message: e.to_string(),
+        make().map_err(|e| {
+            // Leave nothing half made behind (a full disk fails here): the next write
+            // tries again from scratch.
+            let _ = std::fs::remove_dir_all(&dir);
+            ShardError::Create {
+                id: meta.id,
+                dir: dir.display().to_string(),
+                message: e.to_string(),
+            }
         })?;
         Ok(Shard::empty(meta, Wal::new(dir.join("wal"), 1, wal_config)))
     }
