@@ -5,7 +5,6 @@
 mod common;
 
 use common::Cluster;
-use shardcore::lineproto::fnv1a64;
 use shardcore::placement::{self, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -41,15 +40,7 @@ fn holders(cluster: &Cluster, db: &str) -> BTreeMap<(String, i64), BTreeSet<u64>
 }
 
 fn expected_owners(db: &str, rf: u32, series: &str, ts: i64) -> BTreeSet<u64> {
-    let membership = Membership::new(vec![1, 2, 3]);
-    let start = placement::shard_group_start(ts, HOUR_NS);
-    let group = placement::place_group(db, "autogen", start, HOUR_NS, rf, &membership);
-    let index = placement::shard_index(fnv1a64(series.as_bytes()), group.shards.len());
-    group.shards[index as usize]
-        .owners
-        .iter()
-        .copied()
-        .collect()
+    common::owners_of(db, rf, series, ts)
 }
 
 fn check_placement(rf: u32, cores: usize) {

@@ -11,15 +11,12 @@
 mod common;
 
 use common::{http, Cluster};
-use shardcore::lineproto::fnv1a64;
-use shardcore::placement::{self, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const HOUR_NS: i64 = 3_600_000_000_000;
 const BASE_NS: i64 = 1_700_000_000_000_000_000;
 const DB: &str = "fault";
 const WRITERS: usize = 4;
@@ -42,15 +39,7 @@ impl Rng {
 }
 
 fn owners(series: &str, ts: i64) -> BTreeSet<u64> {
-    let membership = Membership::new(vec![1, 2, 3]);
-    let start = placement::shard_group_start(ts, HOUR_NS);
-    let group = placement::place_group(DB, "autogen", start, HOUR_NS, 2, &membership);
-    let index = placement::shard_index(fnv1a64(series.as_bytes()), group.shards.len());
-    group.shards[index as usize]
-        .owners
-        .iter()
-        .copied()
-        .collect()
+    common::owners_of(DB, 2, series, ts)
 }
 
 fn hh_queue_bytes(node: &common::Node) -> Option<u64> {

@@ -66,8 +66,10 @@ pub async fn sync_round(ctx: &Rc<CoreContext>) -> usize {
         let (ctx, message) = (ctx.clone(), message.clone());
         tasks.push(glommio::spawn_local(async move {
             let cluster = ctx.cluster.as_ref().expect("cluster");
+            // Live: a write waiting on this round (its database unknown here) waits on
+            // a hung peer for the dial timeout, not the write timeout.
             let answer: Result<MetaSyncResponse, _> =
-                cluster.shard_writer.request(peer, 0, &message).await;
+                cluster.shard_writer.request_live(peer, 0, &message).await;
             match answer {
                 Ok(reply) => match decode_meta(&reply.meta_json) {
                     Ok(meta) => apply_remote_meta(&ctx, &meta).await.is_ok(),

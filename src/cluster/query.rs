@@ -481,7 +481,7 @@ async fn ask(
     let message = MapShard {
         json: Bytes::from(serde_json::to_vec(request).expect("map requests serialise")),
     };
-    // Live: a hung peer fails this within the dial timeout (twice at most), not the
+    // Live: a hung peer fails this within about the dial timeout, not the
     // write timeout, and a peer whose dials back off is still tried.
     let reply: MapShardResponse = cluster
         .shard_writer

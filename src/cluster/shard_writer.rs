@@ -701,10 +701,10 @@ impl ShardWriter {
     /// [`Self::request`] for a request whose answer may take long (a query's scan on a
     /// peer), and which must not wait on a hung peer: it dials even while the peer's
     /// pool backs off (a query tries every owner before it fails), and whenever its
-    /// connection has been silent for `dial-timeout-ms` it pings the peer; a peer that
-    /// answers neither the request nor the ping within that time is hung, its
-    /// connection is failed, and the request fails at once. So a hung peer costs the
-    /// caller at most twice `dial-timeout-ms`, not `write-timeout-ms`.
+    /// connection has been silent for half of `dial-timeout-ms` it pings the peer; a
+    /// peer that answers neither the request nor the ping within the other half is
+    /// hung, its connection is failed, and the request fails at once. So a hung peer
+    /// costs the caller about `dial-timeout-ms`, not `write-timeout-ms`.
     pub async fn request_live<M: EncodeMessage, R: DecodeMessage>(
         &self,
         node: NodeId,
@@ -835,10 +835,10 @@ impl ShardWriter {
     }
 
     /// Waits for `answer` at most `timeout` from `started`, checking that the peer is
-    /// alive whenever `conn` has been silent for a whole `dial-timeout-ms`: a ping (on
-    /// any connection of the pool) must come back within that time, else the peer is
-    /// hung, `conn` fails (and every request on it) and this returns the time it was
-    /// given at once. `Ok(None)`: `timeout` ran out with the peer alive.
+    /// alive whenever `conn` has been silent for half of `dial-timeout-ms`: a ping must
+    /// come back within the other half, else the peer is hung, `conn` fails (and every
+    /// request on it) and this returns the time it waited. `Ok(None)`: `timeout` ran
+    /// out with the peer alive.
     #[allow(clippy::type_complexity)]
     async fn await_live(
         &self,
@@ -848,8 +848,10 @@ impl ShardWriter {
         timeout: Duration,
         mut answer: oneshot::Receiver<crate::cluster::pipeline::Reply>,
     ) -> Result<Option<Result<crate::cluster::pipeline::Reply, oneshot::Canceled>>, Duration> {
+        // Half the dial timeout to notice the silence, half for the pong: a hung peer
+        // costs about one dial timeout, as a dial to it would.
         let probe =
-            Duration::from_millis(self.config.dial_timeout_ms).max(Duration::from_millis(1));
+            Duration::from_millis(self.config.dial_timeout_ms / 2).max(Duration::from_millis(1));
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -866,18 +868,11 @@ impl ShardWriter {
                 Answer(T),
                 Pong(bool),
             }
-            let ping = Box::pin(self.request_on::<_, wire::Pong>(
-                pool.node,
-                pool.core,
-                None,
-                None,
-                &wire::Ping,
-                false,
-            ));
+            let ping = Box::pin(self.ping_beside(pool, conn));
             let checked = with_timeout(
                 probe,
                 futures_lite::future::or(async { Check::Answer((&mut answer).await) }, async {
-                    Check::Pong(ping.await.is_ok())
+                    Check::Pong(ping.await)
                 }),
             )
             .await;
@@ -900,6 +895,39 @@ impl ShardWriter {
                 }
             }
         }
+    }
+
+    /// Pings the peer of `conn`: on `conn` itself when it has a free slot (the peer
+    /// serves a connection's requests side by side, so a busy peer still answers),
+    /// else through the pool. Whether a pong came back.
+    async fn ping_beside(&self, pool: &Rc<Pool>, conn: &Rc<PipelinedConn>) -> bool {
+        if !conn.has_room() {
+            let pong = self.request_on::<_, wire::Pong>(
+                pool.node,
+                pool.core,
+                None,
+                None,
+                &wire::Ping,
+                false,
+            );
+            return Box::pin(pong).await.is_ok();
+        }
+        let request_id = self.next_request_id.get();
+        self.next_request_id.set(request_id + 1);
+        let Ok(answer) = conn.send(request_id, &wire::Ping) else {
+            return false;
+        };
+        let mut abandon = AbandonOnDrop {
+            conn,
+            request_id,
+            armed: true,
+        };
+        let pong = match answer.await {
+            Ok(Ok(frame)) => decode_reply::<wire::Pong>(conn.peer(), &frame).is_ok(),
+            _ => false,
+        };
+        abandon.armed = false;
+        pong
     }
 
     /// The peers this writer can reach.

@@ -150,7 +150,7 @@ pub fn serve_moved_connection(ctx: Rc<CoreContext>, stream: glommio::net::TcpStr
 
 /// The answer to a connection refused at the limit (every open one busy), written
 /// without reading the request: a client sees why instead of a reset.
-const REFUSED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n{\"error\":\"too many open connections: every one is busy in a request; retry later\"}\n";
+const REFUSED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 83\r\n\r\n{\"error\":\"too many open connections: every one is busy in a request; retry later\"}\n";
 
 /// Refuses a connection: the 503 above, written within a second, then closed.
 async fn refuse(mut stream: glommio::net::TcpStream) {
@@ -545,7 +545,10 @@ async fn read_body(
         held: 0,
     };
     let (parts, mut body) = req.into_parts();
-    let mut collected = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    // Grown as bytes come: a declared length reserves nothing the client has not sent
+    // (beyond a first 1 MiB).
+    let initial = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    let mut collected = bytes::BytesMut::with_capacity(initial);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let frame = futures_lite::future::or(async { Some(body.frame().await) }, async {
@@ -1030,6 +1033,20 @@ mod steer_tests {
             let _ = query_database(&bytes);
             let _ = query_params(&String::from_utf8_lossy(&bytes));
         }
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_http_answer() {
+        let text = std::str::from_utf8(super::REFUSED_ANSWER).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 
     #[test]

@@ -342,6 +342,9 @@ pub struct ShardStats {
     pub cache_heap_bytes: usize,
     pub wal_records: u64,
     pub wal_syncs: u64,
+    /// WAL write or sync failures (a full disk), and the times it resumed after them.
+    pub wal_failures: u64,
+    pub wal_resumes: u64,
 }
 
 /// A shard.
@@ -804,6 +807,8 @@ impl Shard {
             cache_heap_bytes: self.cache_heap_bytes(),
             wal_records: wal.records,
             wal_syncs: wal.syncs,
+            wal_failures: wal.failures,
+            wal_resumes: wal.resumes,
         }
     }
 

@@ -192,7 +192,15 @@ impl Node {
     }
 
     pub fn query(&self, q: &str) -> Response {
-        let body = format!("q={}", urlencode(q));
+        self.query_on("", q)
+    }
+
+    /// `POST /query` with `q` (and `db` when not empty) as a form: any answer.
+    pub fn query_on(&self, db: &str, q: &str) -> Response {
+        let mut body = format!("q={}", urlencode(q));
+        if !db.is_empty() {
+            body.push_str(&format!("&db={}", urlencode(db)));
+        }
         self.request(
             "POST",
             "/query",
@@ -473,4 +481,21 @@ impl Cluster {
             );
         }
     }
+}
+
+/// The owners placement gives a point of `db`.`autogen` (series key `series`, time
+/// `ts`) in a cluster of nodes 1, 2 and 3 with hourly shard groups and `rf` copies.
+pub fn owners_of(db: &str, rf: u32, series: &str, ts: i64) -> std::collections::BTreeSet<u64> {
+    use shardcore::placement::{self, Membership};
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    let membership = Membership::new(vec![1, 2, 3]);
+    let start = placement::shard_group_start(ts, HOUR_NS);
+    let group = placement::place_group(db, "autogen", start, HOUR_NS, rf, &membership);
+    let hash = shardcore::lineproto::fnv1a64(series.as_bytes());
+    let index = placement::shard_index(hash, group.shards.len());
+    group.shards[index as usize]
+        .owners
+        .iter()
+        .copied()
+        .collect()
 }
