@@ -17,6 +17,7 @@
 //! It never panics on input: every fault is a [`LineError`] with the 1-based line number
 //! and InfluxDB's reason text, and the remaining lines are still parsed.
 
+use crate::base::time::{MAX_TIME_NS, MIN_TIME_NS};
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
@@ -234,7 +235,7 @@ impl ParsedBody {
     /// section 2). Computed on demand: FNV reads a byte at a time, and a single-shard
     /// group never needs it.
     pub fn series_hash(&self, point: &PointRef) -> u64 {
-        fnv1a64(self.series_key(point))
+        crate::base::hash::fnv1a64(self.series_key(point))
     }
 
     /// The byte ranges of the lines of `points` (in that order), with lines adjacent in
@@ -286,12 +287,6 @@ impl ParsedBody {
     }
 }
 
-/// FNV-1a 64: the series hash of DESIGN section 2 and our stable id hash.
-#[inline]
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    fnv1a64_extend(0xcbf2_9ce4_8422_2325, bytes)
-}
-
 /// A fast 64-bit hash for in-memory maps keyed by series key: eight bytes per step
 /// (FxHash's mixing, with a final avalanche). Not stable across versions: never store
 /// it or place data by it.
@@ -315,21 +310,6 @@ pub fn key_hash(bytes: &[u8]) -> u64 {
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
 }
-
-#[inline]
-pub fn fnv1a64_extend(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// The earliest timestamp InfluxDB accepts: `i64::MIN` and `i64::MIN + 1` are reserved
-/// as sentinels (models.MinNanoTime).
-pub const MIN_NANO_TIME: i64 = i64::MIN + 2;
-/// The latest timestamp InfluxDB accepts (models.MaxNanoTime).
-pub const MAX_NANO_TIME: i64 = i64::MAX - 1;
 
 /// Parses a whole body. Valid points land in `points`, each bad line in `errors`.
 /// `default_time_ns` is given to points without a timestamp.
@@ -625,7 +605,7 @@ fn parse_line(
         }
         let ns = raw
             .checked_mul(precision.nanos_per_unit())
-            .filter(|ns| (MIN_NANO_TIME..=MAX_NANO_TIME).contains(ns))
+            .filter(|ns| (MIN_TIME_NS..=MAX_TIME_NS).contains(ns))
             .ok_or(Cow::Borrowed("time outside range"))?;
         (ns, true)
     } else {

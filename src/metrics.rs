@@ -648,7 +648,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
             ],
         ));
     }
-    let now = crate::hh::now_ns();
+    let now = crate::base::time::now_ns();
     for (node, q) in snapshot.queues_by_destination() {
         groups.push(StatsGroup::new(
             "hh_processor",
@@ -802,7 +802,7 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
     }
     let queues = snapshot.queues_by_destination();
     if !queues.is_empty() {
-        let now = crate::hh::now_ns();
+        let now = crate::base::time::now_ns();
         type QueueField = fn(&QueueStats, i64) -> f64;
         let series: [(&str, &str, &str, QueueField); 8] = [
             (

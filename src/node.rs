@@ -5,18 +5,20 @@
 //! resolved, is what the others bind) -> open and recover the shards it owns -> wait for
 //! every core to have recovered -> connect the mesh -> accept.
 
-use crate::cluster::mesh::{Mesh, MeshError, MeshRequest, ReadRequest};
 use crate::cluster::shard_writer::ShardWriter;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::meta::MetaStore;
+use crate::net::mesh::{CoreChannels, Mesh, MeshError};
 use crate::placement::{Membership, NodeId};
 use crate::query::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::query::QueryError;
-use crate::runtime::{CoreChannels, Shutdown};
+use crate::runtime::Shutdown;
 use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
+use crate::tsdb::store::ReadRequest;
 use crate::tsdb::store::{self, ShardBatch, Store};
 use crate::tsdb::wal::{WalConfig, WalError};
+use futures_channel::oneshot;
 use glommio::net::TcpListener;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ pub struct CoreArgs {
     pub config: Arc<Config>,
     pub meta: Arc<MetaStore>,
     pub shutdown: Arc<Shutdown>,
-    pub channels: CoreChannels,
+    pub channels: CoreChannels<MeshRequest>,
     pub http_bind: SocketAddr,
     pub bound_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
     pub recovered: Arc<std::sync::Barrier>,
@@ -40,6 +42,64 @@ pub struct CoreArgs {
     pub connection_counts: Arc<Vec<AtomicUsize>>,
     /// Which core holds which shards (every core publishes its own).
     pub directory: Arc<store::ShardDirectory>,
+}
+
+/// Work one core asks of another.
+pub enum MeshRequest {
+    Write {
+        batch: ShardBatch,
+        reply: oneshot::Sender<Result<ApplyOutcome, ShardError>>,
+    },
+    ShardStats {
+        reply: oneshot::Sender<Vec<ShardStats>>,
+    },
+    /// A whole `/query` request, run by the core that holds all of its database's
+    /// shards on this node (so its scans need no further hop).
+    Query {
+        text: String,
+        options: crate::query::QueryOptions,
+        reply: oneshot::Sender<crate::query::QueryAnswer>,
+    },
+    /// This core's counters and histograms (`metrics`).
+    Metrics {
+        reply: oneshot::Sender<Vec<crate::metrics::CoreSnapshot>>,
+    },
+    Read {
+        request: ReadRequest,
+        reply: oneshot::Sender<Vec<(u64, StoredPoint)>>,
+    },
+    /// A query's scan of one measurement on this core's shards.
+    Scan {
+        request: crate::query::scan::ScanRequest,
+        reply: oneshot::Sender<
+            Result<Vec<crate::query::scan::ShardScan>, crate::query::cancel::ScanStop>,
+        >,
+    },
+    /// The schema of this core's shards of a database.
+    Schema {
+        request: crate::query::scan::SchemaRequest,
+        reply: oneshot::Sender<Vec<crate::query::scan::ShardSchema>>,
+    },
+    /// DROP MEASUREMENT / DROP SERIES / DELETE on this core's shards.
+    Delete {
+        request: crate::query::delete::DeleteRequest,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    DropShards {
+        database: String,
+        retention_policy: Option<String>,
+        reply: oneshot::Sender<usize>,
+    },
+    /// A write for a remote owner, on the shard's home core (hinted handoff lives there).
+    RemoteWrite {
+        node: crate::placement::NodeId,
+        batch: crate::cluster::shard_writer::RemoteBatch,
+        reply: oneshot::Sender<crate::hh::processor::RemoteOutcome>,
+    },
+    /// A client connection accepted on core 0, to be served by the receiving core.
+    Connection(crate::net::handoff::HandoffStream),
+    /// A client connection another core moved here: its queries read this core's data.
+    MovedConnection(crate::net::handoff::MovedStream),
 }
 
 pub use crate::metrics::CoreStats;
@@ -53,7 +113,7 @@ pub struct CoreContext {
     pub meta: Arc<MetaStore>,
     pub shutdown: Arc<Shutdown>,
     pub store: RefCell<Store>,
-    pub mesh: Mesh,
+    pub mesh: Mesh<MeshRequest>,
     pub stats: CoreStats,
     /// This core's latency histograms.
     pub timers: CoreTimers,
@@ -562,7 +622,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         return Err("start-up aborted: another core failed".into());
     }
 
-    let mesh = connect_mesh(core, channels).await?;
+    let mesh = crate::net::mesh::connect(core, channels).await;
     let ctx = Rc::new(CoreContext {
         core,
         cores,
@@ -741,41 +801,6 @@ fn cluster_state(config: &Config, cores: usize) -> Option<ClusterState> {
         ),
         secret,
     })
-}
-
-type Connected = (
-    Mesh,
-    Vec<glommio::channels::shared_channel::ConnectedReceiver<MeshRequest>>,
-);
-
-/// Connects every channel end of this core (each waits for its peer).
-async fn connect_mesh(core: usize, channels: CoreChannels) -> Result<Connected, String> {
-    let sender_tasks: Vec<_> = channels
-        .senders
-        .into_iter()
-        .map(|s| {
-            glommio::spawn_local(async move {
-                match s {
-                    Some(s) => Some(s.connect().await),
-                    None => None,
-                }
-            })
-        })
-        .collect();
-    let receiver_tasks: Vec<_> = channels
-        .receivers
-        .into_iter()
-        .map(|r| glommio::spawn_local(r.connect()))
-        .collect();
-    let mut senders = Vec::new();
-    for t in sender_tasks {
-        senders.push(t.await);
-    }
-    let mut receivers = Vec::new();
-    for t in receiver_tasks {
-        receivers.push(t.await);
-    }
-    Ok((Mesh::new(core, senders), receivers))
 }
 
 /// The second half of `CoreContext::write_local`: waits until an appended batch of

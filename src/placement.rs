@@ -6,7 +6,7 @@
 //! why creating a shard needs no consensus. Changing any output of this module changes
 //! where existing data lives: the unit tests pin its outputs for fixed inputs.
 
-use crate::lineproto::{fnv1a64, fnv1a64_extend};
+use crate::base::hash::{fnv1a64, fnv1a64_extend};
 
 /// A node in the cluster membership.
 pub type NodeId = u64;
@@ -39,7 +39,7 @@ impl Membership {
 /// timestamps, which floor towards minus infinity).
 pub fn shard_group_start(ts_ns: i64, group_duration_ns: i64) -> i64 {
     debug_assert!(group_duration_ns > 0);
-    ts_ns.div_euclid(group_duration_ns) * group_duration_ns
+    crate::base::time::window_start(ts_ns, group_duration_ns, 0)
 }
 
 /// Shard group duration InfluxDB picks when none is given: RP duration < 2 days -> 1h;

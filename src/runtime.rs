@@ -10,10 +10,9 @@
 //! a write still waiting on another core's shard finishes); then every core syncs and
 //! closes its WALs and its executor returns. A second signal exits at once.
 
-use crate::cluster::mesh::MeshRequest;
 use crate::config::Config;
 use crate::meta::MetaStore;
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use crate::node::MeshRequest;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -184,33 +183,6 @@ pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
     }
 }
 
-/// Per-core channel ends, created before the executors start.
-pub struct CoreChannels {
-    pub senders: Vec<Option<SharedSender<MeshRequest>>>,
-    pub receivers: Vec<SharedReceiver<MeshRequest>>,
-}
-
-/// Builds the full mesh: a bounded channel for every ordered pair of distinct cores.
-pub fn build_mesh(cores: usize, capacity: usize) -> Vec<CoreChannels> {
-    let mut chans: Vec<CoreChannels> = (0..cores)
-        .map(|_| CoreChannels {
-            senders: (0..cores).map(|_| None).collect(),
-            receivers: Vec::new(),
-        })
-        .collect();
-    for from in 0..cores {
-        for to in 0..cores {
-            if from == to {
-                continue;
-            }
-            let (tx, rx) = shared_channel::new_bounded(capacity);
-            chans[from].senders[to] = Some(tx);
-            chans[to].receivers.push(rx);
-        }
-    }
-    chans
-}
-
 /// Runs a node until shutdown: opens meta, starts one executor per core and waits.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
     crate::metrics::started();
@@ -226,7 +198,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let shutdown = Arc::new(Shutdown::default());
     install_signal_handler(shutdown.clone());
     let config = Arc::new(config);
-    let mesh = build_mesh(cores, config.runtime.mesh_channel_capacity);
+    let mesh = crate::net::mesh::build::<MeshRequest>(cores, config.runtime.mesh_channel_capacity);
     let online = crate::config::online_cpus();
     // Core 0 binds (and reports the address, port 0 resolved) before the others start.
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();

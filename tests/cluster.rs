@@ -715,8 +715,8 @@ fn writes_of_one_shard_apply_in_send_order(
     expect_waits: bool,
 ) {
     use shardcore::cluster::shard_writer::{RemoteBatch, ShardWriter};
-    use shardcore::cluster::wire::WriteShardStatus;
     use shardcore::config::{ClusterConfig, Peer};
+    use shardcore::net::wire::WriteShardStatus;
     use shardcore::tsdb::shard::ShardMeta;
     // The race this guards against: the WAL flusher waits 1 ms (fsync delay) before it
     // takes the buffer; a request arriving then finds the buffer over its (tiny) bound

@@ -802,7 +802,7 @@ fn the_cluster_port_refuses_a_node_id_that_is_not_a_peer() {
         s.read_exact(&mut challenge).unwrap();
         assert_eq!(challenge[0], 0x02, "a Challenge frame");
         let nonce: [u8; 32] = challenge[18 + 12..].try_into().unwrap();
-        let proof = shardcore::cluster::wire::compute_proof(b"test-secret", &nonce, node_id);
+        let proof = shardcore::net::wire::compute_proof(b"test-secret", &nonce, node_id);
         s.write_all(&frame(0x03, &proof)).unwrap();
         let mut rest = Vec::new();
         let mut buf = [0u8; 1024];

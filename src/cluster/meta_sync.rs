@@ -7,8 +7,8 @@
 //! node that was down converges when it comes back. A merge that dropped a database or
 //! a policy drops its shards on every core of this node.
 
-use crate::cluster::wire::{opaque_message, FrameKind};
 use crate::meta::MetaData;
+use crate::net::wire::{opaque_message, FrameKind};
 use crate::node::CoreContext;
 use bytes::Bytes;
 use std::rc::Rc;

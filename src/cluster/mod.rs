@@ -1,26 +1,19 @@
 //! The cluster layer, named as InfluxDB named it.
 //!
-//! - `mesh`: messages between the cores of one node.
 //! - `points_writer`: PointsWriter — maps points to shard groups, shards and owners,
 //!   writes each shard batch to every owner at once and waits for the consistency level.
 //! - `shard_writer`: ShardWriter — this core's pooled connections to other nodes' cores.
-//! - `pipeline`: one pooled connection with many requests in flight, answered by id.
 //! - `service`: the cluster service — each core's listener for other nodes.
-//! - `conn`: a framed node-to-node connection, the handshake, and the shared send half.
 //! - `meta_sync`: replicated databases and retention policies (MetaSync).
-//! - `wire`: the node-to-node frame format, handshake and message codecs (pure bytes).
 //!
-//! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`.
+//! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`; the
+//! transport (frames, connections, pipelining, the core-to-core mesh) is `crate::net`.
 
-pub mod conn;
-pub mod mesh;
 pub mod meta_sync;
-pub mod pipeline;
 pub mod points_writer;
 pub mod query;
 pub mod service;
 pub mod shard_writer;
-pub mod wire;
 
 use crate::config::Config;
 use crate::placement::{Membership, NodeId};

@@ -8,13 +8,14 @@
 //! **Invariant:** a write is acknowledged only after every batch is on disk on its
 //! owning core (WAL fdatasync), so an acknowledged point survives a crash.
 
+use crate::base::hash::IdentityHasher;
 use crate::cluster::shard_writer::RemoteBatch;
 use crate::hh::processor::RemoteOutcome;
 use crate::lineproto::{self, LineError, ParsedBody, Precision};
 use crate::meta::MetaData;
 use crate::node::{CoreContext, CoreStats};
 use crate::placement::{self, GroupPlacement, Membership, NodeId};
-use crate::tsdb::shard::{ApplyOutcome, IdentityHasher, ShardMeta};
+use crate::tsdb::shard::{ApplyOutcome, ShardMeta};
 use crate::tsdb::store::ShardBatch;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -109,14 +110,6 @@ impl WriteOutcome {
     pub fn points_dropped(&self) -> usize {
         self.beyond_retention + self.rejected.len()
     }
-}
-
-/// Current time in ns since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// The points of one request that belong to one shard.
@@ -315,7 +308,7 @@ pub async fn write(
     consistency: Consistency,
     body: Bytes,
 ) -> Result<WriteOutcome, WriteError> {
-    let now = now_ns();
+    let now = crate::base::time::now_ns();
     let meta = ctx.meta.snapshot();
     if meta.database(database).is_none() {
         return Err(WriteError::DatabaseNotFound(database.to_string()));
@@ -523,12 +516,10 @@ async fn write_to_owner(
         let batch = remote.clone();
         match ctx
             .mesh
-            .call(home, |reply| {
-                crate::cluster::mesh::MeshRequest::RemoteWrite {
-                    node: owner,
-                    batch,
-                    reply,
-                }
+            .call(home, |reply| crate::node::MeshRequest::RemoteWrite {
+                node: owner,
+                batch,
+                reply,
             })
             .await
         {

@@ -26,7 +26,7 @@
 //! placement, every shard of every group it saw: a shard whose owners all failed ends
 //! the query with an error naming the shard, never a silently partial answer.
 
-use crate::cluster::wire::{opaque_message, FrameKind};
+use crate::net::wire::{opaque_message, FrameKind};
 use crate::node::{CoreContext, CoreStats};
 use crate::placement::{self, NodeId};
 use crate::query::cancel::{Deadline, ScanStop};
@@ -128,7 +128,7 @@ pub enum MapResponse {
 /// restarted node does not reuse the ids of its previous run either).
 pub fn next_query_id(ctx: &CoreContext) -> u64 {
     thread_local! {
-        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(crate::hh::now_ns() as u64);
+        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(crate::base::time::now_ns() as u64);
     }
     let n = NEXT.with(|c| {
         let v = c.get();

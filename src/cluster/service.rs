@@ -25,14 +25,14 @@
 //! and nothing else is affected: every connection is its own task. Requests already
 //! being applied finish; their answers are dropped.
 
-use crate::cluster::conn::{ConnError, FrameReader, FrameSink, FramedConn};
 use crate::cluster::meta_sync::{self, MetaSync, MetaSyncResponse};
 use crate::cluster::query::MapShard;
-use crate::cluster::wire::{
+use crate::lineproto;
+use crate::net::conn::{ConnError, FrameReader, FrameSink, FramedConn};
+use crate::net::wire::{
     self, ErrorMessage, Frame, FrameKind, Pong, WireError, WriteShard, WriteShardResponse,
     WriteShardStatus,
 };
-use crate::lineproto;
 use crate::node::{self, CoreContext, CoreStats};
 use crate::placement;
 use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardMeta};

@@ -27,12 +27,12 @@
 //!
 //! **Invariant:** one `ShardWriter` per core, used only on that core (`Rc` inside).
 
-use crate::cluster::conn::{decode_reply, ConnError, FramedConn};
-use crate::cluster::pipeline::{ConnEvents, PipelinedConn};
-use crate::cluster::wire::{
+use crate::config::{ClusterConfig, Peer};
+use crate::net::conn::{decode_reply, ConnError, FramedConn};
+use crate::net::pipeline::{ConnEvents, PipelinedConn};
+use crate::net::wire::{
     self, DecodeMessage, EncodeMessage, WriteShardRef, WriteShardResponse, WriteShardStatus,
 };
-use crate::config::{ClusterConfig, Peer};
 use crate::placement::{self, NodeId};
 use crate::tsdb::shard::ShardMeta;
 use bytes::Bytes;
@@ -846,8 +846,8 @@ impl ShardWriter {
         conn: &Rc<PipelinedConn>,
         started: Instant,
         timeout: Duration,
-        mut answer: oneshot::Receiver<crate::cluster::pipeline::Reply>,
-    ) -> Result<Option<Result<crate::cluster::pipeline::Reply, oneshot::Canceled>>, Duration> {
+        mut answer: oneshot::Receiver<crate::net::pipeline::Reply>,
+    ) -> Result<Option<Result<crate::net::pipeline::Reply, oneshot::Canceled>>, Duration> {
         // Half the dial timeout to notice the silence, half for the pong: a hung peer
         // costs about one dial timeout, as a dial to it would.
         let probe =
@@ -941,7 +941,7 @@ impl ShardWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::wire::{Ping, Pong};
+    use crate::net::wire::{Ping, Pong};
     use bytes::BytesMut;
     use glommio::net::TcpListener;
 

@@ -290,13 +290,7 @@ fn count_files(dir: &Path, purged: &mut PurgedDestination) -> std::io::Result<()
     Ok(())
 }
 
-/// Wall-clock nanoseconds since the Unix epoch (the `enqueued_at_ns` of a record).
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::base::time::now_ns;
 
 #[cfg(test)]
 mod tests;

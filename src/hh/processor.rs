@@ -23,9 +23,9 @@
 //! node keeps serving live writes.
 
 use crate::cluster::shard_writer::{RemoteBatch, ShardWriterError};
-use crate::cluster::wire::{Ping, Pong, WriteShardStatus};
 use crate::config::HintedHandoffConfig;
 use crate::hh::{self, HhError, Limits, Position, Queue, QueueStats};
+use crate::net::wire::{Ping, Pong, WriteShardStatus};
 use crate::node::CoreContext;
 use crate::placement::NodeId;
 use crate::tsdb::shard::ShardMeta;
@@ -834,7 +834,7 @@ pub enum RemoteOutcome {
 
 /// Per-destination queue counters as `/debug/vars` shows them.
 pub fn stats_json(stats: &[(NodeId, QueueStats)]) -> serde_json::Value {
-    let now = hh::now_ns();
+    let now = crate::base::time::now_ns();
     serde_json::Value::Array(
         stats
             .iter()

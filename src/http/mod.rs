@@ -13,11 +13,12 @@
 pub mod conn;
 pub mod io;
 
-use crate::cluster::mesh::ReadRequest;
 use crate::cluster::points_writer::{self, Consistency, WriteError, WriteOutcome};
 use crate::lineproto::Precision;
 use crate::metrics::{self, Timer};
+use crate::net::handoff::{HandoffStream, MovedStream};
 use crate::node::{CoreContext, CoreStats};
+use crate::tsdb::store::ReadRequest;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -34,25 +35,6 @@ pub const INFLUXDB_VERSION: &str = "1.8.10";
 type Resp = Response<Full<Bytes>>;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// An accepted connection on its way to the core that will serve it. If it is dropped
-/// before it arrives (a core shutting down), the socket is closed, not leaked.
-pub struct HandoffStream(Option<glommio::net::AcceptedTcpStream>);
-
-impl HandoffStream {
-    /// Binds the connection to the current core's reactor.
-    pub fn into_stream(mut self) -> glommio::net::TcpStream {
-        self.0.take().expect("bound once").bind_to_executor()
-    }
-}
-
-impl Drop for HandoffStream {
-    fn drop(&mut self) {
-        if let Some(accepted) = self.0.take() {
-            drop(accepted.bind_to_executor());
-        }
-    }
-}
 
 /// Core 0 accepts every connection and hands it to the core with the fewest open
 /// connections (DESIGN section 1: SO_REUSEPORT's hash spread a few long-lived client
@@ -82,7 +64,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: Option<glommio::net::Tc
             .await;
         let accepted = match accepted {
             None => break,
-            Some(Ok(stream)) => HandoffStream(Some(stream)),
+            Some(Ok(stream)) => HandoffStream::new(stream),
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -101,28 +83,12 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: Option<glommio::net::Tc
             serve_connection(ctx.clone(), accepted.into_stream());
         } else if let Err(e) = ctx
             .mesh
-            .send(
-                target,
-                crate::cluster::mesh::MeshRequest::Connection(accepted),
-            )
+            .send(target, crate::node::MeshRequest::Connection(accepted))
             .await
         {
             counts[target].fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "cannot hand a connection to core {target}");
         }
-    }
-}
-
-/// A client connection moving to another core of this node (see [`steer`]): a
-/// duplicate of its descriptor, closed if it never arrives.
-pub struct MovedStream(std::os::fd::OwnedFd);
-
-impl MovedStream {
-    /// Binds the connection to the current core's reactor.
-    pub fn into_stream(self) -> glommio::net::TcpStream {
-        use std::os::fd::{FromRawFd, IntoRawFd};
-        // SAFETY: the descriptor is a connected TCP socket this value owns alone.
-        unsafe { glommio::net::TcpStream::from_raw_fd(self.0.into_raw_fd()) }
     }
 }
 
@@ -201,15 +167,12 @@ async fn steer(
     if fd < 0 {
         return Some(stream);
     }
-    let moved = MovedStream(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    let moved = MovedStream::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     let counts = &ctx.connection_counts;
     counts[core].fetch_add(1, Ordering::Relaxed);
     match ctx
         .mesh
-        .send(
-            core,
-            crate::cluster::mesh::MeshRequest::MovedConnection(moved),
-        )
+        .send(core, crate::node::MeshRequest::MovedConnection(moved))
         .await
     {
         Ok(()) => {

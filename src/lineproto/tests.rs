@@ -2,6 +2,7 @@
 //! InfluxDB 1.x line protocol, and property tests (round trip, never panics).
 
 use super::*;
+use crate::base::hash::fnv1a64;
 use bytes::Bytes;
 use proptest::prelude::*;
 

@@ -266,8 +266,7 @@ pub struct AggInput<'a> {
     pub weights: &'a [Option<usize>],
 }
 
-const MIN_TIME: i64 = i64::MIN + 2;
-const MAX_TIME: i64 = i64::MAX - 1;
+use crate::base::time::{MAX_TIME_NS as MAX_TIME, MIN_TIME_NS as MIN_TIME};
 const MAX_BUCKETS: usize = 1_000_000;
 
 /// The rows of one group of an aggregate statement.
@@ -303,7 +302,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             } else {
                 a.now_ns
             };
-            let first = (start - offset).div_euclid(every) * every + offset;
+            let first = crate::base::time::window_start(start, every, offset);
             let count = ((end - first) / every + 1).max(0) as usize;
             if a.max_buckets > 0 && count > a.max_buckets {
                 return Err(QueryError::msg(format!(
@@ -861,17 +860,6 @@ fn scalar(time: i64, val: Val) -> Point {
     }
 }
 
-/// InfluxDB's shard group of `t`: Go's `Time.Truncate(duration)`, which counts from
-/// the zero Time (0001-01-01, a Monday), so weekly groups start on Mondays.
-pub(crate) fn influx_group(t: i64, duration: i64) -> i64 {
-    if duration <= 0 {
-        return 0;
-    }
-    const GO_ZERO_TO_UNIX_NS: i128 = 62_135_596_800 * 1_000_000_000;
-    let since_zero = t as i128 + GO_ZERO_TO_UNIX_NS;
-    (t as i128 - since_zero.rem_euclid(duration as i128)) as i64
-}
-
 /// Per (InfluxDB shard group, series) partials of a window's points, in time order
 /// within each, keyed in (group, series key) order.
 fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64)> {
@@ -885,7 +873,10 @@ fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64
     for p in ordered {
         let series = p.row.map(|r| a.rows[r].1).unwrap_or(0);
         let e = out
-            .entry((influx_group(p.time, a.shard_group_ns), series))
+            .entry((
+                crate::base::time::go_truncate(p.time, a.shard_group_ns),
+                series,
+            ))
             .or_default();
         e.0 += p.val.as_f64().unwrap_or(0.0);
         e.1 += p.count;

@@ -21,9 +21,9 @@ pub mod show;
 pub mod tz;
 pub mod value;
 
-use crate::cluster::mesh::MeshError;
 use crate::meta::MetaError;
 use crate::metrics::Timer;
+use crate::net::mesh::MeshError;
 use crate::node::{CoreContext, CoreStats};
 use parser::{ParseError, Statement};
 use serde_json::{json, Value};
@@ -135,13 +135,6 @@ fn missing_param(st: &Statement, params: &serde_json::Map<String, Value>) -> Opt
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Formats nanoseconds as Go's `time.Duration.String()` does (`168h0m0s`, `1m30s`, `0s`).
 pub fn go_duration(ns: i64) -> String {
     if ns == 0 {
@@ -218,7 +211,7 @@ pub async fn execute_with_kinds(
         if core != ctx.core {
             let forwarded = ctx
                 .mesh
-                .call(core, |reply| crate::cluster::mesh::MeshRequest::Query {
+                .call(core, |reply| crate::node::MeshRequest::Query {
                     text: q.to_string(),
                     options: options.clone(),
                     reply,
@@ -292,7 +285,7 @@ pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions
     let mut results = Vec::with_capacity(statements.len());
     let mut kinds = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
-    let now = now_ns();
+    let now = crate::base::time::now_ns();
     let timeout = ctx.config.query.query_timeout_ms;
     for (id, statement) in statements.iter().enumerate() {
         let started = std::time::Instant::now();

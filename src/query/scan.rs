@@ -156,14 +156,11 @@ fn partial_columns(
     // `every` 0: no GROUP BY time, one window spanning everything.
     let segment_of = |t: i64| {
         let window = if spec.every > 0 {
-            (t - spec.offset).div_euclid(spec.every) * spec.every + spec.offset
+            crate::base::time::window_start(t, spec.every, spec.offset)
         } else {
             i64::MIN
         };
-        (
-            window,
-            crate::query::functions::influx_group(t, spec.group_ns),
-        )
+        (window, crate::base::time::go_truncate(t, spec.group_ns))
     };
     let mut i = 0;
     while i < times.len() {

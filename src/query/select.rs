@@ -54,8 +54,7 @@ struct InputSeries {
     rows: Vec<(i64, Vec<Val>)>,
 }
 
-const MIN_TIME: i64 = i64::MIN + 2;
-const MAX_TIME: i64 = i64::MAX - 1;
+use crate::base::time::{MAX_TIME_NS as MAX_TIME, MIN_TIME_NS as MIN_TIME};
 
 pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSeries>, QueryError> {
     if sel.into.is_some() {

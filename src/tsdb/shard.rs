@@ -11,12 +11,12 @@
 //! append-only; an out-of-order or repeated timestamp clears `sorted`, and the next read
 //! sorts stably and keeps the last value of each timestamp (last write wins).
 
+use crate::base::hash::HashMapById;
 use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, Precision};
 use crate::tsdb::chunked::ChunkedVec;
 use crate::tsdb::wal::{self, Wal, WalConfig, WalError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,24 +43,6 @@ pub enum ShardError {
         message: String,
     },
 }
-
-/// Hasher for keys that already are good 64-bit hashes (series key hashes).
-#[derive(Default)]
-pub struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = lineproto::fnv1a64_extend(self.0, bytes);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type HashMapById<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 /// Values of one column.
 #[derive(Debug)]

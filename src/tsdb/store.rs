@@ -25,6 +25,17 @@ pub struct ShardBatch {
     pub default_time_ns: i64,
 }
 
+/// A read of stored points (the inspect API).
+#[derive(Clone, Debug)]
+pub struct ReadRequest {
+    pub database: String,
+    pub retention_policy: Option<String>,
+    pub measurement: Option<Vec<u8>>,
+    pub series_key: Option<Vec<u8>>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
 /// Totals of recovery over all shards of a core.
 #[derive(Clone, Debug, Default)]
 pub struct StoreRecovery {

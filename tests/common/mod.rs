@@ -491,7 +491,7 @@ pub fn owners_of(db: &str, rf: u32, series: &str, ts: i64) -> std::collections::
     let membership = Membership::new(vec![1, 2, 3]);
     let start = placement::shard_group_start(ts, HOUR_NS);
     let group = placement::place_group(db, "autogen", start, HOUR_NS, rf, &membership);
-    let hash = shardcore::lineproto::fnv1a64(series.as_bytes());
+    let hash = shardcore::base::hash::fnv1a64(series.as_bytes());
     let index = placement::shard_index(hash, group.shards.len());
     group.shards[index as usize]
         .owners

@@ -171,8 +171,8 @@ impl WireError {
 /// for meta sync and the query path): `opaque_message!(Type, FrameKind::X, field)`.
 macro_rules! opaque_message {
     ($ty:ident, $kind:expr, $field:ident) => {
-        impl $crate::cluster::wire::EncodeMessage for $ty {
-            const KIND: $crate::cluster::wire::FrameKind = $kind;
+        impl $crate::net::wire::EncodeMessage for $ty {
+            const KIND: $crate::net::wire::FrameKind = $kind;
             fn payload_len(&self) -> usize {
                 self.$field.len()
             }
@@ -180,10 +180,10 @@ macro_rules! opaque_message {
                 out.extend_from_slice(&self.$field);
             }
         }
-        impl $crate::cluster::wire::DecodeMessage for $ty {
+        impl $crate::net::wire::DecodeMessage for $ty {
             fn decode_payload(
                 payload: &bytes::Bytes,
-            ) -> Result<Self, $crate::cluster::wire::WireError> {
+            ) -> Result<Self, $crate::net::wire::WireError> {
                 Ok($ty {
                     $field: payload.clone(),
                 })

@@ -11,7 +11,7 @@
 //! one flusher task writes the buffer out in order: the bytes of two frames never
 //! interleave on the socket, whichever tasks send them.
 
-use crate::cluster::wire::{
+use crate::net::wire::{
     self, Challenge, DecodeMessage, EncodeMessage, ErrorMessage, Frame, FrameDecoder, FrameKind,
     Hello, Proof, Welcome, WireError,
 };

@@ -31,8 +31,8 @@
 //! exactly once: by its answer, or by the connection closing. Nothing else completes
 //! a caller's oneshot.
 
-use crate::cluster::conn::{error_frame_text, ConnError, FrameReader, FrameSink};
-use crate::cluster::wire::{EncodeMessage, Frame, FrameKind};
+use crate::net::conn::{error_frame_text, ConnError, FrameReader, FrameSink};
+use crate::net::wire::{EncodeMessage, Frame, FrameKind};
 use futures_channel::oneshot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
