@@ -21,7 +21,8 @@
 //! - [`placement`]: the single function that decides shard groups, shards and owners.
 //! - [`meta`]: databases and retention policies, persisted and shared as snapshots.
 //! - [`tsdb`]: per-shard WAL, cache and index, owned by one core.
-//! - [`query`]: InfluxQL parsing and execution.
+//! - [`influxql`]: the language: syntax tree, parser, regexes, values, evaluation.
+//! - [`query`]: InfluxQL execution: the query engine.
 //! - [`metrics`]: per-core counters and latency histograms, merged on demand.
 //! - [`inspect`]: offline reading of a data directory.
 //! - [`limits`]: built-in bounds (recursion depth, stack size).
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod hh;
 pub mod http;
+pub mod influxql;
 pub mod inspect;
 pub mod limits;
 pub mod lineproto;

@@ -11,9 +11,9 @@ use crate::config::Config;
 use crate::meta::MetaStore;
 use crate::net::mesh::{CoreChannels, Mesh, MeshError};
 use crate::placement::{Membership, NodeId};
-use crate::query::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::query::QueryError;
 use crate::runtime::Shutdown;
+use crate::tsdb::read::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::ReadRequest;
 use crate::tsdb::store::{self, ShardBatch, Store};
@@ -70,19 +70,19 @@ pub enum MeshRequest {
     },
     /// A query's scan of one measurement on this core's shards.
     Scan {
-        request: crate::query::scan::ScanRequest,
+        request: crate::tsdb::read::scan::ScanRequest,
         reply: oneshot::Sender<
-            Result<Vec<crate::query::scan::ShardScan>, crate::query::cancel::ScanStop>,
+            Result<Vec<crate::tsdb::read::scan::ShardScan>, crate::tsdb::read::cancel::ScanStop>,
         >,
     },
     /// The schema of this core's shards of a database.
     Schema {
-        request: crate::query::scan::SchemaRequest,
-        reply: oneshot::Sender<Vec<crate::query::scan::ShardSchema>>,
+        request: crate::tsdb::read::scan::SchemaRequest,
+        reply: oneshot::Sender<Vec<crate::tsdb::read::scan::ShardSchema>>,
     },
     /// DROP MEASUREMENT / DROP SERIES / DELETE on this core's shards.
     Delete {
-        request: crate::query::delete::DeleteRequest,
+        request: crate::tsdb::read::delete::DeleteRequest,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     DropShards {
@@ -366,7 +366,8 @@ impl CoreContext {
                 request: request.clone(),
                 reply,
             })
-            .await?;
+            .await
+            .map_err(|e| QueryError::Unreachable(e.to_string()))?;
         let mut out = Vec::new();
         for answer in answers {
             out.extend(answer?);
@@ -379,7 +380,7 @@ impl CoreContext {
     async fn scan_here(
         &self,
         request: &ScanRequest,
-    ) -> Result<Vec<ShardScan>, crate::query::cancel::ScanStop> {
+    ) -> Result<Vec<ShardScan>, crate::tsdb::read::cancel::ScanStop> {
         let answer = scan::scan_local(&self.store, request).await;
         if answer.is_err() {
             CoreStats::add(&self.stats.scans_stopped, 1);
@@ -413,12 +414,12 @@ impl CoreContext {
     /// A delete on every core of this node; the values removed.
     pub async fn delete_node(
         &self,
-        request: &crate::query::delete::DeleteRequest,
+        request: &crate::tsdb::read::delete::DeleteRequest,
     ) -> Result<u64, String> {
         let mut removed = 0;
         for core in 0..self.cores {
             if core == self.core {
-                removed += crate::query::delete::delete_local(&self.store, request).await?;
+                removed += crate::tsdb::read::delete::delete_local(&self.store, request).await?;
             } else {
                 let request = request.clone();
                 removed += self
@@ -492,7 +493,7 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             options,
             reply,
         } => {
-            let _ = reply.send(crate::query::execute_here(&ctx, &text, &options).await);
+            let _ = reply.send(crate::cluster::executor::execute_here(&ctx, &text, &options).await);
         }
         MeshRequest::ShardStats { reply } => {
             let _ = reply.send(ctx.store.borrow().shard_stats());
@@ -504,7 +505,7 @@ async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
             let _ = reply.send(ctx.scan_here(&request).await);
         }
         MeshRequest::Delete { request, reply } => {
-            let _ = reply.send(crate::query::delete::delete_local(&ctx.store, &request).await);
+            let _ = reply.send(crate::tsdb::read::delete::delete_local(&ctx.store, &request).await);
         }
         MeshRequest::Schema { request, reply } => {
             let _ = reply.send(scan::schema_local(&ctx.store.borrow(), &request));
@@ -709,10 +710,10 @@ const TIDY_SLICE: Duration = Duration::from_millis(1);
 /// such a series pays for the sort. It waits for a quiet spell (no value written to the
 /// core's shards for a whole [`TIDY_INTERVAL`]), so a column is not sorted again and
 /// again while a load is still adding to it, and works in slices of [`TIDY_SLICE`]
-/// with a pause between them ([`crate::query::cancel::SCAN_PAUSE`]), so a query or
+/// with a pause between them ([`crate::tsdb::read::cancel::SCAN_PAUSE`]), so a query or
 /// write that arrives waits at most one slice.
 async fn tidy_loop(ctx: Rc<CoreContext>) {
-    use crate::query::cancel::SCAN_PAUSE;
+    use crate::tsdb::read::cancel::SCAN_PAUSE;
     let written = |ctx: &CoreContext| -> u64 {
         ctx.store
             .borrow()

@@ -288,7 +288,7 @@ pub fn parse_start(s: &str) -> Result<i64, TimeParseError> {
     }
     let (frac_ns, rest) = parse_fraction(&s[19..]).ok_or_else(err)?;
     let offset_s = parse_offset(rest).ok_or_else(err)?;
-    let days = shardcore::query::format::days_from_civil(year, month, day);
+    let days = shardcore::influxql::format::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     secs.checked_mul(1_000_000_000)
         .and_then(|ns| ns.checked_add(frac_ns))

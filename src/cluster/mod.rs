@@ -5,10 +5,12 @@
 //! - `shard_writer`: ShardWriter — this core's pooled connections to other nodes' cores.
 //! - `service`: the cluster service — each core's listener for other nodes.
 //! - `meta_sync`: replicated databases and retention policies (MetaSync).
+//! - `executor`: the statement executor (a `/query` request's statements, in order).
 //!
 //! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`; the
 //! transport (frames, connections, pipelining, the core-to-core mesh) is `crate::net`.
 
+pub mod executor;
 pub mod meta_sync;
 pub mod points_writer;
 pub mod query;

@@ -29,9 +29,9 @@
 use crate::net::wire::{opaque_message, FrameKind};
 use crate::node::{CoreContext, CoreStats};
 use crate::placement::{self, NodeId};
-use crate::query::cancel::{Deadline, ScanStop};
-use crate::query::scan::{ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::query::QueryError;
+use crate::tsdb::read::cancel::{Deadline, ScanStop};
+use crate::tsdb::read::scan::{ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::tsdb::shard::SeriesData;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ pub enum MapRequest {
         exclude: Vec<u64>,
     },
     Delete {
-        delete: crate::query::delete::DeleteRequest,
+        delete: crate::tsdb::read::delete::DeleteRequest,
     },
     /// Stop the scans of this query running here and drop its held scans.
     Cancel { query_id: u64 },
@@ -540,6 +540,35 @@ fn next_turn() -> usize {
     })
 }
 
+/// The cluster's ShardMapper: this node's cores first, then one owner of every shard
+/// only other nodes hold.
+pub struct ClusterMapper<'a> {
+    pub ctx: &'a Rc<CoreContext>,
+}
+
+impl crate::query::ShardMapper for ClusterMapper<'_> {
+    fn scan<'a>(
+        &'a self,
+        request: &'a ScanRequest,
+    ) -> crate::query::LocalFuture<'a, Result<Vec<ShardScan>, QueryError>> {
+        Box::pin(scan_cluster(self.ctx, request))
+    }
+
+    fn schema<'a>(
+        &'a self,
+        request: &'a SchemaRequest,
+    ) -> crate::query::LocalFuture<'a, Result<Vec<ShardSchema>, QueryError>> {
+        Box::pin(schema_cluster(self.ctx, request))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        request: &'a crate::tsdb::read::delete::DeleteRequest,
+    ) -> crate::query::LocalFuture<'a, Result<u64, QueryError>> {
+        Box::pin(delete_cluster(self.ctx, request))
+    }
+}
+
 /// Scans every shard the request covers: local ones here, the rest on one owner each.
 /// Stops with the request's deadline, and once more than `max_points` values arrived.
 ///
@@ -952,7 +981,10 @@ pub async fn schema_cluster(
     ctx: &Rc<CoreContext>,
     r: &SchemaRequest,
 ) -> Result<Vec<ShardSchema>, QueryError> {
-    let mut shards = ctx.schema_node(r).await?;
+    let mut shards = ctx
+        .schema_node(r)
+        .await
+        .map_err(|e| QueryError::Unreachable(e.to_string()))?;
     if ctx.cluster.is_none() {
         return Ok(shards);
     }
@@ -1021,7 +1053,7 @@ fn schema_coverage(
 /// answer fails the statement by name (its copy keeps the data).
 pub async fn delete_cluster(
     ctx: &Rc<CoreContext>,
-    r: &crate::query::delete::DeleteRequest,
+    r: &crate::tsdb::read::delete::DeleteRequest,
 ) -> Result<u64, QueryError> {
     let mut removed = ctx.delete_node(r).await.map_err(QueryError::Statement)?;
     if ctx.cluster.is_none() {

@@ -777,7 +777,7 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             }
         }
     }
-    let (status, body) = match crate::query::execute_with_kinds(ctx, q, &options).await {
+    let (status, body) = match crate::cluster::executor::execute(ctx, q, &options).await {
         Ok((results, selects)) => (
             StatusCode::OK,
             if csv {
@@ -913,7 +913,7 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
         let ns = t
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        crate::query::format::rfc3339_nano(ns)
+        crate::influxql::format::rfc3339_nano(ns)
     };
     let mut vars = serde_json::Map::new();
     vars.insert(

@@ -3,9 +3,10 @@
 //! The reducers follow InfluxDB's (`query/functions.go`, `query/call_iterator.go`):
 //! the same tie-breaks, result types and defaults.
 
-use crate::query::ast::{Expr, Field, Fill};
-use crate::query::select::{eval_row, fill_value, Evaluator};
-use crate::query::value::{arith, Val};
+use crate::influxql::ast::{Expr, Field, Fill};
+use crate::influxql::eval::{math, Evaluator};
+use crate::influxql::value::{arith, Val};
+use crate::query::select::{eval_row, fill_value};
 use crate::query::QueryError;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -191,56 +192,6 @@ fn has_var(e: &Expr) -> bool {
     found
 }
 
-/// A math function applied to values (`abs`, `floor`, `round`, `pow`, ...).
-pub fn math(name: &str, args: &[Val]) -> Val {
-    let x = match args.first() {
-        Some(v) => v,
-        None => return Val::Null,
-    };
-    if x.is_null() {
-        return Val::Null;
-    }
-    let int_keep = |f: fn(f64) -> f64| match x {
-        Val::Int(i) => Val::Int(*i),
-        Val::Uint(u) => Val::Uint(*u),
-        _ => x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null),
-    };
-    let float = |f: fn(f64) -> f64| x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null);
-    match name {
-        "abs" => match x {
-            Val::Int(i) => Val::Int(i.wrapping_abs()),
-            Val::Uint(u) => Val::Uint(*u),
-            _ => float(f64::abs),
-        },
-        "floor" => int_keep(f64::floor),
-        "ceil" => int_keep(f64::ceil),
-        "round" => int_keep(|v| {
-            // Go's math.Round: half away from zero.
-            v.round()
-        }),
-        "sqrt" => float(f64::sqrt),
-        "ln" => float(f64::ln),
-        "log2" => float(f64::log2),
-        "log10" => float(f64::log10),
-        "exp" => float(f64::exp),
-        "sin" => float(f64::sin),
-        "cos" => float(f64::cos),
-        "tan" => float(f64::tan),
-        "asin" => float(f64::asin),
-        "acos" => float(f64::acos),
-        "atan" => float(f64::atan),
-        "log" | "pow" | "atan2" => match (x.as_f64(), args.get(1).and_then(Val::as_f64)) {
-            (Some(a), Some(b)) => Val::Float(match name {
-                "log" => a.ln() / b.ln(),
-                "pow" => a.powf(b),
-                _ => a.atan2(b),
-            }),
-            _ => Val::Null,
-        },
-        _ => Val::Null,
-    }
-}
-
 /// What the reduce of one group needs.
 pub struct AggInput<'a> {
     pub fields: &'a [Field],
@@ -258,7 +209,7 @@ pub struct AggInput<'a> {
     /// ORDER BY time DESC: transformations run over descending points.
     pub desc: bool,
     /// `tz()`: windows in local time.
-    pub zone: Option<&'a crate::query::tz::Zone>,
+    pub zone: Option<&'a crate::influxql::tz::Zone>,
     /// The policy's shard group duration: float sums and means are added up per
     /// InfluxDB shard group, as its engine does (0: no grouping, e.g. subqueries).
     pub shard_group_ns: i64,
@@ -706,7 +657,7 @@ fn call_points(
                 .map(|p| &p.val)
                 .max_by(|x, y| x.cmp_total(y))
                 .expect("non-empty");
-            vec![scalar(w, arith(crate::query::ast::Op::Sub, max, min))]
+            vec![scalar(w, arith(crate::influxql::ast::Op::Sub, max, min))]
         }
         "stddev" => {
             if pts.len() < 2 {
@@ -1099,7 +1050,7 @@ fn transform(
             Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
             Some(Expr::Duration(d)) => Err(QueryError::msg(format!(
                 "duration argument must be positive, got {}",
-                crate::query::format::influx_duration(*d)
+                crate::influxql::format::influx_duration(*d)
             ))),
             None => Ok(default),
             _ => Err(QueryError::msg(format!(
@@ -1137,7 +1088,7 @@ fn transform(
         }
         "difference" | "non_negative_difference" => {
             for w in pts.windows(2) {
-                let d = arith(crate::query::ast::Op::Sub, &w[1].val, &w[0].val);
+                let d = arith(crate::influxql::ast::Op::Sub, &w[1].val, &w[0].val);
                 if name == "non_negative_difference" && d.as_f64().is_some_and(|x| x < 0.0) {
                     continue;
                 }
@@ -1170,7 +1121,7 @@ fn transform(
             for p in pts {
                 let next = match &acc {
                     None => p.val.clone(),
-                    Some(a) => arith(crate::query::ast::Op::Add, a, &p.val),
+                    Some(a) => arith(crate::influxql::ast::Op::Add, a, &p.val),
                 };
                 out.push(scalar(p.time, next.clone()));
                 acc = Some(next);

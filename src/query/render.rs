@@ -2,9 +2,9 @@
 //! RFC3339 strings or epoch integers, written the way Go's `encoding/json` writes them
 //! (floats' shortest form, `<>&` escaped, four-space indent when pretty).
 
-use crate::query::format::{go_float, rfc3339_nano};
+use crate::influxql::format::{go_float, rfc3339_nano};
+use crate::influxql::value::Val;
 use crate::query::select::ResultSeries;
-use crate::query::value::Val;
 use serde_json::{Map, Value};
 
 /// Divisor of the `epoch` parameter's unit; `None` for an unknown unit (RFC3339 then).
@@ -26,7 +26,7 @@ pub fn series_json(
     series: &[ResultSeries],
     epoch: Option<&str>,
     row_limit: usize,
-    zone: Option<&crate::query::tz::Zone>,
+    zone: Option<&crate::influxql::tz::Zone>,
 ) -> Option<Value> {
     if series.is_empty() {
         return None;

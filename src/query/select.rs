@@ -6,18 +6,19 @@
 //! section 7: each shard is read on its owning core, or by one of its owners remotely);
 //! everything after the scan runs here, on the coordinating core.
 
-use crate::query::ast::{
+use crate::influxql::ast::{
     CountClause, Dimension, Expr, Field, Fill, Measurement, Op, Select, Source, VarKind,
 };
-use crate::query::format::parse_time;
+use crate::influxql::eval::Evaluator;
+use crate::influxql::format::parse_time;
+use crate::influxql::regex::RegexLit;
+use crate::influxql::value::Val;
 use crate::query::functions;
-use crate::query::regex::RegexLit;
-use crate::query::scan::{
+use crate::query::{QueryContext, QueryError};
+use crate::tsdb::read::scan::{
     parse_series_key, partial_column, weight_column, PartialKind, PartialSpec, ScanRequest,
     SchemaRequest, SeriesLimit, ShardSchema,
 };
-use crate::query::value::{arith, Val};
-use crate::query::{QueryContext, QueryError};
 use regex::Regex;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -64,7 +65,7 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
     }
     let zone = match &sel.tz {
         Some(name) => Some(
-            crate::query::tz::Zone::load(name)
+            crate::influxql::tz::Zone::load(name)
                 .ok_or_else(|| QueryError::msg(format!("unable to find time zone {name}")))?,
         ),
         None => None,
@@ -433,7 +434,7 @@ async fn load_measurements(
         Some(d) => d.to_string(),
         None => return Err(QueryError::msg("database name required")),
     };
-    let snap = q.ctx.meta.snapshot();
+    let snap = q.meta;
     let Some(db) = snap.database(&database) else {
         return Err(QueryError::msg(format!("database not found: {database}")));
     };
@@ -501,7 +502,7 @@ async fn load_measurements(
         };
         data.partial = partial.is_some();
         if data.partial {
-            crate::node::CoreStats::add(&q.ctx.stats.partial_scans, 1);
+            crate::metrics::CoreStats::add(&q.stats.partial_scans, 1);
         }
         let scans = q
             .scan(&ScanRequest {
@@ -524,12 +525,12 @@ async fn load_measurements(
                 deadline: Default::default(),
             })
             .await?;
-        data.series = series_rows(scans, &data.slots, q.max_select_point)?;
-        if q.max_select_series > 0 && data.series.len() > q.max_select_series {
+        data.series = series_rows(scans, &data.slots, q.limits.max_select_point)?;
+        if q.limits.max_select_series > 0 && data.series.len() > q.limits.max_select_series {
             return Err(QueryError::msg(format!(
                 "max-select-series limit exceeded: ({}/{})",
                 data.series.len(),
-                q.max_select_series
+                q.limits.max_select_series
             )));
         }
         out.push(data);
@@ -636,7 +637,7 @@ fn partial_spec(
         || (every == 0 && has_transform)
         || sel.tz.is_some()
         || sel.sources.len() != 1
-        || q.max_select_point > 0
+        || q.limits.max_select_point > 0
         || data.shard_group_ns <= 0
     {
         return None;
@@ -865,7 +866,7 @@ fn needed_fields(sel: &Select, condition: Option<&Expr>, data: &SourceData) -> V
 /// Builds per-series rows from shard scans: the same series from several shards is
 /// concatenated; columns are merged by timestamp.
 fn series_rows(
-    scans: Vec<crate::query::scan::ShardScan>,
+    scans: Vec<crate::tsdb::read::scan::ShardScan>,
     slots: &[String],
     max_points: usize,
 ) -> Result<Vec<InputSeries>, QueryError> {
@@ -1058,176 +1059,6 @@ fn compile(re: &RegexLit) -> Result<&Regex, QueryError> {
     re.regex().map_err(|e| QueryError::msg(re.error_text(e)))
 }
 
-/// Expressions evaluated against one row of one series.
-pub struct Evaluator<'a> {
-    slots: HashMap<&'a str, usize>,
-    tag_keys: &'a BTreeSet<String>,
-    /// Every name is a tag (conditions on series keys: a missing tag reads as "").
-    all_tags: bool,
-}
-
-impl<'a> Evaluator<'a> {
-    fn new(slots: &'a [String], tag_keys: &'a BTreeSet<String>) -> Self {
-        Evaluator {
-            slots: slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_str(), i))
-                .collect(),
-            tag_keys,
-            all_tags: false,
-        }
-    }
-
-    /// An evaluator for conditions on tags only (SHOW ... WHERE).
-    pub fn for_tags(slots: &'a [String], tag_keys: &'a BTreeSet<String>) -> Self {
-        Evaluator {
-            all_tags: true,
-            ..Evaluator::new(slots, tag_keys)
-        }
-    }
-
-    /// The row slot a plain field reference reads (the hot path of aggregates).
-    pub fn slot_of(&self, e: &Expr) -> Option<usize> {
-        match e {
-            Expr::VarRef {
-                name,
-                kind: None | Some(VarKind::Field),
-            } => self.slots.get(name.as_str()).copied(),
-            _ => None,
-        }
-    }
-
-    /// Whether a tag condition holds for a series with these tags.
-    pub fn matches(&self, cond: &Expr, tags: &BTreeMap<String, String>) -> bool {
-        self.truthy(cond, 0, &[], tags)
-    }
-
-    fn var(
-        &self,
-        name: &str,
-        kind: Option<VarKind>,
-        row: &[Val],
-        tags: &BTreeMap<String, String>,
-    ) -> Val {
-        let as_tag = || Val::Str(tags.get(name).cloned().unwrap_or_default());
-        match kind {
-            Some(VarKind::Tag) => as_tag(),
-            _ => match self.slots.get(name) {
-                Some(&i) => cast(&row[i], kind),
-                None if kind.is_none() && (self.all_tags || self.tag_keys.contains(name)) => {
-                    as_tag()
-                }
-                None => Val::Null,
-            },
-        }
-    }
-
-    /// Value of a row-level expression (no aggregates).
-    fn eval(&self, e: &Expr, time: i64, row: &[Val], tags: &BTreeMap<String, String>) -> Val {
-        match e {
-            Expr::VarRef { name, kind } => {
-                if name.eq_ignore_ascii_case("time") {
-                    return Val::Int(time);
-                }
-                self.var(name, *kind, row, tags)
-            }
-            Expr::Number(n) => Val::Float(*n),
-            Expr::Integer(i) => Val::Int(*i),
-            Expr::Str(s) => Val::Str(s.clone()),
-            Expr::Bool(b) => Val::Bool(*b),
-            Expr::Duration(d) => Val::Int(*d),
-            Expr::Paren(inner) => self.eval(inner, time, row, tags),
-            Expr::Call { name, args } => {
-                let vals: Vec<Val> = args.iter().map(|a| self.eval(a, time, row, tags)).collect();
-                functions::math(name, &vals)
-            }
-            Expr::Binary { op, lhs, rhs } => match op {
-                Op::And => Val::Bool(
-                    self.truthy(lhs, time, row, tags) && self.truthy(rhs, time, row, tags),
-                ),
-                Op::Or => Val::Bool(
-                    self.truthy(lhs, time, row, tags) || self.truthy(rhs, time, row, tags),
-                ),
-                o if o.is_comparison() => Val::Bool(self.compare(*o, lhs, rhs, time, row, tags)),
-                o => arith(
-                    *o,
-                    &self.eval(lhs, time, row, tags),
-                    &self.eval(rhs, time, row, tags),
-                ),
-            },
-            _ => Val::Null,
-        }
-    }
-
-    fn truthy(&self, e: &Expr, time: i64, row: &[Val], tags: &BTreeMap<String, String>) -> bool {
-        matches!(self.eval(e, time, row, tags), Val::Bool(true))
-    }
-
-    fn compare(
-        &self,
-        op: Op,
-        lhs: &Expr,
-        rhs: &Expr,
-        time: i64,
-        row: &[Val],
-        tags: &BTreeMap<String, String>,
-    ) -> bool {
-        if let (Op::EqRegex | Op::NeqRegex, Expr::Regex(re)) = (op, rhs.unparen()) {
-            return match self.eval(lhs, time, row, tags) {
-                Val::Str(s) => re.is_match(&s) == (op == Op::EqRegex),
-                Val::Null => op == Op::NeqRegex,
-                _ => false,
-            };
-        }
-        let (a, b) = (
-            self.eval(lhs, time, row, tags),
-            self.eval(rhs, time, row, tags),
-        );
-        let ord = match (&a, &b) {
-            (Val::Null, _) | (_, Val::Null) => return false,
-            (Val::Str(x), Val::Str(y)) => x.cmp(y),
-            (Val::Bool(x), Val::Bool(y)) => {
-                return match op {
-                    Op::Eq => x == y,
-                    Op::Neq => x != y,
-                    _ => false,
-                }
-            }
-            _ => match (a.as_f64(), b.as_f64()) {
-                (Some(_), Some(_)) => a.cmp_total(&b),
-                _ => return false,
-            },
-        };
-        match op {
-            Op::Eq => ord.is_eq(),
-            Op::Neq => !ord.is_eq(),
-            Op::Lt => ord.is_lt(),
-            Op::Lte => ord.is_le(),
-            Op::Gt => ord.is_gt(),
-            Op::Gte => ord.is_ge(),
-            _ => false,
-        }
-    }
-}
-
-fn cast(v: &Val, kind: Option<VarKind>) -> Val {
-    match (kind, v) {
-        (Some(VarKind::Float), Val::Int(i)) => Val::Float(*i as f64),
-        (Some(VarKind::Float), Val::Uint(i)) => Val::Float(*i as f64),
-        (Some(VarKind::Float), Val::Float(_)) => v.clone(),
-        (Some(VarKind::Integer), Val::Float(f)) => Val::Int(*f as i64),
-        (Some(VarKind::Integer), Val::Int(_)) => v.clone(),
-        (Some(VarKind::Integer), Val::Uint(u)) => Val::Int(*u as i64),
-        (Some(VarKind::String), Val::Str(_)) => v.clone(),
-        (Some(VarKind::Boolean), Val::Bool(_)) => v.clone(),
-        (Some(VarKind::Float | VarKind::Integer | VarKind::String | VarKind::Boolean), _) => {
-            Val::Null
-        }
-        _ => v.clone(),
-    }
-}
-
 /// The fields of the statement with wildcards and field regexes expanded.
 fn expand_fields(
     sel: &Select,
@@ -1387,7 +1218,7 @@ async fn reduce(
     range: (i64, i64),
     condition: Option<&Expr>,
     q: &QueryContext<'_>,
-    zone: Option<&crate::query::tz::Zone>,
+    zone: Option<&crate::influxql::tz::Zone>,
 ) -> Result<Vec<ResultSeries>, QueryError> {
     let now_ns = q.now_ns;
     let fields = expand_fields(sel, &data, all_fields);
@@ -1500,7 +1331,7 @@ async fn reduce(
                 data_min,
                 now_ns,
                 fill: &sel.fill,
-                max_buckets: q.max_select_buckets,
+                max_buckets: q.limits.max_select_buckets,
                 desc: sel.order_desc,
                 zone,
                 shard_group_ns: data.shard_group_ns,
@@ -1566,7 +1397,7 @@ fn check_types(e: &Expr, data: &SourceData) -> Result<(), QueryError> {
     fn show(e: &Expr, data: &SourceData) -> String {
         match e {
             Expr::VarRef { name, .. } => match kind(e, data) {
-                Some(k) => format!("{}::{k}", crate::query::ast::quote_ident(name)),
+                Some(k) => format!("{}::{k}", crate::influxql::ast::quote_ident(name)),
                 None => e.to_string(),
             },
             Expr::Binary { op, lhs, rhs } => {

@@ -2,12 +2,12 @@
 //! forms, answered from the shards' indexes (merged over every shard of the database,
 //! on every core and, in a cluster, one owner of each shard).
 
-use crate::query::ast::{Expr, Measurement, Op, ShowSeriesData, ShowWhat, Source};
-use crate::query::regex::RegexLit;
-use crate::query::scan::{parse_series_key, SchemaRequest, ShardSchema};
+use crate::influxql::ast::{Expr, Measurement, Op, ShowSeriesData, ShowWhat, Source};
+use crate::influxql::regex::RegexLit;
+use crate::influxql::value::Val;
 use crate::query::select::ResultSeries;
-use crate::query::value::Val;
 use crate::query::{QueryContext, QueryError};
+use crate::tsdb::read::scan::{parse_series_key, SchemaRequest, ShardSchema};
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,7 +45,7 @@ pub async fn execute(
     let Some(database) = show.database.as_deref().or(q.db) else {
         return Err(QueryError::msg("database name required"));
     };
-    if q.ctx.meta.snapshot().database(database).is_none() {
+    if q.meta.database(database).is_none() {
         // InfluxDB answers SHOW MEASUREMENTS on a missing database with nothing.
         if matches!(show.what, ShowWhat::Measurements { .. }) {
             return Ok(Vec::new());
@@ -98,7 +98,7 @@ pub async fn execute(
         let no_slots: Vec<String> = Vec::new();
         for (name, m) in merged.iter_mut() {
             let tag_keys: BTreeSet<String> = m.tags.keys().cloned().collect();
-            let ev = crate::query::select::Evaluator::for_tags(&no_slots, &tag_keys);
+            let ev = crate::influxql::eval::Evaluator::for_tags(&no_slots, &tag_keys);
             let mut series = BTreeSet::new();
             let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for key in &m.series {
@@ -307,8 +307,8 @@ fn merge(schemas: &[ShardSchema]) -> BTreeMap<String, Merged> {
 /// SHOW SHARDS (one series per database) or SHOW SHARD GROUPS, from the shards that
 /// exist on any node, with owners from placement.
 pub async fn shards(q: &QueryContext<'_>, groups: bool) -> Result<Vec<ResultSeries>, QueryError> {
-    use crate::query::format::rfc3339_nano;
-    let snap = q.ctx.meta.snapshot();
+    use crate::influxql::format::rfc3339_nano;
+    let snap = q.meta;
     let mut by_db: Vec<ResultSeries> = Vec::new();
     let mut group_rows: Vec<Vec<Val>> = Vec::new();
     for (name, db) in &snap.databases {
@@ -328,7 +328,7 @@ pub async fn shards(q: &QueryContext<'_>, groups: bool) -> Result<Vec<ResultSeri
                 start,
                 policy.shard_group_duration_ns,
                 policy.replication,
-                &q.ctx.membership,
+                q.membership,
             );
             let group_id = group.shards.first().map(|s| s.id).unwrap_or(0);
             let expiry = group.end_ns.saturating_add(policy.duration_ns);

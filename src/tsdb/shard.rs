@@ -96,6 +96,20 @@ pub enum Value {
     String(Vec<u8>),
 }
 
+/// The query engine's view of a stored value.
+impl From<&Value> for crate::influxql::value::Val {
+    fn from(v: &Value) -> crate::influxql::value::Val {
+        use crate::influxql::value::Val;
+        match v {
+            Value::Float(x) => Val::Float(*x),
+            Value::Integer(x) => Val::Int(*x),
+            Value::Unsigned(x) => Val::Uint(*x),
+            Value::Boolean(x) => Val::Bool(*x),
+            Value::String(s) => Val::Str(String::from_utf8_lossy(s).into_owned()),
+        }
+    }
+}
+
 /// One field of one series.
 #[derive(Debug)]
 pub struct Column {

@@ -5,8 +5,8 @@
 //!
 //! Errors read as InfluxDB's: `found X, expected Y at line L, char C` (1-based).
 
+use crate::influxql::ast::{Select, ShowSeriesData};
 use crate::meta::RetentionPolicySpec;
-use crate::query::ast::{Select, ShowSeriesData};
 use std::fmt;
 
 mod select;
@@ -80,8 +80,8 @@ pub enum Statement {
     },
     /// DROP SERIES (`delete` false) or DELETE (`delete` true).
     DeleteSeries {
-        sources: Vec<crate::query::ast::Source>,
-        condition: Option<crate::query::ast::Expr>,
+        sources: Vec<crate::influxql::ast::Source>,
+        condition: Option<crate::influxql::ast::Expr>,
         delete: bool,
     },
     /// SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS / SERIES and cardinalities.
@@ -744,87 +744,7 @@ impl Parser {
     }
 }
 
-/// InfluxQL keywords that cannot be used as unquoted identifiers.
-pub(crate) fn is_reserved(word: &str) -> bool {
-    const RESERVED: &[&str] = &[
-        "ALL",
-        "ALTER",
-        "ANALYZE",
-        "ANY",
-        "AS",
-        "ASC",
-        "BEGIN",
-        "BY",
-        "CARDINALITY",
-        "CREATE",
-        "CONTINUOUS",
-        "DATABASE",
-        "DATABASES",
-        "DEFAULT",
-        "DELETE",
-        "DESC",
-        "DESTINATIONS",
-        "DIAGNOSTICS",
-        "DISTINCT",
-        "DROP",
-        "DURATION",
-        "END",
-        "EVERY",
-        "EXACT",
-        "EXPLAIN",
-        "FIELD",
-        "FOR",
-        "FROM",
-        "GRANT",
-        "GRANTS",
-        "GROUP",
-        "GROUPS",
-        "IN",
-        "INF",
-        "INSERT",
-        "INTO",
-        "KEY",
-        "KEYS",
-        "KILL",
-        "LIMIT",
-        "MEASUREMENT",
-        "MEASUREMENTS",
-        "NAME",
-        "OFFSET",
-        "ON",
-        "ORDER",
-        "PASSWORD",
-        "POLICY",
-        "POLICIES",
-        "PRIVILEGES",
-        "QUERIES",
-        "QUERY",
-        "READ",
-        "REPLICATION",
-        "RESAMPLE",
-        "RETENTION",
-        "REVOKE",
-        "SELECT",
-        "SERIES",
-        "SET",
-        "SHARD",
-        "SHARDS",
-        "SLIMIT",
-        "SOFFSET",
-        "STATS",
-        "SUBSCRIPTION",
-        "SUBSCRIPTIONS",
-        "TAG",
-        "TO",
-        "USER",
-        "USERS",
-        "VALUES",
-        "WHERE",
-        "WITH",
-        "WRITE",
-    ];
-    RESERVED.iter().any(|k| k.eq_ignore_ascii_case(word))
-}
+pub(crate) use crate::influxql::ast::is_reserved;
 
 #[cfg(test)]
 mod tests {
@@ -965,7 +885,7 @@ mod tests {
 #[cfg(test)]
 mod select_tests {
     use super::*;
-    use crate::query::ast::*;
+    use crate::influxql::ast::*;
 
     fn select(q: &str) -> Select {
         match parse_query(q)
@@ -1481,7 +1401,7 @@ mod property_tests {
         run_on_core_stack(3000, pattern, |p| {
             let q = format!("SELECT f FROM m WHERE host =~ /{}/", p.replace('/', "\\/"));
             let _ = parse_query(&q);
-            let _ = crate::query::regex::compile(&p);
+            let _ = crate::influxql::regex::compile(&p);
             Ok(())
         });
     }

@@ -151,6 +151,53 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .checked_add(offset)
 }
 
+/// Formats nanoseconds as Go's `time.Duration.String()` does (`168h0m0s`, `1m30s`, `0s`).
+pub fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if u < 1_000_000_000 {
+        // Sub-second: the largest unit that keeps the integer part non-zero.
+        let (unit, div) = if u < 1_000 {
+            ("ns", 1)
+        } else if u < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        out.push_str(&trim_fraction(u / div, u % div, div));
+        out.push_str(unit);
+        return out;
+    }
+    let secs = u / 1_000_000_000;
+    let frac = u % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&trim_fraction(s, frac, 1_000_000_000));
+    out.push('s');
+    out
+}
+
+fn trim_fraction(int: u64, frac: u64, div: u64) -> String {
+    if frac == 0 {
+        return int.to_string();
+    }
+    let width = (div as f64).log10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{int}.{}", digits.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,13 @@
 //! SELECT and the SHOW statements over series data.
 
 use super::{ParseError, Parser, Tok};
-use crate::query::ast::{
+use crate::influxql::ast::{
     CountClause, Dimension, Expr, Field, Fill, Measurement, Op, Select, ShowSeriesData, ShowWhat,
     Source, VarKind,
 };
 
+use crate::influxql::regex::RegexLit;
 use crate::limits::{MAX_EXPR_DEPTH, MAX_SUBQUERY_DEPTH};
-use crate::query::regex::RegexLit;
 
 const EXPR_START: &str = "identifier, string, number, bool";
 
@@ -685,12 +685,12 @@ impl Parser {
     }
 }
 
-/// A regex must be valid and within the bounds of `query::regex`; the error reads as
+/// A regex must be valid and within the bounds of `influxql::regex`; the error reads as
 /// InfluxDB's (Go's wording of the reason differs). It is compiled later, once, before
 /// the statement runs.
 fn check_regex(re: String, at: &super::Token) -> Result<RegexLit, ParseError> {
     let lit = RegexLit::at(re, at.line, at.char);
-    match crate::query::regex::check(lit.as_str()) {
+    match crate::influxql::regex::check(lit.as_str()) {
         Ok(()) => Ok(lit),
         Err(e) => Err(ParseError::plain(lit.error_text(&e))),
     }

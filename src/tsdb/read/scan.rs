@@ -5,7 +5,7 @@
 //! serde values so they cross either boundary the same way.
 
 use crate::lineproto::{self, FieldType};
-use crate::query::cancel::{Deadline, ScanBudget, ScanStop};
+use crate::tsdb::read::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
 use crate::tsdb::store::Store;
 use serde::{Deserialize, Serialize};
@@ -134,7 +134,7 @@ fn partial_columns(
     spec: &PartialSpec,
     shard: (i64, i64),
 ) -> Vec<crate::tsdb::shard::ColumnData> {
-    use crate::query::value::Val;
+    use crate::influxql::value::Val;
     use crate::tsdb::shard::{ColumnData, Value};
     let field = column.field.clone();
     let mut out: Vec<ColumnData> = kinds
@@ -387,8 +387,8 @@ pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {
 /// The `tag = 'value'` conjuncts of a tag condition that the inverted index can answer:
 /// top-level ANDs only, non-empty values, and keys and values without a character line
 /// protocol escapes (so the stored bytes are the plain text).
-fn required_tags(cond: &crate::query::ast::Expr) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use crate::query::ast::{Expr, Op, VarKind};
+fn required_tags(cond: &crate::influxql::ast::Expr) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::influxql::ast::{Expr, Op, VarKind};
     let plain = |s: &str| {
         !s.is_empty()
             && !s
@@ -434,20 +434,20 @@ fn required_tags(cond: &crate::query::ast::Expr) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-pub fn parse_tag_condition(text: &str) -> Option<crate::query::ast::Expr> {
-    match crate::query::parser::parse_query(&format!("SELECT x FROM m WHERE {text}"))
+pub fn parse_tag_condition(text: &str) -> Option<crate::influxql::ast::Expr> {
+    match crate::influxql::parser::parse_query(&format!("SELECT x FROM m WHERE {text}"))
         .ok()?
         .into_iter()
         .next()?
     {
-        crate::query::parser::Statement::Select(s) => s.condition,
+        crate::influxql::parser::Statement::Select(s) => s.condition,
         _ => None,
     }
 }
 
 /// Runs a scan over this core's shards; stops early when the request's deadline passes
 /// or it read more than `max_points` values. It runs in slices of
-/// [`SCAN_SLICE`](crate::query::cancel::SCAN_SLICE) and lets the core's other work run
+/// [`SCAN_SLICE`](crate::tsdb::read::cancel::SCAN_SLICE) and lets the core's other work run
 /// between them (the store is borrowed only within a slice): writes, cluster frames and
 /// the cancel that may end this very scan are not held up by a large one.
 pub async fn scan_local(
@@ -463,11 +463,11 @@ pub async fn scan_local(
     let condition = r.tag_condition.as_deref().and_then(parse_tag_condition);
     if let Some(c) = &condition {
         // Checked where the statement was parsed; a regex that fails here matches nothing.
-        let _ = crate::query::regex::prepare(c.regexes()).await;
+        let _ = crate::influxql::regex::prepare(c.regexes()).await;
     }
     let no_slots: Vec<String> = Vec::new();
     let tag_keys: BTreeSet<String> = BTreeSet::new();
-    let ev = crate::query::select::Evaluator::for_tags(&no_slots, &tag_keys);
+    let ev = crate::influxql::eval::Evaluator::for_tags(&no_slots, &tag_keys);
     let keep = |key: &[u8]| match &condition {
         None => true,
         Some(c) => {
@@ -506,7 +506,7 @@ pub async fn scan_local(
         let mut done = 0;
         while done < ids.len() {
             if done > 0 {
-                glommio::timer::sleep(crate::query::cancel::SCAN_PAUSE).await;
+                glommio::timer::sleep(crate::tsdb::read::cancel::SCAN_PAUSE).await;
             }
             budget.start_slice();
             let mut store = store.borrow_mut();

@@ -2,7 +2,6 @@
 //! InfluxQL's rules (integers stay integers until mixed with floats; a comparison of
 //! different kinds is false, not an error).
 
-use crate::tsdb::shard::Value;
 use serde_json::Value as Json;
 use std::cmp::Ordering;
 
@@ -15,18 +14,6 @@ pub enum Val {
     Uint(u64),
     Bool(bool),
     Str(String),
-}
-
-impl From<&Value> for Val {
-    fn from(v: &Value) -> Val {
-        match v {
-            Value::Float(x) => Val::Float(*x),
-            Value::Integer(x) => Val::Int(*x),
-            Value::Unsigned(x) => Val::Uint(*x),
-            Value::Boolean(x) => Val::Bool(*x),
-            Value::String(s) => Val::Str(String::from_utf8_lossy(s).into_owned()),
-        }
-    }
 }
 
 impl Val {
@@ -87,8 +74,8 @@ fn rank(v: &Val) -> u8 {
 }
 
 /// Arithmetic between two values; `Null` when either side is null or not a number.
-pub fn arith(op: crate::query::ast::Op, a: &Val, b: &Val) -> Val {
-    use crate::query::ast::Op::*;
+pub fn arith(op: crate::influxql::ast::Op, a: &Val, b: &Val) -> Val {
+    use crate::influxql::ast::Op::*;
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => match op {
             Add => Val::Int(x.wrapping_add(*y)),

@@ -3,7 +3,7 @@
 //! Names follow InfluxDB's `influxql` package where a user would recognise them
 //! (VarRef, Call, BinaryExpr, Dimension, Fill), so reading one beside the other is easy.
 
-use crate::query::regex::RegexLit;
+use crate::influxql::regex::RegexLit;
 use std::fmt;
 
 /// A binary operator, in InfluxQL's precedence classes.
@@ -395,12 +395,12 @@ impl fmt::Display for Expr {
                 }
                 write!(f, ")")
             }
-            Expr::Number(n) => write!(f, "{}", crate::query::format::go_float(*n)),
+            Expr::Number(n) => write!(f, "{}", crate::influxql::format::go_float(*n)),
             Expr::Integer(n) => write!(f, "{n}"),
             Expr::Str(s) => write!(f, "'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
             Expr::Bool(b) => write!(f, "{b}"),
             Expr::Regex(r) => write!(f, "/{}/", r.replace('/', "\\/")),
-            Expr::Duration(d) => write!(f, "{}", crate::query::format::influx_duration(*d)),
+            Expr::Duration(d) => write!(f, "{}", crate::influxql::format::influx_duration(*d)),
             Expr::Wildcard(None) => write!(f, "*"),
             Expr::Wildcard(Some(VarKind::Tag)) => write!(f, "*::tag"),
             Expr::Wildcard(Some(_)) => write!(f, "*::field"),
@@ -418,10 +418,92 @@ pub fn quote_ident(s: &str) -> String {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !crate::query::parser::is_reserved(s);
+        && !is_reserved(s);
     if plain {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     }
+}
+
+/// InfluxQL keywords that cannot be used as unquoted identifiers.
+pub fn is_reserved(word: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "ALL",
+        "ALTER",
+        "ANALYZE",
+        "ANY",
+        "AS",
+        "ASC",
+        "BEGIN",
+        "BY",
+        "CARDINALITY",
+        "CREATE",
+        "CONTINUOUS",
+        "DATABASE",
+        "DATABASES",
+        "DEFAULT",
+        "DELETE",
+        "DESC",
+        "DESTINATIONS",
+        "DIAGNOSTICS",
+        "DISTINCT",
+        "DROP",
+        "DURATION",
+        "END",
+        "EVERY",
+        "EXACT",
+        "EXPLAIN",
+        "FIELD",
+        "FOR",
+        "FROM",
+        "GRANT",
+        "GRANTS",
+        "GROUP",
+        "GROUPS",
+        "IN",
+        "INF",
+        "INSERT",
+        "INTO",
+        "KEY",
+        "KEYS",
+        "KILL",
+        "LIMIT",
+        "MEASUREMENT",
+        "MEASUREMENTS",
+        "NAME",
+        "OFFSET",
+        "ON",
+        "ORDER",
+        "PASSWORD",
+        "POLICY",
+        "POLICIES",
+        "PRIVILEGES",
+        "QUERIES",
+        "QUERY",
+        "READ",
+        "REPLICATION",
+        "RESAMPLE",
+        "RETENTION",
+        "REVOKE",
+        "SELECT",
+        "SERIES",
+        "SET",
+        "SHARD",
+        "SHARDS",
+        "SLIMIT",
+        "SOFFSET",
+        "STATS",
+        "SUBSCRIPTION",
+        "SUBSCRIPTIONS",
+        "TAG",
+        "TO",
+        "USER",
+        "USERS",
+        "VALUES",
+        "WHERE",
+        "WITH",
+        "WRITE",
+    ];
+    RESERVED.iter().any(|k| k.eq_ignore_ascii_case(word))
 }

@@ -3,7 +3,7 @@
 //! the transition table is used; instants past its last transition keep the last
 //! offset (Debian ships "fat" files with transitions listed to 2037).
 
-use crate::query::format::rfc3339_nano;
+use crate::influxql::format::rfc3339_nano;
 use std::path::PathBuf;
 
 const NS: i64 = 1_000_000_000;
@@ -165,10 +165,10 @@ mod tests {
             eprintln!("skipped: no /usr/share/zoneinfo (install tzdata)");
             return;
         };
-        let t = crate::query::format::parse_time("2026-01-05T00:00:00Z").unwrap();
+        let t = crate::influxql::format::parse_time("2026-01-05T00:00:00Z").unwrap();
         assert_eq!(chicago.offset_ns(t), -6 * 3600 * NS);
         assert_eq!(chicago.format(t), "2026-01-04T18:00:00-06:00");
-        let july = crate::query::format::parse_time("2026-07-05T00:00:00Z").unwrap();
+        let july = crate::influxql::format::parse_time("2026-07-05T00:00:00Z").unwrap();
         assert_eq!(chicago.offset_ns(july), -5 * 3600 * NS);
         let day = 86_400 * NS;
         assert_eq!(

@@ -1,0 +1,327 @@
+//! The statement executor: runs the statements of one `/query` request in order, as
+//! InfluxDB's does (the run stops at the first that fails; that one carries the
+//! error), each under `query-timeout` and with its own deadline and query id.
+//!
+//! It parses the text (bounded by `max-query-bytes`), compiles its regexes once (off
+//! the core when costly), runs the statements that change or show metadata itself
+//! (databases, retention policies, SHOW STATS) and hands the others to the query
+//! engine (`query::run_statement`) with the cluster's ShardMapper; metadata changes
+//! are pushed to the peers at once. A request whose database lives on one other core
+//! of this node runs there whole.
+
+use crate::cluster::query::ClusterMapper;
+use crate::influxql::ast;
+use crate::influxql::format::go_duration;
+use crate::influxql::parser::{self, ParseError, Statement};
+use crate::influxql::{regex, tz};
+use crate::meta::MetaError;
+use crate::metrics::Timer;
+use crate::node::{CoreContext, CoreStats};
+use crate::query::{missing_param, QueryAnswer, QueryContext, QueryLimits, QueryOptions};
+use crate::tsdb::read::cancel;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// Runs every statement of `q`: the results, and which come from SELECT statements
+/// (chunked answers mark a SELECT's series `partial` between chunks, SHOW's not). A
+/// parse error fails the whole query (HTTP 400); a statement error ends the run with
+/// that statement's error result.
+///
+/// When one core of this node holds every shard of the request's database and it is
+/// not this one, the request runs there (one mesh round trip instead of one per
+/// schema and scan request); where the data lies never changes an answer.
+pub async fn execute(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
+    if let Some(core) = options.db.as_deref().and_then(|db| ctx.sole_core(db)) {
+        if core != ctx.core {
+            let forwarded = ctx
+                .mesh
+                .call(core, |reply| crate::node::MeshRequest::Query {
+                    text: q.to_string(),
+                    options: options.clone(),
+                    reply,
+                })
+                .await;
+            if let Ok(answer) = forwarded {
+                return answer;
+            }
+        }
+    }
+    execute_here(ctx, q, options).await
+}
+
+/// Every regex literal of a statement.
+fn statement_regexes(st: &Statement) -> Vec<&regex::RegexLit> {
+    let mut out = Vec::new();
+    match st {
+        Statement::Select(s) => s.regexes(&mut out),
+        Statement::DeleteSeries {
+            sources, condition, ..
+        } => ast::regexes_of(sources, condition, &[], &mut out),
+        Statement::ShowSeriesData(show) => {
+            match &show.what {
+                ast::ShowWhat::Measurements {
+                    filter: Some((_, e)),
+                } => out.extend(e.regexes()),
+                ast::ShowWhat::TagValues { regex, .. }
+                | ast::ShowWhat::TagValuesCardinality { regex, .. } => out.extend(regex),
+                _ => {}
+            }
+            ast::regexes_of(&show.sources, &show.condition, &[], &mut out);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// [`execute`] on this core.
+pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
+    let max_bytes = ctx.config.query.max_query_bytes;
+    if max_bytes > 0 && q.len() > max_bytes {
+        return Err(ParseError::plain(format!(
+            "query too large: {} bytes, more than max-query-bytes ({max_bytes})",
+            q.len()
+        )));
+    }
+    let statements = parser::parse_query(q)?;
+    // Regexes compile once, before anything runs, a costly one off this core; one that
+    // does not compile fails the query as a parse error, as in InfluxDB.
+    for st in &statements {
+        if let Err((lit, e)) = regex::prepare(statement_regexes(st)).await {
+            return Err(ParseError::plain(lit.error_text(&e)));
+        }
+    }
+    // A bound parameter without a value, or an unknown time zone, fails the whole
+    // query as a parse error, as InfluxDB.
+    for st in &statements {
+        if let Statement::Select(s) = st {
+            if let Some(name) = &s.tz {
+                if tz::Zone::load(name).is_none() {
+                    return Err(ParseError::plain(format!(
+                        "unable to find time zone {name}"
+                    )));
+                }
+            }
+        }
+        if let Some(name) = missing_param(st, &options.params) {
+            return Err(ParseError::plain(format!("missing parameter: {name}")));
+        }
+    }
+    let mut results = Vec::with_capacity(statements.len());
+    let mut kinds = Vec::with_capacity(statements.len());
+    let version_before = ctx.meta.snapshot().version;
+    let now = crate::base::time::now_ns();
+    let timeout = ctx.config.query.query_timeout_ms;
+    for (id, statement) in statements.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let meta = ctx.meta.snapshot();
+        let mapper = ClusterMapper { ctx };
+        let qc = QueryContext {
+            mapper: &mapper,
+            meta: &meta,
+            membership: &ctx.membership,
+            stats: &ctx.stats,
+            db: options.db.as_deref(),
+            rp: options.rp.as_deref(),
+            params: &options.params,
+            now_ns: now,
+            limits: QueryLimits::from_config(&ctx.config.query),
+            deadline: cancel::Deadline::after(
+                (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
+            ),
+            query_id: crate::cluster::query::next_query_id(ctx),
+        };
+        let run = execute_statement(ctx, &qc, statement, options);
+        let outcome = if timeout == 0 {
+            run.await
+        } else {
+            // On timeout the statement's future is dropped, which cancels what it
+            // asked of peers; the flag (below) stops this node's cores.
+            futures_lite::future::or(run, async {
+                glommio::timer::sleep(std::time::Duration::from_millis(timeout)).await;
+                Err("query-timeout limit exceeded".to_string())
+            })
+            .await
+        };
+        // Whatever ended the statement, nothing it started may go on.
+        qc.deadline.cancel();
+        ctx.timers.record(statement_timer(statement), started);
+        CoreStats::add(&ctx.stats.query_statements, 1);
+        if outcome.is_err() {
+            CoreStats::add(&ctx.stats.query_errors, 1);
+        }
+        match outcome {
+            Ok(Some(series)) => {
+                results.push(json!({ "statement_id": id, "series": series }));
+                kinds.push(matches!(statement, Statement::Select(_)));
+            }
+            Ok(None) => {
+                results.push(json!({ "statement_id": id }));
+                kinds.push(false);
+            }
+            Err(message) => {
+                results.push(json!({ "statement_id": id, "error": message }));
+                kinds.push(false);
+                break;
+            }
+        }
+    }
+    // Push DDL to the other nodes at once (best effort; the periodic sync catches up
+    // with peers that were not reached).
+    if ctx.cluster.is_some() && ctx.meta.snapshot().version != version_before {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            crate::cluster::meta_sync::sync_round(&ctx).await;
+        })
+        .detach();
+    }
+    Ok((results, kinds))
+}
+
+/// The histogram a statement's time goes to.
+fn statement_timer(statement: &Statement) -> Timer {
+    match statement {
+        Statement::Select(_) => Timer::QuerySelect,
+        Statement::DeleteSeries { .. } | Statement::DropMeasurement { .. } => Timer::QueryDelete,
+        Statement::ShowDatabases
+        | Statement::ShowRetentionPolicies { .. }
+        | Statement::ShowSeriesData(_)
+        | Statement::ShowShards
+        | Statement::ShowShardGroups
+        | Statement::ShowStats { .. } => Timer::QueryShow,
+        _ => Timer::QueryOther,
+    }
+}
+
+/// `SHOW STATS [FOR 'module']`: the node's statistics groups, every core merged, one
+/// series per group (InfluxDB's monitor layout).
+async fn show_stats(ctx: &Rc<CoreContext>, module: Option<&str>) -> Result<Option<Value>, String> {
+    let (snapshot, gauges) = ctx.node_metrics().await.map_err(|e| e.to_string())?;
+    let series: Vec<Value> =
+        crate::metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string())
+            .into_iter()
+            .filter(|g| module.is_none_or(|m| m == g.name))
+            .map(|g| {
+                let mut s = json!({ "name": g.name });
+                if !g.tags.is_empty() {
+                    s["tags"] = g.tags_json();
+                }
+                s["columns"] = json!(g.values.iter().map(|(k, _)| k).collect::<Vec<_>>());
+                s["values"] = json!([g.values.iter().map(|(_, v)| v).collect::<Vec<_>>()]);
+                s
+            })
+            .collect();
+    Ok(if series.is_empty() {
+        None
+    } else {
+        Some(Value::Array(series))
+    })
+}
+
+async fn execute_statement(
+    ctx: &Rc<CoreContext>,
+    qc: &QueryContext<'_>,
+    statement: &Statement,
+    options: &QueryOptions,
+) -> Result<Option<Value>, String> {
+    if let Some(done) = crate::query::run_statement(qc, statement, options).await {
+        return done;
+    }
+    let db = qc.db;
+    let meta = &ctx.meta;
+    let err = |e: MetaError| e.to_string();
+    match statement {
+        Statement::CreateDatabase {
+            name,
+            retention_policy,
+        } => {
+            meta.create_database(name, retention_policy.as_ref())
+                .map_err(err)?;
+            Ok(None)
+        }
+        Statement::DropDatabase { name } => {
+            meta.drop_database(name).map_err(err)?;
+            ctx.drop_shards_everywhere(name, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Statement::ShowDatabases => {
+            let snap = meta.snapshot();
+            let values: Vec<Value> = snap.databases.keys().map(|n| json!([n])).collect();
+            let mut series = json!({ "name": "databases", "columns": ["name"] });
+            if !values.is_empty() {
+                series["values"] = Value::Array(values);
+            }
+            Ok(Some(json!([series])))
+        }
+        Statement::CreateRetentionPolicy {
+            database,
+            spec,
+            default,
+            ..
+        } => {
+            meta.create_retention_policy(database, spec, *default)
+                .map_err(err)?;
+            Ok(None)
+        }
+        Statement::AlterRetentionPolicy {
+            name,
+            database,
+            spec,
+            default,
+        } => {
+            meta.alter_retention_policy(database, name, spec, *default)
+                .map_err(err)?;
+            Ok(None)
+        }
+        Statement::DropRetentionPolicy { name, database } => {
+            meta.drop_retention_policy(database, name).map_err(err)?;
+            ctx.drop_shards_everywhere(database, Some(name))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Statement::ShowRetentionPolicies { database } => {
+            let Some(name) = database.as_deref().or(db) else {
+                return Err(MetaError::DatabaseNameRequired.to_string());
+            };
+            let snap = meta.snapshot();
+            let database = snap
+                .database(name)
+                .ok_or_else(|| MetaError::DatabaseNotFound(name.to_string()).to_string())?;
+            let mut policies: Vec<&crate::meta::RetentionPolicy> =
+                database.retention_policies.values().collect();
+            policies.sort_by_key(|p| (p.created, p.name.clone()));
+            let values: Vec<Value> = policies
+                .into_iter()
+                .map(|rp| {
+                    json!([
+                        rp.name,
+                        go_duration(rp.duration_ns),
+                        go_duration(rp.shard_group_duration_ns),
+                        rp.replication,
+                        rp.name == database.default_retention_policy
+                    ])
+                })
+                .collect();
+            let mut series = json!({
+                "columns": ["name", "duration", "shardGroupDuration", "replicaN", "default"]
+            });
+            if !values.is_empty() {
+                series["values"] = Value::Array(values);
+            }
+            Ok(Some(json!([series])))
+        }
+        Statement::ShowStats { module } => show_stats(ctx, module.as_deref()).await,
+        Statement::Unsupported { kind } => Err(format!(
+            "{kind} statements are not supported by this version of ShardCore yet"
+        )),
+        // The query engine's (run above).
+        Statement::Select(_)
+        | Statement::DropMeasurement { .. }
+        | Statement::DeleteSeries { .. }
+        | Statement::ShowShards
+        | Statement::ShowShardGroups
+        | Statement::ShowSeriesData(_) => Ok(None),
+    }
+}

@@ -1,0 +1,12 @@
+//! InfluxQL, the language: its syntax tree, parser, regex literals, values, the
+//! evaluation of expressions over a row and tags, and InfluxDB's text formats (floats,
+//! durations, RFC 3339 times, time zones). Vocabulary: the query engine, the shards'
+//! read side and the statement executor all speak it; it imports nothing above it.
+
+pub mod ast;
+pub mod eval;
+pub mod format;
+pub mod parser;
+pub mod regex;
+pub mod tz;
+pub mod value;
