@@ -3,6 +3,7 @@
 //! Names follow InfluxDB's `influxql` package where a user would recognise them
 //! (VarRef, Call, BinaryExpr, Dimension, Fill), so reading one beside the other is easy.
 
+use crate::influxql::function::Function;
 use crate::influxql::regex::RegexLit;
 use std::fmt;
 
@@ -103,7 +104,10 @@ pub enum Expr {
         kind: Option<VarKind>,
     },
     Call {
+        /// As written, lower-cased (column names use it).
         name: String,
+        /// The function it names, resolved once by the parser; `None`: unknown.
+        func: Option<Function>,
         args: Vec<Expr>,
     },
     Number(f64),
@@ -125,6 +129,29 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// A call of `name` (lower-case), its function resolved.
+    pub fn call(name: impl Into<String>, args: Vec<Expr>) -> Expr {
+        let name = name.into();
+        Expr::Call {
+            func: Function::parse(&name),
+            name,
+            args,
+        }
+    }
+
+    /// The function of a call expression (parentheses stripped), when it names one.
+    pub fn function(&self) -> Option<Function> {
+        self.unparen().function_here()
+    }
+
+    /// The function of this very expression when it is a call of a known function.
+    pub fn function_here(&self) -> Option<Function> {
+        match self {
+            Expr::Call { func, .. } => *func,
+            _ => None,
+        }
+    }
+
     pub fn binary(op: Op, lhs: Expr, rhs: Expr) -> Expr {
         Expr::Binary {
             op,
@@ -385,7 +412,7 @@ impl fmt::Display for Expr {
                 }
                 Ok(())
             }
-            Expr::Call { name, args } => {
+            Expr::Call { name, args, .. } => {
                 write!(f, "{name}(")?;
                 for (i, a) in args.iter().enumerate() {
                     if i > 0 {

@@ -4,6 +4,7 @@
 //! on the shards; SELECT's rows use it on the coordinator.
 
 use crate::influxql::ast::{Expr, Op, VarKind};
+use crate::influxql::function::Function;
 use crate::influxql::value::{arith, Val};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -89,9 +90,9 @@ impl<'a> Evaluator<'a> {
             Expr::Bool(b) => Val::Bool(*b),
             Expr::Duration(d) => Val::Int(*d),
             Expr::Paren(inner) => self.eval(inner, time, row, tags),
-            Expr::Call { name, args } => {
+            Expr::Call { func, args, .. } => {
                 let vals: Vec<Val> = args.iter().map(|a| self.eval(a, time, row, tags)).collect();
-                math(name, &vals)
+                math(*func, &vals)
             }
             Expr::Binary { op, lhs, rhs } => match op {
                 Op::And => Val::Bool(
@@ -186,7 +187,7 @@ fn cast(v: &Val, kind: Option<VarKind>) -> Val {
 }
 
 /// A math function applied to values (`abs`, `floor`, `round`, `pow`, ...).
-pub fn math(name: &str, args: &[Val]) -> Val {
+pub fn math(func: Option<Function>, args: &[Val]) -> Val {
     let x = match args.first() {
         Some(v) => v,
         None => return Val::Null,
@@ -200,37 +201,39 @@ pub fn math(name: &str, args: &[Val]) -> Val {
         _ => x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null),
     };
     let float = |f: fn(f64) -> f64| x.as_f64().map(|v| Val::Float(f(v))).unwrap_or(Val::Null);
-    match name {
-        "abs" => match x {
+    match func {
+        Some(Function::Abs) => match x {
             Val::Int(i) => Val::Int(i.wrapping_abs()),
             Val::Uint(u) => Val::Uint(*u),
             _ => float(f64::abs),
         },
-        "floor" => int_keep(f64::floor),
-        "ceil" => int_keep(f64::ceil),
-        "round" => int_keep(|v| {
+        Some(Function::Floor) => int_keep(f64::floor),
+        Some(Function::Ceil) => int_keep(f64::ceil),
+        Some(Function::Round) => int_keep(|v| {
             // Go's math.Round: half away from zero.
             v.round()
         }),
-        "sqrt" => float(f64::sqrt),
-        "ln" => float(f64::ln),
-        "log2" => float(f64::log2),
-        "log10" => float(f64::log10),
-        "exp" => float(f64::exp),
-        "sin" => float(f64::sin),
-        "cos" => float(f64::cos),
-        "tan" => float(f64::tan),
-        "asin" => float(f64::asin),
-        "acos" => float(f64::acos),
-        "atan" => float(f64::atan),
-        "log" | "pow" | "atan2" => match (x.as_f64(), args.get(1).and_then(Val::as_f64)) {
-            (Some(a), Some(b)) => Val::Float(match name {
-                "log" => a.ln() / b.ln(),
-                "pow" => a.powf(b),
-                _ => a.atan2(b),
-            }),
-            _ => Val::Null,
-        },
+        Some(Function::Sqrt) => float(f64::sqrt),
+        Some(Function::Ln) => float(f64::ln),
+        Some(Function::Log2) => float(f64::log2),
+        Some(Function::Log10) => float(f64::log10),
+        Some(Function::Exp) => float(f64::exp),
+        Some(Function::Sin) => float(f64::sin),
+        Some(Function::Cos) => float(f64::cos),
+        Some(Function::Tan) => float(f64::tan),
+        Some(Function::Asin) => float(f64::asin),
+        Some(Function::Acos) => float(f64::acos),
+        Some(Function::Atan) => float(f64::atan),
+        Some(f @ (Function::Log | Function::Pow | Function::Atan2)) => {
+            match (x.as_f64(), args.get(1).and_then(Val::as_f64)) {
+                (Some(a), Some(b)) => Val::Float(match f {
+                    Function::Log => a.ln() / b.ln(),
+                    Function::Pow => a.powf(b),
+                    _ => a.atan2(b),
+                }),
+                _ => Val::Null,
+            }
+        }
         _ => Val::Null,
     }
 }

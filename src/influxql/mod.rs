@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod eval;
 pub mod format;
+pub mod function;
 pub mod parser;
 pub mod regex;
 pub mod tz;

@@ -5,8 +5,8 @@
 
 use crate::influxql::ast::{Expr, Field, Fill};
 use crate::influxql::eval::{math, Evaluator};
+use crate::influxql::function::Function;
 use crate::influxql::value::{arith, Val};
-use crate::query::select::{eval_row, fill_value};
 use crate::query::QueryError;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -22,65 +22,18 @@ pub struct Point {
     pub count: u64,
 }
 
-const AGGREGATES: &[&str] = &[
-    "count", "sum", "mean", "median", "mode", "spread", "stddev", "integral", "distinct",
-];
-const SELECTORS: &[&str] = &[
-    "first",
-    "last",
-    "min",
-    "max",
-    "percentile",
-    "top",
-    "bottom",
-    "sample",
-];
-const TRANSFORMS: &[&str] = &[
-    "derivative",
-    "non_negative_derivative",
-    "difference",
-    "non_negative_difference",
-    "moving_average",
-    "cumulative_sum",
-    "elapsed",
-];
-
-const MATH: &[&str] = &[
-    "abs", "floor", "ceil", "round", "sqrt", "ln", "log", "log2", "log10", "exp", "pow", "sin",
-    "cos", "tan", "asin", "acos", "atan", "atan2", "now",
-];
-
-/// Whether InfluxQL knows the function.
-pub fn is_known(name: &str) -> bool {
-    is_aggregate_or_transform(name) || MATH.contains(&name)
-}
-
-pub fn is_aggregate_or_transform(name: &str) -> bool {
-    AGGREGATES.contains(&name) || SELECTORS.contains(&name) || TRANSFORMS.contains(&name)
-}
-
-pub(crate) fn is_transform(name: &str) -> bool {
-    TRANSFORMS.contains(&name)
-}
-
-fn is_selector(name: &str) -> bool {
-    SELECTORS.contains(&name)
-}
-
-/// Functions that only take numbers (`mean(*)` skips string and boolean fields).
-pub fn needs_numbers(name: &str) -> bool {
-    !matches!(
-        name,
-        "count" | "distinct" | "first" | "last" | "mode" | "sample"
-    )
-}
-
-fn calls(e: &Expr) -> Vec<(&str, &[Expr])> {
+/// The calls of aggregates, selectors and transformations in an expression.
+fn calls(e: &Expr) -> Vec<(Function, &[Expr])> {
     let mut out = Vec::new();
     e.walk(&mut |x| {
-        if let Expr::Call { name, args } = x {
-            if is_aggregate_or_transform(name) {
-                out.push((name.as_str(), args.as_slice()));
+        if let Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } = x
+        {
+            if func.reads_points() {
+                out.push((*func, args.as_slice()));
             }
         }
     });
@@ -91,7 +44,8 @@ fn calls(e: &Expr) -> Vec<(&str, &[Expr])> {
 pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> {
     let mut top_level = 0;
     for f in fields {
-        for (name, args) in calls(&f.expr) {
+        for (func, args) in calls(&f.expr) {
+            let name = func.name();
             top_level += 1;
             let arity_err = |n: &str| {
                 QueryError::msg(format!(
@@ -99,13 +53,13 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                     args.len()
                 ))
             };
-            match name {
-                "percentile" => {
+            match func {
+                Function::Percentile => {
                     if args.len() != 2 {
                         return Err(arity_err("2"));
                     }
                 }
-                "top" | "bottom" => {
+                Function::Top | Function::Bottom => {
                     if args.len() < 2 {
                         return Err(QueryError::msg(format!(
                             "invalid number of arguments for {name}, expected at least 2, got {}",
@@ -122,17 +76,20 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                         )));
                     }
                 }
-                "moving_average" => {
+                Function::MovingAverage => {
                     if args.len() != 2 {
                         return Err(arity_err("2"));
                     }
                 }
-                "derivative" | "non_negative_derivative" | "elapsed" | "integral" => {
+                Function::Derivative
+                | Function::NonNegativeDerivative
+                | Function::Elapsed
+                | Function::Integral => {
                     if args.is_empty() || args.len() > 2 {
                         return Err(arity_err("1 or 2"));
                     }
                 }
-                "sample" => {
+                Function::Sample => {
                     return Err(QueryError::msg(
                         "sample() is not supported by ShardCore yet",
                     ));
@@ -143,7 +100,7 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                     }
                 }
             }
-            if is_transform(name) {
+            if func.is_transform() {
                 let inner_is_call = matches!(args.first(), Some(Expr::Call { .. }));
                 if has_interval && !inner_is_call {
                     return Err(QueryError::msg(format!(
@@ -167,12 +124,12 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
         .iter()
         .any(|f| calls(&f.expr).is_empty() && has_var(&f.expr));
     if bare {
-        let all: Vec<&str> = fields
+        let all: Vec<Function> = fields
             .iter()
             .flat_map(|f| calls(&f.expr))
-            .map(|(n, _)| n)
+            .map(|(func, _)| func)
             .collect();
-        if !(all.len() == 1 && is_selector(all[0])) {
+        if !(all.len() == 1 && all[0].is_selector()) {
             return Err(QueryError::msg(
                 "mixing aggregate and non-aggregate queries is not supported",
             ));
@@ -229,7 +186,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
     if a.interval.is_none()
         && a.fields
             .iter()
-            .any(|f| matches!(f.expr.unparen(), Expr::Call { name, .. } if is_transform(name)))
+            .any(|f| f.expr.function().is_some_and(Function::is_transform))
     {
         return raw_transforms(a);
     }
@@ -299,24 +256,33 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             lo
         }
     };
-    let all_calls: Vec<(&str, &[Expr])> = a.fields.iter().flat_map(|f| calls(&f.expr)).collect();
+    let all_calls: Vec<(Function, &[Expr])> =
+        a.fields.iter().flat_map(|f| calls(&f.expr)).collect();
     let single_selector =
-        a.interval.is_none() && all_calls.len() == 1 && is_selector(all_calls[0].0);
+        a.interval.is_none() && all_calls.len() == 1 && all_calls[0].0.is_selector();
     let multi = a.fields.iter().position(|f| {
-        matches!(f.expr.unparen(), Expr::Call { name, .. } if matches!(name.as_str(), "top" | "bottom" | "distinct"))
+        matches!(
+            f.expr.function(),
+            Some(Function::Top | Function::Bottom | Function::Distinct)
+        )
     });
-    let has_transform = all_calls.iter().any(|(n, _)| is_transform(n));
+    let has_transform = all_calls.iter().any(|(func, _)| func.is_transform());
 
     let mut out = Vec::new();
     if let Some(mi) = multi {
         for &(lo, hi) in &windows {
             let (from, to) = window_rows(a, lo, hi);
-            let Expr::Call { name, args } = a.fields[mi].expr.unparen() else {
+            let Expr::Call {
+                func: Some(func),
+                args,
+                ..
+            } = a.fields[mi].expr.unparen()
+            else {
                 unreachable!("multi is a call")
             };
-            let pts = call_points(a, name, args, from, to, lo)?;
+            let pts = call_points(a, *func, args, from, to, lo)?;
             for p in pts {
-                let time = if name == "distinct" {
+                let time = if *func == Function::Distinct {
                     shown(lo)
                 } else {
                     p.time
@@ -362,10 +328,13 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
             col.push(v);
         }
         // integral() carries area across window edges: computed over the whole group.
-        if let Expr::Call { name, args } = f.expr.unparen() {
-            if name == "integral" {
-                col = integral_windows(a, args, &windows)?;
-            }
+        if let Expr::Call {
+            func: Some(Function::Integral),
+            args,
+            ..
+        } = f.expr.unparen()
+        {
+            col = integral_windows(a, args, &windows)?;
         }
         columns.push(col);
     }
@@ -386,7 +355,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         // count() of an empty window is 0 under the default fill, as InfluxDB.
         if matches!(a.fill, Fill::Null)
             && a.interval.is_some()
-            && matches!(f.expr.unparen(), Expr::Call { name, .. } if name == "count")
+            && f.expr.function() == Some(Function::Count)
         {
             for v in columns[fi].iter_mut().filter(|v| v.is_null()) {
                 *v = Val::Int(0);
@@ -396,8 +365,13 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
     }
     // Transformations over the (filled) window values.
     for (fi, f) in a.fields.iter().enumerate() {
-        if let Expr::Call { name, args } = f.expr.unparen() {
-            if is_transform(name) {
+        if let Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } = f.expr.unparen()
+        {
+            if func.is_transform() {
                 let inner: Vec<Val> = {
                     let mut c = Vec::with_capacity(windows.len());
                     for &(lo, hi) in &windows {
@@ -419,7 +393,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                     })
                     .collect();
                 let default_unit = a.interval.map(|i| i.0).unwrap_or(1_000_000_000);
-                let res = transform(name, args, &pts, default_unit, a.desc)?;
+                let res = transform(*func, args, &pts, default_unit, a.desc)?;
                 let mut col = vec![Val::Null; windows.len()];
                 for p in res {
                     if let Ok(wi) = windows.binary_search_by_key(&p.time, |w| w.0) {
@@ -443,7 +417,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         let zero_time = a.interval.is_none()
             && a.fields
                 .iter()
-                .any(|f| matches!(f.expr.unparen(), Expr::Call { name, .. } if name == "integral"));
+                .any(|f| f.expr.function() == Some(Function::Integral));
         let time = if zero_time {
             0
         } else {
@@ -458,7 +432,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
 }
 
 fn has_transform_at_top(e: &Expr) -> bool {
-    matches!(e.unparen(), Expr::Call { name, .. } if is_transform(name))
+    e.function().is_some_and(Function::is_transform)
 }
 
 /// Index range of rows in `[lo, hi]`.
@@ -473,7 +447,7 @@ fn aux_value(a: &AggInput<'_>, e: &Expr, row: Option<usize>) -> Val {
     match row {
         Some(r) => {
             let (t, si, vals) = &a.rows[r];
-            eval_row(a.ev, e, *t, vals, a.series[*si])
+            a.ev.eval(e, *t, vals, a.series[*si])
         }
         None => Val::Null,
     }
@@ -490,12 +464,16 @@ fn eval_window(
 ) -> Result<Val, QueryError> {
     Ok(match e {
         Expr::Paren(inner) => eval_window(a, inner, from, to, window_start, selected)?,
-        Expr::Call { name, args } if is_aggregate_or_transform(name) => {
-            if is_transform(name) {
+        Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } if func.reads_points() => {
+            if func.is_transform() {
                 // Filled in afterwards over the whole window sequence.
                 return Ok(Val::Null);
             }
-            let pts = call_points(a, name, args, from, to, window_start)?;
+            let pts = call_points(a, *func, args, from, to, window_start)?;
             match pts.into_iter().next() {
                 Some(p) => {
                     selected(&p);
@@ -504,12 +482,12 @@ fn eval_window(
                 None => Val::Null,
             }
         }
-        Expr::Call { name, args } => {
+        Expr::Call { func, args, .. } => {
             let mut vals = Vec::with_capacity(args.len());
             for x in args {
                 vals.push(eval_window(a, x, from, to, window_start, selected)?);
             }
-            math(name, &vals)
+            math(*func, &vals)
         }
         Expr::Binary { op, lhs, rhs } => {
             let l = eval_window(a, lhs, from, to, window_start, selected)?;
@@ -547,7 +525,7 @@ fn arg_points(a: &AggInput<'_>, arg: &Expr, from: usize, to: usize) -> Vec<Point
     }
     for r in from..to {
         let (t, si, vals) = &a.rows[r];
-        let v = eval_row(a.ev, arg, *t, vals, a.series[*si]);
+        let v = a.ev.eval(arg, *t, vals, a.series[*si]);
         if !v.is_null() {
             out.push(Point {
                 time: *t,
@@ -573,20 +551,22 @@ fn int_arg(args: &[Expr], i: usize, name: &str) -> Result<i64, QueryError> {
 /// The points an aggregate or selector produces for one window.
 fn call_points(
     a: &AggInput<'_>,
-    name: &str,
+    func: Function,
     args: &[Expr],
     from: usize,
     to: usize,
     window_start: i64,
 ) -> Result<Vec<Point>, QueryError> {
+    let name = func.name();
     let arg = &args[0];
     // count(distinct(x))
     if let Expr::Call {
-        name: inner,
+        func: inner,
         args: inner_args,
+        ..
     } = arg.unparen()
     {
-        if name == "count" && inner == "distinct" {
+        if func == Function::Count && *inner == Some(Function::Distinct) {
             let pts = arg_points(a, &inner_args[0], from, to);
             let d = distinct(&pts);
             return Ok(vec![scalar(window_start, Val::Int(d.len() as i64))]);
@@ -599,24 +579,24 @@ fn call_points(
     if pts.is_empty() {
         return Ok(Vec::new());
     }
-    if needs_numbers(name) && name != "percentile" && !pts[0].val.is_numeric() {
+    if func.needs_numbers() && func != Function::Percentile && !pts[0].val.is_numeric() {
         return Err(QueryError::msg(format!(
             "unsupported {name} iterator type: {}",
             type_word(&pts[0].val)
         )));
     }
     let w = window_start;
-    Ok(match name {
-        "count" => vec![scalar(
+    Ok(match func {
+        Function::Count => vec![scalar(
             w,
             Val::Int(pts.iter().map(|p| p.count as i64).sum()),
         )],
-        "sum" => match &pts[0].val {
+        Function::Sum => match &pts[0].val {
             Val::Float(_) => vec![scalar(w, Val::Float(float_sum(a, &pts)))],
             _ => vec![scalar(w, sum(&pts))],
         },
-        "mean" => vec![scalar(w, Val::Float(float_mean(a, &pts)))],
-        "median" => {
+        Function::Mean => vec![scalar(w, Val::Float(float_mean(a, &pts)))],
+        Function::Median => {
             let mut v: Vec<f64> = pts.iter().filter_map(|p| p.val.as_f64()).collect();
             v.sort_by(f64::total_cmp);
             let n = v.len();
@@ -627,7 +607,7 @@ fn call_points(
             };
             vec![scalar(w, Val::Float(m))]
         }
-        "mode" => {
+        Function::Mode => {
             // The most frequent value; among equals, the one seen first.
             let mut v: Vec<&Point> = pts.iter().collect();
             v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
@@ -646,7 +626,7 @@ fn call_points(
             }
             vec![scalar(w, best.clone())]
         }
-        "spread" => {
+        Function::Spread => {
             let min = pts
                 .iter()
                 .map(|p| &p.val)
@@ -659,7 +639,7 @@ fn call_points(
                 .expect("non-empty");
             vec![scalar(w, arith(crate::influxql::ast::Op::Sub, max, min))]
         }
-        "stddev" => {
+        Function::Stddev => {
             if pts.len() < 2 {
                 vec![scalar(w, Val::Null)]
             } else {
@@ -669,7 +649,7 @@ fn call_points(
                 vec![scalar(w, Val::Float(var.sqrt()))]
             }
         }
-        "integral" => {
+        Function::Integral => {
             let unit = match args.get(1).map(Expr::unparen) {
                 Some(Expr::Duration(d)) => *d,
                 None => 1_000_000_000,
@@ -690,8 +670,8 @@ fn call_points(
             }
             vec![scalar(w, Val::Float(area))]
         }
-        "distinct" => distinct(&pts).into_iter().map(|v| scalar(w, v)).collect(),
-        "first" => {
+        Function::Distinct => distinct(&pts).into_iter().map(|v| scalar(w, v)).collect(),
+        Function::First => {
             let mut best = &pts[0];
             for p in &pts[1..] {
                 if p.time < best.time || (p.time == best.time && p.val.cmp_total(&best.val).is_gt())
@@ -701,7 +681,7 @@ fn call_points(
             }
             vec![best.clone()]
         }
-        "last" => {
+        Function::Last => {
             let mut best = &pts[0];
             for p in &pts[1..] {
                 if p.time > best.time || (p.time == best.time && p.val.cmp_total(&best.val).is_gt())
@@ -711,8 +691,8 @@ fn call_points(
             }
             vec![best.clone()]
         }
-        "min" | "max" => {
-            let want = if name == "min" {
+        Function::Min | Function::Max => {
+            let want = if func == Function::Min {
                 Ordering::Less
             } else {
                 Ordering::Greater
@@ -726,7 +706,7 @@ fn call_points(
             }
             vec![best.clone()]
         }
-        "percentile" => {
+        Function::Percentile => {
             let q = match args.get(1).map(Expr::unparen) {
                 Some(Expr::Integer(n)) => *n as f64,
                 Some(Expr::Number(n)) => *n,
@@ -741,7 +721,7 @@ fn call_points(
                 vec![v[i as usize].clone()]
             }
         }
-        "top" | "bottom" => {
+        Function::Top | Function::Bottom => {
             let n = int_arg(args, args.len() - 1, name)?;
             if n <= 0 {
                 return Err(QueryError::msg(format!(
@@ -749,7 +729,7 @@ fn call_points(
                 )));
             }
             let better = |x: &Point, y: &Point| {
-                let c = if name == "top" {
+                let c = if func == Function::Top {
                     y.val.cmp_total(&x.val)
                 } else {
                     x.val.cmp_total(&y.val)
@@ -786,7 +766,10 @@ fn call_points(
             v
         }
         other => {
-            return Err(QueryError::msg(format!("undefined function {other}()")));
+            return Err(QueryError::msg(format!(
+                "undefined function {}()",
+                other.name()
+            )));
         }
     })
 }
@@ -1031,12 +1014,13 @@ fn integral_windows(
 
 /// A transformation over a sequence of points.
 fn transform(
-    name: &str,
+    func: Function,
     args: &[Expr],
     pts: &[Point],
     default_unit: i64,
     desc: bool,
 ) -> Result<Vec<Point>, QueryError> {
+    let name = func.name();
     // Descending order runs the transformation over the points newest first.
     let reversed: Vec<Point>;
     let pts = if desc {
@@ -1059,7 +1043,7 @@ fn transform(
         }
     };
     if let Some(p) = pts.first() {
-        if name != "elapsed" && !p.val.is_numeric() {
+        if func != Function::Elapsed && !p.val.is_numeric() {
             return Err(QueryError::msg(format!(
                 "unsupported {name} iterator type: {}",
                 type_word(&p.val)
@@ -1067,8 +1051,8 @@ fn transform(
         }
     }
     let mut out = Vec::new();
-    match name {
-        "derivative" | "non_negative_derivative" => {
+    match func {
+        Function::Derivative | Function::NonNegativeDerivative => {
             let unit = unit(default_unit)? as f64;
             for w in pts.windows(2) {
                 let mut dt = (w[1].time - w[0].time) as f64;
@@ -1080,22 +1064,22 @@ fn transform(
                 }
                 let dv = w[1].val.as_f64().unwrap_or(0.0) - w[0].val.as_f64().unwrap_or(0.0);
                 let d = dv / (dt / unit);
-                if name == "non_negative_derivative" && d < 0.0 {
+                if func == Function::NonNegativeDerivative && d < 0.0 {
                     continue;
                 }
                 out.push(scalar(w[1].time, Val::Float(d)));
             }
         }
-        "difference" | "non_negative_difference" => {
+        Function::Difference | Function::NonNegativeDifference => {
             for w in pts.windows(2) {
                 let d = arith(crate::influxql::ast::Op::Sub, &w[1].val, &w[0].val);
-                if name == "non_negative_difference" && d.as_f64().is_some_and(|x| x < 0.0) {
+                if func == Function::NonNegativeDifference && d.as_f64().is_some_and(|x| x < 0.0) {
                     continue;
                 }
                 out.push(scalar(w[1].time, d));
             }
         }
-        "moving_average" => {
+        Function::MovingAverage => {
             let n = int_arg(args, 1, name)?;
             if n < 1 {
                 return Err(QueryError::msg(format!(
@@ -1116,7 +1100,7 @@ fn transform(
                 }
             }
         }
-        "cumulative_sum" => {
+        Function::CumulativeSum => {
             let mut acc: Option<Val> = None;
             for p in pts {
                 let next = match &acc {
@@ -1127,13 +1111,18 @@ fn transform(
                 acc = Some(next);
             }
         }
-        "elapsed" => {
+        Function::Elapsed => {
             let unit = unit(1)?;
             for w in pts.windows(2) {
                 out.push(scalar(w[1].time, Val::Int((w[1].time - w[0].time) / unit)));
             }
         }
-        other => return Err(QueryError::msg(format!("undefined function {other}()"))),
+        other => {
+            return Err(QueryError::msg(format!(
+                "undefined function {}()",
+                other.name()
+            )))
+        }
     }
     out.sort_by_key(|p| p.time);
     Ok(out)
@@ -1143,18 +1132,23 @@ fn transform(
 fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
     let mut columns: Vec<Vec<Point>> = Vec::new();
     for f in a.fields {
-        let Expr::Call { name, args } = f.expr.unparen() else {
+        let Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } = f.expr.unparen()
+        else {
             return Err(QueryError::msg(
                 "mixing aggregate and non-aggregate queries is not supported",
             ));
         };
-        if !is_transform(name) {
+        if !func.is_transform() {
             return Err(QueryError::msg(
                 "mixing aggregate and non-aggregate queries is not supported",
             ));
         }
         let pts = arg_points(a, &args[0], 0, a.rows.len());
-        columns.push(transform(name, args, &pts, 1_000_000_000, a.desc)?);
+        columns.push(transform(*func, args, &pts, 1_000_000_000, a.desc)?);
     }
     let mut times: Vec<i64> = columns
         .iter()
@@ -1176,4 +1170,12 @@ fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         out.push(row);
     }
     Ok(out)
+}
+
+pub(crate) fn fill_value(fill: &Fill) -> Option<Val> {
+    match fill {
+        Fill::Number(n) => Some(Val::Float(*n)),
+        Fill::Integer(i) => Some(Val::Int(*i)),
+        _ => None,
+    }
 }

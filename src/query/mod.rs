@@ -14,6 +14,7 @@ pub mod functions;
 pub mod output;
 pub mod render;
 pub mod select;
+pub mod series;
 pub mod show;
 
 use crate::influxql::ast;

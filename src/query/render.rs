@@ -4,7 +4,7 @@
 
 use crate::influxql::format::{go_float, rfc3339_nano};
 use crate::influxql::value::Val;
-use crate::query::select::ResultSeries;
+use crate::query::series::ResultSeries;
 use serde_json::{Map, Value};
 
 /// Divisor of the `epoch` parameter's unit; `None` for an unknown unit (RFC3339 then).

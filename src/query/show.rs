@@ -5,7 +5,7 @@
 use crate::influxql::ast::{Expr, Measurement, Op, ShowSeriesData, ShowWhat, Source};
 use crate::influxql::regex::RegexLit;
 use crate::influxql::value::Val;
-use crate::query::select::ResultSeries;
+use crate::query::series::ResultSeries;
 use crate::query::{QueryContext, QueryError};
 use crate::tsdb::read::scan::{parse_series_key, SchemaRequest, ShardSchema};
 use regex::Regex;

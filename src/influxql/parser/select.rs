@@ -283,10 +283,7 @@ impl Parser {
                     let name = self.ident()?;
                     (Expr::VarRef { name, kind: None }, 1)
                 };
-                let call = Expr::Call {
-                    name: "distinct".into(),
-                    args: vec![arg],
-                };
+                let call = Expr::call("distinct", vec![arg]);
                 return Ok((call, depth + 1));
             }
             Tok::Ident(name) if !super::is_reserved(name) => {
@@ -315,10 +312,7 @@ impl Parser {
                     }
                 }
                 self.symbol(')')?;
-                let call = Expr::Call {
-                    name: name.to_ascii_lowercase(),
-                    args,
-                };
+                let call = Expr::call(name.to_ascii_lowercase(), args);
                 return Ok((call, depth + 1));
             }
             Tok::QuotedIdent(name) => {

@@ -1,0 +1,251 @@
+//! Reducing a source's rows to result series: the WHERE filter on rows, grouping by
+//! tags, and per group either raw rows or aggregates per window (`functions`), with
+//! InfluxDB's types and tie-breaks.
+
+use super::*;
+
+/// One stored row of a group: time, index of its series, values by slot.
+pub(super) type GroupRow = (i64, usize, Vec<Val>);
+
+/// Groups, windows and reduces one measurement's data into result series.
+pub(super) async fn reduce(
+    sel: &Select,
+    mut data: SourceData,
+    all_fields: &BTreeMap<String, String>,
+    range: (i64, i64),
+    condition: Option<&Expr>,
+    q: &QueryContext<'_>,
+    zone: Option<&crate::influxql::tz::Zone>,
+) -> Result<Vec<ResultSeries>, QueryError> {
+    let now_ns = q.now_ns;
+    let fields = expand_fields(sel, &data, all_fields);
+    for f in &fields {
+        check_types(&f.expr, &data)?;
+    }
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !fields
+        .iter()
+        .any(|f| refers_to_field(&f.expr, &data) || has_call(&f.expr))
+    {
+        // Only tags selected: InfluxDB answers with no series.
+        return Ok(Vec::new());
+    }
+    let columns = column_names(&fields);
+    let fields: Vec<Field> = if data.partial {
+        fields
+            .iter()
+            .map(|f| Field {
+                expr: rewrite_for_partials(&f.expr, &data),
+                alias: f.alias.clone(),
+            })
+            .collect()
+    } else {
+        fields
+    };
+    let aggregate = fields.iter().any(|f| has_call(&f.expr));
+    let interval = sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, offset } => Some((*interval, *offset)),
+        _ => None,
+    });
+    if interval.is_some() && !aggregate {
+        return Err(QueryError::msg(
+            "GROUP BY requires at least one aggregate function",
+        ));
+    }
+    if aggregate {
+        functions::validate(&fields, interval.is_some())?;
+    }
+    // The rows move into their groups (the series keep their tags).
+    let taken: Vec<Vec<(i64, Vec<Val>)>> = data
+        .series
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.rows))
+        .collect();
+    let ev = Evaluator::new(&data.slots, &data.tag_keys);
+    let group_keys = group_tag_keys(sel, &data);
+    // Rows before the range feed the extra windows of transformations only.
+    let out_start = range.0;
+    let range = match (interval, extra_intervals(sel)) {
+        (Some((every, _)), n) if n > 0 && range.0 > MIN_TIME => {
+            (range.0.saturating_sub(every * n as i64), range.1)
+        }
+        _ => range,
+    };
+    let mut groups: BTreeMap<Vec<String>, Vec<GroupRow>> = BTreeMap::new();
+    for (si, (series, rows_of)) in data.series.iter().zip(taken).enumerate() {
+        let key: Vec<String> = group_keys
+            .iter()
+            .map(|k| series.tags.get(k).cloned().unwrap_or_default())
+            .collect();
+        let rows = groups.entry(key).or_default();
+        for (t, vals) in rows_of {
+            if t < range.0 || t > range.1 {
+                continue;
+            }
+            if let Some(c) = condition {
+                if !ev.truthy(c, t, &vals, &series.tags) {
+                    continue;
+                }
+            }
+            rows.push((t, si, vals));
+        }
+    }
+    // Point counts of partial sums: each weighted slot's weight slot.
+    let weights: Vec<Option<usize>> = data
+        .slots
+        .iter()
+        .map(|s| {
+            let (field, kind) = s.split_once('\u{0}')?;
+            matches!(kind, "sum" | "fsum")
+                .then(|| data.slots.iter().position(|w| *w == weight_column(field)))
+                .flatten()
+        })
+        .collect();
+    let mut out = Vec::new();
+    // Window bounds for GROUP BY time: from the range start (or the first point) to the
+    // range end (or now).
+    let data_min = groups.values().flat_map(|r| r.iter().map(|x| x.0)).min();
+    for (key, mut rows) in groups {
+        // Let the core's other work (ingest, other connections) run between groups.
+        glommio::yield_if_needed().await;
+        rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
+        let tags = if group_keys.is_empty() {
+            None
+        } else {
+            Some(group_keys.iter().cloned().zip(key).collect())
+        };
+        let values = if aggregate {
+            let Some(data_min) = data_min else { continue };
+            functions::aggregate_rows(&functions::AggInput {
+                fields: &fields,
+                rows: &rows,
+                series: &data.series.iter().map(|s| &s.tags).collect::<Vec<_>>(),
+                ev: &ev,
+                interval,
+                range,
+                data_min,
+                now_ns,
+                fill: &sel.fill,
+                max_buckets: q.limits.max_select_buckets,
+                desc: sel.order_desc,
+                zone,
+                shard_group_ns: data.shard_group_ns,
+                weights: &weights,
+            })?
+        } else {
+            raw_rows(&fields, &rows, &data, &ev)
+        };
+        let values: Vec<Vec<Val>> = if out_start != range.0 {
+            values
+                .into_iter()
+                .filter(|r| matches!(r[0], Val::Int(t) if t >= out_start))
+                .collect()
+        } else {
+            values
+        };
+        if values.is_empty() {
+            continue;
+        }
+        let mut values = values;
+        if sel.order_desc {
+            values.reverse();
+        }
+        let values: Vec<Vec<Val>> = values.into_iter().skip(sel.offset).collect();
+        let values = if sel.limit > 0 {
+            values.into_iter().take(sel.limit).collect()
+        } else {
+            values
+        };
+        if values.is_empty() {
+            continue;
+        }
+        out.push(ResultSeries {
+            name: data.name.clone(),
+            tags,
+            columns: columns.clone(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// InfluxDB's type check of arithmetic: a string, boolean or tag operand beside a
+/// number is `type error: a::string + 1: incompatible types: string and integer`.
+pub(super) fn check_types(e: &Expr, data: &SourceData) -> Result<(), QueryError> {
+    fn kind(e: &Expr, data: &SourceData) -> Option<String> {
+        match e.unparen() {
+            Expr::VarRef { name, kind: k } => match k {
+                Some(VarKind::Tag) => Some("tag".into()),
+                _ => data
+                    .field_types
+                    .get(name)
+                    .cloned()
+                    .or_else(|| data.tag_keys.contains(name).then(|| "tag".into())),
+            },
+            Expr::Integer(_) => Some("integer".into()),
+            Expr::Number(_) => Some("float".into()),
+            Expr::Str(_) => Some("string".into()),
+            Expr::Bool(_) => Some("boolean".into()),
+            _ => None,
+        }
+    }
+    fn show(e: &Expr, data: &SourceData) -> String {
+        match e {
+            Expr::VarRef { name, .. } => match kind(e, data) {
+                Some(k) => format!("{}::{k}", crate::influxql::ast::quote_ident(name)),
+                None => e.to_string(),
+            },
+            Expr::Binary { op, lhs, rhs } => {
+                format!("{} {} {}", show(lhs, data), op.as_str(), show(rhs, data))
+            }
+            Expr::Paren(inner) => format!("({})", show(inner, data)),
+            other => other.to_string(),
+        }
+    }
+    let mut err = None;
+    e.walk(&mut |x| {
+        if err.is_some() {
+            return;
+        }
+        if let Expr::Binary { op, lhs, rhs } = x {
+            if !matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Mod) {
+                return;
+            }
+            let (Some(l), Some(r)) = (kind(lhs, data), kind(rhs, data)) else {
+                return;
+            };
+            let numeric = |k: &str| matches!(k, "integer" | "float" | "unsigned");
+            if numeric(&l) != numeric(&r) || (!numeric(&l) && l != r) {
+                err = Some(format!(
+                    "type error: {}: incompatible types: {l} and {r}",
+                    show(x, data)
+                ));
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(QueryError::msg(e)),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn group_tag_keys(sel: &Select, data: &SourceData) -> Vec<String> {
+    let mut keys = BTreeSet::new();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Tag(t) => {
+                keys.insert(t.clone());
+            }
+            Dimension::Wildcard => keys.extend(data.tag_keys.iter().cloned()),
+            Dimension::Regex(re) => {
+                if let Ok(re) = re.regex() {
+                    keys.extend(data.tag_keys.iter().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            Dimension::Time { .. } => {}
+        }
+    }
+    keys.into_iter().collect()
+}
