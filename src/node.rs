@@ -1,26 +1,55 @@
-//! One core of a running node: its context, its start-up and shutdown, and its side of
-//! the mesh (serving requests from other cores).
+//! The composition root: one core of a running node, its services built with their
+//! dependencies and wired together, its start-up and shutdown, and its side of the
+//! mesh (serving what other cores ask of it).
 //!
-//! Start-up of a core: bind the HTTP listener (core 0 first; its address, port 0
-//! resolved, is what the others bind) -> open and recover the shards it owns -> wait for
-//! every core to have recovered -> connect the mesh -> accept.
+//! Per core, in dependency order (Seastar's `sharded<Service>`: every core has its
+//! own of each, and they reach other cores only through the mesh):
+//!
+//! ```text
+//! Store (tsdb) + Mesh<MeshRequest> (net)
+//!   -> LocalCores (this file: implements cluster::LocalNode and http::HttpNode)
+//!   -> ShardWriter -> HintedHandoff (NodeProcessors)
+//!   -> PointsWriter, ClusterShardMapper, MetaSyncService, MapServer
+//!   -> StatementExecutor -> ClusterService, HttpService
+//! ```
+//!
+//! Start-up of a core ([`run_core`]): bind the listeners (core 0's HTTP listener
+//! first; its address, port 0 resolved, is what the others report) -> open and
+//! recover the shards it owns and its hinted-handoff queues -> wait for every core to
+//! have recovered -> connect the mesh -> build the services -> serve until shutdown ->
+//! drain -> close the WALs.
 
-use crate::cluster::shard_writer::ShardWriter;
-use crate::cluster::ClusterState;
+use crate::base::shutdown::Shutdown;
+use crate::cluster::executor::StatementExecutor;
+use crate::cluster::local::LocalNode;
+use crate::cluster::map_server::MapServer;
+use crate::cluster::meta_sync::MetaSyncService;
+use crate::cluster::points_writer::PointsWriter;
+use crate::cluster::service::{ClusterService, ClusterServiceParts};
+use crate::cluster::shard_mapper::ClusterShardMapper;
+use crate::cluster::shard_writer::{RemoteBatch, ShardWriter};
 use crate::config::Config;
+use crate::hh::node_processor::{HintedHandoff, RemoteOutcome};
+use crate::http::{HttpNode, HttpService, HttpServiceParts, ShardStatsByCore};
 use crate::meta::MetaStore;
+use crate::metrics::{CoreSnapshot, CoreStats, CoreTimers, Gauges, Timer};
+use crate::net::handoff::{HandoffStream, MovedStream};
 use crate::net::mesh::{CoreChannels, Mesh, MeshError};
-use crate::placement::{Membership, NodeId};
-use crate::query::QueryError;
-use crate::runtime::Shutdown;
+
+/// The receiving end of another core's channel to this one.
+type MeshReceiver = crate::net::mesh::Receiver<MeshRequest>;
+use crate::base::LocalFuture;
+use crate::placement::NodeId;
+use crate::query::{QueryAnswer, QueryError, QueryOptions};
+use crate::tsdb::read::cancel::ScanStop;
+use crate::tsdb::read::delete::{self, DeleteRequest};
 use crate::tsdb::read::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
 use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
-use crate::tsdb::store::ReadRequest;
-use crate::tsdb::store::{self, ShardBatch, Store};
-use crate::tsdb::wal::{WalConfig, WalError};
+use crate::tsdb::store::{self, ReadRequest, ShardBatch, ShardDirectory, Store};
+use crate::tsdb::wal::WalConfig;
 use futures_channel::oneshot;
 use glommio::net::TcpListener;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,12 +86,12 @@ pub enum MeshRequest {
     /// shards on this node (so its scans need no further hop).
     Query {
         text: String,
-        options: crate::query::QueryOptions,
-        reply: oneshot::Sender<crate::query::QueryAnswer>,
+        options: QueryOptions,
+        reply: oneshot::Sender<QueryAnswer>,
     },
     /// This core's counters and histograms (`metrics`).
     Metrics {
-        reply: oneshot::Sender<Vec<crate::metrics::CoreSnapshot>>,
+        reply: oneshot::Sender<Vec<CoreSnapshot>>,
     },
     Read {
         request: ReadRequest,
@@ -70,19 +99,17 @@ pub enum MeshRequest {
     },
     /// A query's scan of one measurement on this core's shards.
     Scan {
-        request: crate::tsdb::read::scan::ScanRequest,
-        reply: oneshot::Sender<
-            Result<Vec<crate::tsdb::read::scan::ShardScan>, crate::tsdb::read::cancel::ScanStop>,
-        >,
+        request: ScanRequest,
+        reply: oneshot::Sender<Result<Vec<ShardScan>, ScanStop>>,
     },
     /// The schema of this core's shards of a database.
     Schema {
-        request: crate::tsdb::read::scan::SchemaRequest,
-        reply: oneshot::Sender<Vec<crate::tsdb::read::scan::ShardSchema>>,
+        request: SchemaRequest,
+        reply: oneshot::Sender<Vec<ShardSchema>>,
     },
     /// DROP MEASUREMENT / DROP SERIES / DELETE on this core's shards.
     Delete {
-        request: crate::tsdb::read::delete::DeleteRequest,
+        request: DeleteRequest,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     DropShards {
@@ -92,76 +119,46 @@ pub enum MeshRequest {
     },
     /// A write for a remote owner, on the shard's home core (hinted handoff lives there).
     RemoteWrite {
-        node: crate::placement::NodeId,
-        batch: crate::cluster::shard_writer::RemoteBatch,
-        reply: oneshot::Sender<crate::hh::processor::RemoteOutcome>,
+        node: NodeId,
+        batch: RemoteBatch,
+        reply: oneshot::Sender<RemoteOutcome>,
     },
     /// A client connection accepted on core 0, to be served by the receiving core.
-    Connection(crate::net::handoff::HandoffStream),
+    Connection(HandoffStream),
     /// A client connection another core moved here: its queries read this core's data.
-    MovedConnection(crate::net::handoff::MovedStream),
+    MovedConnection(MovedStream),
 }
 
-pub use crate::metrics::CoreStats;
-use crate::metrics::{CoreSnapshot, CoreTimers, Timer};
-
-/// Everything a core owns, shared by its tasks (`Rc`: never leaves the core).
-pub struct CoreContext {
-    pub core: usize,
-    pub cores: usize,
-    pub config: Arc<Config>,
-    pub meta: Arc<MetaStore>,
-    pub shutdown: Arc<Shutdown>,
-    pub store: RefCell<Store>,
-    pub mesh: Mesh<MeshRequest>,
-    pub stats: CoreStats,
-    /// This core's latency histograms.
-    pub timers: CoreTimers,
-    pub in_flight_writes: Cell<usize>,
-    pub in_flight_requests: Cell<usize>,
-    pub connection_counts: Arc<Vec<AtomicUsize>>,
-    /// This core's client connections (phases, timeouts, room at the limit).
-    pub http_connections: Rc<crate::http::conn::Connections>,
-    /// Bytes of request bodies being received on this core (bounded by
-    /// `max-pending-body-bytes-per-core`).
-    pub pending_body_bytes: Rc<Cell<u64>>,
+/// This core's shards and its links to the other cores: the handle the services reach
+/// the node's shards through ([`LocalNode`], [`HttpNode`]).
+pub struct LocalCores {
+    core: usize,
+    cores: usize,
+    store: Rc<RefCell<Store>>,
+    mesh: Mesh<MeshRequest>,
     /// Which core holds which shards: scans and schema requests go only there.
-    pub directory: Arc<store::ShardDirectory>,
-    pub shutting_down: Cell<bool>,
-    pub http_addr: SocketAddr,
-    /// This node's id (`[cluster] node-id`).
-    pub node_id: NodeId,
-    /// The nodes placement works over (this node alone without peers).
-    pub membership: Membership,
-    /// The remote half, when peers are configured.
-    pub cluster: Option<ClusterState>,
-    /// This core's hinted-handoff queues (with a cluster).
-    pub hinted_handoff: Option<crate::hh::processor::HintedHandoff>,
+    directory: Arc<ShardDirectory>,
+    meta: Arc<MetaStore>,
+    stats: Rc<CoreStats>,
+    timers: Rc<CoreTimers>,
+    connection_counts: Arc<Vec<AtomicUsize>>,
+    /// This core's cluster services whose counters the metrics include.
+    shard_writer: Option<Rc<ShardWriter>>,
+    hinted_handoff: Option<Rc<HintedHandoff>>,
 }
 
-impl CoreContext {
-    /// The core with the fewest open connections; ties go to the first from `start`.
-    pub fn least_loaded_core(&self, start: usize) -> usize {
-        (0..self.cores)
-            .map(|k| (start + k) % self.cores)
-            .min_by_key(|&c| self.connection_counts[c].load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
+impl LocalCores {
     /// Writes a batch to a shard this core owns and waits until it is durable.
-    pub async fn write_local(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
+    pub async fn write_here(&self, batch: ShardBatch) -> Result<ApplyOutcome, ShardError> {
         let start = Instant::now();
-        let (outcome, durable) = self.append_local(&batch).await?;
-        wait_durable(batch.shard.id, durable).await?;
+        let (outcome, durable) = self.append(&batch).await?;
+        store::wait_durable(batch.shard.id, durable).await?;
         self.timers.record(Timer::WalWrite, start);
         Ok(outcome)
     }
 
-    /// The first half of `write_local`: waits for room in the shard's WAL, then appends
-    /// the batch and applies it to the cache (synchronously, so two batches whose
-    /// appends start in some order are in the WAL and cache in that order). Returns the
-    /// outcome and the durability wait still to do (see [`wait_durable`]).
-    pub async fn append_local(
+    /// See [`LocalNode::append_here`].
+    async fn append(
         &self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
@@ -173,13 +170,13 @@ impl CoreContext {
     }
 
     /// Writes a batch to its owning core, here or over the mesh.
-    pub async fn write_to_core(
+    async fn write_to_core(
         &self,
         core: usize,
         batch: ShardBatch,
     ) -> Result<Result<ApplyOutcome, ShardError>, MeshError> {
         if core == self.core {
-            return Ok(self.write_local(batch).await);
+            return Ok(self.write_here(batch).await);
         }
         self.mesh
             .call(core, |reply| MeshRequest::Write { batch, reply })
@@ -187,7 +184,7 @@ impl CoreContext {
     }
 
     /// Shard statistics of every core.
-    pub async fn all_shard_stats(&self) -> Result<Vec<(usize, Vec<ShardStats>)>, MeshError> {
+    async fn all_shard_stats(&self) -> Result<ShardStatsByCore, MeshError> {
         let mut out = Vec::with_capacity(self.cores);
         for core in 0..self.cores {
             let stats = if core == self.core {
@@ -202,9 +199,9 @@ impl CoreContext {
         Ok(out)
     }
 
-    /// This core's counters and histograms, and copies of those its modules keep.
-    pub fn metrics_local(&self) -> CoreSnapshot {
-        let shard_writer = self.cluster.as_ref().map(|c| &c.shard_writer);
+    /// This core's counters and histograms, and copies of those its services keep.
+    pub fn metrics_here(&self) -> CoreSnapshot {
+        let shard_writer = self.shard_writer.as_deref();
         let rtt = shard_writer.map(|w| w.rtt_histogram());
         CoreSnapshot::capture(
             self.core,
@@ -220,22 +217,10 @@ impl CoreContext {
         )
     }
 
-    /// The core that holds every shard of `database` on this node, when one does.
-    pub fn sole_core(&self, database: &str) -> Option<usize> {
-        match self
-            .directory
-            .cores_holding(database, None, (i64::MIN, i64::MAX), None)
-            .as_slice()
-        {
-            [core] => Some(*core),
-            _ => None,
-        }
-    }
-
     /// Every core's counters and histograms merged, and the node's gauges.
-    pub async fn node_metrics(&self) -> Result<(CoreSnapshot, crate::metrics::Gauges), MeshError> {
+    async fn node_metrics(&self) -> Result<(CoreSnapshot, Gauges), MeshError> {
         let snapshot = self.metrics_node().await?;
-        let mut gauges = crate::metrics::Gauges {
+        let mut gauges = Gauges {
             uptime_seconds: crate::metrics::started().0.elapsed().as_secs_f64(),
             cores: self.cores,
             connections: self
@@ -258,10 +243,10 @@ impl CoreContext {
     }
 
     /// Counters and histograms of every core, merged.
-    pub async fn metrics_node(&self) -> Result<CoreSnapshot, MeshError> {
+    async fn metrics_node(&self) -> Result<CoreSnapshot, MeshError> {
         let all = self
             .on_every_core(
-                || vec![self.metrics_local()],
+                || vec![self.metrics_here()],
                 |reply| MeshRequest::Metrics { reply },
             )
             .await?;
@@ -277,7 +262,7 @@ impl CoreContext {
     async fn on_every_core<T>(
         &self,
         local: impl Fn() -> Vec<T>,
-        remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
+        remote: impl Fn(oneshot::Sender<Vec<T>>) -> MeshRequest,
     ) -> Result<Vec<T>, MeshError> {
         let all: Vec<usize> = (0..self.cores).collect();
         self.on_cores(&all, local, remote).await
@@ -288,38 +273,27 @@ impl CoreContext {
         &self,
         cores: &[usize],
         local: impl FnOnce() -> Vec<T>,
-        remote: impl Fn(futures_channel::oneshot::Sender<Vec<T>>) -> MeshRequest,
+        remote: impl Fn(oneshot::Sender<Vec<T>>) -> MeshRequest,
     ) -> Result<Vec<T>, MeshError> {
-        let answers = self.ask_cores(cores, local, remote).await?;
+        let answers = self.ask_cores(cores, async { local() }, remote).await?;
         Ok(answers.into_iter().flatten().collect())
     }
 
     /// Sends `remote(reply)` to each listed core other than this one, then runs `local`
-    /// here if listed, then waits for the others: the cores work at the same time. The
-    /// answers in the order of `cores`.
+    /// here if this core is listed, then waits for the others: the cores work at the
+    /// same time. The answers in the order of `cores`.
     async fn ask_cores<R>(
         &self,
         cores: &[usize],
-        local: impl FnOnce() -> R,
-        remote: impl Fn(futures_channel::oneshot::Sender<R>) -> MeshRequest,
-    ) -> Result<Vec<R>, MeshError> {
-        self.ask_cores_async(cores, async { local() }, remote).await
-    }
-
-    /// [`Self::ask_cores`] with this core's part a future (run after the requests to
-    /// the other cores are sent, and only if this core is listed).
-    async fn ask_cores_async<R>(
-        &self,
-        cores: &[usize],
         local: impl std::future::Future<Output = R>,
-        remote: impl Fn(futures_channel::oneshot::Sender<R>) -> MeshRequest,
+        remote: impl Fn(oneshot::Sender<R>) -> MeshRequest,
     ) -> Result<Vec<R>, MeshError> {
         let mut waiting = Vec::with_capacity(cores.len());
         for &core in cores {
             if core == self.core {
                 waiting.push((core, None));
             } else {
-                let (tx, rx) = futures_channel::oneshot::channel();
+                let (tx, rx) = oneshot::channel();
                 self.mesh.send(core, remote(tx)).await?;
                 waiting.push((core, Some(rx)));
             }
@@ -339,12 +313,9 @@ impl CoreContext {
     }
 
     /// Stored points from every core.
-    pub async fn read_all(
-        &self,
-        request: &ReadRequest,
-    ) -> Result<Vec<(u64, StoredPoint)>, MeshError> {
+    async fn read_all(&self, request: &ReadRequest) -> Result<Vec<(u64, StoredPoint)>, MeshError> {
         self.on_every_core(
-            || read_local(&self.store, request),
+            || read_here(&self.store, request),
             |reply| MeshRequest::Read {
                 request: request.clone(),
                 reply,
@@ -354,7 +325,7 @@ impl CoreContext {
     }
 
     /// A query scan over every core of this node; the cores scan at once.
-    pub async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, QueryError> {
+    async fn scan_node(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, QueryError> {
         let cores = self.directory.cores_holding(
             &request.database,
             Some(&request.retention_policy),
@@ -362,7 +333,7 @@ impl CoreContext {
             request.shard_ids.as_deref(),
         );
         let answers = self
-            .ask_cores_async(&cores, self.scan_here(request), |reply| MeshRequest::Scan {
+            .ask_cores(&cores, self.scan_here(request), |reply| MeshRequest::Scan {
                 request: request.clone(),
                 reply,
             })
@@ -377,10 +348,7 @@ impl CoreContext {
 
     /// This core's part of a scan. A scan that stops early (deadline, point limit)
     /// raises the request's cancel flag, so the cores still scanning for it stop too.
-    async fn scan_here(
-        &self,
-        request: &ScanRequest,
-    ) -> Result<Vec<ShardScan>, crate::tsdb::read::cancel::ScanStop> {
+    async fn scan_here(&self, request: &ScanRequest) -> Result<Vec<ShardScan>, ScanStop> {
         let answer = scan::scan_local(&self.store, request).await;
         if answer.is_err() {
             CoreStats::add(&self.stats.scans_stopped, 1);
@@ -390,10 +358,7 @@ impl CoreContext {
     }
 
     /// The schema of a database's shards over every core of this node.
-    pub async fn schema_node(
-        &self,
-        request: &SchemaRequest,
-    ) -> Result<Vec<ShardSchema>, MeshError> {
+    async fn schema_node(&self, request: &SchemaRequest) -> Result<Vec<ShardSchema>, MeshError> {
         let cores = self.directory.cores_holding(
             &request.database,
             request.retention_policy.as_deref(),
@@ -412,14 +377,11 @@ impl CoreContext {
     }
 
     /// A delete on every core of this node; the values removed.
-    pub async fn delete_node(
-        &self,
-        request: &crate::tsdb::read::delete::DeleteRequest,
-    ) -> Result<u64, String> {
+    async fn delete_node(&self, request: &DeleteRequest) -> Result<u64, String> {
         let mut removed = 0;
         for core in 0..self.cores {
             if core == self.core {
-                removed += crate::tsdb::read::delete::delete_local(&self.store, request).await?;
+                removed += delete::delete_local(&self.store, request).await?;
             } else {
                 let request = request.clone();
                 removed += self
@@ -433,7 +395,7 @@ impl CoreContext {
     }
 
     /// Drops the shards of a database (or one of its policies) on every core.
-    pub async fn drop_shards_everywhere(
+    async fn drop_shards_everywhere(
         &self,
         database: &str,
         retention_policy: Option<&str>,
@@ -441,7 +403,7 @@ impl CoreContext {
         let mut dropped = 0;
         for core in 0..self.cores {
             if core == self.core {
-                dropped += drop_local(&self.store, database, retention_policy).await;
+                dropped += drop_here(&self.store, database, retention_policy).await;
             } else {
                 let database = database.to_string();
                 let retention_policy = retention_policy.map(str::to_string);
@@ -459,7 +421,128 @@ impl CoreContext {
     }
 }
 
-fn read_local(store: &RefCell<Store>, r: &ReadRequest) -> Vec<(u64, StoredPoint)> {
+impl LocalNode for LocalCores {
+    fn core(&self) -> usize {
+        self.core
+    }
+
+    fn cores(&self) -> usize {
+        self.cores
+    }
+
+    fn append_here<'a>(
+        &'a self,
+        batch: &'a ShardBatch,
+    ) -> LocalFuture<'a, Result<(ApplyOutcome, Option<Durable>), ShardError>> {
+        Box::pin(self.append(batch))
+    }
+
+    fn write_on(
+        &self,
+        core: usize,
+        batch: ShardBatch,
+    ) -> LocalFuture<'_, Result<Result<ApplyOutcome, ShardError>, MeshError>> {
+        Box::pin(self.write_to_core(core, batch))
+    }
+
+    fn remote_write_on(
+        &self,
+        core: usize,
+        node: NodeId,
+        batch: RemoteBatch,
+    ) -> LocalFuture<'_, Result<RemoteOutcome, MeshError>> {
+        Box::pin(self.mesh.call(core, move |reply| MeshRequest::RemoteWrite {
+            node,
+            batch,
+            reply,
+        }))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        request: &'a ScanRequest,
+    ) -> LocalFuture<'a, Result<Vec<ShardScan>, QueryError>> {
+        Box::pin(self.scan_node(request))
+    }
+
+    fn schema<'a>(
+        &'a self,
+        request: &'a SchemaRequest,
+    ) -> LocalFuture<'a, Result<Vec<ShardSchema>, MeshError>> {
+        Box::pin(self.schema_node(request))
+    }
+
+    fn delete<'a>(&'a self, request: &'a DeleteRequest) -> LocalFuture<'a, Result<u64, String>> {
+        Box::pin(self.delete_node(request))
+    }
+
+    fn drop_shards<'a>(
+        &'a self,
+        database: &'a str,
+        retention_policy: Option<&'a str>,
+    ) -> LocalFuture<'a, Result<usize, MeshError>> {
+        Box::pin(self.drop_shards_everywhere(database, retention_policy))
+    }
+
+    fn sole_core(&self, database: &str) -> Option<usize> {
+        match self
+            .directory
+            .cores_holding(database, None, (i64::MIN, i64::MAX), None)
+            .as_slice()
+        {
+            [core] => Some(*core),
+            _ => None,
+        }
+    }
+
+    fn query_on(
+        &self,
+        core: usize,
+        text: String,
+        options: QueryOptions,
+    ) -> LocalFuture<'_, Result<QueryAnswer, MeshError>> {
+        Box::pin(self.mesh.call(core, move |reply| MeshRequest::Query {
+            text,
+            options,
+            reply,
+        }))
+    }
+
+    fn metrics(&self) -> LocalFuture<'_, Result<(CoreSnapshot, Gauges), MeshError>> {
+        Box::pin(self.node_metrics())
+    }
+}
+
+impl HttpNode for LocalCores {
+    fn hand_over(
+        &self,
+        core: usize,
+        stream: HandoffStream,
+    ) -> LocalFuture<'_, Result<(), MeshError>> {
+        Box::pin(self.mesh.send(core, MeshRequest::Connection(stream)))
+    }
+
+    fn move_over(
+        &self,
+        core: usize,
+        stream: MovedStream,
+    ) -> LocalFuture<'_, Result<(), MeshError>> {
+        Box::pin(self.mesh.send(core, MeshRequest::MovedConnection(stream)))
+    }
+
+    fn shard_stats(&self) -> LocalFuture<'_, Result<ShardStatsByCore, MeshError>> {
+        Box::pin(self.all_shard_stats())
+    }
+
+    fn read<'a>(
+        &'a self,
+        request: &'a ReadRequest,
+    ) -> LocalFuture<'a, Result<Vec<(u64, StoredPoint)>, MeshError>> {
+        Box::pin(self.read_all(request))
+    }
+}
+
+fn read_here(store: &RefCell<Store>, r: &ReadRequest) -> Vec<(u64, StoredPoint)> {
     store.borrow_mut().read(
         &r.database,
         r.retention_policy.as_deref(),
@@ -470,7 +553,7 @@ fn read_local(store: &RefCell<Store>, r: &ReadRequest) -> Vec<(u64, StoredPoint)
     )
 }
 
-async fn drop_local(store: &RefCell<Store>, database: &str, rp: Option<&str>) -> usize {
+async fn drop_here(store: &RefCell<Store>, database: &str, rp: Option<&str>) -> usize {
     let (removed, data_dir) = {
         let mut s = store.borrow_mut();
         (s.remove_shards(database, rp), s.data_dir().to_path_buf())
@@ -479,53 +562,60 @@ async fn drop_local(store: &RefCell<Store>, database: &str, rp: Option<&str>) ->
 }
 
 /// Serves one request from another core.
-async fn serve_mesh_request(ctx: Rc<CoreContext>, request: MeshRequest) {
+async fn serve_mesh_request(core: Rc<Core>, request: MeshRequest) {
+    let local = &core.local;
     match request {
         MeshRequest::Write { batch, reply } => {
-            CoreStats::add(&ctx.stats.mesh_writes_served, 1);
-            let _ = reply.send(ctx.write_local(batch).await);
+            CoreStats::add(&local.stats.mesh_writes_served, 1);
+            let _ = reply.send(local.write_here(batch).await);
         }
         MeshRequest::Metrics { reply } => {
-            let _ = reply.send(vec![ctx.metrics_local()]);
+            let _ = reply.send(vec![local.metrics_here()]);
         }
         MeshRequest::Query {
             text,
             options,
             reply,
         } => {
-            let _ = reply.send(crate::cluster::executor::execute_here(&ctx, &text, &options).await);
+            let _ = reply.send(core.executor.execute_here(&text, &options).await);
         }
         MeshRequest::ShardStats { reply } => {
-            let _ = reply.send(ctx.store.borrow().shard_stats());
+            let _ = reply.send(local.store.borrow().shard_stats());
         }
         MeshRequest::Read { request, reply } => {
-            let _ = reply.send(read_local(&ctx.store, &request));
+            let _ = reply.send(read_here(&local.store, &request));
         }
         MeshRequest::Scan { request, reply } => {
-            let _ = reply.send(ctx.scan_here(&request).await);
+            let _ = reply.send(local.scan_here(&request).await);
         }
         MeshRequest::Delete { request, reply } => {
-            let _ = reply.send(crate::tsdb::read::delete::delete_local(&ctx.store, &request).await);
+            let _ = reply.send(delete::delete_local(&local.store, &request).await);
         }
         MeshRequest::Schema { request, reply } => {
-            let _ = reply.send(scan::schema_local(&ctx.store.borrow(), &request));
+            let _ = reply.send(scan::schema_local(&local.store.borrow(), &request));
         }
         MeshRequest::RemoteWrite { node, batch, reply } => {
-            let _ = reply.send(crate::hh::processor::remote_write(&ctx, node, batch).await);
+            let outcome = match &core.hinted_handoff {
+                Some(hh) => hh.remote_write(node, batch).await,
+                None => {
+                    RemoteOutcome::Failed("not in this node's cluster configuration".into(), false)
+                }
+            };
+            let _ = reply.send(outcome);
         }
         MeshRequest::Connection(stream) => {
-            crate::http::serve_connection(ctx, stream.into_stream());
+            crate::http::serve_connection(core.http.clone(), stream.into_stream());
         }
         MeshRequest::MovedConnection(stream) => {
-            crate::http::serve_moved_connection(ctx, stream.into_stream());
+            crate::http::serve_moved_connection(core.http.clone(), stream.into_stream());
         }
         MeshRequest::DropShards {
             database,
             retention_policy,
             reply,
         } => {
-            let _ =
-                reply.send(drop_local(&ctx.store, &database, retention_policy.as_deref()).await);
+            let dropped = drop_here(&local.store, &database, retention_policy.as_deref()).await;
+            let _ = reply.send(dropped);
         }
     }
 }
@@ -538,65 +628,82 @@ fn wal_config(config: &Config) -> WalConfig {
     }
 }
 
-/// The body of one core's executor.
-pub async fn run_core(args: CoreArgs) -> Result<(), String> {
-    let CoreArgs {
-        core,
-        cores,
-        config,
-        meta,
-        shutdown,
-        channels,
-        http_bind,
-        bound_tx,
-        recovered,
-        connection_counts,
-        directory,
-    } = args;
-    // Only core 0 listens; it hands connections to the other cores.
-    let listener = if core == 0 {
-        match bind_exclusive(http_bind) {
+/// A core's listeners: HTTP (core 0 only; it hands connections to the others) and,
+/// with peers, the cluster listener (`bind` port + core).
+struct Listeners {
+    http: Option<TcpListener>,
+    http_addr: SocketAddr,
+    cluster: Option<TcpListener>,
+}
+
+/// Start-up phase 1: binds this core's listeners; core 0 reports its HTTP address
+/// (or why it could not bind) to `runtime`.
+fn bind_listeners(args: &CoreArgs) -> Result<Listeners, String> {
+    let (core, config) = (args.core, &args.config);
+    let http = if core == 0 {
+        match bind_exclusive(args.http_bind) {
             Ok(l) => Some(l),
             Err(e) => {
-                let message = format!("cannot listen on {http_bind}: {e}");
-                let _ = bound_tx.send(Err(message.clone()));
+                let message = format!("cannot listen on {}: {e}", args.http_bind);
+                let _ = args.bound_tx.send(Err(message.clone()));
                 return Err(message);
             }
         }
     } else {
         None
     };
-    let cluster_listener = match bind_cluster_listener(&config, core) {
+    let cluster = match bind_cluster_listener(config, core) {
         Ok(l) => l,
         Err(message) => {
             if core == 0 {
-                let _ = bound_tx.send(Err(message.clone()));
+                let _ = args.bound_tx.send(Err(message.clone()));
             }
-            shutdown.request();
+            args.shutdown.request();
             return Err(message);
         }
     };
-    let http_addr = match &listener {
+    let http_addr = match &http {
         Some(l) => l.local_addr().map_err(|e| e.to_string())?,
-        None => http_bind,
+        None => args.http_bind,
     };
     if core == 0 {
-        let _ = bound_tx.send(Ok(http_addr));
+        let _ = args.bound_tx.send(Ok(http_addr));
     }
-    drop(bound_tx);
+    Ok(Listeners {
+        http,
+        http_addr,
+        cluster,
+    })
+}
 
+/// What start-up phase 2 recovers from disk on this core.
+struct Recovered {
+    store: Store,
+    truncated_segments: u64,
+    /// With peers.
+    cluster: Option<RecoveredCluster>,
+}
+
+/// The cluster half of what a core recovers.
+struct RecoveredCluster {
+    shard_writer: Rc<ShardWriter>,
+    hinted_handoff: Rc<HintedHandoff>,
+    /// The destinations whose queues hinted handoff found (their processors start
+    /// once the core serves).
+    queues: Vec<NodeId>,
+    secret: Vec<u8>,
+}
+
+/// Start-up phase 2: opens and recovers this core's shards and hinted-handoff queues.
+fn recover(args: &CoreArgs) -> Result<Recovered, String> {
+    let (core, config) = (args.core, &args.config);
     let started = Instant::now();
-    let opened = Store::open(core, cores, &config.data_dir, wal_config(&config));
-    let (mut store, recovery) = match opened {
-        Ok(v) => v,
-        Err(e) => {
+    let (mut store, recovery) = Store::open(core, args.cores, &config.data_dir, wal_config(config))
+        .map_err(|e| {
             tracing::error!(core, error = %e, "cannot open the shards of this core");
-            shutdown.request();
-            recovered.wait();
-            return Err(format!("cannot open shards: {e}"));
-        }
-    };
-    store.attach_directory(directory.clone());
+            format!("cannot open shards: {e}")
+        })?;
+    store.attach_directory(args.directory.clone());
     tracing::info!(
         core,
         shards = recovery.shards,
@@ -606,148 +713,218 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered shards"
     );
-    let membership = crate::cluster::membership(&config);
-    let (hinted_handoff, hh_queues) = if config.cluster.peers.is_empty() {
-        (None, Vec::new())
-    } else {
-        let (hh, found) = crate::hh::processor::HintedHandoff::open(
+    let cluster = shard_writer(config, args.cores).map(|(writer, secret)| {
+        let (hh, found) = HintedHandoff::open(
             config.data_dir.clone(),
             core,
             &config.hinted_handoff,
-            membership.nodes(),
+            crate::cluster::membership(config).nodes(),
+            writer.clone(),
+            args.shutdown.clone(),
         );
-        (Some(hh), found)
+        RecoveredCluster {
+            shard_writer: writer,
+            hinted_handoff: Rc::new(hh),
+            queues: found,
+            secret,
+        }
+    });
+    Ok(Recovered {
+        store,
+        truncated_segments: recovery.wal.truncated_segments,
+        cluster,
+    })
+}
+
+/// This core's services, built with their dependencies by [`wire`].
+struct Core {
+    local: Rc<LocalCores>,
+    executor: Rc<StatementExecutor>,
+    http: Rc<HttpService>,
+    /// With peers.
+    hinted_handoff: Option<Rc<HintedHandoff>>,
+    meta_sync: Option<Rc<MetaSyncService>>,
+    cluster_service: Option<Rc<ClusterService>>,
+}
+
+/// Start-up phases 3 and 4: connects the mesh (every core's channels exist once all
+/// have recovered) and builds this core's services over its recovered store, each given
+/// what it needs. Returns them, and the mesh's receivers from the other cores.
+async fn wire(
+    args: CoreArgs,
+    recovered: Recovered,
+    http_addr: SocketAddr,
+) -> (Core, Vec<MeshReceiver>) {
+    let (mesh, receivers) = crate::net::mesh::connect(args.core, args.channels).await;
+    let config = &args.config;
+    let stats = Rc::new(CoreStats::default());
+    stats
+        .wal_truncated_segments
+        .set(recovered.truncated_segments);
+    let timers = Rc::new(CoreTimers::default());
+    let (shard_writer, hinted_handoff, secret) = match recovered.cluster {
+        Some(c) => (Some(c.shard_writer), Some(c.hinted_handoff), Some(c.secret)),
+        None => (None, None, None),
     };
-    recovered.wait();
-    if shutdown.is_requested() {
+    let local = Rc::new(LocalCores {
+        core: args.core,
+        cores: args.cores,
+        store: Rc::new(RefCell::new(recovered.store)),
+        mesh,
+        directory: args.directory.clone(),
+        meta: args.meta.clone(),
+        stats: stats.clone(),
+        timers: timers.clone(),
+        connection_counts: args.connection_counts.clone(),
+        shard_writer: shard_writer.clone(),
+        hinted_handoff: hinted_handoff.clone(),
+    });
+    let membership = crate::cluster::membership(config);
+    let node_id = config.cluster.node_id;
+    let meta_sync = shard_writer.as_ref().map(|writer| {
+        Rc::new(MetaSyncService::new(
+            args.meta.clone(),
+            writer.clone(),
+            local.clone(),
+            Duration::from_millis(config.cluster.meta_sync_interval_ms),
+            args.shutdown.clone(),
+        ))
+    });
+    let points_writer = Rc::new(PointsWriter::new(
+        local.clone(),
+        hinted_handoff.clone(),
+        args.meta.clone(),
+        membership.clone(),
+        node_id,
+        config.storage.max_points_per_shard_batch,
+        stats.clone(),
+    ));
+    let mapper = ClusterShardMapper::new(
+        local.clone(),
+        shard_writer.clone(),
+        args.meta.clone(),
+        membership.clone(),
+        node_id,
+    );
+    let executor = Rc::new(StatementExecutor::new(
+        local.clone(),
+        mapper,
+        args.meta.clone(),
+        meta_sync.clone(),
+        membership.clone(),
+        config.query.clone(),
+        stats.clone(),
+        timers.clone(),
+        http_addr.to_string(),
+    ));
+    let cluster_service = meta_sync.clone().zip(secret).map(|(meta_sync, secret)| {
+        Rc::new(ClusterService::new(ClusterServiceParts {
+            node_id,
+            secret,
+            meta: args.meta.clone(),
+            membership: membership.clone(),
+            config: config.cluster.clone(),
+            local: local.clone(),
+            map_server: MapServer::new(
+                local.clone(),
+                stats.clone(),
+                config.cluster.map_page_bytes as usize,
+            ),
+            meta_sync,
+            stats: stats.clone(),
+            timers: timers.clone(),
+            shutdown: args.shutdown.clone(),
+        }))
+    });
+    let http = Rc::new(HttpService::new(HttpServiceParts {
+        config: config.http.clone(),
+        node: local.clone(),
+        points_writer,
+        executor: executor.clone(),
+        meta: args.meta.clone(),
+        meta_sync: meta_sync.clone(),
+        stats,
+        timers,
+        shutdown: args.shutdown.clone(),
+        connection_counts: args.connection_counts.clone(),
+        http_addr,
+        node_id,
+    }));
+    let core = Core {
+        local,
+        executor,
+        http,
+        hinted_handoff,
+        meta_sync,
+        cluster_service,
+    };
+    (core, receivers)
+}
+
+/// The body of one core's executor: the start-up phases, serving, and shutdown.
+pub async fn run_core(args: CoreArgs) -> Result<(), String> {
+    // 1. Listeners.
+    let listeners = bind_listeners(&args)?;
+    // 2. Shards and hinted-handoff queues, then every core waits for the others.
+    let recovered = recover(&args);
+    if recovered.is_err() {
+        args.shutdown.request();
+    }
+    args.recovered.wait();
+    let mut recovered = recovered?;
+    if args.shutdown.is_requested() {
         return Err("start-up aborted: another core failed".into());
     }
-
-    let mesh = crate::net::mesh::connect(core, channels).await;
-    let ctx = Rc::new(CoreContext {
-        core,
-        cores,
-        config: config.clone(),
-        meta,
-        shutdown: shutdown.clone(),
-        store: RefCell::new(store),
-        mesh: mesh.0,
-        stats: CoreStats::default(),
-        timers: CoreTimers::default(),
-        in_flight_writes: Cell::new(0),
-        in_flight_requests: Cell::new(0),
-        http_connections: crate::http::conn::Connections::new(
-            core,
-            config.http.max_connections_per_core,
-            connection_counts.clone(),
-        ),
-        pending_body_bytes: Rc::new(Cell::new(0)),
-        connection_counts,
-        directory,
-        shutting_down: Cell::new(false),
-        http_addr,
-        node_id: config.cluster.node_id,
-        membership: crate::cluster::membership(&config),
-        cluster: cluster_state(&config, cores),
-        hinted_handoff,
-    });
-    ctx.stats
-        .wal_truncated_segments
-        .set(recovery.wal.truncated_segments);
-    for receiver in mesh.1 {
-        let ctx = ctx.clone();
+    let (core, cores) = (args.core, args.cores);
+    let (config, shutdown) = (args.config.clone(), args.shutdown.clone());
+    let hh_queues = recovered
+        .cluster
+        .as_mut()
+        .map(|c| std::mem::take(&mut c.queues))
+        .unwrap_or_default();
+    // 3, 4. The mesh and the services.
+    let (services, receivers) = wire(args, recovered, listeners.http_addr).await;
+    let services = Rc::new(services);
+    // 5. Serve.
+    for receiver in receivers {
+        let services = services.clone();
         glommio::spawn_local(async move {
             while let Some(request) = receiver.recv().await {
-                glommio::spawn_local(serve_mesh_request(ctx.clone(), request)).detach();
+                glommio::spawn_local(serve_mesh_request(services.clone(), request)).detach();
             }
         })
         .detach();
     }
     if core == 0 {
-        tracing::info!(addr = %http_addr, cores, data_dir = %config.data_dir.display(), "HTTP API listening on {http_addr}");
+        let (addr, dir) = (listeners.http_addr, config.data_dir.display());
+        tracing::info!(%addr, cores, data_dir = %dir, "HTTP API listening on {addr}");
     }
-
-    for node in hh_queues {
-        glommio::spawn_local(crate::hh::processor::run_processor(ctx.clone(), node)).detach();
+    if let Some(hh) = &services.hinted_handoff {
+        hh.start_processors(hh_queues);
     }
-    if core == 0 && ctx.cluster.is_some() {
-        glommio::spawn_local(crate::cluster::meta_sync::sync_loop(ctx.clone())).detach();
+    if let (0, Some(sync)) = (core, &services.meta_sync) {
+        glommio::spawn_local(sync.clone().run()).detach();
     }
-    glommio::spawn_local(tidy_loop(ctx.clone())).detach();
-    if let Some(cluster_listener) = cluster_listener {
-        glommio::spawn_local(crate::cluster::service::accept_loop(
-            ctx.clone(),
-            cluster_listener,
-        ))
-        .detach();
+    glommio::spawn_local(crate::tsdb::tidy::run(
+        services.local.store.clone(),
+        shutdown.clone(),
+    ))
+    .detach();
+    if let (Some(service), Some(listener)) = (&services.cluster_service, listeners.cluster) {
+        glommio::spawn_local(service.clone().run(listener)).detach();
     }
-    crate::http::accept_loop(ctx.clone(), listener).await;
-
-    // Drain: no new requests; wait for those in flight, bounded by the shutdown timeout.
-    ctx.shutting_down.set(true);
-    let deadline = Instant::now() + Duration::from_millis(config.runtime.shutdown_timeout_ms);
-    while ctx.in_flight_requests.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(2)).await;
-    }
+    crate::http::accept_loop(services.http.clone(), listeners.http).await;
+    // 6. Drain: no new requests; wait for those in flight, bounded by the shutdown
+    // timeout; then meet the other cores and close the WALs.
+    let timeout = Duration::from_millis(config.runtime.shutdown_timeout_ms);
+    services.http.drain(timeout).await;
     shutdown.barrier(cores).await;
-    let wals = ctx.store.borrow().wals();
+    let wals = services.local.store.borrow().wals();
     for wal in wals {
         wal.close().await;
     }
     tracing::debug!(core, "core stopped");
     Ok(())
-}
-
-/// How often a core looks for columns that writes left out of time order.
-const TIDY_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How long the tidy task holds the core at a time.
-const TIDY_SLICE: Duration = Duration::from_millis(1);
-
-/// Sorts the columns of this core's shards that writes left out of time order (batches
-/// of one series applied out of turn, as parallel writers cause), off the query path,
-/// as InfluxDB sorts its cache when it snapshots; otherwise the first query to touch
-/// such a series pays for the sort. It waits for a quiet spell (no value written to the
-/// core's shards for a whole [`TIDY_INTERVAL`]), so a column is not sorted again and
-/// again while a load is still adding to it, and works in slices of [`TIDY_SLICE`]
-/// with a pause between them ([`crate::tsdb::read::cancel::SCAN_PAUSE`]), so a query or
-/// write that arrives waits at most one slice.
-async fn tidy_loop(ctx: Rc<CoreContext>) {
-    use crate::tsdb::read::cancel::SCAN_PAUSE;
-    let written = |ctx: &CoreContext| -> u64 {
-        ctx.store
-            .borrow()
-            .shards()
-            .map(|s| s.values_written())
-            .sum()
-    };
-    let mut seen = written(&ctx);
-    while !ctx.shutdown.is_requested() {
-        glommio::timer::sleep(TIDY_INTERVAL).await;
-        let now = written(&ctx);
-        if now != seen {
-            seen = now;
-            continue;
-        }
-        let shards: Vec<u64> = ctx.store.borrow().shards().map(|s| s.meta.id).collect();
-        'shards: for id in shards {
-            loop {
-                let slice_ends = Instant::now() + TIDY_SLICE;
-                let more = match ctx.store.borrow_mut().shard_mut(id) {
-                    Some(shard) => shard.tidy(|_| Instant::now() < slice_ends),
-                    None => false,
-                };
-                if !more || ctx.shutdown.is_requested() {
-                    break;
-                }
-                glommio::timer::sleep(SCAN_PAUSE).await;
-                // Writes resumed: leave the rest for the next quiet spell.
-                if written(&ctx) != seen {
-                    break 'shards;
-                }
-            }
-        }
-    }
 }
 
 /// Binds a listener that no other socket shares. glommio's `TcpListener::bind` sets
@@ -785,34 +962,19 @@ fn bind_cluster_listener(config: &Config, core: usize) -> Result<Option<TcpListe
         .map_err(|e| format!("cannot listen for cluster peers on {addr}: {e}"))
 }
 
-fn cluster_state(config: &Config, cores: usize) -> Option<ClusterState> {
+/// The ShardWriter and shared secret of this core, when peers are configured.
+fn shard_writer(config: &Config, cores: usize) -> Option<(Rc<ShardWriter>, Vec<u8>)> {
     let peers = config.cluster.parsed_peers().ok()?;
     if peers.is_empty() {
         return None;
     }
     let secret = config.cluster.secret().ok()?;
-    Some(ClusterState {
-        node_id: config.cluster.node_id,
-        shard_writer: ShardWriter::new(
-            config.cluster.node_id,
-            cores,
-            secret.clone(),
-            config.cluster.clone(),
-            &peers,
-        ),
-        secret,
-    })
-}
-
-/// The second half of `CoreContext::write_local`: waits until an appended batch of
-/// shard `shard_id` is durable.
-pub async fn wait_durable(shard_id: u64, durable: Option<Durable>) -> Result<(), ShardError> {
-    if let Some(durable) = durable {
-        durable.await.map_err(|_| {
-            ShardError::Wal(WalError::Closed {
-                dir: format!("shard {shard_id}"),
-            })
-        })??;
-    }
-    Ok(())
+    let writer = ShardWriter::new(
+        config.cluster.node_id,
+        cores,
+        secret.clone(),
+        config.cluster.clone(),
+        &peers,
+    );
+    Some((Rc::new(writer), secret))
 }

@@ -10,11 +10,12 @@
 //! a write still waiting on another core's shard finishes); then every core syncs and
 //! closes its WALs and its executor returns. A second signal exits at once.
 
+use crate::base::shutdown::Shutdown;
 use crate::config::Config;
 use crate::meta::MetaStore;
 use crate::node::MeshRequest;
 use glommio::{LocalExecutorBuilder, Placement};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,38 +33,6 @@ pub enum RuntimeError {
     Meta(#[from] crate::meta::MetaError),
     #[error("core {core} failed: {message}")]
     Core { core: usize, message: String },
-}
-
-/// Shared shutdown state: the flag the signal thread sets, and the barrier counter.
-#[derive(Default)]
-pub struct Shutdown {
-    requested: AtomicBool,
-    drained_cores: AtomicUsize,
-}
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once shutdown is requested (polls; the flag is set from a plain thread).
-    pub async fn wait(&self) {
-        while !self.is_requested() {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Marks this core drained and waits until every core is.
-    pub async fn barrier(&self, cores: usize) {
-        self.drained_cores.fetch_add(1, Ordering::SeqCst);
-        while self.drained_cores.load(Ordering::SeqCst) < cores {
-            glommio::timer::sleep(Duration::from_millis(2)).await;
-        }
-    }
 }
 
 /// Raises RLIMIT_MEMLOCK so every executor can lock its io_uring memory.

@@ -9,44 +9,97 @@
 //! are pushed to the peers at once. A request whose database lives on one other core
 //! of this node runs there whole.
 
-use crate::cluster::query::ClusterMapper;
+use crate::cluster::local::LocalNode;
+use crate::cluster::meta_sync::MetaSyncService;
+use crate::cluster::shard_mapper::ClusterShardMapper;
+use crate::config::QueryConfig;
 use crate::influxql::ast;
 use crate::influxql::format::go_duration;
 use crate::influxql::parser::{self, ParseError, Statement};
 use crate::influxql::{regex, tz};
-use crate::meta::MetaError;
-use crate::metrics::Timer;
-use crate::node::{CoreContext, CoreStats};
+use crate::meta::{MetaError, MetaStore};
+use crate::metrics::{CoreStats, CoreTimers, Timer};
+use crate::placement::Membership;
 use crate::query::{missing_param, QueryAnswer, QueryContext, QueryLimits, QueryOptions};
 use crate::tsdb::read::cancel;
 use serde_json::{json, Value};
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Runs every statement of `q`: the results, and which come from SELECT statements
-/// (chunked answers mark a SELECT's series `partial` between chunks, SHOW's not). A
-/// parse error fails the whole query (HTTP 400); a statement error ends the run with
-/// that statement's error result.
-///
-/// When one core of this node holds every shard of the request's database and it is
-/// not this one, the request runs there (one mesh round trip instead of one per
-/// schema and scan request); where the data lies never changes an answer.
-pub async fn execute(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
-    if let Some(core) = options.db.as_deref().and_then(|db| ctx.sole_core(db)) {
-        if core != ctx.core {
-            let forwarded = ctx
-                .mesh
-                .call(core, |reply| crate::node::MeshRequest::Query {
-                    text: q.to_string(),
-                    options: options.clone(),
-                    reply,
-                })
-                .await;
-            if let Ok(answer) = forwarded {
-                return answer;
-            }
+/// This core's statement executor, built with what it needs: the node's cores, the
+/// cluster's ShardMapper, the meta store (and meta sync, to push DDL), the `[query]`
+/// limits and this core's counters.
+pub struct StatementExecutor {
+    local: Rc<dyn LocalNode>,
+    mapper: ClusterShardMapper,
+    meta: Arc<MetaStore>,
+    /// With peers: pushes DDL to them at once.
+    meta_sync: Option<Rc<MetaSyncService>>,
+    membership: Membership,
+    config: QueryConfig,
+    stats: Rc<CoreStats>,
+    timers: Rc<CoreTimers>,
+    /// The HTTP address, the `hostname` tag of SHOW STATS.
+    hostname: String,
+}
+
+impl StatementExecutor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local: Rc<dyn LocalNode>,
+        mapper: ClusterShardMapper,
+        meta: Arc<MetaStore>,
+        meta_sync: Option<Rc<MetaSyncService>>,
+        membership: Membership,
+        config: QueryConfig,
+        stats: Rc<CoreStats>,
+        timers: Rc<CoreTimers>,
+        hostname: String,
+    ) -> StatementExecutor {
+        StatementExecutor {
+            local,
+            mapper,
+            meta,
+            meta_sync,
+            membership,
+            config,
+            stats,
+            timers,
+            hostname,
         }
     }
-    execute_here(ctx, q, options).await
+
+    /// Runs every statement of `q`: the results, and which come from SELECT statements
+    /// (chunked answers mark a SELECT's series `partial` between chunks, SHOW's not). A
+    /// parse error fails the whole query (HTTP 400); a statement error ends the run
+    /// with that statement's error result.
+    ///
+    /// When one core of this node holds every shard of the request's database and it
+    /// is not this one, the request runs there (one mesh round trip instead of one per
+    /// schema and scan request); where the data lies never changes an answer.
+    pub async fn execute(&self, q: &str, options: &QueryOptions) -> QueryAnswer {
+        if let Some(core) = options
+            .db
+            .as_deref()
+            .and_then(|db| self.local.sole_core(db))
+        {
+            if core != self.local.core() {
+                let forwarded = self
+                    .local
+                    .query_on(core, q.to_string(), options.clone())
+                    .await;
+                if let Ok(answer) = forwarded {
+                    return answer;
+                }
+            }
+        }
+        self.execute_here(q, options).await
+    }
+
+    /// [`Self::execute`] on this core.
+    pub async fn execute_here(&self, q: &str, options: &QueryOptions) -> QueryAnswer {
+        execute_here(self, q, options).await
+    }
 }
 
 /// Every regex literal of a statement.
@@ -73,9 +126,8 @@ fn statement_regexes(st: &Statement) -> Vec<&regex::RegexLit> {
     out
 }
 
-/// [`execute`] on this core.
-pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions) -> QueryAnswer {
-    let max_bytes = ctx.config.query.max_query_bytes;
+async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) -> QueryAnswer {
+    let max_bytes = ctx.config.max_query_bytes;
     if max_bytes > 0 && q.len() > max_bytes {
         return Err(ParseError::plain(format!(
             "query too large: {} bytes, more than max-query-bytes ({max_bytes})",
@@ -110,13 +162,12 @@ pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions
     let mut kinds = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
     let now = crate::base::time::now_ns();
-    let timeout = ctx.config.query.query_timeout_ms;
+    let timeout = ctx.config.query_timeout_ms;
     for (id, statement) in statements.iter().enumerate() {
         let started = std::time::Instant::now();
         let meta = ctx.meta.snapshot();
-        let mapper = ClusterMapper { ctx };
         let qc = QueryContext {
-            mapper: &mapper,
+            mapper: &ctx.mapper,
             meta: &meta,
             membership: &ctx.membership,
             stats: &ctx.stats,
@@ -124,11 +175,11 @@ pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions
             rp: options.rp.as_deref(),
             params: &options.params,
             now_ns: now,
-            limits: QueryLimits::from_config(&ctx.config.query),
+            limits: QueryLimits::from_config(&ctx.config),
             deadline: cancel::Deadline::after(
                 (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
             ),
-            query_id: crate::cluster::query::next_query_id(ctx),
+            query_id: ctx.mapper.next_query_id(),
         };
         let run = execute_statement(ctx, &qc, statement, options);
         let outcome = if timeout == 0 {
@@ -167,12 +218,10 @@ pub async fn execute_here(ctx: &Rc<CoreContext>, q: &str, options: &QueryOptions
     }
     // Push DDL to the other nodes at once (best effort; the periodic sync catches up
     // with peers that were not reached).
-    if ctx.cluster.is_some() && ctx.meta.snapshot().version != version_before {
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move {
-            crate::cluster::meta_sync::sync_round(&ctx).await;
-        })
-        .detach();
+    if let Some(sync) = &ctx.meta_sync {
+        if ctx.meta.snapshot().version != version_before {
+            sync.push();
+        }
     }
     Ok((results, kinds))
 }
@@ -194,22 +243,24 @@ fn statement_timer(statement: &Statement) -> Timer {
 
 /// `SHOW STATS [FOR 'module']`: the node's statistics groups, every core merged, one
 /// series per group (InfluxDB's monitor layout).
-async fn show_stats(ctx: &Rc<CoreContext>, module: Option<&str>) -> Result<Option<Value>, String> {
-    let (snapshot, gauges) = ctx.node_metrics().await.map_err(|e| e.to_string())?;
-    let series: Vec<Value> =
-        crate::metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string())
-            .into_iter()
-            .filter(|g| module.is_none_or(|m| m == g.name))
-            .map(|g| {
-                let mut s = json!({ "name": g.name });
-                if !g.tags.is_empty() {
-                    s["tags"] = g.tags_json();
-                }
-                s["columns"] = json!(g.values.iter().map(|(k, _)| k).collect::<Vec<_>>());
-                s["values"] = json!([g.values.iter().map(|(_, v)| v).collect::<Vec<_>>()]);
-                s
-            })
-            .collect();
+async fn show_stats(
+    ctx: &StatementExecutor,
+    module: Option<&str>,
+) -> Result<Option<Value>, String> {
+    let (snapshot, gauges) = ctx.local.metrics().await.map_err(|e| e.to_string())?;
+    let series: Vec<Value> = crate::metrics::stats_groups(&snapshot, &gauges, &ctx.hostname)
+        .into_iter()
+        .filter(|g| module.is_none_or(|m| m == g.name))
+        .map(|g| {
+            let mut s = json!({ "name": g.name });
+            if !g.tags.is_empty() {
+                s["tags"] = g.tags_json();
+            }
+            s["columns"] = json!(g.values.iter().map(|(k, _)| k).collect::<Vec<_>>());
+            s["values"] = json!([g.values.iter().map(|(_, v)| v).collect::<Vec<_>>()]);
+            s
+        })
+        .collect();
     Ok(if series.is_empty() {
         None
     } else {
@@ -218,7 +269,7 @@ async fn show_stats(ctx: &Rc<CoreContext>, module: Option<&str>) -> Result<Optio
 }
 
 async fn execute_statement(
-    ctx: &Rc<CoreContext>,
+    ctx: &StatementExecutor,
     qc: &QueryContext<'_>,
     statement: &Statement,
     options: &QueryOptions,
@@ -240,7 +291,8 @@ async fn execute_statement(
         }
         Statement::DropDatabase { name } => {
             meta.drop_database(name).map_err(err)?;
-            ctx.drop_shards_everywhere(name, None)
+            ctx.local
+                .drop_shards(name, None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(None)
@@ -276,7 +328,8 @@ async fn execute_statement(
         }
         Statement::DropRetentionPolicy { name, database } => {
             meta.drop_retention_policy(database, name).map_err(err)?;
-            ctx.drop_shards_everywhere(database, Some(name))
+            ctx.local
+                .drop_shards(database, Some(name))
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(None)

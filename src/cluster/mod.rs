@@ -1,31 +1,33 @@
-//! The cluster layer, named as InfluxDB named it.
+//! The cluster services, named as InfluxDB named them. Each is a per-core struct built
+//! with its dependencies (by `node`, the composition root); they reach this node's
+//! cores only through [`local::LocalNode`].
 //!
 //! - `points_writer`: PointsWriter — maps points to shard groups, shards and owners,
 //!   writes each shard batch to every owner at once and waits for the consistency level.
 //! - `shard_writer`: ShardWriter — this core's pooled connections to other nodes' cores.
+//! - `shard_mapper`: the coordinator's ShardMapper (implements `query::ShardMapper`).
+//! - `map_server`: the peer's side of MapShard (paged scans, held scans, cancels).
+//! - `map_wire`: the MapShard protocol between the two.
 //! - `service`: the cluster service — each core's listener for other nodes.
 //! - `meta_sync`: replicated databases and retention policies (MetaSync).
 //! - `executor`: the statement executor (a `/query` request's statements, in order).
+//! - `local`: the [`local::LocalNode`] trait, this node's cores as the services see them.
 //!
 //! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`; the
 //! transport (frames, connections, pipelining, the core-to-core mesh) is `crate::net`.
 
 pub mod executor;
+pub mod local;
+pub mod map_server;
+pub mod map_wire;
 pub mod meta_sync;
 pub mod points_writer;
-pub mod query;
 pub mod service;
+pub mod shard_mapper;
 pub mod shard_writer;
 
 use crate::config::Config;
 use crate::placement::{Membership, NodeId};
-
-/// What a core knows about the cluster it is part of.
-pub struct ClusterState {
-    pub node_id: NodeId,
-    pub secret: Vec<u8>,
-    pub shard_writer: shard_writer::ShardWriter,
-}
 
 /// The membership placement works over: this node and its configured peers.
 pub fn membership(config: &Config) -> Membership {

@@ -9,11 +9,12 @@
 //! owning core (WAL fdatasync), so an acknowledged point survives a crash.
 
 use crate::base::hash::IdentityHasher;
+use crate::cluster::local::LocalNode;
 use crate::cluster::shard_writer::RemoteBatch;
-use crate::hh::processor::RemoteOutcome;
+use crate::hh::node_processor::{HintedHandoff, RemoteOutcome};
 use crate::lineproto::{self, LineError, ParsedBody, Precision};
-use crate::meta::MetaData;
-use crate::node::{CoreContext, CoreStats};
+use crate::meta::{MetaData, MetaStore};
+use crate::metrics::CoreStats;
 use crate::placement::{self, GroupPlacement, Membership, NodeId};
 use crate::tsdb::shard::{ApplyOutcome, ShardMeta};
 use crate::tsdb::store::ShardBatch;
@@ -298,10 +299,67 @@ pub fn group_by_shard(
     })
 }
 
-/// Parses and writes one request body: every shard batch goes to all its owners at
-/// once, and the write succeeds when each batch met the consistency level.
-pub async fn write(
-    ctx: &Rc<CoreContext>,
+/// PointsWriter: this core's writer of request bodies. It maps points to shard groups,
+/// shards and owners, writes each shard batch to every owner at once (this node's
+/// through the local handle, the others' through hinted handoff, which holds the
+/// ShardWriter) and waits for the consistency level.
+pub struct PointsWriter {
+    local: Rc<dyn LocalNode>,
+    /// With peers: remote owners' writes (direct, or queued when they cannot take them).
+    hinted_handoff: Option<Rc<HintedHandoff>>,
+    meta: Arc<MetaStore>,
+    membership: Membership,
+    node_id: NodeId,
+    /// `[storage] max-points-per-shard-batch`.
+    max_batch_points: usize,
+    stats: Rc<CoreStats>,
+}
+
+impl PointsWriter {
+    pub fn new(
+        local: Rc<dyn LocalNode>,
+        hinted_handoff: Option<Rc<HintedHandoff>>,
+        meta: Arc<MetaStore>,
+        membership: Membership,
+        node_id: NodeId,
+        max_batch_points: usize,
+        stats: Rc<CoreStats>,
+    ) -> PointsWriter {
+        PointsWriter {
+            local,
+            hinted_handoff,
+            meta,
+            membership,
+            node_id,
+            max_batch_points: max_batch_points.max(1),
+            stats,
+        }
+    }
+
+    /// Parses and writes one request body: every shard batch goes to all its owners
+    /// at once, and the write succeeds when each batch met the consistency level.
+    pub async fn write(
+        self: &Rc<Self>,
+        database: &str,
+        retention_policy: Option<&str>,
+        precision: Precision,
+        consistency: Consistency,
+        body: Bytes,
+    ) -> Result<WriteOutcome, WriteError> {
+        write(
+            self,
+            database,
+            retention_policy,
+            precision,
+            consistency,
+            body,
+        )
+        .await
+    }
+}
+
+async fn write(
+    pw: &Rc<PointsWriter>,
     database: &str,
     retention_policy: Option<&str>,
     precision: Precision,
@@ -309,7 +367,7 @@ pub async fn write(
     body: Bytes,
 ) -> Result<WriteOutcome, WriteError> {
     let now = crate::base::time::now_ns();
-    let meta = ctx.meta.snapshot();
+    let meta = pw.meta.snapshot();
     if meta.database(database).is_none() {
         return Err(WriteError::DatabaseNotFound(database.to_string()));
     }
@@ -324,13 +382,13 @@ pub async fn write(
         database,
         retention_policy,
         &parsed,
-        &ctx.membership,
+        &pw.membership,
         now,
     )?;
     outcome.beyond_retention = grouped.beyond_retention;
     outcome.rejected = grouped.invalid;
     let body = Arc::new(parsed);
-    let max_batch = ctx.config.storage.max_points_per_shard_batch;
+    let max_batch = pw.max_batch_points;
     let mut tasks = Vec::new();
     for shard in grouped.batches {
         for chunk in shard.points.chunks(max_batch) {
@@ -342,9 +400,9 @@ pub async fn write(
                 default_time_ns: now,
             };
             let owners = shard.owners.clone();
-            let ctx = ctx.clone();
+            let pw = pw.clone();
             tasks.push(glommio::spawn_local(async move {
-                write_to_owners(&ctx, batch, owners, consistency).await
+                write_to_owners(&pw, batch, owners, consistency).await
             }));
         }
     }
@@ -358,9 +416,9 @@ pub async fn write(
             Err(e) => failure = failure.or(Some(e)),
         }
     }
-    CoreStats::add(&ctx.stats.points_written, outcome.points_written as u64);
-    CoreStats::add(&ctx.stats.points_dropped, outcome.points_dropped() as u64);
-    CoreStats::add(&ctx.stats.lines_unparsed, outcome.parse_errors.len() as u64);
+    CoreStats::add(&pw.stats.points_written, outcome.points_written as u64);
+    CoreStats::add(&pw.stats.points_dropped, outcome.points_dropped() as u64);
+    CoreStats::add(&pw.stats.lines_unparsed, outcome.parse_errors.len() as u64);
     match failure {
         Some(e) => Err(e),
         None => Ok(outcome),
@@ -387,7 +445,7 @@ enum OwnerResult {
 /// level is met (the other owners' writes go on in the background); otherwise when
 /// every owner has answered or timed out.
 async fn write_to_owners(
-    ctx: &Rc<CoreContext>,
+    pw: &Rc<PointsWriter>,
     batch: ShardBatch,
     owners: Vec<NodeId>,
     consistency: Consistency,
@@ -401,13 +459,13 @@ async fn write_to_owners(
     let (tx, mut rx) = futures_channel::mpsc::unbounded();
     let remote = owners
         .iter()
-        .any(|&o| o != ctx.node_id)
+        .any(|&o| o != pw.node_id)
         .then(|| Rc::new(remote_batch(&batch)));
     let batch = Rc::new(batch);
     for &owner in &owners {
-        let (ctx, tx, batch, remote) = (ctx.clone(), tx.clone(), batch.clone(), remote.clone());
+        let (pw, tx, batch, remote) = (pw.clone(), tx.clone(), batch.clone(), remote.clone());
         glommio::spawn_local(async move {
-            let result = write_to_owner(&ctx, owner, &batch, remote.as_deref()).await;
+            let result = write_to_owner(&pw, owner, &batch, remote.as_deref()).await;
             let _ = tx.unbounded_send(result);
         })
         .detach();
@@ -480,14 +538,14 @@ async fn write_to_owners(
 }
 
 async fn write_to_owner(
-    ctx: &Rc<CoreContext>,
+    pw: &PointsWriter,
     owner: NodeId,
     batch: &ShardBatch,
     remote: Option<&RemoteBatch>,
 ) -> OwnerResult {
-    if owner == ctx.node_id {
-        let core = placement::owning_core(batch.shard.id, ctx.cores);
-        return match ctx.write_to_core(core, batch.clone()).await {
+    if owner == pw.node_id {
+        let core = placement::owning_core(batch.shard.id, pw.local.cores());
+        return match pw.local.write_on(core, batch.clone()).await {
             Ok(Ok(outcome)) => OwnerResult::Applied(outcome),
             Ok(Err(e)) => OwnerResult::Failed {
                 node: owner,
@@ -509,23 +567,16 @@ async fn write_to_owner(
         };
     };
     // Remote writes of a shard run on its home core, where its hinted-handoff queue is.
-    let home = placement::owning_core(batch.shard.id, ctx.cores);
-    let outcome = if home == ctx.core {
-        crate::hh::processor::remote_write(ctx, owner, remote.clone()).await
-    } else {
-        let batch = remote.clone();
-        match ctx
-            .mesh
-            .call(home, |reply| crate::node::MeshRequest::RemoteWrite {
-                node: owner,
-                batch,
-                reply,
-            })
-            .await
-        {
+    let home = placement::owning_core(batch.shard.id, pw.local.cores());
+    let outcome = if home != pw.local.core() {
+        match pw.local.remote_write_on(home, owner, remote.clone()).await {
             Ok(outcome) => outcome,
             Err(e) => RemoteOutcome::Failed(e.to_string(), false),
         }
+    } else if let Some(hh) = &pw.hinted_handoff {
+        hh.remote_write(owner, remote.clone()).await
+    } else {
+        RemoteOutcome::Failed("not in this node's cluster configuration".into(), false)
     };
     match outcome {
         RemoteOutcome::Applied(written) => OwnerResult::Applied(ApplyOutcome {

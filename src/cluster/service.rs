@@ -13,7 +13,7 @@
 //! applied (appended to the WAL and cache) in the order they arrived. Each request's
 //! task waits for its predecessor of the same shard on this connection to have
 //! *appended* (not to be durable) before it appends; appends are synchronous
-//! (`CoreContext::append_local`), so the chain is the order. Spawn order alone would
+//! (`LocalNode::append_here`), so the chain is the order. Spawn order alone would
 //! not do: a task can wait for room in the WAL while a later one, finding room after a
 //! flush took the buffer, appends first. Durability waits overlap, so one fsync still
 //! covers many pipelined requests. A batch that lands on a core that does not own its
@@ -25,16 +25,21 @@
 //! and nothing else is affected: every connection is its own task. Requests already
 //! being applied finish; their answers are dropped.
 
-use crate::cluster::meta_sync::{self, MetaSync, MetaSyncResponse};
-use crate::cluster::query::MapShard;
+use crate::base::shutdown::Shutdown;
+use crate::cluster::local::LocalNode;
+use crate::cluster::map_server::MapServer;
+use crate::cluster::map_wire::MapShard;
+use crate::cluster::meta_sync::{MetaSync, MetaSyncService};
+use crate::config::ClusterConfig;
 use crate::lineproto;
+use crate::meta::MetaStore;
+use crate::metrics::{CoreStats, CoreTimers};
 use crate::net::conn::{ConnError, FrameReader, FrameSink, FramedConn};
 use crate::net::wire::{
     self, ErrorMessage, Frame, FrameKind, Pong, WireError, WriteShard, WriteShardResponse,
     WriteShardStatus,
 };
-use crate::node::{self, CoreContext, CoreStats};
-use crate::placement;
+use crate::placement::{self, Membership, NodeId};
 use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardMeta};
 use crate::tsdb::store::ShardBatch;
 use futures_channel::oneshot;
@@ -81,12 +86,70 @@ impl Handshakes {
     }
 }
 
+/// This core's cluster service: what it serves (writes, MapShard through its map
+/// server, meta sync) and what it needs to check a peer's proof.
+pub struct ClusterService {
+    node_id: NodeId,
+    core: usize,
+    cores: usize,
+    secret: Vec<u8>,
+    meta: Arc<MetaStore>,
+    membership: Membership,
+    config: ClusterConfig,
+    local: Rc<dyn LocalNode>,
+    map_server: Rc<MapServer>,
+    meta_sync: Rc<MetaSyncService>,
+    stats: Rc<CoreStats>,
+    timers: Rc<CoreTimers>,
+    shutdown: Arc<Shutdown>,
+}
+
+/// What [`ClusterService::new`] takes.
+pub struct ClusterServiceParts {
+    pub node_id: NodeId,
+    pub secret: Vec<u8>,
+    pub meta: Arc<MetaStore>,
+    pub membership: Membership,
+    pub config: ClusterConfig,
+    pub local: Rc<dyn LocalNode>,
+    pub map_server: Rc<MapServer>,
+    pub meta_sync: Rc<MetaSyncService>,
+    pub stats: Rc<CoreStats>,
+    pub timers: Rc<CoreTimers>,
+    pub shutdown: Arc<Shutdown>,
+}
+
+impl ClusterService {
+    pub fn new(parts: ClusterServiceParts) -> ClusterService {
+        ClusterService {
+            core: parts.local.core(),
+            cores: parts.local.cores(),
+            node_id: parts.node_id,
+            secret: parts.secret,
+            meta: parts.meta,
+            membership: parts.membership,
+            config: parts.config,
+            local: parts.local,
+            map_server: parts.map_server,
+            meta_sync: parts.meta_sync,
+            stats: parts.stats,
+            timers: parts.timers,
+            shutdown: parts.shutdown,
+        }
+    }
+
+    /// Accepts node connections on this core's listener until shutdown.
+    pub async fn run(self: Rc<Self>, listener: TcpListener) {
+        accept_loop(self, listener).await
+    }
+}
+
 /// Accepts node connections on this core until shutdown.
-pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
+async fn accept_loop(svc: Rc<ClusterService>, listener: TcpListener) {
     let handshakes = Rc::new(std::cell::RefCell::new(Handshakes::default()));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
+            svc.shutdown.wait().await;
             None
         })
         .await;
@@ -95,15 +158,15 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
             Some(Ok(stream)) => {
                 let (id, closed, evicted) = handshakes.borrow_mut().start();
                 if evicted {
-                    CoreStats::add(&ctx.stats.cluster_rejected_connections, 1);
+                    CoreStats::add(&svc.stats.cluster_rejected_connections, 1);
                     tracing::warn!(
-                        core = ctx.core,
+                        core = svc.core,
                         "too many cluster connections in their handshake; closed the oldest"
                     );
                 }
                 let handshakes = handshakes.clone();
                 glommio::spawn_local(serve_connection(
-                    ctx.clone(),
+                    svc.clone(),
                     stream,
                     closed,
                     Box::new(move || handshakes.borrow_mut().finish(id)),
@@ -111,7 +174,7 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
                 .detach();
             }
             Some(Err(e)) => {
-                tracing::warn!(core = ctx.core, error = %e, "cluster accept failed");
+                tracing::warn!(core = svc.core, error = %e, "cluster accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -119,25 +182,21 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: TcpListener) {
 }
 
 async fn serve_connection(
-    ctx: Rc<CoreContext>,
+    svc: Rc<ClusterService>,
     stream: TcpStream,
     mut closed: oneshot::Receiver<()>,
     handshake_done: Box<dyn FnOnce()>,
 ) {
-    let Some(cluster) = ctx.cluster.as_ref() else {
-        handshake_done();
-        return;
-    };
     let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
     let handshake = futures_lite::future::or(
         async {
             Some(
                 conn.handshake_server(
-                    cluster.node_id,
-                    ctx.cores as u16,
-                    &cluster.secret,
-                    ctx.meta.snapshot().version,
-                    |id| id != cluster.node_id && ctx.membership.nodes().contains(&id),
+                    svc.node_id,
+                    svc.cores as u16,
+                    &svc.secret,
+                    svc.meta.snapshot().version,
+                    |id| id != svc.node_id && svc.membership.nodes().contains(&id),
                 )
                 .await,
             )
@@ -161,20 +220,20 @@ async fn serve_connection(
     let peer_node = match handshake {
         Some(Ok(node)) => node,
         Some(Err(e)) => {
-            reject(&ctx, conn.peer(), &e);
+            reject(&svc, conn.peer(), &e);
             return;
         }
         None => {
-            CoreStats::add(&ctx.stats.cluster_rejected_connections, 1);
+            CoreStats::add(&svc.stats.cluster_rejected_connections, 1);
             tracing::warn!(peer = conn.peer(), "cluster handshake timed out; closing");
             return;
         }
     };
-    conn.set_max_payload_bytes(ctx.config.cluster.max_frame_bytes.min(u32::MAX as u64) as u32);
+    conn.set_max_payload_bytes(svc.config.max_frame_bytes.min(u32::MAX as u64) as u32);
     tracing::debug!(
         peer = conn.peer(),
         node = peer_node,
-        core = ctx.core,
+        core = svc.core,
         "cluster connection"
     );
     let (reader, sink, flusher) = conn.into_split();
@@ -182,7 +241,7 @@ async fn serve_connection(
         let _ = flusher.await;
     })
     .detach();
-    serve_requests(&ctx, reader, &sink).await;
+    serve_requests(&svc, reader, &sink).await;
     // Answers queued so far are still written; those of requests still running are not.
     sink.close();
 }
@@ -190,9 +249,9 @@ async fn serve_connection(
 /// The read loop of one authenticated connection: one task per request, at most
 /// `max-inflight-requests-per-connection` at once. Returns when the peer closes or
 /// breaks the stream.
-async fn serve_requests(ctx: &Rc<CoreContext>, mut reader: FrameReader, sink: &FrameSink) {
+async fn serve_requests(svc: &Rc<ClusterService>, mut reader: FrameReader, sink: &FrameSink) {
     let in_flight = Rc::new(Semaphore::new(
-        ctx.config.cluster.max_inflight_requests_per_connection as u64,
+        svc.config.max_inflight_requests_per_connection as u64,
     ));
     let mut order = ShardOrder::default();
     loop {
@@ -207,13 +266,13 @@ async fn serve_requests(ctx: &Rc<CoreContext>, mut reader: FrameReader, sink: &F
                 if let ConnError::Wire { source, .. } = &e {
                     send_error(sink, source);
                 }
-                reject(ctx, reader.peer(), &e);
+                reject(svc, reader.peer(), &e);
                 return;
             }
         };
-        if let Err(e) = dispatch(ctx, sink, &mut order, frame, permit) {
+        if let Err(e) = dispatch(svc, sink, &mut order, frame, permit) {
             send_error(sink, &e);
-            reject(ctx, reader.peer(), &e);
+            reject(svc, reader.peer(), &e);
             return;
         }
     }
@@ -222,7 +281,7 @@ async fn serve_requests(ctx: &Rc<CoreContext>, mut reader: FrameReader, sink: &F
 /// Starts serving one request; an error means the frame cannot be trusted and the
 /// connection must close.
 fn dispatch(
-    ctx: &Rc<CoreContext>,
+    svc: &Rc<ClusterService>,
     sink: &FrameSink,
     order: &mut ShardOrder,
     frame: Frame,
@@ -232,18 +291,18 @@ fn dispatch(
     match frame.kind {
         FrameKind::Ping => {
             let pong = Pong {
-                node_id: ctx.node_id,
-                cores: ctx.cores as u16,
-                meta_version: ctx.meta.snapshot().version,
+                node_id: svc.node_id,
+                cores: svc.cores as u16,
+                meta_version: svc.meta.snapshot().version,
             };
             let _ = sink.send_releasing(request_id, &pong, Some(permit));
         }
         FrameKind::WriteShard => {
             let write = frame.decode_message::<WriteShard>()?;
             let turn = order.turn(write.shard_id);
-            let (ctx, sink) = (ctx.clone(), sink.clone());
+            let (svc, sink) = (svc.clone(), sink.clone());
             glommio::spawn_local(async move {
-                let status = apply_remote_write(&ctx, write, turn).await;
+                let status = apply_remote_write(&svc, write, turn).await;
                 let answer = WriteShardResponse { status };
                 let _ = sink.send_releasing(request_id, &answer, Some(permit));
             })
@@ -251,18 +310,18 @@ fn dispatch(
         }
         FrameKind::MapShard => {
             let request = frame.decode_message::<MapShard>()?;
-            let (ctx, sink) = (ctx.clone(), sink.clone());
+            let (svc, sink) = (svc.clone(), sink.clone());
             glommio::spawn_local(async move {
-                let reply = crate::cluster::query::serve_map(&ctx, &request).await;
+                let reply = svc.map_server.serve(&request).await;
                 let _ = sink.send_releasing(request_id, &reply, Some(permit));
             })
             .detach();
         }
         FrameKind::MetaSync => {
             let sync = frame.decode_message::<MetaSync>()?;
-            let (ctx, sink) = (ctx.clone(), sink.clone());
+            let (svc, sink) = (svc.clone(), sink.clone());
             glommio::spawn_local(async move {
-                let reply = serve_meta_sync(&ctx, &sink.peer(), sync).await;
+                let reply = svc.meta_sync.serve(&sink.peer(), sync).await;
                 let _ = sink.send_releasing(request_id, &reply, Some(permit));
             })
             .detach();
@@ -280,20 +339,6 @@ fn dispatch(
 /// Tells the peer why we close, best effort (queued behind the answers already done).
 fn send_error(sink: &FrameSink, error: &WireError) {
     let _ = sink.send(0, &ErrorMessage::from_wire_error(error));
-}
-
-async fn serve_meta_sync(ctx: &Rc<CoreContext>, peer: &str, sync: MetaSync) -> MetaSyncResponse {
-    match meta_sync::decode_meta(&sync.meta_json) {
-        Ok(remote) => {
-            if let Err(e) = meta_sync::apply_remote_meta(ctx, &remote).await {
-                tracing::warn!(peer, error = %e, "meta sync merge failed");
-            }
-        }
-        Err(e) => tracing::warn!(peer, error = %e, "meta sync"),
-    }
-    MetaSyncResponse {
-        meta_json: meta_sync::encode_meta(&ctx.meta.snapshot()),
-    }
 }
 
 /// Per connection, the WriteShard requests of each shard in arrival order: a chain of
@@ -329,19 +374,19 @@ impl ShardOrder {
     }
 }
 
-fn reject(ctx: &CoreContext, peer: &str, error: &dyn std::fmt::Display) {
-    CoreStats::add(&ctx.stats.cluster_rejected_connections, 1);
-    tracing::warn!(peer, core = ctx.core, %error, "closing cluster connection");
+fn reject(svc: &ClusterService, peer: &str, error: &dyn std::fmt::Display) {
+    CoreStats::add(&svc.stats.cluster_rejected_connections, 1);
+    tracing::warn!(peer, core = svc.core, %error, "closing cluster connection");
 }
 
 /// Writes a batch received from another node to the local shard (on its owning core),
 /// after the same connection's earlier batches of that shard (`turn`).
 async fn apply_remote_write(
-    ctx: &Rc<CoreContext>,
+    svc: &ClusterService,
     write: WriteShard,
     turn: Turn,
 ) -> WriteShardStatus {
-    CoreStats::add(&ctx.stats.remote_writes_served, 1);
+    CoreStats::add(&svc.stats.remote_writes_served, 1);
     // First, so that even a request refused below releases its successor only after
     // its predecessor appended. Completed or cancelled both mean "appended, or never
     // will".
@@ -378,14 +423,14 @@ async fn apply_remote_write(
         precision,
         default_time_ns: write.default_time_ns,
     };
-    let core = placement::owning_core(batch.shard.id, ctx.cores);
-    let written = if core == ctx.core {
+    let core = placement::owning_core(batch.shard.id, svc.cores);
+    let written = if core == svc.core {
         let wal_start = std::time::Instant::now();
-        match ctx.append_local(&batch).await {
+        match svc.local.append_here(&batch).await {
             Ok((outcome, durable)) => {
                 drop(turn.done);
-                let synced = node::wait_durable(batch.shard.id, durable).await;
-                ctx.timers
+                let synced = crate::tsdb::store::wait_durable(batch.shard.id, durable).await;
+                svc.timers
                     .record(crate::metrics::Timer::WalWrite, wal_start);
                 synced.map(|()| outcome)
             }
@@ -394,7 +439,7 @@ async fn apply_remote_write(
     } else {
         // Over the mesh the append is not observable from here: the successor waits for
         // the whole write (`turn.done` is dropped on return).
-        match ctx.write_to_core(core, batch).await {
+        match svc.local.write_on(core, batch).await {
             Ok(result) => result,
             Err(e) => {
                 return WriteShardStatus::Retryable {

@@ -2,7 +2,7 @@
 //! that an owner could not take, kept until it can (DESIGN section 5, issue 4).
 //!
 //! The network half (enqueue of a remote write, the NodeProcessor that replays a
-//! queue) is [`processor`]. The storage types here are synchronous and know no
+//! queue) is [`node_processor`]. The storage types here are synchronous and know no
 //! runtime; the processor drives them on the core and sends the blocking steps listed
 //! below to glommio's blocking thread pool.
 //!
@@ -109,8 +109,8 @@
 //! node restarts and recovery sorts out what reached the disk.
 
 pub mod dead_letter;
+pub mod node_processor;
 pub mod position;
-pub mod processor;
 pub mod queue;
 pub mod segment;
 

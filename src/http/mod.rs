@@ -13,21 +13,33 @@
 pub mod conn;
 pub mod io;
 
-use crate::cluster::points_writer::{self, Consistency, WriteError, WriteOutcome};
+use crate::base::shutdown::Shutdown;
+use crate::base::LocalFuture;
+use crate::cluster::executor::StatementExecutor;
+use crate::cluster::local::LocalNode;
+use crate::cluster::meta_sync::MetaSyncService;
+use crate::cluster::points_writer::{Consistency, PointsWriter, WriteError, WriteOutcome};
+use crate::config::HttpConfig;
 use crate::lineproto::Precision;
-use crate::metrics::{self, Timer};
+use crate::meta::MetaStore;
+use crate::metrics::{self, CoreStats, CoreTimers, Timer};
 use crate::net::handoff::{HandoffStream, MovedStream};
-use crate::node::{CoreContext, CoreStats};
+use crate::net::mesh::MeshError;
+use crate::placement::NodeId;
+use crate::tsdb::shard::{ShardStats, StoredPoint};
 use crate::tsdb::store::ReadRequest;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The InfluxDB version we answer as: clients pick features from it.
 pub const INFLUXDB_VERSION: &str = "1.8.10";
@@ -36,18 +48,143 @@ type Resp = Response<Full<Bytes>>;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Every core's shard statistics, by core.
+pub type ShardStatsByCore = Vec<(usize, Vec<ShardStats>)>;
+
+/// What the front end asks of this node's cores beyond what the cluster services do:
+/// moving connections between cores and the node-wide views of `/debug/`. The
+/// composition root (`node`) implements it over the mesh.
+pub trait HttpNode: LocalNode {
+    /// Hands a connection core 0 accepted to `core`, which serves it.
+    fn hand_over(
+        &self,
+        core: usize,
+        stream: HandoffStream,
+    ) -> LocalFuture<'_, Result<(), MeshError>>;
+
+    /// Moves a connection (steered to where its database is) to `core`.
+    fn move_over(&self, core: usize, stream: MovedStream)
+        -> LocalFuture<'_, Result<(), MeshError>>;
+
+    /// Shard statistics of every core.
+    fn shard_stats(&self) -> LocalFuture<'_, Result<ShardStatsByCore, MeshError>>;
+
+    /// Stored points from every core (`/debug/shard-dump`).
+    fn read<'a>(
+        &'a self,
+        request: &'a ReadRequest,
+    ) -> LocalFuture<'a, Result<Vec<(u64, StoredPoint)>, MeshError>>;
+}
+
+/// This core's HTTP service: the handlers' dependencies, and the state of the requests
+/// and connections it serves.
+pub struct HttpService {
+    core: usize,
+    cores: usize,
+    config: HttpConfig,
+    node: Rc<dyn HttpNode>,
+    points_writer: Rc<PointsWriter>,
+    executor: Rc<StatementExecutor>,
+    meta: Arc<MetaStore>,
+    /// With peers: a write for a database not known here first syncs meta.
+    meta_sync: Option<Rc<MetaSyncService>>,
+    stats: Rc<CoreStats>,
+    timers: Rc<CoreTimers>,
+    shutdown: Arc<Shutdown>,
+    /// Open client connections per core (core 0 reads them to pick where to hand one).
+    connection_counts: Arc<Vec<AtomicUsize>>,
+    /// This core's client connections (phases, timeouts, room at the limit).
+    connections: Rc<conn::Connections>,
+    /// Bytes of request bodies being received on this core (bounded by
+    /// `max-pending-body-bytes-per-core`).
+    pending_body_bytes: Cell<u64>,
+    in_flight_writes: Cell<usize>,
+    in_flight_requests: Cell<usize>,
+    shutting_down: Cell<bool>,
+    http_addr: SocketAddr,
+    node_id: NodeId,
+    /// Whether peers are configured (`/debug/vars` then shows hinted handoff).
+    clustered: bool,
+}
+
+/// What [`HttpService::new`] takes.
+pub struct HttpServiceParts {
+    pub config: HttpConfig,
+    pub node: Rc<dyn HttpNode>,
+    pub points_writer: Rc<PointsWriter>,
+    pub executor: Rc<StatementExecutor>,
+    pub meta: Arc<MetaStore>,
+    pub meta_sync: Option<Rc<MetaSyncService>>,
+    pub stats: Rc<CoreStats>,
+    pub timers: Rc<CoreTimers>,
+    pub shutdown: Arc<Shutdown>,
+    pub connection_counts: Arc<Vec<AtomicUsize>>,
+    pub http_addr: SocketAddr,
+    pub node_id: NodeId,
+}
+
+impl HttpService {
+    pub fn new(parts: HttpServiceParts) -> HttpService {
+        let (core, cores) = (parts.node.core(), parts.node.cores());
+        HttpService {
+            core,
+            cores,
+            connections: conn::Connections::new(
+                core,
+                parts.config.max_connections_per_core,
+                parts.connection_counts.clone(),
+            ),
+            clustered: parts.meta_sync.is_some(),
+            config: parts.config,
+            node: parts.node,
+            points_writer: parts.points_writer,
+            executor: parts.executor,
+            meta: parts.meta,
+            meta_sync: parts.meta_sync,
+            stats: parts.stats,
+            timers: parts.timers,
+            shutdown: parts.shutdown,
+            connection_counts: parts.connection_counts,
+            pending_body_bytes: Cell::new(0),
+            in_flight_writes: Cell::new(0),
+            in_flight_requests: Cell::new(0),
+            shutting_down: Cell::new(false),
+            http_addr: parts.http_addr,
+            node_id: parts.node_id,
+        }
+    }
+
+    /// Stops taking requests (new ones get 503) and waits, up to `timeout`, for those
+    /// in flight on this core.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        self.shutting_down.set(true);
+        let deadline = std::time::Instant::now() + timeout;
+        while self.in_flight_requests.get() > 0 && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The core with the fewest open connections; ties go to the first from `start`.
+    fn least_loaded_core(&self, start: usize) -> usize {
+        (0..self.cores)
+            .map(|k| (start + k) % self.cores)
+            .min_by_key(|&c| self.connection_counts[c].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
 /// Core 0 accepts every connection and hands it to the core with the fewest open
 /// connections (DESIGN section 1: SO_REUSEPORT's hash spread a few long-lived client
 /// connections unevenly — measured 4:0 and 3:1 with 4 loader connections on 2 cores).
 /// Other cores only serve what they are handed. Runs until shutdown is requested.
-pub async fn accept_loop(ctx: Rc<CoreContext>, listener: Option<glommio::net::TcpListener>) {
+pub async fn accept_loop(api: Rc<HttpService>, listener: Option<glommio::net::TcpListener>) {
     let Some(listener) = listener else {
-        ctx.shutdown.wait().await;
+        api.shutdown.wait().await;
         return;
     };
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     {
-        let shutdown = ctx.shutdown.clone();
+        let shutdown = api.shutdown.clone();
         glommio::spawn_local(async move {
             shutdown.wait().await;
             let _ = stop_tx.send(()).await;
@@ -72,20 +209,16 @@ pub async fn accept_loop(ctx: Rc<CoreContext>, listener: Option<glommio::net::Tc
                 continue;
             }
         };
-        let target = ctx.least_loaded_core(next);
+        let target = api.least_loaded_core(next);
         next = next.wrapping_add(1);
-        let counts = &ctx.connection_counts;
+        let counts = &api.connection_counts;
         // At the limit on every core the target still takes it: it closes its longest
         // waiting connection to make room, or refuses this one if all are busy.
         // Counted at hand-off, so a burst of accepts spreads before any core reports.
         counts[target].fetch_add(1, Ordering::Relaxed);
-        if target == ctx.core {
-            serve_connection(ctx.clone(), accepted.into_stream());
-        } else if let Err(e) = ctx
-            .mesh
-            .send(target, crate::node::MeshRequest::Connection(accepted))
-            .await
-        {
+        if target == api.core {
+            serve_connection(api.clone(), accepted.into_stream());
+        } else if let Err(e) = api.node.hand_over(target, accepted).await {
             counts[target].fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "cannot hand a connection to core {target}");
         }
@@ -99,19 +232,19 @@ const STEER_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Serves one client connection on this core until it closes, or moves it first to the
 /// core that holds its database ([`steer`]). The caller has already counted it in
 /// `connection_counts`.
-pub fn serve_connection(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
+pub fn serve_connection(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     glommio::spawn_local(async move {
-        if let Some(stream) = steer(&ctx, stream).await {
-            serve_http(ctx, stream).await;
+        if let Some(stream) = steer(&api, stream).await {
+            serve_http(api, stream).await;
         }
     })
     .detach();
 }
 
 /// Serves a connection another core moved here ([`steer`]), as it is.
-pub fn serve_moved_connection(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
-    glommio::spawn_local(serve_http(ctx, stream)).detach();
+pub fn serve_moved_connection(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
+    glommio::spawn_local(serve_http(api, stream)).detach();
 }
 
 /// The answer to a connection refused at the limit (every open one busy), written
@@ -140,11 +273,11 @@ async fn refuse(mut stream: glommio::net::TcpStream) {
 /// them on the new core. Writes are never steered: their parsing is spread over the
 /// cores. Returns the stream when it stays here.
 async fn steer(
-    ctx: &Rc<CoreContext>,
+    api: &Rc<HttpService>,
     stream: glommio::net::TcpStream,
 ) -> Option<glommio::net::TcpStream> {
     use std::os::fd::{AsRawFd, FromRawFd};
-    if ctx.cores == 1 {
+    if api.cores == 1 {
         return Some(stream);
     }
     let mut head = [0u8; 1024];
@@ -157,8 +290,8 @@ async fn steer(
         return Some(stream);
     };
     let Some(core) = query_database(&head[..n])
-        .and_then(|db| ctx.sole_core(&db))
-        .filter(|&core| core != ctx.core)
+        .and_then(|db| api.node.sole_core(&db))
+        .filter(|&core| core != api.core)
     else {
         return Some(stream);
     };
@@ -168,16 +301,12 @@ async fn steer(
         return Some(stream);
     }
     let moved = MovedStream::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-    let counts = &ctx.connection_counts;
+    let counts = &api.connection_counts;
     counts[core].fetch_add(1, Ordering::Relaxed);
-    match ctx
-        .mesh
-        .send(core, crate::node::MeshRequest::MovedConnection(moved))
-        .await
-    {
+    match api.node.move_over(core, moved).await {
         Ok(()) => {
-            counts[ctx.core].fetch_sub(1, Ordering::Relaxed);
-            CoreStats::add(&ctx.stats.connections_steered, 1);
+            counts[api.core].fetch_sub(1, Ordering::Relaxed);
+            CoreStats::add(&api.stats.connections_steered, 1);
             // Closes this core's descriptor only: the socket lives on in the copy.
             drop(stream);
             None
@@ -208,33 +337,33 @@ fn query_database(head: &[u8]) -> Option<String> {
 
 /// Runs hyper's HTTP/1.1 server on a connection until it closes, or until its
 /// watchdog closes it (`conn`: header-read and idle timeouts, eviction).
-async fn serve_http(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
-    let Some(mut registration) = ctx.http_connections.register() else {
-        ctx.http_connections.uncount();
-        CoreStats::add(&ctx.stats.connections_refused, 1);
+async fn serve_http(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
+    let Some(mut registration) = api.connections.register() else {
+        api.connections.uncount();
+        CoreStats::add(&api.stats.connections_refused, 1);
         tracing::warn!(
-            core = ctx.core,
+            core = api.core,
             "connection limit reached and every connection is busy; refusing a new one"
         );
         refuse(stream).await;
         return;
     };
     let connection = registration.connection.clone();
-    let service_ctx = ctx.clone();
+    let service_ctx = api.clone();
     let service_connection = connection.clone();
     let service = hyper::service::service_fn(move |req| {
-        let ctx = service_ctx.clone();
+        let api = service_ctx.clone();
         let connection = service_connection.clone();
         async move {
             connection.request_started();
-            let answer = handle(ctx, req).await;
+            let answer = handle(api, req).await;
             connection.request_finished();
             Ok::<_, std::convert::Infallible>(answer)
         }
     });
     let timeouts = conn::Timeouts {
-        header_read: std::time::Duration::from_millis(ctx.config.http.header_read_timeout_ms),
-        idle: std::time::Duration::from_millis(ctx.config.http.idle_timeout_ms),
+        header_read: std::time::Duration::from_millis(api.config.header_read_timeout_ms),
+        idle: std::time::Duration::from_millis(api.config.idle_timeout_ms),
     };
     // hyper's own header timeout needs a `Send` timer, which glommio's is not; the
     // watchdog does its job (and the idle timeout hyper does not have).
@@ -260,12 +389,12 @@ async fn serve_http(ctx: Rc<CoreContext>, stream: glommio::net::TcpStream) {
     .await;
     let counter = match closed {
         None => return,
-        Some(conn::Closed::HeaderTimeout) => &ctx.stats.connections_header_timeouts,
-        Some(conn::Closed::IdleTimeout) => &ctx.stats.connections_idle_timeouts,
-        Some(conn::Closed::Evicted) => &ctx.stats.connections_evicted,
+        Some(conn::Closed::HeaderTimeout) => &api.stats.connections_header_timeouts,
+        Some(conn::Closed::IdleTimeout) => &api.stats.connections_idle_timeouts,
+        Some(conn::Closed::Evicted) => &api.stats.connections_evicted,
     };
     CoreStats::add(counter, 1);
-    tracing::debug!(core = ctx.core, reason = ?closed, "closed a client connection");
+    tracing::debug!(core = api.core, reason = ?closed, "closed a client connection");
 }
 
 /// Counts a request in flight for the lifetime of the guard.
@@ -284,14 +413,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(ctx: Rc<CoreContext>, req: Request<Incoming>) -> Resp {
-    let _in_flight = InFlight::new(&ctx.in_flight_requests);
-    let mut resp = if ctx.shutting_down.get() || ctx.shutdown.is_requested() {
+async fn handle(api: Rc<HttpService>, req: Request<Incoming>) -> Resp {
+    let _in_flight = InFlight::new(&api.in_flight_requests);
+    let mut resp = if api.shutting_down.get() || api.shutdown.is_requested() {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
-        set_retry_after(&ctx, &mut r);
+        set_retry_after(&api, &mut r);
         r
     } else {
-        route(&ctx, req).await
+        route(&api, req).await
     };
     let headers = resp.headers_mut();
     headers.insert(
@@ -300,14 +429,14 @@ async fn handle(ctx: Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     );
     headers.insert("X-Influxdb-Build", HeaderValue::from_static("OSS"));
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    if let Ok(v) = HeaderValue::from_str(&format!("{:08x}-{:016x}", ctx.core, id)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{:08x}-{:016x}", api.core, id)) {
         headers.insert("Request-Id", v.clone());
         headers.insert("X-Request-Id", v);
     }
     resp
 }
 
-async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
+async fn route(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
@@ -322,14 +451,14 @@ async fn route(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
                 "version": INFLUXDB_VERSION,
             }),
         ),
-        (Method::POST, "/write") => write(ctx, req).await,
+        (Method::POST, "/write") => write(api, req).await,
         (_, "/write") => method_not_allowed(),
-        (Method::GET | Method::POST, "/query") => query(ctx, req).await,
+        (Method::GET | Method::POST, "/query") => query(api, req).await,
         (_, "/query") => method_not_allowed(),
-        (Method::GET, "/debug/shards") => debug_shards(ctx).await,
-        (Method::GET, "/debug/shard-dump") => debug_shard_dump(ctx, &req).await,
-        (Method::GET, "/debug/vars") => debug_vars(ctx).await,
-        (Method::GET, "/metrics") => prometheus(ctx).await,
+        (Method::GET, "/debug/shards") => debug_shards(api).await,
+        (Method::GET, "/debug/shard-dump") => debug_shard_dump(api, &req).await,
+        (Method::GET, "/debug/vars") => debug_vars(api).await,
+        (Method::GET, "/metrics") => prometheus(api).await,
         _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
@@ -403,8 +532,8 @@ fn error(status: StatusCode, message: &str) -> Resp {
     json(status, serde_json::json!({ "error": message }))
 }
 
-fn set_retry_after(ctx: &CoreContext, r: &mut Resp) {
-    if let Ok(v) = HeaderValue::from_str(&ctx.config.http.retry_after_seconds.to_string()) {
+fn set_retry_after(api: &HttpService, r: &mut Resp) {
+    if let Ok(v) = HeaderValue::from_str(&api.config.retry_after_seconds.to_string()) {
         r.headers_mut().insert("Retry-After", v);
     }
 }
@@ -478,7 +607,7 @@ impl Drop for BodyBudget<'_> {
 /// `body-read-timeout-ms` and the core's `max-pending-body-bytes-per-core`. `Err(resp)`
 /// is the answer to send instead (413, 400, 408 or 503).
 async fn read_body(
-    ctx: &CoreContext,
+    api: &HttpService,
     req: Request<Incoming>,
     limit: u64,
 ) -> Result<(Bytes, hyper::http::request::Parts), Resp> {
@@ -500,11 +629,11 @@ async fn read_body(
     if !gzip && declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let timeout = std::time::Duration::from_millis(ctx.config.http.body_read_timeout_ms);
+    let timeout = std::time::Duration::from_millis(api.config.body_read_timeout_ms);
     let deadline = std::time::Instant::now() + timeout;
     let mut budget = BodyBudget {
-        pending: &ctx.pending_body_bytes,
-        max: ctx.config.http.max_pending_body_bytes_per_core,
+        pending: &api.pending_body_bytes,
+        max: api.config.max_pending_body_bytes_per_core,
         held: 0,
     };
     let (parts, mut body) = req.into_parts();
@@ -521,7 +650,7 @@ async fn read_body(
         .await;
         let data = match frame {
             None => {
-                CoreStats::add(&ctx.stats.body_read_timeouts, 1);
+                CoreStats::add(&api.stats.body_read_timeouts, 1);
                 let mut r = error(
                     StatusCode::REQUEST_TIMEOUT,
                     &format!(
@@ -553,7 +682,7 @@ async fn read_body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many request bodies arriving on this core (max-pending-body-bytes-per-core); retry later",
             );
-            set_retry_after(ctx, &mut r);
+            set_retry_after(api, &mut r);
             r.headers_mut()
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             return Err(r);
@@ -579,23 +708,23 @@ async fn read_body(
 /// own), then the write, timed under its consistency level. A write slot
 /// (`max-concurrent-write-requests-per-core`) is taken only once the body is in, so
 /// clients slow to send hold no slot and delay nobody else.
-async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
-    CoreStats::add(&ctx.stats.write_requests, 1);
+async fn write(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
+    CoreStats::add(&api.stats.write_requests, 1);
     let params = query_params(req.uri().query().unwrap_or(""));
     // Read the body before any other answer, so an early error (unknown database, bad
     // parameter) leaves the connection reusable instead of closing it mid-body.
     let receiving = std::time::Instant::now();
-    let received = read_body(ctx, req, ctx.config.http.max_body_size_bytes).await;
-    ctx.timers.record(Timer::WriteBodyRead, receiving);
+    let received = read_body(api, req, api.config.max_body_size_bytes).await;
+    api.timers.record(Timer::WriteBodyRead, receiving);
     let body = match received {
         Ok((b, _)) => b,
         Err(resp) => {
-            CoreStats::add(&ctx.stats.write_errors, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
             return resp;
         }
     };
     let start = std::time::Instant::now();
-    let resp = write_request(ctx, &params, body).await;
+    let resp = write_request(api, &params, body).await;
     let timer = match params
         .get("consistency")
         .and_then(|c| Consistency::parse(c))
@@ -605,31 +734,31 @@ async fn write(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         Some(Consistency::All) => Timer::WriteAll,
         Some(Consistency::One) | None => Timer::WriteOne,
     };
-    ctx.timers.record(timer, start);
+    api.timers.record(timer, start);
     resp
 }
 
 async fn write_request(
-    ctx: &Rc<CoreContext>,
+    api: &Rc<HttpService>,
     params: &HashMap<String, String>,
     body: Bytes,
 ) -> Resp {
-    if ctx.in_flight_writes.get() >= ctx.config.http.max_concurrent_write_requests_per_core {
-        CoreStats::add(&ctx.stats.write_rejected_busy, 1);
+    if api.in_flight_writes.get() >= api.config.max_concurrent_write_requests_per_core {
+        CoreStats::add(&api.stats.write_rejected_busy, 1);
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many write requests in progress on this core; retry later",
         );
-        set_retry_after(ctx, &mut r);
+        set_retry_after(api, &mut r);
         return r;
     }
-    let _writing = InFlight::new(&ctx.in_flight_writes);
-    CoreStats::add(&ctx.stats.write_body_bytes, body.len() as u64);
+    let _writing = InFlight::new(&api.in_flight_writes);
+    CoreStats::add(&api.stats.write_body_bytes, body.len() as u64);
     // As InfluxDB 1.8 (1.6 silently took an unknown precision for nanoseconds). `us`
     // and `µ` are accepted too, as the 2.x API spells microseconds.
     let precision_text = params.get("precision").map_or("", |s| s);
     let Some(precision) = Precision::parse(precision_text) else {
-        CoreStats::add(&ctx.stats.write_errors, 1);
+        CoreStats::add(&api.stats.write_errors, 1);
         return error(
             StatusCode::BAD_REQUEST,
             &format!(
@@ -646,44 +775,52 @@ async fn write_request(
         return error(StatusCode::BAD_REQUEST, "invalid consistency level");
     };
     let rp = params.get("rp").filter(|s| !s.is_empty()).cloned();
-    if ctx.meta.snapshot().database(&database).is_none() && ctx.cluster.is_some() {
+    if let Some(sync) = api
+        .meta_sync
+        .as_ref()
+        .filter(|_| api.meta.snapshot().database(&database).is_none())
+    {
         // Created on another node moments ago? One sync round before answering 404.
-        crate::cluster::meta_sync::sync_round(ctx).await;
+        sync.round().await;
     }
-    if ctx.meta.snapshot().database(&database).is_none() {
+    if api.meta.snapshot().database(&database).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             &format!("database not found: \"{database}\""),
         );
     }
-    match points_writer::write(ctx, &database, rp.as_deref(), precision, consistency, body).await {
-        Ok(outcome) => write_response(ctx, &outcome),
+    match api
+        .points_writer
+        .write(&database, rp.as_deref(), precision, consistency, body)
+        .await
+    {
+        Ok(outcome) => write_response(api, &outcome),
         Err(e @ WriteError::DatabaseNotFound(_)) => {
-            CoreStats::add(&ctx.stats.write_errors, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
             error(StatusCode::NOT_FOUND, &e.to_string())
         }
         Err(e @ WriteError::RetentionPolicyNotFound(_)) => {
             // InfluxDB 1.x answers this one with a 500; clients key on it.
-            CoreStats::add(&ctx.stats.write_errors, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
         Err(e @ WriteError::Timeout { .. }) => {
-            CoreStats::add(&ctx.stats.write_timeouts, 1);
+            CoreStats::add(&api.stats.write_timeouts, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
         Err(e @ WriteError::PartialWrite { .. }) => {
-            CoreStats::add(&ctx.stats.write_partial, 1);
+            CoreStats::add(&api.stats.write_partial, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
         Err(e) => {
-            CoreStats::add(&ctx.stats.write_errors, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
     }
 }
 
 /// Maps a write outcome to InfluxDB's answer.
-fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
+fn write_response(api: &HttpService, outcome: &WriteOutcome) -> Resp {
     let parse_text = || {
         outcome
             .parse_errors
@@ -693,7 +830,7 @@ fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
             .join("\n")
     };
     if !outcome.parse_errors.is_empty() && outcome.points_parsed == 0 {
-        CoreStats::add(&ctx.stats.write_errors, 1);
+        CoreStats::add(&api.stats.write_errors, 1);
         return error(StatusCode::BAD_REQUEST, &parse_text());
     }
     let mut reasons = Vec::new();
@@ -707,10 +844,10 @@ fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
         reasons.push(parse_text());
     }
     if reasons.is_empty() {
-        CoreStats::add(&ctx.stats.write_ok, 1);
+        CoreStats::add(&api.stats.write_ok, 1);
         return empty(StatusCode::NO_CONTENT);
     }
-    CoreStats::add(&ctx.stats.write_errors, 1);
+    CoreStats::add(&api.stats.write_errors, 1);
     error(
         StatusCode::BAD_REQUEST,
         &format!(
@@ -721,8 +858,8 @@ fn write_response(ctx: &CoreContext, outcome: &WriteOutcome) -> Resp {
     )
 }
 
-async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
-    CoreStats::add(&ctx.stats.query_requests, 1);
+async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
+    CoreStats::add(&api.stats.query_requests, 1);
     let req_accepts_csv = req
         .headers()
         .get(hyper::header::ACCEPT)
@@ -735,7 +872,7 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if req.method() == Method::POST {
-        let body = match read_body(ctx, req, ctx.config.http.max_body_size_bytes).await {
+        let body = match read_body(api, req, api.config.max_body_size_bytes).await {
             Ok((b, _)) => b,
             Err(resp) => return resp,
         };
@@ -777,7 +914,7 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
             }
         }
     }
-    let (status, body) = match crate::cluster::executor::execute(ctx, q, &options).await {
+    let (status, body) = match api.executor.execute(q, &options).await {
         Ok((results, selects)) => (
             StatusCode::OK,
             if csv {
@@ -808,8 +945,8 @@ async fn query(ctx: &Rc<CoreContext>, req: Request<Incoming>) -> Resp {
     r
 }
 
-async fn debug_shards(ctx: &Rc<CoreContext>) -> Resp {
-    match ctx.all_shard_stats().await {
+async fn debug_shards(api: &Rc<HttpService>) -> Resp {
+    match api.node.shard_stats().await {
         Ok(per_core) => {
             let shards: Vec<serde_json::Value> = per_core
                 .into_iter()
@@ -829,7 +966,7 @@ async fn debug_shards(ctx: &Rc<CoreContext>) -> Resp {
 
 /// `GET /debug/shard-dump?db=D[&rp=R][&measurement=M][&series=KEY][&start=NS][&end=NS]`:
 /// the stored points, for tests and operators, before InfluxQL SELECT exists.
-async fn debug_shard_dump(ctx: &Rc<CoreContext>, req: &Request<Incoming>) -> Resp {
+async fn debug_shard_dump(api: &Rc<HttpService>, req: &Request<Incoming>) -> Resp {
     let params = query_params(req.uri().query().unwrap_or(""));
     let Some(database) = params.get("db").filter(|s| !s.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "database is required");
@@ -852,7 +989,7 @@ async fn debug_shard_dump(ctx: &Rc<CoreContext>, req: &Request<Incoming>) -> Res
         start_ns,
         end_ns,
     };
-    match ctx.read_all(&request).await {
+    match api.node.read(&request).await {
         Ok(points) => {
             let rows: Vec<serde_json::Value> = points
                 .into_iter()
@@ -884,8 +1021,8 @@ fn value_json(v: &crate::tsdb::shard::Value) -> serde_json::Value {
 }
 
 /// `/metrics`: Prometheus text format of the merged counters and histograms.
-async fn prometheus(ctx: &Rc<CoreContext>) -> Resp {
-    let (snapshot, gauges) = match ctx.node_metrics().await {
+async fn prometheus(api: &Rc<HttpService>) -> Resp {
+    let (snapshot, gauges) = match api.node.metrics().await {
         Ok(m) => m,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -902,8 +1039,8 @@ async fn prometheus(ctx: &Rc<CoreContext>) -> Resp {
 /// `/debug/vars`: InfluxDB's expvar layout (`system`, `cmdline`, then one entry per
 /// statistics group, `httpd:<bind>`, `write`, `queryExecutor`, ...), every core merged,
 /// followed by ShardCore's own sections.
-async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
-    let (snapshot, gauges) = match ctx.node_metrics().await {
+async fn debug_vars(api: &Rc<HttpService>) -> Resp {
+    let (snapshot, gauges) = match api.node.metrics().await {
         Ok(m) => m,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -928,34 +1065,34 @@ async fn debug_vars(ctx: &Rc<CoreContext>) -> Resp {
         "cmdline".into(),
         serde_json::json!(std::env::args().collect::<Vec<_>>()),
     );
-    for group in metrics::stats_groups(&snapshot, &gauges, &ctx.http_addr.to_string()) {
+    for group in metrics::stats_groups(&snapshot, &gauges, &api.http_addr.to_string()) {
         if group.name != "latency" && group.name != "hh_processor" {
             vars.insert(group.key(), group.to_json());
         }
     }
     let s = &snapshot.counters;
     let rest = serde_json::json!({
-        "core": ctx.core,
-        "cores": ctx.cores,
-        "connectionsPerCore": ctx
+        "core": api.core,
+        "cores": api.cores,
+        "connectionsPerCore": api
             .connection_counts
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect::<Vec<_>>(),
         "latencyMicros": metrics::timers_json(&snapshot),
-        "hintedHandoff": ctx.hinted_handoff.as_ref().map(|_| {
+        "hintedHandoff": api.clustered.then(|| {
             snapshot
                 .hinted_handoff
                 .iter()
                 .map(|(core, node, q)| {
-                    let mut entry = crate::hh::processor::stats_json(&[(*node, q.clone())])[0].clone();
+                    let mut entry = crate::hh::node_processor::stats_json(&[(*node, q.clone())])[0].clone();
                     entry["core"] = serde_json::json!(core);
                     entry
                 })
                 .collect::<Vec<_>>()
         }),
         "cluster": {
-            "nodeId": ctx.node_id,
+            "nodeId": api.node_id,
             "remoteWritesServed": s.remote_writes_served,
             "rejectedConnections": s.cluster_rejected_connections,
             "mapReq": s.map_requests_served,

@@ -97,6 +97,9 @@ pub fn build<M: Send + 'static>(cores: usize, capacity: usize) -> Vec<CoreChanne
     chans
 }
 
+/// The receiving end of another core's channel to this one.
+pub type Receiver<M> = ConnectedReceiver<M>;
+
 /// Connects every channel end of this core (each waits for its peer on the other
 /// core): this core's [`Mesh`] and the receivers it serves.
 pub async fn connect<M: Send + 'static>(

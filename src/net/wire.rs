@@ -31,8 +31,8 @@
 //! | WriteShardResponse | `0x21` | response         | `status u8` (0 ok, 1 retryable, 2 permanent), then `points_written u32` (ok) or `message str` |
 //! | MetaSync           | `0x30` | request          | owned by the meta module; opaque here        |
 //! | MetaSyncResponse   | `0x31` | response         | owned by the meta module; opaque here        |
-//! | MapShard           | `0x40` | request          | owned by `cluster::query`: a scan or schema request (JSON) |
-//! | MapShardResponse   | `0x41` | response         | owned by `cluster::query`: shard results, one page (JSON) |
+//! | MapShard           | `0x40` | request          | owned by `cluster::map_wire`: a scan or schema request (JSON) |
+//! | MapShardResponse   | `0x41` | response         | owned by `cluster::map_wire`: shard results, one page (JSON) |
 //! | Error              | `0x7f` | either way       | `code u16, message str`                      |
 //!
 //! `str` is a `u32` length and that many UTF-8 bytes; `bytes` is a `u32` length and that
@@ -207,7 +207,7 @@ pub enum FrameKind {
     WriteShardResponse = 0x21,
     MetaSync = 0x30,
     MetaSyncResponse = 0x31,
-    /// The query path: a scan or schema request for the peer's shards (`cluster::query`).
+    /// The query path: a scan or schema request for the peer's shards (`cluster::map_wire`).
     MapShard = 0x40,
     MapShardResponse = 0x41,
     Error = 0x7f,

@@ -25,8 +25,6 @@ use crate::placement::Membership;
 use crate::tsdb::read::delete::DeleteRequest;
 use crate::tsdb::read::{cancel, scan};
 use serde_json::Value;
-use std::future::Future;
-use std::pin::Pin;
 
 /// Why a statement failed; the message is what the client sees in `"error"`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,8 +64,7 @@ pub struct QueryOptions {
     pub chunked: bool,
 }
 
-/// A future of the query engine's dependencies (they run on one core: not `Send`).
-pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+pub use crate::base::LocalFuture;
 
 /// How the query engine reaches the shards: the coordinator's half of InfluxDB's
 /// ShardMapper. Each call covers every shard the request names or overlaps, each read

@@ -9,4 +9,5 @@ pub mod chunked;
 pub mod read;
 pub mod shard;
 pub mod store;
+pub mod tidy;
 pub mod wal;

@@ -284,3 +284,16 @@ pub async fn delete_shards(data_dir: &Path, shards: Vec<Shard>) -> usize {
     }
     n
 }
+
+/// Waits until a batch appended to shard `shard_id` (whose append returned `durable`)
+/// is durable.
+pub async fn wait_durable(shard_id: u64, durable: Option<Durable>) -> Result<(), ShardError> {
+    if let Some(durable) = durable {
+        durable.await.map_err(|_| {
+            ShardError::Wal(crate::tsdb::wal::WalError::Closed {
+                dir: format!("shard {shard_id}"),
+            })
+        })??;
+    }
+    Ok(())
+}

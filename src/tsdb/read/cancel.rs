@@ -10,7 +10,7 @@
 //! A peer also hears of a cancel directly: the coordinator sends a MapShard `Cancel`
 //! naming the query id when it stops waiting (timeout, an error, `max-select-point`, or
 //! the client going away), which raises the flag of the peer's running scans and drops
-//! the pages it still holds for that query (`cluster::query`).
+//! the pages it still holds for that query (`cluster::map_server`).
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,11 +22,11 @@
 //! sent per second are capped at `retry-rate-limit-bytes-per-second` so a returning
 //! node keeps serving live writes.
 
-use crate::cluster::shard_writer::{RemoteBatch, ShardWriterError};
+use crate::base::shutdown::Shutdown;
+use crate::cluster::shard_writer::{RemoteBatch, ShardWriter, ShardWriterError};
 use crate::config::HintedHandoffConfig;
 use crate::hh::{self, HhError, Limits, Position, Queue, QueueStats};
 use crate::net::wire::{Ping, Pong, WriteShardStatus};
-use crate::node::CoreContext;
 use crate::placement::NodeId;
 use crate::tsdb::shard::ShardMeta;
 use futures_channel::oneshot;
@@ -36,6 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The identity a record needs to be written on its destination.
@@ -193,11 +194,15 @@ impl QueueSlot {
     }
 }
 
-/// This core's queues, one per destination node.
+/// This core's hinted handoff: its queues, one per destination node, the ShardWriter
+/// that writes to the destinations, and a NodeProcessor task per queue.
 pub struct HintedHandoff {
     data_dir: PathBuf,
     core: usize,
     limits: Limits,
+    config: HintedHandoffConfig,
+    shard_writer: Rc<ShardWriter>,
+    shutdown: Arc<Shutdown>,
     queues: RefCell<HashMap<NodeId, Rc<QueueSlot>>>,
     /// Remote writes in flight per (destination, shard), in arrival order.
     order: RefCell<WriteOrder>,
@@ -235,18 +240,23 @@ impl HintedHandoff {
     }
 
     /// Opens this core's existing queues (start-up, blocking) and purges the queues of
-    /// destinations no longer in the cluster. Returns the handle and the destinations
-    /// with a queue, whose processors the caller starts.
+    /// destinations no longer in the cluster. Returns the service and the destinations
+    /// with a queue, whose processors [`HintedHandoff::start_processors`] starts.
     pub fn open(
         data_dir: PathBuf,
         core: usize,
         config: &HintedHandoffConfig,
         members: &[NodeId],
+        shard_writer: Rc<ShardWriter>,
+        shutdown: Arc<Shutdown>,
     ) -> (HintedHandoff, Vec<NodeId>) {
         let hh = HintedHandoff {
             data_dir,
             core,
             limits: Self::limits(config),
+            config: config.clone(),
+            shard_writer,
+            shutdown,
             queues: RefCell::new(HashMap::new()),
             order: RefCell::new(WriteOrder::default()),
             enqueue_micros: RefCell::new(latency_histogram()),
@@ -503,8 +513,8 @@ impl Pacer {
 /// backs off and re-sends from the first unacknowledged record, in order: records
 /// after it that were applied are applied again, after it, so the destination ends
 /// with the newest values (writes are idempotent per series and timestamp).
-pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
-    let config = ctx.config.hinted_handoff.clone();
+async fn run_processor(hh: Rc<HintedHandoff>, node: NodeId) {
+    let config = hh.config.clone();
     let min_backoff = Duration::from_millis(config.retry_interval_ms);
     let max_backoff = Duration::from_millis(config.retry_max_interval_ms).max(min_backoff);
     let purge_every = Duration::from_secs(config.purge_interval_seconds.max(1));
@@ -515,15 +525,12 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
         limit: config.retry_rate_limit_bytes_per_second,
         next_at: Instant::now(),
     };
-    let (Some(_), Some(hh)) = (ctx.cluster.as_ref(), ctx.hinted_handoff.as_ref()) else {
-        return;
-    };
     let Some(slot) = hh.queue_of(node) else {
         return;
     };
     let queue = &slot.queue;
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(max_inflight);
-    while !ctx.shutdown.is_requested() {
+    while !hh.shutdown.is_requested() {
         if window.is_empty() && last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
             if let Err(e) = slot.purge_expired().await {
@@ -540,7 +547,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
                 Ok(records) => {
                     for record in records {
                         pacer.wait(record.lines.len() as u64).await;
-                        window.push_back(send_record(&ctx, node, record));
+                        window.push_back(send_record(&hh, node, record));
                     }
                 }
                 Err(e) if window.is_empty() => {
@@ -605,7 +612,7 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
                 slot.replay_failures.set(slot.replay_failures.get() + 1);
                 tracing::debug!(node, error = %e, "hinted-handoff destination not reachable");
                 drain(&mut window).await;
-                wait_for_peer(&ctx, node, backoff).await;
+                wait_for_peer(&hh, node, backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
@@ -615,17 +622,12 @@ pub async fn run_processor(ctx: Rc<CoreContext>, node: NodeId) {
 
 /// Sends one record through the ShardWriter in its own task (so the window's requests
 /// are in flight together).
-fn send_record(ctx: &Rc<CoreContext>, node: NodeId, record: hh::Record) -> InFlight {
+fn send_record(hh: &HintedHandoff, node: NodeId, record: hh::Record) -> InFlight {
     let sent_at = Instant::now();
     let answer = match batch_of(&record) {
         Ok(batch) => {
-            let ctx = ctx.clone();
-            glommio::spawn_local(async move {
-                let Some(cluster) = ctx.cluster.as_ref() else {
-                    return Sent::Unreadable("no cluster configuration".into());
-                };
-                Sent::Answer(cluster.shard_writer.write(node, &batch).await)
-            })
+            let writer = hh.shard_writer.clone();
+            glommio::spawn_local(async move { Sent::Answer(writer.write(node, &batch).await) })
         }
         Err(reason) => glommio::spawn_local(async move { Sent::Unreadable(reason) }),
     };
@@ -648,18 +650,15 @@ async fn drain(window: &mut VecDeque<InFlight>) {
 /// Waits out a back-off after the destination could not be reached, but pings it every
 /// [`PING_EVERY`] and returns early once it answers: a node that comes back is replayed
 /// to at once, not after a back-off that grew while it was down.
-async fn wait_for_peer(ctx: &Rc<CoreContext>, node: NodeId, backoff: Duration) {
-    let Some(cluster) = ctx.cluster.as_ref() else {
-        return;
-    };
+async fn wait_for_peer(hh: &HintedHandoff, node: NodeId, backoff: Duration) {
     let until = Instant::now() + backoff;
-    while !ctx.shutdown.is_requested() {
+    while !hh.shutdown.is_requested() {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
         glommio::timer::sleep(left.min(PING_EVERY)).await;
-        let pong: Result<Pong, _> = cluster.shard_writer.request(node, 0, &Ping).await;
+        let pong: Result<Pong, _> = hh.shard_writer.request(node, 0, &Ping).await;
         if pong.is_ok() {
             return;
         }
@@ -732,35 +731,32 @@ impl WriteTurn {
     }
 }
 
-/// A remote write on the shard's home core: behind the backlog if there is one, else
-/// direct, queued when the owner cannot take it now, or when an earlier write of the
-/// shard to that owner was queued meanwhile (see [`WriteOrder`]).
-pub async fn remote_write(
-    ctx: &Rc<CoreContext>,
-    node: NodeId,
-    batch: RemoteBatch,
-) -> RemoteOutcome {
-    let Some(cluster) = ctx.cluster.as_ref() else {
-        return RemoteOutcome::Failed("not in this node's cluster configuration".into(), false);
-    };
-    let Some(hh) = ctx.hinted_handoff.as_ref() else {
-        return match cluster.shard_writer.write(node, &batch).await {
-            Ok(WriteShardStatus::Ok { points_written }) => {
-                RemoteOutcome::Applied(points_written as usize)
-            }
-            Ok(WriteShardStatus::Permanent { message }) => RemoteOutcome::Rejected(message),
-            Ok(WriteShardStatus::Retryable { message }) => RemoteOutcome::Failed(message, false),
-            Err(e) => RemoteOutcome::Failed(e.to_string(), e.is_timeout()),
-        };
-    };
+impl HintedHandoff {
+    /// Starts the NodeProcessor of each destination whose queue [`HintedHandoff::open`]
+    /// found.
+    pub fn start_processors(self: &Rc<Self>, nodes: Vec<NodeId>) {
+        for node in nodes {
+            glommio::spawn_local(run_processor(self.clone(), node)).detach();
+        }
+    }
+
+    /// A remote write on the shard's home core: behind the backlog if there is one,
+    /// else direct, queued when the owner cannot take it now, or when an earlier write
+    /// of the shard to that owner was queued meanwhile (see [`WriteOrder`]).
+    pub async fn remote_write(self: &Rc<Self>, node: NodeId, batch: RemoteBatch) -> RemoteOutcome {
+        remote_write(self, node, batch).await
+    }
+}
+
+async fn remote_write(hh: &Rc<HintedHandoff>, node: NodeId, batch: RemoteBatch) -> RemoteOutcome {
     // No await between taking the turn and looking at the backlog (see WriteOrder::turn).
     let mut turn = hh.turn(node, batch.shard.id);
     if hh.has_backlog(node) {
         let earlier_queued = turn.earlier_queued().await;
         let why = "behind the hinted-handoff backlog".to_string();
-        return enqueue(ctx, node, &batch, why, false, turn, earlier_queued).await;
+        return enqueue(hh, node, &batch, why, false, turn, earlier_queued).await;
     }
-    let sent = cluster.shard_writer.write(node, &batch).await;
+    let sent = hh.shard_writer.write(node, &batch).await;
     let earlier_queued = turn.earlier_queued().await;
     match sent {
         Ok(WriteShardStatus::Ok { points_written }) if !earlier_queued => {
@@ -771,19 +767,19 @@ pub async fn remote_write(
             let why = "applied, but an earlier write of this shard to this node was queued; \
                        queued behind it so its replay cannot overwrite this one"
                 .to_string();
-            enqueue(ctx, node, &batch, why, false, turn, true).await
+            enqueue(hh, node, &batch, why, false, turn, true).await
         }
         Ok(WriteShardStatus::Permanent { message }) => {
             turn.settle(earlier_queued);
             RemoteOutcome::Rejected(message)
         }
         Ok(WriteShardStatus::Retryable { message }) => {
-            enqueue(ctx, node, &batch, message, false, turn, earlier_queued).await
+            enqueue(hh, node, &batch, message, false, turn, earlier_queued).await
         }
         Err(e) => {
             let timeout = e.is_timeout();
             enqueue(
-                ctx,
+                hh,
                 node,
                 &batch,
                 e.to_string(),
@@ -797,7 +793,7 @@ pub async fn remote_write(
 }
 
 async fn enqueue(
-    ctx: &Rc<CoreContext>,
+    hh: &Rc<HintedHandoff>,
     node: NodeId,
     batch: &RemoteBatch,
     why: String,
@@ -805,13 +801,9 @@ async fn enqueue(
     turn: WriteTurn,
     earlier_queued: bool,
 ) -> RemoteOutcome {
-    let Some(hh) = ctx.hinted_handoff.as_ref() else {
-        turn.settle(earlier_queued);
-        return RemoteOutcome::Failed(why, timeout);
-    };
     let (created, result) = hh.enqueue(node, batch, turn, earlier_queued).await;
     if created {
-        glommio::spawn_local(run_processor(ctx.clone(), node)).detach();
+        glommio::spawn_local(run_processor(hh.clone(), node)).detach();
     }
     match result {
         Ok(()) => RemoteOutcome::Hinted(why, timeout),
