@@ -67,8 +67,7 @@ impl Default for QueryConfig {
     }
 }
 
-/// The most hinted-handoff records one queue may have in flight.
-pub const MAX_REPLAY_INFLIGHT_RECORDS: usize = 16;
+pub use crate::limits::MAX_REPLAY_INFLIGHT_RECORDS;
 
 /// `[hinted-handoff]`: queues of writes a remote owner could not take (issue 4).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -147,9 +146,7 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The largest `max-inflight-requests-per-connection`: each request in flight may hold a
-/// frame of up to `max-frame-bytes` in the connection's buffers.
-pub const MAX_INFLIGHT_REQUESTS_PER_CONNECTION: usize = 1024;
+pub use crate::limits::MAX_INFLIGHT_REQUESTS_PER_CONNECTION;
 
 /// A peer from `[cluster] peers`.
 #[derive(Clone, Debug, PartialEq, Eq)]

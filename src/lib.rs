@@ -5,26 +5,43 @@
 //!
 //! # Layout
 //!
+//! The layers of DESIGN section 11, top to bottom. A module imports only its own
+//! layer and the layers above it, and no two modules import each other (directly or
+//! round a loop); `tests/layers.rs` reads this table and fails the build on either.
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 1 vocabulary | `base`, `limits`, `config`, `lineproto`, `placement`, `meta`, `metrics`, `influxql` |
+//! | 2 storage | `tsdb` |
+//! | 3 query engine | `query` |
+//! | 4 transport | `net` |
+//! | 5 cluster services | `cluster`, `hh` |
+//! | 6 front end | `http`, `inspect` |
+//! | 7 composition root | `node`, `runtime` |
+//!
 //! In the order a write flows through them:
 //!
-//! - [`base`]: time and hash helpers every layer shares.
-//! - [`config`]: the TOML configuration and its documented defaults.
-//! - [`runtime`]: one pinned executor per core, the core-to-core mesh, signals,
-//!   start-up and shutdown.
-//! - [`node`]: one core's context: its store, its mesh handle, its counters.
+//! - [`runtime`]: one pinned executor per core, the mesh's channels, signals, start-up
+//!   and shutdown.
+//! - [`node`]: the composition root: each core's services built with their
+//!   dependencies, the mesh's message enum, start-up phases, shutdown.
 //! - [`http`]: the InfluxDB-compatible HTTP API (`/write`, `/query`, `/ping`, ...).
 //! - [`lineproto`]: the zero-copy line-protocol parser.
 //! - [`cluster`]: PointsWriter (points -> shards -> owners), ShardWriter, the cluster
-//!   service, meta sync, the ShardMapper.
+//!   service, meta sync, the ShardMapper and the map server, the statement executor.
+//! - [`hh`]: hinted handoff: durable per-(destination node, core) queues of missed
+//!   writes, and the NodeProcessor that replays them.
 //! - [`net`]: the transport: frames, connections, pipelining, the core-to-core mesh.
-//! - [`hh`]: hinted handoff: durable per-(destination node, core) queues of missed writes.
 //! - [`placement`]: the single function that decides shard groups, shards and owners.
 //! - [`meta`]: databases and retention policies, persisted and shared as snapshots.
-//! - [`tsdb`]: per-shard WAL, cache and index, owned by one core.
+//! - [`tsdb`]: per-shard WAL, cache and index, owned by one core, and the read side a
+//!   shard serves (scan, schema, delete).
 //! - [`influxql`]: the language: syntax tree, parser, regexes, values, evaluation.
-//! - [`query`]: InfluxQL execution: the query engine.
+//! - [`query`]: the query engine; it reaches shards through a `ShardMapper`.
 //! - [`metrics`]: per-core counters and latency histograms, merged on demand.
 //! - [`inspect`]: offline reading of a data directory.
+//! - [`base`]: time, hash and shutdown helpers every layer shares.
+//! - [`config`]: the TOML configuration and its documented defaults.
 //! - [`limits`]: built-in bounds (recursion depth, stack size).
 
 pub mod base;

@@ -12,16 +12,13 @@
 //! digits (values outside are clamped into the range, never dropped); each timer also
 //! keeps the exact sum, which Prometheus' `_sum` wants.
 
-use crate::cluster::shard_writer::ShardWriterStats;
-use crate::hh::queue::QueueStats;
 use crate::placement::NodeId;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// Largest latency a histogram holds, µs (1 hour); larger values are clamped to it.
-const MAX_MICROS: u64 = 3_600_000_000;
+use crate::limits::LATENCY_MAX_US as MAX_MICROS;
 
 /// One latency distribution: an hdrhistogram of µs plus the exact sum.
 #[derive(Clone, Debug)]
@@ -48,16 +45,6 @@ impl Latency {
     pub fn record_micros(&mut self, micros: u64) {
         self.hist.saturating_record(micros.clamp(1, MAX_MICROS));
         self.sum_micros = self.sum_micros.saturating_add(micros);
-    }
-
-    /// A distribution from a histogram kept elsewhere (its sum estimated from the mean).
-    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
-        let mut out = Latency::default();
-        // Bounds differ at most in range; `add` fails only if a value does not fit, and
-        // ours (1 µs .. 1 h) holds every other histogram's range in this crate.
-        let _ = out.hist.add(h);
-        out.sum_micros = (h.mean() * h.len() as f64) as u64;
-        out
     }
 
     pub fn merge(&mut self, other: &Latency) {
@@ -102,6 +89,117 @@ impl Latency {
             "max": self.max_micros(),
             "mean": (mean * 10.0).round() / 10.0,
         })
+    }
+}
+
+/// Counters of the ShardWriter's remote requests on one core.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct ShardWriterStats {
+    /// Remote shard writes, and the bytes of their lines.
+    pub requests: u64,
+    pub bytes: u64,
+    /// Requests that failed after they were sent (timeout, connection failure, bad answer).
+    pub failures: u64,
+    /// Requests that found every connection of their pool full and had to wait.
+    pub pool_waits: u64,
+    pub dials: u64,
+    /// Connections closed by a failure (each failed all its requests in flight).
+    pub connections_failed: u64,
+    /// Answers that came after their caller had given up (dropped).
+    pub late_replies: u64,
+    /// The most requests seen in flight on one connection at once.
+    pub peak_in_flight: u64,
+}
+
+impl ShardWriterStats {
+    /// Adds another core's counters (the peak is the higher of the two).
+    pub fn add(&mut self, other: &ShardWriterStats) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.failures += other.failures;
+        self.pool_waits += other.pool_waits;
+        self.dials += other.dials;
+        self.connections_failed += other.connections_failed;
+        self.late_replies += other.late_replies;
+        self.peak_in_flight = self.peak_in_flight.max(other.peak_in_flight);
+    }
+}
+
+/// Gauges and counters of one hinted-handoff queue. Counters count since the queue
+/// was opened
+/// (recovery's dead-letters included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Bytes of records not yet delivered, headers included (what max-size bounds).
+    pub queued_bytes: u64,
+    pub queued_records: u64,
+    /// Segment files, spare included, and their size on disk (preallocated).
+    pub segment_files: u64,
+    pub disk_bytes: u64,
+    /// Enqueue time of the record at the replay head.
+    pub oldest_enqueued_at_ns: Option<i64>,
+    /// Appended bytes not yet flushed.
+    pub unflushed_bytes: u64,
+    pub appended_records: u64,
+    pub appended_bytes: u64,
+    pub full_rejections: u64,
+    pub flushes: u64,
+    pub delivered_records: u64,
+    pub delivered_bytes: u64,
+    /// Records moved to the dead-letter log (a corrupt region found at recovery counts
+    /// as one: how many records it held cannot be known).
+    pub dead_lettered_records: u64,
+    pub dead_lettered_bytes: u64,
+    /// Dead-letter entries not written (log at max-dead-letter-size, or I/O error).
+    pub dead_letter_dropped: u64,
+    pub dead_letter_file_bytes: u64,
+    pub purged_records: u64,
+    pub purged_bytes: u64,
+    /// Segments set aside as `.bad` and the records known to be in them.
+    pub bad_segments: u64,
+    pub lost_records: u64,
+    pub failed: bool,
+    /// Replay attempts the destination did not acknowledge (unreachable, timed out,
+    /// or a retryable answer); counted by the NodeProcessor.
+    pub replay_failures: u64,
+}
+
+impl QueueStats {
+    /// Adds another queue's figures (gauges and counters summed, the oldest record the
+    /// older of the two).
+    pub fn add(&mut self, other: &QueueStats) {
+        self.queued_bytes += other.queued_bytes;
+        self.queued_records += other.queued_records;
+        self.segment_files += other.segment_files;
+        self.disk_bytes += other.disk_bytes;
+        self.oldest_enqueued_at_ns = match (self.oldest_enqueued_at_ns, other.oldest_enqueued_at_ns)
+        {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.unflushed_bytes += other.unflushed_bytes;
+        self.appended_records += other.appended_records;
+        self.appended_bytes += other.appended_bytes;
+        self.full_rejections += other.full_rejections;
+        self.flushes += other.flushes;
+        self.delivered_records += other.delivered_records;
+        self.delivered_bytes += other.delivered_bytes;
+        self.dead_lettered_records += other.dead_lettered_records;
+        self.dead_lettered_bytes += other.dead_lettered_bytes;
+        self.dead_letter_dropped += other.dead_letter_dropped;
+        self.dead_letter_file_bytes += other.dead_letter_file_bytes;
+        self.purged_records += other.purged_records;
+        self.purged_bytes += other.purged_bytes;
+        self.failed |= other.failed;
+        self.replay_failures += other.replay_failures;
+    }
+
+    /// Age of the oldest queued record at `now_ns`.
+    pub fn oldest_age_at(&self, now_ns: i64) -> Option<Duration> {
+        let oldest = self.oldest_enqueued_at_ns?;
+        Some(Duration::from_nanos(
+            now_ns.saturating_sub(oldest).max(0) as u64
+        ))
     }
 }
 
@@ -380,7 +478,7 @@ impl CoreSnapshot {
         core: usize,
         stats: &CoreStats,
         timers: &CoreTimers,
-        shard_writer: Option<(ShardWriterStats, u64, &Histogram<u64>)>,
+        shard_writer: Option<(ShardWriterStats, u64, Latency)>,
         hinted_handoff: Option<HintedHandoffView>,
     ) -> CoreSnapshot {
         let mut out = CoreSnapshot {
@@ -389,10 +487,10 @@ impl CoreSnapshot {
             ..CoreSnapshot::default()
         };
         let mut rtt = Latency::default();
-        if let Some((s, in_flight, hist)) = shard_writer {
+        if let Some((s, in_flight, latency)) = shard_writer {
             out.shard_writer = Some(s);
             out.shard_writer_in_flight = in_flight;
-            rtt = Latency::from_histogram(hist);
+            rtt = latency;
         }
         out.timers.push((Timer::ShardWriteRtt, rtt));
         let (mut enqueue, mut replay) = (Latency::default(), Latency::default());
@@ -421,14 +519,7 @@ impl CoreSnapshot {
             .sort_by_key(|(core, node, _)| (*node, *core));
         if let Some(theirs) = other.shard_writer {
             let mine = self.shard_writer.get_or_insert_with(Default::default);
-            mine.requests += theirs.requests;
-            mine.bytes += theirs.bytes;
-            mine.failures += theirs.failures;
-            mine.pool_waits += theirs.pool_waits;
-            mine.dials += theirs.dials;
-            mine.connections_failed += theirs.connections_failed;
-            mine.late_replies += theirs.late_replies;
-            mine.peak_in_flight = mine.peak_in_flight.max(theirs.peak_in_flight);
+            mine.add(&theirs);
         }
         self.shard_writer_in_flight += other.shard_writer_in_flight;
     }
@@ -445,38 +536,12 @@ impl CoreSnapshot {
         let mut out: Vec<(NodeId, QueueStats)> = Vec::new();
         for (_, node, q) in &self.hinted_handoff {
             match out.iter_mut().find(|(n, _)| n == node) {
-                Some((_, sum)) => add_queue_stats(sum, q),
+                Some((_, sum)) => sum.add(q),
                 None => out.push((*node, q.clone())),
             }
         }
         out
     }
-}
-
-fn add_queue_stats(sum: &mut QueueStats, q: &QueueStats) {
-    sum.queued_bytes += q.queued_bytes;
-    sum.queued_records += q.queued_records;
-    sum.segment_files += q.segment_files;
-    sum.disk_bytes += q.disk_bytes;
-    sum.oldest_enqueued_at_ns = match (sum.oldest_enqueued_at_ns, q.oldest_enqueued_at_ns) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    sum.unflushed_bytes += q.unflushed_bytes;
-    sum.appended_records += q.appended_records;
-    sum.appended_bytes += q.appended_bytes;
-    sum.full_rejections += q.full_rejections;
-    sum.flushes += q.flushes;
-    sum.delivered_records += q.delivered_records;
-    sum.delivered_bytes += q.delivered_bytes;
-    sum.dead_lettered_records += q.dead_lettered_records;
-    sum.dead_lettered_bytes += q.dead_lettered_bytes;
-    sum.dead_letter_dropped += q.dead_letter_dropped;
-    sum.dead_letter_file_bytes += q.dead_letter_file_bytes;
-    sum.purged_records += q.purged_records;
-    sum.purged_bytes += q.purged_bytes;
-    sum.failed |= q.failed;
-    sum.replay_failures += q.replay_failures;
 }
 
 /// Node-wide gauges that are not per-core counters.

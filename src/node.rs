@@ -201,17 +201,15 @@ impl LocalCores {
 
     /// This core's counters and histograms, and copies of those its services keep.
     pub fn metrics_here(&self) -> CoreSnapshot {
-        let shard_writer = self.shard_writer.as_deref();
-        let rtt = shard_writer.map(|w| w.rtt_histogram());
         CoreSnapshot::capture(
             self.core,
             &self.stats,
             &self.timers,
-            shard_writer
-                .zip(rtt.as_ref())
-                .map(|(w, h)| (w.stats(), w.in_flight() as u64, &**h)),
+            self.shard_writer
+                .as_ref()
+                .map(|w| (w.stats(), w.in_flight() as u64, w.rtt())),
             self.hinted_handoff.as_ref().map(|h| {
-                let (enqueue, replay) = h.latency_histograms();
+                let (enqueue, replay) = h.latencies();
                 (h.stats(), enqueue, replay)
             }),
         )

@@ -28,12 +28,10 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-/// Held scans per core; at the limit the least recently read one is dropped (its
-/// coordinator's next page is served by scanning again).
-pub const MAX_HELD_SCANS: usize = 16;
+pub use crate::limits::MAX_HELD_SCANS;
 
 /// A held scan not read for this long is dropped.
-pub const HELD_SCAN_IDLE: Duration = Duration::from_secs(30);
+pub const HELD_SCAN_IDLE: Duration = Duration::from_millis(crate::limits::HELD_SCAN_IDLE_MS);
 
 /// This core's map server.
 pub struct MapServer {

@@ -50,13 +50,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a new connection may take to prove the shared secret.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::limits::MAX_PENDING_HANDSHAKES;
 
-/// Connections in their handshake at once per core. At the bound a new connection
-/// closes the oldest one still in its handshake, so connections that never prove the
-/// secret cannot lock the peers out (a peer's handshake takes a few round trips).
-const MAX_PENDING_HANDSHAKES: usize = 64;
+/// How long a new connection may take to prove the shared secret.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(crate::limits::HANDSHAKE_TIMEOUT_MS);
 
 /// This core's connections in their handshake, oldest first, each with the sender
 /// that closes it.

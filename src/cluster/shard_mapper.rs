@@ -39,12 +39,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Cancels waiting to be sent per core; at the limit a cancel is dropped (the peer's
-/// own deadline and the held-scan expiry still end its work).
-const MAX_QUEUED_CANCELS: usize = 256;
+use crate::limits::{MAX_PLANNED_GROUPS, MAX_QUEUED_CANCELS};
 
 /// How long a cancel may take to reach a peer before the sender moves on.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(crate::limits::CANCEL_TIMEOUT_MS);
 
 /// This core's ShardMapper: this node's cores first, then one owner of every shard
 /// only other nodes hold.
@@ -309,9 +307,6 @@ fn skipped_as_failed(failed: &[(NodeId, String)], skipped: &[NodeId]) -> Vec<(No
     );
     out
 }
-
-/// Most shard groups [`scan_cluster`] plans owners for; a wider range asks in turn.
-const MAX_PLANNED_GROUPS: i64 = 64;
 
 /// Shards to ask for, by node, and for every planned shard its owners other than this
 /// node in the order to try them and whether this node owns it too.

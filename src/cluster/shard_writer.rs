@@ -95,24 +95,8 @@ pub struct RemoteBatch {
     pub lines: Vec<Bytes>,
 }
 
-/// Counters of remote requests on this core.
-#[derive(Default, Debug, Clone, Copy)]
-pub struct ShardWriterStats {
-    /// Remote shard writes, and the bytes of their lines.
-    pub requests: u64,
-    pub bytes: u64,
-    /// Requests that failed after they were sent (timeout, connection failure, bad answer).
-    pub failures: u64,
-    /// Requests that found every connection of their pool full and had to wait.
-    pub pool_waits: u64,
-    pub dials: u64,
-    /// Connections closed by a failure (each failed all its requests in flight).
-    pub connections_failed: u64,
-    /// Answers that came after their caller had given up (dropped).
-    pub late_replies: u64,
-    /// The most requests seen in flight on one connection at once.
-    pub peak_in_flight: u64,
-}
+use crate::metrics::Latency;
+pub use crate::metrics::ShardWriterStats;
 
 /// Connections to one core of one peer.
 struct Pool {
@@ -147,17 +131,13 @@ struct Pool {
     woken: Cell<usize>,
 }
 
-/// Failed dials in a row before requests stop dialling for a while (a node that is
-/// starting, or a single refused connect, does not trigger it).
-pub const DIAL_FAILURES_BEFORE_BACKOFF: u32 = 3;
+pub use crate::limits::DIAL_FAILURES_BEFORE_BACKOFF;
 /// First and largest wait between dials once backing off.
-pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(crate::limits::DIAL_BACKOFF_MIN_MS);
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_millis(crate::limits::DIAL_BACKOFF_MAX_MS);
 
-/// How long a peer found hung stays suspect (queries ask it last, or not at all when
-/// its replicas cover it) unless it answers something first; then it is tried as any
-/// other peer again.
-pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// How long a peer found hung stays suspect (see the limit).
+pub const SUSPECT_FOR: Duration = Duration::from_millis(crate::limits::SUSPECT_FOR_MS);
 
 /// Where a request goes.
 enum Pick {
@@ -318,7 +298,7 @@ pub struct ShardWriter {
     next_request_id: Cell<u64>,
     stats: Rc<Cell<ShardWriterStats>>,
     /// Round trip of answered remote requests, µs (1 µs .. 60 s, 3 significant digits).
-    rtt: RefCell<hdrhistogram::Histogram<u64>>,
+    rtt: RefCell<Latency>,
 }
 
 async fn with_timeout<T>(after: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
@@ -421,10 +401,7 @@ impl ShardWriter {
             pools: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             stats: Rc::new(Cell::new(ShardWriterStats::default())),
-            rtt: RefCell::new(
-                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-                    .expect("valid histogram bounds"),
-            ),
+            rtt: RefCell::new(Latency::default()),
         }
     }
 
@@ -447,20 +424,9 @@ impl ShardWriter {
             .sum()
     }
 
-    /// Remote request round trips on this core: count, p50, p99, max (µs).
-    /// The round-trip histogram (µs) of this core's answered remote requests.
-    pub fn rtt_histogram(&self) -> std::cell::Ref<'_, hdrhistogram::Histogram<u64>> {
-        self.rtt.borrow()
-    }
-
-    pub fn rtt_summary(&self) -> serde_json::Value {
-        let h = self.rtt.borrow();
-        serde_json::json!({
-            "count": h.len(),
-            "p50": h.value_at_quantile(0.5),
-            "p99": h.value_at_quantile(0.99),
-            "max": h.max(),
-        })
+    /// The round trips of this core's answered remote requests.
+    pub fn rtt(&self) -> Latency {
+        self.rtt.borrow().clone()
     }
 
     fn count(&self, f: impl FnOnce(&mut ShardWriterStats)) {
@@ -819,8 +785,7 @@ impl ShardWriter {
         };
         match decode_reply::<R>(conn.peer(), &frame) {
             Ok(response) => {
-                let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-                let _ = self.rtt.borrow_mut().record(micros);
+                self.rtt.borrow_mut().record(started.elapsed());
                 Ok(response)
             }
             Err(source) => {

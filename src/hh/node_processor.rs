@@ -26,6 +26,7 @@ use crate::base::shutdown::Shutdown;
 use crate::cluster::shard_writer::{RemoteBatch, ShardWriter, ShardWriterError};
 use crate::config::HintedHandoffConfig;
 use crate::hh::{self, HhError, Limits, Position, Queue, QueueStats};
+use crate::metrics::Latency;
 use crate::net::wire::{Ping, Pong, WriteShardStatus};
 use crate::placement::NodeId;
 use crate::tsdb::shard::ShardMeta;
@@ -207,26 +208,12 @@ pub struct HintedHandoff {
     /// Remote writes in flight per (destination, shard), in arrival order.
     order: RefCell<WriteOrder>,
     /// Enqueue (append + group fdatasync) and replay round-trip latencies on this core, µs.
-    enqueue_micros: RefCell<hdrhistogram::Histogram<u64>>,
-    replay_micros: RefCell<hdrhistogram::Histogram<u64>>,
+    enqueue_latency: RefCell<Latency>,
+    replay_latency: RefCell<Latency>,
 }
 
-fn latency_histogram() -> hdrhistogram::Histogram<u64> {
-    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
-fn record_micros(h: &RefCell<hdrhistogram::Histogram<u64>>, since: Instant) {
-    let micros = since.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-    let _ = h.borrow_mut().record(micros);
-}
-
-fn summary(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
-    serde_json::json!({
-        "count": h.len(),
-        "p50": h.value_at_quantile(0.5),
-        "p99": h.value_at_quantile(0.99),
-        "max": h.max(),
-    })
+fn record_since(latency: &RefCell<Latency>, since: Instant) {
+    latency.borrow_mut().record(since.elapsed());
 }
 
 impl HintedHandoff {
@@ -259,8 +246,8 @@ impl HintedHandoff {
             shutdown,
             queues: RefCell::new(HashMap::new()),
             order: RefCell::new(WriteOrder::default()),
-            enqueue_micros: RefCell::new(latency_histogram()),
-            replay_micros: RefCell::new(latency_histogram()),
+            enqueue_latency: RefCell::new(Latency::default()),
+            replay_latency: RefCell::new(Latency::default()),
         };
         let mut found = Vec::new();
         for (node, queue_core, dir) in hh::list_queue_dirs(&hh.data_dir).unwrap_or_default() {
@@ -368,7 +355,7 @@ impl HintedHandoff {
         queue.ensure_spare();
         let durable = queue.make_durable(appended).await;
         if durable.is_ok() {
-            record_micros(&self.enqueue_micros, started);
+            record_since(&self.enqueue_latency, started);
         }
         (created, durable)
     }
@@ -394,19 +381,11 @@ impl HintedHandoff {
         v
     }
 
-    /// Enqueue and replay latency summaries (µs).
-    pub fn latency_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "enqueueMicros": summary(&self.enqueue_micros.borrow()),
-            "replayMicros": summary(&self.replay_micros.borrow()),
-        })
-    }
-
-    /// Enqueue and replay latencies, as [`crate::metrics`] merges them.
-    pub fn latency_histograms(&self) -> (crate::metrics::Latency, crate::metrics::Latency) {
+    /// Enqueue (append + group fdatasync) and replay round-trip latencies on this core.
+    pub fn latencies(&self) -> (Latency, Latency) {
         (
-            crate::metrics::Latency::from_histogram(&self.enqueue_micros.borrow()),
-            crate::metrics::Latency::from_histogram(&self.replay_micros.borrow()),
+            self.enqueue_latency.borrow().clone(),
+            self.replay_latency.borrow().clone(),
         )
     }
 
@@ -566,7 +545,7 @@ async fn run_processor(hh: Rc<HintedHandoff>, node: NodeId) {
         let sent = front.settle().await;
         match sent {
             Sent::Answer(Ok(WriteShardStatus::Ok { .. })) => {
-                record_micros(&hh.replay_micros, front.sent_at);
+                record_since(&hh.replay_latency, front.sent_at);
                 let mut to = front.record.next_position();
                 window.pop_front();
                 // Every acknowledged record right behind it goes with one position write.
@@ -579,7 +558,7 @@ async fn run_processor(hh: Rc<HintedHandoff>, node: NodeId) {
                     {
                         break;
                     }
-                    record_micros(&hh.replay_micros, next.sent_at);
+                    record_since(&hh.replay_latency, next.sent_at);
                     to = next.record.next_position();
                     window.pop_front();
                 }
@@ -666,7 +645,7 @@ async fn wait_for_peer(hh: &HintedHandoff, node: NodeId, backoff: Duration) {
 }
 
 /// How often a waiting NodeProcessor pings its destination.
-const PING_EVERY: Duration = Duration::from_millis(250);
+const PING_EVERY: Duration = Duration::from_millis(crate::limits::HH_PING_EVERY_MS);
 
 /// Per (destination, shard), the remote writes in flight on this core as a chain of
 /// oneshots in arrival order: each write learns from its predecessor whether it, or a

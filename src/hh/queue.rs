@@ -71,53 +71,7 @@ pub struct RecoveryReport {
     pub position_reset: bool,
 }
 
-/// Gauges and counters of one queue. Counters count since [`Queue::open`]
-/// (recovery's dead-letters included).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Bytes of records not yet delivered, headers included (what max-size bounds).
-    pub queued_bytes: u64,
-    pub queued_records: u64,
-    /// Segment files, spare included, and their size on disk (preallocated).
-    pub segment_files: u64,
-    pub disk_bytes: u64,
-    /// Enqueue time of the record at the replay head.
-    pub oldest_enqueued_at_ns: Option<i64>,
-    /// Appended bytes not yet flushed.
-    pub unflushed_bytes: u64,
-    pub appended_records: u64,
-    pub appended_bytes: u64,
-    pub full_rejections: u64,
-    pub flushes: u64,
-    pub delivered_records: u64,
-    pub delivered_bytes: u64,
-    /// Records moved to the dead-letter log (a corrupt region found at recovery counts
-    /// as one: how many records it held cannot be known).
-    pub dead_lettered_records: u64,
-    pub dead_lettered_bytes: u64,
-    /// Dead-letter entries not written (log at max-dead-letter-size, or I/O error).
-    pub dead_letter_dropped: u64,
-    pub dead_letter_file_bytes: u64,
-    pub purged_records: u64,
-    pub purged_bytes: u64,
-    /// Segments set aside as `.bad` and the records known to be in them.
-    pub bad_segments: u64,
-    pub lost_records: u64,
-    pub failed: bool,
-    /// Replay attempts the destination did not acknowledge (unreachable, timed out,
-    /// or a retryable answer); counted by the NodeProcessor.
-    pub replay_failures: u64,
-}
-
-impl QueueStats {
-    /// Age of the oldest queued record at `now_ns`.
-    pub fn oldest_age_at(&self, now_ns: i64) -> Option<Duration> {
-        let oldest = self.oldest_enqueued_at_ns?;
-        Some(Duration::from_nanos(
-            now_ns.saturating_sub(oldest).max(0) as u64
-        ))
-    }
-}
+pub use crate::metrics::QueueStats;
 
 #[derive(Clone, Copy, Debug)]
 struct SegmentMeta {

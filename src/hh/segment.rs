@@ -44,14 +44,13 @@ pub const RECORD_HEADER_BYTES: usize = 8;
 pub const PAYLOAD_HEADER_BYTES: usize = 16;
 /// The smallest record: headers and no lines.
 pub const MIN_RECORD_BYTES: usize = RECORD_HEADER_BYTES + PAYLOAD_HEADER_BYTES;
-/// A `length` above this is corruption, not data: the largest HTTP body a node accepts
-/// is far smaller, and it keeps `8 + length` clear of `u32` overflow.
-pub const MAX_PAYLOAD_BYTES: u32 = 1 << 30;
+/// A `length` above this is corruption, not data (see the limit).
+pub const MAX_PAYLOAD_BYTES: u32 = crate::limits::HH_MAX_PAYLOAD_BYTES;
 /// The smallest segment (one page).
 pub const PAGE_BYTES: usize = 4096;
 /// The encode buffer of [`Segment::append`] is given back to the allocator when a
-/// record left it larger than this, so one huge record does not pin its size.
-pub const KEEP_SCRATCH_BYTES: usize = 8 << 20;
+/// record left it larger than this.
+pub const KEEP_SCRATCH_BYTES: usize = crate::limits::HH_KEEP_SCRATCH_BYTES;
 
 /// Bytes a record with `lines_bytes` of line protocol occupies in a segment.
 pub fn record_bytes(lines_bytes: u64) -> u64 {

@@ -227,7 +227,8 @@ pub async fn accept_loop(api: Rc<HttpService>, listener: Option<glommio::net::Tc
 
 /// How long a new connection may take to send its first bytes before it is served
 /// where it is, unsteered.
-const STEER_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+const STEER_WAIT: std::time::Duration =
+    std::time::Duration::from_millis(crate::limits::STEER_WAIT_MS);
 
 /// Serves one client connection on this core until it closes, or moves it first to the
 /// core that holds its database ([`steer`]). The caller has already counted it in

@@ -18,23 +18,8 @@
 use regex::Regex;
 use std::sync::{Arc, OnceLock};
 
-/// Longest regex literal accepted (InfluxDB relies on Go's limits, which let a 1 MB
-/// pattern through; 64 KiB still holds an alternation of thousands of host names).
-pub const MAX_REGEX_BYTES: usize = 64 << 10;
-
-/// Most Perl (`\w`, `\d`, `\s`) or Unicode (`\pL`, `\p{Greek}`) classes in one
-/// pattern: each expands to up to ~800 ranges before the automaton is built.
-pub const MAX_REGEX_CLASSES: usize = 256;
-
-/// Size limit of a compiled program (the regex crate's `size_limit`): past it the
-/// compile fails instead of growing. Measured: 8 MiB bounds a failing compile to ~40 ms.
-pub const REGEX_PROGRAM_BYTES: usize = 8 << 20;
-
-/// A pattern is compiled on the core when it is at most this long and has no Perl or
-/// Unicode class and no counted repetition (well under a millisecond); anything else
-/// goes to the blocking pool. Measured: `(.{1000}){1000}`, 15 bytes, takes ~60 ms to
-/// fail the program limit; `.{5000}` ~25 ms to succeed.
-const CHEAP_REGEX_BYTES: usize = 64;
+use crate::limits::CHEAP_REGEX_BYTES;
+pub use crate::limits::{MAX_REGEX_BYTES, MAX_REGEX_CLASSES, REGEX_PROGRAM_BYTES};
 
 /// Why a regex literal was refused; the text is what the client sees.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

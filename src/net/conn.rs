@@ -111,7 +111,7 @@ pub struct FramedConn {
     writer: FrameWriter,
 }
 
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+use crate::limits::READ_CHUNK_BYTES;
 
 fn io_error(peer: &str, e: impl std::fmt::Display) -> ConnError {
     ConnError::Io {
@@ -402,9 +402,7 @@ struct SinkState {
     failed: Option<ConnError>,
 }
 
-/// The flusher keeps its spare buffer between writes up to this size; a bigger one
-/// (after a burst of large frames) is freed.
-const SPARE_BUFFER_MAX_BYTES: usize = 4 << 20;
+use crate::limits::SPARE_BUFFER_MAX_BYTES;
 
 impl FrameSink {
     fn new(

@@ -93,9 +93,9 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Bytes of the frame header: type, flags, request id, length, crc32c.
 pub const FRAME_HEADER_BYTES: usize = 18;
 /// The default bound on one frame's payload once a connection is authenticated.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: u32 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u32 = crate::limits::FRAME_MAX_PAYLOAD_BYTES;
 /// The bound on one frame's payload before the handshake completes.
-pub const HANDSHAKE_MAX_PAYLOAD_BYTES: u32 = 4096;
+pub const HANDSHAKE_MAX_PAYLOAD_BYTES: u32 = crate::limits::HANDSHAKE_MAX_PAYLOAD_BYTES;
 /// Bytes of the server's handshake nonce.
 pub const NONCE_BYTES: usize = 32;
 /// Bytes of the HMAC-SHA256 handshake proof.

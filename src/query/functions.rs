@@ -175,7 +175,7 @@ pub struct AggInput<'a> {
 }
 
 use crate::base::time::{MAX_TIME_NS as MAX_TIME, MIN_TIME_NS as MIN_TIME};
-const MAX_BUCKETS: usize = 1_000_000;
+use crate::limits::MAX_TIME_WINDOWS as MAX_BUCKETS;
 
 /// The rows of one group of an aggregate statement.
 pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {

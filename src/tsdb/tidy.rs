@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often a core looks for columns that writes left out of time order.
-const TIDY_INTERVAL: Duration = Duration::from_millis(100);
+const TIDY_INTERVAL: Duration = Duration::from_micros(crate::limits::TIDY_INTERVAL_US);
 
 /// How long the tidy task holds the core at a time.
-const TIDY_SLICE: Duration = Duration::from_millis(1);
+const TIDY_SLICE: Duration = Duration::from_micros(crate::limits::TIDY_SLICE_US);
 
 /// Sorts the columns of this core's shards that writes left out of time order (batches
 /// of one series applied out of turn, as parallel writers cause), off the query path,

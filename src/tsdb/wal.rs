@@ -41,19 +41,17 @@ pub const PAYLOAD_HEADER_BYTES: usize = 10;
 pub const KIND_WRITE: u8 = 1;
 /// A delete: the payload's "lines" are the JSON of `tsdb::shard::DeleteRecord`.
 pub const KIND_DELETE: u8 = 2;
-/// A record longer than this is treated as corruption (a body is at most a few hundred MB).
-pub const MAX_RECORD_BYTES: u32 = 1 << 30;
-/// Largest single write submitted to the ring: glommio 0.9 has trouble with very large
-/// buffered I/O (a hang seen on reads over ~6 MB), so the pending bytes are kept in
-/// chunks of about this size, each written with its own `write_at`, then one fdatasync.
-pub const WRITE_CHUNK_BYTES: usize = 4 << 20;
+pub use crate::limits::{
+    WAL_MAX_RECORD_BYTES as MAX_RECORD_BYTES, WAL_WRITE_CHUNK_BYTES as WRITE_CHUNK_BYTES,
+};
 
 /// After a failed write, the first probe to resume waits this long; each failed probe
 /// doubles the wait, up to [`RESUME_PROBE_MAX`].
-pub const RESUME_PROBE_MIN: Duration = Duration::from_millis(50);
-/// The longest wait between two probes of a failed WAL (so writes resume at most this
-/// long after the disk has room again).
-pub const RESUME_PROBE_MAX: Duration = Duration::from_millis(500);
+pub const RESUME_PROBE_MIN: Duration =
+    Duration::from_millis(crate::limits::WAL_RESUME_PROBE_MIN_MS);
+/// The longest wait between two probes of a failed WAL.
+pub const RESUME_PROBE_MAX: Duration =
+    Duration::from_millis(crate::limits::WAL_RESUME_PROBE_MAX_MS);
 
 /// WAL failures.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -115,13 +115,10 @@ pub struct ScanBudget<'a> {
 }
 
 /// How long a scan runs before it lets its core do other work.
-pub const SCAN_SLICE: Duration = Duration::from_millis(2);
+pub const SCAN_SLICE: Duration = Duration::from_micros(crate::limits::SCAN_SLICE_US);
 
-/// How long a scan waits between slices. Not zero: the executor must find nothing due
-/// and enter the kernel to wait, which is when io_uring delivers socket completions (a
-/// cancel frame, a write); with a timer already due at that check (1 µs), the frames
-/// of a peer were only read after the whole scan. 50 µs per 2 ms slice is 2.5%.
-pub const SCAN_PAUSE: Duration = Duration::from_micros(50);
+/// How long a scan waits between slices (not zero: see the limit).
+pub const SCAN_PAUSE: Duration = Duration::from_micros(crate::limits::SCAN_PAUSE_US);
 
 impl<'a> ScanBudget<'a> {
     pub fn new(deadline: &'a Deadline, max_points: usize) -> ScanBudget<'a> {
