@@ -22,7 +22,7 @@ mod cpu_gen;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shardcore::lineproto::Precision;
-use shardcore::tsdb::wal::{encode_record, Wal, WalConfig};
+use shardcore::tsdb::engine::wal::{encode_record, Wal, WalConfig};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;

@@ -3,8 +3,8 @@
 //! reported, not cut), so it is safe beside a stopped node; run it on a copy while the
 //! node is running.
 
+use crate::tsdb::engine::wal::WalConfig;
 use crate::tsdb::shard::{Shard, StoredPoint};
-use crate::tsdb::wal::WalConfig;
 use std::path::Path;
 use std::time::Duration;
 

@@ -41,12 +41,13 @@ type MeshReceiver = crate::net::mesh::Receiver<MeshRequest>;
 use crate::base::LocalFuture;
 use crate::placement::NodeId;
 use crate::query::{QueryAnswer, QueryError, QueryOptions};
+use crate::tsdb::engine::wal::WalConfig;
+use crate::tsdb::engine::Durable;
 use crate::tsdb::read::cancel::ScanStop;
-use crate::tsdb::read::delete::{self, DeleteRequest};
+use crate::tsdb::read::delete::{self, DeleteError, DeleteRequest};
 use crate::tsdb::read::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
-use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError, ShardStats, StoredPoint};
+use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardStats, StoredPoint};
 use crate::tsdb::store::{self, ReadRequest, ShardBatch, ShardDirectory, Store};
-use crate::tsdb::wal::WalConfig;
 use futures_channel::oneshot;
 use glommio::net::TcpListener;
 use std::cell::RefCell;
@@ -110,7 +111,7 @@ pub enum MeshRequest {
     /// DROP MEASUREMENT / DROP SERIES / DELETE on this core's shards.
     Delete {
         request: DeleteRequest,
-        reply: oneshot::Sender<Result<u64, String>>,
+        reply: oneshot::Sender<Result<u64, DeleteError>>,
     },
     DropShards {
         database: String,
@@ -162,9 +163,9 @@ impl LocalCores {
         &self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
-        let wal = self.store.borrow().shard_wal(batch.shard.id);
-        if let Some(wal) = wal {
-            wal.wait_for_room().await;
+        let room = self.store.borrow().room_in(batch.shard.id);
+        if let Some(room) = room {
+            room.await;
         }
         self.store.borrow_mut().write(batch)
     }
@@ -375,7 +376,7 @@ impl LocalCores {
     }
 
     /// A delete on every core of this node; the values removed.
-    async fn delete_node(&self, request: &DeleteRequest) -> Result<u64, String> {
+    async fn delete_node(&self, request: &DeleteRequest) -> Result<u64, DeleteError> {
         let mut removed = 0;
         for core in 0..self.cores {
             if core == self.core {
@@ -386,7 +387,7 @@ impl LocalCores {
                     .mesh
                     .call(core, |reply| MeshRequest::Delete { request, reply })
                     .await
-                    .map_err(|e| e.to_string())??;
+                    .map_err(|e| DeleteError::Unreachable(e.to_string()))??;
             }
         }
         Ok(removed)
@@ -470,7 +471,10 @@ impl LocalNode for LocalCores {
         Box::pin(self.schema_node(request))
     }
 
-    fn delete<'a>(&'a self, request: &'a DeleteRequest) -> LocalFuture<'a, Result<u64, String>> {
+    fn delete<'a>(
+        &'a self,
+        request: &'a DeleteRequest,
+    ) -> LocalFuture<'a, Result<u64, DeleteError>> {
         Box::pin(self.delete_node(request))
     }
 
@@ -917,10 +921,8 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     let timeout = Duration::from_millis(config.runtime.shutdown_timeout_ms);
     services.http.drain(timeout).await;
     shutdown.barrier(cores).await;
-    let wals = services.local.store.borrow().wals();
-    for wal in wals {
-        wal.close().await;
-    }
+    let closing = services.local.store.borrow().close_all();
+    closing.await;
     tracing::debug!(core, "core stopped");
     Ok(())
 }

@@ -12,9 +12,10 @@ use crate::hh::node_processor::RemoteOutcome;
 use crate::metrics::{CoreSnapshot, Gauges};
 use crate::net::mesh::MeshError;
 use crate::query::{QueryAnswer, QueryError, QueryOptions};
-use crate::tsdb::read::delete::DeleteRequest;
+use crate::tsdb::engine::Durable;
+use crate::tsdb::read::delete::{DeleteError, DeleteRequest};
 use crate::tsdb::read::scan::{ScanRequest, SchemaRequest, ShardScan, ShardSchema};
-use crate::tsdb::shard::{ApplyOutcome, Durable, ShardError};
+use crate::tsdb::shard::{ApplyOutcome, ShardError};
 use crate::tsdb::store::ShardBatch;
 
 /// What a core can ask of this node's cores.
@@ -65,7 +66,10 @@ pub trait LocalNode {
     ) -> LocalFuture<'a, Result<Vec<ShardSchema>, MeshError>>;
 
     /// A delete on every core; the values removed.
-    fn delete<'a>(&'a self, request: &'a DeleteRequest) -> LocalFuture<'a, Result<u64, String>>;
+    fn delete<'a>(
+        &'a self,
+        request: &'a DeleteRequest,
+    ) -> LocalFuture<'a, Result<u64, DeleteError>>;
 
     /// Drops the shards of a database (or one of its policies) on every core; how many.
     fn drop_shards<'a>(

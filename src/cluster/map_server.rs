@@ -16,12 +16,13 @@
 //! stops the scans of that query running here and drops what is held for it.
 
 use crate::cluster::local::LocalNode;
-use crate::cluster::map_wire::{MapRequest, MapResponse, MapShard, MapShardResponse};
+use crate::cluster::map_wire::{
+    MapRequest, MapResponse, MapShard, MapShardResponse, WireSeries, WireShardScan,
+};
 use crate::metrics::CoreStats;
 use crate::query::QueryError;
 use crate::tsdb::read::cancel::Deadline;
 use crate::tsdb::read::scan::{ScanRequest, ShardScan};
-use crate::tsdb::shard::SeriesData;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -71,7 +72,9 @@ impl MapServer {
             }) => self.serve_scan(scan, exclude, offset, cursor).await,
             Ok(MapRequest::Delete { delete }) => match self.local.delete(&delete).await {
                 Ok(values) => MapResponse::Deleted { values },
-                Err(message) => MapResponse::Error { message },
+                Err(e) => MapResponse::Error {
+                    message: e.to_string(),
+                },
             },
             Ok(MapRequest::Schema { schema, exclude }) => match self.local.schema(&schema).await {
                 Err(e) => MapResponse::Error {
@@ -180,7 +183,7 @@ impl MapServer {
 
 /// What is left of a scan answer, page by page.
 struct Pages {
-    shards: VecDeque<ShardScan>,
+    shards: VecDeque<WireShardScan>,
     /// About how many bytes of series (as JSON) a page carries.
     page_bytes: usize,
     /// Index of the next series to send, counted across shards in order.
@@ -190,7 +193,8 @@ struct Pages {
 impl Pages {
     /// The answer from series `skip` on.
     fn new(shards: Vec<ShardScan>, skip: usize, page_bytes: usize) -> Pages {
-        let mut shards: VecDeque<ShardScan> = shards.into();
+        let mut shards: VecDeque<WireShardScan> =
+            shards.into_iter().map(WireShardScan::from).collect();
         let mut left = skip;
         for shard in shards.iter_mut() {
             let n = left.min(shard.series.len());
@@ -210,7 +214,7 @@ impl Pages {
 
     /// The next page: whole shards (empty ones too, so the coordinator learns they were
     /// read) and series up to about `page_bytes` (at least one series).
-    fn next(&mut self) -> Vec<ShardScan> {
+    fn next(&mut self) -> Vec<WireShardScan> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while let Some(front) = self.shards.front_mut() {
@@ -223,11 +227,11 @@ impl Pages {
                 bytes += size;
                 n += 1;
             }
-            let taken: Vec<SeriesData> = front.series.drain(..n).collect();
+            let taken: Vec<WireSeries> = front.series.drain(..n).collect();
             self.offset += n;
             if !front.series.is_empty() {
                 if !taken.is_empty() {
-                    out.push(ShardScan {
+                    out.push(WireShardScan {
                         shard_id: front.shard_id,
                         start_ns: front.start_ns,
                         series: taken,
@@ -236,7 +240,7 @@ impl Pages {
                 return out;
             }
             let shard = self.shards.pop_front().expect("front exists");
-            out.push(ShardScan {
+            out.push(WireShardScan {
                 shard_id: shard.shard_id,
                 start_ns: shard.start_ns,
                 series: taken,
@@ -247,7 +251,7 @@ impl Pages {
 }
 
 /// Bytes of a series as JSON, without building the JSON.
-fn json_size(series: &SeriesData) -> usize {
+fn json_size(series: &WireSeries) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -394,7 +398,7 @@ impl Drop for Running<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tsdb::shard::{ColumnData, Value};
+    use crate::tsdb::shard::{ColumnData, SeriesData, Value};
     use std::collections::BTreeSet;
 
     fn series(key: &str, points: usize) -> SeriesData {
@@ -429,7 +433,7 @@ mod tests {
     }
 
     /// (shard, key) of every series in pages, in order.
-    fn flatten(pages: &[Vec<ShardScan>]) -> Vec<(u64, String)> {
+    fn flatten(pages: &[Vec<WireShardScan>]) -> Vec<(u64, String)> {
         pages
             .iter()
             .flatten()
@@ -437,7 +441,7 @@ mod tests {
             .collect()
     }
 
-    fn all_pages(mut pages: Pages) -> Vec<Vec<ShardScan>> {
+    fn all_pages(mut pages: Pages) -> Vec<Vec<WireShardScan>> {
         let mut out = Vec::new();
         while !pages.is_done() {
             out.push(pages.next());
@@ -447,7 +451,7 @@ mod tests {
 
     #[test]
     fn pages_carry_every_series_once_in_order_and_every_shard_id() {
-        let one = json_size(&series("m,s=a0", 10));
+        let one = json_size(&WireSeries::from(series("m,s=a0", 10)));
         let pages = all_pages(Pages::new(answer(), 0, 2 * one));
         assert_eq!(pages.len(), 5, "9 series, two a page");
         let whole = all_pages(Pages::new(answer(), 0, usize::MAX));
@@ -465,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_rescan_from_an_offset_continues_where_the_held_scan_would() {
-        let one = json_size(&series("m,s=a0", 10));
+        let one = json_size(&WireSeries::from(series("m,s=a0", 10)));
         let mut held = Pages::new(answer(), 0, 3 * one);
         let first = held.next();
         let offset = held.offset;
@@ -485,7 +489,7 @@ mod tests {
 
     #[test]
     fn held_scans_are_read_to_the_end_then_gone() {
-        let one = json_size(&series("m,s=a0", 10));
+        let one = json_size(&WireSeries::from(series("m,s=a0", 10)));
         let mut held = Held::default();
         let (id, evicted) = held.insert(7, Pages::new(answer(), 0, 4 * one), HELD_SCAN_IDLE);
         assert_eq!(evicted, 0);

@@ -431,6 +431,7 @@ async fn map_from(
                 next_offset,
                 cursor: next_cursor,
             }) => {
+                let page: Vec<ShardScan> = page.into_iter().map(ShardScan::from).collect();
                 points.set(points.get() + page.iter().map(scan_values).sum::<usize>());
                 if r.max_points > 0 && points.get() > r.max_points {
                     return Err(MapFailure::Stopped(ScanStop::TooManyPoints {
@@ -680,7 +681,11 @@ fn schema_coverage(
 /// Runs a delete on every node (every owner of every shard); a node that does not
 /// answer fails the statement by name (its copy keeps the data).
 async fn delete_cluster(ctx: &ClusterShardMapper, r: &DeleteRequest) -> Result<u64, QueryError> {
-    let mut removed = ctx.local.delete(r).await.map_err(QueryError::Statement)?;
+    let mut removed = ctx
+        .local
+        .delete(r)
+        .await
+        .map_err(|e| QueryError::Statement(e.to_string()))?;
     if ctx.shard_writer.is_none() {
         return Ok(removed);
     }

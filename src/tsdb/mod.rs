@@ -1,13 +1,14 @@
-//! Storage of one node: per-shard WAL, cache and index, grouped per owning core
-//! (DESIGN section 6).
+//! Storage of one node: shards grouped per owning core (DESIGN section 6).
 //!
-//! Order of data: `store` (the shards a core owns) -> `shard` (cache + index + WAL of one
-//! shard) -> `wal` (segment files, group commit, recovery); `read` serves scans, schema
-//! requests and deletes of a core's shards.
+//! Order of data: `store` (the shards a core owns) -> `shard` (identity, index and
+//! engine of one shard) -> `index` (series, measurements, field types, tags) and
+//! `engine` (the [`engine::Engine`] trait; today's implementation is a WAL in front of
+//! in-memory columns: `engine::wal`, `engine::head`); `read` serves scans, schema
+//! requests and deletes of a core's shards; `tidy` is each core's background upkeep.
 
-pub mod chunked;
+pub mod engine;
+pub mod index;
 pub mod read;
 pub mod shard;
 pub mod store;
 pub mod tidy;
-pub mod wal;

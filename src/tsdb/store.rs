@@ -4,12 +4,12 @@
 //! exactly the shard directories with `shard_id % cores == core`, and every write or read
 //! of a shard reaches that core (over the mesh if it arrived elsewhere).
 
+use crate::base::LocalFuture;
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
-use crate::tsdb::shard::{
-    ApplyOutcome, Durable, Shard, ShardError, ShardMeta, ShardStats, StoredPoint,
-};
-use crate::tsdb::wal::{RecoveryReport, Wal, WalConfig};
+use crate::tsdb::engine::wal::{RecoveryReport, WalConfig};
+use crate::tsdb::engine::Durable;
+use crate::tsdb::shard::{ApplyOutcome, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,8 +147,9 @@ impl Store {
                     recovery.wal.truncated_bytes += report.truncated_bytes;
                     store.shards.insert(id, shard);
                 }
-                Err(message) => {
+                Err(error) => {
                     // A shard that cannot be read is left on disk, untouched, and named.
+                    let message = error.to_string();
                     tracing::error!(shard = %entry.path().display(), %message, "cannot open shard; it stays offline");
                     recovery
                         .failed_shards
@@ -204,8 +205,10 @@ impl Store {
         v
     }
 
-    pub fn shard_wal(&self, id: u64) -> Option<Wal> {
-        self.shards.get(&id).map(|s| s.wal().clone())
+    /// Resolves once shard `id`'s engine has room for more writes (holds no borrow
+    /// of the store).
+    pub fn room_in(&self, id: u64) -> Option<LocalFuture<'static, ()>> {
+        self.shards.get(&id).map(|s| s.engine().wait_for_room())
     }
 
     pub fn shards(&self) -> impl Iterator<Item = &Shard> {
@@ -262,9 +265,15 @@ impl Store {
         removed
     }
 
-    /// Every WAL of this core (to close them at shutdown without holding the store).
-    pub fn wals(&self) -> Vec<Wal> {
-        self.shards.values().map(|s| s.wal().clone()).collect()
+    /// Closes every shard's engine (at shutdown; holds no borrow of the store while
+    /// it waits).
+    pub fn close_all(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let closing: Vec<_> = self.shards.values().map(|s| s.engine().close()).collect();
+        async move {
+            for close in closing {
+                close.await;
+            }
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -276,7 +285,7 @@ impl Store {
 pub async fn delete_shards(data_dir: &Path, shards: Vec<Shard>) -> usize {
     let n = shards.len();
     for shard in shards {
-        shard.wal().close().await;
+        shard.engine().close().await;
         let dir = Shard::dir(data_dir, shard.meta.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove dropped shard directory");
@@ -290,7 +299,7 @@ pub async fn delete_shards(data_dir: &Path, shards: Vec<Shard>) -> usize {
 pub async fn wait_durable(shard_id: u64, durable: Option<Durable>) -> Result<(), ShardError> {
     if let Some(durable) = durable {
         durable.await.map_err(|_| {
-            ShardError::Wal(crate::tsdb::wal::WalError::Closed {
+            ShardError::from(crate::tsdb::engine::wal::WalError::Closed {
                 dir: format!("shard {shard_id}"),
             })
         })??;

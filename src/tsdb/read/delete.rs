@@ -8,8 +8,10 @@
 
 use crate::influxql::eval::Evaluator;
 use crate::influxql::regex::RegexLit;
+use crate::tsdb::engine::wal::WalError;
+use crate::tsdb::engine::DeleteRecord;
 use crate::tsdb::read::scan::parse_series_key;
-use crate::tsdb::shard::DeleteRecord;
+use crate::tsdb::shard::ShardError;
 use crate::tsdb::store::Store;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -29,14 +31,37 @@ pub struct DeleteRequest {
     pub drop_measurement: bool,
 }
 
+/// Why a delete did not complete (what it removed before stays removed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    /// The request's condition does not parse (a peer on another version?).
+    #[error("bad delete condition: {0}")]
+    Condition(String),
+    /// A regex of the request does not compile (its text says which and why).
+    #[error("{0}")]
+    Regex(String),
+    /// A shard refused the delete record (its log failed or is closed).
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The record was taken but did not become durable.
+    #[error(transparent)]
+    NotDurable(#[from] WalError),
+    #[error("the WAL closed before the delete was durable")]
+    Closed,
+    /// Another core (or node) could not be asked.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// Runs a delete on this core's shards; returns the values removed once every delete
 /// record is durable.
-pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u64, String> {
+pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u64, DeleteError> {
     let condition = match &r.condition {
         Some(text) => {
             let parsed =
                 crate::influxql::parser::parse_query(&format!("SELECT x FROM m WHERE {text}"))
-                    .map_err(|e| format!("bad delete condition: {e}"))?;
+                    .map_err(|e| DeleteError::Condition(e.to_string()))?;
             match parsed.into_iter().next() {
                 Some(crate::influxql::parser::Statement::Select(s)) => s.condition,
                 _ => None,
@@ -52,7 +77,7 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
     let in_condition = condition.iter().flat_map(|c| c.regexes());
     crate::influxql::regex::prepare(regexes.iter().chain(in_condition))
         .await
-        .map_err(|(lit, e)| lit.error_text(&e))?;
+        .map_err(|(lit, e)| DeleteError::Regex(lit.error_text(&e)))?;
     let wanted = |name: &str| {
         (r.names.is_empty() && regexes.is_empty())
             || r.names.iter().any(|n| n == name)
@@ -68,6 +93,7 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
                 continue;
             }
             let measurements: Vec<(Vec<u8>, String, BTreeSet<String>)> = shard
+                .index()
                 .measurements()
                 .iter()
                 .map(|(raw, index)| {
@@ -89,7 +115,7 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
             for (raw, _, tag_keys) in &measurements {
                 let slots: Vec<String> = Vec::new();
                 let ev = Evaluator::for_tags(&slots, tag_keys);
-                keys.extend(shard.matching_series(raw, |key| match &condition {
+                keys.extend(shard.index().matching_series(raw, |key| match &condition {
                     None => true,
                     Some(c) => {
                         let (_, tags) = parse_series_key(&String::from_utf8_lossy(key));
@@ -110,7 +136,7 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
                 end_ns: r.end_ns,
                 drop_measurements: dropped,
             };
-            let (n, durable) = shard.delete(&record).map_err(|e| e.to_string())?;
+            let (n, durable) = shard.delete(&record)?;
             removed += n;
             durables.push(durable);
         }
@@ -118,8 +144,8 @@ pub async fn delete_local(store: &RefCell<Store>, r: &DeleteRequest) -> Result<u
     for d in durables {
         match d.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("the WAL closed before the delete was durable".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(DeleteError::Closed),
         }
     }
     Ok(removed)

@@ -279,7 +279,7 @@ pub struct SeriesLimit {
 }
 
 /// The series of one shard that matched a scan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ShardScan {
     pub shard_id: u64,
     /// Start of the shard's group (placement finds the group's other shards from it).
@@ -496,7 +496,7 @@ pub async fn scan_local(
         })
         .map(|shard| {
             let m = &shard.meta;
-            let ids = shard.scan_candidates(&measurement, &required);
+            let ids = shard.index().scan_candidates(&measurement, &required);
             (m.id, m.start_ns, m.end_ns, ids)
         })
         .collect();
@@ -595,7 +595,7 @@ pub fn schema_local(store: &Store, r: &SchemaRequest) -> Vec<ShardSchema> {
             continue;
         }
         let mut measurements = BTreeMap::new();
-        for (name, index) in shard.measurements() {
+        for (name, index) in shard.index().measurements() {
             if index.series.is_empty() {
                 continue;
             }
@@ -620,7 +620,7 @@ pub fn schema_local(store: &Store, r: &SchemaRequest) -> Vec<ShardSchema> {
                 schema.series = index
                     .series
                     .iter()
-                    .map(|&id| String::from_utf8_lossy(shard.series_key(id)).into_owned())
+                    .map(|&id| String::from_utf8_lossy(shard.index().series_key(id)).into_owned())
                     .collect();
             }
             measurements.insert(unescaped(name), schema);

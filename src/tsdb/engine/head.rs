@@ -1,0 +1,491 @@
+//! The head: the in-memory columns of a shard's series, what the WAL has logged and
+//! no file holds yet (today: everything the shard stores).
+//!
+//! Layout: a series holds one column per field; a column holds a timestamp vector and
+//! a typed value vector, both chunked ([`super::chunked`]): 16 bytes per numeric value,
+//! plus at most one partly filled chunk per column. Columns stay append-only; an
+//! out-of-order or repeated timestamp clears `sorted`, and the next read (or the tidy
+//! task) sorts stably and keeps the last value of each timestamp (last write wins).
+
+use super::chunked::ChunkedVec;
+use super::{Block, Cursor, ReadRange, SeriesId, Value};
+use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, PointRef};
+
+/// Values of one column.
+#[derive(Debug)]
+enum Values {
+    Float(ChunkedVec<f64>),
+    Integer(ChunkedVec<i64>),
+    Unsigned(ChunkedVec<u64>),
+    Boolean(ChunkedVec<bool>),
+    String(ChunkedVec<Box<[u8]>>),
+}
+
+impl Values {
+    fn new(t: FieldType) -> Values {
+        match t {
+            FieldType::Float => Values::Float(ChunkedVec::new()),
+            FieldType::Integer => Values::Integer(ChunkedVec::new()),
+            FieldType::Unsigned => Values::Unsigned(ChunkedVec::new()),
+            FieldType::Boolean => Values::Boolean(ChunkedVec::new()),
+            FieldType::String => Values::String(ChunkedVec::new()),
+        }
+    }
+
+    fn field_type(&self) -> FieldType {
+        match self {
+            Values::Float(_) => FieldType::Float,
+            Values::Integer(_) => FieldType::Integer,
+            Values::Unsigned(_) => FieldType::Unsigned,
+            Values::Boolean(_) => FieldType::Boolean,
+            Values::String(_) => FieldType::String,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Values::Float(v) => v.heap_bytes(),
+            Values::Integer(v) => v.heap_bytes(),
+            Values::Unsigned(v) => v.heap_bytes(),
+            Values::Boolean(v) => v.heap_bytes(),
+            Values::String(v) => v.heap_bytes() + v.iter().map(|s| s.len()).sum::<usize>(),
+        }
+    }
+
+    /// The values at `keep` (positions), in that order.
+    fn pick(&self, keep: &[usize]) -> Values {
+        match self {
+            Values::Float(v) => Values::Float(v.pick(keep)),
+            Values::Integer(v) => Values::Integer(v.pick(keep)),
+            Values::Unsigned(v) => Values::Unsigned(v.pick(keep)),
+            Values::Boolean(v) => Values::Boolean(v.pick(keep)),
+            Values::String(v) => Values::String(v.pick(keep)),
+        }
+    }
+}
+
+/// One field of one series.
+#[derive(Debug)]
+struct Column {
+    /// Field key, escaped as in line protocol.
+    name: Box<[u8]>,
+    timestamps: ChunkedVec<i64>,
+    values: Values,
+    sorted: bool,
+}
+
+impl Column {
+    fn push(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) {
+        if let Some(&last) = self.timestamps.last() {
+            if ts <= last {
+                self.sorted = false;
+            }
+        }
+        self.timestamps.push(ts);
+        match (&mut self.values, value) {
+            (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
+            (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
+            (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
+            (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
+            (Values::String(v), FieldValue::String { span, escaped }) => {
+                v.push(body.string_value(span, *escaped).into_boxed_slice())
+            }
+            _ => {
+                // Field types are validated before apply; never reached. Undo the
+                // timestamp rather than panic on the write path.
+                debug_assert!(false, "field type mismatch in apply");
+                self.timestamps.pop();
+            }
+        }
+    }
+
+    /// Sorts by time and keeps the last written value of each timestamp.
+    fn normalise(&mut self) {
+        if self.sorted {
+            return;
+        }
+        let keep = self.sort_plan();
+        self.apply_plan(&keep);
+    }
+
+    /// The write positions to keep, in time order: the last written value of each
+    /// timestamp. A stable sort of (time, position): columns that went out of order
+    /// are mostly a few sorted runs (batches applied out of turn), which it merges in
+    /// about linear time.
+    fn sort_plan(&self) -> Vec<usize> {
+        let mut order: Vec<(i64, usize)> = self
+            .timestamps
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, t)| (t, i))
+            .collect();
+        order.sort_by_key(|&(t, _)| t); // stable: equal stamps keep write order
+        let mut keep: Vec<usize> = Vec::with_capacity(order.len());
+        let mut last_ts = None;
+        for (t, i) in order {
+            match keep.last_mut() {
+                Some(j) if last_ts == Some(t) => *j = i,
+                _ => keep.push(i),
+            }
+            last_ts = Some(t);
+        }
+        keep
+    }
+
+    fn apply_plan(&mut self, keep: &[usize]) {
+        self.timestamps = self.timestamps.pick(keep);
+        self.values = self.values.pick(keep);
+        self.sorted = true;
+    }
+
+    /// Values `from..to` (one match on the type, then a copy per chunk).
+    fn values_in(&self, from: usize, to: usize) -> Vec<Value> {
+        match &self.values {
+            Values::Float(v) => v.range(from, to).map(|&x| Value::Float(x)).collect(),
+            Values::Integer(v) => v.range(from, to).map(|&x| Value::Integer(x)).collect(),
+            Values::Unsigned(v) => v.range(from, to).map(|&x| Value::Unsigned(x)).collect(),
+            Values::Boolean(v) => v.range(from, to).map(|&x| Value::Boolean(x)).collect(),
+            Values::String(v) => v
+                .range(from, to)
+                .map(|x| Value::String(x.to_vec()))
+                .collect(),
+        }
+    }
+
+    /// This (sorted) column's block for `range`, if it has values there.
+    fn block(&self, range: &ReadRange<'_>) -> Option<Block<'_>> {
+        let mut from = self.timestamps.partition_point(|&t| t < range.start_ns);
+        let mut to = self.timestamps.partition_point(|&t| t <= range.end_ns);
+        match range.limit {
+            Some((n, true)) => from = from.max(to.saturating_sub(n)),
+            Some((n, false)) => to = to.min(from.saturating_add(n)),
+            None => {}
+        }
+        (from < to).then(|| Block {
+            field: &self.name,
+            times: self.timestamps.range(from, to).copied().collect(),
+            values: self.values_in(from, to),
+        })
+    }
+}
+
+/// Sorts the unsorted columns `wanted` picks (see [`Column::normalise`]) and returns
+/// the values they hold. The fields of one point share its timestamp, so a series'
+/// columns usually hold the same timestamps in the same write order: one sort plan
+/// serves every column whose timestamps equal those of the column it was made for.
+fn normalise_columns(columns: &mut [Column], wanted: impl Fn(&Column) -> bool) -> usize {
+    let mut shared: Option<(Vec<i64>, Vec<usize>)> = None;
+    let mut values = 0;
+    for column in columns.iter_mut() {
+        if column.sorted || !wanted(column) {
+            continue;
+        }
+        values += column.timestamps.len();
+        let same = shared.as_ref().is_some_and(|(stamps, _)| {
+            stamps.len() == column.timestamps.len() && stamps.iter().eq(column.timestamps.iter())
+        });
+        if !same {
+            let keep = column.sort_plan();
+            shared = Some((column.timestamps.iter().copied().collect(), keep));
+        }
+        let (_, keep) = shared.as_ref().expect("set above");
+        column.apply_plan(keep);
+    }
+    values
+}
+
+/// The column of `key` among `columns`, trying position `hint` first: points of a
+/// series usually list their fields in the same order, so the first comparison
+/// usually hits.
+#[inline]
+fn column_index(columns: &[Column], key: &[u8], hint: usize) -> Option<usize> {
+    if let Some(c) = columns.get(hint) {
+        if lineproto::short_eq(&c.name, key) {
+            return Some(hint);
+        }
+    }
+    columns
+        .iter()
+        .position(|c| lineproto::short_eq(&c.name, key))
+}
+
+/// The columns of every series of a shard, by series id.
+#[derive(Debug, Default)]
+pub struct Head {
+    series: Vec<Vec<Column>>,
+    /// Values held (up with every write, down with deletes).
+    values: u64,
+    /// Series with a column that a write left out of time order, for the tidy task to
+    /// sort ([`Head::tidy`]) before a query has to. At most one entry per column that
+    /// turned unsorted since it was last sorted.
+    unsorted: Vec<SeriesId>,
+}
+
+impl Head {
+    /// Whether series `sid` has a column of the same type for every field of `point`
+    /// (then the point's field types need no other check: column types always agree
+    /// with the measurement's field types).
+    pub fn knows_fields(&self, sid: SeriesId, body: &ParsedBody, point: &PointRef) -> bool {
+        let Some(columns) = self.series.get(sid as usize) else {
+            return false;
+        };
+        !columns.is_empty()
+            && body.point_fields(point).iter().enumerate().all(|(j, f)| {
+                column_index(columns, body.bytes(&f.key), j)
+                    .is_some_and(|c| columns[c].values.field_type() == f.value.field_type())
+            })
+    }
+
+    /// Adds a validated point's fields to the columns of series `sid`.
+    pub fn apply(&mut self, sid: SeriesId, body: &ParsedBody, point: &PointRef) {
+        let at = sid as usize;
+        if self.series.len() <= at {
+            self.series.resize_with(at + 1, Vec::new);
+        }
+        let columns = &mut self.series[at];
+        for (j, f) in body.point_fields(point).iter().enumerate() {
+            let key = body.bytes(&f.key);
+            let col = match column_index(columns, key, j) {
+                Some(c) => c,
+                None => {
+                    columns.push(Column {
+                        name: key.into(),
+                        timestamps: ChunkedVec::new(),
+                        values: Values::new(f.value.field_type()),
+                        sorted: true,
+                    });
+                    columns.len() - 1
+                }
+            };
+            let column = &mut columns[col];
+            let was_sorted = column.sorted;
+            column.push(point.timestamp, &f.value, body);
+            if was_sorted && !column.sorted {
+                self.unsorted.push(sid);
+            }
+            self.values += 1;
+        }
+    }
+
+    /// Removes the values of `series` in `[start_ns, end_ns]`; a column left empty
+    /// goes. Returns the values removed and the series left with no column.
+    pub fn delete(
+        &mut self,
+        series: &[SeriesId],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> (u64, Vec<SeriesId>) {
+        let mut removed = 0u64;
+        let mut emptied = Vec::new();
+        for &sid in series {
+            let Some(columns) = self.series.get_mut(sid as usize) else {
+                continue;
+            };
+            for column in columns.iter_mut() {
+                column.normalise();
+                let n = column.timestamps.len();
+                let keep: Vec<usize> = (0..n)
+                    .filter(|&i| {
+                        let t = *column.timestamps.get(i);
+                        t < start_ns || t > end_ns
+                    })
+                    .collect();
+                if keep.len() == n {
+                    continue;
+                }
+                removed += (n - keep.len()) as u64;
+                column.timestamps = column.timestamps.pick(&keep);
+                column.values = column.values.pick(&keep);
+            }
+            columns.retain(|c| !c.timestamps.is_empty());
+            if columns.is_empty() {
+                emptied.push(sid);
+            }
+        }
+        self.values = self.values.saturating_sub(removed);
+        (removed, emptied)
+    }
+
+    /// The blocks of series `sid` in `range`: one per wanted field with values there,
+    /// in column order.
+    pub fn cursor<'a>(&'a mut self, sid: SeriesId, range: &ReadRange<'a>) -> Cursor<'a> {
+        let Some(columns) = self.series.get_mut(sid as usize) else {
+            return Box::new(std::iter::empty());
+        };
+        let fields = range.fields;
+        let wanted = move |c: &Column| fields.is_none_or(|f| f.iter().any(|n| **n == *c.name));
+        normalise_columns(columns, wanted);
+        let range = *range;
+        Box::new(
+            columns
+                .iter()
+                .filter(move |c| wanted(c))
+                .filter_map(move |c| c.block(&range)),
+        )
+    }
+
+    /// Values held, written minus deleted (before last-write-wins folds repeats).
+    pub fn values(&self) -> u64 {
+        self.values
+    }
+
+    /// Sorts the columns writes left out of time order, series by series, until
+    /// `go_on` (told the values each series holds) says stop; whether some are left.
+    pub fn tidy(&mut self, go_on: &mut dyn FnMut(usize) -> bool) -> bool {
+        while let Some(sid) = self.unsorted.pop() {
+            let Some(columns) = self.series.get_mut(sid as usize) else {
+                continue;
+            };
+            let values = normalise_columns(columns, |_| true);
+            // Listed again for another column, or sorted by a query meanwhile.
+            if values > 0 && !go_on(values) {
+                break;
+            }
+        }
+        !self.unsorted.is_empty()
+    }
+
+    /// Number of distinct stored (series, field, time) values, after last-write-wins.
+    pub fn count_values(&mut self) -> u64 {
+        let mut n = 0;
+        for columns in &mut self.series {
+            normalise_columns(columns, |_| true);
+            n += columns
+                .iter()
+                .map(|c| c.timestamps.len() as u64)
+                .sum::<u64>();
+        }
+        n
+    }
+
+    /// Heap bytes held by columns (timestamps and values, with vector slack).
+    pub fn heap_bytes(&self) -> usize {
+        self.series
+            .iter()
+            .flatten()
+            .map(|c| c.timestamps.heap_bytes() + c.values.heap_bytes())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lineproto::Precision;
+    use bytes::Bytes;
+
+    /// Applies `lines` to `head`, series `host=a` as 0 and `host=b` as 1.
+    fn write(head: &mut Head, lines: &'static [u8]) {
+        let body = crate::lineproto::parse(Bytes::from_static(lines), Precision::Nanosecond, 0);
+        for point in &body.points {
+            let sid = if body.series_key(point).ends_with(b"host=a") {
+                0
+            } else {
+                1
+            };
+            head.apply(sid, &body, point);
+        }
+    }
+
+    fn all(head: &mut Head, sid: SeriesId) -> Vec<(Vec<u8>, Vec<i64>, Vec<Value>)> {
+        let range = ReadRange {
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            fields: None,
+            limit: None,
+        };
+        head.cursor(sid, &range)
+            .map(|b| (b.field.to_vec(), b.times, b.values))
+            .collect()
+    }
+
+    #[test]
+    fn tidy_sorts_what_writes_left_out_of_order_keeping_the_last_write() {
+        let mut head = Head::default();
+        write(&mut head, b"cpu,host=a v=3,w=1i 30\ncpu,host=b v=1 10\n");
+        write(
+            &mut head,
+            b"cpu,host=a v=1,w=2i 10\ncpu,host=a v=2 20\ncpu,host=a v=9 10\n",
+        );
+        // Host a's two columns went out of order (listed once each), b's did not.
+        assert_eq!(head.unsorted, vec![0, 0]);
+        let mut seen = Vec::new();
+        assert!(!head.tidy(&mut |values| {
+            seen.push(values);
+            true
+        }));
+        assert_eq!(
+            seen,
+            vec![6],
+            "v's 4 values and w's 2, before the duplicate goes"
+        );
+        assert!(head.series[0].iter().all(|c| c.sorted));
+        assert_eq!(
+            all(&mut head, 0),
+            vec![
+                (
+                    b"v".to_vec(),
+                    vec![10, 20, 30],
+                    vec![Value::Float(9.0), Value::Float(2.0), Value::Float(3.0)]
+                ),
+                (
+                    b"w".to_vec(),
+                    vec![10, 30],
+                    vec![Value::Integer(2), Value::Integer(1)]
+                ),
+            ]
+        );
+        // Nothing left; a sorted column going out of order again is listed again.
+        assert!(!head.tidy(&mut |_| true));
+        write(&mut head, b"cpu,host=a v=0 5\n");
+        assert_eq!(head.unsorted, vec![0]);
+        // `go_on` stops after the series it was told of.
+        write(&mut head, b"cpu,host=b v=0 5\n");
+        assert!(head.tidy(&mut |_| false));
+        assert!(!head.tidy(&mut |_| false));
+    }
+
+    #[test]
+    fn cursors_honour_range_fields_and_limits_and_deletes_report_emptied_series() {
+        let mut head = Head::default();
+        write(
+            &mut head,
+            b"cpu,host=a v=1,w=1i 10\ncpu,host=a v=2,w=2i 20\ncpu,host=a v=3 30\n",
+        );
+        write(&mut head, b"cpu,host=b v=1 10\n");
+        let fields = vec![b"v".to_vec()];
+        let range = ReadRange {
+            start_ns: 15,
+            end_ns: 30,
+            fields: Some(&fields),
+            limit: Some((1, true)),
+        };
+        let blocks: Vec<_> = head
+            .cursor(0, &range)
+            .map(|b| (b.times, b.values))
+            .collect();
+        assert_eq!(blocks, vec![(vec![30], vec![Value::Float(3.0)])]);
+        let known = crate::lineproto::parse(
+            Bytes::from_static(b"cpu,host=a v=1 1\ncpu,host=a v=1i 1\ncpu,host=a x=1 1"),
+            Precision::Nanosecond,
+            0,
+        );
+        let knows: Vec<bool> = known
+            .points
+            .iter()
+            .map(|p| head.knows_fields(0, &known, p))
+            .collect();
+        assert_eq!(
+            knows,
+            vec![true, false, false],
+            "same type; another type; a new field"
+        );
+        assert_eq!(head.values(), 6);
+        let (removed, emptied) = head.delete(&[0, 1], 0, 10);
+        assert_eq!((removed, emptied), (3, vec![1]));
+        assert_eq!(head.values(), 3);
+        assert_eq!(head.count_values(), 3);
+        assert!(all(&mut head, 1).is_empty());
+    }
+}
