@@ -558,14 +558,11 @@ impl Parser {
                 let mut spec = RetentionPolicySpec::default();
                 let mut any = false;
                 loop {
-                    if self.accept("DURATION") {
-                        spec.duration_ns = Some(self.duration()?);
-                    } else if self.accept("REPLICATION") {
-                        spec.replication = Some(self.replication()?);
-                    } else if self.accept("SHARD") {
-                        self.keyword("DURATION")?;
-                        spec.shard_group_duration_ns = Some(self.duration()?);
-                    } else if self.accept("NAME") {
+                    if self.policy_clause(&mut spec)? {
+                        any = true;
+                        continue;
+                    }
+                    if self.accept("NAME") {
                         spec.name = Some(self.ident()?);
                     } else if !any {
                         return Err(self.error("DURATION, NAME, REPLICATION, SHARD"));
@@ -711,6 +708,23 @@ impl Parser {
         Err(self.error("CONTINUOUS, DATABASES, DIAGNOSTICS, FIELD, GRANTS, MEASUREMENT, MEASUREMENTS, QUERIES, RETENTION, SERIES, SHARD, SHARDS, STATS, SUBSCRIPTIONS, TAG, USERS"))
     }
 
+    /// One `DURATION d`, `REPLICATION n` or `SHARD DURATION d` clause of a policy
+    /// (CREATE DATABASE ... WITH, ALTER RETENTION POLICY) into `spec`; false when the
+    /// next token starts none of them.
+    fn policy_clause(&mut self, spec: &mut RetentionPolicySpec) -> Result<bool, ParseError> {
+        if self.accept("DURATION") {
+            spec.duration_ns = Some(self.duration()?);
+        } else if self.accept("REPLICATION") {
+            spec.replication = Some(self.replication()?);
+        } else if self.accept("SHARD") {
+            self.keyword("DURATION")?;
+            spec.shard_group_duration_ns = Some(self.duration()?);
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     fn alter_retention_policy(&mut self) -> Result<Statement, ParseError> {
         let name = self.ident()?;
         self.keyword("ON")?;
@@ -719,14 +733,11 @@ impl Parser {
         let mut default = false;
         let mut any = false;
         loop {
-            if self.accept("DURATION") {
-                spec.duration_ns = Some(self.duration()?);
-            } else if self.accept("REPLICATION") {
-                spec.replication = Some(self.replication()?);
-            } else if self.accept("SHARD") {
-                self.keyword("DURATION")?;
-                spec.shard_group_duration_ns = Some(self.duration()?);
-            } else if self.accept("DEFAULT") {
+            if self.policy_clause(&mut spec)? {
+                any = true;
+                continue;
+            }
+            if self.accept("DEFAULT") {
                 default = true;
             } else if !any {
                 return Err(self.error("DURATION, REPLICATION, SHARD, DEFAULT"));

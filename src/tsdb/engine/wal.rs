@@ -1072,19 +1072,19 @@ mod tests {
         (lines, report)
     }
 
+    /// What recovery reads after [`fail_then_resume`]: each record once, in order.
+    fn three_lines() -> Vec<Vec<u8>> {
+        (1..=3)
+            .map(|i| format!("m v={i} {i}\n").into_bytes())
+            .collect()
+    }
+
     #[test]
     fn a_torn_write_fails_the_wal_and_the_resume_leaves_no_torn_bytes_behind() {
         let (lines, report) = fail_then_resume(|f| f.tear_next_write.set(true), |_| {});
         // Record 2 was never acknowledged but is in the head: the resume wrote it to a
         // new segment, after cutting the torn half from the old one.
-        assert_eq!(
-            lines,
-            vec![
-                b"m v=1 1\n".to_vec(),
-                b"m v=2 2\n".to_vec(),
-                b"m v=3 3\n".to_vec()
-            ]
-        );
+        assert_eq!(lines, three_lines());
         assert_eq!(report.truncated_segments, 0, "{report:?}");
         assert_eq!(report.segments, 2, "{report:?}");
     }
@@ -1095,14 +1095,7 @@ mod tests {
             fail_then_resume(|f| f.fail_syncs.set(true), |f| f.fail_syncs.set(false));
         // Nothing after the last good sync is trusted: record 2's bytes in the old
         // segment were cut, and it was written again, once, in the new one.
-        assert_eq!(
-            lines,
-            vec![
-                b"m v=1 1\n".to_vec(),
-                b"m v=2 2\n".to_vec(),
-                b"m v=3 3\n".to_vec()
-            ]
-        );
+        assert_eq!(lines, three_lines());
         assert_eq!(report.truncated_segments, 0, "{report:?}");
     }
 }
