@@ -170,6 +170,20 @@ pub const HH_KEEP_SCRATCH_BYTES: usize = 8 << 20;
 /// where it is, unsteered.
 pub const STEER_WAIT_MS: u64 = 200;
 
+/// Most bytes a request body reserves before they arrive (a declared length beyond it
+/// is grown into as bytes come, so a client cannot make the server reserve what it
+/// never sends).
+pub const BODY_RESERVE_MAX_BYTES: usize = 1 << 20;
+
+/// Locked memory each core needs beyond its io_uring buffers (`io-memory-bytes`): the
+/// rings themselves.
+pub const RING_MEMLOCK_BYTES: u64 = 1 << 20;
+
+/// File descriptors kept beyond the client connections' (`max-connections-per-core` x
+/// cores) when the limit is raised: shard and queue files, cluster connections, the
+/// mesh.
+pub const SPARE_FILE_DESCRIPTORS: u64 = 1024;
+
 /// Largest latency a histogram holds (1 hour); larger values are clamped to it (the
 /// exact sum still counts them whole).
 pub const LATENCY_MAX_US: u64 = 3_600_000_000;

@@ -12,6 +12,7 @@
 
 use crate::base::shutdown::Shutdown;
 use crate::config::Config;
+use crate::limits;
 use crate::meta::MetaStore;
 use crate::node::MeshRequest;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -156,9 +157,12 @@ pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
 pub fn run(config: Config) -> Result<(), RuntimeError> {
     crate::metrics::started();
     let cores = config.effective_cores();
-    let needed = (cores as u64) * (config.runtime.io_memory_bytes as u64 + (1 << 20));
+    let needed =
+        (cores as u64) * (config.runtime.io_memory_bytes as u64 + limits::RING_MEMLOCK_BYTES);
     raise_memlock(needed)?;
-    raise_open_files((cores * config.http.max_connections_per_core) as u64 + 1024);
+    raise_open_files(
+        (cores * config.http.max_connections_per_core) as u64 + limits::SPARE_FILE_DESCRIPTORS,
+    );
     std::fs::create_dir_all(&config.data_dir).map_err(|e| RuntimeError::DataDir {
         dir: config.data_dir.display().to_string(),
         message: e.to_string(),

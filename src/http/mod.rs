@@ -639,8 +639,11 @@ async fn read_body(
     };
     let (parts, mut body) = req.into_parts();
     // Grown as bytes come: a declared length reserves nothing the client has not sent
-    // (beyond a first 1 MiB).
-    let initial = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    // (beyond a first `BODY_RESERVE_MAX_BYTES`).
+    let initial = declared
+        .unwrap_or(0)
+        .min(limit)
+        .min(crate::limits::BODY_RESERVE_MAX_BYTES as u64) as usize;
     let mut collected = bytes::BytesMut::with_capacity(initial);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
