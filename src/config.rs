@@ -306,8 +306,10 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# ShardCore node configuration. Every k
 # Directory holding meta.json and every shard's WAL (created if missing).
 data-dir = "./shardcore-data"
 
-# Executor threads, each pinned to one CPU and owning its own shards, WALs and
-# connections. 0 = every online CPU.
+# Executor threads, each pinned to one CPU and owning its own shard partitions, WALs
+# and connections. 0 = every online CPU. A shard made here is stored as this many
+# partitions; restarting with another count keeps every point readable (partition p
+# is served by core p % cores). More than the online CPUs only with pin-cores = false.
 cores = 0
 
 # Log filter for tracing (RUST_LOG syntax), e.g. "info", "warn", "shardcore=debug".
@@ -385,7 +387,8 @@ ring-depth = 128
 shutdown-timeout-ms = 30000
 
 # Pin core k's executor thread to CPU k. Turn off when several nodes share one
-# machine (tests, benchmarks): pinned, every node would run its core 0 on CPU 0.
+# machine (tests, benchmarks): pinned, every node would run its core 0 on CPU 0;
+# unpinned, cores may also exceed the online CPUs.
 pin-cores = true
 
 # An idle core keeps polling this long (microseconds) before it sleeps. A sleeping
@@ -651,14 +654,23 @@ impl Config {
         if self.cluster.write_timeout_ms == 0 {
             return invalid("cluster.write-timeout-ms", "must be greater than 0");
         }
+        // Pinned executors need a CPU each; unpinned ones may share CPUs (a data
+        // directory moved from a larger machine, tests of other core counts).
         let online = online_cpus();
-        if self.cores > online {
+        if self.cores > online && self.runtime.pin_cores {
             return invalid(
                 "cores",
                 &format!(
-                    "{} cores asked for, but only {online} CPUs are online",
+                    "{} cores asked for, but only {online} CPUs are online (set [runtime] \
+                     pin-cores = false to run more executors than CPUs)",
                     self.cores
                 ),
+            );
+        }
+        if self.cores > crate::limits::MAX_CORES {
+            return invalid(
+                "cores",
+                &format!("at most {} cores", crate::limits::MAX_CORES),
             );
         }
         if self

@@ -1,7 +1,9 @@
-//! Offline inspection of a data directory (`shardcore inspect`): lists shards with
-//! their counts, or prints stored points. It replays WALs read-only (a torn tail is
-//! reported, not cut), so it is safe beside a stopped node; run it on a copy while the
-//! node is running.
+//! Offline inspection of a data directory (`shardcore inspect`): lists shard
+//! partitions with their counts, prints stored points, or exports them as line
+//! protocol. It replays WALs read-only (a torn tail is reported, not cut), so it is
+//! safe beside a stopped node; run it on a copy while the node is running. It reads
+//! format 1 directories too (a shard stored whole), which is how their data moves to
+//! format 2 (see [`crate::tsdb::layout`]).
 
 use crate::tsdb::engine::wal::WalConfig;
 use crate::tsdb::shard::{Shard, StoredPoint};
@@ -22,19 +24,18 @@ pub fn open_shards(data_dir: &Path) -> std::io::Result<Vec<InspectedShard>> {
         max_pending_bytes: u64::MAX,
     };
     let mut out = Vec::new();
-    let dir = data_dir.join("shards");
-    if !dir.exists() {
-        return Ok(out);
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        match Shard::open_read_only(&entry.path(), config) {
+    let mut dirs: Vec<_> = crate::tsdb::layout::partitions_on_disk(data_dir)?
+        .into_iter()
+        .map(|p| p.dir)
+        .collect();
+    dirs.extend(crate::tsdb::layout::format_one_shards(data_dir));
+    for dir in dirs {
+        match Shard::open_read_only(&dir, config) {
             Ok((shard, report)) => out.push(InspectedShard {
                 shard,
                 truncated_bytes: report.truncated_bytes,
             }),
-            Err(e) => eprintln!("{}: cannot open: {e}", entry.path().display()),
+            Err(e) => eprintln!("{}: cannot open: {e}", dir.display()),
         }
     }
     Ok(out)
@@ -63,4 +64,68 @@ pub fn read_points(
         );
     }
     out
+}
+
+/// Writes every stored point as line protocol in the `influx -import` format (`# DDL`
+/// then `# DML` with a `# CONTEXT-DATABASE:` / `# CONTEXT-RETENTION-POLICY:` per
+/// shard), nanosecond timestamps; one line per (series, field, time). Returns the
+/// points written.
+pub fn export(
+    shards: &mut [InspectedShard],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<u64> {
+    let mut databases: Vec<(String, String)> = shards
+        .iter()
+        .map(|s| {
+            (
+                s.shard.meta.database.clone(),
+                s.shard.meta.retention_policy.clone(),
+            )
+        })
+        .collect();
+    databases.sort();
+    databases.dedup();
+    writeln!(out, "# DDL")?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (db, rp) in &databases {
+        if seen.insert(db.clone()) {
+            writeln!(
+                out,
+                "CREATE DATABASE {}",
+                crate::influxql::ast::quote_ident(db)
+            )?;
+        }
+        if rp != "autogen" {
+            writeln!(
+                out,
+                "CREATE RETENTION POLICY {} ON {} DURATION 0s REPLICATION 1",
+                crate::influxql::ast::quote_ident(rp),
+                crate::influxql::ast::quote_ident(db)
+            )?;
+        }
+    }
+    writeln!(out, "# DML")?;
+    let mut points = 0u64;
+    for s in shards.iter_mut() {
+        writeln!(out, "# CONTEXT-DATABASE: {}", s.shard.meta.database)?;
+        writeln!(
+            out,
+            "# CONTEXT-RETENTION-POLICY: {}",
+            s.shard.meta.retention_policy
+        )?;
+        for p in s.shard.read(None, None, i64::MIN, i64::MAX) {
+            let mut field = Vec::new();
+            crate::lineproto::escape_into(p.field.as_bytes(), b",= ", &mut field);
+            writeln!(
+                out,
+                "{} {}={} {}",
+                p.series_key,
+                String::from_utf8_lossy(&field),
+                p.value.to_line_protocol(),
+                p.timestamp
+            )?;
+            points += 1;
+        }
+    }
+    Ok(points)
 }

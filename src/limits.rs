@@ -170,6 +170,10 @@ pub const HH_KEEP_SCRATCH_BYTES: usize = 8 << 20;
 /// where it is, unsteered.
 pub const STEER_WAIT_MS: u64 = 200;
 
+/// Most executor threads (`cores`) a node runs: each takes a cluster port
+/// (`bind` port + core) and the handshake carries the count in a `u16`.
+pub const MAX_CORES: usize = 1024;
+
 /// Most bytes a request body reserves before they arrive (a declared length beyond it
 /// is grown into as bytes come, so a client cannot make the server reserve what it
 /// never sends).
@@ -191,6 +195,7 @@ pub const LATENCY_MAX_US: u64 = 3_600_000_000;
 // ---- Relations between them ----
 
 const _: () = {
+    assert!(MAX_CORES <= u16::MAX as usize);
     assert!(MAX_SUBQUERY_DEPTH <= MAX_EXPR_DEPTH);
     assert!(CHEAP_REGEX_BYTES < MAX_REGEX_BYTES);
     assert!(WAL_WRITE_CHUNK_BYTES < WAL_MAX_RECORD_BYTES as usize);

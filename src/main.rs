@@ -55,10 +55,14 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
     },
-    /// Read a (stopped) node's data directory: shards and their counts, or points.
+    /// Read a (stopped) node's data directory: shard partitions and their counts,
+    /// points, or every point as line protocol (`--export`).
     Inspect {
-        /// Data directory to read.
+        /// Data directory to read (format 1 or 2).
         data_dir: PathBuf,
+        /// Print every point as line protocol in the `influx -import` format.
+        #[arg(long, conflicts_with_all = ["db", "measurement", "series"])]
+        export: bool,
         /// Print the points of this database (else list shards).
         #[arg(long)]
         db: Option<String>,
@@ -206,12 +210,39 @@ fn main() -> ExitCode {
         },
         Command::Inspect {
             data_dir,
+            export,
             db,
             measurement,
             series,
         } => {
             init_logging("warn");
+            if export {
+                return export_lp(&data_dir);
+            }
             inspect(&data_dir, db, measurement, series)
+        }
+    }
+}
+
+fn export_lp(data_dir: &std::path::Path) -> ExitCode {
+    let mut shards = match shardcore::inspect::open_shards(data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardcore: cannot read {}: {e}", data_dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match shardcore::inspect::export(&mut shards, &mut out) {
+        Ok(points) => {
+            drop(out);
+            eprintln!("shardcore: exported {points} points");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardcore: export failed: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -231,13 +262,15 @@ fn inspect(
     };
     match db {
         None => {
-            println!("shard_id\tdatabase\tretention_policy\tstart_ns\tend_ns\tseries\tvalues\tbad_wal_bytes");
+            println!("shard_id\tpartition\tdatabase\tretention_policy\tstart_ns\tend_ns\tseries\tvalues\tbad_wal_bytes");
             for s in &mut shards {
                 let values = s.shard.count_values();
                 let st = s.shard.stats();
                 println!(
-                    "{:016x}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{:016x}\t{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     st.id,
+                    st.partition,
+                    st.partitions,
                     st.database,
                     st.retention_policy,
                     st.start_ns,

@@ -447,6 +447,7 @@ counters! {
     map_cursors_evicted => "cluster_map_cursors_evicted_total", "Held MapShard scans dropped at the per-core limit before their coordinator read them.";
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
+    writes_rerouted => "writes_rerouted_total", "Parts of shard writes from peers that arrived on a core not holding their partition (a shard's partition count, or the sender's idea of this node's core count, differs from the cores now) and were forwarded over the mesh.";
     connections_steered => "http_connections_steered_total", "Client connections moved to the core that holds the database their first /query reads.";
     connections_header_timeouts => "http_connections_header_timeouts_total", "Client connections closed because a request head did not arrive within header-read-timeout-ms.";
     connections_idle_timeouts => "http_connections_idle_timeouts_total", "Keep-alive client connections closed after idle-timeout-ms without a request.";
@@ -704,6 +705,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("inFlight", json!(snapshot.shard_writer_in_flight)),
                 ("peakInFlight", json!(w.peak_in_flight)),
                 ("remoteWritesServed", json!(c.remote_writes_served)),
+                ("writesRerouted", json!(c.writes_rerouted)),
                 ("mapReq", json!(c.map_requests_served)),
                 ("mapCursorPages", json!(c.map_pages_from_cursor)),
                 ("mapRescans", json!(c.map_rescans)),

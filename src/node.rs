@@ -27,7 +27,7 @@ use crate::cluster::meta_sync::MetaSyncService;
 use crate::cluster::points_writer::PointsWriter;
 use crate::cluster::service::{ClusterService, ClusterServiceParts};
 use crate::cluster::shard_mapper::ClusterShardMapper;
-use crate::cluster::shard_writer::{RemoteBatch, ShardWriter};
+use crate::cluster::shard_writer::{PeerCores, RemoteBatch, ShardWriter};
 use crate::config::Config;
 use crate::hh::node_processor::{HintedHandoff, RemoteOutcome};
 use crate::http::{HttpNode, HttpService, HttpServiceParts, ShardStatsByCore};
@@ -43,6 +43,8 @@ use crate::placement::NodeId;
 use crate::query::{QueryAnswer, QueryError, QueryOptions};
 use crate::tsdb::engine::wal::WalConfig;
 use crate::tsdb::engine::Durable;
+use crate::tsdb::index::NodeFieldTypes;
+use crate::tsdb::layout::PartitionCounts;
 use crate::tsdb::read::cancel::ScanStop;
 use crate::tsdb::read::delete::{self, DeleteError, DeleteRequest};
 use crate::tsdb::read::scan::{self, ScanRequest, SchemaRequest, ShardScan, ShardSchema};
@@ -72,6 +74,12 @@ pub struct CoreArgs {
     pub connection_counts: Arc<Vec<AtomicUsize>>,
     /// Which core holds which shards (every core publishes its own).
     pub directory: Arc<store::ShardDirectory>,
+    /// The partition count of every shard on this node.
+    pub partitions: Arc<PartitionCounts>,
+    /// Field types per shard, shared by its partitions.
+    pub field_types: Arc<NodeFieldTypes>,
+    /// Every peer's core count, learnt by any core's handshake.
+    pub peer_cores: Arc<PeerCores>,
 }
 
 /// Work one core asks of another.
@@ -139,6 +147,7 @@ pub struct LocalCores {
     mesh: Mesh<MeshRequest>,
     /// Which core holds which shards: scans and schema requests go only there.
     directory: Arc<ShardDirectory>,
+    partitions: Arc<PartitionCounts>,
     meta: Arc<MetaStore>,
     stats: Rc<CoreStats>,
     timers: Rc<CoreTimers>,
@@ -163,7 +172,10 @@ impl LocalCores {
         &self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
-        let room = self.store.borrow().room_in(batch.shard.id);
+        let room = self
+            .store
+            .borrow()
+            .room_in((batch.shard.id, batch.partition.index));
         if let Some(room) = room {
             room.await;
         }
@@ -230,14 +242,16 @@ impl LocalCores {
             databases: self.meta.snapshot().databases.len() as u64,
             ..Default::default()
         };
+        let mut shard_ids = std::collections::HashSet::new();
         for (_, shards) in self.all_shard_stats().await? {
             for s in shards {
                 gauges.series += s.series as u64;
                 gauges.cached_values += s.values;
                 gauges.cache_bytes += s.cache_heap_bytes as u64;
-                gauges.shards += 1;
+                shard_ids.insert(s.id);
             }
         }
+        gauges.shards = shard_ids.len() as u64;
         Ok((snapshot, gauges))
     }
 
@@ -342,7 +356,7 @@ impl LocalCores {
         for answer in answers {
             out.extend(answer?);
         }
-        Ok(out)
+        Ok(scan::merge_partitions(out))
     }
 
     /// This core's part of a scan. A scan that stops early (deadline, point limit)
@@ -364,15 +378,17 @@ impl LocalCores {
             (request.start_ns, request.end_ns),
             request.shard_ids.as_deref(),
         );
-        self.on_cores(
-            &cores,
-            || scan::schema_local(&self.store.borrow(), request),
-            |reply| MeshRequest::Schema {
-                request: request.clone(),
-                reply,
-            },
-        )
-        .await
+        let schemas = self
+            .on_cores(
+                &cores,
+                || scan::schema_local(&self.store.borrow(), request),
+                |reply| MeshRequest::Schema {
+                    request: request.clone(),
+                    reply,
+                },
+            )
+            .await?;
+        Ok(scan::merge_partition_schemas(schemas))
     }
 
     /// A delete on every core of this node; the values removed.
@@ -427,6 +443,10 @@ impl LocalNode for LocalCores {
 
     fn cores(&self) -> usize {
         self.cores
+    }
+
+    fn partitions_of(&self, id: u64) -> u32 {
+        self.partitions.of(id)
     }
 
     fn append_here<'a>(
@@ -556,11 +576,15 @@ fn read_here(store: &RefCell<Store>, r: &ReadRequest) -> Vec<(u64, StoredPoint)>
 }
 
 async fn drop_here(store: &RefCell<Store>, database: &str, rp: Option<&str>) -> usize {
-    let (removed, data_dir) = {
+    let (removed, data_dir, field_types) = {
         let mut s = store.borrow_mut();
-        (s.remove_shards(database, rp), s.data_dir().to_path_buf())
+        (
+            s.remove_shards(database, rp),
+            s.data_dir().to_path_buf(),
+            s.field_types().clone(),
+        )
     };
-    store::delete_shards(&data_dir, removed).await
+    store::delete_shards(&data_dir, removed, &field_types).await
 }
 
 /// Serves one request from another core.
@@ -700,11 +724,17 @@ struct RecoveredCluster {
 fn recover(args: &CoreArgs) -> Result<Recovered, String> {
     let (core, config) = (args.core, &args.config);
     let started = Instant::now();
-    let (mut store, recovery) = Store::open(core, args.cores, &config.data_dir, wal_config(config))
-        .map_err(|e| {
-            tracing::error!(core, error = %e, "cannot open the shards of this core");
-            format!("cannot open shards: {e}")
-        })?;
+    let (mut store, recovery) = Store::open(
+        core,
+        args.cores,
+        &config.data_dir,
+        wal_config(config),
+        args.field_types.clone(),
+    )
+    .map_err(|e| {
+        tracing::error!(core, error = %e, "cannot open the shards of this core");
+        format!("cannot open shards: {e}")
+    })?;
     store.attach_directory(args.directory.clone());
     tracing::info!(
         core,
@@ -715,7 +745,7 @@ fn recover(args: &CoreArgs) -> Result<Recovered, String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered shards"
     );
-    let cluster = shard_writer(config, args.cores).map(|(writer, secret)| {
+    let cluster = shard_writer(config, args.cores, &args.peer_cores).map(|(writer, secret)| {
         let (hh, found) = HintedHandoff::open(
             config.data_dir.clone(),
             core,
@@ -774,6 +804,7 @@ async fn wire(
         store: Rc::new(RefCell::new(recovered.store)),
         mesh,
         directory: args.directory.clone(),
+        partitions: args.partitions.clone(),
         meta: args.meta.clone(),
         stats: stats.clone(),
         timers: timers.clone(),
@@ -963,7 +994,11 @@ fn bind_cluster_listener(config: &Config, core: usize) -> Result<Option<TcpListe
 }
 
 /// The ShardWriter and shared secret of this core, when peers are configured.
-fn shard_writer(config: &Config, cores: usize) -> Option<(Rc<ShardWriter>, Vec<u8>)> {
+fn shard_writer(
+    config: &Config,
+    cores: usize,
+    peer_cores: &Arc<PeerCores>,
+) -> Option<(Rc<ShardWriter>, Vec<u8>)> {
     let peers = config.cluster.parsed_peers().ok()?;
     if peers.is_empty() {
         return None;
@@ -975,6 +1010,7 @@ fn shard_writer(config: &Config, cores: usize) -> Option<(Rc<ShardWriter>, Vec<u
         secret.clone(),
         config.cluster.clone(),
         &peers,
-    );
+    )
+    .with_peer_cores(peer_cores.clone());
     Some((Rc::new(writer), secret))
 }

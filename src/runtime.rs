@@ -32,6 +32,8 @@ pub enum RuntimeError {
     DataDir { dir: String, message: String },
     #[error("{0}")]
     Meta(#[from] crate::meta::MetaError),
+    #[error("{0}")]
+    Layout(#[from] crate::tsdb::layout::LayoutError),
     #[error("core {core} failed: {message}")]
     Core { core: usize, message: String },
 }
@@ -167,7 +169,25 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         dir: config.data_dir.display().to_string(),
         message: e.to_string(),
     })?;
+    // The format check comes first: a refused directory is left exactly as it was.
+    let partitions = Arc::new(crate::tsdb::layout::prepare(&config.data_dir, cores)?);
+    if partitions.rehomed() > 0 {
+        tracing::info!(
+            shards = partitions.rehomed(),
+            cores,
+            "shards made with another core count keep their partitions; each partition p is served by core p % cores"
+        );
+    }
     let meta = Arc::new(MetaStore::open(&config.data_dir, config.cluster.node_id)?);
+    let field_types = Arc::new(crate::tsdb::index::NodeFieldTypes::default());
+    let peer_cores = Arc::new(crate::cluster::shard_writer::PeerCores::new(
+        config
+            .cluster
+            .parsed_peers()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.node_id),
+    ));
     let shutdown = Arc::new(Shutdown::default());
     install_signal_handler(shutdown.clone());
     let config = Arc::new(config);
@@ -199,6 +219,9 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             recovered: recovered.clone(),
             connection_counts: connection_counts.clone(),
             directory: directory.clone(),
+            partitions: partitions.clone(),
+            field_types: field_types.clone(),
+            peer_cores: peer_cores.clone(),
         };
         let mut builder = LocalExecutorBuilder::new(placement);
         if config.runtime.spin_before_park_us > 0 {

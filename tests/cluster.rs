@@ -770,6 +770,7 @@ fn writes_of_one_shard_apply_in_send_order(
             ));
             let warm_up = RemoteBatch {
                 shard: meta.clone(),
+                partition: 0,
                 precision: 0,
                 default_time_ns: 0,
                 lines: vec![format!("ord,k=k0 v=-1 {BASE_NS}\n").into()],
@@ -779,6 +780,7 @@ fn writes_of_one_shard_apply_in_send_order(
                 .map(|i| {
                     let batch = RemoteBatch {
                         shard: meta.clone(),
+                        partition: 0,
                         precision: 0,
                         default_time_ns: 0,
                         lines: vec![

@@ -216,7 +216,8 @@ fn shards_are_spread_over_cores_and_found_after_restart_with_fewer_cores() {
     let mut node = Node::start_with(dir.path(), &["--cores", "2"]);
     let r = node.query("CREATE DATABASE db WITH SHARD DURATION 1h");
     assert_eq!(r.status, 200);
-    // 48 hourly shard groups -> 48 shards, spread by shard id over the 2 cores.
+    // 48 hourly shard groups -> 48 shards of one series each: each shard's one
+    // partition that holds data is on core `partition % 2`.
     let mut body = String::new();
     for h in 0..48i64 {
         body.push_str(&format!("m,h={h} v={h} {}\n", 1_600_000_000 + h * 3600));
@@ -226,7 +227,11 @@ fn shards_are_spread_over_cores_and_found_after_restart_with_fewer_cores() {
     let shards = shards["shards"].as_array().unwrap().clone();
     assert_eq!(shards.len(), 48);
     for s in &shards {
-        assert_eq!(s["core"].as_u64().unwrap(), s["id"].as_u64().unwrap() % 2);
+        assert_eq!(
+            s["core"].as_u64().unwrap(),
+            s["partition"].as_u64().unwrap() % 2
+        );
+        assert_eq!(s["partitions"], 2);
         assert_eq!(s["values"], 1);
     }
     assert!(shards.iter().any(|s| s["core"] == 0) && shards.iter().any(|s| s["core"] == 1));

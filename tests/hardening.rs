@@ -654,14 +654,14 @@ fn a_half_created_shard_directory_is_repaired_at_start() {
     assert_eq!(node.write("db=db", b"m v=1 1000000000\n").status, 204);
     drop(node);
     let shards = data.join("shards");
-    let half = shards.join("00000000000000aa");
+    let half = shards.join("00000000000000aa").join("0");
     std::fs::create_dir_all(half.join("wal")).unwrap();
     std::fs::write(half.join("shard.json.tmp"), b"").unwrap();
-    let complete = shards.join("00000000000000bb");
+    let complete = shards.join("00000000000000bb").join("0");
     std::fs::create_dir_all(complete.join("wal")).unwrap();
     std::fs::write(
         complete.join("shard.json.tmp"),
-        br#"{"id":187,"database":"db","retention_policy":"autogen","start_ns":0,"end_ns":604800000000000}"#,
+        br#"{"id":187,"database":"db","retention_policy":"autogen","start_ns":-259200000000000,"end_ns":345600000000000,"partition":0,"partitions":1}"#,
     )
     .unwrap();
     let node = Node::start_with(&data, &["--cores", "1"]);

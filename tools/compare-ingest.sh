@@ -8,11 +8,12 @@
 #          [--batch-lines 5000] [--runs 3] [--out results/ingest-DATE.md]
 #          [--systems sink,shardcore,shardcore-cluster,shardcore-cluster-all,influxdb,victoria-metrics]
 #          [--settle-s 2] [--ready-timeout-s 30] [--load-timeout-s 600] [--tmp-dir DIR]
-#          [--no-build] [--no-install] [--keep-tmp] [--quick]
+#          [--no-build] [--no-install] [--keep-tmp] [--quick] [--cores N]
 # (also `shardcore-bench compare ARGS`). --quick: a few-second smoke run (10 hosts x 200
 # rows, 1 run, 1000-line batches, no settle, nothing installed), as CI runs it.
 # shardcore-cluster: three local one-core nodes (rf=2, unpinned), all writes through
-# node 1 at consistency one; shardcore-cluster-all: the same at consistency all. Beside
+# node 1 at consistency one; shardcore-cluster-all: the same at consistency all.
+# --cores N: the single ShardCore node's `--cores` (default: all online CPUs). Beside
 # the report, two SVG charts from each system's first run: acknowledged lines/s over
 # time and the latency percentile spectrum (`shardcore-bench chart`).
 #
@@ -30,7 +31,7 @@ BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 HOSTS=100 ROWS=10000 WORKERS=4 BATCH_LINES=5000 RUNS=3
 OUT="" SYSTEMS="sink,shardcore,shardcore-cluster,shardcore-cluster-all,influxdb,victoria-metrics"
 SETTLE_S=2 READY_TIMEOUT_S=30 LOAD_TIMEOUT_S=600 STOP_TIMEOUT_S=20 CHECK_TIMEOUT_S=60
-TMP_ROOT=${TMPDIR:-/tmp} BUILD=1 INSTALL=1 KEEP_TMP=0
+TMP_ROOT=${TMPDIR:-/tmp} BUILD=1 INSTALL=1 KEEP_TMP=0 SC_CORES=
 DB=benchmark
 
 usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
@@ -49,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --load-timeout-s) need_value "$@"; LOAD_TIMEOUT_S=$2; shift 2 ;;
     --tmp-dir) need_value "$@"; TMP_ROOT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --cores) need_value "$@"; SC_CORES=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
     --quick) HOSTS=10 ROWS=200 RUNS=1 BATCH_LINES=1000 SETTLE_S=0 INSTALL=0; shift ;;
@@ -272,7 +274,8 @@ start_server() {
     sink)
       SERVER_CMD=("$BIN/shardcore-bench" sink --listen "127.0.0.1:$port") ;;
     shardcore)
-      SERVER_CMD=("$BIN/shardcore" serve --data-dir "$dir/data" --http-bind "127.0.0.1:$port") ;;
+      SERVER_CMD=("$BIN/shardcore" serve --data-dir "$dir/data" --http-bind "127.0.0.1:$port"
+        ${SC_CORES:+--cores "$SC_CORES"}) ;;
     influxdb)
       rpc_port=$(free_port)
       influx_config "$dir" "$port" "$rpc_port" || { REASON="could not write the influxd config"; return 1; }

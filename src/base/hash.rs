@@ -23,6 +23,21 @@ pub fn fnv1a64_extend(mut hash: u64, bytes: &[u8]) -> u64 {
     hash
 }
 
+/// MurmurHash3's 64-bit finalizer: a bijection whose every output bit depends on every
+/// input bit. FNV-1a's high bits barely depend on the last bytes hashed (a key's last
+/// byte reaches only bits 0-25 and 40-47 of the hash), so keys that differ only at
+/// their end (`host=web01` .. `host=web09`) would share `hash >> 32`; partitions take
+/// their bits from `mix64(series_hash)` instead.
+#[inline]
+pub fn mix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
 /// Hasher for keys that already are good 64-bit hashes (series key hashes): a `u64`
 /// key is taken as it is; bytes are folded in with FNV-1a.
 #[derive(Default)]

@@ -25,14 +25,14 @@ pub fn window_start(t: i64, every: i64, offset: i64) -> i64 {
 
 /// Go's `Time.Truncate(duration)`, which counts from Go's zero time (0001-01-01, a
 /// Monday): InfluxDB's shard groups, so its weekly groups start on Mondays. 0 for a
-/// duration that is not positive.
+/// duration that is not positive; saturates at `i64::MIN` for the first window.
 pub fn go_truncate(t: i64, duration: i64) -> i64 {
     if duration <= 0 {
         return 0;
     }
     const GO_ZERO_TO_UNIX_NS: i128 = 62_135_596_800 * 1_000_000_000;
     let since_zero = t as i128 + GO_ZERO_TO_UNIX_NS;
-    (t as i128 - since_zero.rem_euclid(duration as i128)) as i64
+    (t as i128 - since_zero.rem_euclid(duration as i128)).max(i64::MIN as i128) as i64
 }
 
 #[cfg(test)]
@@ -48,6 +48,7 @@ mod tests {
         // 1970-01-01 was a Thursday; Go's weekly truncation lands on Monday 1969-12-29.
         assert_eq!(go_truncate(0, WEEK), -3 * 86_400 * 1_000_000_000);
         assert_eq!(go_truncate(5, 0), 0);
+        assert_eq!(go_truncate(i64::MIN + 2, WEEK), i64::MIN);
         assert!(now_ns() > 1_600_000_000_000_000_000);
     }
 }

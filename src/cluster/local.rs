@@ -26,7 +26,11 @@ pub trait LocalNode {
     /// How many cores the node runs.
     fn cores(&self) -> usize;
 
-    /// Appends a batch to a shard this core owns, after waiting for room in its WAL,
+    /// The partition count of shard `id` on this node (its core count when the shard
+    /// was first created here); partition `p` is on core `p % cores`.
+    fn partitions_of(&self, id: u64) -> u32;
+
+    /// Appends a batch to a partition this core holds, after waiting for room in its WAL,
     /// and applies it to the cache. The append is synchronous once it starts, so two
     /// appends started in some order land in that order; the durability wait is the
     /// caller's ([`crate::tsdb::store::wait_durable`]).
@@ -43,8 +47,8 @@ pub trait LocalNode {
         batch: ShardBatch,
     ) -> LocalFuture<'_, Result<Result<ApplyOutcome, ShardError>, MeshError>>;
 
-    /// A write for another node, run on `core` (another core: the shard's home, where
-    /// its hinted-handoff queue is).
+    /// A write for another node, run on `core` (another core: the series' home, where
+    /// their hinted-handoff queue is).
     fn remote_write_on(
         &self,
         core: usize,

@@ -58,14 +58,12 @@ pub fn describe(config: &Config) -> Result<Vec<ShardRow>, String> {
         .snapshot();
     let membership = membership(config);
     let mut groups = std::collections::BTreeSet::new();
-    if let Ok(entries) = std::fs::read_dir(config.data_dir.join("shards")) {
-        for entry in entries.flatten() {
-            let Ok(bytes) = std::fs::read(entry.path().join("shard.json")) else {
-                continue;
-            };
-            if let Ok(m) = serde_json::from_slice::<crate::tsdb::shard::ShardMeta>(&bytes) {
-                groups.insert((m.database, m.retention_policy, m.start_ns));
-            }
+    for found in crate::tsdb::layout::partitions_on_disk(&config.data_dir).unwrap_or_default() {
+        let Ok(bytes) = std::fs::read(found.dir.join("shard.json")) else {
+            continue;
+        };
+        if let Ok(m) = serde_json::from_slice::<crate::tsdb::shard::ShardMeta>(&bytes) {
+            groups.insert((m.database, m.retention_policy, m.start_ns));
         }
     }
     let mut rows = Vec::new();

@@ -8,19 +8,17 @@
 //! **Invariant:** a write is acknowledged only after every batch is on disk on its
 //! owning core (WAL fdatasync), so an acknowledged point survives a crash.
 
-use crate::base::hash::IdentityHasher;
 use crate::cluster::local::LocalNode;
 use crate::cluster::shard_writer::RemoteBatch;
 use crate::hh::node_processor::{HintedHandoff, RemoteOutcome};
-use crate::lineproto::{self, LineError, ParsedBody, Precision};
+use crate::lineproto::{self, LineError, ParsedBody, Precision, SeriesHashes};
 use crate::meta::{MetaData, MetaStore};
 use crate::metrics::CoreStats;
 use crate::placement::{self, GroupPlacement, Membership, NodeId};
-use crate::tsdb::shard::{ApplyOutcome, ShardMeta};
+use crate::tsdb::shard::{ApplyOutcome, Partition, ShardMeta};
 use crate::tsdb::store::ShardBatch;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -119,6 +117,9 @@ pub struct ShardPoints {
     pub shard: ShardMeta,
     pub owners: Vec<NodeId>,
     pub points: Vec<u32>,
+    /// The partition key of each point ([`placement::partition_key`]), in step with
+    /// `points`: each owner splits the batch by its own partition count.
+    pub keys: Vec<u32>,
 }
 
 /// Points of one request grouped by shard, and those left out.
@@ -166,35 +167,6 @@ fn invalid_key_reason(body: &ParsedBody, point: &lineproto::PointRef) -> Option<
     None
 }
 
-/// The FNV-1a series hashes of one body, computed once per distinct series. FNV reads
-/// a byte at a time (~150 bytes for a TSBS series key), and it was 12% of the
-/// coordinating node's CPU under the cluster ingest load when computed per point; a
-/// 5000-line TSBS batch has only 100 series. Keyed by the parser's fast key hash, each
-/// hit confirmed by comparing the series keys.
-#[derive(Default)]
-struct SeriesHashes(HashMap<u64, (u32, u64), BuildHasherDefault<IdentityHasher>>);
-
-impl SeriesHashes {
-    fn of(&mut self, body: &ParsedBody, i: usize) -> u64 {
-        let point = &body.points[i];
-        match self.0.entry(point.key_hash) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let (first, hash) = *e.get();
-                if body.series_key(&body.points[first as usize]) == body.series_key(point) {
-                    hash
-                } else {
-                    body.series_hash(point)
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let hash = body.series_hash(point);
-                e.insert((i as u32, hash));
-                hash
-            }
-        }
-    }
-}
-
 /// Groups parsed points into per-shard batches (points beyond retention, or with an
 /// invalid key, are counted and left out). Pure: the placement of every point comes
 /// from `placement`.
@@ -225,7 +197,7 @@ pub fn group_by_shard(
     // Consecutive points usually share a group (and often a series): remember the last
     // group, and the last series' batch.
     let mut last_group: Option<(i64, usize)> = None; // (start, index into group list)
-    let mut last_series: Option<(i64, usize, usize)> = None; // (start, point, batch)
+    let mut last_series: Option<(i64, usize, usize, u32)> = None; // (start, point, batch, key)
     let mut group_list: Vec<(GroupPlacement, Vec<Option<usize>>)> = Vec::new();
     let mut series_hashes = SeriesHashes::default();
     for (i, point) in body.points.iter().enumerate() {
@@ -238,13 +210,14 @@ pub fn group_by_shard(
             continue;
         }
         let start = placement::shard_group_start(point.timestamp, sgd);
-        if let Some((s, p, b)) = last_series {
+        if let Some((s, p, b, key)) = last_series {
             let prev = &body.points[p];
             if s == start
                 && prev.key_hash == point.key_hash
                 && body.series_key(prev) == body.series_key(point)
             {
                 out[b].points.push(i as u32);
+                out[b].keys.push(key);
                 continue;
             }
         }
@@ -269,11 +242,8 @@ pub fn group_by_shard(
             }
         };
         let (group, batch_of_shard) = &mut group_list[g];
-        let index = if group.shards.len() == 1 {
-            0
-        } else {
-            placement::shard_index(series_hashes.of(body, i), group.shards.len()) as usize
-        };
+        let hash = series_hashes.of(body, i);
+        let index = placement::shard_index(hash, group.shards.len()) as usize;
         let b = *batch_of_shard[index].get_or_insert_with(|| {
             let shard = &group.shards[index];
             out.push(ShardPoints {
@@ -286,11 +256,14 @@ pub fn group_by_shard(
                 },
                 owners: shard.owners.clone(),
                 points: Vec::new(),
+                keys: Vec::new(),
             });
             out.len() - 1
         });
+        let key = placement::partition_key(hash);
         out[b].points.push(i as u32);
-        last_series = Some((start, i, b));
+        out[b].keys.push(key);
+        last_series = Some((start, i, b, key));
     }
     Ok(GroupedPoints {
         batches: out,
@@ -388,23 +361,19 @@ async fn write(
     outcome.beyond_retention = grouped.beyond_retention;
     outcome.rejected = grouped.invalid;
     let body = Arc::new(parsed);
-    let max_batch = pw.max_batch_points;
     let mut tasks = Vec::new();
     for shard in grouped.batches {
-        for chunk in shard.points.chunks(max_batch) {
-            let batch = ShardBatch {
-                shard: shard.shard.clone(),
-                body: body.clone(),
-                points: chunk.to_vec(),
+        let pw = pw.clone();
+        let body = body.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let unit = WriteUnit {
+                shard,
+                body,
                 precision,
                 default_time_ns: now,
             };
-            let owners = shard.owners.clone();
-            let pw = pw.clone();
-            tasks.push(glommio::spawn_local(async move {
-                write_to_owners(&pw, batch, owners, consistency).await
-            }));
-        }
+            write_to_owners(&pw, Rc::new(unit), consistency).await
+        }));
     }
     let mut failure = None;
     for task in tasks {
@@ -441,15 +410,23 @@ enum OwnerResult {
     },
 }
 
-/// Writes one batch to every owner concurrently and returns as soon as the consistency
-/// level is met (the other owners' writes go on in the background); otherwise when
-/// every owner has answered or timed out.
+/// One shard's points of a request: the unit the consistency level is judged on.
+struct WriteUnit {
+    shard: ShardPoints,
+    body: Arc<ParsedBody>,
+    precision: Precision,
+    default_time_ns: i64,
+}
+
+/// Writes one shard's points to every owner concurrently and returns as soon as the
+/// consistency level is met (the other owners' writes go on in the background);
+/// otherwise when every owner has answered or timed out.
 async fn write_to_owners(
     pw: &Rc<PointsWriter>,
-    batch: ShardBatch,
-    owners: Vec<NodeId>,
+    unit: Rc<WriteUnit>,
     consistency: Consistency,
 ) -> Result<ApplyOutcome, WriteError> {
+    let owners = unit.shard.owners.clone();
     // `any`: every owner took it or its hinted handoff did.
     let required = match consistency {
         Consistency::Any => owners.len(),
@@ -457,15 +434,14 @@ async fn write_to_owners(
     };
     // At most one message per owner: the channel's bound is the owner count.
     let (tx, mut rx) = futures_channel::mpsc::unbounded();
-    let remote = owners
-        .iter()
-        .any(|&o| o != pw.node_id)
-        .then(|| Rc::new(remote_batch(&batch)));
-    let batch = Rc::new(batch);
     for &owner in &owners {
-        let (pw, tx, batch, remote) = (pw.clone(), tx.clone(), batch.clone(), remote.clone());
+        let (pw, tx, unit) = (pw.clone(), tx.clone(), unit.clone());
         glommio::spawn_local(async move {
-            let result = write_to_owner(&pw, owner, &batch, remote.as_deref()).await;
+            let result = if owner == pw.node_id {
+                write_here(&pw, &unit).await
+            } else {
+                write_remote(&pw, owner, &unit).await
+            };
             let _ = tx.unbounded_send(result);
         })
         .detach();
@@ -537,78 +513,130 @@ async fn write_to_owners(
     }
 }
 
-async fn write_to_owner(
-    pw: &PointsWriter,
-    owner: NodeId,
-    batch: &ShardBatch,
-    remote: Option<&RemoteBatch>,
-) -> OwnerResult {
-    if owner == pw.node_id {
-        let core = placement::owning_core(batch.shard.id, pw.local.cores());
-        return match pw.local.write_on(core, batch.clone()).await {
-            Ok(Ok(outcome)) => OwnerResult::Applied(outcome),
-            Ok(Err(e)) => OwnerResult::Failed {
-                node: owner,
-                message: e.to_string(),
-                timeout: false,
-            },
-            Err(e) => OwnerResult::Failed {
-                node: owner,
-                message: e.to_string(),
-                timeout: false,
-            },
-        };
-    }
-    let Some(remote) = remote else {
-        return OwnerResult::Failed {
-            node: owner,
-            message: "no remote batch".into(),
-            timeout: false,
-        };
-    };
-    // Remote writes of a shard run on its home core, where its hinted-handoff queue is.
-    let home = placement::owning_core(batch.shard.id, pw.local.cores());
-    let outcome = if home != pw.local.core() {
-        match pw.local.remote_write_on(home, owner, remote.clone()).await {
-            Ok(outcome) => outcome,
-            Err(e) => RemoteOutcome::Failed(e.to_string(), false),
+/// This node's share of a shard write: the points split by partition (the shard's
+/// partition count here), each part written on the core that holds its partition,
+/// all at once. Applied when every part is.
+async fn write_here(pw: &Rc<PointsWriter>, unit: &WriteUnit) -> OwnerResult {
+    let (id, cores) = (unit.shard.shard.id, pw.local.cores());
+    let count = pw.local.partitions_of(id);
+    let mut writes = Vec::new();
+    for (index, points) in
+        placement::split_by_partition(&unit.shard.points, &unit.shard.keys, count)
+    {
+        let core = placement::partition_core(index, cores);
+        for chunk in points.chunks(pw.max_batch_points) {
+            let batch = ShardBatch {
+                shard: unit.shard.shard.clone(),
+                partition: Partition { index, count },
+                body: unit.body.clone(),
+                points: chunk.to_vec(),
+                precision: unit.precision,
+                default_time_ns: unit.default_time_ns,
+            };
+            let pw = pw.clone();
+            writes.push(glommio::spawn_local(async move {
+                pw.local.write_on(core, batch).await
+            }));
         }
-    } else if let Some(hh) = &pw.hinted_handoff {
-        hh.remote_write(owner, remote.clone()).await
-    } else {
-        RemoteOutcome::Failed("not in this node's cluster configuration".into(), false)
-    };
-    match outcome {
-        RemoteOutcome::Applied(written) => OwnerResult::Applied(ApplyOutcome {
-            written,
-            rejected: Vec::new(),
-        }),
-        RemoteOutcome::Rejected(message) => OwnerResult::Applied(ApplyOutcome {
-            written: 0,
-            rejected: vec![message],
-        }),
-        RemoteOutcome::Hinted(message, timeout) => OwnerResult::Hinted {
-            node: owner,
+    }
+    let mut applied = ApplyOutcome::default();
+    let mut failed = None;
+    for write in writes {
+        match write.await {
+            Ok(Ok(outcome)) => {
+                applied.written += outcome.written;
+                applied.rejected.extend(outcome.rejected);
+            }
+            Ok(Err(e)) => failed = failed.or(Some(e.to_string())),
+            Err(e) => failed = failed.or(Some(e.to_string())),
+        }
+    }
+    match failed {
+        Some(message) => OwnerResult::Failed {
+            node: pw.node_id,
             message,
-            timeout,
+            timeout: false,
         },
-        RemoteOutcome::Failed(message, timeout) => OwnerResult::Failed {
-            node: owner,
-            message,
-            timeout,
-        },
+        None => OwnerResult::Applied(applied),
     }
 }
 
-/// The batch's lines as slices of the request body, adjacent lines in one slice.
-fn remote_batch(batch: &ShardBatch) -> RemoteBatch {
-    let body = &batch.body;
+/// A remote owner's share of a shard write, split so that no point crosses a core
+/// twice: by the owner's partition (`key % its core count`, known from its handshake;
+/// this node's count until then), sent straight to the owner's core that holds it,
+/// and by this node's *home core* of the series (`key % cores`), which sends it and
+/// holds its hinted-handoff queue, so every write of a series to that owner leaves
+/// from one core, in order, whatever the owner's core count. When both counts are
+/// equal the two splits coincide.
+async fn write_remote(pw: &Rc<PointsWriter>, owner: NodeId, unit: &WriteUnit) -> OwnerResult {
+    let cores = pw.local.cores();
+    let Some(hh) = &pw.hinted_handoff else {
+        return OwnerResult::Failed {
+            node: owner,
+            message: "not in this node's cluster configuration".into(),
+            timeout: false,
+        };
+    };
+    let theirs = hh.peer_cores(owner).map_or(cores as u32, u32::from);
+    let mut parts: std::collections::BTreeMap<(usize, u32), Vec<u32>> = Default::default();
+    for (&point, &key) in unit.shard.points.iter().zip(&unit.shard.keys) {
+        let home = placement::partition_core(placement::partition_of(key, cores as u32), cores);
+        let partition = placement::partition_of(key, theirs);
+        parts.entry((home, partition)).or_default().push(point);
+    }
+    let mut sends = Vec::new();
+    for ((home, partition), points) in parts {
+        for chunk in points.chunks(pw.max_batch_points) {
+            let batch = remote_batch(unit, chunk, partition);
+            let (pw, hh) = (pw.clone(), hh.clone());
+            sends.push(glommio::spawn_local(async move {
+                if home == pw.local.core() {
+                    hh.remote_write(owner, batch).await
+                } else {
+                    match pw.local.remote_write_on(home, owner, batch).await {
+                        Ok(outcome) => outcome,
+                        Err(e) => RemoteOutcome::Failed(e.to_string(), false),
+                    }
+                }
+            }));
+        }
+    }
+    let (mut written, mut rejected) = (0, Vec::new());
+    let (mut hinted, mut failed) = (None, None);
+    for send in sends {
+        match send.await {
+            RemoteOutcome::Applied(n) => written += n,
+            RemoteOutcome::Rejected(message) => rejected.push(message),
+            RemoteOutcome::Hinted(message, timeout) => hinted = hinted.or(Some((message, timeout))),
+            RemoteOutcome::Failed(message, timeout) => failed = failed.or(Some((message, timeout))),
+        }
+    }
+    match (failed, hinted) {
+        (Some((message, timeout)), _) => OwnerResult::Failed {
+            node: owner,
+            message,
+            timeout,
+        },
+        (None, Some((message, timeout))) => OwnerResult::Hinted {
+            node: owner,
+            message,
+            timeout,
+        },
+        (None, None) => OwnerResult::Applied(ApplyOutcome { written, rejected }),
+    }
+}
+
+/// The lines of `points` as slices of the request body, adjacent lines in one slice,
+/// for the owner's partition `partition`.
+fn remote_batch(unit: &WriteUnit, points: &[u32], partition: u32) -> RemoteBatch {
+    let body = &unit.body;
     RemoteBatch {
-        shard: batch.shard.clone(),
-        precision: batch.precision.code(),
-        default_time_ns: batch.default_time_ns,
+        shard: unit.shard.shard.clone(),
+        partition,
+        precision: unit.precision.code(),
+        default_time_ns: unit.default_time_ns,
         lines: body
-            .line_runs(batch.points.iter().copied())
+            .line_runs(points.iter().copied())
             .into_iter()
             .map(|run| body.body.slice(run))
             .collect(),
@@ -629,26 +657,31 @@ mod tests {
             0,
         ));
         let body_range = parsed.body.as_ptr_range();
-        let batch = |points: Vec<u32>| ShardBatch {
-            shard: ShardMeta {
-                id: 1,
-                database: "db".into(),
-                retention_policy: "autogen".into(),
-                start_ns: 0,
-                end_ns: 10,
+        let unit = WriteUnit {
+            shard: ShardPoints {
+                shard: ShardMeta {
+                    id: 1,
+                    database: "db".into(),
+                    retention_policy: "autogen".into(),
+                    start_ns: 0,
+                    end_ns: 10,
+                },
+                owners: vec![2],
+                points: vec![0, 1, 2, 3],
+                keys: vec![0; 4],
             },
             body: parsed.clone(),
-            points,
             precision: Precision::Nanosecond,
             default_time_ns: 0,
         };
         // Adjacent lines: one slice, pointing into the body (no copy at all).
-        let remote = remote_batch(&batch(vec![0, 1, 2, 3]));
+        let remote = remote_batch(&unit, &[0, 1, 2, 3], 1);
+        assert_eq!(remote.partition, 1);
         assert_eq!(remote.lines.len(), 1);
         assert_eq!(&remote.lines[0][..], &text.as_bytes()[..text.len() - 1]);
         assert!(body_range.contains(&remote.lines[0].as_ptr()));
         // A gap (a point of another shard) splits the run; still no copy.
-        let remote = remote_batch(&batch(vec![0, 2, 3]));
+        let remote = remote_batch(&unit, &[0, 2, 3], 0);
         assert_eq!(remote.lines.len(), 2);
         assert_eq!(&remote.lines[0][..], b"a v=1 1");
         assert_eq!(&remote.lines[1][..], b"c v=3 3\nd v=4 4");

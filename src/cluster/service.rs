@@ -40,7 +40,7 @@ use crate::net::wire::{
     WriteShardStatus,
 };
 use crate::placement::{self, Membership, NodeId};
-use crate::tsdb::shard::{ApplyOutcome, ShardError, ShardMeta};
+use crate::tsdb::shard::{ApplyOutcome, Partition, ShardError, ShardMeta};
 use crate::tsdb::store::ShardBatch;
 use futures_channel::oneshot;
 use glommio::net::{TcpListener, TcpStream};
@@ -407,45 +407,98 @@ async fn apply_remote_write(
             message: format!("malformed points in shard batch: {e}"),
         };
     }
-    let batch = ShardBatch {
-        shard: ShardMeta {
-            id: write.shard_id,
-            database: write.database,
-            retention_policy: write.retention_policy,
-            start_ns: write.group_start_ns,
-            end_ns: write.group_end_ns,
-        },
-        points: (0..parsed.points.len() as u32).collect(),
-        body: Arc::new(parsed),
+    let shard = ShardMeta {
+        id: write.shard_id,
+        database: write.database,
+        retention_policy: write.retention_policy,
+        start_ns: write.group_start_ns,
+        end_ns: write.group_end_ns,
+    };
+    let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
+    let keys: Vec<u32> = parsed
+        .series_hashes(&all)
+        .into_iter()
+        .map(placement::partition_key)
+        .collect();
+    let body = Arc::new(parsed);
+    let count = svc.local.partitions_of(shard.id);
+    let batch = |index: u32, points: Vec<u32>| ShardBatch {
+        shard: shard.clone(),
+        partition: Partition { index, count },
+        body: body.clone(),
+        points,
         precision,
         default_time_ns: write.default_time_ns,
     };
-    let core = placement::owning_core(batch.shard.id, svc.cores);
-    let written = if core == svc.core {
-        let wal_start = std::time::Instant::now();
-        match svc.local.append_here(&batch).await {
-            Ok((outcome, durable)) => {
-                drop(turn.done);
-                let synced = crate::tsdb::store::wait_durable(batch.shard.id, durable).await;
-                svc.timers
-                    .record(crate::metrics::Timer::WalWrite, wal_start);
-                synced.map(|()| outcome)
-            }
-            Err(e) => Err(e),
+    // The sender split by our core count, so normally every point is this core's; a
+    // part another core holds (our partition count for the shard differs, or the
+    // sender's idea of our core count is stale) goes there over the mesh.
+    let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
+    for (index, points) in placement::split_by_partition(&all, &keys, count) {
+        let core = placement::partition_core(index, svc.cores);
+        if core == svc.core {
+            here.push(batch(index, points));
+        } else {
+            elsewhere.push((core, batch(index, points)));
         }
-    } else {
-        // Over the mesh the append is not observable from here: the successor waits for
-        // the whole write (`turn.done` is dropped on return).
-        match svc.local.write_on(core, batch).await {
-            Ok(result) => result,
+    }
+    let rerouted: Vec<_> = elsewhere
+        .into_iter()
+        .map(|(core, batch)| {
+            let local = svc.local.clone();
+            glommio::spawn_local(async move { local.write_on(core, batch).await })
+        })
+        .collect();
+    if !rerouted.is_empty() {
+        CoreStats::add(&svc.stats.writes_rerouted, rerouted.len() as u64);
+    }
+    let wal_start = std::time::Instant::now();
+    let mut appended = Vec::with_capacity(here.len());
+    let mut failed = None;
+    for batch in &here {
+        match svc.local.append_here(batch).await {
+            Ok(done) => appended.push(done),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if rerouted.is_empty() {
+        // Over the mesh the append is not observable from here: with parts elsewhere
+        // the successor waits for the whole write (`turn.done` dropped on return).
+        drop(turn.done);
+    }
+    let mut total = ApplyOutcome::default();
+    for (outcome, durable) in appended {
+        if let Err(e) = crate::tsdb::store::wait_durable(shard.id, durable).await {
+            failed = failed.or(Some(e));
+        }
+        total.written += outcome.written;
+        total.rejected.extend(outcome.rejected);
+    }
+    if !here.is_empty() {
+        svc.timers
+            .record(crate::metrics::Timer::WalWrite, wal_start);
+    }
+    for write in rerouted {
+        match write.await {
+            Ok(Ok(outcome)) => {
+                total.written += outcome.written;
+                total.rejected.extend(outcome.rejected);
+            }
+            Ok(Err(e)) => failed = failed.or(Some(e)),
             Err(e) => {
                 return WriteShardStatus::Retryable {
                     message: e.to_string(),
                 }
             }
         }
-    };
-    status_of(written)
+    }
+    status_of(match failed {
+        Some(e) => Err(e),
+        None => Ok(total),
+    })
 }
 
 /// Fault seam for tests of the write path (STYLE: seams for testing faults): with

@@ -330,9 +330,12 @@ fn plan(ctx: &ClusterShardMapper, r: &ScanRequest, seen: &BTreeSet<u64>) -> Opti
     if every <= 0 {
         return None;
     }
-    // In i128: an unbounded range runs from near i64::MIN to near i64::MAX.
-    let group_of = |t: i64| i64::try_from((t as i128).div_euclid(every as i128) * every as i128);
-    let (first, last) = (group_of(r.start_ns).ok()?, group_of(r.end_ns).ok()?);
+    // Placement's groups (Go's truncation, weekly groups from Mondays). In i128: an
+    // unbounded range runs from near i64::MIN to near i64::MAX.
+    let (first, last) = (
+        placement::shard_group_start(r.start_ns, every),
+        placement::shard_group_start(r.end_ns, every),
+    );
     if (last as i128 - first as i128) / every as i128 >= MAX_PLANNED_GROUPS as i128 {
         return None;
     }

@@ -90,6 +90,10 @@ impl ShardWriterError {
 #[derive(Debug, Clone)]
 pub struct RemoteBatch {
     pub shard: ShardMeta,
+    /// The owner's partition of these lines, by its core count when they were split:
+    /// the batch goes to its core `partition % cores` (the owner re-routes what its own
+    /// partitioning puts elsewhere).
+    pub partition: u32,
     pub precision: u8,
     pub default_time_ns: i64,
     pub lines: Vec<Bytes>,
@@ -286,6 +290,33 @@ impl ConnEvents for Pool {
     }
 }
 
+/// Every peer's core count as its last handshake said, shared by the node's cores (any
+/// core's dial updates it), so the core that splits a write knows every owner's
+/// partitions. 0 until known. Fixed set of peers; relaxed atomics (a stale count only
+/// costs the peer a re-route).
+#[derive(Debug, Default)]
+pub struct PeerCores(HashMap<NodeId, std::sync::atomic::AtomicU16>);
+
+impl PeerCores {
+    pub fn new(peers: impl IntoIterator<Item = NodeId>) -> PeerCores {
+        PeerCores(peers.into_iter().map(|n| (n, Default::default())).collect())
+    }
+
+    pub fn get(&self, node: NodeId) -> Option<u16> {
+        let n = self
+            .0
+            .get(&node)?
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (n > 0).then_some(n)
+    }
+
+    fn set(&self, node: NodeId, cores: u16) {
+        if let Some(slot) = self.0.get(&node) {
+            slot.store(cores.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// This core's connections to every peer.
 pub struct ShardWriter {
     node_id: NodeId,
@@ -293,7 +324,7 @@ pub struct ShardWriter {
     secret: Rc<Vec<u8>>,
     config: ClusterConfig,
     peers: HashMap<NodeId, SocketAddr>,
-    peer_cores: RefCell<HashMap<NodeId, u16>>,
+    peer_cores: std::sync::Arc<PeerCores>,
     pools: RefCell<HashMap<(NodeId, usize), Rc<Pool>>>,
     next_request_id: Cell<u64>,
     stats: Rc<Cell<ShardWriterStats>>,
@@ -397,12 +428,24 @@ impl ShardWriter {
             secret: Rc::new(secret),
             config,
             peers: peers.iter().map(|p| (p.node_id, p.address)).collect(),
-            peer_cores: RefCell::new(HashMap::new()),
+            peer_cores: std::sync::Arc::new(PeerCores::new(peers.iter().map(|p| p.node_id))),
             pools: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             stats: Rc::new(Cell::new(ShardWriterStats::default())),
             rtt: RefCell::new(Latency::default()),
         }
+    }
+
+    /// Shares `peer_cores` with the node's other cores' writers (instead of this
+    /// writer's own).
+    pub fn with_peer_cores(mut self, peer_cores: std::sync::Arc<PeerCores>) -> ShardWriter {
+        self.peer_cores = peer_cores;
+        self
+    }
+
+    /// `node`'s core count, once a handshake with it said it.
+    pub fn peer_cores(&self, node: NodeId) -> Option<u16> {
+        self.peer_cores.get(node)
     }
 
     pub fn stats(&self) -> ShardWriterStats {
@@ -495,7 +538,7 @@ impl ShardWriter {
         })?
         .map_err(conn_err)?;
         conn.set_max_payload_bytes(self.config.max_frame_bytes.min(u32::MAX as u64) as u32);
-        self.peer_cores.borrow_mut().insert(node, info.cores.max(1));
+        self.peer_cores.set(node, info.cores);
         let (reader, sink, flusher) = conn.into_split();
         let events: Weak<Pool> = Rc::downgrade(pool);
         Ok(PipelinedConn::start(
@@ -603,34 +646,37 @@ impl ShardWriter {
         }
     }
 
-    /// The core of `node` that owns `shard_id`, and a connection to it if finding out
+    /// The core of `node` that holds `partition`, and a connection to it if finding out
     /// took one: with the peer's core count unknown, a connection to its core 0 is
-    /// taken (its handshake says the count), and used if core 0 is the owner, so the
+    /// taken (its handshake says the count), and used if core 0 is the one, so the
     /// caller keeps its place in that pool's queue.
-    async fn owning_core_of(
+    async fn partition_core_of(
         &self,
         node: NodeId,
         shard_id: u64,
+        partition: u32,
     ) -> Result<(usize, Option<Rc<PipelinedConn>>), ShardWriterError> {
-        let known = self.peer_cores.borrow().get(&node).copied();
-        if let Some(cores) = known {
-            return Ok((placement::owning_core(shard_id, cores as usize), None));
+        if let Some(cores) = self.peer_cores.get(node) {
+            return Ok((placement::partition_core(partition, cores as usize), None));
         }
         let conn = self
             .connection(&self.pool(node, 0)?, false, Some(shard_id))
             .await?;
-        let cores = self.peer_cores.borrow()[&node];
-        let core = placement::owning_core(shard_id, cores as usize);
+        let cores = self.peer_cores.get(node).unwrap_or(1);
+        let core = placement::partition_core(partition, cores as usize);
         Ok((core, (core == 0).then_some(conn)))
     }
 
-    /// Writes a batch to `node`'s owning core and returns its answer.
+    /// Writes a batch to the core of `node` that holds its partition and returns its
+    /// answer.
     pub async fn write(
         &self,
         node: NodeId,
         batch: &RemoteBatch,
     ) -> Result<WriteShardStatus, ShardWriterError> {
-        let (core, conn) = self.owning_core_of(node, batch.shard.id).await?;
+        let (core, conn) = self
+            .partition_core_of(node, batch.shard.id, batch.partition)
+            .await?;
         let message = WriteShardRef {
             shard_id: batch.shard.id,
             database: &batch.shard.database,
@@ -1195,6 +1241,7 @@ mod tests {
                                 start_ns: 0,
                                 end_ns: 1,
                             },
+                            partition: 0,
                             precision: 0,
                             default_time_ns: 0,
                             lines: vec![Bytes::from_static(b"m v=1 1\n")],

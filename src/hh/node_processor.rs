@@ -2,9 +2,10 @@
 //! of a remote write an owner could not take, and the NodeProcessor that replays a
 //! queue to its destination.
 //!
-//! Routing: every remote write of shard S runs on S's home core here
-//! (`shard_id % cores`), so one core's queue per destination holds all of S's backlog
-//! and its order is the order this node accepted the writes.
+//! Routing: every remote write of a series runs on the series' home core here
+//! (`partition_key % cores`, PointsWriter), so one core's queue per destination holds
+//! all of the series' backlog and its order is the order this node accepted the
+//! writes, whatever the destination's core count.
 //!
 //! Ordering (issue 4): while a destination's queue is not empty, new writes for it go
 //! behind the backlog (and do not count as that node's ack), so a replay never
@@ -49,6 +50,9 @@ struct RecordHeader {
     end: i64,
     precision: u8,
     default_time: i64,
+    /// The destination's partition of the lines (replayed to its core holding it).
+    #[serde(default)]
+    partition: u32,
 }
 
 const HEADER_PREFIX: &[u8] = b"#shardcore ";
@@ -333,6 +337,7 @@ impl HintedHandoff {
             end: batch.shard.end_ns,
             precision: batch.precision,
             default_time: batch.default_time_ns,
+            partition: batch.partition,
         };
         let mut first = HEADER_PREFIX.to_vec();
         first.extend_from_slice(&serde_json::to_vec(&header).expect("header serialises"));
@@ -358,6 +363,11 @@ impl HintedHandoff {
             record_since(&self.enqueue_latency, started);
         }
         (created, durable)
+    }
+
+    /// `node`'s core count, once a handshake with it said it.
+    pub fn peer_cores(&self, node: NodeId) -> Option<u16> {
+        self.shard_writer.peer_cores(node)
     }
 
     /// The place of a remote write of `shard` to `node` among those in flight.
@@ -410,6 +420,7 @@ fn batch_of(record: &hh::Record) -> Result<RemoteBatch, String> {
             start_ns: header.start,
             end_ns: header.end,
         },
+        partition: header.partition,
         precision: header.precision,
         default_time_ns: header.default_time,
         // The header is a comment: the destination's parser skips it.

@@ -1098,6 +1098,7 @@ async fn debug_vars(api: &Rc<HttpService>) -> Resp {
         "cluster": {
             "nodeId": api.node_id,
             "remoteWritesServed": s.remote_writes_served,
+            "writesRerouted": s.writes_rerouted,
             "rejectedConnections": s.cluster_rejected_connections,
             "mapReq": s.map_requests_served,
             "mapCursorPages": s.map_pages_from_cursor,

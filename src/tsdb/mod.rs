@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod index;
+pub mod layout;
 pub mod read;
 pub mod shard;
 pub mod store;

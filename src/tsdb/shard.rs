@@ -1,6 +1,8 @@
-//! One shard on its owning core: its identity ([`ShardMeta`], `shard.json`), its
-//! index ([`crate::tsdb::index`]: series, measurements, field types, tags) and its
-//! storage engine ([`crate::tsdb::engine`]: the values, logged and kept).
+//! One partition of a shard on its owning core (DESIGN section 2: a shard is stored
+//! on each owner node as `P` partitions by series hash): its identity ([`ShardMeta`]
+//! and [`Partition`], `shard.json`), its index ([`crate::tsdb::index`]: series,
+//! measurements, field types, tags) and its storage engine ([`crate::tsdb::engine`]:
+//! the values, logged and kept). A series lives in exactly one partition of its shard.
 //!
 //! A write is synchronous once it starts: the points are validated (field types),
 //! logged and applied, so the log's order is the engine's order; the caller then
@@ -29,6 +31,34 @@ pub struct ShardMeta {
     pub end_ns: i64,
 }
 
+/// Which partition of its shard a [`Shard`] is, of how many on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Partition {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Partition {
+    /// The only partition of a shard stored whole (format 1, tests).
+    pub const WHOLE: Partition = Partition { index: 0, count: 1 };
+}
+
+/// What `shard.json` holds: the shard's identity and which partition this is. Format 1
+/// files (no partition fields) read as the whole shard.
+#[derive(Serialize, Deserialize)]
+struct ShardFile {
+    #[serde(flatten)]
+    meta: ShardMeta,
+    #[serde(default)]
+    partition: u32,
+    #[serde(default = "one")]
+    partitions: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
 /// Errors of a shard as a whole (per-point rejections are in [`ApplyOutcome`]).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +74,16 @@ pub enum ShardError {
     /// `shard.json` is missing or unreadable: the directory is left as it is.
     #[error("cannot read {path}: {message}")]
     Meta { path: String, message: String },
+    /// Two shards hash to one id (2^-53 odds per pair): the write is refused rather
+    /// than mixed into the other shard.
+    #[error(
+        "shard id {id} of {wanted} is already taken by {taken} on this node; the write is refused"
+    )]
+    IdTaken {
+        id: u64,
+        wanted: String,
+        taken: String,
+    },
 }
 
 impl From<WalError> for ShardError {
@@ -89,6 +129,8 @@ pub struct ColumnData {
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardStats {
     pub id: u64,
+    pub partition: u32,
+    pub partitions: u32,
     pub database: String,
     pub retention_policy: String,
     pub start_ns: i64,
@@ -103,33 +145,43 @@ pub struct ShardStats {
     pub wal_resumes: u64,
 }
 
-/// A shard.
+/// One partition of a shard (see the module's documentation).
 pub struct Shard {
     pub meta: ShardMeta,
+    pub partition: Partition,
     index: Index,
     engine: Box<dyn Engine>,
 }
 
 impl Shard {
-    pub fn dir(data_dir: &Path, id: u64) -> PathBuf {
-        data_dir.join("shards").join(format!("{id:016x}"))
+    /// The directory of partition `partition` of shard `id`.
+    pub fn dir(data_dir: &Path, id: u64, partition: u32) -> PathBuf {
+        crate::tsdb::layout::partition_dir(data_dir, id, partition)
     }
 
-    /// Creates a new, empty shard on disk.
+    /// Creates a new, empty partition of a shard on disk.
     pub fn create(
         data_dir: &Path,
         meta: ShardMeta,
+        partition: Partition,
         wal_config: WalConfig,
     ) -> Result<Shard, ShardError> {
-        let dir = Self::dir(data_dir, meta.id);
+        let dir = Self::dir(data_dir, meta.id, partition.index);
+        let file = ShardFile {
+            meta: meta.clone(),
+            partition: partition.index,
+            partitions: partition.count,
+        };
         let make = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir.join("wal"))?;
             let tmp = dir.join("shard.json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&meta).expect("serialises"))?;
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&file).expect("serialises"))?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, dir.join("shard.json"))?;
             std::fs::File::open(&dir)?.sync_all()?;
-            std::fs::File::open(dir.parent().expect("shards dir"))?.sync_all()?;
+            let shard_dir = dir.parent().expect("shard dir");
+            std::fs::File::open(shard_dir)?.sync_all()?;
+            std::fs::File::open(shard_dir.parent().expect("shards dir"))?.sync_all()?;
             Ok(())
         };
         make().map_err(|e| {
@@ -144,6 +196,7 @@ impl Shard {
         })?;
         Ok(Shard {
             meta,
+            partition,
             index: Index::default(),
             engine: Box::new(WalHead::create(&dir.join("wal"), wal_config)),
         })
@@ -166,8 +219,8 @@ impl Shard {
         let tmp = dir.join("shard.json.tmp");
         let complete = std::fs::read(&tmp)
             .ok()
-            .and_then(|b| serde_json::from_slice::<ShardMeta>(&b).ok())
-            .is_some_and(|m| m.id == id);
+            .and_then(|b| serde_json::from_slice::<ShardFile>(&b).ok())
+            .is_some_and(|f| f.meta.id == id);
         if complete {
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, dir.join("shard.json"))?;
@@ -210,7 +263,7 @@ impl Shard {
         truncate: bool,
     ) -> Result<(Shard, RecoveryReport), ShardError> {
         let path = dir.join("shard.json");
-        let meta: ShardMeta = std::fs::read(&path)
+        let file: ShardFile = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .map_err(|message| ShardError::Meta {
@@ -220,11 +273,21 @@ impl Shard {
         let mut index = Index::default();
         let (engine, report) = WalHead::open(&dir.join("wal"), wal_config, truncate, &mut index)?;
         let shard = Shard {
-            meta,
+            meta: file.meta,
+            partition: Partition {
+                index: file.partition,
+                count: file.partitions.max(1),
+            },
             index,
             engine: Box::new(engine),
         };
         Ok((shard, report))
+    }
+
+    /// Joins the field types the shard's other partitions on this node see (see
+    /// [`Index::share_field_types`]); done once the partition is open.
+    pub fn share_field_types(&mut self, shared: Arc<crate::tsdb::index::SharedFieldTypes>) {
+        self.index.share_field_types(shared);
     }
 
     /// The shard's index.
@@ -285,6 +348,8 @@ impl Shard {
         let engine = self.engine.stats();
         ShardStats {
             id: self.meta.id,
+            partition: self.partition.index,
+            partitions: self.partition.count,
             database: self.meta.database.clone(),
             retention_policy: self.meta.retention_policy.clone(),
             start_ns: self.meta.start_ns,
@@ -464,7 +529,7 @@ mod tests {
         let data_dir = dir.path().to_path_buf();
         let dd = data_dir.clone();
         run(move || async move {
-            let mut shard = Shard::create(&dd, meta(7), config()).unwrap();
+            let mut shard = Shard::create(&dd, meta(7), Partition::WHOLE, config()).unwrap();
             let body = Arc::new(lineproto::parse(
                 Bytes::from_static(
                     b"cpu,host=a v=1 10\ncpu,host=a v=2i 20\ncpu,host=b v=3 10\ncpu,host=a v=9 10\nmem x=\"s\" 5",
@@ -487,7 +552,8 @@ mod tests {
             );
             shard.engine().close().await;
         });
-        let (mut shard, report) = Shard::open(&Shard::dir(&data_dir, 7), config()).unwrap();
+        let (mut shard, report) = Shard::open(&Shard::dir(&data_dir, 7, 0), config()).unwrap();
+        assert_eq!(shard.partition, Partition::WHOLE);
         assert_eq!(report.records, 1);
         assert_eq!(shard.count_values(), 3);
         let pts = shard.read(None, None, i64::MIN, i64::MAX);

@@ -1,24 +1,31 @@
-//! The shards one core owns.
+//! The shard partitions one core owns.
 //!
-//! **Invariant:** only the owning core touches a shard's files and memory: a core opens
-//! exactly the shard directories with `shard_id % cores == core`, and every write or read
-//! of a shard reaches that core (over the mesh if it arrived elsewhere).
+//! **Invariant:** only the owning core touches a partition's files and memory: a core
+//! opens exactly the partition directories with `partition % cores == core`
+//! ([`placement::partition_core`]), and every write or read of a partition reaches
+//! that core (over the mesh if it arrived elsewhere).
 
 use crate::base::LocalFuture;
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
 use crate::tsdb::engine::wal::{RecoveryReport, WalConfig};
 use crate::tsdb::engine::Durable;
-use crate::tsdb::shard::{ApplyOutcome, Shard, ShardError, ShardMeta, ShardStats, StoredPoint};
+use crate::tsdb::index::NodeFieldTypes;
+use crate::tsdb::layout;
+use crate::tsdb::shard::{
+    ApplyOutcome, Partition, Shard, ShardError, ShardMeta, ShardStats, StoredPoint,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A batch of points for one shard: a shared parsed body and the indices of the points
-/// that belong to this shard. Moving it between cores moves one `Arc`, not the points.
+/// A batch of points for one partition of a shard: a shared parsed body and the indices
+/// of the points that belong to it. Moving it between cores moves one `Arc`, not the
+/// points.
 #[derive(Clone, Debug)]
 pub struct ShardBatch {
     pub shard: ShardMeta,
+    pub partition: Partition,
     pub body: Arc<ParsedBody>,
     pub points: Vec<u32>,
     pub precision: Precision,
@@ -89,71 +96,82 @@ impl ShardDirectory {
     }
 }
 
-/// Per-core store.
+/// A partition's key in a store: (shard id, partition index).
+pub type PartitionKey = (u64, u32);
+
+/// Per-core store: this core's partitions of every shard.
 pub struct Store {
     core: usize,
     data_dir: PathBuf,
     wal_config: WalConfig,
-    shards: HashMap<u64, Shard>,
+    shards: HashMap<PartitionKey, Shard>,
     directory: Option<Arc<ShardDirectory>>,
+    /// Field types per shard, shared with the other cores' partitions.
+    field_types: Arc<NodeFieldTypes>,
 }
 
 impl Store {
-    /// Opens this core's shards under `DATA_DIR/shards` and replays their WALs.
+    /// Opens this core's partitions under `DATA_DIR/shards` and replays their WALs.
     pub fn open(
         core: usize,
         cores: usize,
         data_dir: &Path,
         wal_config: WalConfig,
+        field_types: Arc<NodeFieldTypes>,
     ) -> std::io::Result<(Store, StoreRecovery)> {
-        let shards_dir = data_dir.join("shards");
-        std::fs::create_dir_all(&shards_dir)?;
+        std::fs::create_dir_all(data_dir.join("shards"))?;
         let mut store = Store {
             core,
             data_dir: data_dir.to_path_buf(),
             wal_config,
             shards: HashMap::new(),
             directory: None,
+            field_types,
         };
         let mut recovery = StoreRecovery::default();
-        for entry in std::fs::read_dir(&shards_dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Ok(id) = u64::from_str_radix(&name.to_string_lossy(), 16) else {
-                continue;
-            };
-            if placement::owning_core(id, cores) != core {
+        for found in layout::partitions_on_disk(data_dir)? {
+            if placement::partition_core(found.partition, cores) != core {
                 continue;
             }
-            match Shard::repair_interrupted_create(&entry.path(), id) {
+            let (id, dir) = (found.shard_id, found.dir);
+            match Shard::repair_interrupted_create(&dir, id) {
                 Ok(Some(what)) => {
-                    tracing::warn!(shard = %entry.path().display(), "{what}");
-                    if !entry.path().exists() {
+                    tracing::warn!(shard = %dir.display(), "{what}");
+                    if !dir.exists() {
                         continue;
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(shard = %entry.path().display(), error = %e, "cannot repair an interrupted shard creation")
+                    tracing::warn!(shard = %dir.display(), error = %e, "cannot repair an interrupted shard creation")
                 }
             }
-            match Shard::open(&entry.path(), wal_config) {
-                Ok((shard, report)) => {
+            match Shard::open(&dir, wal_config) {
+                Ok((mut shard, report)) => {
                     recovery.shards += 1;
                     recovery.wal.segments += report.segments;
                     recovery.wal.records += report.records;
                     recovery.wal.bytes += report.bytes;
                     recovery.wal.truncated_segments += report.truncated_segments;
                     recovery.wal.truncated_bytes += report.truncated_bytes;
-                    store.shards.insert(id, shard);
+                    if shard.meta.id != id || shard.partition.index != found.partition {
+                        tracing::error!(shard = %dir.display(), "shard.json names another shard or partition than its directory; it stays offline");
+                        recovery.failed_shards.push(format!(
+                            "{}: shard.json names another shard or partition",
+                            dir.display()
+                        ));
+                        continue;
+                    }
+                    shard.share_field_types(store.field_types.of(id));
+                    store.shards.insert((id, found.partition), shard);
                 }
                 Err(error) => {
                     // A shard that cannot be read is left on disk, untouched, and named.
                     let message = error.to_string();
-                    tracing::error!(shard = %entry.path().display(), %message, "cannot open shard; it stays offline");
+                    tracing::error!(shard = %dir.display(), %message, "cannot open shard; it stays offline");
                     recovery
                         .failed_shards
-                        .push(format!("{}: {message}", entry.path().display()));
+                        .push(format!("{}: {message}", dir.display()));
                 }
             }
         }
@@ -172,25 +190,41 @@ impl Store {
 
     fn publish(&self) {
         if let Some(d) = &self.directory {
-            d.publish(
-                self.core,
-                self.shards.values().map(|s| s.meta.clone()).collect(),
-            );
+            let mut metas: Vec<ShardMeta> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for s in self.shards.values() {
+                if seen.insert(s.meta.id) {
+                    metas.push(s.meta.clone());
+                }
+            }
+            d.publish(self.core, metas);
         }
     }
 
-    /// Writes a batch to its shard, creating the shard on first use. Returns the outcome
-    /// and the durability receiver to await before acknowledging.
+    /// Writes a batch to its partition, creating the partition on first use. Returns
+    /// the outcome and the durability receiver to await before acknowledging.
     pub fn write(
         &mut self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
-        if !self.shards.contains_key(&batch.shard.id) {
-            let shard = Shard::create(&self.data_dir, batch.shard.clone(), self.wal_config)?;
-            self.shards.insert(batch.shard.id, shard);
+        let key = (batch.shard.id, batch.partition.index);
+        if !self.shards.contains_key(&key) {
+            // Another partition of the same id here must be the same shard.
+            if let Some(other) = self.shards.values().find(|s| s.meta.id == batch.shard.id) {
+                check_same_shard(&other.meta, &batch.shard)?;
+            }
+            let mut shard = Shard::create(
+                &self.data_dir,
+                batch.shard.clone(),
+                batch.partition,
+                self.wal_config,
+            )?;
+            shard.share_field_types(self.field_types.of(batch.shard.id));
+            self.shards.insert(key, shard);
             self.publish();
         }
-        let shard = self.shards.get_mut(&batch.shard.id).expect("just ensured");
+        let shard = self.shards.get_mut(&key).expect("just ensured");
+        check_same_shard(&shard.meta, &batch.shard)?;
         shard.write(
             &batch.body,
             &batch.points,
@@ -201,16 +235,17 @@ impl Store {
 
     pub fn shard_stats(&self) -> Vec<ShardStats> {
         let mut v: Vec<_> = self.shards.values().map(|s| s.stats()).collect();
-        v.sort_by_key(|s| (s.start_ns, s.id));
+        v.sort_by_key(|s| (s.start_ns, s.id, s.partition));
         v
     }
 
-    /// Resolves once shard `id`'s engine has room for more writes (holds no borrow
-    /// of the store).
-    pub fn room_in(&self, id: u64) -> Option<LocalFuture<'static, ()>> {
-        self.shards.get(&id).map(|s| s.engine().wait_for_room())
+    /// Resolves once partition `key`'s engine has room for more writes (holds no
+    /// borrow of the store).
+    pub fn room_in(&self, key: PartitionKey) -> Option<LocalFuture<'static, ()>> {
+        self.shards.get(&key).map(|s| s.engine().wait_for_room())
     }
 
+    /// This core's partitions, in no particular order.
     pub fn shards(&self) -> impl Iterator<Item = &Shard> {
         self.shards.values()
     }
@@ -219,8 +254,15 @@ impl Store {
         self.shards.values_mut()
     }
 
-    pub fn shard_mut(&mut self, id: u64) -> Option<&mut Shard> {
-        self.shards.get_mut(&id)
+    /// This core's partitions' keys, sorted.
+    pub fn keys(&self) -> Vec<PartitionKey> {
+        let mut keys: Vec<_> = self.shards.keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    pub fn shard_mut(&mut self, key: PartitionKey) -> Option<&mut Shard> {
+        self.shards.get_mut(&key)
     }
 
     /// Reads points from every shard of `database` (and `rp`, if given).
@@ -234,7 +276,7 @@ impl Store {
         end_ns: i64,
     ) -> Vec<(u64, StoredPoint)> {
         let mut out = Vec::new();
-        for (id, shard) in self.shards.iter_mut() {
+        for ((id, _), shard) in self.shards.iter_mut() {
             if shard.meta.database != database
                 || rp.is_some_and(|r| r != shard.meta.retention_policy)
                 || shard.meta.end_ns <= start_ns
@@ -249,10 +291,11 @@ impl Store {
         out
     }
 
-    /// Takes the shards of a dropped database (or retention policy) out of the store.
-    /// The caller finishes the job with [`delete_shards`] without holding the store.
+    /// Takes the partitions of a dropped database (or retention policy) out of the
+    /// store. The caller finishes the job with [`delete_shards`] without holding the
+    /// store.
     pub fn remove_shards(&mut self, database: &str, rp: Option<&str>) -> Vec<Shard> {
-        let ids: Vec<u64> = self
+        let ids: Vec<PartitionKey> = self
             .shards
             .iter()
             .filter(|(_, s)| {
@@ -279,19 +322,52 @@ impl Store {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    pub fn field_types(&self) -> &Arc<NodeFieldTypes> {
+        &self.field_types
+    }
 }
 
-/// Closes removed shards' WALs and deletes their directories.
-pub async fn delete_shards(data_dir: &Path, shards: Vec<Shard>) -> usize {
+/// Closes removed partitions' WALs and deletes their directories, and a shard's
+/// directory once its last partition is gone (whichever core removes the last one;
+/// `remove_dir` refuses a directory another partition still holds). Returns the
+/// partitions removed.
+pub async fn delete_shards(
+    data_dir: &Path,
+    shards: Vec<Shard>,
+    field_types: &NodeFieldTypes,
+) -> usize {
     let n = shards.len();
     for shard in shards {
         shard.engine().close().await;
-        let dir = Shard::dir(data_dir, shard.meta.id);
+        let (id, partition) = (shard.meta.id, shard.partition.index);
+        drop(shard);
+        field_types.forget_unused(id);
+        let dir = Shard::dir(data_dir, id, partition);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove dropped shard directory");
         }
+        let _ = std::fs::remove_dir(layout::shard_dir(data_dir, id));
     }
     n
+}
+
+/// Refuses a batch whose shard identity differs from the partition's with the same id
+/// (an id collision), instead of mixing two shards.
+fn check_same_shard(have: &ShardMeta, wanted: &ShardMeta) -> Result<(), ShardError> {
+    if have.database == wanted.database
+        && have.retention_policy == wanted.retention_policy
+        && have.start_ns == wanted.start_ns
+    {
+        return Ok(());
+    }
+    let name =
+        |m: &ShardMeta| format!("{}.{} group {}", m.database, m.retention_policy, m.start_ns);
+    Err(ShardError::IdTaken {
+        id: wanted.id,
+        wanted: name(wanted),
+        taken: name(have),
+    })
 }
 
 /// Waits until a batch appended to shard `shard_id` (whose append returned `durable`)

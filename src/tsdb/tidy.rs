@@ -35,11 +35,11 @@ pub async fn run(store: Rc<RefCell<Store>>, shutdown: Arc<Shutdown>) {
             seen = now;
             continue;
         }
-        let shards: Vec<u64> = store.borrow().shards().map(|s| s.meta.id).collect();
-        'shards: for id in shards {
+        let shards = store.borrow().keys();
+        'shards: for key in shards {
             loop {
                 let slice_ends = Instant::now() + TIDY_SLICE;
-                let more = match store.borrow_mut().shard_mut(id) {
+                let more = match store.borrow_mut().shard_mut(key) {
                     Some(shard) => shard.tidy(|_| Instant::now() < slice_ends),
                     None => false,
                 };

@@ -354,16 +354,23 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// WAL segment files of every shard under `data_dir`, sorted.
+/// WAL segment files of every shard partition under `data_dir`
+/// (`shards/<id>/<partition>/wal/`), sorted.
 pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(shards) = std::fs::read_dir(data_dir.join("shards")) else {
         return out;
     };
     for shard in shards.flatten() {
-        if let Ok(files) = std::fs::read_dir(shard.path().join("wal")) {
-            for f in files.flatten() {
-                out.push(f.path());
+        for partition in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(files) = std::fs::read_dir(partition.path().join("wal")) {
+                for f in files.flatten() {
+                    out.push(f.path());
+                }
             }
         }
     }
@@ -440,20 +447,24 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        self.start_node_with_cores(i, self.cores);
+    }
+
+    /// Starts node `i` with `cores` cores (1 or 2: each node has two cluster ports).
+    pub fn start_node_with_cores(&mut self, i: usize, cores: usize) {
         // A node killed a moment ago may still hold its listeners: glommio's io_uring is
         // torn down asynchronously after the process exits, and the listening sockets
         // with it (a few ms to ~100 ms), and nodes bind without SO_REUSEPORT.
         let deadline = Instant::now() + Duration::from_secs(10);
         let base = self.cluster_ports[i];
-        let cores = self.cores as u16;
-        while (base..base + cores)
+        while (base..base + cores as u16)
             .any(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
         }
         let data = self.dirs[i].path().join("data");
-        let cores = self.cores.to_string();
+        let cores = cores.to_string();
         let config = self.configs[i].to_str().unwrap().to_string();
         self.nodes[i] = Some(Node::start_with(
             &data,

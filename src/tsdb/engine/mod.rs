@@ -34,6 +34,31 @@ pub enum Value {
     String(Vec<u8>),
 }
 
+impl Value {
+    /// The value as a line-protocol field value (floats exact: Rust's shortest form
+    /// that reads back to the same bits).
+    pub fn to_line_protocol(&self) -> String {
+        match self {
+            Value::Float(v) => format!("{v:?}"),
+            Value::Integer(v) => format!("{v}i"),
+            Value::Unsigned(v) => format!("{v}u"),
+            Value::Boolean(v) => v.to_string(),
+            Value::String(s) => {
+                let mut out = String::with_capacity(s.len() + 2);
+                out.push('"');
+                for c in String::from_utf8_lossy(s).chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+                out
+            }
+        }
+    }
+}
+
 /// The query engine's view of a stored value.
 impl From<&Value> for crate::influxql::value::Val {
     fn from(v: &Value) -> crate::influxql::value::Val {

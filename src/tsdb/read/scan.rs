@@ -7,7 +7,7 @@
 use crate::lineproto::{self, FieldType};
 use crate::tsdb::read::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
-use crate::tsdb::store::Store;
+use crate::tsdb::store::{PartitionKey, Store};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -482,8 +482,8 @@ pub async fn scan_local(
         .map(|f| f.iter().map(|n| escape_field(n)).collect());
     let limit = r.per_series_limit.map(|l| (l.n, l.newest));
     let required = condition.as_ref().map(required_tags).unwrap_or_default();
-    // The shards to read, and the series of each, as they are now.
-    let targets: Vec<(u64, i64, i64, Vec<u32>)> = store
+    // The partitions to read, and the series of each, as they are now.
+    let targets: Vec<(PartitionKey, i64, i64, Vec<u32>)> = store
         .borrow()
         .shards()
         .filter(|shard| {
@@ -497,11 +497,14 @@ pub async fn scan_local(
         .map(|shard| {
             let m = &shard.meta;
             let ids = shard.index().scan_candidates(&measurement, &required);
-            (m.id, m.start_ns, m.end_ns, ids)
+            ((m.id, shard.partition.index), m.start_ns, m.end_ns, ids)
         })
         .collect();
+    let mut targets = targets;
+    targets.sort_by_key(|t| t.0);
     let mut out = Vec::new();
-    for (shard_id, start_ns, end_ns, ids) in targets {
+    for (key, start_ns, end_ns, ids) in targets {
+        let shard_id = key.0;
         let mut series = Vec::new();
         let mut done = 0;
         while done < ids.len() {
@@ -511,7 +514,7 @@ pub async fn scan_local(
             budget.start_slice();
             let mut store = store.borrow_mut();
             // A shard dropped while the scan paused has nothing more to give.
-            let Some(shard) = store.shard_mut(shard_id) else {
+            let Some(shard) = store.shard_mut(key) else {
                 break;
             };
             done += shard.scan_series(
@@ -553,7 +556,69 @@ pub async fn scan_local(
             series,
         });
     }
-    Ok(out)
+    Ok(merge_partitions(out))
+}
+
+/// One [`ShardScan`] per shard, in shard id order: the scans of a shard's partitions
+/// (from one core or several) merged, their series sorted by key (a series lives in
+/// one partition, so no key repeats). Callers see shards, never partitions, and a
+/// rescan gives the same order (MapShard pages count series by offset).
+pub fn merge_partitions(mut scans: Vec<ShardScan>) -> Vec<ShardScan> {
+    scans.sort_by_key(|s| s.shard_id);
+    let mut out: Vec<ShardScan> = Vec::with_capacity(scans.len());
+    let mut merged_last = false;
+    for scan in scans {
+        match out.last_mut() {
+            Some(last) if last.shard_id == scan.shard_id => {
+                last.series.extend(scan.series);
+                merged_last = true;
+            }
+            _ => {
+                if merged_last {
+                    sort_series(out.last_mut().expect("merged"));
+                }
+                merged_last = false;
+                out.push(scan);
+            }
+        }
+    }
+    if merged_last {
+        sort_series(out.last_mut().expect("merged"));
+    }
+    out
+}
+
+fn sort_series(scan: &mut ShardScan) {
+    scan.series.sort_by(|a, b| a.key.cmp(&b.key));
+}
+
+/// One [`ShardSchema`] per shard: the schemas of its partitions united.
+pub fn merge_partition_schemas(mut schemas: Vec<ShardSchema>) -> Vec<ShardSchema> {
+    schemas.sort_by_key(|s| s.shard_id);
+    let mut out: Vec<ShardSchema> = Vec::with_capacity(schemas.len());
+    for schema in schemas {
+        match out.last_mut() {
+            Some(last) if last.shard_id == schema.shard_id => {
+                for (name, m) in schema.measurements {
+                    let into = last.measurements.entry(name).or_default();
+                    for (field, t) in m.fields {
+                        into.fields.entry(field).or_insert(t);
+                    }
+                    for (key, values) in m.tags {
+                        into.tags.entry(key).or_default().extend(values);
+                    }
+                    into.series.extend(m.series);
+                }
+            }
+            _ => out.push(schema),
+        }
+    }
+    for schema in &mut out {
+        for m in schema.measurements.values_mut() {
+            m.series.sort();
+        }
+    }
+    out
 }
 
 /// Fault seam for tests of remote cancellation (STYLE: seams for testing faults): with
