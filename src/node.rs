@@ -449,6 +449,10 @@ impl LocalNode for LocalCores {
         self.partitions.of(id)
     }
 
+    fn max_partitions(&self) -> u32 {
+        self.partitions.max()
+    }
+
     fn append_here<'a>(
         &'a self,
         batch: &'a ShardBatch,

@@ -30,6 +30,9 @@ pub trait LocalNode {
     /// was first created here); partition `p` is on core `p % cores`.
     fn partitions_of(&self, id: u64) -> u32;
 
+    /// The largest partition count of any shard here (1: nothing is partitioned).
+    fn max_partitions(&self) -> u32;
+
     /// Appends a batch to a partition this core holds, after waiting for room in its WAL,
     /// and applies it to the cache. The append is synchronous once it starts, so two
     /// appends started in some order land in that order; the durability wait is the

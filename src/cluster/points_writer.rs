@@ -169,7 +169,9 @@ fn invalid_key_reason(body: &ParsedBody, point: &lineproto::PointRef) -> Option<
 
 /// Groups parsed points into per-shard batches (points beyond retention, or with an
 /// invalid key, are counted and left out). Pure: the placement of every point comes
-/// from `placement`.
+/// from `placement`. `partition_keys`: fill each batch's `keys` (else all 0, for a
+/// node where every shard is one partition and no peer takes writes: the series hash
+/// is then computed only to choose among several shards).
 pub fn group_by_shard(
     meta: &MetaData,
     database: &str,
@@ -177,6 +179,7 @@ pub fn group_by_shard(
     body: &ParsedBody,
     membership: &Membership,
     now_ns: i64,
+    partition_keys: bool,
 ) -> Result<GroupedPoints, WriteError> {
     let db = meta
         .database(database)
@@ -242,7 +245,11 @@ pub fn group_by_shard(
             }
         };
         let (group, batch_of_shard) = &mut group_list[g];
-        let hash = series_hashes.of(body, i);
+        let hash = if partition_keys || group.shards.len() > 1 {
+            series_hashes.of(body, i)
+        } else {
+            0
+        };
         let index = placement::shard_index(hash, group.shards.len()) as usize;
         let b = *batch_of_shard[index].get_or_insert_with(|| {
             let shard = &group.shards[index];
@@ -260,7 +267,11 @@ pub fn group_by_shard(
             });
             out.len() - 1
         });
-        let key = placement::partition_key(hash);
+        let key = if partition_keys {
+            placement::partition_key(hash)
+        } else {
+            0
+        };
         out[b].points.push(i as u32);
         out[b].keys.push(key);
         last_series = Some((start, i, b, key));
@@ -350,6 +361,7 @@ async fn write(
         parse_errors: std::mem::take(&mut parsed.errors),
         ..Default::default()
     };
+    let partition_keys = pw.hinted_handoff.is_some() || pw.local.max_partitions() > 1;
     let grouped = group_by_shard(
         &meta,
         database,
@@ -357,6 +369,7 @@ async fn write(
         &parsed,
         &pw.membership,
         now,
+        partition_keys,
     )?;
     outcome.beyond_retention = grouped.beyond_retention;
     outcome.rejected = grouped.invalid;
@@ -519,7 +532,7 @@ async fn write_to_owners(
 async fn write_here(pw: &Rc<PointsWriter>, unit: &WriteUnit) -> OwnerResult {
     let (id, cores) = (unit.shard.shard.id, pw.local.cores());
     let count = pw.local.partitions_of(id);
-    let mut writes = Vec::new();
+    let mut batches = Vec::new();
     for (index, points) in
         placement::split_by_partition(&unit.shard.points, &unit.shard.keys, count)
     {
@@ -533,16 +546,31 @@ async fn write_here(pw: &Rc<PointsWriter>, unit: &WriteUnit) -> OwnerResult {
                 precision: unit.precision,
                 default_time_ns: unit.default_time_ns,
             };
-            let pw = pw.clone();
-            writes.push(glommio::spawn_local(async move {
-                pw.local.write_on(core, batch).await
-            }));
+            batches.push((core, batch));
         }
     }
+    let results = if batches.len() == 1 {
+        let (core, batch) = batches.pop().expect("one batch");
+        vec![pw.local.write_on(core, batch).await]
+    } else {
+        // Every part at once, each waiting for its own partition's WAL sync.
+        let writes: Vec<_> = batches
+            .into_iter()
+            .map(|(core, batch)| {
+                let pw = pw.clone();
+                glommio::spawn_local(async move { pw.local.write_on(core, batch).await })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            results.push(write.await);
+        }
+        results
+    };
     let mut applied = ApplyOutcome::default();
     let mut failed = None;
-    for write in writes {
-        match write.await {
+    for result in results {
+        match result {
             Ok(Ok(outcome)) => {
                 applied.written += outcome.written;
                 applied.rejected.extend(outcome.rejected);
@@ -578,12 +606,21 @@ async fn write_remote(pw: &Rc<PointsWriter>, owner: NodeId, unit: &WriteUnit) ->
         };
     };
     let theirs = hh.peer_cores(owner).map_or(cores as u32, u32::from);
-    let mut parts: std::collections::BTreeMap<(usize, u32), Vec<u32>> = Default::default();
-    for (&point, &key) in unit.shard.points.iter().zip(&unit.shard.keys) {
-        let home = placement::partition_core(placement::partition_of(key, cores as u32), cores);
-        let partition = placement::partition_of(key, theirs);
-        parts.entry((home, partition)).or_default().push(point);
-    }
+    let parts: Vec<((usize, u32), Vec<u32>)> = if theirs == cores as u32 {
+        // The usual case: both splits are one (home core p sends partition p).
+        placement::split_by_partition(&unit.shard.points, &unit.shard.keys, theirs)
+            .into_iter()
+            .map(|(p, points)| ((p as usize, p), points))
+            .collect()
+    } else {
+        let mut parts: std::collections::BTreeMap<(usize, u32), Vec<u32>> = Default::default();
+        for (&point, &key) in unit.shard.points.iter().zip(&unit.shard.keys) {
+            let home = placement::partition_core(placement::partition_of(key, cores as u32), cores);
+            let partition = placement::partition_of(key, theirs);
+            parts.entry((home, partition)).or_default().push(point);
+        }
+        parts.into_iter().collect()
+    };
     let mut sends = Vec::new();
     for ((home, partition), points) in parts {
         for chunk in points.chunks(pw.max_batch_points) {
@@ -716,8 +753,16 @@ mod tests {
             now - 25 * crate::meta::HOUR_NS
         );
         let parsed = lineproto::parse(Bytes::from(body), Precision::Nanosecond, now);
-        let grouped =
-            group_by_shard(&meta, "db", None, &parsed, &Membership::single(1), now).unwrap();
+        let grouped = group_by_shard(
+            &meta,
+            "db",
+            None,
+            &parsed,
+            &Membership::single(1),
+            now,
+            true,
+        )
+        .unwrap();
         assert_eq!(grouped.beyond_retention, 1);
         let batches: Vec<_> = grouped
             .batches
@@ -733,11 +778,27 @@ mod tests {
             crate::meta::HOUR_NS
         );
         assert!(matches!(
-            group_by_shard(&meta, "nope", None, &parsed, &Membership::single(1), now),
+            group_by_shard(
+                &meta,
+                "nope",
+                None,
+                &parsed,
+                &Membership::single(1),
+                now,
+                true
+            ),
             Err(WriteError::DatabaseNotFound(_))
         ));
         assert!(matches!(
-            group_by_shard(&meta, "db", Some("x"), &parsed, &Membership::single(1), now),
+            group_by_shard(
+                &meta,
+                "db",
+                Some("x"),
+                &parsed,
+                &Membership::single(1),
+                now,
+                true
+            ),
             Err(WriteError::RetentionPolicyNotFound(_))
         ));
     }

@@ -415,13 +415,18 @@ async fn apply_remote_write(
         end_ns: write.group_end_ns,
     };
     let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
-    let keys: Vec<u32> = parsed
-        .series_hashes(&all)
-        .into_iter()
-        .map(placement::partition_key)
-        .collect();
-    let body = Arc::new(parsed);
     let count = svc.local.partitions_of(shard.id);
+    // One partition: nothing to split, no series to hash.
+    let keys: Vec<u32> = if count == 1 {
+        vec![0; all.len()]
+    } else {
+        parsed
+            .series_hashes(&all)
+            .into_iter()
+            .map(placement::partition_key)
+            .collect()
+    };
+    let body = Arc::new(parsed);
     let batch = |index: u32, points: Vec<u32>| ShardBatch {
         shard: shard.clone(),
         partition: Partition { index, count },

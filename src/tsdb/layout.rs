@@ -154,6 +154,12 @@ impl PartitionCounts {
         self.on_disk.get(&id).copied().unwrap_or(self.cores)
     }
 
+    /// The largest partition count of any shard here, now or made from now on: 1
+    /// means no write needs its points' partition keys.
+    pub fn max(&self) -> u32 {
+        self.on_disk.values().copied().fold(self.cores, u32::max)
+    }
+
     /// Shards on disk whose `P` differs from the core count (their writes are
     /// re-routed between cores).
     pub fn rehomed(&self) -> usize {
@@ -237,11 +243,12 @@ fn check_format(data_dir: &Path) -> Result<(), LayoutError> {
 /// directory or a hinted-handoff queue segment. (Only `meta.json`, whose format did not
 /// change, is no evidence: such a directory is simply adopted.)
 fn format_one_evidence(data_dir: &Path) -> Option<String> {
+    // A shard directory (a hex id); other names (`lost+found`) are no evidence.
     if let Some(shard) = std::fs::read_dir(data_dir.join("shards"))
         .into_iter()
         .flatten()
         .flatten()
-        .next()
+        .find(|e| u64::from_str_radix(&e.file_name().to_string_lossy(), 16).is_ok())
     {
         return Some(shard.path().display().to_string());
     }
@@ -275,6 +282,8 @@ mod tests {
     fn a_new_directory_gets_format_two_and_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // A filesystem's own directory in shards/ is no sign of an old format.
+        std::fs::create_dir_all(data.join("shards/lost+found")).unwrap();
         let counts = prepare(&data, 4).unwrap();
         assert_eq!(counts.of(7), 4);
         assert!(std::fs::read_to_string(data.join("FORMAT"))
@@ -334,6 +343,33 @@ mod tests {
         ));
         std::fs::remove_dir_all(dir.path().join("hh")).unwrap();
         prepare(dir.path(), 1).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes `FORMAT` or a partition's `shard.json` hold, start-up answers
+        /// (format 2, or an error naming the file); it never panics.
+        #[test]
+        fn arbitrary_format_and_shard_files_never_panic(
+            format in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            shard_json in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("FORMAT"), &format).unwrap();
+            let part = partition_dir(dir.path(), 1, 0);
+            std::fs::create_dir_all(&part).unwrap();
+            std::fs::write(part.join("shard.json"), &shard_json).unwrap();
+            if let Ok(counts) = prepare(dir.path(), 2) {
+                proptest::prop_assert!(counts.of(1) >= 1);
+            }
+            let _ = crate::tsdb::shard::Shard::open_read_only(
+                &part,
+                crate::tsdb::engine::wal::WalConfig {
+                    fsync_delay: std::time::Duration::ZERO,
+                    segment_size_bytes: 1 << 20,
+                    max_pending_bytes: 1 << 20,
+                },
+            );
+        }
     }
 
     #[test]
