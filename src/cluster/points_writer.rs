@@ -621,27 +621,33 @@ async fn write_remote(pw: &Rc<PointsWriter>, owner: NodeId, unit: &WriteUnit) ->
         }
         parts.into_iter().collect()
     };
-    let mut sends = Vec::new();
+    let mut sends: Vec<(usize, RemoteBatch)> = Vec::new();
     for ((home, partition), points) in parts {
         for chunk in points.chunks(pw.max_batch_points) {
-            let batch = remote_batch(unit, chunk, partition);
-            let (pw, hh) = (pw.clone(), hh.clone());
-            sends.push(glommio::spawn_local(async move {
-                if home == pw.local.core() {
-                    hh.remote_write(owner, batch).await
-                } else {
-                    match pw.local.remote_write_on(home, owner, batch).await {
-                        Ok(outcome) => outcome,
-                        Err(e) => RemoteOutcome::Failed(e.to_string(), false),
-                    }
-                }
-            }));
+            sends.push((home, remote_batch(unit, chunk, partition)));
         }
     }
+    let outcomes = if sends.len() == 1 {
+        let (home, batch) = sends.pop().expect("one part");
+        vec![send_remote(pw, hh, owner, home, batch).await]
+    } else {
+        let tasks: Vec<_> = sends
+            .into_iter()
+            .map(|(home, batch)| {
+                let (pw, hh) = (pw.clone(), hh.clone());
+                glommio::spawn_local(async move { send_remote(&pw, &hh, owner, home, batch).await })
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            outcomes.push(task.await);
+        }
+        outcomes
+    };
     let (mut written, mut rejected) = (0, Vec::new());
     let (mut hinted, mut failed) = (None, None);
-    for send in sends {
-        match send.await {
+    for outcome in outcomes {
+        match outcome {
             RemoteOutcome::Applied(n) => written += n,
             RemoteOutcome::Rejected(message) => rejected.push(message),
             RemoteOutcome::Hinted(message, timeout) => hinted = hinted.or(Some((message, timeout))),
@@ -660,6 +666,23 @@ async fn write_remote(pw: &Rc<PointsWriter>, owner: NodeId, unit: &WriteUnit) ->
             timeout,
         },
         (None, None) => OwnerResult::Applied(ApplyOutcome { written, rejected }),
+    }
+}
+
+/// One part of a remote owner's share, from its home core (here, or over the mesh).
+async fn send_remote(
+    pw: &Rc<PointsWriter>,
+    hh: &Rc<HintedHandoff>,
+    owner: NodeId,
+    home: usize,
+    batch: RemoteBatch,
+) -> RemoteOutcome {
+    if home == pw.local.core() {
+        return hh.remote_write(owner, batch).await;
+    }
+    match pw.local.remote_write_on(home, owner, batch).await {
+        Ok(outcome) => outcome,
+        Err(e) => RemoteOutcome::Failed(e.to_string(), false),
     }
 }
 
