@@ -752,7 +752,7 @@ fn recover(args: &CoreArgs) -> Result<Recovered, String> {
     let cluster = shard_writer(config, args.cores, &args.peer_cores).map(|(writer, secret)| {
         let (hh, found) = HintedHandoff::open(
             config.data_dir.clone(),
-            core,
+            (core, args.cores),
             &config.hinted_handoff,
             crate::cluster::membership(config).nodes(),
             writer.clone(),

@@ -426,3 +426,52 @@ fn a_format_one_data_directory_is_refused_and_exportable() {
     assert_eq!(fresh.write("db=db", dml.as_bytes()).status, 204);
     assert_eq!(fresh.dump("db", "").len(), 3);
 }
+
+/// A node restarted with fewer cores replays the hinted-handoff queues its missing
+/// cores left behind (core c adopts those of cores c + k * cores): every write
+/// acknowledged at consistency `any` reaches the owner that was down.
+#[test]
+fn hinted_handoff_queues_of_missing_cores_are_replayed() {
+    let mut cluster = Cluster::start(
+        3,
+        2,
+        "write-timeout-ms = 2000\ndial-timeout-ms = 300\n[hinted-handoff]\nretry-interval-ms = 100\nretry-max-interval-ms = 300\n",
+    );
+    cluster.query_all("CREATE DATABASE db WITH REPLICATION 3 SHARD DURATION 1h");
+    cluster.node_mut(2).kill();
+    cluster.nodes[2] = None;
+    for row in 0..3 {
+        let r = cluster
+            .node(0)
+            .write("db=db&consistency=any", cpu_lines(200, 1, row).as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    // Node 1's queues for node 3 hold records on both of its cores.
+    let queued_per_core = |node: &Node| -> BTreeMap<u64, u64> {
+        let vars = node.request("GET", "/debug/vars", &[], b"").json();
+        let mut out = BTreeMap::new();
+        for q in vars["hintedHandoff"].as_array().into_iter().flatten() {
+            *out.entry(q["core"].as_u64().unwrap()).or_default() +=
+                q["queueBytes"].as_u64().unwrap_or(0);
+        }
+        out
+    };
+    let before = queued_per_core(cluster.node(0));
+    assert!(before.get(&1).copied().unwrap_or(0) > 0, "{before:?}");
+    assert!(before.get(&0).copied().unwrap_or(0) > 0, "{before:?}");
+    cluster.node_mut(0).kill();
+    cluster.start_node_with_cores(0, 1);
+    assert!(
+        cluster
+            .node(0)
+            .log()
+            .contains("adopted the hinted-handoff queue"),
+        "{}",
+        cluster.node(0).log()
+    );
+    cluster.start_node(2);
+    eventually("node 1's queues drain", || {
+        queued_per_core(cluster.node(0)).values().sum::<u64>() == 0
+    });
+    assert_eq!(cluster.node(2).dump("db", "").len(), 200 * 3 * 3);
+}

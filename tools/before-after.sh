@@ -37,32 +37,9 @@ HEAD_SHA=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+d
 mkdir -p "$WORK_DIR"
 log() { echo "before-after: $*" >&2; }
 
-# This checkout's binaries.
-if ((BUILD)); then
-  cargo build --release --bins -q
-fi
-AFTER_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
-[ -x "$AFTER_DIR/shardcore" ] && [ -x "$AFTER_DIR/shardcore-bench" ] || {
-  echo "before-after: no release binaries in $AFTER_DIR" >&2; exit 2; }
-
-# BASE's server, built once in its own worktree and target dir (one cargo build at a
-# time: this runs after the one above).
-TREE=$WORK_DIR/tree-$BASE_SHA
-BASE_TARGET=$WORK_DIR/target
-if [ ! -x "$BASE_TARGET/release/shardcore-$BASE_SHA" ]; then
-  [ -d "$TREE" ] || git worktree add -f --detach "$TREE" "$BASE" >&2
-  log "building shardcore at $BASE_SHA (a few minutes)"
-  (cd "$TREE" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release --bin shardcore -q)
-  cp "$BASE_TARGET/release/shardcore" "$BASE_TARGET/release/shardcore-$BASE_SHA"
-fi
-# Each side: a directory with its server and this checkout's load tool, laid out as a
-# target dir (compare-ingest reads $CARGO_TARGET_DIR/release).
-for side in before after; do
-  mkdir -p "$WORK_DIR/$side/release"
-  ln -sf "$AFTER_DIR/shardcore-bench" "$WORK_DIR/$side/release/shardcore-bench"
-done
-ln -sf "$BASE_TARGET/release/shardcore-$BASE_SHA" "$WORK_DIR/before/release/shardcore"
-ln -sf "$AFTER_DIR/shardcore" "$WORK_DIR/after/release/shardcore"
+# Both servers (tools/base-lib.sh).
+. tools/base-lib.sh
+prepare_sides "$BASE_SHA" "$BASE" "$WORK_DIR" "$BUILD" before-after
 
 RESULTS=$WORK_DIR/results-$$
 mkdir -p "$RESULTS"

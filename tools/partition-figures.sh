@@ -34,22 +34,8 @@ log() { echo "partition-figures: $*" >&2; }
 BASE_SHA=$(git rev-parse --short "$BASE")
 HEAD_SHA=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+dirty")
 mkdir -p "$WORK_DIR"
-if ((BUILD)); then cargo build --release --bins -q; fi
-AFTER_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
-TREE=$WORK_DIR/tree-$BASE_SHA
-BASE_TARGET=$WORK_DIR/target
-if [ ! -x "$BASE_TARGET/release/shardcore-$BASE_SHA" ]; then
-  [ -d "$TREE" ] || git worktree add -f --detach "$TREE" "$BASE" >&2
-  log "building shardcore at $BASE_SHA (a few minutes)"
-  (cd "$TREE" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release --bin shardcore -q)
-  cp "$BASE_TARGET/release/shardcore" "$BASE_TARGET/release/shardcore-$BASE_SHA"
-fi
-for side in before after; do
-  mkdir -p "$WORK_DIR/$side/release"
-  ln -sf "$AFTER_DIR/shardcore-bench" "$WORK_DIR/$side/release/shardcore-bench"
-done
-ln -sf "$BASE_TARGET/release/shardcore-$BASE_SHA" "$WORK_DIR/before/release/shardcore"
-ln -sf "$AFTER_DIR/shardcore" "$WORK_DIR/after/release/shardcore"
+. tools/base-lib.sh
+prepare_sides "$BASE_SHA" "$BASE" "$WORK_DIR" "$BUILD" partition-figures
 RESULTS=$(mktemp -d "${TMPDIR:-/tmp}/partition-figures.XXXXXX")
 trap 'rm -rf "$RESULTS"' EXIT
 

@@ -209,6 +209,10 @@ pub struct HintedHandoff {
     shard_writer: Rc<ShardWriter>,
     shutdown: Arc<Shutdown>,
     queues: RefCell<HashMap<NodeId, Rc<QueueSlot>>>,
+    /// Queues a core that no longer exists left behind (the node restarted with fewer
+    /// cores): core `c` adopts those of cores `c + k * cores`, replays them and takes
+    /// nothing new into them. Opened at start-up only, so the list is fixed.
+    adopted: Vec<(NodeId, Rc<QueueSlot>)>,
     /// Remote writes in flight per (destination, shard), in arrival order.
     order: RefCell<WriteOrder>,
     /// Enqueue (append + group fdatasync) and replay round-trip latencies on this core, µs.
@@ -230,18 +234,20 @@ impl HintedHandoff {
         }
     }
 
-    /// Opens this core's existing queues (start-up, blocking) and purges the queues of
-    /// destinations no longer in the cluster. Returns the service and the destinations
-    /// with a queue, whose processors [`HintedHandoff::start_processors`] starts.
+    /// Opens this core's existing queues, and those it adopts from cores the node no
+    /// longer runs (start-up, blocking), and purges the queues of destinations no
+    /// longer in the cluster. Returns the service and the destinations with a queue of
+    /// this core's own, whose processors [`HintedHandoff::start_processors`] starts
+    /// (with the adopted queues').
     pub fn open(
         data_dir: PathBuf,
-        core: usize,
+        (core, cores): (usize, usize),
         config: &HintedHandoffConfig,
         members: &[NodeId],
         shard_writer: Rc<ShardWriter>,
         shutdown: Arc<Shutdown>,
     ) -> (HintedHandoff, Vec<NodeId>) {
-        let hh = HintedHandoff {
+        let mut hh = HintedHandoff {
             data_dir,
             core,
             limits: Self::limits(config),
@@ -249,6 +255,7 @@ impl HintedHandoff {
             shard_writer,
             shutdown,
             queues: RefCell::new(HashMap::new()),
+            adopted: Vec::new(),
             order: RefCell::new(WriteOrder::default()),
             enqueue_latency: RefCell::new(Latency::default()),
             replay_latency: RefCell::new(Latency::default()),
@@ -272,6 +279,19 @@ impl HintedHandoff {
                 continue;
             }
             if queue_core != core {
+                let orphan = queue_core >= cores && queue_core % cores.max(1) == core;
+                if orphan {
+                    match Queue::open(&dir, hh.limits) {
+                        Ok((queue, report)) if !queue.is_empty() => {
+                            tracing::warn!(node, core, from_core = queue_core, ?report, "adopted the hinted-handoff queue of a core this node no longer runs; replaying it");
+                            hh.adopted.push((node, QueueSlot::new(queue)));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(node, core, from_core = queue_core, error = %e, "cannot open an orphaned hinted-handoff queue")
+                        }
+                    }
+                }
                 continue;
             }
             match Queue::open(&dir, hh.limits) {
@@ -288,12 +308,12 @@ impl HintedHandoff {
         (hh, found)
     }
 
-    /// Whether writes for `node` must go behind a backlog.
+    /// Whether writes for `node` must go behind a backlog (this core's queue, or one
+    /// it adopted, not empty).
     pub fn has_backlog(&self, node: NodeId) -> bool {
-        self.queues
-            .borrow()
-            .get(&node)
-            .is_some_and(|q| !q.queue.borrow().is_empty())
+        let empty = |q: &QueueSlot| q.queue.borrow().is_empty();
+        self.queues.borrow().get(&node).is_some_and(|q| !empty(q))
+            || self.adopted.iter().any(|(n, q)| *n == node && !empty(q))
     }
 
     /// The queue for `node`, opened on first use (blocking, once per destination and
@@ -375,17 +395,20 @@ impl HintedHandoff {
         self.order.borrow_mut().turn((node, shard))
     }
 
-    /// Per destination: its queue's counters.
+    /// Per destination: its queue's counters (an adopted queue's beside, under the
+    /// same destination).
     pub fn stats(&self) -> Vec<(NodeId, QueueStats)> {
+        let stats_of = |n: NodeId, q: &QueueSlot| {
+            let mut stats = q.queue.borrow().stats();
+            stats.replay_failures = q.replay_failures.get();
+            (n, stats)
+        };
         let mut v: Vec<_> = self
             .queues
             .borrow()
             .iter()
-            .map(|(n, q)| {
-                let mut stats = q.queue.borrow().stats();
-                stats.replay_failures = q.replay_failures.get();
-                (*n, stats)
-            })
+            .map(|(n, q)| stats_of(*n, q))
+            .chain(self.adopted.iter().map(|(n, q)| stats_of(*n, q)))
             .collect();
         v.sort_by_key(|(n, _)| *n);
         v
@@ -504,6 +527,14 @@ impl Pacer {
 /// after it that were applied are applied again, after it, so the destination ends
 /// with the newest values (writes are idempotent per series and timestamp).
 async fn run_processor(hh: Rc<HintedHandoff>, node: NodeId) {
+    let Some(slot) = hh.queue_of(node) else {
+        return;
+    };
+    replay(hh, node, slot).await
+}
+
+/// Replays one queue to `node` until shutdown (see [`run_processor`]).
+async fn replay(hh: Rc<HintedHandoff>, node: NodeId, slot: Rc<QueueSlot>) {
     let config = hh.config.clone();
     let min_backoff = Duration::from_millis(config.retry_interval_ms);
     let max_backoff = Duration::from_millis(config.retry_max_interval_ms).max(min_backoff);
@@ -514,9 +545,6 @@ async fn run_processor(hh: Rc<HintedHandoff>, node: NodeId) {
     let mut pacer = Pacer {
         limit: config.retry_rate_limit_bytes_per_second,
         next_at: Instant::now(),
-    };
-    let Some(slot) = hh.queue_of(node) else {
-        return;
     };
     let queue = &slot.queue;
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(max_inflight);
@@ -727,6 +755,9 @@ impl HintedHandoff {
     pub fn start_processors(self: &Rc<Self>, nodes: Vec<NodeId>) {
         for node in nodes {
             glommio::spawn_local(run_processor(self.clone(), node)).detach();
+        }
+        for (node, slot) in &self.adopted {
+            glommio::spawn_local(replay(self.clone(), *node, slot.clone())).detach();
         }
     }
 

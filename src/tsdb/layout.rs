@@ -133,19 +133,24 @@ pub fn format_one_shards(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Partition counts of the shards on this node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PartitionCounts {
     /// Shards found on disk at start, with their `P`.
     on_disk: HashMap<u64, u32>,
     /// The node's core count: the `P` of every shard created from now on.
     cores: u32,
+    /// The largest `P` of all (fixed once built).
+    max: u32,
 }
 
 impl PartitionCounts {
     pub fn new(on_disk: HashMap<u64, u32>, cores: usize) -> PartitionCounts {
+        let cores = cores.max(1) as u32;
+        let max = on_disk.values().copied().fold(cores, u32::max);
         PartitionCounts {
             on_disk,
-            cores: cores.max(1) as u32,
+            cores,
+            max,
         }
     }
 
@@ -157,7 +162,7 @@ impl PartitionCounts {
     /// The largest partition count of any shard here, now or made from now on: 1
     /// means no write needs its points' partition keys.
     pub fn max(&self) -> u32 {
-        self.on_disk.values().copied().fold(self.cores, u32::max)
+        self.max
     }
 
     /// Shards on disk whose `P` differs from the core count (their writes are
