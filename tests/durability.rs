@@ -200,8 +200,10 @@ fn corrupt_record_is_cut_with_its_successors_and_earlier_records_kept() {
     assert!(node.terminate().success());
     // Flip a bit inside the second record's payload.
     let mut bytes = std::fs::read(&seg).unwrap();
-    let first_record_end = 8 + u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
-    bytes[first_record_end + 12] ^= 0x01;
+    let (starts, _) = record_starts(&bytes);
+    assert_eq!(starts.len(), 3, "one record per write");
+    assert_eq!(starts[1] % 4096, 0, "each commit starts in a fresh block");
+    bytes[starts[1] + 12] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
 
     let node = Node::start_with(dir.path(), &["--cores", "1"]);
@@ -249,16 +251,34 @@ fn shards_are_spread_over_cores_and_found_after_restart_with_fewer_cores() {
     assert_eq!(listing.lines().count(), 49, "{listing}");
 }
 
-/// Length of the valid records at the start of a WAL segment image (the format is
-/// `len u32 LE | crc u32 LE | payload`; zero padding may follow).
-fn records_len(bytes: &[u8]) -> usize {
-    let mut pos = 0;
+/// Where each record of a WAL segment image starts, and where the last one ends. The
+/// format: `len u32 LE | crc u32 LE | payload`; each commit starts at a multiple of
+/// 4,096 bytes, zero padding before it (a zero length is padding, never a record).
+fn record_starts(bytes: &[u8]) -> (Vec<usize>, usize) {
+    const BLOCK: usize = 4096;
+    let (mut starts, mut pos, mut end) = (Vec::new(), 0, 0);
     while pos + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 || pos + 8 + len > bytes.len() {
+        if len == 0 {
+            match bytes[pos..].iter().position(|&b| b != 0) {
+                Some(nonzero) if (pos + nonzero) / BLOCK * BLOCK > pos => {
+                    pos = (pos + nonzero) / BLOCK * BLOCK;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        if pos + 8 + len > bytes.len() {
             break;
         }
+        starts.push(pos);
         pos += 8 + len;
+        end = pos;
     }
-    pos
+    (starts, end)
+}
+
+/// Length of the valid records at the start of a WAL segment image.
+fn records_len(bytes: &[u8]) -> usize {
+    record_starts(bytes).1
 }
