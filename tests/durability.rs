@@ -241,13 +241,7 @@ fn shards_are_spread_over_cores_and_found_after_restart_with_fewer_cores() {
 
     let node = Node::start_with(dir.path(), &["--cores", "1"]);
     assert_eq!(node.dump("db", "").len(), 48);
-    let out = std::process::Command::new(common::BIN)
-        .arg("inspect")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = common::inspect_listing(dir.path());
     assert_eq!(listing.lines().count(), 49, "{listing}");
 }
 

@@ -122,13 +122,7 @@ fn a_two_core_node_stores_on_both_cores() {
     assert!(r.text().contains("field type conflict"), "{}", r.text());
     assert_eq!(writes_rerouted(&node), 0);
     assert!(node.terminate().success());
-    let out = std::process::Command::new(common::BIN)
-        .arg("inspect")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = common::inspect_listing(dir.path());
     assert_eq!(listing.lines().count(), 3, "{listing}");
     assert!(
         listing.contains("\t0/2\t") && listing.contains("\t1/2\t"),

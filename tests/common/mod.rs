@@ -354,6 +354,17 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// `shardcore inspect DATA_DIR`'s listing (one line per shard partition after a header).
+pub fn inspect_listing(data_dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .arg("inspect")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// WAL segment files of every shard partition under `data_dir`
 /// (`shards/<id>/<partition>/wal/`), sorted.
 pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
