@@ -39,6 +39,25 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub hinted_handoff: HintedHandoffConfig,
     pub query: QueryConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: dropping shard groups older than their policy keeps (InfluxDB's
+/// `[retention]` service, its keys in our kebab-case with units).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetentionConfig {
+    pub enabled: bool,
+    pub check_interval_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            check_interval_ms: 30 * 60 * 1000,
+        }
+    }
 }
 
 /// `[query]`: the bounds of one InfluxQL statement (InfluxDB's `[coordinator]` limits).
@@ -255,6 +274,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             hinted_handoff: HintedHandoffConfig::default(),
             query: QueryConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -500,6 +520,15 @@ purge-interval-seconds = 60
 # Records of one queue sent to its destination at once (pipelined; records of one
 # shard share a connection so they apply in order). 1 = one at a time; at most 16.
 replay-max-inflight-records = 4
+
+[retention]
+# Drop shard groups that ended before now minus their retention policy's duration
+# (InfluxDB's retention service). Every core checks its own partitions, every node
+# its own shards, by the same rule: no coordination.
+enabled = true
+
+# How often each core checks (InfluxDB's check-interval, 30m).
+check-interval-ms = 1800000
 "#;
 
 impl Config {
@@ -644,6 +673,9 @@ impl Config {
                 "hinted-handoff.replay-max-inflight-records",
                 &format!("must be from 1 to {MAX_REPLAY_INFLIGHT_RECORDS}"),
             );
+        }
+        if self.retention.check_interval_ms == 0 {
+            return invalid("retention.check-interval-ms", "must be greater than 0");
         }
         if self.hinted_handoff.retry_interval_ms == 0 {
             return invalid("hinted-handoff.retry-interval-ms", "must be greater than 0");

@@ -456,6 +456,8 @@ counters! {
     body_read_timeouts => "http_body_read_timeouts_total", "Requests answered 408 because their body did not arrive within body-read-timeout-ms.";
     cluster_rejected_connections => "cluster_rejected_connections_total", "Cluster connections refused (bad handshake, secret or limit).";
     wal_truncated_segments => "wal_truncated_segments_total", "WAL segments whose torn tail was cut at start-up.";
+    retention_partitions_dropped => "retention_partitions_dropped_total", "Shard partitions dropped because their group ended before now minus their retention policy's duration.";
+    retention_bytes_dropped => "retention_bytes_dropped_total", "Bytes on disk of the shard partitions retention dropped.";
 }
 
 /// A core's hinted-handoff queues and its enqueue and replay latencies.
@@ -687,6 +689,14 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("numDatabases", json!(gauges.databases)),
                 ("walTruncatedSegments", json!(c.wal_truncated_segments)),
                 ("meshWritesServed", json!(c.mesh_writes_served)),
+            ],
+        ),
+        StatsGroup::new(
+            "retention",
+            Vec::new(),
+            vec![
+                ("partitionsDropped", json!(c.retention_partitions_dropped)),
+                ("bytesDropped", json!(c.retention_bytes_dropped)),
             ],
         ),
     ];

@@ -947,6 +947,16 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         shutdown.clone(),
     ))
     .detach();
+    if config.retention.enabled {
+        glommio::spawn_local(crate::tsdb::retention::run(
+            services.local.store.clone(),
+            services.local.meta.clone(),
+            Duration::from_millis(config.retention.check_interval_ms),
+            services.local.stats.clone(),
+            shutdown.clone(),
+        ))
+        .detach();
+    }
     if let (Some(service), Some(listener)) = (&services.cluster_service, listeners.cluster) {
         glommio::spawn_local(service.clone().run(listener)).detach();
     }

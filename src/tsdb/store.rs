@@ -291,6 +291,23 @@ impl Store {
         out
     }
 
+    /// Takes the partitions `doomed` picks out of the store (retention); the caller
+    /// finishes the job with [`delete_shards`] without holding the store.
+    pub fn remove_where(&mut self, doomed: impl Fn(&Shard) -> bool) -> Vec<Shard> {
+        let keys: Vec<PartitionKey> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| doomed(s))
+            .map(|(k, _)| *k)
+            .collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let removed = keys.iter().filter_map(|k| self.shards.remove(k)).collect();
+        self.publish();
+        removed
+    }
+
     /// Takes the partitions of a dropped database (or retention policy) out of the
     /// store. The caller finishes the job with [`delete_shards`] without holding the
     /// store.
