@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+/// How long `eventually` waits for what a test expects.
+const WAIT: Duration = Duration::from_secs(20);
+
 const HOUR_NS: i64 = 3_600_000_000_000;
 const BASE_NS: i64 = 1_600_000_000_000_000_000;
 
@@ -207,7 +210,7 @@ fn a_hung_owner_times_out_and_does_not_block_lower_levels() {
     // The node comes back: once the hinted-handoff backlog drained, writes at `all`
     // succeed again (before that they queue behind it, and do not count as its ack).
     for i in 0..2 {
-        eventually("the hinted-handoff queues drain", || {
+        common::eventually(WAIT, "the hinted-handoff queues drain", || {
             hh_queue_bytes(cluster.node(i)) == 0
         });
     }
@@ -277,18 +280,6 @@ fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Polls `check` on a node until it holds (meta sync is asynchronous).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn databases(node: &common::Node) -> Vec<String> {
     let r = node.query("SHOW DATABASES").json();
     r["results"][0]["series"][0]["values"]
@@ -309,7 +300,7 @@ fn ddl_on_one_node_reaches_all_and_a_down_node_converges() {
     );
     assert_eq!(r.status, 200);
     for i in 0..3 {
-        eventually("CREATE DATABASE on every node", || {
+        common::eventually(WAIT, "CREATE DATABASE on every node", || {
             databases(cluster.node(i)) == vec!["doomed", "shared"]
         });
     }
@@ -323,11 +314,11 @@ fn ddl_on_one_node_reaches_all_and_a_down_node_converges() {
     cluster.nodes[2] = None;
     let r = cluster.node(1).query("DROP DATABASE doomed; CREATE DATABASE later; CREATE RETENTION POLICY week ON shared DURATION 7d REPLICATION 2");
     assert_eq!(r.status, 200, "{}", r.text());
-    eventually("the DDL on node 1", || {
+    common::eventually(WAIT, "the DDL on node 1", || {
         databases(cluster.node(0)) == vec!["later", "shared"]
     });
     cluster.start_node(2);
-    eventually("node 3 converging after restart", || {
+    common::eventually(WAIT, "node 3 converging after restart", || {
         databases(cluster.node(2)) == vec!["later", "shared"]
     });
     let rps = cluster
@@ -384,7 +375,7 @@ fn a_node_that_was_down_gets_every_missed_write_by_hinted_handoff() {
         }
     }
     // consistency=one answers before the write to C failed and was queued.
-    eventually("writes for C queued", || {
+    common::eventually(WAIT, "writes for C queued", || {
         hh_queue_bytes(cluster.node(0)) + hh_queue_bytes(cluster.node(1)) > 0
     });
     // `shardcore hh status` shows node 3's queue on both nodes.
@@ -405,7 +396,9 @@ fn a_node_that_was_down_gets_every_missed_write_by_hinted_handoff() {
     }
     cluster.start_node(2);
     for i in 0..2 {
-        eventually("the queues drain", || hh_queue_bytes(cluster.node(i)) == 0);
+        common::eventually(WAIT, "the queues drain", || {
+            hh_queue_bytes(cluster.node(i)) == 0
+        });
     }
     let held = holders(&cluster, "db");
     assert_eq!(held.len(), 2 * 5 * 1000 * 2);
@@ -444,9 +437,13 @@ fn a_replay_never_overwrites_a_newer_value_with_an_older_one() {
         204
     );
     // consistency=one answers before the write to C failed and was queued.
-    eventually("v2 queued for C", || hh_queue_bytes(cluster.node(0)) > 0);
+    common::eventually(WAIT, "v2 queued for C", || {
+        hh_queue_bytes(cluster.node(0)) > 0
+    });
     cluster.start_node(2);
-    eventually("the queue drains", || hh_queue_bytes(cluster.node(0)) == 0);
+    common::eventually(WAIT, "the queue drains", || {
+        hh_queue_bytes(cluster.node(0)) == 0
+    });
     let on_c = cluster.node(2).dump("db", "&measurement=ord");
     assert_eq!(on_c.len(), 1);
     assert_eq!(
@@ -489,17 +486,17 @@ fn sigkill_during_replay_loses_and_skips_nothing() {
             .write("db=db&consistency=one", lines(chunk, 200, 1).as_bytes());
         assert_eq!(r.status, 204, "{}", r.text());
     }
-    eventually("writes for node 3 queued", || {
+    common::eventually(WAIT, "writes for node 3 queued", || {
         hh_progress(cluster.node(0)).0 > 0
     });
     cluster.start_node(2);
-    eventually("replay under way", || {
+    common::eventually(WAIT, "replay under way", || {
         let (queued, delivered) = hh_progress(cluster.node(0));
         delivered > 0 && queued > 0
     });
     cluster.node_mut(0).kill();
     cluster.start_node(0);
-    eventually("the queue drains after the restart", || {
+    common::eventually(WAIT, "the queue drains after the restart", || {
         hh_progress(cluster.node(0)).0 == 0
     });
     let held = holders(&cluster, "db");
@@ -674,7 +671,7 @@ fn a_hung_peer_times_out_its_pipelined_requests_while_the_other_peer_writes_on()
     let vars = shard_writer_vars(node);
     assert!(vars["connectionsFailed"].as_u64().unwrap() >= 1, "{vars}");
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    eventually("the hinted-handoff queue drains", || {
+    common::eventually(WAIT, "the hinted-handoff queue drains", || {
         hh_queue_bytes(cluster.node(0)) == 0
     });
     let on_2: BTreeSet<String> = cluster

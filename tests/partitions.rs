@@ -8,7 +8,10 @@ mod common;
 
 use common::{Cluster, Node};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long `eventually` waits for what a test expects.
+const WAIT: Duration = Duration::from_secs(30);
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 const BASE_NS: i64 = 1_600_000_000_000_000_000;
@@ -28,18 +31,10 @@ fn cpu_lines(hosts: usize, rows: usize, first_row: usize) -> String {
     body
 }
 
-/// /debug/shards entries: one per (shard, partition).
-fn shard_entries(node: &Node) -> Vec<serde_json::Value> {
-    node.request("GET", "/debug/shards", &[], b"").json()["shards"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Values stored per core of a node.
 fn values_per_core(node: &Node) -> BTreeMap<u64, u64> {
     let mut out = BTreeMap::new();
-    for s in shard_entries(node) {
+    for s in node.debug_shards() {
         *out.entry(s["core"].as_u64().unwrap()).or_default() += s["values"].as_u64().unwrap();
     }
     out
@@ -61,17 +56,6 @@ fn writes_rerouted(node: &Node) -> u64 {
         .unwrap_or(0)
 }
 
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A 2-core node, one shard group, 1,000 hosts: both cores hold values, each 40-60%;
 /// /debug/shards has one entry per (shard, partition) with its core; SHOW SHARDS one
 /// row per shard; `shardcore inspect` one line per partition.
@@ -82,7 +66,7 @@ fn a_two_core_node_stores_on_both_cores() {
     assert_eq!(node.query("CREATE DATABASE db").status, 200);
     let r = node.write("db=db", cpu_lines(1_000, 3, 0).as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
-    let entries = shard_entries(&node);
+    let entries = node.debug_shards();
     assert_eq!(entries.len(), 2, "{entries:?}");
     let ids: BTreeSet<u64> = entries.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one shard");
@@ -181,7 +165,8 @@ fn restarts_with_other_core_counts_keep_every_point() {
             node.dump("db", "&measurement=cpu").len(),
             expected * 300 * 3
         );
-        let first_group = shard_entries(&node)
+        let first_group = node
+            .debug_shards()
             .into_iter()
             .filter(|e| e["start_ns"].as_i64().unwrap() <= BASE_NS);
         for e in first_group {
@@ -203,7 +188,8 @@ fn restarts_with_other_core_counts_keep_every_point() {
         );
         if cores == "4" {
             assert_eq!(node.write("db=db", hour.as_bytes()).status, 204);
-            let later: Vec<_> = shard_entries(&node)
+            let later: Vec<_> = node
+                .debug_shards()
                 .into_iter()
                 .filter(|e| e["start_ns"].as_i64().unwrap() > BASE_NS + HOUR_NS)
                 .collect();
@@ -279,7 +265,8 @@ fn a_cluster_stores_on_every_core_of_every_owner() {
             "node {}: a value stored twice",
             i + 1
         );
-        let in_partitions: u64 = shard_entries(node)
+        let in_partitions: u64 = node
+            .debug_shards()
             .iter()
             .map(|e| e["series"].as_u64().unwrap())
             .sum();
@@ -294,7 +281,7 @@ fn a_cluster_stores_on_every_core_of_every_owner() {
                 (0.35..=0.65).contains(&share),
                 "node {} core {core}: {per_core:?} {:?}",
                 i + 1,
-                shard_entries(node)
+                node.debug_shards()
             );
         }
         assert_eq!(writes_rerouted(node), 0, "node {}", i + 1);
@@ -332,12 +319,12 @@ fn hinted_handoff_reaches_a_node_restarted_with_more_cores() {
             .map(|q| q["queueBytes"].as_u64().unwrap_or(0))
             .sum()
     };
-    eventually("writes for node 3 queued", || {
+    common::eventually(WAIT, "writes for node 3 queued", || {
         queued(cluster.node(0)) + queued(cluster.node(1)) > 0
     });
     cluster.start_node_with_cores(2, 2);
     for i in 0..2 {
-        eventually("the queues drain", || queued(cluster.node(i)) == 0);
+        common::eventually(WAIT, "the queues drain", || queued(cluster.node(i)) == 0);
     }
     let on_3 = cluster.node(2).dump("db", "");
     assert_eq!(on_3.len(), 200 * 4 * 3, "every point reached node 3");
@@ -349,7 +336,7 @@ fn hinted_handoff_reaches_a_node_restarted_with_more_cores() {
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(cluster.node(2).dump("db", "").len(), 200 * 5 * 3);
     assert!(writes_rerouted(cluster.node(2)) > 0);
-    for e in shard_entries(cluster.node(2)) {
+    for e in cluster.node(2).debug_shards() {
         assert_eq!(e["partitions"], 1, "{e}");
         assert_eq!(e["core"], 0, "{e}");
     }
@@ -464,7 +451,7 @@ fn hinted_handoff_queues_of_missing_cores_are_replayed() {
         cluster.node(0).log()
     );
     cluster.start_node(2);
-    eventually("node 1's queues drain", || {
+    common::eventually(WAIT, "node 1's queues drain", || {
         queued_per_core(cluster.node(0)).values().sum::<u64>() == 0
     });
     assert_eq!(cluster.node(2).dump("db", "").len(), 200 * 3 * 3);

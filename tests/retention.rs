@@ -5,27 +5,12 @@
 mod common;
 
 use common::Node;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long `eventually` waits for what a test expects.
+const WAIT: Duration = Duration::from_secs(20);
 
 const HOUR_NS: i64 = 3_600_000_000_000;
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn shard_entries(node: &Node) -> Vec<serde_json::Value> {
-    node.request("GET", "/debug/shards", &[], b"").json()["shards"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 fn retention_counter(node: &Node, name: &str) -> u64 {
     let vars = node.request("GET", "/debug/vars", &[], b"").json();
@@ -58,11 +43,11 @@ fn expired_shard_groups_are_dropped_on_every_core_and_stay_gone() {
     }
     let r = node.write("db=db", body.as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
-    let before = shard_entries(&node);
+    let before = node.debug_shards();
     assert!(before.len() >= 6, "three groups on two cores: {before:?}");
     // Nothing has expired under an infinite policy.
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(shard_entries(&node).len(), before.len());
+    assert_eq!(node.debug_shards().len(), before.len());
     // Keep two hours: the groups that ended more than two hours ago go.
     let r = node.query("ALTER RETENTION POLICY autogen ON db DURATION 2h");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -71,12 +56,12 @@ fn expired_shard_groups_are_dropped_on_every_core_and_stay_gone() {
         "{}",
         r.text()
     );
-    eventually("the expired groups are dropped", || {
-        shard_entries(&node)
+    common::eventually(WAIT, "the expired groups are dropped", || {
+        node.debug_shards()
             .iter()
             .all(|e| e["end_ns"].as_i64().unwrap() >= now - 2 * HOUR_NS)
     });
-    let left = shard_entries(&node);
+    let left = node.debug_shards();
     assert!(!left.is_empty());
     let points = node.dump("db", "");
     assert_eq!(points.len(), 200);

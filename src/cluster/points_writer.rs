@@ -296,6 +296,9 @@ pub struct PointsWriter {
     node_id: NodeId,
     /// `[storage] max-points-per-shard-batch`.
     max_batch_points: usize,
+    /// Whether a write needs its points' partition keys: with peers, or with any shard
+    /// of more than one partition here (fixed once the node runs).
+    partition_keys: bool,
     stats: Rc<CoreStats>,
 }
 
@@ -309,6 +312,7 @@ impl PointsWriter {
         max_batch_points: usize,
         stats: Rc<CoreStats>,
     ) -> PointsWriter {
+        let partition_keys = hinted_handoff.is_some() || local.max_partitions() > 1;
         PointsWriter {
             local,
             hinted_handoff,
@@ -316,6 +320,7 @@ impl PointsWriter {
             membership,
             node_id,
             max_batch_points: max_batch_points.max(1),
+            partition_keys,
             stats,
         }
     }
@@ -361,7 +366,6 @@ async fn write(
         parse_errors: std::mem::take(&mut parsed.errors),
         ..Default::default()
     };
-    let partition_keys = pw.hinted_handoff.is_some() || pw.local.max_partitions() > 1;
     let grouped = group_by_shard(
         &meta,
         database,
@@ -369,7 +373,7 @@ async fn write(
         &parsed,
         &pw.membership,
         now,
-        partition_keys,
+        pw.partition_keys,
     )?;
     outcome.beyond_retention = grouped.beyond_retention;
     outcome.rejected = grouped.invalid;

@@ -417,14 +417,15 @@ async fn apply_remote_write(
     let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
     let count = svc.local.partitions_of(shard.id);
     // One partition: nothing to split, no series to hash.
-    let keys: Vec<u32> = if count == 1 {
-        vec![0; all.len()]
+    let parts = if count == 1 {
+        vec![(0, all)]
     } else {
-        parsed
+        let keys: Vec<u32> = parsed
             .series_hashes(&all)
             .into_iter()
             .map(placement::partition_key)
-            .collect()
+            .collect();
+        placement::split_by_partition(&all, &keys, count)
     };
     let body = Arc::new(parsed);
     let batch = |index: u32, points: Vec<u32>| ShardBatch {
@@ -439,7 +440,7 @@ async fn apply_remote_write(
     // part another core holds (our partition count for the shard differs, or the
     // sender's idea of our core count is stale) goes there over the mesh.
     let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
-    for (index, points) in placement::split_by_partition(&all, &keys, count) {
+    for (index, points) in parts {
         let core = placement::partition_core(index, svc.cores);
         if core == svc.core {
             here.push(batch(index, points));

@@ -354,6 +354,30 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// Polls `check` every 50 ms until it holds; fails the test naming `what` after
+/// `within`.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {} s",
+            within.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Node {
+    /// `/debug/shards`: one entry per (shard, partition) with its core, series, values.
+    pub fn debug_shards(&self) -> Vec<serde_json::Value> {
+        self.request("GET", "/debug/shards", &[], b"").json()["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// `shardcore inspect DATA_DIR`'s listing (one line per shard partition after a header).
 pub fn inspect_listing(data_dir: &Path) -> String {
     let out = Command::new(BIN)

@@ -1003,6 +1003,9 @@ mod tests {
     struct Faults {
         /// The next write stores half its bytes, then fails.
         tear_next_write: std::cell::Cell<bool>,
+        /// The next write garbles the whole block its offset falls in, in this segment
+        /// file (as a device tearing a block write may leave it), then fails.
+        garble_next_block: RefCell<Option<PathBuf>>,
         /// Syncs fail while set.
         fail_syncs: std::cell::Cell<bool>,
     }
@@ -1019,6 +1022,13 @@ mod tests {
             chunks: &'a [Vec<u8>],
         ) -> LocalFuture<'a, std::io::Result<u64>> {
             Box::pin(async move {
+                if let Some(path) = self.faults.garble_next_block.borrow_mut().take() {
+                    use std::os::unix::fs::FileExt;
+                    let block = offset / COMMIT_BLOCK_BYTES as u64 * COMMIT_BLOCK_BYTES as u64;
+                    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                    file.write_all_at(&[0xa5; COMMIT_BLOCK_BYTES], block)?;
+                    return Err(std::io::Error::other("power lost mid-write"));
+                }
                 if !self.faults.tear_next_write.replace(false) {
                     return self.inner.write_chunks(offset, chunks).await;
                 }
@@ -1125,36 +1135,6 @@ mod tests {
     /// recovery cuts the torn commit.
     #[test]
     fn a_torn_commit_never_takes_acknowledged_records_with_it() {
-        /// Tears the armed write: garbage over the whole block its offset falls in
-        /// (as a device that tears a block write may leave it), nothing else, then an
-        /// error.
-        struct TearingFile {
-            inner: Rc<dyn WalFile>,
-            path: PathBuf,
-            armed: Rc<std::cell::Cell<bool>>,
-        }
-        impl WalFile for TearingFile {
-            fn write_chunks<'a>(
-                &'a self,
-                offset: u64,
-                chunks: &'a [Vec<u8>],
-            ) -> LocalFuture<'a, std::io::Result<u64>> {
-                Box::pin(async move {
-                    if !self.armed.replace(false) {
-                        return self.inner.write_chunks(offset, chunks).await;
-                    }
-                    use std::os::unix::fs::FileExt;
-                    let block = offset / COMMIT_BLOCK_BYTES as u64 * COMMIT_BLOCK_BYTES as u64;
-                    let garbage = vec![0xa5u8; COMMIT_BLOCK_BYTES];
-                    let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
-                    file.write_all_at(&garbage, block)?;
-                    Err(std::io::Error::other("power lost mid-write"))
-                })
-            }
-            fn sync(&self) -> LocalFuture<'_, std::io::Result<()>> {
-                self.inner.sync()
-            }
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let segment = segment_path(dir.path(), 1);
@@ -1168,21 +1148,14 @@ mod tests {
                     max_pending_bytes: 1 << 20,
                 },
             );
-            let armed = Rc::new(std::cell::Cell::new(false));
-            let seam_armed = armed.clone();
-            wal.set_file_seam(Rc::new(move |inner| {
-                Rc::new(TearingFile {
-                    inner,
-                    path: segment.clone(),
-                    armed: seam_armed.clone(),
-                })
-            }));
+            let faults = Rc::new(Faults::default());
+            wal.set_file_seam(faulty(&faults));
             // Three commits of small records, each acknowledged: they share no block
             // with the next commit, though each fills only part of one.
             for i in 1..=3 {
                 line(&wal, i).unwrap().await.unwrap().unwrap();
             }
-            armed.set(true);
+            *faults.garble_next_block.borrow_mut() = Some(segment);
             let torn = line(&wal, 4).unwrap().await.unwrap();
             assert!(torn.is_err(), "{torn:?}");
         });

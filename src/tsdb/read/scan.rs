@@ -592,7 +592,8 @@ fn sort_series(scan: &mut ShardScan) {
     scan.series.sort_by(|a, b| a.key.cmp(&b.key));
 }
 
-/// One [`ShardSchema`] per shard: the schemas of its partitions united.
+/// One [`ShardSchema`] per shard: the schemas of its partitions united (series in no
+/// particular order: every reader of a schema treats them as a set).
 pub fn merge_partition_schemas(mut schemas: Vec<ShardSchema>) -> Vec<ShardSchema> {
     schemas.sort_by_key(|s| s.shard_id);
     let mut out: Vec<ShardSchema> = Vec::with_capacity(schemas.len());
@@ -611,11 +612,6 @@ pub fn merge_partition_schemas(mut schemas: Vec<ShardSchema>) -> Vec<ShardSchema
                 }
             }
             _ => out.push(schema),
-        }
-    }
-    for schema in &mut out {
-        for m in schema.measurements.values_mut() {
-            m.series.sort();
         }
     }
     out
