@@ -247,6 +247,13 @@ pub struct StorageConfig {
     pub wal_segment_size_bytes: u64,
     pub wal_max_pending_bytes: u64,
     pub max_points_per_shard_batch: usize,
+    /// A core's heads are flushed into data files past this many bytes.
+    pub cache_snapshot_bytes: u64,
+    /// A partition with no write for this long is flushed whatever its size.
+    pub cache_snapshot_write_cold_ms: u64,
+    /// Past this many head bytes on a core, writes get 503 until a flush frees room
+    /// (0: no limit).
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -302,6 +309,9 @@ impl Default for StorageConfig {
             wal_segment_size_bytes: 64 * 1024 * 1024,
             wal_max_pending_bytes: 64 * 1024 * 1024,
             max_points_per_shard_batch: 100_000,
+            cache_snapshot_bytes: 64 * 1024 * 1024,
+            cache_snapshot_write_cold_ms: 600_000,
+            cache_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -392,6 +402,20 @@ wal-max-pending-bytes = 67108864
 
 # Points of one request for one shard are cut into batches of at most this many.
 max-points-per-shard-batch = 100000
+
+# A core's in-memory heads are written into compressed data files (and the WAL
+# segments they cover removed) once they hold this many bytes (InfluxDB's
+# cache-snapshot-memory-size, per core here)...
+cache-snapshot-bytes = 67108864
+
+# ...or once a partition has had no write for this long (InfluxDB's
+# cache-snapshot-write-cold-duration, 10m).
+cache-snapshot-write-cold-ms = 600000
+
+# Past this many head bytes on a core, writes get 503 + Retry-After
+# ("cache-max-memory-size exceeded") until a flush frees room; never an
+# out-of-memory kill. 0 = no limit. (InfluxDB's cache-max-memory-size, per core.)
+cache-max-bytes = 1073741824
 
 [runtime]
 # Messages queued on each core-to-core channel before senders wait.
@@ -606,6 +630,17 @@ impl Config {
         }
         if self.storage.wal_max_pending_bytes < 4096 {
             return invalid("storage.wal-max-pending-bytes", "must be at least 4096");
+        }
+        if self.storage.cache_snapshot_bytes < 4096 {
+            return invalid("storage.cache-snapshot-bytes", "must be at least 4096");
+        }
+        if self.storage.cache_max_bytes != 0
+            && self.storage.cache_max_bytes < self.storage.cache_snapshot_bytes
+        {
+            return invalid(
+                "storage.cache-max-bytes",
+                "must be 0 (no limit) or at least cache-snapshot-bytes",
+            );
         }
         if self.storage.max_points_per_shard_batch == 0 {
             return invalid(

@@ -83,6 +83,13 @@ pub const SCAN_PAUSE_US: u64 = 50;
 /// How often a core looks for columns that writes left out of time order.
 pub const TIDY_INTERVAL_US: u64 = 100_000;
 
+/// How often a core's flush task looks at its heads' sizes (and publishes them for
+/// the cache-full check): a 4 M values/s core fills ~6 MB of head between looks.
+pub const FLUSH_CHECK_INTERVAL_MS: u64 = 100;
+
+/// The DMA buffer a data file is written through (two in flight).
+pub const DATA_FILE_WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
 /// How long the tidy task holds the core at a time.
 pub const TIDY_SLICE_US: u64 = 1_000;
 

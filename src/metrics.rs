@@ -558,6 +558,18 @@ pub struct Gauges {
     pub cache_bytes: u64,
     pub shards: u64,
     pub databases: u64,
+    /// Data files of the storage engine, their bytes and values.
+    pub files: u64,
+    pub file_bytes: u64,
+    pub file_values: u64,
+    /// Data files that did not open at start (moved aside).
+    pub bad_files: u64,
+    /// Flushes of heads into files (count, file bytes, failures) since start.
+    pub flushes: u64,
+    pub flush_bytes: u64,
+    pub flush_failures: u64,
+    /// Writes refused past cache-max-bytes since start.
+    pub cache_rejections: u64,
 }
 
 /// When this process started (first call wins; `serve` calls it at start-up).
@@ -692,6 +704,30 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
             ],
         ),
         StatsGroup::new(
+            "storage",
+            Vec::new(),
+            vec![
+                ("headBytes", json!(gauges.cache_bytes)),
+                ("headValues", json!(gauges.cached_values)),
+                ("files", json!(gauges.files)),
+                ("fileBytes", json!(gauges.file_bytes)),
+                ("fileValues", json!(gauges.file_values)),
+                (
+                    "fileBytesPerValue",
+                    json!(if gauges.file_values == 0 {
+                        0.0
+                    } else {
+                        gauges.file_bytes as f64 / gauges.file_values as f64
+                    }),
+                ),
+                ("badFiles", json!(gauges.bad_files)),
+                ("flushes", json!(gauges.flushes)),
+                ("flushBytes", json!(gauges.flush_bytes)),
+                ("flushFailures", json!(gauges.flush_failures)),
+                ("cacheFullRejections", json!(gauges.cache_rejections)),
+            ],
+        ),
+        StatsGroup::new(
             "retention",
             Vec::new(),
             vec![
@@ -791,7 +827,7 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
         "shardcore_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    let plain_gauges: [(&str, &str, f64); 8] = [
+    let plain_gauges: [(&str, &str, f64); 16] = [
         (
             "uptime_seconds",
             "Seconds since the node started.",
@@ -819,6 +855,46 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
             gauges.cache_bytes as f64,
         ),
         ("shards", "Shards open on this node.", gauges.shards as f64),
+        (
+            "data_files",
+            "Data files of the storage engine.",
+            gauges.files as f64,
+        ),
+        (
+            "data_file_bytes",
+            "Bytes on disk of the data files.",
+            gauges.file_bytes as f64,
+        ),
+        (
+            "data_file_values",
+            "Values held in data files.",
+            gauges.file_values as f64,
+        ),
+        (
+            "data_files_bad",
+            "Data files that did not open at start (moved aside to bad/).",
+            gauges.bad_files as f64,
+        ),
+        (
+            "flushes",
+            "Heads flushed into data files since start.",
+            gauges.flushes as f64,
+        ),
+        (
+            "flush_bytes",
+            "Bytes of data files written by flushes since start.",
+            gauges.flush_bytes as f64,
+        ),
+        (
+            "flush_failures",
+            "Flushes that failed since start (retried; the WAL keeps the records).",
+            gauges.flush_failures as f64,
+        ),
+        (
+            "cache_full_rejections",
+            "Writes refused (503) because a core's heads were past cache-max-bytes.",
+            gauges.cache_rejections as f64,
+        ),
         (
             "databases",
             "Databases in the catalog.",

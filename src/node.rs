@@ -74,6 +74,8 @@ pub struct CoreArgs {
     pub connection_counts: Arc<Vec<AtomicUsize>>,
     /// Which core holds which shards (every core publishes its own).
     pub directory: Arc<store::ShardDirectory>,
+    /// Head bytes per core against `cache-max-bytes`.
+    pub cache: Arc<crate::tsdb::cache::CacheGauge>,
     /// The partition count of every shard on this node.
     pub partitions: Arc<PartitionCounts>,
     /// Field types per shard, shared by its partitions.
@@ -152,6 +154,8 @@ pub struct LocalCores {
     stats: Rc<CoreStats>,
     timers: Rc<CoreTimers>,
     connection_counts: Arc<Vec<AtomicUsize>>,
+    /// Head bytes per core, and the node's flush and cache-full counters.
+    cache: Arc<crate::tsdb::cache::CacheGauge>,
     /// This core's cluster services whose counters the metrics include.
     shard_writer: Option<Rc<ShardWriter>>,
     hinted_handoff: Option<Rc<HintedHandoff>>,
@@ -246,12 +250,21 @@ impl LocalCores {
         for (_, shards) in self.all_shard_stats().await? {
             for s in shards {
                 gauges.series += s.series as u64;
-                gauges.cached_values += s.values;
+                gauges.cached_values += s.values.saturating_sub(s.file_values);
                 gauges.cache_bytes += s.cache_heap_bytes as u64;
+                gauges.files += s.files;
+                gauges.file_bytes += s.file_bytes;
+                gauges.file_values += s.file_values;
+                gauges.bad_files += s.bad_files;
                 shard_ids.insert(s.id);
             }
         }
         gauges.shards = shard_ids.len() as u64;
+        let cache = &self.cache;
+        gauges.flushes = cache.flushes.load(Ordering::Relaxed);
+        gauges.flush_bytes = cache.flushed_bytes.load(Ordering::Relaxed);
+        gauges.flush_failures = cache.flush_failures.load(Ordering::Relaxed);
+        gauges.cache_rejections = cache.rejections.load(Ordering::Relaxed);
         Ok((snapshot, gauges))
     }
 
@@ -740,6 +753,7 @@ fn recover(args: &CoreArgs) -> Result<Recovered, String> {
         format!("cannot open shards: {e}")
     })?;
     store.attach_directory(args.directory.clone());
+    store.attach_cache_gauge(args.cache.clone());
     tracing::info!(
         core,
         shards = recovery.shards,
@@ -813,6 +827,7 @@ async fn wire(
         stats: stats.clone(),
         timers: timers.clone(),
         connection_counts: args.connection_counts.clone(),
+        cache: args.cache.clone(),
         shard_writer: shard_writer.clone(),
         hinted_handoff: hinted_handoff.clone(),
     });
@@ -884,6 +899,7 @@ async fn wire(
         timers,
         shutdown: args.shutdown.clone(),
         connection_counts: args.connection_counts.clone(),
+        cache: args.cache.clone(),
         http_addr,
         node_id,
     }));
@@ -914,6 +930,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     }
     let (core, cores) = (args.core, args.cores);
     let (config, shutdown) = (args.config.clone(), args.shutdown.clone());
+    let cache = args.cache.clone();
     let hh_queues = recovered
         .cluster
         .as_mut()
@@ -944,6 +961,16 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     }
     glommio::spawn_local(crate::tsdb::tidy::run(
         services.local.store.clone(),
+        shutdown.clone(),
+    ))
+    .detach();
+    glommio::spawn_local(crate::tsdb::flush::run(
+        services.local.store.clone(),
+        crate::tsdb::flush::FlushConfig {
+            snapshot_bytes: config.storage.cache_snapshot_bytes as usize,
+            cold: Duration::from_millis(config.storage.cache_snapshot_write_cold_ms),
+        },
+        cache,
         shutdown.clone(),
     ))
     .detach();

@@ -199,6 +199,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let connection_counts: Arc<Vec<AtomicUsize>> =
         Arc::new((0..cores).map(|_| AtomicUsize::new(0)).collect());
     let directory = crate::tsdb::store::ShardDirectory::new(cores);
+    let cache = crate::tsdb::cache::CacheGauge::new(cores, config.storage.cache_max_bytes as usize);
     let mut handles = Vec::with_capacity(cores);
     let mut bound_addr = None;
     for (core, channels) in mesh.into_iter().enumerate() {
@@ -219,6 +220,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             recovered: recovered.clone(),
             connection_counts: connection_counts.clone(),
             directory: directory.clone(),
+            cache: cache.clone(),
             partitions: partitions.clone(),
             field_types: field_types.clone(),
             peer_cores: peer_cores.clone(),

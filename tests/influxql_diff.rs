@@ -442,6 +442,14 @@ fn golden_text(queries: &[Query], answers: &[Answer]) -> String {
 
 const TARGETS: [&str; 2] = ["single", "cluster"];
 
+/// The single node's heads flush into data files by size during the load.
+const SPLIT_CONFIG: &str =
+    "[storage]\ncache-snapshot-bytes = 4096\ncache-snapshot-write-cold-ms = 3600000\n";
+
+/// Restarted for the second pass: everything flushes as soon as it is cold.
+const FILES_CONFIG: &str =
+    "[storage]\ncache-snapshot-bytes = 4096\ncache-snapshot-write-cold-ms = 100\n";
+
 const KNOWN_DIFFS_HEAD: &str = "\
 # Corpus lines (tests/influxql/corpus.txt) whose answer from ShardCore may differ from
 # InfluxDB 1.6.7's for now. tests/influxql_diff.rs fails when a query not listed here
@@ -759,6 +767,12 @@ fn load_cluster(cluster: &Cluster, data: &[Batch]) {
 // ---------------------------------------------------------------------------------------
 // The test.
 
+/// Flushes of heads into data files the node has done.
+fn flushes(node: &Node) -> u64 {
+    let vars = node.request("GET", "/debug/vars", &[], b"").json();
+    vars["storage"]["values"]["flushes"].as_u64().unwrap_or(0)
+}
+
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -859,9 +873,12 @@ fn influxql_answers_match_influxdb() {
 
     // The ShardCore targets.
     let single_dir = temp_dir();
+    // The single node flushes its heads into data files by size in the middle of the
+    // load (its data is split between files and heads when the queries run); a second
+    // pass below asks again once everything is in files.
     let single = targets
         .contains(&"single")
-        .then(|| Node::start(single_dir.path()));
+        .then(|| Node::start_with_config(single_dir.path(), SPLIT_CONFIG));
     let cluster = targets
         .contains(&"cluster")
         .then(|| Cluster::start(3, 2, "write-timeout-ms = 10000\n"));
@@ -869,7 +886,18 @@ fn influxql_answers_match_influxdb() {
         load_single(s.addr, &data);
     }
     if let Some(node) = &single {
-        load_single(node.addr, &data);
+        // Half, a flush of what the heads hold, the rest into fresh heads.
+        let half = data.len() / 2;
+        load_single(node.addr, &data[..half]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while flushes(node) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the single node flushes mid-load"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        load_single(node.addr, &data[half..]);
     }
     if let Some(c) = &cluster {
         load_cluster(c, &data);
@@ -889,6 +917,13 @@ fn influxql_answers_match_influxdb() {
     let mut matched: BTreeMap<&str, usize> = BTreeMap::new();
     let mut golden_changed = 0usize;
     let mut unstable = Vec::new();
+    let mut single_answers: Vec<(Query, Answer)> = Vec::new();
+    if let Some(node) = &single {
+        eprintln!(
+            "single node: {} flushes into data files during the load",
+            flushes(node)
+        );
+    }
     for query in &selected {
         let reference = match &influxd {
             Some(s) => {
@@ -914,7 +949,9 @@ fn influxql_answers_match_influxdb() {
         };
         let mut got = Vec::new();
         if let Some(node) = &single {
-            got.push(("single", ask(node.addr, query)));
+            let answer = ask(node.addr, query);
+            single_answers.push((query.clone(), answer.clone()));
+            got.push(("single", answer));
         }
         if let Some(c) = &cluster {
             got.push(("cluster", ask(c.node(0).addr, query)));
@@ -1050,6 +1087,48 @@ fn influxql_answers_match_influxdb() {
     }
 
     let mut problems = Vec::new();
+    // Second pass: the single node restarted (the WAL replayed), everything flushed
+    // into data files: every answer as with the split data.
+    if let Some(mut node) = single {
+        assert!(node.terminate().success());
+        let node = Node::start_with_config(single_dir.path(), FILES_CONFIG);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let shards = node.request("GET", "/debug/shards", &[], b"").json();
+            let heads: u64 = shards["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| s["cache_heap_bytes"].as_u64().unwrap_or(0))
+                .sum();
+            if heads == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the heads flush: {shards}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut changed = 0;
+        for (query, before) in &single_answers {
+            let after = ask(node.addr, query);
+            if &after != before {
+                changed += 1;
+                eprintln!(
+                    "{}",
+                    describe(query, "single, all in files", before, &after)
+                );
+            }
+        }
+        eprintln!(
+            "  single, all in data files: {} of {} answers as before",
+            single_answers.len() - changed,
+            single_answers.len()
+        );
+        if changed > 0 {
+            problems.push(format!(
+                "{changed} answers changed once the data was all in files (above)"
+            ));
+        }
+    }
     if unexpected > 0 {
         eprintln!("\n{failures}");
         problems.push(format!(

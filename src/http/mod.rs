@@ -93,6 +93,8 @@ pub struct HttpService {
     shutdown: Arc<Shutdown>,
     /// Open client connections per core (core 0 reads them to pick where to hand one).
     connection_counts: Arc<Vec<AtomicUsize>>,
+    /// Head bytes per core: writes get 503 while a core is past `cache-max-bytes`.
+    cache: Arc<crate::tsdb::cache::CacheGauge>,
     /// This core's client connections (phases, timeouts, room at the limit).
     connections: Rc<conn::Connections>,
     /// Bytes of request bodies being received on this core (bounded by
@@ -119,6 +121,7 @@ pub struct HttpServiceParts {
     pub timers: Rc<CoreTimers>,
     pub shutdown: Arc<Shutdown>,
     pub connection_counts: Arc<Vec<AtomicUsize>>,
+    pub cache: Arc<crate::tsdb::cache::CacheGauge>,
     pub http_addr: SocketAddr,
     pub node_id: NodeId,
 }
@@ -145,6 +148,7 @@ impl HttpService {
             timers: parts.timers,
             shutdown: parts.shutdown,
             connection_counts: parts.connection_counts,
+            cache: parts.cache,
             pending_body_bytes: Cell::new(0),
             in_flight_writes: Cell::new(0),
             in_flight_requests: Cell::new(0),
@@ -756,6 +760,17 @@ async fn write_request(
         set_retry_after(api, &mut r);
         return r;
     }
+    if let Some((bytes, limit)) = api.cache.over() {
+        // InfluxDB's text; a 503 rather than its 500, so clients back off and retry.
+        api.cache.reject();
+        CoreStats::add(&api.stats.write_errors, 1);
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("engine: cache-max-memory-size exceeded: ({bytes}/{limit})"),
+        );
+        set_retry_after(api, &mut r);
+        return r;
+    }
     let _writing = InFlight::new(&api.in_flight_writes);
     CoreStats::add(&api.stats.write_body_bytes, body.len() as u64);
     // As InfluxDB 1.8 (1.6 silently took an unknown precision for nanoseconds). `us`
@@ -811,6 +826,13 @@ async fn write_request(
         Err(e @ WriteError::Timeout { .. }) => {
             CoreStats::add(&api.stats.write_timeouts, 1);
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+        Err(e) if api.cache.over().is_some() => {
+            // An owner's cache filled while this write was on its way: retry later.
+            CoreStats::add(&api.stats.write_errors, 1);
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            set_retry_after(api, &mut r);
+            r
         }
         Err(e @ WriteError::PartialWrite { .. }) => {
             CoreStats::add(&api.stats.write_partial, 1);

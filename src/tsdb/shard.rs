@@ -11,7 +11,7 @@
 use crate::lineproto::{self, ParsedBody, Precision};
 use crate::tsdb::engine::wal::{WalConfig, WalError};
 use crate::tsdb::engine::{
-    self, DeleteRecord, Durable, Engine, EngineError, ReadRange, RecoveryReport, WalHead,
+    self, DeleteRecord, Durable, Engine, EngineError, ReadRange, RecoveryReport, Storage,
     WriteBatch,
 };
 use crate::tsdb::index::Index;
@@ -74,6 +74,9 @@ pub enum ShardError {
     /// `shard.json` is missing or unreadable: the directory is left as it is.
     #[error("cannot read {path}: {message}")]
     Meta { path: String, message: String },
+    /// The core's head is past `cache-max-bytes`: no write until a flush frees room.
+    #[error("cache-max-memory-size exceeded: ({bytes}/{limit})")]
+    CacheFull { bytes: usize, limit: usize },
     /// Two shards hash to one id (2^-53 odds per pair): the write is refused rather
     /// than mixed into the other shard.
     #[error(
@@ -138,6 +141,11 @@ pub struct ShardStats {
     pub series: usize,
     pub values: u64,
     pub cache_heap_bytes: usize,
+    pub files: u64,
+    pub file_bytes: u64,
+    pub file_values: u64,
+    pub flushes: u64,
+    pub bad_files: u64,
     pub wal_records: u64,
     pub wal_syncs: u64,
     /// WAL write or sync failures (a full disk), and the times it resumed after them.
@@ -198,7 +206,7 @@ impl Shard {
             meta,
             partition,
             index: Index::default(),
-            engine: Box::new(WalHead::create(&dir.join("wal"), wal_config)),
+            engine: Box::new(Storage::create(&dir, wal_config)),
         })
     }
 
@@ -271,7 +279,7 @@ impl Shard {
                 message,
             })?;
         let mut index = Index::default();
-        let (engine, report) = WalHead::open(&dir.join("wal"), wal_config, truncate, &mut index)?;
+        let (engine, report) = Storage::open(dir, wal_config, truncate, &mut index)?;
         let shard = Shard {
             meta: file.meta,
             partition: Partition {
@@ -298,6 +306,19 @@ impl Shard {
     /// The shard's storage engine.
     pub fn engine(&self) -> &dyn Engine {
         &*self.engine
+    }
+
+    /// The shard's storage engine, to drive a flush ([`crate::tsdb::flush`]).
+    pub fn engine_mut(&mut self) -> &mut dyn Engine {
+        &mut *self.engine
+    }
+
+    /// Encodes the heads a flush froze as a data file image (series keys from the
+    /// index).
+    pub fn encode_flush(&mut self, wal_boundary: u64) -> Option<engine::FlushImage> {
+        let index = &self.index;
+        self.engine
+            .encode_frozen(wal_boundary, &|sid| index.series_key(sid).to_vec())
     }
 
     /// Validates, logs and applies the points `indices` of `body`. Returns the outcome
@@ -346,6 +367,7 @@ impl Shard {
 
     pub fn stats(&self) -> ShardStats {
         let engine = self.engine.stats();
+        let files = self.engine.file_stats();
         ShardStats {
             id: self.meta.id,
             partition: self.partition.index,
@@ -357,6 +379,11 @@ impl Shard {
             series: self.index.live_series(),
             values: engine.values,
             cache_heap_bytes: engine.heap_bytes,
+            files: files.files,
+            file_bytes: files.file_bytes,
+            file_values: files.file_values,
+            flushes: files.flushes,
+            bad_files: files.bad_files,
             wal_records: engine.wal.records,
             wal_syncs: engine.wal.syncs,
             wal_failures: engine.wal.failures,
@@ -398,9 +425,10 @@ impl Shard {
             }
             let key = String::from_utf8_lossy(key).into_owned();
             let mut blocks: Vec<_> = self.engine.cursor(id, &range).collect();
-            blocks.sort_by(|a, b| a.field.cmp(b.field));
+            blocks.sort_by(|a, b| a.field.cmp(&b.field));
             for block in blocks {
-                let field = String::from_utf8_lossy(&lineproto::unescape(block.field)).into_owned();
+                let field =
+                    String::from_utf8_lossy(&lineproto::unescape(&block.field)).into_owned();
                 for (timestamp, value) in block.times.into_iter().zip(block.values) {
                     out.push(StoredPoint {
                         series_key: key.clone(),
@@ -455,7 +483,7 @@ impl Shard {
                 .engine
                 .cursor(id, &range)
                 .map(|block| ColumnData {
-                    field: String::from_utf8_lossy(&lineproto::unescape(block.field)).into_owned(),
+                    field: String::from_utf8_lossy(&lineproto::unescape(&block.field)).into_owned(),
                     times: block.times,
                     values: block.values,
                 })

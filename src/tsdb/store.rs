@@ -8,6 +8,7 @@
 use crate::base::LocalFuture;
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
+use crate::tsdb::cache::CacheGauge;
 use crate::tsdb::engine::wal::{RecoveryReport, WalConfig};
 use crate::tsdb::engine::Durable;
 use crate::tsdb::index::NodeFieldTypes;
@@ -108,6 +109,8 @@ pub struct Store {
     directory: Option<Arc<ShardDirectory>>,
     /// Field types per shard, shared with the other cores' partitions.
     field_types: Arc<NodeFieldTypes>,
+    /// Head bytes per core and the `cache-max-bytes` limit, node-wide.
+    cache: Option<Arc<CacheGauge>>,
 }
 
 impl Store {
@@ -127,6 +130,7 @@ impl Store {
             shards: HashMap::new(),
             directory: None,
             field_types,
+            cache: None,
         };
         let mut recovery = StoreRecovery::default();
         for found in layout::partitions_on_disk(data_dir)? {
@@ -201,12 +205,42 @@ impl Store {
         }
     }
 
+    /// Shares the node's cache gauge: writes are refused while this core's heads are
+    /// past its limit.
+    pub fn attach_cache_gauge(&mut self, gauge: Arc<CacheGauge>) {
+        self.cache = Some(gauge);
+    }
+
+    /// Each partition's head bytes, last write, and whether it needs a flush.
+    pub fn head_bytes(&self) -> Vec<(PartitionKey, usize, std::time::Instant, bool)> {
+        self.shards
+            .iter()
+            .map(|(k, s)| {
+                let e = s.engine();
+                (*k, e.head_bytes(), e.last_write(), e.needs_flush())
+            })
+            .collect()
+    }
+
     /// Writes a batch to its partition, creating the partition on first use. Returns
     /// the outcome and the durability receiver to await before acknowledging.
+    /// Refused while the core's heads are past `cache-max-bytes`.
     pub fn write(
         &mut self,
         batch: &ShardBatch,
     ) -> Result<(ApplyOutcome, Option<Durable>), ShardError> {
+        let mut cache_bytes = 0;
+        if let Some(gauge) = self.cache.as_ref().filter(|g| g.limit() > 0) {
+            cache_bytes = self.shards.values().map(|s| s.engine().head_bytes()).sum();
+            gauge.set(self.core, cache_bytes);
+            if cache_bytes > gauge.limit() {
+                gauge.reject();
+                return Err(ShardError::CacheFull {
+                    bytes: cache_bytes,
+                    limit: gauge.limit(),
+                });
+            }
+        }
         let key = (batch.shard.id, batch.partition.index);
         if !self.shards.contains_key(&key) {
             // Another partition of the same id here must be the same shard.
@@ -225,12 +259,20 @@ impl Store {
         }
         let shard = self.shards.get_mut(&key).expect("just ensured");
         check_same_shard(&shard.meta, &batch.shard)?;
-        shard.write(
+        let before = shard.engine().head_bytes();
+        let written = shard.write(
             &batch.body,
             &batch.points,
             batch.precision,
             batch.default_time_ns,
-        )
+        );
+        if let Some(gauge) = self.cache.as_ref().filter(|g| g.limit() > 0) {
+            // So the HTTP layer refuses the next write at once (503) when this one
+            // filled the cache.
+            let after = cache_bytes + shard.engine().head_bytes();
+            gauge.set(self.core, after.saturating_sub(before));
+        }
+        written
     }
 
     pub fn shard_stats(&self) -> Vec<ShardStats> {

@@ -43,12 +43,17 @@ impl<T: Clone> ChunkedVec<T> {
         self.len == 0
     }
 
+    /// Appends `item`; returns the heap bytes this allocated (0 for most pushes), so a
+    /// caller can keep a running total without walking the chunks.
     #[inline]
-    pub fn push(&mut self, item: T) {
+    pub fn push(&mut self, item: T) -> usize {
+        let size = std::mem::size_of::<T>();
+        let mut grown = 0;
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK_LEN => {
                 if chunk.len() == chunk.capacity() {
                     let target = (chunk.capacity() * 2).clamp(FIRST_CAPACITY, CHUNK_LEN);
+                    grown = (target - chunk.capacity()) * size;
                     chunk.reserve_exact(target - chunk.len());
                 }
                 chunk.push(item);
@@ -61,14 +66,18 @@ impl<T: Clone> ChunkedVec<T> {
                 };
                 let mut chunk = Vec::with_capacity(capacity);
                 chunk.push(item);
+                grown = capacity * size;
+                let pointers = self.chunks.capacity();
                 if self.chunks.is_empty() {
                     // Most series are small: one chunk pointer, not Vec's default four.
                     self.chunks.reserve_exact(1);
                 }
                 self.chunks.push(chunk);
+                grown += (self.chunks.capacity() - pointers) * std::mem::size_of::<Vec<T>>();
             }
         }
         self.len += 1;
+        grown
     }
 
     #[inline]
@@ -205,6 +214,10 @@ mod tests {
         assert_eq!(*v.last().unwrap(), (3 * CHUNK_LEN + 4) as u64);
         // At most one chunk of slack (plus the chunk list itself).
         assert!(v.heap_bytes() <= (4 * CHUNK_LEN) * 8 + 4 * 24);
+        // What pushes report adds up to what the vector holds.
+        let mut w = ChunkedVec::new();
+        let reported: usize = (0..(2 * CHUNK_LEN + 3)).map(|i| w.push(i as u64)).sum();
+        assert_eq!(reported, w.heap_bytes());
         assert_eq!(v.partition_point(|&x| x < 5000), 5000);
         let picked = v.pick(&[3, 1]);
         assert_eq!(picked.iter().copied().collect::<Vec<_>>(), vec![3, 1]);

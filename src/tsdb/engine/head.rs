@@ -8,6 +8,7 @@
 //! task) sorts stably and keeps the last value of each timestamp (last write wins).
 
 use super::chunked::ChunkedVec;
+use super::file::Column as FileColumn;
 use super::{Block, Cursor, ReadRange, SeriesId, Value};
 use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, PointRef};
 
@@ -75,28 +76,36 @@ struct Column {
 }
 
 impl Column {
-    fn push(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) {
+    /// Appends one value; returns the heap bytes that took (see [`Head::heap_bytes`]).
+    fn push(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) -> usize {
         if let Some(&last) = self.timestamps.last() {
             if ts <= last {
                 self.sorted = false;
             }
         }
-        self.timestamps.push(ts);
-        match (&mut self.values, value) {
-            (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
-            (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
-            (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
-            (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
-            (Values::String(v), FieldValue::String { span, escaped }) => {
-                v.push(body.string_value(span, *escaped).into_boxed_slice())
+        let grown = self.timestamps.push(ts);
+        grown
+            + match (&mut self.values, value) {
+                (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
+                (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
+                (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
+                (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
+                (Values::String(v), FieldValue::String { span, escaped }) => {
+                    let s = body.string_value(span, *escaped).into_boxed_slice();
+                    s.len() + v.push(s)
+                }
+                _ => {
+                    // Field types are validated before apply; never reached. Undo the
+                    // timestamp rather than panic on the write path.
+                    debug_assert!(false, "field type mismatch in apply");
+                    self.timestamps.pop();
+                    0
+                }
             }
-            _ => {
-                // Field types are validated before apply; never reached. Undo the
-                // timestamp rather than panic on the write path.
-                debug_assert!(false, "field type mismatch in apply");
-                self.timestamps.pop();
-            }
-        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.timestamps.heap_bytes() + self.values.heap_bytes() + self.name.len()
     }
 
     /// Sorts by time and keeps the last written value of each timestamp.
@@ -163,7 +172,7 @@ impl Column {
             None => {}
         }
         (from < to).then(|| Block {
-            field: &self.name,
+            field: std::borrow::Cow::Borrowed(&self.name),
             times: self.timestamps.range(from, to).copied().collect(),
             values: self.values_in(from, to),
         })
@@ -220,6 +229,13 @@ pub struct Head {
     /// sort ([`Head::tidy`]) before a query has to. At most one entry per column that
     /// turned unsorted since it was last sorted.
     unsorted: Vec<SeriesId>,
+    /// Heap bytes of the columns, kept as they change (see [`Head::heap_bytes`]).
+    bytes: usize,
+}
+
+fn series_bytes(columns: &Vec<Column>) -> usize {
+    columns.iter().map(Column::heap_bytes).sum::<usize>()
+        + columns.capacity() * std::mem::size_of::<Column>()
 }
 
 impl Head {
@@ -249,18 +265,21 @@ impl Head {
             let col = match column_index(columns, key, j) {
                 Some(c) => c,
                 None => {
+                    let capacity = columns.capacity();
                     columns.push(Column {
                         name: key.into(),
                         timestamps: ChunkedVec::new(),
                         values: Values::new(f.value.field_type()),
                         sorted: true,
                     });
+                    self.bytes += key.len();
+                    self.bytes += (columns.capacity() - capacity) * std::mem::size_of::<Column>();
                     columns.len() - 1
                 }
             };
             let column = &mut columns[col];
             let was_sorted = column.sorted;
-            column.push(point.timestamp, &f.value, body);
+            self.bytes += column.push(point.timestamp, &f.value, body);
             if was_sorted && !column.sorted {
                 self.unsorted.push(sid);
             }
@@ -282,6 +301,7 @@ impl Head {
             let Some(columns) = self.series.get_mut(sid as usize) else {
                 continue;
             };
+            let before = series_bytes(columns);
             for column in columns.iter_mut() {
                 column.normalise();
                 let n = column.timestamps.len();
@@ -302,6 +322,7 @@ impl Head {
             if columns.is_empty() {
                 emptied.push(sid);
             }
+            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
         }
         self.values = self.values.saturating_sub(removed);
         (removed, emptied)
@@ -315,7 +336,11 @@ impl Head {
         };
         let fields = range.fields;
         let wanted = move |c: &Column| fields.is_none_or(|f| f.iter().any(|n| **n == *c.name));
-        normalise_columns(columns, wanted);
+        if columns.iter().any(|c| !c.sorted && wanted(c)) {
+            let before = series_bytes(columns);
+            normalise_columns(columns, wanted);
+            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+        }
         let range = *range;
         Box::new(
             columns
@@ -337,7 +362,9 @@ impl Head {
             let Some(columns) = self.series.get_mut(sid as usize) else {
                 continue;
             };
+            let before = series_bytes(columns);
             let values = normalise_columns(columns, |_| true);
+            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
             // Listed again for another column, or sorted by a query meanwhile.
             if values > 0 && !go_on(values) {
                 break;
@@ -350,7 +377,9 @@ impl Head {
     pub fn count_values(&mut self) -> u64 {
         let mut n = 0;
         for columns in &mut self.series {
+            let before = series_bytes(columns);
             normalise_columns(columns, |_| true);
+            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
             n += columns
                 .iter()
                 .map(|c| c.timestamps.len() as u64)
@@ -359,13 +388,60 @@ impl Head {
         n
     }
 
-    /// Heap bytes held by columns (timestamps and values, with vector slack).
+    /// Heap bytes held by columns (timestamps, values, names, with vector slack),
+    /// kept up to date as writes, sorts and deletes change them: O(1).
     pub fn heap_bytes(&self) -> usize {
+        self.bytes + self.series.capacity() * std::mem::size_of::<Vec<Column>>()
+    }
+
+    /// Whether the head holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.series.iter().all(|c| c.is_empty())
+    }
+
+    /// Whether series `sid` has a value here.
+    pub fn has_series(&self, sid: SeriesId) -> bool {
+        self.series.get(sid as usize).is_some_and(|c| !c.is_empty())
+    }
+
+    /// The series with a value here, in id order.
+    pub fn series_ids(&self) -> impl Iterator<Item = SeriesId> + '_ {
         self.series
             .iter()
-            .flatten()
-            .map(|c| c.timestamps.heap_bytes() + c.values.heap_bytes())
-            .sum()
+            .enumerate()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(sid, _)| sid as SeriesId)
+    }
+
+    /// The columns of series `sid`, sorted with one value per timestamp (last write
+    /// wins), as a flush writes them: (escaped field key, times, values).
+    pub fn export(&mut self, sid: SeriesId) -> Vec<(Box<[u8]>, Vec<i64>, FileColumn)> {
+        let Some(columns) = self.series.get_mut(sid as usize) else {
+            return Vec::new();
+        };
+        let before = series_bytes(columns);
+        normalise_columns(columns, |_| true);
+        self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+        columns
+            .iter()
+            .map(|c| {
+                let n = c.timestamps.len();
+                let values = match &c.values {
+                    Values::Float(v) => FileColumn::Float(v.range(0, n).copied().collect()),
+                    Values::Integer(v) => FileColumn::Integer(v.range(0, n).copied().collect()),
+                    Values::Unsigned(v) => FileColumn::Unsigned(v.range(0, n).copied().collect()),
+                    Values::Boolean(v) => FileColumn::Boolean(v.range(0, n).copied().collect()),
+                    Values::String(v) => {
+                        FileColumn::String(v.range(0, n).map(|s| s.to_vec()).collect())
+                    }
+                };
+                (
+                    c.name.clone(),
+                    c.timestamps.range(0, n).copied().collect(),
+                    values,
+                )
+            })
+            .collect()
     }
 }
 
@@ -386,6 +462,12 @@ mod tests {
             };
             head.apply(sid, &body, point);
         }
+    }
+
+    /// The running byte count agrees with a walk over every column.
+    fn check_bytes(head: &Head) {
+        let walked: usize = head.series.iter().map(series_bytes).sum();
+        assert_eq!(head.bytes, walked);
     }
 
     fn all(head: &mut Head, sid: SeriesId) -> Vec<(Vec<u8>, Vec<i64>, Vec<Value>)> {
@@ -421,6 +503,7 @@ mod tests {
             "v's 4 values and w's 2, before the duplicate goes"
         );
         assert!(head.series[0].iter().all(|c| c.sorted));
+        check_bytes(&head);
         assert_eq!(
             all(&mut head, 0),
             vec![
@@ -485,7 +568,15 @@ mod tests {
         let (removed, emptied) = head.delete(&[0, 1], 0, 10);
         assert_eq!((removed, emptied), (3, vec![1]));
         assert_eq!(head.values(), 3);
+        check_bytes(&head);
         assert_eq!(head.count_values(), 3);
+        check_bytes(&head);
+        let exported = head.export(0);
+        assert_eq!(exported.len(), 2);
+        assert_eq!(exported[0].1, vec![20, 30]);
+        assert_eq!(exported[0].2, FileColumn::Float(vec![2.0, 3.0]));
+        assert_eq!(head.series_ids().collect::<Vec<_>>(), vec![0]);
+        assert!(head.has_series(0) && !head.has_series(1) && !head.is_empty());
         assert!(all(&mut head, 1).is_empty());
     }
 }

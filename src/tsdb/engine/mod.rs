@@ -2,24 +2,30 @@
 //! values of the shard's series (the shard's [`crate::tsdb::index`] names the series);
 //! reads come back through a cursor over a time range.
 //!
-//! The first implementation, [`WalHead`], is a write-ahead log ([`wal`]) in front of
-//! in-memory columns ([`head`]): a write is appended to the WAL buffer and applied to
-//! the head synchronously (so the WAL order is the head's order), and the caller awaits
-//! the durability receiver before it acknowledges. Opening replays the WAL into the
-//! head through the index. An engine with compressed files slots in behind the same
-//! trait: the head then holds only what no file holds yet.
+//! The implementation, [`Storage`], is a write-ahead log ([`wal`]) in front of
+//! in-memory columns ([`head`]), flushed into compressed data files ([`file`],
+//! [`codec`]) named by a manifest ([`manifest`]): a write is appended to the WAL
+//! buffer and applied to the head synchronously (so the WAL order is the head's
+//! order), and the caller awaits the durability receiver before it acknowledges.
+//! Opening reads the file indexes, then replays the WAL written since the last flush.
 //!
 //! **Invariant:** only the owning core touches an engine (it is `!Send`).
 
 pub mod chunked;
+pub mod codec;
+pub mod file;
 pub mod head;
+pub mod manifest;
+pub mod storage;
 pub mod wal;
 
 use crate::base::LocalFuture;
-use crate::lineproto::{self, ParsedBody, PointRef, Precision};
+use crate::lineproto::{ParsedBody, PointRef, Precision};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::Path;
-use wal::{Wal, WalConfig, WalError, WalStats};
+use std::time::Instant;
+use wal::{Wal, WalError, WalStats};
 
 /// A series' number within its shard (assigned by the shard's index).
 pub type SeriesId = u32;
@@ -169,7 +175,7 @@ pub struct ReadRange<'a> {
 #[derive(Debug)]
 pub struct Block<'a> {
     /// Field key, escaped as in line protocol.
-    pub field: &'a [u8],
+    pub field: Cow<'a, [u8]>,
     pub times: Vec<i64>,
     pub values: Vec<Value>,
 }
@@ -237,73 +243,44 @@ pub trait Engine {
 
     /// Flushes, then refuses new writes.
     fn close(&self) -> LocalFuture<'static, ()>;
+
+    // A flush of the head into a data file, in steps (see [`storage`]; the core's
+    // flush task drives them): freeze, await the ticket's roll, encode, write the
+    // image, install, write the manifest, remove covered WAL segments, done.
+
+    /// Moves the head aside and ends the WAL segment (`None`: nothing to flush, or a
+    /// flush in progress).
+    fn freeze(&mut self) -> Option<FlushTicket>;
+    /// Gives up a flush before install (the moved heads go with the next one).
+    fn abandon_flush(&mut self);
+    /// Encodes the moved heads as a data file image (`None`: they hold no value; the
+    /// flush then only writes the manifest).
+    fn encode_frozen(
+        &mut self,
+        wal_boundary: u64,
+        key_of: &dyn Fn(SeriesId) -> Vec<u8>,
+    ) -> Option<FlushImage>;
+    /// The manifest describing the files in use now.
+    fn manifest(&self) -> manifest::Manifest;
+    /// Whether the head or the WAL holds something no file or manifest does.
+    fn needs_flush(&self) -> bool;
+    /// Puts the written file in use; returns the manifest to write.
+    fn install(&mut self, image: FlushImage, file: std::fs::File) -> manifest::Manifest;
+    /// Ends a flush.
+    fn flush_done(&mut self);
+    /// The partition directory.
+    fn dir(&self) -> &Path;
+    /// The WAL.
+    fn wal(&self) -> &Wal;
+    /// When the last write arrived.
+    fn last_write(&self) -> Instant;
+    /// Heap bytes of the in-memory part (O(1)).
+    fn head_bytes(&self) -> usize;
+    /// Counters of the data files.
+    fn file_stats(&self) -> FileStats;
 }
 
-/// Today's engine: a WAL in front of the in-memory head.
-pub struct WalHead {
-    wal: Wal,
-    head: head::Head,
-}
-
-impl WalHead {
-    /// A new, empty engine logging to `dir` (which exists).
-    pub fn create(dir: &Path, config: WalConfig) -> WalHead {
-        WalHead {
-            wal: Wal::new(dir.to_path_buf(), 1, config),
-            head: head::Head::default(),
-        }
-    }
-
-    /// Opens the engine in `dir`: replays the WAL (cutting a torn tail when `truncate`)
-    /// through `index` into the head.
-    pub fn open(
-        dir: &Path,
-        config: WalConfig,
-        truncate: bool,
-        index: &mut dyn SeriesIndex,
-    ) -> Result<(WalHead, RecoveryReport), EngineError> {
-        let mut head = head::Head::default();
-        let (report, next) = wal::recover(dir, truncate, |record| {
-            if record.kind == wal::KIND_DELETE {
-                match serde_json::from_slice::<DeleteRecord>(record.lines) {
-                    Ok(delete) => {
-                        apply_delete(&mut head, &delete, index);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "unreadable delete record in WAL; skipped")
-                    }
-                }
-                return;
-            }
-            if record.kind != wal::KIND_WRITE {
-                return;
-            }
-            let body = bytes::Bytes::copy_from_slice(record.lines);
-            let parsed = lineproto::parse(body, record.precision, record.default_time_ns);
-            let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
-            // The same checks as a live write, so field types are known after a restart.
-            let mut rejected = Vec::new();
-            let knows =
-                |sid, body: &ParsedBody, point: &PointRef| head.knows_fields(sid, body, point);
-            let accepted = validate(index, &knows, &parsed, &all, &mut rejected);
-            apply_write(&mut head, &parsed, &accepted, index);
-        })
-        .map_err(|e| EngineError::Open {
-            dir: dir.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let engine = WalHead {
-            wal: Wal::new(dir.to_path_buf(), next, config),
-            head,
-        };
-        Ok((engine, report))
-    }
-
-    /// The WAL (tests reach its file seam through it).
-    pub fn wal(&self) -> &Wal {
-        &self.wal
-    }
-}
+pub use storage::{FileStats, FlushImage, FlushTicket, Storage};
 
 fn apply_write(
     head: &mut head::Head,
@@ -317,87 +294,21 @@ fn apply_write(
     }
 }
 
-fn apply_delete(head: &mut head::Head, record: &DeleteRecord, index: &mut dyn SeriesIndex) -> u64 {
+/// Removes a delete's values from `head` and `frozen`; `matched` hears the series it
+/// matched (the caller records a tombstone for its files and takes emptied series
+/// out of the index). Returns the values removed and the series matched.
+fn apply_delete_to(
+    head: &mut head::Head,
+    frozen: &mut [head::Head],
+    record: &DeleteRecord,
+    index: &mut dyn SeriesIndex,
+    matched: impl FnOnce(&[SeriesId]),
+) -> (u64, Vec<SeriesId>) {
     let series = index.series_of_keys(&record.keys);
-    let (removed, emptied) = head.delete(&series, record.start_ns, record.end_ns);
-    index.remove_series(&emptied, &record.drop_measurements);
-    removed
-}
-
-impl Engine for WalHead {
-    fn check_writable(&self) -> Result<(), EngineError> {
-        Ok(self.wal.check_writable()?)
+    let (mut removed, _) = head.delete(&series, record.start_ns, record.end_ns);
+    for h in frozen {
+        removed += h.delete(&series, record.start_ns, record.end_ns).0;
     }
-
-    fn knows_fields(&self, sid: SeriesId, body: &ParsedBody, point: &PointRef) -> bool {
-        self.head.knows_fields(sid, body, point)
-    }
-
-    fn write(
-        &mut self,
-        batch: &WriteBatch<'_>,
-        index: &mut dyn SeriesIndex,
-    ) -> Result<Durable, EngineError> {
-        let body = batch.body;
-        let durable = self
-            .wal
-            .append(batch.precision, batch.default_time_ns, |out| {
-                // One copy per run of adjacent lines, each run '\n'-terminated.
-                for run in body.line_runs(batch.points.iter().map(|p| p.0)) {
-                    out.extend_from_slice(&body.body[run]);
-                    out.push(b'\n');
-                }
-            })?;
-        apply_write(&mut self.head, body, batch.points, index);
-        Ok(durable)
-    }
-
-    fn delete(
-        &mut self,
-        record: &DeleteRecord,
-        index: &mut dyn SeriesIndex,
-    ) -> Result<(u64, Durable), EngineError> {
-        let json = serde_json::to_vec(record).expect("delete records serialise");
-        let durable = self
-            .wal
-            .append_kind(wal::KIND_DELETE, Precision::Nanosecond, 0, |out| {
-                out.extend_from_slice(&json)
-            })?;
-        Ok((apply_delete(&mut self.head, record, index), durable))
-    }
-
-    fn cursor<'a>(&'a mut self, sid: SeriesId, range: &ReadRange<'a>) -> Cursor<'a> {
-        self.head.cursor(sid, range)
-    }
-
-    fn tidy(&mut self, go_on: &mut dyn FnMut(usize) -> bool) -> bool {
-        self.head.tidy(go_on)
-    }
-
-    fn count_values(&mut self) -> u64 {
-        self.head.count_values()
-    }
-
-    fn stats(&self) -> EngineStats {
-        EngineStats {
-            values: self.head.values(),
-            heap_bytes: self.head.heap_bytes(),
-            wal: self.wal.stats(),
-        }
-    }
-
-    fn wait_for_room(&self) -> LocalFuture<'static, ()> {
-        let wal = self.wal.clone();
-        Box::pin(async move { wal.wait_for_room().await })
-    }
-
-    fn flush(&self) -> LocalFuture<'static, Result<(), EngineError>> {
-        let wal = self.wal.clone();
-        Box::pin(async move { Ok(wal.flush().await?) })
-    }
-
-    fn close(&self) -> LocalFuture<'static, ()> {
-        let wal = self.wal.clone();
-        Box::pin(async move { wal.close().await })
-    }
+    matched(&series);
+    (removed, series)
 }

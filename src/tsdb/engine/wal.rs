@@ -165,6 +165,9 @@ struct WalState {
     unsynced: Vec<Vec<u8>>,
     closed: bool,
     stats: WalStats,
+    /// Segment ends asked for ([`Wal::roll`]), oldest first: how many of
+    /// `full_chunks` and `waiters` come before each, and who hears the boundary.
+    rolls: Vec<(usize, usize, oneshot::Sender<u64>)>,
 }
 
 /// Counters of one WAL.
@@ -315,15 +318,35 @@ pub fn decode_records(bytes: &[u8], mut each: impl FnMut(RecoveredRecord<'_>)) -
 pub fn recover(
     dir: &Path,
     truncate: bool,
+    apply: impl FnMut(RecoveredRecord<'_>),
+) -> std::io::Result<(RecoveryReport, u64)> {
+    recover_from(dir, truncate, 0, apply)
+}
+
+/// [`recover`], from segment `first` on: the segments before it are covered by data
+/// files (a flush that was cut short before it removed them); they are removed
+/// (`truncate`) or skipped. The next segment number is never below `first`.
+pub fn recover_from(
+    dir: &Path,
+    truncate: bool,
+    first: u64,
     mut apply: impl FnMut(RecoveredRecord<'_>),
 ) -> std::io::Result<(RecoveryReport, u64)> {
     if truncate {
         std::fs::create_dir_all(dir)?;
     } else if !dir.exists() {
-        return Ok((RecoveryReport::default(), 1));
+        return Ok((RecoveryReport::default(), first.max(1)));
     }
     let mut report = RecoveryReport::default();
-    let segments = list_segments(dir)?;
+    let mut segments = list_segments(dir)?;
+    let covered = segments.partition_point(|&n| n < first);
+    if truncate && covered > 0 {
+        for &number in &segments[..covered] {
+            std::fs::remove_file(segment_path(dir, number))?;
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    segments.drain(..covered);
     for &number in &segments {
         let path = segment_path(dir, number);
         let bytes = std::fs::read(&path)?;
@@ -362,7 +385,7 @@ pub fn recover(
             report.truncated_bytes += cut as u64;
         }
     }
-    let next = segments.last().map_or(1, |n| n + 1);
+    let next = segments.last().map_or(1, |n| n + 1).max(first);
     Ok((report, next))
 }
 
@@ -388,6 +411,7 @@ impl Wal {
                 unsynced: Vec::new(),
                 closed: false,
                 stats: WalStats::default(),
+                rolls: Vec::new(),
             })),
         }
     }
@@ -488,27 +512,104 @@ impl Wal {
         Ok(rx)
     }
 
+    /// Ends the current segment after the records appended so far. Resolves, once
+    /// they are durable, to the number of the first segment that holds none of them
+    /// (every later record goes there or later): a flush of what the engine held at
+    /// this call may then remove the segments before it ([`Wal::remove_below`]).
+    /// Fails when the WAL fails first.
+    pub fn roll(&self) -> LocalFuture<'static, Result<u64, WalError>> {
+        let dir = self.dir.display().to_string();
+        if let Err(e) = self.check_writable() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let start_flusher = {
+            let mut s = self.state.borrow_mut();
+            if !s.pending.is_empty() {
+                let chunk = std::mem::take(&mut s.pending);
+                s.full_chunks.push(chunk);
+            }
+            let at = (s.full_chunks.len(), s.waiters.len(), tx);
+            s.rolls.push(at);
+            !std::mem::replace(&mut s.flushing, true)
+        };
+        if start_flusher {
+            let wal = self.clone();
+            glommio::spawn_local(async move { wal.flush_loop().await }).detach();
+        }
+        Box::pin(async move {
+            rx.await.map_err(|_| WalError::Failed {
+                dir,
+                message: "the WAL failed before the segment could be ended".into(),
+            })
+        })
+    }
+
+    /// Removes the segments numbered below `first` (their records are in durable data
+    /// files) and syncs the directory; off the core.
+    pub async fn remove_below(&self, first: u64) -> std::io::Result<u64> {
+        let dir = self.dir.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<u64> {
+                let mut removed = 0;
+                for number in list_segments(&dir)?.into_iter().filter(|&n| n < first) {
+                    let path = segment_path(&dir, number);
+                    removed += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    std::fs::remove_file(&path)?;
+                }
+                if removed > 0 {
+                    std::fs::File::open(&dir)?.sync_all()?;
+                }
+                Ok(removed)
+            })
+            .await
+    }
+
     async fn flush_loop(self) {
         loop {
             if !self.config.fsync_delay.is_zero() {
                 glommio::timer::sleep(self.config.fsync_delay).await;
             }
-            let (buf, waiters) = {
+            let (buf, waiters, roll) = {
                 let mut s = self.state.borrow_mut();
-                if s.pending_bytes == 0 {
+                if s.pending_bytes == 0 && s.rolls.is_empty() {
                     s.flushing = false;
                     for w in s.room_waiters.drain(..) {
                         let _ = w.send(());
                     }
                     return;
                 }
-                let mut chunks = std::mem::take(&mut s.full_chunks);
-                chunks.push(std::mem::take(&mut s.pending));
-                s.pending_bytes = 0;
-                (chunks, std::mem::take(&mut s.waiters))
+                if s.rolls.is_empty() {
+                    let mut chunks = std::mem::take(&mut s.full_chunks);
+                    chunks.push(std::mem::take(&mut s.pending));
+                    s.pending_bytes = 0;
+                    (chunks, std::mem::take(&mut s.waiters), None)
+                } else {
+                    // Up to the first segment end asked for, then end the segment.
+                    let (chunks_before, waiters_before, tx) = s.rolls.remove(0);
+                    let chunks: Vec<Vec<u8>> = s.full_chunks.drain(..chunks_before).collect();
+                    let waiters: Vec<_> = s.waiters.drain(..waiters_before).collect();
+                    for roll in &mut s.rolls {
+                        roll.0 -= chunks_before;
+                        roll.1 -= waiters_before;
+                    }
+                    s.pending_bytes -= chunks.iter().map(Vec::len).sum::<usize>();
+                    (chunks, waiters, Some(tx))
+                }
             };
-            let result = self.write_and_sync(&buf).await;
+            let result = if buf.iter().all(|c| c.is_empty()) {
+                Ok(())
+            } else {
+                self.write_and_sync(&buf).await
+            };
             let mut s = self.state.borrow_mut();
+            if let (Ok(()), Some(tx)) = (&result, roll) {
+                if s.file.take().is_some() {
+                    s.segment_number += 1;
+                    s.offset = 0;
+                }
+                let _ = tx.send(s.segment_number);
+            }
             for w in s.room_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -527,6 +628,8 @@ impl Wal {
                     };
                     s.failed = Some(message);
                     s.stats.failures += 1;
+                    // Segment ends asked for fail with the WAL (their senders go).
+                    s.rolls.clear();
                     for w in waiters.into_iter().chain(s.waiters.drain(..)) {
                         let _ = w.send(Err(err.clone()));
                     }

@@ -1,0 +1,885 @@
+//! The engine of one shard partition: a WAL in front of the head, flushed into
+//! immutable data files ([`super::file`]) named by the partition's manifest
+//! ([`super::manifest`]).
+//!
+//! ```text
+//! <partition>/wal/<n>.wal        segments written since the last flush
+//! <partition>/data/<n>.scd       data files, oldest first
+//! <partition>/manifest.json      files, WAL boundary, tombstones
+//! ```
+//!
+//! A write is logged and applied to the head; a read merges the files (oldest
+//! first), the heads being flushed and the head, and for each (series, field, time)
+//! the newest source wins. A flush ([`Storage::freeze`] .. [`Storage::install`],
+//! driven by [`crate::tsdb::flush`]) moves the head aside (it stays readable), ends
+//! the WAL segment, writes the moved heads as one data file, names it in the
+//! manifest, and only then removes the WAL segments it covers. A delete removes
+//! values from the heads at once and adds a tombstone for the files it cannot change.
+//!
+//! Opening reads the manifest, the files' footers and indexes (not their blocks),
+//! rebuilds the series index from the file indexes, then replays only the WAL
+//! written after the last flush. A file that does not open (crc, footer) is moved to
+//! `<partition>/bad/`, logged and counted; the partition opens without it.
+//!
+//! **Invariant:** only the owning core touches an engine (it is `!Send`).
+
+use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
+use super::head::Head;
+use super::manifest::{Manifest, TombstoneRecord};
+use super::wal::{self, Wal, WalConfig, WalError};
+use super::{
+    apply_delete_to, apply_write, validate, Block, Cursor, DeleteRecord, Durable, Engine,
+    EngineError, EngineStats, ReadRange, RecoveryReport, SeriesId, SeriesIndex, Value, WriteBatch,
+};
+use crate::base::LocalFuture;
+use crate::lineproto::{self, FieldType, ParsedBody, PointRef, Precision};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A data file in use, with where each series of the shard's index is in it.
+struct Loaded {
+    file: DataFile,
+    by_sid: HashMap<SeriesId, u32>,
+}
+
+/// A delete the files still hold values of.
+struct Tombstone {
+    record: TombstoneRecord,
+    sids: HashSet<SeriesId>,
+}
+
+impl Tombstone {
+    fn hides(&self, file: u64, sid: SeriesId, t: i64) -> bool {
+        file < self.record.below_file
+            && t >= self.record.start_ns
+            && t <= self.record.end_ns
+            && self.sids.contains(&sid)
+    }
+}
+
+/// One source's values of a field: times and values, sorted, one per time.
+type Source = (Vec<i64>, Vec<Value>);
+
+/// A field's sources for a read, oldest first (a newer one wins a time they share).
+type FieldSources = (Box<[u8]>, Vec<Source>);
+
+/// A flush in progress, from [`Storage::freeze`] on.
+pub struct FlushTicket {
+    /// Resolves to the WAL boundary once everything the frozen heads hold is durable.
+    pub roll: LocalFuture<'static, Result<u64, WalError>>,
+}
+
+/// A data file image a flush made, ready to be written.
+pub struct FlushImage {
+    pub number: u64,
+    /// The image (a flush takes it to write it; `size` stays).
+    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub path: PathBuf,
+    pub tmp_path: PathBuf,
+    series: Vec<(SeriesId, SeriesMeta)>,
+    footer: file::Footer,
+    heads: usize,
+    pub values: u64,
+}
+
+/// Counters of the files of one engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileStats {
+    pub files: u64,
+    pub file_bytes: u64,
+    pub file_values: u64,
+    pub flushes: u64,
+    pub bad_files: u64,
+    pub block_read_errors: u64,
+}
+
+/// The engine (see the module's documentation).
+pub struct Storage {
+    dir: PathBuf,
+    wal: Wal,
+    head: Head,
+    /// Heads moved aside by flushes that have not installed their file yet, oldest
+    /// first (more than one only after a failed flush).
+    frozen: Vec<Head>,
+    files: Vec<Loaded>,
+    tombstones: Vec<Tombstone>,
+    wal_boundary: u64,
+    next_file: u64,
+    /// A flush holds the engine's flush slot from freeze to its manifest write.
+    flushing: bool,
+    /// Records went to the WAL since the last freeze (a delete over files leaves the
+    /// head empty but still needs a flush: its tombstone into the manifest).
+    logged: bool,
+    last_write: Instant,
+    stats: FileStats,
+    /// Block read failures seen by cursors (they cannot return errors).
+    read_errors: std::cell::Cell<u64>,
+}
+
+fn wal_dir(dir: &Path) -> PathBuf {
+    dir.join("wal")
+}
+
+fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+impl Storage {
+    /// A new, empty engine in partition directory `dir` (which exists).
+    pub fn create(dir: &Path, config: WalConfig) -> Storage {
+        Storage::new(dir, Wal::new(wal_dir(dir), 1, config), Head::default())
+    }
+
+    fn new(dir: &Path, wal: Wal, head: Head) -> Storage {
+        Storage {
+            dir: dir.to_path_buf(),
+            wal,
+            head,
+            frozen: Vec::new(),
+            files: Vec::new(),
+            tombstones: Vec::new(),
+            wal_boundary: 0,
+            next_file: 1,
+            flushing: false,
+            logged: false,
+            last_write: Instant::now(),
+            stats: FileStats::default(),
+            read_errors: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Opens the engine in partition directory `dir`: the manifest's files (series
+    /// into `index`), then the WAL after them (cutting a torn tail when `truncate`;
+    /// with `truncate` false nothing on disk changes).
+    pub fn open(
+        dir: &Path,
+        config: WalConfig,
+        truncate: bool,
+        index: &mut dyn SeriesIndex,
+    ) -> Result<(Storage, RecoveryReport), EngineError> {
+        let open_error = |message: String| EngineError::Open {
+            dir: dir.display().to_string(),
+            message,
+        };
+        let manifest = Manifest::read(dir).map_err(open_error)?;
+        let mut engine = Storage::new(dir, Wal::new(wal_dir(dir), 1, config), Head::default());
+        engine.wal_boundary = manifest.wal_boundary;
+        engine.next_file = manifest.next_file.max(1);
+        for &number in &manifest.files {
+            let path = file::file_path(&data_dir(dir), number);
+            match DataFile::open(&path) {
+                Ok(f) => {
+                    let by_sid = register_series(&f.series, index);
+                    engine.next_file = engine.next_file.max(number + 1);
+                    engine.files.push(Loaded { file: f, by_sid });
+                }
+                Err(e) => {
+                    engine.stats.bad_files += 1;
+                    tracing::error!(error = %e, "data file does not open; moved aside");
+                    if truncate {
+                        move_aside(dir, &path);
+                    }
+                }
+            }
+        }
+        if truncate {
+            remove_unlisted(dir, &manifest.files);
+        }
+        for record in manifest.tombstones {
+            let sids = index.series_of_keys(&record.keys).into_iter().collect();
+            engine.tombstones.push(Tombstone { record, sids });
+        }
+        let dead: Vec<SeriesId> = engine
+            .files
+            .iter()
+            .flat_map(|f| f.by_sid.keys().copied())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|&sid| !engine.alive(sid))
+            .collect();
+        index.remove_series(&dead, &[]);
+        let head = &mut engine.head;
+        let files = &mut engine.files;
+        let tombstones = &mut engine.tombstones;
+        let next_file = engine.next_file;
+        let (report, next) =
+            wal::recover_from(&wal_dir(dir), truncate, manifest.wal_boundary, |record| {
+                if record.kind == wal::KIND_DELETE {
+                    match serde_json::from_slice::<DeleteRecord>(record.lines) {
+                        Ok(delete) => {
+                            let (_, series) =
+                                apply_delete_to(head, &mut [], &delete, index, |sids| {
+                                    add_tombstone(files, tombstones, next_file, &delete, sids)
+                                });
+                            let gone: Vec<SeriesId> = series
+                                .into_iter()
+                                .filter(|&s| {
+                                    !head.has_series(s) && !alive_in_files(files, tombstones, s)
+                                })
+                                .collect();
+                            index.remove_series(&gone, &delete.drop_measurements);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "unreadable delete record in WAL; skipped")
+                        }
+                    }
+                    return;
+                }
+                if record.kind != wal::KIND_WRITE {
+                    return;
+                }
+                let body = bytes::Bytes::copy_from_slice(record.lines);
+                let parsed = lineproto::parse(body, record.precision, record.default_time_ns);
+                let all: Vec<u32> = (0..parsed.points.len() as u32).collect();
+                // The same checks as a live write, so field types are known after a restart.
+                let mut rejected = Vec::new();
+                let knows =
+                    |sid, body: &ParsedBody, point: &PointRef| head.knows_fields(sid, body, point);
+                let accepted = validate(index, &knows, &parsed, &all, &mut rejected);
+                apply_write(head, &parsed, &accepted, index);
+            })
+            .map_err(|e| open_error(e.to_string()))?;
+        engine.wal = Wal::new(wal_dir(dir), next, config);
+        engine.logged = report.records > 0;
+        engine.stats.files = engine.files.len() as u64;
+        Ok((engine, report))
+    }
+
+    fn alive(&self, sid: SeriesId) -> bool {
+        self.head.has_series(sid)
+            || self.frozen.iter().any(|h| h.has_series(sid))
+            || alive_in_files(&self.files, &self.tombstones, sid)
+    }
+
+    /// Starts a flush: moves the head aside (still read) and ends the WAL segment.
+    /// `None` when there is nothing to flush or a flush is in progress.
+    pub fn freeze(&mut self) -> Option<FlushTicket> {
+        if self.flushing || !self.needs_flush() {
+            return None;
+        }
+        self.flushing = true;
+        self.logged = false;
+        if !self.head.is_empty() {
+            self.frozen.push(std::mem::take(&mut self.head));
+        }
+        Some(FlushTicket {
+            roll: self.wal.roll(),
+        })
+    }
+
+    /// Whether the head or the WAL holds something no file or manifest does.
+    pub fn needs_flush(&self) -> bool {
+        self.logged || !self.head.is_empty() || !self.frozen.is_empty()
+    }
+
+    /// Gives up a flush before its file is installed (the frozen heads stay and go
+    /// out with the next flush).
+    pub fn abandon_flush(&mut self) {
+        self.flushing = false;
+        self.logged = true;
+    }
+
+    /// Encodes the frozen heads as one data file (series keys from `key_of`), with
+    /// `wal_boundary` from the ticket.
+    pub fn encode_frozen(
+        &mut self,
+        wal_boundary: u64,
+        key_of: &dyn Fn(SeriesId) -> Vec<u8>,
+    ) -> Option<FlushImage> {
+        if self.frozen.iter().all(Head::is_empty) {
+            // Only deletes since the last flush: no file, a manifest (tombstones).
+            self.frozen.clear();
+            self.wal_boundary = self.wal_boundary.max(wal_boundary);
+            return None;
+        }
+        let number = self.next_file;
+        self.next_file += 1;
+        let mut sids: Vec<SeriesId> = self
+            .frozen
+            .iter()
+            .flat_map(|h| h.series_ids())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut keyed: Vec<(Vec<u8>, SeriesId)> =
+            sids.drain(..).map(|sid| (key_of(sid), sid)).collect();
+        keyed.sort();
+        let mut builder = FileBuilder::new(number);
+        for (key, sid) in &keyed {
+            let mut columns: Vec<(Box<[u8]>, Vec<i64>, Column)> = Vec::new();
+            for head in &mut self.frozen {
+                for (name, times, values) in head.export(*sid) {
+                    match columns.iter_mut().find(|c| c.0 == name) {
+                        Some(c) => merge_into(c, times, values),
+                        None => columns.push((name, times, values)),
+                    }
+                }
+            }
+            columns.sort_by(|a, b| a.0.cmp(&b.0));
+            builder.add_series(key, columns.iter().map(|(n, t, v)| (&n[..], &t[..], v)));
+        }
+        let values = builder.values();
+        let (bytes, series, footer) = builder.finish(wal_boundary);
+        // Series with no value (emptied by a delete) are left out of the file.
+        let mut metas = series.into_iter().peekable();
+        let mut paired = Vec::with_capacity(keyed.len());
+        for (key, sid) in keyed {
+            if metas.peek().is_some_and(|m| *m.key == *key) {
+                paired.push((sid, metas.next().expect("peeked")));
+            }
+        }
+        let data = data_dir(&self.dir);
+        Some(FlushImage {
+            number,
+            size: bytes.len() as u64,
+            bytes,
+            path: file::file_path(&data, number),
+            tmp_path: data.join(format!("{number:016x}.scd.tmp")),
+            series: paired,
+            footer,
+            heads: self.frozen.len(),
+            values,
+        })
+    }
+
+    /// Puts a written and synced data file in use in place of the heads it holds;
+    /// returns the manifest to write (the caller writes it, then removes the WAL
+    /// segments below the boundary, then calls [`Storage::flush_done`]).
+    pub fn install(&mut self, image: FlushImage, file: std::fs::File) -> Manifest {
+        let by_sid = image
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, (sid, _))| (*sid, i as u32))
+            .collect();
+        let size = image.size;
+        let data = DataFile::from_parts(
+            image.path,
+            image.footer,
+            image.series.into_iter().map(|(_, m)| m).collect(),
+            size,
+            file,
+        );
+        self.frozen.drain(..image.heads.min(self.frozen.len()));
+        self.wal_boundary = self.wal_boundary.max(image.footer.wal_boundary);
+        self.files.push(Loaded { file: data, by_sid });
+        self.stats.flushes += 1;
+        self.stats.files = self.files.len() as u64;
+        self.manifest()
+    }
+
+    /// Ends a flush (its manifest is written or failed).
+    pub fn flush_done(&mut self) {
+        self.flushing = false;
+    }
+
+    /// The manifest that describes the files in use now.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            files: self.files.iter().map(|f| f.file.footer.number).collect(),
+            wal_boundary: self.wal_boundary,
+            next_file: self.next_file,
+            tombstones: self.tombstones.iter().map(|t| t.record.clone()).collect(),
+        }
+    }
+
+    /// Heap bytes of the head and the heads being flushed.
+    pub fn head_bytes(&self) -> usize {
+        self.head.heap_bytes() + self.frozen.iter().map(Head::heap_bytes).sum::<usize>()
+    }
+
+    pub fn file_stats(&self) -> FileStats {
+        FileStats {
+            file_bytes: self.files.iter().map(|f| f.file.size).sum(),
+            file_values: self.files.iter().map(|f| f.file.values()).sum(),
+            block_read_errors: self.read_errors.get(),
+            ..self.stats
+        }
+    }
+
+    /// The values of `sid`'s `field` in the files, in range, tombstones applied: one
+    /// source per file, oldest first.
+    fn file_sources(&self, sid: SeriesId, range: &ReadRange<'_>, out: &mut Vec<FieldSources>) {
+        for f in &self.files {
+            let Some(&at) = f.by_sid.get(&sid) else {
+                continue;
+            };
+            let number = f.file.footer.number;
+            let tombs: Vec<&Tombstone> = self
+                .tombstones
+                .iter()
+                .filter(|t| number < t.record.below_file && t.sids.contains(&sid))
+                .collect();
+            for field in &f.file.series[at as usize].fields {
+                if range
+                    .fields
+                    .is_some_and(|w| !w.iter().any(|n| **n == *field.name))
+                {
+                    continue;
+                }
+                let (mut times, mut values) = (Vec::new(), Vec::new());
+                for b in &field.blocks {
+                    if b.max_ns < range.start_ns || b.min_ns > range.end_ns {
+                        continue;
+                    }
+                    let (t, v) = match f.file.read_block(b, field.field_type) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            self.read_errors.set(self.read_errors.get() + 1);
+                            tracing::error!(error = %e, "a data file block does not read; its values are left out");
+                            continue;
+                        }
+                    };
+                    for (t, v) in t.into_iter().zip(v.into_values()) {
+                        if t < range.start_ns || t > range.end_ns {
+                            continue;
+                        }
+                        if tombs.iter().any(|ts| ts.hides(number, sid, t)) {
+                            continue;
+                        }
+                        times.push(t);
+                        values.push(v);
+                    }
+                }
+                if times.is_empty() {
+                    continue;
+                }
+                match out.iter_mut().find(|(n, _)| *n == field.name) {
+                    Some((_, sources)) => sources.push((times, values)),
+                    None => out.push((field.name.clone(), vec![(times, values)])),
+                }
+            }
+        }
+    }
+}
+
+/// Whether series `sid` has a value left in `files` (a block not wholly under one
+/// tombstone counts as holding one).
+fn alive_in_files(files: &[Loaded], tombstones: &[Tombstone], sid: SeriesId) -> bool {
+    files.iter().any(|f| {
+        let Some(&at) = f.by_sid.get(&sid) else {
+            return false;
+        };
+        let number = f.file.footer.number;
+        f.file.series[at as usize].fields.iter().any(|field| {
+            field.blocks.iter().any(|b| {
+                !tombstones
+                    .iter()
+                    .any(|t| t.hides(number, sid, b.min_ns) && t.hides(number, sid, b.max_ns))
+            })
+        })
+    })
+}
+
+/// Adds a tombstone for `delete` when a file holds one of `sids`.
+fn add_tombstone(
+    files: &[Loaded],
+    tombstones: &mut Vec<Tombstone>,
+    below_file: u64,
+    delete: &DeleteRecord,
+    sids: &[SeriesId],
+) {
+    if sids.is_empty()
+        || !files
+            .iter()
+            .any(|f| sids.iter().any(|s| f.by_sid.contains_key(s)))
+    {
+        return;
+    }
+    tombstones.push(Tombstone {
+        record: TombstoneRecord {
+            keys: delete.keys.clone(),
+            start_ns: delete.start_ns,
+            end_ns: delete.end_ns,
+            below_file,
+        },
+        sids: sids.iter().copied().collect(),
+    });
+}
+
+/// Merges a newer column into an older one of the same field (newer wins per time).
+fn merge_into(older: &mut (Box<[u8]>, Vec<i64>, Column), times: Vec<i64>, values: Column) {
+    if older.2.field_type() != values.field_type() {
+        // One type per field and shard; a mismatch cannot be written. Keep the newer.
+        older.1 = times;
+        older.2 = values;
+        return;
+    }
+    let old_times = std::mem::take(&mut older.1);
+    let old_values = std::mem::replace(&mut older.2, Column::new(values.field_type()));
+    let field_type = values.field_type();
+    let (t, v) = merge_sources(vec![
+        (old_times, old_values.into_values()),
+        (times, values.into_values()),
+    ]);
+    older.1 = t;
+    older.2 = column_of(field_type, v);
+}
+
+fn column_of(t: FieldType, values: Vec<Value>) -> Column {
+    let mut c = Column::new(t);
+    for v in values {
+        match (&mut c, v) {
+            (Column::Float(c), Value::Float(x)) => c.push(x),
+            (Column::Integer(c), Value::Integer(x)) => c.push(x),
+            (Column::Unsigned(c), Value::Unsigned(x)) => c.push(x),
+            (Column::Boolean(c), Value::Boolean(x)) => c.push(x),
+            (Column::String(c), Value::String(x)) => c.push(x),
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Merges sorted sources, oldest first, into one sorted column: for a time in more
+/// than one source, the newest source's value wins.
+pub fn merge_sources(mut sources: Vec<Source>) -> Source {
+    sources.retain(|(t, _)| !t.is_empty());
+    if sources.len() <= 1 {
+        return sources.pop().unwrap_or_default();
+    }
+    let disjoint = sources.windows(2).all(|w| w[0].0.last() < w[1].0.first());
+    if disjoint {
+        let n = sources.iter().map(|s| s.0.len()).sum();
+        let (mut times, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (t, v) in sources {
+            times.extend(t);
+            values.extend(v);
+        }
+        return (times, values);
+    }
+    let mut order: Vec<(i64, usize, usize)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(s, (t, _))| t.iter().enumerate().map(move |(i, &t)| (t, s, i)))
+        .collect();
+    order.sort_unstable();
+    let mut keep: Vec<(i64, usize, usize)> = Vec::with_capacity(order.len());
+    for e in order {
+        match keep.last_mut() {
+            Some(last) if last.0 == e.0 => *last = e,
+            _ => keep.push(e),
+        }
+    }
+    let mut slots: Vec<Vec<Option<Value>>> = sources
+        .into_iter()
+        .map(|(_, v)| v.into_iter().map(Some).collect())
+        .collect();
+    let times = keep.iter().map(|e| e.0).collect();
+    let values = keep
+        .iter()
+        .map(|&(_, s, i)| slots[s][i].take().expect("each value taken once"))
+        .collect();
+    (times, values)
+}
+
+/// Registers the series of a file's index in `index` (as if each had been written
+/// with a value of every field), returning where each is in the file.
+fn register_series(series: &[SeriesMeta], index: &mut dyn SeriesIndex) -> HashMap<SeriesId, u32> {
+    let mut lines = Vec::new();
+    for s in series {
+        lines.extend_from_slice(&s.key);
+        for (i, f) in s.fields.iter().enumerate() {
+            lines.push(if i == 0 { b' ' } else { b',' });
+            lines.extend_from_slice(&f.name);
+            lines.extend_from_slice(match f.field_type {
+                FieldType::Float => b"=0",
+                FieldType::Integer => b"=0i",
+                FieldType::Unsigned => b"=0u",
+                FieldType::Boolean => b"=f",
+                FieldType::String => b"=\"\"",
+            });
+        }
+        lines.extend_from_slice(b" 0\n");
+    }
+    let body = lineproto::parse(bytes::Bytes::from(lines), Precision::Nanosecond, 0);
+    let all: Vec<u32> = (0..body.points.len() as u32).collect();
+    let mut rejected = Vec::new();
+    let knows_nothing = |_: SeriesId, _: &ParsedBody, _: &PointRef| false;
+    let accepted = validate(index, &knows_nothing, &body, &all, &mut rejected);
+    for reason in rejected {
+        tracing::error!(%reason, "a data file's series disagrees with the field types before it; its values are not read");
+    }
+    let mut by_sid = HashMap::with_capacity(series.len());
+    let mut at = 0usize;
+    for (i, known) in accepted {
+        let sid = index.resolve(&body, i, known);
+        // The parser keeps lines in order; find this point's series in the file.
+        let key = body.series_key(&body.points[i as usize]);
+        while at < series.len() && *series[at].key != *key {
+            at += 1;
+        }
+        if at < series.len() {
+            by_sid.insert(sid, at as u32);
+        }
+    }
+    by_sid
+}
+
+/// Moves a file that does not open to `<partition>/bad/`.
+fn move_aside(dir: &Path, path: &Path) {
+    let bad = dir.join("bad");
+    let moved = std::fs::create_dir_all(&bad)
+        .and_then(|()| std::fs::rename(path, bad.join(path.file_name().unwrap_or_default())));
+    if let Err(e) = moved {
+        tracing::error!(file = %path.display(), error = %e, "cannot move a bad data file aside");
+    }
+}
+
+/// Removes data files no manifest names (a flush cut short before its manifest: the
+/// WAL still holds their values) and temporary files.
+fn remove_unlisted(dir: &Path, listed: &[u64]) {
+    let Ok(entries) = std::fs::read_dir(data_dir(dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = match file::file_number(&name) {
+            Some(n) => !listed.contains(&n),
+            None => name.ends_with(".tmp"),
+        };
+        if stale {
+            tracing::info!(file = %entry.path().display(), "removing a data file no manifest names");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl Engine for Storage {
+    fn check_writable(&self) -> Result<(), EngineError> {
+        Ok(self.wal.check_writable()?)
+    }
+
+    fn knows_fields(&self, sid: SeriesId, body: &ParsedBody, point: &PointRef) -> bool {
+        self.head.knows_fields(sid, body, point)
+    }
+
+    fn write(
+        &mut self,
+        batch: &WriteBatch<'_>,
+        index: &mut dyn SeriesIndex,
+    ) -> Result<Durable, EngineError> {
+        let body = batch.body;
+        let durable = self
+            .wal
+            .append(batch.precision, batch.default_time_ns, |out| {
+                // One copy per run of adjacent lines, each run '\n'-terminated.
+                for run in body.line_runs(batch.points.iter().map(|p| p.0)) {
+                    out.extend_from_slice(&body.body[run]);
+                    out.push(b'\n');
+                }
+            })?;
+        apply_write(&mut self.head, body, batch.points, index);
+        self.last_write = Instant::now();
+        self.logged = true;
+        Ok(durable)
+    }
+
+    fn delete(
+        &mut self,
+        record: &DeleteRecord,
+        index: &mut dyn SeriesIndex,
+    ) -> Result<(u64, Durable), EngineError> {
+        let json = serde_json::to_vec(record).expect("delete records serialise");
+        let durable = self
+            .wal
+            .append_kind(wal::KIND_DELETE, Precision::Nanosecond, 0, |out| {
+                out.extend_from_slice(&json)
+            })?;
+        self.logged = true;
+        self.last_write = Instant::now();
+        let files = &self.files;
+        let tombstones = &mut self.tombstones;
+        let below = self.next_file;
+        let (mut removed, series) =
+            apply_delete_to(&mut self.head, &mut self.frozen, record, index, |sids| {
+                add_tombstone(files, tombstones, below, record, sids)
+            });
+        // Values in files under the new tombstone (whole blocks only: a count).
+        if let Some(t) = self.tombstones.last().filter(|t| {
+            t.record
+                == TombstoneRecord {
+                    keys: record.keys.clone(),
+                    start_ns: record.start_ns,
+                    end_ns: record.end_ns,
+                    below_file: below,
+                }
+        }) {
+            for f in &self.files {
+                for (&sid, &at) in &f.by_sid {
+                    if !t.sids.contains(&sid) {
+                        continue;
+                    }
+                    for field in &f.file.series[at as usize].fields {
+                        removed += field
+                            .blocks
+                            .iter()
+                            .filter(|b| b.min_ns >= record.start_ns && b.max_ns <= record.end_ns)
+                            .map(|b| b.count as u64)
+                            .sum::<u64>();
+                    }
+                }
+            }
+        }
+        // The series the delete left with no value anywhere leave the index.
+        let gone: Vec<SeriesId> = series.into_iter().filter(|&s| !self.alive(s)).collect();
+        index.remove_series(&gone, &record.drop_measurements);
+        Ok((removed, durable))
+    }
+
+    fn cursor<'a>(&'a mut self, sid: SeriesId, range: &ReadRange<'a>) -> Cursor<'a> {
+        let in_files = self.files.iter().any(|f| f.by_sid.contains_key(&sid));
+        if !in_files && self.frozen.is_empty() {
+            return self.head.cursor(sid, range);
+        }
+        let whole = ReadRange {
+            limit: None,
+            ..*range
+        };
+        let mut fields: Vec<FieldSources> = Vec::new();
+        self.file_sources(sid, &whole, &mut fields);
+        for head in self
+            .frozen
+            .iter_mut()
+            .chain(std::iter::once(&mut self.head))
+        {
+            for block in head.cursor(sid, &whole) {
+                let source = (block.times, block.values);
+                match fields.iter_mut().find(|(n, _)| **n == *block.field) {
+                    Some((_, sources)) => sources.push(source),
+                    None => fields.push((block.field.into(), vec![source])),
+                }
+            }
+        }
+        let limit = range.limit;
+        Box::new(fields.into_iter().filter_map(move |(name, sources)| {
+            let (mut times, mut values) = merge_sources(sources);
+            match limit {
+                Some((n, true)) if times.len() > n => {
+                    let cut = times.len() - n;
+                    times.drain(..cut);
+                    values.drain(..cut);
+                }
+                Some((n, false)) => {
+                    times.truncate(n);
+                    values.truncate(n);
+                }
+                _ => {}
+            }
+            (!times.is_empty()).then(|| Block {
+                field: std::borrow::Cow::Owned(name.into_vec()),
+                times,
+                values,
+            })
+        }))
+    }
+
+    fn tidy(&mut self, go_on: &mut dyn FnMut(usize) -> bool) -> bool {
+        self.head.tidy(go_on)
+    }
+
+    fn count_values(&mut self) -> u64 {
+        if self.files.is_empty() && self.frozen.is_empty() {
+            return self.head.count_values();
+        }
+        let mut sids: HashSet<SeriesId> = self.head.series_ids().collect();
+        for h in &self.frozen {
+            sids.extend(h.series_ids());
+        }
+        for f in &self.files {
+            sids.extend(f.by_sid.keys().copied());
+        }
+        let range = ReadRange {
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            fields: None,
+            limit: None,
+        };
+        sids.into_iter()
+            .map(|sid| {
+                self.cursor(sid, &range)
+                    .map(|b| b.times.len() as u64)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            values: self.head.values()
+                + self.frozen.iter().map(Head::values).sum::<u64>()
+                + self.files.iter().map(|f| f.file.values()).sum::<u64>(),
+            heap_bytes: self.head_bytes(),
+            wal: self.wal.stats(),
+        }
+    }
+
+    fn wait_for_room(&self) -> LocalFuture<'static, ()> {
+        let wal = self.wal.clone();
+        Box::pin(async move { wal.wait_for_room().await })
+    }
+
+    fn flush(&self) -> LocalFuture<'static, Result<(), EngineError>> {
+        let wal = self.wal.clone();
+        Box::pin(async move { Ok(wal.flush().await?) })
+    }
+
+    fn close(&self) -> LocalFuture<'static, ()> {
+        let wal = self.wal.clone();
+        Box::pin(async move { wal.close().await })
+    }
+
+    fn freeze(&mut self) -> Option<FlushTicket> {
+        Storage::freeze(self)
+    }
+
+    fn abandon_flush(&mut self) {
+        Storage::abandon_flush(self)
+    }
+
+    fn encode_frozen(
+        &mut self,
+        wal_boundary: u64,
+        key_of: &dyn Fn(SeriesId) -> Vec<u8>,
+    ) -> Option<FlushImage> {
+        Storage::encode_frozen(self, wal_boundary, key_of)
+    }
+
+    fn manifest(&self) -> Manifest {
+        Storage::manifest(self)
+    }
+
+    fn needs_flush(&self) -> bool {
+        Storage::needs_flush(self)
+    }
+
+    fn install(&mut self, image: FlushImage, file: std::fs::File) -> Manifest {
+        Storage::install(self, image, file)
+    }
+
+    fn flush_done(&mut self) {
+        Storage::flush_done(self)
+    }
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    fn last_write(&self) -> Instant {
+        self.last_write
+    }
+
+    fn head_bytes(&self) -> usize {
+        Storage::head_bytes(self)
+    }
+
+    fn file_stats(&self) -> FileStats {
+        Storage::file_stats(self)
+    }
+}

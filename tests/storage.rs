@@ -1,0 +1,306 @@
+//! The storage engine with real node processes: heads flushed into compressed data
+//! files, WAL segments removed once files cover them, restarts (SIGKILL) that read
+//! the files and replay only the WAL after them, last write wins across files and
+//! head, deletes over files (tombstones), and the cache-max-bytes 503.
+
+mod common;
+
+use common::Node;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Small heads flush at once; a partition with no write for 300 ms flushes too.
+const CONFIG: &str =
+    "cores = 2\n[storage]\ncache-snapshot-bytes = 65536\ncache-snapshot-write-cold-ms = 300\n";
+
+type Model = BTreeMap<(String, String, i64), Value>;
+
+/// A line to write: series key, fields (name, value as stored, line-protocol form),
+/// timestamp.
+type Row = (String, Vec<(&'static str, Value, String)>, i64);
+
+fn data_files(data: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(data.join("shards")).unwrap().flatten() {
+        for part in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            if let Ok(files) = std::fs::read_dir(part.path().join("data")) {
+                out.extend(
+                    files
+                        .flatten()
+                        .map(|f| f.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "scd")),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check(node: &Node, model: &Model, when: &str) {
+    let got: Model = node
+        .dump("db", "")
+        .into_iter()
+        .map(|(s, f, t, v)| ((s, f, t), v))
+        .collect();
+    assert_eq!(got.len(), model.len(), "{when}: value count");
+    for (k, v) in model {
+        assert_eq!(got.get(k), Some(v), "{when}: {k:?}");
+    }
+}
+
+/// Writes `lines` (each with its model entries) and records them.
+fn write(node: &Node, model: &mut Model, rows: &[Row]) {
+    let mut body = String::new();
+    for (series, fields, t) in rows {
+        let lp: Vec<String> = fields
+            .iter()
+            .map(|(f, _, lp)| format!("{f}={lp}"))
+            .collect();
+        body.push_str(&format!("{series} {} {t}\n", lp.join(",")));
+        for (f, v, _) in fields {
+            model.insert((series.clone(), f.to_string(), *t), v.clone());
+        }
+    }
+    let r = node.write("db=db", body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+fn rows(hosts: std::ops::Range<usize>, times: std::ops::Range<i64>, round: i64) -> Vec<Row> {
+    let mut out = Vec::new();
+    for h in hosts {
+        for i in times.clone() {
+            let t = 1_600_000_000_000_000_000 + i * 10_000_000_000;
+            let usage = ((i * 7 + h as i64 + round) % 1000) as f64 / 10.0;
+            let noisy = f64::from_bits(
+                0x3ff0_0000_0000_0000 ^ ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12),
+            );
+            let n = i * 1000 - h as i64 + round;
+            let u = (i as u64) << 40 | h as u64;
+            let ok = (i + round) % 3 == 0;
+            let s = ["ok", "warn", "crit"][((i + round) % 3) as usize];
+            out.push((
+                format!("cpu,host=h{h}"),
+                vec![
+                    ("usage", json!(usage), format!("{usage:?}")),
+                    ("noisy", json!(noisy), format!("{noisy:?}")),
+                    ("n", json!(n), format!("{n}i")),
+                    ("u", json!(u), format!("{u}u")),
+                    ("ok", json!(ok), ok.to_string()),
+                    ("s", json!(s), format!("\"{s}\"")),
+                ],
+                t,
+            ));
+        }
+    }
+    out
+}
+
+fn flushed(node: &Node) -> bool {
+    let shards = node.debug_shards();
+    !shards.is_empty()
+        && shards.iter().all(|s| {
+            s["cache_heap_bytes"].as_u64() == Some(0) && s["files"].as_u64().unwrap_or(0) > 0
+        })
+}
+
+#[test]
+fn heads_flush_into_files_the_wal_is_cut_and_restarts_read_the_files() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let mut node = Node::start_with_config(&data, CONFIG);
+    node.create_database("db");
+    let mut model = Model::new();
+    for batch in 0..4 {
+        write(
+            &node,
+            &mut model,
+            &rows(0..40, batch * 50..(batch + 1) * 50, 0),
+        );
+    }
+    // Flushed, and the files cover every WAL segment (all removed).
+    common::eventually(WAIT, "every partition's head is flushed", || {
+        flushed(&node) && common::wal_segments(&data).is_empty()
+    });
+    assert!(!data_files(&data).is_empty());
+    check(&node, &model, "read from files");
+    // Bytes per value on disk: 8,000 rows x 6 fields.
+    let file_bytes: u64 = data_files(&data)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let values = model.len() as u64;
+    println!(
+        "{values} values in {file_bytes} bytes of data files: {:.2} bytes/value",
+        file_bytes as f64 / values as f64
+    );
+    assert!(
+        file_bytes < values * 8,
+        "compressed: {file_bytes} bytes for {values} values"
+    );
+
+    // New values at old times win over the files' (last write wins), new times add.
+    write(&node, &mut model, &rows(0..10, 100..260, 5));
+    check(&node, &model, "files and head");
+    // A delete of a time range of some series, and a DROP SERIES, over files and head.
+    let cut = 1_600_000_000_000_000_000 + 120 * 10_000_000_000i64;
+    let r = node.query_on(
+        "db",
+        &format!("DELETE FROM cpu WHERE host = 'h1' AND time < {cut}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    model.retain(|(s, _, t), _| !(s == "cpu,host=h1" && *t < cut));
+    let r = node.query_on("db", "DROP SERIES FROM cpu WHERE host = 'h2'");
+    assert_eq!(r.status, 200, "{}", r.text());
+    model.retain(|(s, _, _), _| s != "cpu,host=h2");
+    check(&node, &model, "after deletes");
+    let series = node.query_on("db", "SHOW SERIES").text();
+    assert!(
+        !series.contains("host=h2\"") && series.contains("host=h1\""),
+        "{series}"
+    );
+
+    // SIGKILL with part of the data in files and part only in the WAL.
+    node.kill();
+    let mut node = Node::start_with_config(&data, CONFIG);
+    check(&node, &model, "after SIGKILL and restart");
+    let series = node.query_on("db", "SHOW SERIES").text();
+    assert!(
+        !series.contains("host=h2\"") && series.contains("host=h39\""),
+        "{series}"
+    );
+    let fields = node.query_on("db", "SHOW FIELD KEYS").text();
+    for want in [
+        "\"usage\",\"float\"",
+        "\"n\",\"integer\"",
+        "\"u\",\"unsigned\"",
+        "\"ok\",\"boolean\"",
+        "\"s\",\"string\"",
+    ] {
+        assert!(fields.contains(want), "{want} in {fields}");
+    }
+    let r = node.query_on(
+        "db",
+        "SELECT count(usage), sum(n) FROM cpu WHERE host = 'h5'",
+    );
+    let want_n: i64 = model
+        .iter()
+        .filter(|((s, f, _), _)| s == "cpu,host=h5" && f == "n")
+        .map(|(_, v)| v.as_i64().unwrap())
+        .sum();
+    assert!(
+        r.text().contains(&format!(",260,{want_n}]")),
+        "{} (sum {want_n})",
+        r.text()
+    );
+
+    // Everything flushed again (the tombstones go into the manifest), killed, back.
+    common::eventually(WAIT, "flushed again", || {
+        flushed(&node) && common::wal_segments(&data).is_empty()
+    });
+    node.kill();
+    let node = Node::start_with_config(&data, CONFIG);
+    check(&node, &model, "after a second flush and SIGKILL");
+    assert!(common::wal_segments(&data).is_empty());
+}
+
+#[test]
+fn writes_past_cache_max_bytes_get_503_until_a_flush_frees_room() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    // Flushes only by size (the cold timer is an hour), at the same mark as the limit.
+    let config = "cores = 1\n[storage]\ncache-snapshot-bytes = 1048576\ncache-max-bytes = 1048576\ncache-snapshot-write-cold-ms = 3600000\n";
+    let node = Node::start_with_config(&data, config);
+    node.create_database("db");
+    let mut accepted = 0usize;
+    let mut refused = None;
+    for batch in 0..200 {
+        let mut body = String::new();
+        for i in 0..2000 {
+            body.push_str(&format!(
+                "m,host=h{} v={i},w={batch} {}\n",
+                i % 50,
+                batch * 10_000 + i
+            ));
+        }
+        let r = node.write("db=db", body.as_bytes());
+        match r.status {
+            204 => accepted += 2000,
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    let r = refused.expect("a write past cache-max-bytes is refused");
+    assert!(
+        r.text().contains("cache-max-memory-size exceeded"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    // The flush frees room; the same write is then taken; nothing acknowledged is lost.
+    common::eventually(WAIT, "writes are taken again", || {
+        node.write("db=db", b"m,host=late v=1 1").status == 204
+    });
+    let r = node.query_on("db", "SELECT count(v) FROM m WHERE host != 'late'");
+    assert!(
+        r.text().contains(&format!(",{accepted}]")),
+        "{accepted}: {}",
+        r.text()
+    );
+    let vars = node.request("GET", "/debug/vars", &[], b"").json();
+    assert!(
+        vars["storage"]["values"]["cacheFullRejections"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{vars}"
+    );
+}
+
+#[test]
+fn a_corrupt_data_file_is_moved_aside_counted_and_the_node_starts() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let mut node = Node::start_with_config(&data, CONFIG);
+    node.create_database("db");
+    let mut model = Model::new();
+    write(&node, &mut model, &rows(0..40, 0..20, 0));
+    common::eventually(WAIT, "flushed", || {
+        flushed(&node) && common::wal_segments(&data).is_empty()
+    });
+    assert!(node.terminate().success());
+    let files = data_files(&data);
+    assert!(files.len() >= 2, "one file per partition: {files:?}");
+    // Garble the footer of one file.
+    let victim = &files[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() - 30;
+    bytes[at] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+    let node = Node::start_with_config(&data, CONFIG);
+    assert!(!victim.exists());
+    let bad = victim.parent().unwrap().parent().unwrap().join("bad");
+    assert!(bad.join(victim.file_name().unwrap()).exists());
+    let vars = node.request("GET", "/debug/vars", &[], b"").json();
+    assert_eq!(
+        vars["storage"]["values"]["badFiles"].as_u64(),
+        Some(1),
+        "{vars}"
+    );
+    assert!(node.log().contains("data file does not open"));
+    // The other partition's values are all there, and writes go on.
+    let got = node.dump("db", "");
+    assert!(
+        !got.is_empty() && got.len() < model.len(),
+        "{} of {}",
+        got.len(),
+        model.len()
+    );
+    assert_eq!(node.write("db=db", b"cpu,host=h0 usage=1 1").status, 204);
+}
