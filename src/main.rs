@@ -63,6 +63,13 @@ enum Command {
         /// Print every point as line protocol in the `influx -import` format.
         #[arg(long, conflicts_with_all = ["db", "measurement", "series"])]
         export: bool,
+        /// List the data files: blocks, values, bytes per value per field, codecs.
+        #[arg(long, conflicts_with_all = ["export", "db"])]
+        files: bool,
+        /// With --files: read and decode every block, checking every crc (exit 1 on
+        /// any problem).
+        #[arg(long, requires = "files")]
+        verify: bool,
         /// Print the points of this database (else list shards).
         #[arg(long)]
         db: Option<String>,
@@ -211,6 +218,8 @@ fn main() -> ExitCode {
         Command::Inspect {
             data_dir,
             export,
+            files,
+            verify,
             db,
             measurement,
             series,
@@ -218,6 +227,22 @@ fn main() -> ExitCode {
             init_logging("warn");
             if export {
                 return export_lp(&data_dir);
+            }
+            if files {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                return match shardcore::inspect::files_report(&data_dir, verify, &mut out) {
+                    Ok(0) => ExitCode::SUCCESS,
+                    Ok(problems) => {
+                        drop(out);
+                        eprintln!("shardcore: {problems} problems in the data files");
+                        ExitCode::from(1)
+                    }
+                    Err(e) => {
+                        eprintln!("shardcore: cannot read {}: {e}", data_dir.display());
+                        ExitCode::from(1)
+                    }
+                };
             }
             inspect(&data_dir, db, measurement, series)
         }
@@ -262,12 +287,12 @@ fn inspect(
     };
     match db {
         None => {
-            println!("shard_id\tpartition\tdatabase\tretention_policy\tstart_ns\tend_ns\tseries\tvalues\tbad_wal_bytes");
+            println!("shard_id\tpartition\tdatabase\tretention_policy\tstart_ns\tend_ns\tseries\tvalues\tbad_wal_bytes\tfiles\tfile_bytes");
             for s in &mut shards {
                 let values = s.shard.count_values();
                 let st = s.shard.stats();
                 println!(
-                    "{:016x}\t{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{:016x}\t{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     st.id,
                     st.partition,
                     st.partitions,
@@ -277,7 +302,9 @@ fn inspect(
                     st.end_ns,
                     st.series,
                     values,
-                    s.truncated_bytes
+                    s.truncated_bytes,
+                    st.files,
+                    st.file_bytes
                 );
             }
         }

@@ -40,6 +40,19 @@ fn data_files(data: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `shardcore inspect DIR --files --verify`: (exit 0, stdout).
+fn inspect_files(data: &Path) -> (bool, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(["inspect", "--files", "--verify"])
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn check(node: &Node, model: &Model, when: &str) {
     let got: Model = node
         .dump("db", "")
@@ -127,6 +140,24 @@ fn heads_flush_into_files_the_wal_is_cut_and_restarts_read_the_files() {
     });
     assert!(!data_files(&data).is_empty());
     check(&node, &model, "read from files");
+    // `shardcore inspect --files --verify`: every block reads back; codecs per field.
+    let (ok, report) = inspect_files(&data);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("verified ") && report.contains(": 0 problems"),
+        "{report}"
+    );
+    for want in [
+        "usage\tfloat",
+        "n\tinteger",
+        "u\tunsigned",
+        "ok\tboolean",
+        "s\tstring",
+        "ts-rle",
+        "str-dict",
+    ] {
+        assert!(report.contains(want), "{want} in {report}");
+    }
     // Bytes per value on disk: 8,000 rows x 6 fields.
     let file_bytes: u64 = data_files(&data)
         .iter()
@@ -283,6 +314,16 @@ fn a_corrupt_data_file_is_moved_aside_counted_and_the_node_starts() {
     let at = bytes.len() - 30;
     bytes[at] ^= 0xff;
     std::fs::write(victim, &bytes).unwrap();
+    // And a bit inside a block of another file: that block fails --verify only.
+    let other = &files[1];
+    let mut bytes = std::fs::read(other).unwrap();
+    bytes[200] ^= 0x01;
+    std::fs::write(other, &bytes).unwrap();
+    let (ok, report) = inspect_files(&data);
+    assert!(
+        !ok && report.contains("BAD:") && report.contains("BAD BLOCK"),
+        "{report}"
+    );
     let node = Node::start_with_config(&data, CONFIG);
     assert!(!victim.exists());
     let bad = victim.parent().unwrap().parent().unwrap().join("bad");

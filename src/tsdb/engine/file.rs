@@ -662,6 +662,24 @@ impl DataFile {
         }
     }
 
+    /// Reads one block's bytes, undecoded (for `shardcore inspect`).
+    pub fn read_block_bytes(&self, block: &BlockMeta) -> Result<Vec<u8>, FileError> {
+        let mut buf = vec![0u8; block.len as usize];
+        self.file
+            .read_exact_at(&mut buf, block.offset)
+            .map_err(|e| FileError::Io {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(buf)
+    }
+
+    /// The codec tags of a block image: (times, values); `None` when too short.
+    pub fn block_codecs(image: &[u8]) -> Option<(u8, u8)> {
+        let ts_len = u32::from_le_bytes(image.get(4..8)?.try_into().ok()?) as usize;
+        Some((*image.get(8)?, *image.get(8usize.checked_add(ts_len)?)?))
+    }
+
     /// Reads and decodes one block.
     pub fn read_block(
         &self,
