@@ -136,6 +136,23 @@ fn every_acknowledged_point_survives_sigkill_under_concurrent_load() {
             for j in 0..50 {
                 let ts = 1_600_000_000_000_000_000i64 + (batch * 50 + j) as i64;
                 let key = (format!("load,client=c{client},s=s{}", j % 5), ts);
+                if by_point.get(&key) != Some(&(batch as f64)) {
+                    eprintln!("LOG AFTER RESTART:\n{}", node.log());
+                    let mut same: Vec<_> = by_point
+                        .keys()
+                        .filter(|k| k.0 == key.0)
+                        .map(|k| k.1 - 1_600_000_000_000_000_000i64)
+                        .collect();
+                    same.sort();
+                    eprintln!(
+                        "stored times of {}: {} values, first {:?} last {:?}",
+                        key.0,
+                        same.len(),
+                        same.first(),
+                        same.last()
+                    );
+                    eprintln!("acked batches of client {client}: {}", batches.len());
+                }
                 assert_eq!(
                     by_point.get(&key),
                     Some(&(batch as f64)),

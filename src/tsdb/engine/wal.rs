@@ -263,52 +263,61 @@ pub fn encode_record_kind(
 /// Decodes the records of one segment image. Returns the length of the valid prefix
 /// (up to the end of the last good record).
 ///
-/// Zero bytes where a record's length should be are a commit's padding: the next
-/// commit starts at the first block boundary (a multiple of [`COMMIT_BLOCK_BYTES`])
-/// after them whose block holds anything else; zeros to the end are a clean end. A
-/// record never has length 0, so padding and records cannot be confused; anything
-/// else that is not a good record ends the valid prefix.
+/// Where no good record starts, zero bytes are a commit's padding (as short as one
+/// byte: it may end inside where a record header would be): the next commit starts at
+/// the last block boundary (a multiple of [`COMMIT_BLOCK_BYTES`]) at or before the
+/// next nonzero byte; zeros to the end are a clean end. Anything else that is not a
+/// good record ends the valid prefix.
 pub fn decode_records(bytes: &[u8], mut each: impl FnMut(RecoveredRecord<'_>)) -> usize {
     let mut pos = 0usize;
     let mut valid = 0usize;
-    while pos + RECORD_HEADER_BYTES <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
-        if len == 0 {
-            let Some(nonzero) = bytes[pos..].iter().position(|&b| b != 0) else {
-                break;
-            };
-            let next = (pos + nonzero) / COMMIT_BLOCK_BYTES * COMMIT_BLOCK_BYTES;
-            if next <= pos {
-                break;
-            }
-            pos = next;
+    while pos < bytes.len() {
+        if let Some((record, end)) = record_at(bytes, pos) {
+            each(record);
+            pos = end;
+            valid = end;
             continue;
         }
-        if len < PAYLOAD_HEADER_BYTES as u32 || len > MAX_RECORD_BYTES {
-            break;
-        }
-        let end = pos + RECORD_HEADER_BYTES + len as usize;
-        if end > bytes.len() {
-            break;
-        }
-        let payload = &bytes[pos + RECORD_HEADER_BYTES..end];
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
-        let Some(precision) = Precision::from_code(payload[1]) else {
+        // Not a record here: padding after a commit (zeros up to the next commit
+        // block; it can be shorter than a record header, so it is told from a record
+        // by its zeros, not by a zero length), a hole a failed commit left, or the
+        // end. The next commit starts at the block boundary at or before the next
+        // nonzero byte; garbage before that boundary ends the log.
+        let Some(nonzero) = bytes[pos..].iter().position(|&b| b != 0) else {
             break;
         };
-        each(RecoveredRecord {
-            kind: payload[0],
-            precision,
-            default_time_ns: i64::from_le_bytes(payload[2..10].try_into().unwrap()),
-            lines: &payload[PAYLOAD_HEADER_BYTES..],
-        });
-        pos = end;
-        valid = end;
+        let next = (pos + nonzero) / COMMIT_BLOCK_BYTES * COMMIT_BLOCK_BYTES;
+        if next <= pos {
+            break;
+        }
+        pos = next;
     }
     valid
+}
+
+/// The record starting at `pos`, whole and with a good crc, and where it ends.
+fn record_at(bytes: &[u8], pos: usize) -> Option<(RecoveredRecord<'_>, usize)> {
+    let header = bytes.get(pos..pos.checked_add(RECORD_HEADER_BYTES)?)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?);
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if len < PAYLOAD_HEADER_BYTES as u32 || len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let end = pos + RECORD_HEADER_BYTES + len as usize;
+    let payload = bytes.get(pos + RECORD_HEADER_BYTES..end)?;
+    if crc32c::crc32c(payload) != crc {
+        return None;
+    }
+    let precision = Precision::from_code(payload[1])?;
+    Some((
+        RecoveredRecord {
+            kind: payload[0],
+            precision,
+            default_time_ns: i64::from_le_bytes(payload[2..10].try_into().ok()?),
+            lines: &payload[PAYLOAD_HEADER_BYTES..],
+        },
+        end,
+    ))
 }
 
 /// Replays every segment in `dir` in order, cutting a torn or corrupt tail at the last
@@ -1295,12 +1304,53 @@ mod tests {
         let mut seen = 0;
         assert_eq!(decode_records(&long, |_| seen += 1), long.len());
         assert_eq!(seen, 2);
+        // Padding shorter than a record header (1 to 7 bytes before the boundary):
+        // the bytes where a length would be run into the next commit's record.
+        for short in 1..=8 {
+            let mut seg = Vec::new();
+            let filler = COMMIT_BLOCK_BYTES - short - RECORD_HEADER_BYTES - PAYLOAD_HEADER_BYTES;
+            let mut line = vec![b'x'; filler - 1];
+            line.push(b'\n');
+            seg.extend(record(&line));
+            assert_eq!(seg.len(), COMMIT_BLOCK_BYTES - short);
+            seg.resize(COMMIT_BLOCK_BYTES, 0);
+            seg.extend(record(b"b v=2 2\n"));
+            let mut seen = 0;
+            assert_eq!(decode_records(&seg, |_| seen += 1), seg.len(), "{short}");
+            assert_eq!(seen, 2, "padding of {short} bytes");
+        }
         // Garbage inside the padded block is corruption, not a commit.
         let mut bad = record(b"a v=1 1\n");
         let first = bad.len();
         bad.resize(100, 0);
         bad.push(7);
         assert_eq!(decode_records(&bad, |_| {}), first);
+    }
+
+    proptest::proptest! {
+        /// Commits of records of any sizes, each starting at a block boundary with
+        /// zero padding before it (as the writers lay them out), decode whole.
+        #[test]
+        fn padded_commits_of_any_sizes_decode_whole(
+            commits in proptest::collection::vec(
+                proptest::collection::vec(0usize..9000, 1..4), 1..6)
+        ) {
+            let mut seg = Vec::new();
+            let mut want = 0;
+            for commit in &commits {
+                for &size in commit {
+                    let mut line = vec![b'y'; size];
+                    line.push(b'\n');
+                    seg.extend(record(&line));
+                    want += 1;
+                }
+                let end = seg.len();
+                seg.resize(commit_end(end as u64) as usize, 0);
+            }
+            let mut seen = 0;
+            decode_records(&seg, |_| seen += 1);
+            proptest::prop_assert_eq!(seen, want);
+        }
     }
 
     #[test]
