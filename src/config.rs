@@ -254,6 +254,10 @@ pub struct StorageConfig {
     /// Past this many head bytes on a core, writes get 503 until a flush frees room
     /// (0: no limit).
     pub cache_max_bytes: u64,
+    /// Bytes per second a core's compactions write at most.
+    pub compaction_throughput_bytes_per_second: u64,
+    /// A partition with no write for this long has all its files rewritten into one.
+    pub compact_full_write_cold_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -312,6 +316,8 @@ impl Default for StorageConfig {
             cache_snapshot_bytes: 64 * 1024 * 1024,
             cache_snapshot_write_cold_ms: 600_000,
             cache_max_bytes: 1024 * 1024 * 1024,
+            compaction_throughput_bytes_per_second: 48 * 1024 * 1024,
+            compact_full_write_cold_ms: 4 * 3600 * 1000,
         }
     }
 }
@@ -416,6 +422,15 @@ cache-snapshot-write-cold-ms = 600000
 # ("cache-max-memory-size exceeded") until a flush frees room; never an
 # out-of-memory kill. 0 = no limit. (InfluxDB's cache-max-memory-size, per core.)
 cache-max-bytes = 1073741824
+
+# Compactions merge data files of one size in the background (four to sixteen at a
+# time), writing at most this many bytes per second per core (InfluxDB's
+# compact-throughput, 48m).
+compaction-throughput-bytes-per-second = 50331648
+
+# A partition with no write for this long has all its files rewritten into one with
+# large blocks (InfluxDB's compact-full-write-cold-duration, 4h).
+compact-full-write-cold-ms = 14400000
 
 [runtime]
 # Messages queued on each core-to-core channel before senders wait.
@@ -640,6 +655,12 @@ impl Config {
             return invalid(
                 "storage.cache-max-bytes",
                 "must be 0 (no limit) or at least cache-snapshot-bytes",
+            );
+        }
+        if self.storage.compaction_throughput_bytes_per_second < 65536 {
+            return invalid(
+                "storage.compaction-throughput-bytes-per-second",
+                "must be at least 65536",
             );
         }
         if self.storage.max_points_per_shard_batch == 0 {

@@ -223,6 +223,10 @@ pub enum Timer {
     QueryShow,
     QueryDelete,
     QueryOther,
+    /// A head flushed into a data file, freeze to WAL segments removed.
+    Flush,
+    /// A compaction, planned to inputs removed.
+    Compaction,
     /// A remote shard write, sent to answered (ShardWriter).
     ShardWriteRtt,
     /// Hinted handoff: an enqueue until durable, and a replayed record's round trip.
@@ -239,7 +243,7 @@ struct TimerInfo {
 }
 
 impl Timer {
-    pub const ALL: [Timer; 13] = [
+    pub const ALL: [Timer; 15] = [
         Timer::WriteAny,
         Timer::WriteOne,
         Timer::WriteQuorum,
@@ -250,13 +254,15 @@ impl Timer {
         Timer::QueryShow,
         Timer::QueryDelete,
         Timer::QueryOther,
+        Timer::Flush,
+        Timer::Compaction,
         Timer::ShardWriteRtt,
         Timer::HhEnqueue,
         Timer::HhReplay,
     ];
 
     /// Timers kept in [`CoreTimers`] (a prefix of `ALL`).
-    const OWNED: usize = 10;
+    const OWNED: usize = 12;
 
     fn info(self) -> TimerInfo {
         let write = "HTTP /write requests, body received to answer, by consistency level.";
@@ -321,6 +327,18 @@ impl Timer {
                 Some(("statement", "other")),
                 query,
                 "queryOther",
+            ),
+            Timer::Flush => (
+                "flush",
+                None,
+                "Heads flushed into data files, freeze to covered WAL segments removed.",
+                "flush",
+            ),
+            Timer::Compaction => (
+                "compaction",
+                None,
+                "Compactions of data files, planned to inputs removed (throttled by compaction-throughput-bytes-per-second).",
+                "compaction",
             ),
             Timer::ShardWriteRtt => (
                 "cluster_shard_write_rtt",
@@ -570,6 +588,10 @@ pub struct Gauges {
     pub flush_failures: u64,
     /// Writes refused past cache-max-bytes since start.
     pub cache_rejections: u64,
+    /// Compactions (count, output bytes, failures) since start.
+    pub compactions: u64,
+    pub compaction_bytes: u64,
+    pub compaction_failures: u64,
 }
 
 /// When this process started (first call wins; `serve` calls it at start-up).
@@ -725,6 +747,9 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("flushBytes", json!(gauges.flush_bytes)),
                 ("flushFailures", json!(gauges.flush_failures)),
                 ("cacheFullRejections", json!(gauges.cache_rejections)),
+                ("compactions", json!(gauges.compactions)),
+                ("compactionBytes", json!(gauges.compaction_bytes)),
+                ("compactionFailures", json!(gauges.compaction_failures)),
             ],
         ),
         StatsGroup::new(
@@ -827,7 +852,7 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
         "shardcore_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    let plain_gauges: [(&str, &str, f64); 16] = [
+    let plain_gauges: [(&str, &str, f64); 19] = [
         (
             "uptime_seconds",
             "Seconds since the node started.",
@@ -889,6 +914,21 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
             "flush_failures",
             "Flushes that failed since start (retried; the WAL keeps the records).",
             gauges.flush_failures as f64,
+        ),
+        (
+            "compactions",
+            "Compactions of data files since start.",
+            gauges.compactions as f64,
+        ),
+        (
+            "compaction_bytes",
+            "Bytes of data files written by compactions since start.",
+            gauges.compaction_bytes as f64,
+        ),
+        (
+            "compaction_failures",
+            "Compactions that failed since start (their inputs stay in use).",
+            gauges.compaction_failures as f64,
         ),
         (
             "cache_full_rejections",

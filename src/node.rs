@@ -265,6 +265,9 @@ impl LocalCores {
         gauges.flush_bytes = cache.flushed_bytes.load(Ordering::Relaxed);
         gauges.flush_failures = cache.flush_failures.load(Ordering::Relaxed);
         gauges.cache_rejections = cache.rejections.load(Ordering::Relaxed);
+        gauges.compactions = cache.compactions.load(Ordering::Relaxed);
+        gauges.compaction_bytes = cache.compaction_bytes.load(Ordering::Relaxed);
+        gauges.compaction_failures = cache.compaction_failures.load(Ordering::Relaxed);
         Ok((snapshot, gauges))
     }
 
@@ -969,8 +972,11 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         crate::tsdb::flush::FlushConfig {
             snapshot_bytes: config.storage.cache_snapshot_bytes as usize,
             cold: Duration::from_millis(config.storage.cache_snapshot_write_cold_ms),
+            compaction_bytes_per_second: config.storage.compaction_throughput_bytes_per_second,
+            full_compaction_cold: Duration::from_millis(config.storage.compact_full_write_cold_ms),
         },
         cache,
+        services.local.timers.clone(),
         shutdown.clone(),
     ))
     .detach();

@@ -345,3 +345,48 @@ fn a_corrupt_data_file_is_moved_aside_counted_and_the_node_starts() {
     );
     assert_eq!(node.write("db=db", b"cpu,host=h0 usage=1 1").status, 204);
 }
+
+#[test]
+fn compactions_bound_the_file_count_under_a_live_load_and_lose_nothing() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    // Every check flushes (tiny heads), compactions run as files pile up, and a
+    // partition cold for a second gets a full rewrite.
+    let config = "cores = 2\n[storage]\ncache-snapshot-bytes = 4096\ncache-snapshot-write-cold-ms = 200\ncompact-full-write-cold-ms = 1000\n";
+    let mut node = Node::start_with_config(&data, config);
+    node.create_database("db");
+    let mut model = Model::new();
+    for batch in 0..24 {
+        write(
+            &node,
+            &mut model,
+            &rows(0..20, batch * 10..(batch + 1) * 10, 0),
+        );
+        // Overwrites of older times, so files overlap.
+        write(&node, &mut model, &rows(0..3, batch * 5..batch * 5 + 3, 7));
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    check(&node, &model, "during compactions");
+    let vars = || node.request("GET", "/debug/vars", &[], b"").json()["storage"]["values"].clone();
+    common::eventually(
+        WAIT,
+        "one file per partition after the full rewrite",
+        || {
+            let v = vars();
+            v["compactions"].as_u64().unwrap_or(0) > 0
+                && node
+                    .debug_shards()
+                    .iter()
+                    .all(|s| s["files"].as_u64() == Some(1))
+        },
+    );
+    let v = vars();
+    assert_eq!(v["compactionFailures"].as_u64(), Some(0), "{v}");
+    check(&node, &model, "after compactions");
+    assert_eq!(data_files(&data).len(), node.debug_shards().len());
+    let (ok, report) = inspect_files(&data);
+    assert!(ok, "{report}");
+    node.kill();
+    let node = Node::start_with_config(&data, config);
+    check(&node, &model, "after SIGKILL");
+}

@@ -29,6 +29,9 @@
 #  5. restart: SIGTERM (SIGKILL after 60 s), start again on the same data dir, time from
 #     spawn to the first ready answer (/ping 204; VictoriaMetrics /health 200, as
 #     tools/compare-ingest.sh), VmRSS 5 s later;
+#  (diagnostic, ShardCore, when gdb is installed: after those measurements, before the
+#     stop, `gdb -p PID -batch -ex 'call (int)malloc_trim(0)'` and VmRSS again: how much of
+#     the RSS is memory glibc's malloc holds free rather than memory in use);
 #  6. after the restart: `SELECT count(usage_user) FROM cpu` (ShardCore, InfluxDB) or the
 #     number of cpu_usage_user samples from /api/v1/export (VictoriaMetrics) against the
 #     lines loaded.
@@ -150,7 +153,7 @@ du_alloc() { du -sc -B1 "$@" 2>/dev/null | awk 'END {print $1}'; }        # allo
 # Packages (as tools/compare-ingest.sh: Debian packages, installed with apt if missing).
 
 declare -A SKIP=() VERSION=()
-VERSION[shardcore]="ShardCore $("$BIN/shardcore" --version | awk '{print $2}') (binary $BIN/shardcore, $(date -u -r "$BIN/shardcore" +%Y-%m-%dT%H:%MZ); checkout $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+VERSION[shardcore]="ShardCore $("$BIN/shardcore" --version | awk '{print $2}') (binary $BIN/shardcore, $(date -u -r "$BIN/shardcore" +%Y-%m-%dT%H:%MZ); checkout HEAD at run time $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 VERSION[shardcore-default]=${VERSION[shardcore]}
 
 apt_install() { # PACKAGE: apt-get install, with one `apt-get update` retry
@@ -176,13 +179,13 @@ ensure_system() { # SYSTEM COMMAND PACKAGE WANTED_VERSION
       return
     fi
     log "$cmd not found: installing Debian package $pkg"
-    before=$(pgrep -x "$cmd" || true)
+    before=$(pgrep -x "${cmd:0:15}" || true)
     if ! why=$(apt_install "$pkg"); then
       SKIP[$sys]="could not install Debian package $pkg: $why"
       return
     fi
     # A package may start its own service (where the init system lets it): stop it.
-    after=$(pgrep -x "$cmd" || true)
+    after=$(pgrep -x "${cmd:0:15}" || true)
     for p in $after; do
       grep -qx "$p" <<<"$before" && continue
       log "the $pkg package started $cmd (pid $p): service $pkg stop"
@@ -490,6 +493,15 @@ EOF
 )
   fi
   kill -0 "$SERVER_PID" 2>/dev/null || note "$sys: the server died during the run"
+  local rss_trim=""
+  if [[ $sys == shardcore* ]] && command -v gdb >/dev/null; then
+    if timeout 60 gdb -p "$SERVER_PID" -batch -ex 'call (int)malloc_trim(0)' -ex detach >"$dir/gdb.log" 2>&1; then
+      rss_trim=$(status_kb "$SERVER_PID" VmRSS)
+    else
+      note "$sys: gdb malloc_trim probe failed: $(tail -n 2 "$dir/gdb.log" | tr '\n' ' ')"
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || note "$sys: the server died after the gdb probe"
+  fi
 
   # Restart.
   stop_pid "$SERVER_PID"
@@ -520,7 +532,7 @@ EOF
       note "$sys: warnings/errors in the first run's log: $(grep -h 'ERROR\|WARN\|panic' "$dir/server.log" | head -n 5 | sed "s|$WORK|\$TMP|g" | tr '\n' ' ')"
   fi
   write_meta "$dir/meta.json" system "$sys" ready1_s "$ready1" load_wall_s "$load_wall" settle "$settle_desc" \
-    settle_s "$SETTLE_S" rss_kb "${rss:-}" hwm_kb "${hwm:-}" disk_b "$disk" alloc_b "$alloc" disk_stopped_b "$disk_stopped" \
+    settle_s "$SETTLE_S" rss_kb "${rss:-}" hwm_kb "${hwm:-}" rss_trim_kb "$rss_trim" disk_b "$disk" alloc_b "$alloc" disk_stopped_b "$disk_stopped" \
     split "$split" storage_load "$st_load" storage "$st" heap "$heap" stop "$stop1" stop_s "$stop1_s" \
     restart_s "$ready2" rss2_kb "${rss2:-}" hwm2_kb "${hwm2:-}" storage_restart "$st2" check "$check" \
     recovered "$recovered" failed ""
@@ -612,7 +624,9 @@ w(f"- Settle, after the load: ShardCore with `[storage] cache-snapshot-write-col
 w("- On disk: `du -sb` (apparent bytes) of the whole data dir (ShardCore: `--data-dir`; InfluxDB: "
   "its meta, data and wal dirs, `_internal` monitor database included; VictoriaMetrics: "
   "`-storageDataPath`), taken after the settle while the server still runs. Bytes/value: that "
-  "over the values loaded.")
+  "over the values loaded. The details table also gives the allocated bytes (`du -s -B1`): "
+  "InfluxDB's series file (`_series`, 8 partitions of 4 MiB segments) is largely sparse, "
+  "so its apparent size is far above what it occupies.")
 w("- RSS: VmRSS from /proc/PID/status after the settle; peak RSS: VmHWM of that process (its "
   "whole life: load included).")
 w(f"- Restart: SIGTERM (SIGKILL after 60 s), the same command again on the same data dir, time "
@@ -661,8 +675,8 @@ sc = [m for m in runs if m["system"].startswith("shardcore") and not m.get("fail
 if sc:
     w("## ShardCore on disk and in memory")
     w("")
-    w("| run | data files (*.scd) | WAL | other (meta, manifests, dirs) | total | heads (`/debug/shards` cache_heap_bytes, partitions) | `/debug/vars` storage |")
-    w("|---|---:|---:|---:|---:|---|---|")
+    w("| run | data files (*.scd) | WAL | other (meta, manifests, dirs) | total | heads (`/debug/shards` cache_heap_bytes, partitions) | RSS / after malloc_trim(0) | `/debug/vars` storage |")
+    w("|---|---:|---:|---:|---:|---|---|---|")
     for m in sc:
         scd, nscd, wal, nwal, other = (int(x) for x in m["split"].split())
         heap = m["heap"].split()
@@ -670,8 +684,14 @@ if sc:
         keys = ["headBytes", "headValues", "files", "fileBytes", "fileValues", "fileBytesPerValue", "flushes", "flushBytes", "flushFailures", "badFiles", "cacheFullRejections"]
         stv = ", ".join(f"{k} {st[k]:.3f}" if isinstance(st.get(k), float) else f"{k} {st.get(k)}" for k in keys if k in st)
         w(f"| {names[m['system']]} | {mb(scd)} ({nscd} files) | {mb(wal)} ({nwal} segments) | {mb(other)} "
-          f"| {mb(scd + wal + other)} | {mb(heap[0]) if heap[0].isdigit() else heap[0]} in {heap[1]} partitions | {stv} |")
+          f"| {mb(scd + wal + other)} | {mb(heap[0]) if heap[0].isdigit() else heap[0]} in {heap[1]} partitions "
+          f"| {kbmb(m['rss_kb'])} / {kbmb(m.get('rss_trim_kb')) if m.get('rss_trim_kb') else 'not probed'} | {stv} |")
     w("")
+    for m in sc:
+        if m.get("rss_trim_kb") and m.get("rss_kb"):
+            r, t = int(m["rss_kb"]), int(m["rss_trim_kb"])
+            w(f"- {names[m['system']]}: malloc_trim(0) took RSS from {r / 1024:,.0f} MB to {t / 1024:,.0f} MB: "
+              f"{(r - t) / 1024:,.0f} MB ({100 * (r - t) / r:.0f}%) of it was memory freed by ShardCore but kept by glibc's malloc.")
     for m in sc:
         st_load = json.loads(m.get("storage_load") or "{}")
         st2 = json.loads(m.get("storage_restart") or "{}")
@@ -681,6 +701,11 @@ if sc:
         if st2:
             w(f"- {names[m['system']]}, `/debug/vars` storage after the restart: "
               + ", ".join(f"{k} {v}" for k, v in st2.items()))
+    w("")
+    w("RSS / after malloc_trim(0): VmRSS when measured, then again after `gdb -p PID -batch -ex "
+      "'call (int)malloc_trim(0)'` (a diagnostic run after every other measurement of that "
+      "process, before its stop): the difference is memory glibc's malloc had kept free in its "
+      "arenas rather than memory in use.")
     w("")
     w("The restarted node's log (recovery lines):")
     w("")

@@ -15,6 +15,10 @@ pub struct CacheGauge {
     pub flushes: AtomicU64,
     pub flushed_bytes: AtomicU64,
     pub flush_failures: AtomicU64,
+    /// Compactions done, their output bytes, and failures, node-wide.
+    pub compactions: AtomicU64,
+    pub compaction_bytes: AtomicU64,
+    pub compaction_failures: AtomicU64,
 }
 
 impl CacheGauge {
@@ -26,6 +30,9 @@ impl CacheGauge {
             flushes: AtomicU64::new(0),
             flushed_bytes: AtomicU64::new(0),
             flush_failures: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            compaction_bytes: AtomicU64::new(0),
+            compaction_failures: AtomicU64::new(0),
         })
     }
 

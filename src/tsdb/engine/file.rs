@@ -35,6 +35,11 @@ pub const MAGIC: &[u8; 8] = b"SCDATA01";
 pub const FOOTER_BYTES: usize = 48;
 /// Values per block at most (InfluxDB's TSM default); a block decodes in microseconds.
 pub const BLOCK_VALUES: usize = 1000;
+/// Values per block of a cold shard's full rewrite (fewer, larger blocks compress
+/// better and answer whole-block statistics for longer ranges).
+pub const COLD_BLOCK_VALUES: usize = 4000;
+/// The most values a block may claim (a larger count is corrupt).
+pub const MAX_BLOCK_VALUES: usize = 1 << 16;
 /// A data file's index is read whole at open; a larger one is refused as corrupt.
 const MAX_INDEX_BYTES: u64 = 1 << 31;
 
@@ -199,22 +204,60 @@ pub struct Footer {
     pub number: u64,
 }
 
-/// Builds a data file's image in memory, series by series.
+/// Builds a data file's image, series by series (in key order). The bytes built so
+/// far can be taken at any time ([`FileBuilder::take_bytes`]) to be written while the
+/// rest is built, so a large file never sits in memory whole; only its index does.
 pub struct FileBuilder {
     buf: Vec<u8>,
+    /// Bytes already taken (the offset of `buf[0]` in the file).
+    taken: u64,
     series: Vec<SeriesMeta>,
     number: u64,
+    block_values: usize,
 }
 
 impl FileBuilder {
     pub fn new(number: u64) -> FileBuilder {
+        FileBuilder::with_block_values(number, BLOCK_VALUES)
+    }
+
+    /// A builder whose blocks hold up to `block_values` values (a cold rewrite makes
+    /// larger ones).
+    pub fn with_block_values(number: u64, block_values: usize) -> FileBuilder {
         let mut buf = Vec::with_capacity(1 << 16);
         buf.extend_from_slice(MAGIC);
         FileBuilder {
             buf,
+            taken: 0,
             series: Vec::new(),
             number,
+            block_values: block_values.clamp(1, MAX_BLOCK_VALUES),
         }
+    }
+
+    /// The bytes built since the last call, to be written in order.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        self.taken += self.buf.len() as u64;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Bytes built and not taken yet.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes of the file so far (taken or not).
+    pub fn len(&self) -> u64 {
+        self.taken + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Series added so far.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
     }
 
     /// Adds a series: its columns as (escaped field key, sorted unique times, values).
@@ -230,10 +273,10 @@ impl FileBuilder {
             if times.is_empty() {
                 continue;
             }
-            let mut blocks = Vec::with_capacity(times.len().div_ceil(BLOCK_VALUES));
+            let mut blocks = Vec::with_capacity(times.len().div_ceil(self.block_values));
             let mut from = 0;
             while from < times.len() {
-                let to = (from + BLOCK_VALUES).min(times.len());
+                let to = (from + self.block_values).min(times.len());
                 blocks.push(self.add_block(&times[from..to], values, from, to));
                 from = to;
             }
@@ -252,13 +295,13 @@ impl FileBuilder {
     }
 
     fn add_block(&mut self, times: &[i64], values: &Column, from: usize, to: usize) -> BlockMeta {
-        let offset = self.buf.len() as u64;
+        let start = self.buf.len();
+        let offset = self.taken + start as u64;
         self.buf.extend_from_slice(&[0u8; 8]);
         let ts_start = self.buf.len();
         codec::encode_times(times, &mut self.buf);
         let ts_len = (self.buf.len() - ts_start) as u32;
         values.encode(from, to, &mut self.buf);
-        let start = offset as usize;
         self.buf[start + 4..start + 8].copy_from_slice(&ts_len.to_le_bytes());
         let crc = crc32c::crc32c(&self.buf[start + 4..]);
         self.buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -282,12 +325,14 @@ impl FileBuilder {
             .sum()
     }
 
-    /// The finished image (index and footer appended) and its index.
+    /// The rest of the image (index and footer appended; all of it if nothing was
+    /// taken), the index, and the footer.
     pub fn finish(mut self, wal_boundary: u64) -> (Vec<u8>, Vec<SeriesMeta>, Footer) {
-        let index_offset = self.buf.len() as u64;
+        let index_start = self.buf.len();
+        let index_offset = self.taken + index_start as u64;
         encode_index(&self.series, &mut self.buf);
-        let index_len = self.buf.len() as u64 - index_offset;
-        let index_crc = crc32c::crc32c(&self.buf[index_offset as usize..]);
+        let index_len = (self.buf.len() - index_start) as u64;
+        let index_crc = crc32c::crc32c(&self.buf[index_start..]);
         let footer = Footer {
             index_offset,
             index_len,
@@ -496,7 +541,7 @@ pub fn decode_index(b: &[u8], file_len: u64) -> Option<Vec<SeriesMeta>> {
                 };
                 let end = offset.checked_add(len as u64)?;
                 let sane = count > 0
-                    && count as usize <= BLOCK_VALUES.max(1 << 20)
+                    && count as usize <= MAX_BLOCK_VALUES
                     && len >= 8
                     && offset >= MAGIC.len() as u64
                     && end <= file_len
@@ -843,6 +888,38 @@ mod tests {
         assert!(DataFile::open(&path).is_err());
         assert_eq!(file_number("00000000000000ff.scd"), Some(255));
         assert_eq!(file_number("ff.scd"), None);
+    }
+
+    #[test]
+    fn a_file_built_in_pieces_is_the_same_file() {
+        let (whole, _, _) = sample();
+        let mut b = FileBuilder::new(7);
+        let times: Vec<i64> = (0..2500)
+            .map(|i| 1_600_000_000_000_000_000 + i * 10_000_000_000)
+            .collect();
+        let floats = Column::Float((0..2500).map(|i| (i % 100) as f64 / 10.0).collect());
+        let ints = Column::Integer((0..2500).map(|i| i * 3 - 7).collect());
+        let mut pieces = b.take_bytes();
+        b.add_series(
+            b"cpu,host=a",
+            [
+                (&b"usage"[..], &times[..], &floats),
+                (&b"n"[..], &times[..], &ints),
+            ],
+        );
+        pieces.extend(b.take_bytes());
+        let strs = Column::String(vec![b"ok".to_vec(), b"".to_vec()]);
+        let bools = Column::Boolean(vec![true, false]);
+        b.add_series(
+            b"st,host=b",
+            [
+                (&b"s"[..], &[-5i64, 5][..], &strs),
+                (&b"b"[..], &[i64::MIN, i64::MAX][..], &bools),
+            ],
+        );
+        let (rest, _, _) = b.finish(42);
+        pieces.extend(rest);
+        assert_eq!(pieces, whole);
     }
 
     proptest! {

@@ -278,9 +278,29 @@ pub trait Engine {
     fn head_bytes(&self) -> usize;
     /// Counters of the data files.
     fn file_stats(&self) -> FileStats;
+
+    // A compaction, in steps (see [`storage`]; the core's flush task drives them):
+    // plan, merge in slices while the output's bytes are written, install, write the
+    // manifest, remove the inputs, done.
+
+    /// Starts a compaction (`full`: every file of a cold shard into large blocks).
+    fn plan_compaction(&mut self, full: bool) -> Option<CompactionJob>;
+    /// Merges about `budget` more values of the job.
+    fn compact_step(&mut self, job: &mut CompactionJob, budget: usize) -> Result<(), String>;
+    /// Puts the written output in place of its inputs; the manifest to write.
+    fn install_compaction(
+        &mut self,
+        done: FinishedCompaction,
+        file: std::fs::File,
+        size: u64,
+    ) -> Result<manifest::Manifest, String>;
+    /// Ends a compaction.
+    fn compaction_done(&mut self);
+    /// Data files in use.
+    fn file_count(&self) -> usize;
 }
 
-pub use storage::{FileStats, FlushImage, FlushTicket, Storage};
+pub use storage::{CompactionJob, FileStats, FinishedCompaction, FlushImage, FlushTicket, Storage};
 
 fn apply_write(
     head: &mut head::Head,

@@ -91,8 +91,76 @@ pub struct FileStats {
     pub file_bytes: u64,
     pub file_values: u64,
     pub flushes: u64,
+    pub compactions: u64,
     pub bad_files: u64,
     pub block_read_errors: u64,
+}
+
+/// Files merged at once, at least and at most (size-tiered: files within
+/// [`TIER_RATIO`] of each other's size).
+pub const COMPACT_MIN_FILES: usize = 4;
+pub const COMPACT_MAX_FILES: usize = 16;
+pub const TIER_RATIO: u64 = 4;
+
+/// A series a compaction merges: its key, its id, and where it is in the inputs
+/// (input position, series index in that file).
+type PlannedSeries = (Box<[u8]>, SeriesId, Vec<(usize, u32)>);
+
+/// A compaction in progress: input files (contiguous in the file list, so the
+/// output takes their place in the newest-wins order), the output being built.
+pub struct CompactionJob {
+    pub number: u64,
+    /// Input file numbers, oldest first.
+    pub inputs: Vec<u64>,
+    /// Series to merge, in key order: key, series, (input position, series index).
+    plan: Vec<PlannedSeries>,
+    next: usize,
+    builder: Option<FileBuilder>,
+    /// The series of the output, in its order.
+    sids: Vec<SeriesId>,
+    pub path: PathBuf,
+    pub tmp_path: PathBuf,
+    /// Bytes of the inputs.
+    pub input_bytes: u64,
+    wal_boundary: u64,
+}
+
+impl CompactionJob {
+    /// Output bytes built and not yet taken for writing.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        self.builder
+            .as_mut()
+            .map(FileBuilder::take_bytes)
+            .unwrap_or_default()
+    }
+
+    /// Whether every series is merged.
+    pub fn merged(&self) -> bool {
+        self.next >= self.plan.len()
+    }
+
+    /// Finishes the output: the rest of its bytes, and what installs it.
+    pub fn finish(&mut self) -> (Vec<u8>, FinishedCompaction) {
+        let builder = self.builder.take().expect("finished once");
+        let (rest, series, footer) = builder.finish(self.wal_boundary);
+        let finished = FinishedCompaction {
+            number: self.number,
+            inputs: self.inputs.clone(),
+            series: self.sids.drain(..).zip(series).collect(),
+            footer,
+            path: self.path.clone(),
+        };
+        (rest, finished)
+    }
+}
+
+/// A compaction's output, written, ready to replace its inputs.
+pub struct FinishedCompaction {
+    pub number: u64,
+    pub inputs: Vec<u64>,
+    series: Vec<(SeriesId, SeriesMeta)>,
+    footer: file::Footer,
+    pub path: PathBuf,
 }
 
 /// The engine (see the module's documentation).
@@ -109,6 +177,8 @@ pub struct Storage {
     next_file: u64,
     /// A flush holds the engine's flush slot from freeze to its manifest write.
     flushing: bool,
+    /// A compaction is in progress.
+    compacting: bool,
     /// Records went to the WAL since the last freeze (a delete over files leaves the
     /// head empty but still needs a flush: its tombstone into the manifest).
     logged: bool,
@@ -143,6 +213,7 @@ impl Storage {
             wal_boundary: 0,
             next_file: 1,
             flushing: false,
+            compacting: false,
             logged: false,
             last_write: Instant::now(),
             stats: FileStats::default(),
@@ -370,6 +441,191 @@ impl Storage {
         self.manifest()
     }
 
+    /// Starts a compaction: the oldest run of at least [`COMPACT_MIN_FILES`] files of
+    /// one size tier, or with `full` (a cold shard: no write for long) every file when
+    /// there are two or more, into blocks of [`file::COLD_BLOCK_VALUES`]. `None` when
+    /// nothing qualifies or a compaction is in progress.
+    pub fn plan_compaction(&mut self, full: bool) -> Option<CompactionJob> {
+        if self.compacting || self.files.len() < 2 {
+            return None;
+        }
+        let sizes: Vec<u64> = self.files.iter().map(|f| f.file.size).collect();
+        let window = if full {
+            0..sizes.len()
+        } else {
+            size_tiered_window(&sizes)?
+        };
+        let inputs: Vec<u64> = self.files[window.clone()]
+            .iter()
+            .map(|f| f.file.footer.number)
+            .collect();
+        // Every series of the inputs, in key order, with where it is in each input.
+        let mut entries: Vec<(&[u8], SeriesId, usize, u32)> = Vec::new();
+        for (pos, f) in self.files[window.clone()].iter().enumerate() {
+            for (&sid, &at) in &f.by_sid {
+                entries.push((&f.file.series[at as usize].key, sid, pos, at));
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.cmp(&b.2)));
+        let mut plan: Vec<PlannedSeries> = Vec::new();
+        for (key, sid, pos, at) in entries {
+            match plan.last_mut() {
+                Some(last) if *last.0 == *key => last.2.push((pos, at)),
+                _ => plan.push((key.into(), sid, vec![(pos, at)])),
+            }
+        }
+        let number = self.next_file;
+        self.next_file += 1;
+        self.compacting = true;
+        let data = data_dir(&self.dir);
+        let block_values = if full {
+            file::COLD_BLOCK_VALUES
+        } else {
+            file::BLOCK_VALUES
+        };
+        Some(CompactionJob {
+            number,
+            inputs,
+            plan,
+            next: 0,
+            builder: Some(FileBuilder::with_block_values(number, block_values)),
+            sids: Vec::new(),
+            path: file::file_path(&data, number),
+            tmp_path: data.join(format!("{number:016x}.scd.tmp")),
+            input_bytes: sizes[window.clone()].iter().sum(),
+            wal_boundary: self.files[window]
+                .iter()
+                .map(|f| f.file.footer.wal_boundary)
+                .max()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Merges the job's next series (tombstones applied, the newest input winning a
+    /// time several hold) until about `budget` values are done. Fails when an input
+    /// is gone (the job is then abandoned).
+    pub fn compact_step(&mut self, job: &mut CompactionJob, budget: usize) -> Result<(), String> {
+        let positions: Vec<usize> = job
+            .inputs
+            .iter()
+            .map(|n| self.files.iter().position(|f| f.file.footer.number == *n))
+            .collect::<Option<_>>()
+            .ok_or("an input file of the compaction is gone")?;
+        let mut done = 0;
+        while job.next < job.plan.len() && done < budget {
+            let (key, sid, parts) = &job.plan[job.next];
+            job.next += 1;
+            let mut fields: Vec<(Box<[u8]>, FieldType, Vec<Source>)> = Vec::new();
+            for &(pos, at) in parts {
+                let f = &self.files[positions[pos]];
+                let number = f.file.footer.number;
+                let tombs: Vec<&Tombstone> = self
+                    .tombstones
+                    .iter()
+                    .filter(|t| number < t.record.below_file && t.sids.contains(sid))
+                    .collect();
+                for field in &f.file.series[at as usize].fields {
+                    let (mut times, mut values) = (Vec::new(), Vec::new());
+                    for b in &field.blocks {
+                        let (t, v) = match f.file.read_block(b, field.field_type) {
+                            Ok(x) => x,
+                            Err(e) => {
+                                self.read_errors.set(self.read_errors.get() + 1);
+                                tracing::error!(error = %e, "a data file block does not read; the compaction leaves its values out");
+                                continue;
+                            }
+                        };
+                        for (t, v) in t.into_iter().zip(v.into_values()) {
+                            if !tombs.iter().any(|ts| ts.hides(number, *sid, t)) {
+                                times.push(t);
+                                values.push(v);
+                            }
+                        }
+                    }
+                    done += times.len();
+                    match fields.iter_mut().find(|(n, _, _)| *n == field.name) {
+                        Some((_, _, sources)) => sources.push((times, values)),
+                        None => fields.push((
+                            field.name.clone(),
+                            field.field_type,
+                            vec![(times, values)],
+                        )),
+                    }
+                }
+            }
+            let columns: Vec<(Box<[u8]>, Vec<i64>, Column)> = fields
+                .into_iter()
+                .map(|(name, t, sources)| {
+                    let (times, values) = merge_sources(sources);
+                    (name, times, column_of(t, values))
+                })
+                .collect();
+            let builder = job.builder.as_mut().expect("building");
+            let before = builder.series_count();
+            builder.add_series(key, columns.iter().map(|(n, t, v)| (&n[..], &t[..], v)));
+            // A series every value of which a tombstone hid is not in the output.
+            if builder.series_count() > before {
+                job.sids.push(*sid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a written compaction output in place of its inputs (at their place in the
+    /// newest-wins order) and drops the tombstones no file needs any more; returns the
+    /// manifest to write (then the inputs are removed, then
+    /// [`Storage::compaction_done`]).
+    pub fn install_compaction(
+        &mut self,
+        done: FinishedCompaction,
+        file: std::fs::File,
+        size: u64,
+    ) -> Result<Manifest, String> {
+        let positions: Vec<usize> = done
+            .inputs
+            .iter()
+            .map(|n| self.files.iter().position(|f| f.file.footer.number == *n))
+            .collect::<Option<_>>()
+            .ok_or("an input file of the compaction is gone")?;
+        let first = *positions.iter().min().expect("inputs");
+        let by_sid = done
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, (sid, _))| (*sid, i as u32))
+            .collect();
+        let data = DataFile::from_parts(
+            done.path,
+            done.footer,
+            done.series.into_iter().map(|(_, m)| m).collect(),
+            size,
+            file,
+        );
+        let inputs: HashSet<u64> = done.inputs.iter().copied().collect();
+        self.files
+            .retain(|f| !inputs.contains(&f.file.footer.number));
+        self.files.insert(first, Loaded { file: data, by_sid });
+        let files = &self.files;
+        self.tombstones.retain(|t| {
+            files
+                .iter()
+                .any(|f| f.file.footer.number < t.record.below_file)
+        });
+        self.stats.compactions += 1;
+        self.stats.files = self.files.len() as u64;
+        Ok(self.manifest())
+    }
+
+    /// Ends a compaction (installed, failed or abandoned).
+    pub fn compaction_done(&mut self) {
+        self.compacting = false;
+    }
+
+    /// Data files in use.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
     /// Ends a flush (its manifest is written or failed).
     pub fn flush_done(&mut self) {
         self.flushing = false;
@@ -471,6 +727,28 @@ fn alive_in_files(files: &[Loaded], tombstones: &[Tombstone], sid: SeriesId) -> 
             })
         })
     })
+}
+
+/// The oldest run of at least [`COMPACT_MIN_FILES`] (at most [`COMPACT_MAX_FILES`])
+/// adjacent files whose sizes are within [`TIER_RATIO`] of each other.
+fn size_tiered_window(sizes: &[u64]) -> Option<std::ops::Range<usize>> {
+    for start in 0..sizes.len() {
+        let (mut lo, mut hi) = (sizes[start].max(1), sizes[start].max(1));
+        let mut end = start + 1;
+        while end < sizes.len() && end - start < COMPACT_MAX_FILES {
+            let s = sizes[end].max(1);
+            if s.max(hi) > s.min(lo).saturating_mul(TIER_RATIO) {
+                break;
+            }
+            lo = lo.min(s);
+            hi = hi.max(s);
+            end += 1;
+        }
+        if end - start >= COMPACT_MIN_FILES {
+            return Some(start..end);
+        }
+    }
+    None
 }
 
 /// Adds a tombstone for `delete` when a file holds one of `sids`.
@@ -881,5 +1159,30 @@ impl Engine for Storage {
 
     fn file_stats(&self) -> FileStats {
         Storage::file_stats(self)
+    }
+
+    fn plan_compaction(&mut self, full: bool) -> Option<CompactionJob> {
+        Storage::plan_compaction(self, full)
+    }
+
+    fn compact_step(&mut self, job: &mut CompactionJob, budget: usize) -> Result<(), String> {
+        Storage::compact_step(self, job, budget)
+    }
+
+    fn install_compaction(
+        &mut self,
+        done: FinishedCompaction,
+        file: std::fs::File,
+        size: u64,
+    ) -> Result<Manifest, String> {
+        Storage::install_compaction(self, done, file, size)
+    }
+
+    fn compaction_done(&mut self) {
+        Storage::compaction_done(self)
+    }
+
+    fn file_count(&self) -> usize {
+        Storage::file_count(self)
     }
 }
