@@ -390,3 +390,63 @@ fn compactions_bound_the_file_count_under_a_live_load_and_lose_nothing() {
     let node = Node::start_with_config(&data, config);
     check(&node, &model, "after SIGKILL");
 }
+
+/// `last()` and `first()` alone read one block per series and field from the files
+/// (the newest or the oldest), not the series' history; other aggregates read them all.
+#[test]
+fn last_and_first_read_one_block_per_field_from_the_files() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let mut node = Node::start_with_config(&data, CONFIG);
+    node.create_database("db");
+    // 3 series x 5,000 times: five blocks per field per series once flushed.
+    let mut body = String::new();
+    for h in 0..3 {
+        for i in 0..5000 {
+            body.push_str(&format!(
+                "m,host=h{h} v={i},w={h}i {}\n",
+                1_000_000_000 + i * 1_000_000_000i64
+            ));
+        }
+    }
+    assert_eq!(node.write("db=db", body.as_bytes()).status, 204);
+    common::eventually(WAIT, "flushed", || flushed(&node));
+    let reads = |node: &Node| -> u64 {
+        node.debug_shards()
+            .iter()
+            .map(|s| s["block_reads"].as_u64().unwrap())
+            .sum()
+    };
+    let before = reads(&node);
+    let r = node.query_on("db", "SELECT last(v), last(w) FROM m GROUP BY host");
+    assert!(r.text().contains("4999,"), "{}", r.text());
+    assert_eq!(reads(&node) - before, 6, "one block per field and series");
+    let before = reads(&node);
+    let r = node.query_on("db", "SELECT first(v) FROM m");
+    assert!(
+        r.text().contains("[\"1970-01-01T00:00:01Z\",0]"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(reads(&node) - before, 3);
+    let before = reads(&node);
+    let r = node.query_on("db", "SELECT max(v) FROM m");
+    assert!(r.text().contains("4999"), "{}", r.text());
+    assert_eq!(reads(&node) - before, 15, "every block of v");
+    // A newer value in the head and an overwrite of the newest file value: still right.
+    assert_eq!(
+        node.write(
+            "db=db",
+            b"m,host=h0 v=-1 5000000000000\nm,host=h1 v=-2 6000000000000"
+        )
+        .status,
+        204
+    );
+    let r = node.query_on("db", "SELECT last(v) FROM m GROUP BY host");
+    let text = r.text();
+    assert!(
+        text.contains("-1]") && text.contains("-2]") && text.contains("4999]"),
+        "{text}"
+    );
+    node.kill();
+}

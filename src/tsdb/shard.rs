@@ -146,6 +146,8 @@ pub struct ShardStats {
     pub file_values: u64,
     pub flushes: u64,
     pub bad_files: u64,
+    /// Data file blocks queries read (decoded) since start.
+    pub block_reads: u64,
     pub wal_records: u64,
     pub wal_syncs: u64,
     /// WAL write or sync failures (a full disk), and the times it resumed after them.
@@ -384,6 +386,7 @@ impl Shard {
             file_values: files.file_values,
             flushes: files.flushes,
             bad_files: files.bad_files,
+            block_reads: files.block_reads,
             wal_records: engine.wal.records,
             wal_syncs: engine.wal.syncs,
             wal_failures: engine.wal.failures,

@@ -408,17 +408,17 @@ pub(super) async fn load_measurements(
 
 /// The per-series limit a raw `SELECT ... LIMIT n [OFFSET o]` can push to the shards:
 /// no function call in the field list (so rows are the stored rows) and no field in
-/// the WHERE clause (so the limit counts the rows the shard would return).
+/// the WHERE clause (so the limit counts the rows the shard would return). Or, for
+/// `first()`/`last()` alone, one value per field ([`selector_limit`]).
 pub(super) fn per_series_limit(
     sel: &Select,
     condition: Option<&Expr>,
     data: &SourceData,
 ) -> Option<SeriesLimit> {
-    if sel.limit == 0
-        || sel
-            .dimensions
-            .iter()
-            .any(|d| matches!(d, Dimension::Time { .. }))
+    if sel
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time { .. }))
     {
         return None;
     }
@@ -430,15 +430,52 @@ pub(super) fn per_series_limit(
             }
         });
     }
-    if calls {
+    if condition.is_some_and(|c| !reads_only_tags(c, data)) {
         return None;
     }
-    if condition.is_some_and(|c| !reads_only_tags(c, data)) {
+    if calls {
+        return selector_limit(sel);
+    }
+    if sel.limit == 0 {
         return None;
     }
     Some(SeriesLimit {
         n: sel.limit.saturating_add(sel.offset),
         newest: sel.order_desc,
+    })
+}
+
+/// `SELECT last(a), last(b) ...` (or all `first`) with no GROUP BY time: each series
+/// needs only its newest (oldest) value of each field, so the shards read one value
+/// per field (from the newest or oldest block) instead of the series' whole range.
+fn selector_limit(sel: &Select) -> Option<SeriesLimit> {
+    let mut newest = None;
+    for f in &sel.fields {
+        let Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } = &f.expr
+        else {
+            return None;
+        };
+        let last = match func {
+            Function::Last => true,
+            Function::First => false,
+            _ => return None,
+        };
+        let one_field = matches!(
+            args.as_slice(),
+            [Expr::VarRef { .. } | Expr::Wildcard(_) | Expr::Regex(_)]
+        );
+        if !one_field || newest.is_some_and(|n| n != last) {
+            return None;
+        }
+        newest = Some(last);
+    }
+    Some(SeriesLimit {
+        n: 1,
+        newest: newest?,
     })
 }
 

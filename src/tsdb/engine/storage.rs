@@ -93,6 +93,8 @@ pub struct FileStats {
     pub flushes: u64,
     pub compactions: u64,
     pub bad_files: u64,
+    /// Blocks read and decoded by queries, and the ones that failed.
+    pub block_reads: u64,
     pub block_read_errors: u64,
 }
 
@@ -186,6 +188,8 @@ pub struct Storage {
     stats: FileStats,
     /// Block read failures seen by cursors (they cannot return errors).
     read_errors: std::cell::Cell<u64>,
+    /// Blocks cursors read.
+    block_reads: std::cell::Cell<u64>,
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -218,6 +222,7 @@ impl Storage {
             last_write: Instant::now(),
             stats: FileStats::default(),
             read_errors: std::cell::Cell::new(0),
+            block_reads: std::cell::Cell::new(0),
         }
     }
 
@@ -651,6 +656,7 @@ impl Storage {
             file_bytes: self.files.iter().map(|f| f.file.size).sum(),
             file_values: self.files.iter().map(|f| f.file.values()).sum(),
             block_read_errors: self.read_errors.get(),
+            block_reads: self.block_reads.get(),
             ..self.stats
         }
     }
@@ -675,11 +681,28 @@ impl Storage {
                 {
                     continue;
                 }
-                let (mut times, mut values) = (Vec::new(), Vec::new());
-                for b in &field.blocks {
-                    if b.max_ns < range.start_ns || b.min_ns > range.end_ns {
-                        continue;
+                // With a per-series limit, blocks from the wanted end only until it
+                // is met: a source's newest (oldest) n values hold every value of the
+                // merged newest (oldest) n it has (see [`Storage::cursor`]).
+                let in_range: Vec<&file::BlockMeta> = field
+                    .blocks
+                    .iter()
+                    .filter(|b| b.max_ns >= range.start_ns && b.min_ns <= range.end_ns)
+                    .collect();
+                let newest = matches!(range.limit, Some((_, true)));
+                let want = range.limit.map_or(usize::MAX, |(n, _)| n);
+                let mut runs: Vec<Source> = Vec::new();
+                let mut have = 0usize;
+                let order: Box<dyn Iterator<Item = &&file::BlockMeta>> = if newest {
+                    Box::new(in_range.iter().rev())
+                } else {
+                    Box::new(in_range.iter())
+                };
+                for b in order {
+                    if have >= want {
+                        break;
                     }
+                    self.block_reads.set(self.block_reads.get() + 1);
                     let (t, v) = match f.file.read_block(b, field.field_type) {
                         Ok(x) => x,
                         Err(e) => {
@@ -688,6 +711,7 @@ impl Storage {
                             continue;
                         }
                     };
+                    let (mut bt, mut bv) = (Vec::new(), Vec::new());
                     for (t, v) in t.into_iter().zip(v.into_values()) {
                         if t < range.start_ns || t > range.end_ns {
                             continue;
@@ -695,9 +719,19 @@ impl Storage {
                         if tombs.iter().any(|ts| ts.hides(number, sid, t)) {
                             continue;
                         }
-                        times.push(t);
-                        values.push(v);
+                        bt.push(t);
+                        bv.push(v);
                     }
+                    have += bt.len();
+                    runs.push((bt, bv));
+                }
+                if newest {
+                    runs.reverse();
+                }
+                let (mut times, mut values): Source = (Vec::new(), Vec::new());
+                for (t, v) in runs {
+                    times.extend(t);
+                    values.extend(v);
                 }
                 if times.is_empty() {
                     continue;
@@ -1012,18 +1046,17 @@ impl Engine for Storage {
         if !in_files && self.frozen.is_empty() {
             return self.head.cursor(sid, range);
         }
-        let whole = ReadRange {
-            limit: None,
-            ..*range
-        };
+        // Each source is read with the limit too: a value among the merged newest
+        // (oldest) n is among the newest (oldest) n of every source holding its time
+        // (no source has more distinct times beyond it than all of them together).
         let mut fields: Vec<FieldSources> = Vec::new();
-        self.file_sources(sid, &whole, &mut fields);
+        self.file_sources(sid, range, &mut fields);
         for head in self
             .frozen
             .iter_mut()
             .chain(std::iter::once(&mut self.head))
         {
-            for block in head.cursor(sid, &whole) {
+            for block in head.cursor(sid, range) {
                 let source = (block.times, block.values);
                 match fields.iter_mut().find(|(n, _)| **n == *block.field) {
                     Some((_, sources)) => sources.push(source),
