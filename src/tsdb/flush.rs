@@ -8,9 +8,10 @@
 //!
 //! 1. freeze: the head moves aside (reads still see it), the WAL segment ends;
 //! 2. the WAL records the frozen head holds are durable (the segment boundary);
-//! 3. encode the frozen heads as one data file image (on the core);
-//! 4. write it to `<n>.scd.tmp` (glommio DMA file; buffered where the filesystem
-//!    refuses O_DIRECT), fsync, rename to `<n>.scd`, fsync the directory;
+//! 3. encode the frozen heads as one data file, a step of [`FLUSH_STEP_VALUES`] at a
+//!    time with pauses between (so writes and queries go on), its bytes streaming to
+//! 4. `<n>.scd.tmp` (glommio DMA file; buffered off the core where the filesystem
+//!    refuses O_DIRECT); fsync, rename to `<n>.scd`, fsync the directory;
 //! 5. install: the file replaces the frozen heads in reads;
 //! 6. write the manifest naming it (tmp, fsync, rename, fsync);
 //! 7. remove the WAL segments below the boundary.
@@ -48,6 +49,10 @@ pub struct FlushConfig {
     /// A partition with no write for this long gets a full compaction.
     pub full_compaction_cold: Duration,
 }
+
+/// Values a flush encodes between two looks at the rest of the core's work (about a
+/// millisecond): a 64 MiB head is encoded in many short steps, not one long stall.
+const FLUSH_STEP_VALUES: usize = 20_000;
 
 /// Values a compaction merges between two looks at the rest of the core's work
 /// (about a millisecond of work).
@@ -495,9 +500,7 @@ pub async fn flush_until(
         finish(store, key, manifest, &dir, &wal, boundary).await?;
         return Ok(None);
     };
-    let bytes = std::mem::take(&mut image.bytes);
-    let size = image.size;
-    let file = match write_file(&image.tmp_path, &image.path, bytes).await {
+    let file = match write_image(store, key, &mut image).await {
         Ok(file) => file,
         Err(e) => {
             let tmp = image.tmp_path.clone();
@@ -510,6 +513,7 @@ pub async fn flush_until(
             )));
         }
     };
+    let size = image.size;
     if stop == Stop::AfterFileWritten {
         return Ok(None);
     }
@@ -584,48 +588,46 @@ async fn finish(
     })
 }
 
-/// Writes `bytes` to `tmp` durably, renames it to `path`, syncs the directory, and
-/// opens the file for reads.
-async fn write_file(tmp: &Path, path: &Path, bytes: Vec<u8>) -> std::io::Result<std::fs::File> {
-    use futures_lite::AsyncWriteExt;
-    let dir: PathBuf = path
-        .parent()
-        .expect("data files live in a directory")
-        .into();
-    {
-        let dir = dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || std::fs::create_dir_all(dir))
-            .await?;
-    }
-    let bytes = match glommio::io::DmaFile::create(tmp).await {
-        Ok(file) => {
-            let mut writer = glommio::io::DmaStreamWriterBuilder::new(file)
-                .with_buffer_size(crate::limits::DATA_FILE_WRITE_BUFFER_BYTES)
-                .with_write_behind(2)
-                .build();
-            writer.write_all(&bytes).await?;
-            // Closing flushes the tail, fsyncs and truncates to the exact length.
-            writer.close().await?;
-            None
+/// Encodes `image` in steps of [`FLUSH_STEP_VALUES`] (pausing between them, so writes
+/// and queries go on) while its bytes stream to `<n>.scd.tmp`; then fsync, rename,
+/// fsync the directory, and open the file for reads.
+async fn write_image(
+    store: &RefCell<Store>,
+    key: PartitionKey,
+    image: &mut crate::tsdb::engine::FlushImage,
+) -> Result<std::fs::File, String> {
+    let tmp = image.tmp_path.clone();
+    let failed = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
+    let mut out = OutFile::create(&tmp)
+        .await
+        .map_err(|e| failed("create", e))?;
+    loop {
+        match store.borrow_mut().shard_mut(key) {
+            Some(shard) => shard.engine_mut().encode_step(image, FLUSH_STEP_VALUES),
+            None => return Err("the partition went away".into()),
         }
-        // O_DIRECT refused (tmpfs and friends): buffered, off the core.
-        Err(_) => Some(bytes),
-    };
-    let (tmp, path) = (tmp.to_path_buf(), path.to_path_buf());
+        let bytes = image.take_bytes();
+        if !bytes.is_empty() {
+            out.write(bytes).await.map_err(|e| failed("write", e))?;
+        }
+        if image.encoded() {
+            break;
+        }
+        glommio::timer::sleep(crate::tsdb::read::cancel::SCAN_PAUSE).await;
+    }
+    let rest = image.finish();
+    out.write(rest).await.map_err(|e| failed("write", e))?;
+    out.close().await.map_err(|e| failed("sync", e))?;
+    let (tmp, path) = (image.tmp_path.clone(), image.path.clone());
     glommio::executor()
         .spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            if let Some(bytes) = bytes {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_all()?;
-            }
             std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()?;
+            let dir = path.parent().expect("data files live in a directory");
+            std::fs::File::open(dir)?.sync_all()?;
             std::fs::File::open(&path)
         })
         .await
+        .map_err(|e| failed("rename", e))
 }
 
 #[cfg(test)]
@@ -807,6 +809,95 @@ mod tests {
                 let after = contents(&store);
                 assert!(after.contains(&("m,h=h0".into(), "v".into(), 1000, Value::Float(8.0))));
                 assert_eq!(after.len(), before.len() + 1);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// A delete that lands between two steps of a flush's encoding holds both for the
+    /// series already encoded (a tombstone covers the new file) and for those not yet
+    /// (removed from the frozen head), before and after a restart.
+    #[test]
+    fn a_delete_during_a_sliced_flush_holds_for_every_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let store = RefCell::new(open(&path));
+                let mut lines = String::new();
+                for h in ["a", "b", "c"] {
+                    for t in 0..10 {
+                        lines.push_str(&format!("m,h={h} v={t} {t}\n"));
+                    }
+                }
+                write(&store, &lines).await;
+                let key = (1, 0);
+                let ticket = store
+                    .borrow_mut()
+                    .shard_mut(key)
+                    .unwrap()
+                    .engine_mut()
+                    .freeze()
+                    .unwrap();
+                let boundary = ticket.roll.await.unwrap();
+                let mut image = store
+                    .borrow_mut()
+                    .shard_mut(key)
+                    .unwrap()
+                    .encode_flush(boundary)
+                    .unwrap();
+                // One series (h=a) encoded, then the delete of h=a and h=c.
+                store
+                    .borrow_mut()
+                    .shard_mut(key)
+                    .unwrap()
+                    .engine_mut()
+                    .encode_step(&mut image, 1);
+                assert!(!image.encoded());
+                let delete = crate::tsdb::engine::DeleteRecord {
+                    keys: vec!["m,h=a".into(), "m,h=c".into()],
+                    start_ns: 0,
+                    end_ns: 4,
+                    drop_measurements: vec![],
+                };
+                let (_, durable) = store
+                    .borrow_mut()
+                    .shard_mut(key)
+                    .unwrap()
+                    .delete(&delete)
+                    .unwrap();
+                durable.await.unwrap().unwrap();
+                // h=a keeps values (in the file being written): still indexed.
+                let indexed = |store: &RefCell<Store>, h: &[u8]| {
+                    let store = store.borrow();
+                    let shard = store.shards().next().unwrap();
+                    shard.index().series_with_tag(b"m", b"h", h).len()
+                };
+                assert_eq!(indexed(&store, b"a"), 1);
+                let file = write_image(&store, key, &mut image).await.unwrap();
+                let (manifest, dir, wal) = {
+                    let mut s = store.borrow_mut();
+                    let engine = s.shard_mut(key).unwrap().engine_mut();
+                    let m = engine.install(image, file);
+                    (m, engine.dir().to_path_buf(), engine.wal().clone())
+                };
+                finish(&store, key, manifest, &dir, &wal, boundary)
+                    .await
+                    .unwrap();
+                let want: Vec<(String, i64)> = ["a", "b", "c"]
+                    .iter()
+                    .flat_map(|h| (0..10).map(move |t| (format!("m,h={h}"), t)))
+                    .filter(|(k, t)| k == "m,h=b" || *t > 4)
+                    .collect();
+                let got = |store: &RefCell<Store>| -> Vec<(String, i64)> {
+                    contents(store).into_iter().map(|p| (p.0, p.2)).collect()
+                };
+                assert_eq!(got(&store), want);
+                assert_eq!(indexed(&store, b"a") + indexed(&store, b"c"), 2);
+                drop(store);
+                let store = RefCell::new(open(&path));
+                assert_eq!(got(&store), want, "after a restart");
             })
             .unwrap()
             .join()

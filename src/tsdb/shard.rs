@@ -315,8 +315,7 @@ impl Shard {
         &mut *self.engine
     }
 
-    /// Encodes the heads a flush froze as a data file image (series keys from the
-    /// index).
+    /// Plans the data file of the heads a flush froze (series keys from the index).
     pub fn encode_flush(&mut self, wal_boundary: u64) -> Option<engine::FlushImage> {
         let index = &self.index;
         self.engine

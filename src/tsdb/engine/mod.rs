@@ -253,13 +253,15 @@ pub trait Engine {
     fn freeze(&mut self) -> Option<FlushTicket>;
     /// Gives up a flush before install (the moved heads go with the next one).
     fn abandon_flush(&mut self);
-    /// Encodes the moved heads as a data file image (`None`: they hold no value; the
-    /// flush then only writes the manifest).
+    /// Plans the data file of the moved heads (`None`: they hold no value; the flush
+    /// then only writes the manifest).
     fn encode_frozen(
         &mut self,
         wal_boundary: u64,
         key_of: &dyn Fn(SeriesId) -> Vec<u8>,
     ) -> Option<FlushImage>;
+    /// Encodes about `budget` more values of the planned file.
+    fn encode_step(&mut self, image: &mut FlushImage, budget: usize);
     /// The manifest describing the files in use now.
     fn manifest(&self) -> manifest::Manifest;
     /// Whether the head or the WAL holds something no file or manifest does.

@@ -70,18 +70,54 @@ pub struct FlushTicket {
     pub roll: LocalFuture<'static, Result<u64, WalError>>,
 }
 
-/// A data file image a flush made, ready to be written.
+/// The data file a flush writes, built from the frozen heads in steps
+/// ([`Storage::encode_step`]) while its bytes are written out ([`FlushImage::take_bytes`]),
+/// so neither the core nor memory holds a whole file at once.
 pub struct FlushImage {
     pub number: u64,
-    /// The image (a flush takes it to write it; `size` stays).
-    pub bytes: Vec<u8>,
-    pub size: u64,
     pub path: PathBuf,
     pub tmp_path: PathBuf,
+    /// The series to write, in key order.
+    plan: Vec<(Vec<u8>, SeriesId)>,
+    next: usize,
+    builder: Option<FileBuilder>,
+    /// The series written, in file order.
+    sids: Vec<SeriesId>,
+    wal_boundary: u64,
+    /// Set by [`FlushImage::finish`].
     series: Vec<(SeriesId, SeriesMeta)>,
-    footer: file::Footer,
+    footer: Option<file::Footer>,
+    /// Bytes of the whole file (known once finished).
+    pub size: u64,
     heads: usize,
+    /// Values written so far.
     pub values: u64,
+}
+
+impl FlushImage {
+    /// File bytes built and not yet taken for writing.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        self.builder
+            .as_mut()
+            .map(FileBuilder::take_bytes)
+            .unwrap_or_default()
+    }
+
+    /// Whether every series is encoded.
+    pub fn encoded(&self) -> bool {
+        self.next >= self.plan.len()
+    }
+
+    /// Ends the file: the rest of its bytes (index and footer).
+    pub fn finish(&mut self) -> Vec<u8> {
+        let builder = self.builder.take().expect("finished once");
+        let taken = builder.len() - builder.pending_bytes() as u64;
+        let (rest, series, footer) = builder.finish(self.wal_boundary);
+        self.size = taken + rest.len() as u64;
+        self.series = self.sids.drain(..).zip(series).collect();
+        self.footer = Some(footer);
+        rest
+    }
 }
 
 /// Counters of the files of one engine.
@@ -181,6 +217,9 @@ pub struct Storage {
     flushing: bool,
     /// A compaction is in progress.
     compacting: bool,
+    /// The series of the file a flush is writing (in no head once encoded, in no
+    /// file until installed: still alive for the index).
+    in_flight: HashSet<SeriesId>,
     /// Records went to the WAL since the last freeze (a delete over files leaves the
     /// head empty but still needs a flush: its tombstone into the manifest).
     logged: bool,
@@ -218,6 +257,7 @@ impl Storage {
             next_file: 1,
             flushing: false,
             compacting: false,
+            in_flight: HashSet::new(),
             logged: false,
             last_write: Instant::now(),
             stats: FileStats::default(),
@@ -287,7 +327,9 @@ impl Storage {
                         Ok(delete) => {
                             let (_, series) =
                                 apply_delete_to(head, &mut [], &delete, index, |sids| {
-                                    add_tombstone(files, tombstones, next_file, &delete, sids)
+                                    add_tombstone(
+                                        files, tombstones, next_file, &delete, sids, false,
+                                    )
                                 });
                             let gone: Vec<SeriesId> = series
                                 .into_iter()
@@ -324,7 +366,8 @@ impl Storage {
     }
 
     fn alive(&self, sid: SeriesId) -> bool {
-        self.head.has_series(sid)
+        self.in_flight.contains(&sid)
+            || self.head.has_series(sid)
             || self.frozen.iter().any(|h| h.has_series(sid))
             || alive_in_files(&self.files, &self.tombstones, sid)
     }
@@ -355,37 +398,60 @@ impl Storage {
     pub fn abandon_flush(&mut self) {
         self.flushing = false;
         self.logged = true;
+        self.in_flight.clear();
     }
 
-    /// Encodes the frozen heads as one data file (series keys from `key_of`), with
-    /// `wal_boundary` from the ticket.
+    /// Plans the data file of the frozen heads (series keys from `key_of`, in key
+    /// order), with `wal_boundary` from the ticket; [`Storage::encode_step`] encodes it.
+    /// `None` when the frozen heads hold no value (only deletes since the last flush:
+    /// no file, a manifest with their tombstones).
     pub fn encode_frozen(
         &mut self,
         wal_boundary: u64,
         key_of: &dyn Fn(SeriesId) -> Vec<u8>,
     ) -> Option<FlushImage> {
         if self.frozen.iter().all(Head::is_empty) {
-            // Only deletes since the last flush: no file, a manifest (tombstones).
             self.frozen.clear();
             self.wal_boundary = self.wal_boundary.max(wal_boundary);
             return None;
         }
         let number = self.next_file;
         self.next_file += 1;
-        let mut sids: Vec<SeriesId> = self
-            .frozen
-            .iter()
-            .flat_map(|h| h.series_ids())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut keyed: Vec<(Vec<u8>, SeriesId)> =
-            sids.drain(..).map(|sid| (key_of(sid), sid)).collect();
-        keyed.sort();
-        let mut builder = FileBuilder::new(number);
-        for (key, sid) in &keyed {
+        let sids: HashSet<SeriesId> = self.frozen.iter().flat_map(|h| h.series_ids()).collect();
+        self.in_flight = sids.clone();
+        let mut plan: Vec<(Vec<u8>, SeriesId)> =
+            sids.into_iter().map(|sid| (key_of(sid), sid)).collect();
+        plan.sort();
+        let data = data_dir(&self.dir);
+        Some(FlushImage {
+            number,
+            path: file::file_path(&data, number),
+            tmp_path: data.join(format!("{number:016x}.scd.tmp")),
+            plan,
+            next: 0,
+            builder: Some(FileBuilder::new(number)),
+            sids: Vec::new(),
+            wal_boundary,
+            series: Vec::new(),
+            footer: None,
+            size: 0,
+            heads: self.frozen.len(),
+            values: 0,
+        })
+    }
+
+    /// Encodes the image's next series from the frozen heads (newer head winning a
+    /// time both hold) until about `budget` values are done. A delete meanwhile has
+    /// removed its values from the frozen heads (the series not yet encoded) or left
+    /// a tombstone that covers this file (the ones already encoded).
+    pub fn encode_step(&mut self, image: &mut FlushImage, budget: usize) {
+        let mut done = 0;
+        while image.next < image.plan.len() && done < budget {
+            let (key, sid) = &image.plan[image.next];
+            image.next += 1;
             let mut columns: Vec<(Box<[u8]>, Vec<i64>, Column)> = Vec::new();
-            for head in &mut self.frozen {
+            let heads = image.heads.min(self.frozen.len());
+            for head in &mut self.frozen[..heads] {
                 for (name, times, values) in head.export(*sid) {
                     match columns.iter_mut().find(|c| c.0 == name) {
                         Some(c) => merge_into(c, times, values),
@@ -394,30 +460,17 @@ impl Storage {
                 }
             }
             columns.sort_by(|a, b| a.0.cmp(&b.0));
+            let values: usize = columns.iter().map(|c| c.1.len()).sum();
+            done += values.max(1);
+            let builder = image.builder.as_mut().expect("encoding");
+            let before = builder.series_count();
             builder.add_series(key, columns.iter().map(|(n, t, v)| (&n[..], &t[..], v)));
-        }
-        let values = builder.values();
-        let (bytes, series, footer) = builder.finish(wal_boundary);
-        // Series with no value (emptied by a delete) are left out of the file.
-        let mut metas = series.into_iter().peekable();
-        let mut paired = Vec::with_capacity(keyed.len());
-        for (key, sid) in keyed {
-            if metas.peek().is_some_and(|m| *m.key == *key) {
-                paired.push((sid, metas.next().expect("peeked")));
+            // A series a delete emptied is left out of the file.
+            if builder.series_count() > before {
+                image.sids.push(*sid);
+                image.values += values as u64;
             }
         }
-        let data = data_dir(&self.dir);
-        Some(FlushImage {
-            number,
-            size: bytes.len() as u64,
-            bytes,
-            path: file::file_path(&data, number),
-            tmp_path: data.join(format!("{number:016x}.scd.tmp")),
-            series: paired,
-            footer,
-            heads: self.frozen.len(),
-            values,
-        })
     }
 
     /// Puts a written and synced data file in use in place of the heads it holds;
@@ -430,16 +483,17 @@ impl Storage {
             .enumerate()
             .map(|(i, (sid, _))| (*sid, i as u32))
             .collect();
-        let size = image.size;
+        let footer = image.footer.expect("a finished image");
         let data = DataFile::from_parts(
             image.path,
-            image.footer,
+            footer,
             image.series.into_iter().map(|(_, m)| m).collect(),
-            size,
+            image.size,
             file,
         );
         self.frozen.drain(..image.heads.min(self.frozen.len()));
-        self.wal_boundary = self.wal_boundary.max(image.footer.wal_boundary);
+        self.in_flight.clear();
+        self.wal_boundary = self.wal_boundary.max(footer.wal_boundary);
         self.files.push(Loaded { file: data, by_sid });
         self.stats.flushes += 1;
         self.stats.files = self.files.len() as u64;
@@ -785,18 +839,21 @@ fn size_tiered_window(sizes: &[u64]) -> Option<std::ops::Range<usize>> {
     None
 }
 
-/// Adds a tombstone for `delete` when a file holds one of `sids`.
+/// Adds a tombstone for `delete` when a file holds one of `sids`, or a flush is
+/// writing one (`flushing`: the series it already encoded are in no head any more).
 fn add_tombstone(
     files: &[Loaded],
     tombstones: &mut Vec<Tombstone>,
     below_file: u64,
     delete: &DeleteRecord,
     sids: &[SeriesId],
+    flushing: bool,
 ) {
     if sids.is_empty()
-        || !files
-            .iter()
-            .any(|f| sids.iter().any(|s| f.by_sid.contains_key(s)))
+        || !(flushing
+            || files
+                .iter()
+                .any(|f| sids.iter().any(|s| f.by_sid.contains_key(s))))
     {
         return;
     }
@@ -1005,9 +1062,10 @@ impl Engine for Storage {
         let files = &self.files;
         let tombstones = &mut self.tombstones;
         let below = self.next_file;
+        let flushing = self.flushing;
         let (mut removed, series) =
             apply_delete_to(&mut self.head, &mut self.frozen, record, index, |sids| {
-                add_tombstone(files, tombstones, below, record, sids)
+                add_tombstone(files, tombstones, below, record, sids, flushing)
             });
         // Values in files under the new tombstone (whole blocks only: a count).
         if let Some(t) = self.tombstones.last().filter(|t| {
@@ -1156,6 +1214,10 @@ impl Engine for Storage {
         key_of: &dyn Fn(SeriesId) -> Vec<u8>,
     ) -> Option<FlushImage> {
         Storage::encode_frozen(self, wal_boundary, key_of)
+    }
+
+    fn encode_step(&mut self, image: &mut FlushImage, budget: usize) {
+        Storage::encode_step(self, image, budget)
     }
 
     fn manifest(&self) -> Manifest {
