@@ -64,6 +64,35 @@ type Source = (Vec<i64>, Vec<Value>);
 /// A field's sources for a read, oldest first (a newer one wins a time they share).
 type FieldSources = (Box<[u8]>, Vec<Source>);
 
+/// A field's sources, each with its place (files oldest first, then the heads).
+type TaggedSources = (Box<[u8]>, Vec<(usize, Source)>);
+
+/// The n-th newest (oldest) distinct time among `sources`, if they hold n.
+fn nth_time(sources: &[(usize, Source)], n: usize, newest: bool) -> Option<i64> {
+    if n == 0 {
+        return None;
+    }
+    let mut times: Vec<i64> = Vec::new();
+    for (_, (t, _)) in sources {
+        // Each source is sorted: its n from the wanted end are enough.
+        if newest {
+            times.extend(t.iter().rev().take(n));
+        } else {
+            times.extend(t.iter().take(n));
+        }
+    }
+    times.sort_unstable();
+    times.dedup();
+    if times.len() < n {
+        return None;
+    }
+    Some(if newest {
+        times[times.len() - n]
+    } else {
+        times[n - 1]
+    })
+}
+
 /// A flush in progress, from [`Storage::freeze`] on.
 pub struct FlushTicket {
     /// Resolves to the WAL boundary once everything the frozen heads hold is durable.
@@ -715,10 +744,18 @@ impl Storage {
         }
     }
 
-    /// The values of `sid`'s `field` in the files, in range, tombstones applied: one
-    /// source per file, oldest first.
-    fn file_sources(&self, sid: SeriesId, range: &ReadRange<'_>, out: &mut Vec<FieldSources>) {
-        for f in &self.files {
+    /// The values of `sid`'s fields in the files, in range, tombstones applied: one
+    /// source per file, tagged with the file's place (oldest first). With a per-series
+    /// limit the files are visited from the wanted end and a file whose values of a
+    /// field cannot reach the n newest (oldest) of what is already in `out` (the heads
+    /// first) is not read: "the latest value" of a series whose newest values are in
+    /// the head reads no file at all.
+    fn file_sources(&self, sid: SeriesId, range: &ReadRange<'_>, out: &mut Vec<TaggedSources>) {
+        let order: Box<dyn Iterator<Item = (usize, &Loaded)>> = match range.limit {
+            Some((_, true)) => Box::new(self.files.iter().enumerate().rev()),
+            _ => Box::new(self.files.iter().enumerate()),
+        };
+        for (place, f) in order {
             let Some(&at) = f.by_sid.get(&sid) else {
                 continue;
             };
@@ -734,6 +771,22 @@ impl Storage {
                     .is_some_and(|w| !w.iter().any(|n| **n == *field.name))
                 {
                     continue;
+                }
+                if let (Some((n, newest)), Some(first), Some(last)) =
+                    (range.limit, field.blocks.first(), field.blocks.last())
+                {
+                    let collected = out.iter().find(|(name, _)| *name == field.name);
+                    if let Some(t) = collected.and_then(|(_, s)| nth_time(s, n, newest)) {
+                        // Newest first: every later file is older, so a tie loses too.
+                        let beaten = if newest {
+                            last.max_ns <= t
+                        } else {
+                            first.min_ns > t
+                        };
+                        if beaten {
+                            continue;
+                        }
+                    }
                 }
                 // With a per-series limit, blocks from the wanted end only until it
                 // is met: a source's newest (oldest) n values hold every value of the
@@ -791,8 +844,8 @@ impl Storage {
                     continue;
                 }
                 match out.iter_mut().find(|(n, _)| *n == field.name) {
-                    Some((_, sources)) => sources.push((times, values)),
-                    None => out.push((field.name.clone(), vec![(times, values)])),
+                    Some((_, sources)) => sources.push((place, (times, values))),
+                    None => out.push((field.name.clone(), vec![(place, (times, values))])),
                 }
             }
         }
@@ -1107,21 +1160,31 @@ impl Engine for Storage {
         // Each source is read with the limit too: a value among the merged newest
         // (oldest) n is among the newest (oldest) n of every source holding its time
         // (no source has more distinct times beyond it than all of them together).
-        let mut fields: Vec<FieldSources> = Vec::new();
-        self.file_sources(sid, range, &mut fields);
-        for head in self
+        // The heads first (they may make files unnecessary), tagged after the files.
+        let mut tagged: Vec<TaggedSources> = Vec::new();
+        let files = self.files.len();
+        for (i, head) in self
             .frozen
             .iter_mut()
             .chain(std::iter::once(&mut self.head))
+            .enumerate()
         {
             for block in head.cursor(sid, range) {
-                let source = (block.times, block.values);
-                match fields.iter_mut().find(|(n, _)| **n == *block.field) {
+                let source = (files + i, (block.times, block.values));
+                match tagged.iter_mut().find(|(n, _)| **n == *block.field) {
                     Some((_, sources)) => sources.push(source),
-                    None => fields.push((block.field.into(), vec![source])),
+                    None => tagged.push((block.field.into(), vec![source])),
                 }
             }
         }
+        self.file_sources(sid, range, &mut tagged);
+        let fields: Vec<FieldSources> = tagged
+            .into_iter()
+            .map(|(name, mut sources)| {
+                sources.sort_by_key(|s| s.0);
+                (name, sources.into_iter().map(|s| s.1).collect())
+            })
+            .collect();
         let limit = range.limit;
         Box::new(fields.into_iter().filter_map(move |(name, sources)| {
             let (mut times, mut values) = merge_sources(sources);
