@@ -351,18 +351,9 @@ async fn advance(
     }
     out.close().await.map_err(|e| failed("sync", e))?;
     let path = finished.path.clone();
-    let file = {
-        let (tmp, path) = (tmp.clone(), path.clone());
-        glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<std::fs::File> {
-                std::fs::rename(&tmp, &path)?;
-                let dir = path.parent().expect("data files live in a directory");
-                std::fs::File::open(dir)?.sync_all()?;
-                std::fs::File::open(&path)
-            })
-            .await
-            .map_err(|e| failed("rename", e))?
-    };
+    let file = rename_into_place(&tmp, &path)
+        .await
+        .map_err(|e| failed("rename", e))?;
     let inputs: Vec<u64> = finished.inputs.clone();
     let installed = match store.borrow_mut().shard_mut(key) {
         Some(shard) => {
@@ -618,7 +609,15 @@ async fn write_image(
     let rest = image.finish();
     out.write(rest).await.map_err(|e| failed("write", e))?;
     out.close().await.map_err(|e| failed("sync", e))?;
-    let (tmp, path) = (image.tmp_path.clone(), image.path.clone());
+    rename_into_place(&image.tmp_path, &image.path)
+        .await
+        .map_err(|e| failed("rename", e))
+}
+
+/// Renames a written and synced `tmp` to `path`, syncs the directory (the name
+/// survives a crash), and opens the file for reads; off the core.
+async fn rename_into_place(tmp: &Path, path: &Path) -> std::io::Result<std::fs::File> {
+    let (tmp, path) = (tmp.to_path_buf(), path.to_path_buf());
     glommio::executor()
         .spawn_blocking(move || -> std::io::Result<std::fs::File> {
             std::fs::rename(&tmp, &path)?;
@@ -627,7 +626,6 @@ async fn write_image(
             std::fs::File::open(&path)
         })
         .await
-        .map_err(|e| failed("rename", e))
 }
 
 #[cfg(test)]

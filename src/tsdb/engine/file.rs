@@ -591,32 +591,19 @@ pub fn decode_block(
     let (ts, vs) = rest.split_at(ts_len);
     let mut times = Vec::new();
     codec::decode_times(ts, count, &mut times)?;
+    macro_rules! values {
+        ($decode:path, $variant:ident) => {{
+            let mut v = Vec::new();
+            $decode(vs, count, &mut v)?;
+            Column::$variant(v)
+        }};
+    }
     let column = match field_type {
-        FieldType::Float => {
-            let mut v = Vec::new();
-            codec::decode_floats(vs, count, &mut v)?;
-            Column::Float(v)
-        }
-        FieldType::Integer => {
-            let mut v = Vec::new();
-            codec::decode_integers(vs, count, &mut v)?;
-            Column::Integer(v)
-        }
-        FieldType::Unsigned => {
-            let mut v = Vec::new();
-            codec::decode_unsigned(vs, count, &mut v)?;
-            Column::Unsigned(v)
-        }
-        FieldType::Boolean => {
-            let mut v = Vec::new();
-            codec::decode_booleans(vs, count, &mut v)?;
-            Column::Boolean(v)
-        }
-        FieldType::String => {
-            let mut v = Vec::new();
-            codec::decode_strings(vs, count, &mut v)?;
-            Column::String(v)
-        }
+        FieldType::Float => values!(codec::decode_floats, Float),
+        FieldType::Integer => values!(codec::decode_integers, Integer),
+        FieldType::Unsigned => values!(codec::decode_unsigned, Unsigned),
+        FieldType::Boolean => values!(codec::decode_booleans, Boolean),
+        FieldType::String => values!(codec::decode_strings, String),
     };
     Ok((times, column))
 }
@@ -731,13 +718,7 @@ impl DataFile {
         block: &BlockMeta,
         field_type: FieldType,
     ) -> Result<(Vec<i64>, Column), FileError> {
-        let mut buf = vec![0u8; block.len as usize];
-        self.file
-            .read_exact_at(&mut buf, block.offset)
-            .map_err(|e| FileError::Io {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let buf = self.read_block_bytes(block)?;
         let (times, column) =
             decode_block(&buf, block.count as usize, field_type).map_err(|e| match e {
                 BlockError::Corrupt(what) => FileError::Corrupt {
