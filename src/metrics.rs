@@ -582,6 +582,8 @@ pub struct Gauges {
     pub file_values: u64,
     /// Data files that did not open at start (moved aside).
     pub bad_files: u64,
+    /// Bytes of WAL segments on disk (written since the flushes that cover the rest).
+    pub wal_bytes: u64,
     /// Flushes of heads into files (count, file bytes, failures) since start.
     pub flushes: u64,
     pub flush_bytes: u64,
@@ -743,6 +745,7 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                     }),
                 ),
                 ("badFiles", json!(gauges.bad_files)),
+                ("walBytes", json!(gauges.wal_bytes)),
                 ("flushes", json!(gauges.flushes)),
                 ("flushBytes", json!(gauges.flush_bytes)),
                 ("flushFailures", json!(gauges.flush_failures)),
@@ -852,7 +855,7 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
         "shardcore_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    let plain_gauges: [(&str, &str, f64); 19] = [
+    let plain_gauges: [(&str, &str, f64); 20] = [
         (
             "uptime_seconds",
             "Seconds since the node started.",
@@ -899,6 +902,11 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
             "data_files_bad",
             "Data files that did not open at start (moved aside to bad/).",
             gauges.bad_files as f64,
+        ),
+        (
+            "wal_bytes",
+            "Bytes of WAL segments on disk (those no flush covers yet).",
+            gauges.wal_bytes as f64,
         ),
         (
             "flushes",

@@ -256,6 +256,7 @@ impl LocalCores {
                 gauges.file_bytes += s.file_bytes;
                 gauges.file_values += s.file_values;
                 gauges.bad_files += s.bad_files;
+                gauges.wal_bytes += s.wal_disk_bytes;
                 shard_ids.insert(s.id);
             }
         }

@@ -139,6 +139,12 @@ fn heads_flush_into_files_the_wal_is_cut_and_restarts_read_the_files() {
         flushed(&node) && common::wal_segments(&data).is_empty()
     });
     assert!(!data_files(&data).is_empty());
+    let wal_bytes = |node: &Node| {
+        node.request("GET", "/debug/vars", &[], b"").json()["storage"]["values"]["walBytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(wal_bytes(&node), 0, "every segment removed");
     check(&node, &model, "read from files");
     // `shardcore inspect --files --verify`: every block reads back; codecs per field.
     let (ok, report) = inspect_files(&data);
@@ -175,6 +181,7 @@ fn heads_flush_into_files_the_wal_is_cut_and_restarts_read_the_files() {
 
     // New values at old times win over the files' (last write wins), new times add.
     write(&node, &mut model, &rows(0..10, 100..260, 5));
+    assert!(wal_bytes(&node) > 0);
     check(&node, &model, "files and head");
     // A delete of a time range of some series, and a DROP SERIES, over files and head.
     let cut = 1_600_000_000_000_000_000 + 120 * 10_000_000_000i64;

@@ -150,6 +150,8 @@ pub struct ShardStats {
     pub block_reads: u64,
     pub wal_records: u64,
     pub wal_syncs: u64,
+    /// Bytes of the partition's WAL segments on disk.
+    pub wal_disk_bytes: u64,
     /// WAL write or sync failures (a full disk), and the times it resumed after them.
     pub wal_failures: u64,
     pub wal_resumes: u64,
@@ -388,6 +390,7 @@ impl Shard {
             block_reads: files.block_reads,
             wal_records: engine.wal.records,
             wal_syncs: engine.wal.syncs,
+            wal_disk_bytes: engine.wal.disk_bytes,
             wal_failures: engine.wal.failures,
             wal_resumes: engine.wal.resumes,
         }

@@ -389,6 +389,7 @@ impl Storage {
             })
             .map_err(|e| open_error(e.to_string()))?;
         engine.wal = Wal::new(wal_dir(dir), next, config);
+        engine.wal.set_disk_bytes(report.bytes);
         engine.logged = report.records > 0;
         engine.stats.files = engine.files.len() as u64;
         Ok((engine, report))

@@ -179,6 +179,9 @@ pub struct WalStats {
     /// Write or sync failures, and resumptions after them.
     pub failures: u64,
     pub resumes: u64,
+    /// Bytes of this WAL's segments on disk (padding included; what recovery found,
+    /// plus what was written since, minus what flushes removed).
+    pub disk_bytes: u64,
 }
 
 /// The WAL of one shard. Cheap to clone (shared state on one core).
@@ -558,7 +561,7 @@ impl Wal {
     /// files) and syncs the directory; off the core.
     pub async fn remove_below(&self, first: u64) -> std::io::Result<u64> {
         let dir = self.dir.to_path_buf();
-        glommio::executor()
+        let removed = glommio::executor()
             .spawn_blocking(move || -> std::io::Result<u64> {
                 let mut removed = 0;
                 for number in list_segments(&dir)?.into_iter().filter(|&n| n < first) {
@@ -571,7 +574,15 @@ impl Wal {
                 }
                 Ok(removed)
             })
-            .await
+            .await?;
+        let mut s = self.state.borrow_mut();
+        s.stats.disk_bytes = s.stats.disk_bytes.saturating_sub(removed);
+        Ok(removed)
+    }
+
+    /// Sets the on-disk byte count recovery found (see [`WalStats::disk_bytes`]).
+    pub fn set_disk_bytes(&self, bytes: u64) {
+        self.state.borrow_mut().stats.disk_bytes = bytes;
     }
 
     async fn flush_loop(self) {
@@ -725,7 +736,9 @@ impl Wal {
             .await
             .map_err(|e| e.to_string())?;
         file.sync().await.map_err(|e| e.to_string())?;
-        self.state.borrow_mut().offset = end;
+        let mut s = self.state.borrow_mut();
+        s.stats.disk_bytes += end.saturating_sub(offset);
+        s.offset = end;
         Ok(())
     }
 
