@@ -75,9 +75,10 @@ pub async fn run(
     shutdown: Arc<Shutdown>,
 ) {
     let mut compaction: Option<Compacting> = None;
+    let mut retries = Retries::default();
     while !shutdown.is_requested() {
         glommio::timer::sleep(CHECK_INTERVAL).await;
-        flush_due(&store, &config, &gauge, &timers, &shutdown).await;
+        flush_due(&store, &config, &gauge, &timers, &shutdown, &mut retries).await;
         if compaction.is_none() && !shutdown.is_requested() {
             compaction = start_compaction(&store, &config).await;
         }
@@ -114,9 +115,16 @@ async fn flush_due(
     gauge: &CacheGauge,
     timers: &CoreTimers,
     shutdown: &Shutdown,
+    retries: &mut Retries,
 ) {
     {
-        let heads = store.borrow().head_bytes();
+        let now = Instant::now();
+        let heads: Vec<_> = store
+            .borrow()
+            .head_bytes()
+            .into_iter()
+            .filter(|h| retries.due(h.0, now))
+            .collect();
         let total: usize = heads.iter().map(|h| h.1).sum();
         let core = store.borrow().core();
         gauge.set(core, total);
@@ -145,7 +153,9 @@ async fn flush_due(
                 break;
             }
             let started = Instant::now();
-            match flush_partition(store, key).await {
+            let result = flush_partition(store, key).await;
+            retries.record(key, result.is_ok(), Instant::now());
+            match result {
                 Ok(Some(bytes)) => {
                     flushed += 1;
                     timers.record(Timer::Flush, started);
@@ -164,6 +174,37 @@ async fn flush_due(
         if flushed > 0 {
             release_free_memory();
         }
+    }
+}
+
+/// When a partition whose flush failed (a full disk, an I/O error) is tried again:
+/// after 1 s, doubling up to [`RETRY_MAX`], so a lasting failure is retried and
+/// logged a few times a minute, not every check.
+#[derive(Default)]
+struct Retries {
+    waits: std::collections::HashMap<PartitionKey, (Instant, Duration)>,
+}
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl Retries {
+    /// Whether partition `key` may be flushed at `now`.
+    fn due(&self, key: PartitionKey, now: Instant) -> bool {
+        self.waits.get(&key).is_none_or(|(next, _)| now >= *next)
+    }
+
+    /// Records a flush of `key` that ended at `now`.
+    fn record(&mut self, key: PartitionKey, ok: bool, now: Instant) {
+        if ok {
+            self.waits.remove(&key);
+            return;
+        }
+        let wait = self
+            .waits
+            .get(&key)
+            .map_or(RETRY_MIN, |(_, w)| (*w * 2).min(RETRY_MAX));
+        self.waits.insert(key, (now + wait, wait));
     }
 }
 
@@ -811,6 +852,27 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn failed_flushes_back_off_from_one_second_to_thirty() {
+        let mut r = Retries::default();
+        let t0 = Instant::now();
+        let key = (1, 0);
+        assert!(r.due(key, t0));
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..8 {
+            r.record(key, false, now);
+            let (next, wait) = r.waits[&key];
+            assert!(!r.due(key, now) && r.due(key, next));
+            assert!(r.due((2, 0), now), "other partitions are not held back");
+            waits.push(wait.as_secs());
+            now = next;
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        r.record(key, true, now);
+        assert!(r.due(key, now));
     }
 
     /// A delete that lands between two steps of a flush's encoding holds both for the
