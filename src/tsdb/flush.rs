@@ -117,63 +117,61 @@ async fn flush_due(
     shutdown: &Shutdown,
     retries: &mut Retries,
 ) {
-    {
-        let now = Instant::now();
-        let heads: Vec<_> = store
-            .borrow()
-            .head_bytes()
-            .into_iter()
-            .filter(|h| retries.due(h.0, now))
-            .collect();
-        let total: usize = heads.iter().map(|h| h.1).sum();
-        let core = store.borrow().core();
-        gauge.set(core, total);
-        let mut doomed: Vec<PartitionKey> = Vec::new();
-        if total > config.snapshot_bytes {
-            // The largest heads first, until what is left is under the threshold.
-            let mut by_size = heads.clone();
-            by_size.sort_by_key(|h| std::cmp::Reverse(h.1));
-            let mut left = total;
-            for (key, bytes, _, _) in by_size {
-                if left <= config.snapshot_bytes / 2 || bytes == 0 {
-                    break;
-                }
-                doomed.push(key);
-                left -= bytes;
-            }
-        }
-        for (key, _, last_write, needs_flush) in &heads {
-            if *needs_flush && last_write.elapsed() >= config.cold && !doomed.contains(key) {
-                doomed.push(*key);
-            }
-        }
-        let mut flushed = 0;
-        for key in doomed {
-            if shutdown.is_requested() {
+    let now = Instant::now();
+    let heads: Vec<_> = store
+        .borrow()
+        .head_bytes()
+        .into_iter()
+        .filter(|h| retries.due(h.0, now))
+        .collect();
+    let total: usize = heads.iter().map(|h| h.1).sum();
+    let core = store.borrow().core();
+    gauge.set(core, total);
+    let mut doomed: Vec<PartitionKey> = Vec::new();
+    if total > config.snapshot_bytes {
+        // The largest heads first, until what is left is under the threshold.
+        let mut by_size = heads.clone();
+        by_size.sort_by_key(|h| std::cmp::Reverse(h.1));
+        let mut left = total;
+        for (key, bytes, _, _) in by_size {
+            if left <= config.snapshot_bytes / 2 || bytes == 0 {
                 break;
             }
-            let started = Instant::now();
-            let result = flush_partition(store, key).await;
-            retries.record(key, result.is_ok(), Instant::now());
-            match result {
-                Ok(Some(bytes)) => {
-                    flushed += 1;
-                    timers.record(Timer::Flush, started);
-                    gauge.flushes.fetch_add(1, Ordering::Relaxed);
-                    gauge.flushed_bytes.fetch_add(bytes, Ordering::Relaxed);
-                }
-                Ok(None) => {}
-                Err(message) => {
-                    gauge.flush_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(shard = key.0, partition = key.1, %message, "flush failed; the head stays in memory and the WAL keeps its records; retried later");
-                }
+            doomed.push(key);
+            left -= bytes;
+        }
+    }
+    for (key, _, last_write, needs_flush) in &heads {
+        if *needs_flush && last_write.elapsed() >= config.cold && !doomed.contains(key) {
+            doomed.push(*key);
+        }
+    }
+    let mut flushed = 0;
+    for key in doomed {
+        if shutdown.is_requested() {
+            break;
+        }
+        let started = Instant::now();
+        let result = flush_partition(store, key).await;
+        retries.record(key, result.is_ok(), Instant::now());
+        match result {
+            Ok(Some(bytes)) => {
+                flushed += 1;
+                timers.record(Timer::Flush, started);
+                gauge.flushes.fetch_add(1, Ordering::Relaxed);
+                gauge.flushed_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
-            let total: usize = store.borrow().head_bytes().iter().map(|h| h.1).sum();
-            gauge.set(core, total);
+            Ok(None) => {}
+            Err(message) => {
+                gauge.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(shard = key.0, partition = key.1, %message, "flush failed; the head stays in memory and the WAL keeps its records; retried later");
+            }
         }
-        if flushed > 0 {
-            release_free_memory();
-        }
+        let total: usize = store.borrow().head_bytes().iter().map(|h| h.1).sum();
+        gauge.set(core, total);
+    }
+    if flushed > 0 {
+        release_free_memory();
     }
 }
 

@@ -315,16 +315,6 @@ impl FileBuilder {
         }
     }
 
-    /// Values added so far.
-    pub fn values(&self) -> u64 {
-        self.series
-            .iter()
-            .flat_map(|s| &s.fields)
-            .flat_map(|f| &f.blocks)
-            .map(|b| b.count as u64)
-            .sum()
-    }
-
     /// The rest of the image (index and footer appended; all of it if nothing was
     /// taken), the index, and the footer.
     pub fn finish(mut self, wal_boundary: u64) -> (Vec<u8>, Vec<SeriesMeta>, Footer) {
@@ -625,6 +615,7 @@ pub struct DataFile {
     pub series: Vec<SeriesMeta>,
     /// Bytes on disk.
     pub size: u64,
+    values: u64,
     file: std::fs::File,
 }
 
@@ -671,6 +662,7 @@ impl DataFile {
         Ok(DataFile {
             path: path.to_path_buf(),
             footer,
+            values: count_values(&series),
             series,
             size,
             file,
@@ -688,6 +680,7 @@ impl DataFile {
         DataFile {
             path,
             footer,
+            values: count_values(&series),
             series,
             size,
             file,
@@ -744,15 +737,20 @@ impl DataFile {
         Ok((times, column))
     }
 
-    /// Values in the file.
+    /// Values in the file (counted once, when it was opened or written).
     pub fn values(&self) -> u64 {
-        self.series
-            .iter()
-            .flat_map(|s| &s.fields)
-            .flat_map(|f| &f.blocks)
-            .map(|b| b.count as u64)
-            .sum()
+        self.values
     }
+}
+
+/// Values of the blocks of `series`.
+fn count_values(series: &[SeriesMeta]) -> u64 {
+    series
+        .iter()
+        .flat_map(|s| &s.fields)
+        .flat_map(|f| &f.blocks)
+        .map(|b| b.count as u64)
+        .sum()
 }
 
 /// The path of data file `number` in a partition's `data` directory.

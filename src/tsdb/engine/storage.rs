@@ -1114,6 +1114,7 @@ impl Engine for Storage {
         self.logged = true;
         self.last_write = Instant::now();
         let files = &self.files;
+        let tombstones_before = self.tombstones.len();
         let tombstones = &mut self.tombstones;
         let below = self.next_file;
         let flushing = self.flushing;
@@ -1122,15 +1123,11 @@ impl Engine for Storage {
                 add_tombstone(files, tombstones, below, record, sids, flushing)
             });
         // Values in files under the new tombstone (whole blocks only: a count).
-        if let Some(t) = self.tombstones.last().filter(|t| {
-            t.record
-                == TombstoneRecord {
-                    keys: record.keys.clone(),
-                    start_ns: record.start_ns,
-                    end_ns: record.end_ns,
-                    below_file: below,
-                }
-        }) {
+        if let Some(t) = self
+            .tombstones
+            .last()
+            .filter(|_| self.tombstones.len() > tombstones_before)
+        {
             for f in &self.files {
                 for (&sid, &at) in &f.by_sid {
                     if !t.sids.contains(&sid) {
