@@ -258,6 +258,8 @@ pub struct StorageConfig {
     pub compaction_throughput_bytes_per_second: u64,
     /// A partition with no write for this long has all its files rewritten into one.
     pub compact_full_write_cold_ms: u64,
+    /// Decoded data file blocks kept per core for queries.
+    pub block_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -318,6 +320,7 @@ impl Default for StorageConfig {
             cache_max_bytes: 1024 * 1024 * 1024,
             compaction_throughput_bytes_per_second: 48 * 1024 * 1024,
             compact_full_write_cold_ms: 4 * 3600 * 1000,
+            block_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -431,6 +434,11 @@ compaction-throughput-bytes-per-second = 50331648
 # A partition with no write for this long has all its files rewritten into one with
 # large blocks (InfluxDB's compact-full-write-cold-duration, 4h).
 compact-full-write-cold-ms = 14400000
+
+# Decoded data file blocks kept in memory per core for queries (data files are read
+# with O_DIRECT, so the page cache does not hold them); the least recently used go
+# first. 0 = decode every block at every read.
+block-cache-bytes = 67108864
 
 [runtime]
 # Messages queued on each core-to-core channel before senders wait.

@@ -594,6 +594,12 @@ pub struct Gauges {
     pub compactions: u64,
     pub compaction_bytes: u64,
     pub compaction_failures: u64,
+    /// Every core's cache of decoded blocks: hits, misses, evictions since start,
+    /// bytes held now.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    pub block_cache_evictions: u64,
+    pub block_cache_bytes: u64,
 }
 
 /// When this process started (first call wins; `serve` calls it at start-up).
@@ -753,6 +759,10 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("compactions", json!(gauges.compactions)),
                 ("compactionBytes", json!(gauges.compaction_bytes)),
                 ("compactionFailures", json!(gauges.compaction_failures)),
+                ("blockCacheHits", json!(gauges.block_cache_hits)),
+                ("blockCacheMisses", json!(gauges.block_cache_misses)),
+                ("blockCacheEvictions", json!(gauges.block_cache_evictions)),
+                ("blockCacheBytes", json!(gauges.block_cache_bytes)),
             ],
         ),
         StatsGroup::new(
@@ -855,7 +865,7 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
         "shardcore_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    let plain_gauges: [(&str, &str, f64); 20] = [
+    let plain_gauges: [(&str, &str, f64); 24] = [
         (
             "uptime_seconds",
             "Seconds since the node started.",
@@ -942,6 +952,26 @@ pub fn prometheus_text(snapshot: &CoreSnapshot, gauges: &Gauges) -> String {
             "cache_full_rejections",
             "Writes refused (503) because a core's heads were past cache-max-bytes.",
             gauges.cache_rejections as f64,
+        ),
+        (
+            "block_cache_hits",
+            "Data file blocks queries found decoded in the block cache since start.",
+            gauges.block_cache_hits as f64,
+        ),
+        (
+            "block_cache_misses",
+            "Data file blocks queries read and decoded since start.",
+            gauges.block_cache_misses as f64,
+        ),
+        (
+            "block_cache_evictions",
+            "Blocks the block cache let go at its limit since start.",
+            gauges.block_cache_evictions as f64,
+        ),
+        (
+            "block_cache_bytes",
+            "Bytes of decoded blocks held by the block caches (block-cache-bytes per core).",
+            gauges.block_cache_bytes as f64,
         ),
         (
             "databases",

@@ -269,6 +269,11 @@ impl LocalCores {
         gauges.compactions = cache.compactions.load(Ordering::Relaxed);
         gauges.compaction_bytes = cache.compaction_bytes.load(Ordering::Relaxed);
         gauges.compaction_failures = cache.compaction_failures.load(Ordering::Relaxed);
+        let blocks = &cache.block_cache;
+        gauges.block_cache_hits = blocks.hits.load(Ordering::Relaxed);
+        gauges.block_cache_misses = blocks.misses.load(Ordering::Relaxed);
+        gauges.block_cache_evictions = blocks.evictions.load(Ordering::Relaxed);
+        gauges.block_cache_bytes = blocks.bytes.load(Ordering::Relaxed);
         Ok((snapshot, gauges))
     }
 
@@ -758,6 +763,10 @@ fn recover(args: &CoreArgs) -> Result<Recovered, String> {
     })?;
     store.attach_directory(args.directory.clone());
     store.attach_cache_gauge(args.cache.clone());
+    store.attach_block_cache(crate::tsdb::engine::blocks::BlockCache::new(
+        config.storage.block_cache_bytes as usize,
+        args.cache.block_cache.clone(),
+    ));
     tracing::info!(
         core,
         shards = recovery.shards,

@@ -1,5 +1,6 @@
 //! The head bytes of every core, shared node-wide, against `[storage] cache-max-bytes`.
 
+use crate::tsdb::engine::blocks::BlockCacheCounters;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct CacheGauge {
     pub compactions: AtomicU64,
     pub compaction_bytes: AtomicU64,
     pub compaction_failures: AtomicU64,
+    /// Every core's block cache (hits, misses, evictions, bytes held).
+    pub block_cache: Arc<BlockCacheCounters>,
 }
 
 impl CacheGauge {
@@ -33,6 +36,7 @@ impl CacheGauge {
             compactions: AtomicU64::new(0),
             compaction_bytes: AtomicU64::new(0),
             compaction_failures: AtomicU64::new(0),
+            block_cache: Arc::new(BlockCacheCounters::default()),
         })
     }
 

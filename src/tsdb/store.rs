@@ -9,6 +9,7 @@ use crate::base::LocalFuture;
 use crate::lineproto::{ParsedBody, Precision};
 use crate::placement;
 use crate::tsdb::cache::CacheGauge;
+use crate::tsdb::engine::blocks::BlockCache;
 use crate::tsdb::engine::wal::{RecoveryReport, WalConfig};
 use crate::tsdb::engine::Durable;
 use crate::tsdb::index::NodeFieldTypes;
@@ -18,6 +19,7 @@ use crate::tsdb::shard::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// A batch of points for one partition of a shard: a shared parsed body and the indices
@@ -111,6 +113,8 @@ pub struct Store {
     field_types: Arc<NodeFieldTypes>,
     /// Head bytes per core and the `cache-max-bytes` limit, node-wide.
     cache: Option<Arc<CacheGauge>>,
+    /// This core's cache of decoded data file blocks, shared by its partitions.
+    block_cache: Option<Rc<BlockCache>>,
 }
 
 impl Store {
@@ -131,6 +135,7 @@ impl Store {
             directory: None,
             field_types,
             cache: None,
+            block_cache: None,
         };
         let mut recovery = StoreRecovery::default();
         for found in layout::partitions_on_disk(data_dir)? {
@@ -211,6 +216,15 @@ impl Store {
         self.cache = Some(gauge);
     }
 
+    /// Makes every partition (and every one made later) read data file blocks through
+    /// `cache`.
+    pub fn attach_block_cache(&mut self, cache: Rc<BlockCache>) {
+        for shard in self.shards.values_mut() {
+            shard.engine_mut().set_block_cache(cache.clone());
+        }
+        self.block_cache = Some(cache);
+    }
+
     /// Each partition's head bytes, last write, and whether it needs a flush.
     pub fn head_bytes(&self) -> Vec<(PartitionKey, usize, std::time::Instant, bool)> {
         self.shards
@@ -254,6 +268,9 @@ impl Store {
                 self.wal_config,
             )?;
             shard.share_field_types(self.field_types.of(batch.shard.id));
+            if let Some(cache) = &self.block_cache {
+                shard.engine_mut().set_block_cache(cache.clone());
+            }
             self.shards.insert(key, shard);
             self.publish();
         }

@@ -105,6 +105,28 @@ impl Column {
         self.len() == 0
     }
 
+    /// Heap bytes of the values.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Column::Float(v) => v.len() * 8,
+            Column::Integer(v) => v.len() * 8,
+            Column::Unsigned(v) => v.len() * 8,
+            Column::Boolean(v) => v.len(),
+            Column::String(v) => v.iter().map(|s| s.len() + 24).sum(),
+        }
+    }
+
+    /// Value `i` as the engine's [`Value`] (`i < len`).
+    pub fn value(&self, i: usize) -> Value {
+        match self {
+            Column::Float(v) => Value::Float(v[i]),
+            Column::Integer(v) => Value::Integer(v[i]),
+            Column::Unsigned(v) => Value::Unsigned(v[i]),
+            Column::Boolean(v) => Value::Boolean(v[i]),
+            Column::String(v) => Value::String(v[i].clone()),
+        }
+    }
+
     /// The values as the engine's [`Value`]s.
     pub fn into_values(self) -> Vec<Value> {
         match self {
@@ -616,7 +638,55 @@ pub struct DataFile {
     /// Bytes on disk.
     pub size: u64,
     values: u64,
+    /// Unique in this process: the block cache's key for the file.
+    uid: u64,
     file: std::fs::File,
+    /// The same file opened with O_DIRECT for block reads (`None`: the filesystem
+    /// refuses it, and blocks are read through the page cache).
+    direct: Option<std::fs::File>,
+}
+
+/// The next [`DataFile::uid`].
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_uid() -> u64 {
+    NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `path` opened for reads with O_DIRECT, if the filesystem allows it.
+fn open_direct(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Alignment of O_DIRECT reads (a multiple of every device's logical block size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Reads `len` bytes at `offset` with O_DIRECT: the aligned span around them into an
+/// aligned buffer.
+fn read_direct(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let align = DIRECT_ALIGN as u64;
+    let start = offset & !(align - 1);
+    let skip = (offset - start) as usize;
+    let need = skip + len;
+    let span = need.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+    let mut buf = vec![0u8; span + DIRECT_ALIGN];
+    let shift = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let region = &mut buf[shift..shift + span];
+    let mut got = 0;
+    while got < need {
+        // Only the read that reaches the end of the file comes back short.
+        let n = file.read_at(&mut region[got..], start + got as u64)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    Ok(region[skip..need].to_vec())
 }
 
 impl DataFile {
@@ -665,7 +735,9 @@ impl DataFile {
             values: count_values(&series),
             series,
             size,
+            uid: next_uid(),
             file,
+            direct: open_direct(path),
         })
     }
 
@@ -678,25 +750,46 @@ impl DataFile {
         file: std::fs::File,
     ) -> DataFile {
         DataFile {
+            direct: open_direct(&path),
             path,
             footer,
             values: count_values(&series),
             series,
             size,
+            uid: next_uid(),
             file,
         }
     }
 
     /// Reads one block's bytes, undecoded (for `shardcore inspect`).
     pub fn read_block_bytes(&self, block: &BlockMeta) -> Result<Vec<u8>, FileError> {
+        let io = |e: std::io::Error| FileError::Io {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(direct) = &self.direct {
+            match read_direct(direct, block.offset, block.len as usize) {
+                Ok(buf) => return Ok(buf),
+                // A device whose blocks are larger than DIRECT_ALIGN: read buffered.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
         let mut buf = vec![0u8; block.len as usize];
         self.file
             .read_exact_at(&mut buf, block.offset)
-            .map_err(|e| FileError::Io {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(io)?;
         Ok(buf)
+    }
+
+    /// The file's id in this process (see [`super::blocks`]).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// Whether blocks are read with O_DIRECT.
+    pub fn reads_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The codec tags of a block image: (times, values); `None` when too short.
@@ -796,6 +889,44 @@ mod tests {
         );
         b.add_series(b"empty", []);
         b.finish(42)
+    }
+
+    #[test]
+    fn direct_reads_return_the_same_bytes_as_buffered_ones_anywhere_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, series, _) = sample();
+        let path = file_path(dir.path(), 8);
+        std::fs::write(&path, &image).unwrap();
+        let file = DataFile::open(&path).unwrap();
+        if file.direct.is_none() {
+            eprintln!("skipped: {} refuses O_DIRECT", dir.path().display());
+            return;
+        }
+        assert!(file.reads_direct());
+        for b in series
+            .iter()
+            .flat_map(|s| &s.fields)
+            .flat_map(|f| &f.blocks)
+        {
+            let want = &image[b.offset as usize..(b.offset + b.len as u64) as usize];
+            assert_eq!(file.read_block_bytes(b).unwrap(), want);
+        }
+        // Spans that cross alignment edges and end at the end of the file.
+        let bytes: Vec<u8> = (0..3 * 4096 + 123u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let raw = dir.path().join("raw");
+        std::fs::write(&raw, &bytes).unwrap();
+        let direct = open_direct(&raw).unwrap();
+        let n = bytes.len();
+        for (offset, len) in [(0, 1), (4095, 2), (4096, 4096), (n - 5, 5), (1, n - 1)] {
+            let got = read_direct(&direct, offset as u64, len).unwrap();
+            assert_eq!(got, &bytes[offset..offset + len], "{offset}+{len}");
+        }
+        assert!(
+            read_direct(&direct, (n - 5) as u64, 6).is_err(),
+            "past the end"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!
 //! **Invariant:** only the owning core touches an engine (it is `!Send`).
 
+pub mod blocks;
 pub mod chunked;
 pub mod codec;
 pub mod file;
@@ -300,6 +301,9 @@ pub trait Engine {
     fn compaction_done(&mut self);
     /// Data files in use.
     fn file_count(&self) -> usize;
+
+    /// Reads data file blocks for queries through the core's `cache` from now on.
+    fn set_block_cache(&mut self, cache: std::rc::Rc<blocks::BlockCache>);
 }
 
 pub use storage::{CompactionJob, FileStats, FinishedCompaction, FlushImage, FlushTicket, Storage};

@@ -23,6 +23,7 @@
 //!
 //! **Invariant:** only the owning core touches an engine (it is `!Send`).
 
+use super::blocks::{BlockCache, Decoded};
 use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
 use super::head::Head;
 use super::manifest::{Manifest, TombstoneRecord};
@@ -35,6 +36,7 @@ use crate::base::LocalFuture;
 use crate::lineproto::{self, FieldType, ParsedBody, PointRef, Precision};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 /// A data file in use, with where each series of the shard's index is in it.
@@ -258,6 +260,19 @@ pub struct Storage {
     read_errors: std::cell::Cell<u64>,
     /// Blocks cursors read.
     block_reads: std::cell::Cell<u64>,
+    /// The core's cache of decoded blocks (`None`: blocks are decoded at every read).
+    block_cache: Option<Rc<BlockCache>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // A dropped partition's blocks are of no use to anyone.
+        if let Some(cache) = &self.block_cache {
+            for f in &self.files {
+                cache.forget_file(f.file.uid());
+            }
+        }
+    }
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -292,6 +307,30 @@ impl Storage {
             stats: FileStats::default(),
             read_errors: std::cell::Cell::new(0),
             block_reads: std::cell::Cell::new(0),
+            block_cache: None,
+        }
+    }
+
+    /// Reads blocks through `cache` from now on.
+    pub fn set_block_cache(&mut self, cache: Rc<BlockCache>) {
+        self.block_cache = Some(cache);
+    }
+
+    /// A block of `file` for a query: from the block cache, or read and decoded.
+    fn query_block(
+        &self,
+        file: &DataFile,
+        block: &file::BlockMeta,
+        field_type: FieldType,
+    ) -> Result<Rc<Decoded>, file::FileError> {
+        let read = || {
+            self.block_reads.set(self.block_reads.get() + 1);
+            file.read_block(block, field_type)
+                .map(|(times, column)| Decoded { times, column })
+        };
+        match &self.block_cache {
+            Some(cache) => cache.get_or_read((file.uid(), block.offset), read),
+            None => read().map(Rc::new),
         }
     }
 
@@ -691,6 +730,15 @@ impl Storage {
             file,
         );
         let inputs: HashSet<u64> = done.inputs.iter().copied().collect();
+        if let Some(cache) = &self.block_cache {
+            for f in self
+                .files
+                .iter()
+                .filter(|f| inputs.contains(&f.file.footer.number))
+            {
+                cache.forget_file(f.file.uid());
+            }
+        }
         self.files
             .retain(|f| !inputs.contains(&f.file.footer.number));
         self.files.insert(first, Loaded { file: data, by_sid });
@@ -810,8 +858,7 @@ impl Storage {
                     if have >= want {
                         break;
                     }
-                    self.block_reads.set(self.block_reads.get() + 1);
-                    let (t, v) = match f.file.read_block(b, field.field_type) {
+                    let block = match self.query_block(&f.file, b, field.field_type) {
                         Ok(x) => x,
                         Err(e) => {
                             self.read_errors.set(self.read_errors.get() + 1);
@@ -820,7 +867,7 @@ impl Storage {
                         }
                     };
                     let (mut bt, mut bv) = (Vec::new(), Vec::new());
-                    for (t, v) in t.into_iter().zip(v.into_values()) {
+                    for (i, &t) in block.times.iter().enumerate() {
                         if t < range.start_ns || t > range.end_ns {
                             continue;
                         }
@@ -828,7 +875,7 @@ impl Storage {
                             continue;
                         }
                         bt.push(t);
-                        bv.push(v);
+                        bv.push(block.column.value(i));
                     }
                     have += bt.len();
                     runs.push((bt, bv));
@@ -1340,5 +1387,9 @@ impl Engine for Storage {
 
     fn file_count(&self) -> usize {
         Storage::file_count(self)
+    }
+
+    fn set_block_cache(&mut self, cache: Rc<BlockCache>) {
+        Storage::set_block_cache(self, cache)
     }
 }
