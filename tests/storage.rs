@@ -439,9 +439,14 @@ fn last_and_first_read_one_block_per_field_from_the_files() {
     );
     assert_eq!(reads(&node) - before, 3);
     let before = reads(&node);
+    let r = node.query_on("db", "SELECT median(v) FROM m");
+    assert!(r.text().contains("2499.5"), "{}", r.text());
+    assert_eq!(reads(&node) - before, 15, "every block of v");
+    // max() compares whole blocks by their statistics and reads only the winner's.
+    let before = reads(&node);
     let r = node.query_on("db", "SELECT max(v) FROM m");
     assert!(r.text().contains("4999"), "{}", r.text());
-    assert_eq!(reads(&node) - before, 15, "every block of v");
+    assert_eq!(reads(&node) - before, 3, "one block per series");
     // A newer value in the head and an overwrite of the newest file value: still right.
     assert_eq!(
         node.write(
@@ -498,7 +503,8 @@ fn queries_read_blocks_through_a_bounded_cache() {
         vars["storage"]["values"][name].as_u64().unwrap()
     };
     // One host's last hour: a few blocks, read once, then found in the cache.
-    let q = "SELECT count(v), sum(v) FROM m WHERE host = 'h1' AND time >= 16000s";
+    // (median() reads every value: no block statistics answer it.)
+    let q = "SELECT count(v), median(v) FROM m WHERE host = 'h1' AND time >= 16000s";
     let first = node.query_on("db", q).text();
     assert!(first.contains("4001"), "{first}");
     let before = reads(&node);
@@ -508,10 +514,83 @@ fn queries_read_blocks_through_a_bounded_cache() {
     assert!(storage(&node, "blockCacheHits") > hits);
     // Everything (80,000 values, 1.3 MB decoded) goes through a cache of about 16 per core: evictions,
     // never more than the limit held, and every answer right.
-    let all = node.query_on("db", "SELECT count(v) FROM m").text();
+    let all = node
+        .query_on("db", "SELECT count(v), median(v) FROM m")
+        .text();
     assert!(all.contains("80000"), "{all}");
     assert!(storage(&node, "blockCacheEvictions") > 0);
     assert!(storage(&node, "blockCacheBytes") <= 2 * 270_000);
     assert_eq!(node.query_on("db", q).text(), first);
     node.kill();
+}
+
+/// count, sum, mean, min and max over data files answer whole blocks from their
+/// statistics: the same answers as over the head, bit for bit, with only the blocks
+/// that hold a min or max winner (or start a float sum's segment after another) read.
+#[test]
+fn aggregates_answer_whole_blocks_from_their_statistics() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    // No block cache (every read counts); flushed 3 s after the last write.
+    let config =
+        "cores = 2\n[storage]\ncache-snapshot-write-cold-ms = 3000\nblock-cache-bytes = 0\n";
+    let mut node = Node::start_with_config(&data, config);
+    node.create_database("db");
+    let mut body = String::new();
+    for h in 0..3i64 {
+        for i in 0..5000i64 {
+            // Repeated minima and maxima, float sums that round, a signed zero.
+            let v = match i % 7 {
+                0 => "-0".to_string(),
+                1 => "0.1".to_string(),
+                _ => format!("{}", (i * 37 + h) % 1000) + ".25",
+            };
+            body.push_str(&format!(
+                "m,host=h{h} v={v},w={}i,u={}u {}\n",
+                (i * 7919 + h) % 100_003 - 50_000,
+                i * 3 + h,
+                1_000_000_000 + i * 1_000_000_000i64
+            ));
+        }
+    }
+    assert_eq!(node.write("db=db", body.as_bytes()).status, 204);
+    let queries = [
+        "SELECT count(v), sum(w), sum(u), min(v), max(v), min(w), max(u) FROM m",
+        "SELECT count(v), sum(w), min(v), max(w) FROM m GROUP BY host",
+        "SELECT mean(v), mean(w), mean(u), sum(v) FROM m GROUP BY host",
+        "SELECT count(w), sum(w), mean(w), max(v), min(u) FROM m WHERE time >= 1500s AND time < 4800s GROUP BY time(1000s), host",
+        "SELECT count(v), min(v), max(w) FROM m GROUP BY time(2500s) ORDER BY time DESC",
+        "SELECT first(v), last(w), count(u) FROM m GROUP BY time(2000s), host",
+    ];
+    let in_head: Vec<String> = queries
+        .iter()
+        .map(|q| node.query_on("db", q).text())
+        .collect();
+    common::eventually(WAIT, "flushed", || flushed(&node));
+    let reads = |node: &Node| -> u64 {
+        node.debug_shards()
+            .iter()
+            .map(|s| s["block_reads"].as_u64().unwrap())
+            .sum()
+    };
+    for (q, want) in queries.iter().zip(&in_head) {
+        assert_eq!(&node.query_on("db", q).text(), want, "{q}");
+    }
+    // 3 series x 5 blocks per field: count and the integer sums read nothing; each
+    // min or max reads the one block holding its winner per series.
+    let before = reads(&node);
+    node.query_on(
+        "db",
+        "SELECT count(v), sum(w), sum(u), count(u) FROM m GROUP BY host",
+    );
+    assert_eq!(reads(&node) - before, 0);
+    let before = reads(&node);
+    node.query_on("db", "SELECT min(w), max(u) FROM m GROUP BY host");
+    assert!(reads(&node) - before <= 6, "read {}", reads(&node) - before);
+    // After a restart (indexes only in memory), still the same answers.
+    node.kill();
+    let node = Node::start_with_config(&data, config);
+    for (q, want) in queries.iter().zip(&in_head) {
+        assert_eq!(&node.query_on("db", q).text(), want, "{q} after a restart");
+    }
 }

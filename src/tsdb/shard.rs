@@ -9,6 +9,7 @@
 //! awaits durability before it acknowledges.
 
 use crate::lineproto::{self, ParsedBody, Precision};
+use crate::tsdb::engine::blocks::LazyBlock;
 use crate::tsdb::engine::wal::{WalConfig, WalError};
 use crate::tsdb::engine::{
     self, DeleteRecord, Durable, Engine, EngineError, ReadRange, RecoveryReport, Storage,
@@ -422,6 +423,7 @@ impl Shard {
             end_ns,
             fields: None,
             limit: None,
+            whole_blocks: false,
         };
         for id in ids {
             let key = self.index.series_key(id);
@@ -453,7 +455,9 @@ impl Shard {
     /// each field. Series with nothing in range are left out. `go_on` hears the number
     /// of values each series gave (0 for one the filter drops) and pauses or ends the
     /// scan by returning false; the number of ids done is returned (a later call goes
-    /// on from there).
+    /// on from there). With `aggregate`, every column goes through it with the data file
+    /// blocks it may answer from their statistics (see [`ReadRange::whole_blocks`]),
+    /// and what it returns is kept instead.
     #[allow(clippy::too_many_arguments)]
     pub fn scan_series(
         &mut self,
@@ -464,12 +468,14 @@ impl Shard {
         series_filter: impl Fn(&[u8]) -> bool,
         out: &mut Vec<SeriesData>,
         mut go_on: impl FnMut(usize) -> bool,
+        mut aggregate: Option<&mut dyn FnMut(ColumnData, Vec<LazyBlock>) -> Vec<ColumnData>>,
     ) -> usize {
         let range = ReadRange {
             start_ns,
             end_ns,
             fields,
             limit,
+            whole_blocks: aggregate.is_some(),
         };
         let mut done = 0;
         for &id in ids {
@@ -484,16 +490,21 @@ impl Shard {
                 }
                 continue;
             }
-            let columns: Vec<ColumnData> = self
-                .engine
-                .cursor(id, &range)
-                .map(|block| ColumnData {
+            let mut values = 0;
+            let mut columns: Vec<ColumnData> = Vec::new();
+            for block in self.engine.cursor(id, &range) {
+                values += block.times.len()
+                    + block.lazy.iter().map(|b| b.count() as usize).sum::<usize>();
+                let column = ColumnData {
                     field: String::from_utf8_lossy(&lineproto::unescape(&block.field)).into_owned(),
                     times: block.times,
                     values: block.values,
-                })
-                .collect();
-            let values = columns.iter().map(|c| c.times.len()).sum();
+                };
+                match aggregate.as_mut() {
+                    Some(aggregate) => columns.extend(aggregate(column, block.lazy)),
+                    None => columns.push(column),
+                }
+            }
             if !columns.is_empty() {
                 out.push(SeriesData {
                     key: String::from_utf8_lossy(key).into_owned(),

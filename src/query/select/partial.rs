@@ -8,7 +8,8 @@ use super::*;
 /// Functions the shards can pre-aggregate (see [`PartialSpec`]) and the kind each reads.
 pub(super) fn partial_kind(func: Function, field_type: &str) -> Option<PartialKind> {
     Some(match func {
-        Function::Count | Function::Sum => PartialKind::Sum,
+        Function::Count => PartialKind::Count,
+        Function::Sum => PartialKind::Sum,
         // A float field's own sum is already a float sum.
         Function::Mean if field_type == "float" => PartialKind::Sum,
         Function::Mean => PartialKind::FloatSum,

@@ -98,7 +98,7 @@ pub(super) async fn reduce(
         .iter()
         .map(|s| {
             let (field, kind) = s.split_once('\u{0}')?;
-            matches!(kind, "sum" | "fsum")
+            matches!(kind, "count" | "sum" | "fsum")
                 .then(|| data.slots.iter().position(|w| *w == weight_column(field)))
                 .flatten()
         })

@@ -14,8 +14,10 @@
 //! **Invariant:** `bytes` is the sum of the entries' sizes, and every entry has
 //! exactly one place in `order` (its last use).
 
-use super::file::Column;
-use std::cell::RefCell;
+use super::file::{BlockMeta, Column, DataFile, FileError, Stats};
+use super::Value;
+use crate::lineproto::FieldType;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,117 @@ pub struct BlockCacheCounters {
     pub evictions: AtomicU64,
     /// Bytes held now by every core's cache.
     pub bytes: AtomicU64,
+}
+
+/// Blocks read (decoded) and failed reads of one partition, shared with its
+/// [`LazyBlock`]s.
+#[derive(Debug, Default)]
+pub struct ReadCounts {
+    pub reads: Cell<u64>,
+    pub errors: Cell<u64>,
+}
+
+/// A data file block a read may answer from its statistics (count, sum, min, max)
+/// without decoding it, and decode when it cannot: see
+/// [`super::ReadRange::whole_blocks`] for when a cursor returns one.
+#[derive(Clone)]
+pub struct LazyBlock {
+    file: Rc<DataFile>,
+    pub meta: BlockMeta,
+    pub field_type: FieldType,
+    cache: Option<Rc<BlockCache>>,
+    counts: Rc<ReadCounts>,
+}
+
+impl std::fmt::Debug for LazyBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyBlock")
+            .field("file", &self.file.path)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl LazyBlock {
+    pub fn new(
+        file: Rc<DataFile>,
+        meta: BlockMeta,
+        field_type: FieldType,
+        cache: Option<Rc<BlockCache>>,
+        counts: Rc<ReadCounts>,
+    ) -> LazyBlock {
+        LazyBlock {
+            file,
+            meta,
+            field_type,
+            cache,
+            counts,
+        }
+    }
+
+    /// Reads the block (through the cache when there is one).
+    pub fn decode(&self) -> Result<Rc<Decoded>, FileError> {
+        read_block(
+            &self.file,
+            &self.meta,
+            self.field_type,
+            self.cache.as_deref(),
+            &self.counts,
+        )
+    }
+
+    /// The block's times and values; none when it does not read (logged and counted,
+    /// as a cursor leaves such a block out).
+    pub fn values(&self) -> (Vec<i64>, Vec<Value>) {
+        match self.decode() {
+            Ok(d) => (
+                d.times.clone(),
+                (0..d.times.len()).map(|i| d.column.value(i)).collect(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "a data file block does not read; its values are left out");
+                (Vec::new(), Vec::new())
+            }
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.meta.count as u64
+    }
+
+    /// The smallest and largest value (`None` for a type without statistics).
+    pub fn min_max(&self) -> Option<(Value, Value)> {
+        match self.meta.stats {
+            Stats::Float { min, max, .. } => Some((Value::Float(min), Value::Float(max))),
+            Stats::Integer { min, max, .. } => Some((Value::Integer(min), Value::Integer(max))),
+            Stats::Unsigned { min, max, .. } => Some((Value::Unsigned(min), Value::Unsigned(max))),
+            Stats::None => None,
+        }
+    }
+}
+
+/// Reads and decodes `meta` of `file`, through `cache` when given; counts the read
+/// (and a failure) in `counts`.
+pub fn read_block(
+    file: &DataFile,
+    meta: &BlockMeta,
+    field_type: FieldType,
+    cache: Option<&BlockCache>,
+    counts: &ReadCounts,
+) -> Result<Rc<Decoded>, FileError> {
+    let read = || {
+        counts.reads.set(counts.reads.get() + 1);
+        file.read_block(meta, field_type)
+            .map(|(times, column)| Decoded { times, column })
+    };
+    let got = match cache {
+        Some(cache) => cache.get_or_read((file.uid(), meta.offset), read),
+        None => read().map(Rc::new),
+    };
+    if got.is_err() {
+        counts.errors.set(counts.errors.get() + 1);
+    }
+    got
 }
 
 #[derive(Default)]

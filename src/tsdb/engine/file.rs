@@ -152,10 +152,13 @@ impl Column {
         match self {
             Column::Float(v) => {
                 let v = &v[from..to];
+                // In the order reads compare floats (total: -0.0 < 0.0), and the sum
+                // as a read adds the values, oldest first from 0.0 (aggregates use
+                // it in place of the values).
                 Stats::Float {
-                    min: v.iter().copied().fold(f64::INFINITY, f64::min),
-                    max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    sum: v.iter().sum(),
+                    min: v.iter().copied().min_by(f64::total_cmp).unwrap_or(0.0),
+                    max: v.iter().copied().max_by(f64::total_cmp).unwrap_or(0.0),
+                    sum: v.iter().fold(0.0, |a, &x| a + x),
                 }
             }
             Column::Integer(v) => {

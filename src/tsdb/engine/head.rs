@@ -175,6 +175,7 @@ impl Column {
             field: std::borrow::Cow::Borrowed(&self.name),
             times: self.timestamps.range(from, to).copied().collect(),
             values: self.values_in(from, to),
+            lazy: Vec::new(),
         })
     }
 }
@@ -476,6 +477,7 @@ mod tests {
             end_ns: i64::MAX,
             fields: None,
             limit: None,
+            whole_blocks: false,
         };
         head.cursor(sid, &range)
             .map(|b| (b.field.to_vec(), b.times, b.values))
@@ -543,6 +545,7 @@ mod tests {
             end_ns: 30,
             fields: Some(&fields),
             limit: Some((1, true)),
+            whole_blocks: false,
         };
         let blocks: Vec<_> = head
             .cursor(0, &range)

@@ -170,6 +170,12 @@ pub struct ReadRange<'a> {
     pub end_ns: i64,
     pub fields: Option<&'a [Vec<u8>]>,
     pub limit: Option<(usize, bool)>,
+    /// A data file block of a numeric field that lies wholly in the range and that no
+    /// other source (another file, a head) overlaps in time and no tombstone touches
+    /// comes back unread, as a [`blocks::LazyBlock`] in [`Block::lazy`]: its
+    /// statistics are exactly its values' (an aggregate reads them, or decodes it).
+    /// Without a limit only.
+    pub whole_blocks: bool,
 }
 
 /// Values of one field of a series, oldest first, one per timestamp (last write wins).
@@ -179,6 +185,9 @@ pub struct Block<'a> {
     pub field: Cow<'a, [u8]>,
     pub times: Vec<i64>,
     pub values: Vec<Value>,
+    /// Blocks not read (see [`ReadRange::whole_blocks`]), oldest first; no time of
+    /// `times` falls in one of them.
+    pub lazy: Vec<blocks::LazyBlock>,
 }
 
 /// A cursor over a series' values in a time range: its blocks, field by field (a

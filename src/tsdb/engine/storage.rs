@@ -23,7 +23,7 @@
 //!
 //! **Invariant:** only the owning core touches an engine (it is `!Send`).
 
-use super::blocks::{BlockCache, Decoded};
+use super::blocks::{read_block, BlockCache, Decoded, LazyBlock, ReadCounts};
 use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
 use super::head::Head;
 use super::manifest::{Manifest, TombstoneRecord};
@@ -41,7 +41,7 @@ use std::time::Instant;
 
 /// A data file in use, with where each series of the shard's index is in it.
 struct Loaded {
-    file: DataFile,
+    file: Rc<DataFile>,
     by_sid: HashMap<SeriesId, u32>,
 }
 
@@ -256,10 +256,8 @@ pub struct Storage {
     logged: bool,
     last_write: Instant,
     stats: FileStats,
-    /// Block read failures seen by cursors (they cannot return errors).
-    read_errors: std::cell::Cell<u64>,
-    /// Blocks cursors read.
-    block_reads: std::cell::Cell<u64>,
+    /// Blocks cursors read, and the reads that failed (cursors cannot return errors).
+    reads: Rc<ReadCounts>,
     /// The core's cache of decoded blocks (`None`: blocks are decoded at every read).
     block_cache: Option<Rc<BlockCache>>,
 }
@@ -305,8 +303,7 @@ impl Storage {
             logged: false,
             last_write: Instant::now(),
             stats: FileStats::default(),
-            read_errors: std::cell::Cell::new(0),
-            block_reads: std::cell::Cell::new(0),
+            reads: Rc::default(),
             block_cache: None,
         }
     }
@@ -323,15 +320,13 @@ impl Storage {
         block: &file::BlockMeta,
         field_type: FieldType,
     ) -> Result<Rc<Decoded>, file::FileError> {
-        let read = || {
-            self.block_reads.set(self.block_reads.get() + 1);
-            file.read_block(block, field_type)
-                .map(|(times, column)| Decoded { times, column })
-        };
-        match &self.block_cache {
-            Some(cache) => cache.get_or_read((file.uid(), block.offset), read),
-            None => read().map(Rc::new),
-        }
+        read_block(
+            file,
+            block,
+            field_type,
+            self.block_cache.as_deref(),
+            &self.reads,
+        )
     }
 
     /// Opens the engine in partition directory `dir`: the manifest's files (series
@@ -357,7 +352,10 @@ impl Storage {
                 Ok(f) => {
                     let by_sid = register_series(&f.series, index);
                     engine.next_file = engine.next_file.max(number + 1);
-                    engine.files.push(Loaded { file: f, by_sid });
+                    engine.files.push(Loaded {
+                        file: Rc::new(f),
+                        by_sid,
+                    });
                 }
                 Err(e) => {
                     engine.stats.bad_files += 1;
@@ -563,7 +561,10 @@ impl Storage {
         self.frozen.drain(..image.heads.min(self.frozen.len()));
         self.in_flight.clear();
         self.wal_boundary = self.wal_boundary.max(footer.wal_boundary);
-        self.files.push(Loaded { file: data, by_sid });
+        self.files.push(Loaded {
+            file: Rc::new(data),
+            by_sid,
+        });
         self.stats.flushes += 1;
         self.stats.files = self.files.len() as u64;
         self.manifest()
@@ -658,7 +659,7 @@ impl Storage {
                         let (t, v) = match f.file.read_block(b, field.field_type) {
                             Ok(x) => x,
                             Err(e) => {
-                                self.read_errors.set(self.read_errors.get() + 1);
+                                self.reads.errors.set(self.reads.errors.get() + 1);
                                 tracing::error!(error = %e, "a data file block does not read; the compaction leaves its values out");
                                 continue;
                             }
@@ -741,7 +742,13 @@ impl Storage {
         }
         self.files
             .retain(|f| !inputs.contains(&f.file.footer.number));
-        self.files.insert(first, Loaded { file: data, by_sid });
+        self.files.insert(
+            first,
+            Loaded {
+                file: Rc::new(data),
+                by_sid,
+            },
+        );
         let files = &self.files;
         self.tombstones.retain(|t| {
             files
@@ -787,8 +794,8 @@ impl Storage {
         FileStats {
             file_bytes: self.files.iter().map(|f| f.file.size).sum(),
             file_values: self.files.iter().map(|f| f.file.values()).sum(),
-            block_read_errors: self.read_errors.get(),
-            block_reads: self.block_reads.get(),
+            block_read_errors: self.reads.errors.get(),
+            block_reads: self.reads.reads.get(),
             ..self.stats
         }
     }
@@ -799,7 +806,14 @@ impl Storage {
     /// field cannot reach the n newest (oldest) of what is already in `out` (the heads
     /// first) is not read: "the latest value" of a series whose newest values are in
     /// the head reads no file at all.
-    fn file_sources(&self, sid: SeriesId, range: &ReadRange<'_>, out: &mut Vec<TaggedSources>) {
+    fn file_sources(
+        &self,
+        sid: SeriesId,
+        range: &ReadRange<'_>,
+        out: &mut Vec<TaggedSources>,
+        lazy: &mut Vec<(Box<[u8]>, Vec<LazyBlock>)>,
+    ) {
+        let whole_blocks = range.whole_blocks && range.limit.is_none();
         let order: Box<dyn Iterator<Item = (usize, &Loaded)>> = match range.limit {
             Some((_, true)) => Box::new(self.files.iter().enumerate().rev()),
             _ => Box::new(self.files.iter().enumerate()),
@@ -849,6 +863,23 @@ impl Storage {
                 let want = range.limit.map_or(usize::MAX, |(n, _)| n);
                 let mut runs: Vec<Source> = Vec::new();
                 let mut have = 0usize;
+                let numeric = matches!(
+                    field.field_type,
+                    FieldType::Float | FieldType::Integer | FieldType::Unsigned
+                );
+                let others = if whole_blocks && numeric {
+                    self.other_files_blocks(sid, place, &field.name)
+                } else {
+                    Vec::new()
+                };
+                let head_times: Vec<&[i64]> = out
+                    .iter()
+                    .filter(|(name, _)| whole_blocks && *name == field.name)
+                    .flat_map(|(_, sources)| sources)
+                    .filter(|(p, _)| *p >= self.files.len())
+                    .map(|(_, (t, _))| &t[..])
+                    .collect();
+                let mut unread: Vec<LazyBlock> = Vec::new();
                 let order: Box<dyn Iterator<Item = &&file::BlockMeta>> = if newest {
                     Box::new(in_range.iter().rev())
                 } else {
@@ -858,10 +889,35 @@ impl Storage {
                     if have >= want {
                         break;
                     }
+                    let overlaps = |lo: i64, hi: i64| lo <= b.max_ns && hi >= b.min_ns;
+                    if whole_blocks
+                        && numeric
+                        && b.min_ns >= range.start_ns
+                        && b.max_ns <= range.end_ns
+                        && !tombs
+                            .iter()
+                            .any(|t| overlaps(t.record.start_ns, t.record.end_ns))
+                        && !others.iter().any(|blocks| {
+                            let k = blocks.partition_point(|x| x.max_ns < b.min_ns);
+                            blocks.get(k).is_some_and(|x| x.min_ns <= b.max_ns)
+                        })
+                        && !head_times.iter().any(|t| {
+                            let k = t.partition_point(|&x| x < b.min_ns);
+                            t.get(k).is_some_and(|&x| x <= b.max_ns)
+                        })
+                    {
+                        unread.push(LazyBlock::new(
+                            f.file.clone(),
+                            (*b).clone(),
+                            field.field_type,
+                            self.block_cache.clone(),
+                            self.reads.clone(),
+                        ));
+                        continue;
+                    }
                     let block = match self.query_block(&f.file, b, field.field_type) {
                         Ok(x) => x,
                         Err(e) => {
-                            self.read_errors.set(self.read_errors.get() + 1);
                             tracing::error!(error = %e, "a data file block does not read; its values are left out");
                             continue;
                         }
@@ -888,6 +944,12 @@ impl Storage {
                     times.extend(t);
                     values.extend(v);
                 }
+                if !unread.is_empty() {
+                    match lazy.iter_mut().find(|(n, _)| *n == field.name) {
+                        Some((_, blocks)) => blocks.extend(unread),
+                        None => lazy.push((field.name.clone(), unread)),
+                    }
+                }
                 if times.is_empty() {
                     continue;
                 }
@@ -897,6 +959,30 @@ impl Storage {
                 }
             }
         }
+    }
+}
+
+impl Storage {
+    /// The blocks of `sid`'s field `name` in every file but the one at `place`.
+    fn other_files_blocks(
+        &self,
+        sid: SeriesId,
+        place: usize,
+        name: &[u8],
+    ) -> Vec<&[file::BlockMeta]> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != place)
+            .filter_map(|(_, f)| {
+                let at = *f.by_sid.get(&sid)?;
+                let field = f.file.series[at as usize]
+                    .fields
+                    .iter()
+                    .find(|x| *x.name == *name)?;
+                Some(&field.blocks[..])
+            })
+            .collect()
     }
 }
 
@@ -1222,35 +1308,52 @@ impl Engine for Storage {
                 }
             }
         }
-        self.file_sources(sid, range, &mut tagged);
-        let fields: Vec<FieldSources> = tagged
+        let mut lazy: Vec<(Box<[u8]>, Vec<LazyBlock>)> = Vec::new();
+        self.file_sources(sid, range, &mut tagged, &mut lazy);
+        for (name, _) in &lazy {
+            if !tagged.iter().any(|(n, _)| n == name) {
+                tagged.push((name.clone(), Vec::new()));
+            }
+        }
+        let fields: Vec<(FieldSources, Vec<LazyBlock>)> = tagged
             .into_iter()
             .map(|(name, mut sources)| {
                 sources.sort_by_key(|s| s.0);
-                (name, sources.into_iter().map(|s| s.1).collect())
+                let mut unread = lazy
+                    .iter_mut()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, blocks)| std::mem::take(blocks))
+                    .unwrap_or_default();
+                unread.sort_by_key(|b| b.meta.min_ns);
+                ((name, sources.into_iter().map(|s| s.1).collect()), unread)
             })
             .collect();
         let limit = range.limit;
-        Box::new(fields.into_iter().filter_map(move |(name, sources)| {
-            let (mut times, mut values) = merge_sources(sources);
-            match limit {
-                Some((n, true)) if times.len() > n => {
-                    let cut = times.len() - n;
-                    times.drain(..cut);
-                    values.drain(..cut);
-                }
-                Some((n, false)) => {
-                    times.truncate(n);
-                    values.truncate(n);
-                }
-                _ => {}
-            }
-            (!times.is_empty()).then(|| Block {
-                field: std::borrow::Cow::Owned(name.into_vec()),
-                times,
-                values,
-            })
-        }))
+        Box::new(
+            fields
+                .into_iter()
+                .filter_map(move |((name, sources), lazy)| {
+                    let (mut times, mut values) = merge_sources(sources);
+                    match limit {
+                        Some((n, true)) if times.len() > n => {
+                            let cut = times.len() - n;
+                            times.drain(..cut);
+                            values.drain(..cut);
+                        }
+                        Some((n, false)) => {
+                            times.truncate(n);
+                            values.truncate(n);
+                        }
+                        _ => {}
+                    }
+                    (!times.is_empty() || !lazy.is_empty()).then(|| Block {
+                        field: std::borrow::Cow::Owned(name.into_vec()),
+                        times,
+                        values,
+                        lazy,
+                    })
+                }),
+        )
     }
 
     fn tidy(&mut self, go_on: &mut dyn FnMut(usize) -> bool) -> bool {
@@ -1273,6 +1376,7 @@ impl Engine for Storage {
             end_ns: i64::MAX,
             fields: None,
             limit: None,
+            whole_blocks: false,
         };
         sids.into_iter()
             .map(|sid| {

@@ -4,9 +4,13 @@
 //! cluster service's MapShard for shards only other nodes own — and both are plain
 //! serde values so they cross either boundary the same way.
 
+use crate::influxql::value::Val;
 use crate::lineproto::{self, FieldType};
+use crate::tsdb::engine::blocks::LazyBlock;
+use crate::tsdb::engine::file::Stats;
 use crate::tsdb::read::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
+use crate::tsdb::shard::Value;
 use crate::tsdb::store::{PartitionKey, Store};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -87,7 +91,9 @@ pub struct PartialSpec {
 /// One kind of partial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PartialKind {
-    /// Sum in the field's own type (integers wrap) and the count: sum() and count().
+    /// The count alone (its value is the count too): count().
+    Count,
+    /// Sum in the field's own type (integers wrap) and the count: sum().
     Sum,
     /// Sum as floats and the count: mean().
     FloatSum,
@@ -100,6 +106,7 @@ pub enum PartialKind {
 impl PartialKind {
     fn tag(self) -> &'static str {
         match self {
+            PartialKind::Count => "count",
             PartialKind::Sum => "sum",
             PartialKind::FloatSum => "fsum",
             PartialKind::Min => "min",
@@ -111,7 +118,10 @@ impl PartialKind {
 
     /// Whether entries of this kind carry a point count (in the weight column).
     pub fn weighted(self) -> bool {
-        matches!(self, PartialKind::Sum | PartialKind::FloatSum)
+        matches!(
+            self,
+            PartialKind::Count | PartialKind::Sum | PartialKind::FloatSum
+        )
     }
 }
 
@@ -127,15 +137,24 @@ pub fn weight_column(field: &str) -> String {
 }
 
 /// Replaces a scanned column by its partials per [`PartialSpec`] (`shard`: this
-/// shard's `[start, end)`).
+/// shard's `[start, end)`); `unread` are data file blocks of the column the cursor did
+/// not read (see [`crate::tsdb::engine::ReadRange::whole_blocks`]): one that lies in a
+/// segment a partial stands for is answered from its statistics where they give
+/// exactly what adding its values would (count; integer sums; a float sum that starts
+/// the segment, as its values are added from 0.0 oldest first; min and max, reading
+/// only the block that holds the winner for its time; first and last read one block),
+/// every other one is read.
 fn partial_columns(
     column: crate::tsdb::shard::ColumnData,
+    unread: Vec<LazyBlock>,
     kinds: &[PartialKind],
     spec: &PartialSpec,
     shard: (i64, i64),
 ) -> Vec<crate::tsdb::shard::ColumnData> {
-    use crate::influxql::value::Val;
-    use crate::tsdb::shard::{ColumnData, Value};
+    use crate::tsdb::shard::ColumnData;
+    if kinds.is_empty() {
+        return Vec::new();
+    }
     let field = column.field.clone();
     let mut out: Vec<ColumnData> = kinds
         .iter()
@@ -150,30 +169,22 @@ fn partial_columns(
         times: Vec::new(),
         values: Vec::new(),
     };
-    let numeric = |v: &Value| matches!(v, Value::Float(_) | Value::Integer(_) | Value::Unsigned(_));
-    let times = &column.times;
-    let values = &column.values;
-    // `every` 0: no GROUP BY time, one window spanning everything.
+    // `every` 0: no GROUP BY time, one window spanning everything. A segment: its
+    // first time, last time, and whether a partial may stand for it (see below).
     let segment_of = |t: i64| {
         let window = if spec.every > 0 {
             crate::base::time::window_start(t, spec.every, spec.offset)
         } else {
             i64::MIN
         };
-        (window, crate::base::time::go_truncate(t, spec.group_ns))
-    };
-    let mut i = 0;
-    while i < times.len() {
-        let (window, group) = segment_of(times[i]);
-        // The segment ends at the next window or group edge, whichever comes first:
-        // one binary search instead of a division per point.
+        let group = crate::base::time::go_truncate(t, spec.group_ns);
+        // The segment ends at the next window or group edge, whichever comes first.
         let window_end = if spec.every > 0 {
             window.saturating_add(spec.every)
         } else {
             i64::MAX
         };
         let edge = window_end.min(group.saturating_add(spec.group_ns));
-        let j = i + times[i..].partition_point(|&t| t < edge);
         let lo = window.max(group);
         let hi = edge.saturating_sub(1);
         // The coordinator adds a segment's values in order (oldest first, or newest
@@ -185,8 +196,41 @@ fn partial_columns(
         } else {
             lo >= shard.0 || shard.0 <= spec.first_shard_start
         };
+        (edge, hi, first_part)
+    };
+    // Blocks across a segment edge, or in a segment sent raw, are read.
+    let (blocks, read): (Vec<LazyBlock>, Vec<LazyBlock>) = unread.into_iter().partition(|b| {
+        let (_, hi, first_part) = segment_of(b.meta.min_ns);
+        first_part && b.meta.max_ns <= hi
+    });
+    let (times, values) = if read.is_empty() {
+        (column.times, column.values)
+    } else {
+        let mut all: Vec<(i64, Value)> = column.times.into_iter().zip(column.values).collect();
+        for b in &read {
+            let (t, v) = b.values();
+            all.extend(t.into_iter().zip(v));
+        }
+        // Disjoint sources: one value per time.
+        all.sort_by_key(|p| p.0);
+        all.into_iter().unzip()
+    };
+    let numeric = |v: &Value| matches!(v, Value::Float(_) | Value::Integer(_) | Value::Unsigned(_));
+    let (mut i, mut l) = (0, 0);
+    while i < times.len() || l < blocks.len() {
+        let t0 = match (times.get(i), blocks.get(l)) {
+            (Some(&t), Some(b)) => t.min(b.meta.min_ns),
+            (Some(&t), None) => t,
+            (None, Some(b)) => b.meta.min_ns,
+            (None, None) => unreachable!("loop condition"),
+        };
+        let (edge, _, first_part) = segment_of(t0);
+        // One binary search instead of a division per point.
+        let j = i + times[i..].partition_point(|&t| t < edge);
+        let m = l + blocks[l..].partition_point(|b| b.meta.min_ns < edge);
         let whole = first_part && values[i..j].iter().all(numeric);
         if !whole {
+            // (Blocks only lie in segments a partial stands for.)
             for k in i..j {
                 for col in &mut out {
                     col.times.push(times[k]);
@@ -196,71 +240,18 @@ fn partial_columns(
             i = j;
             continue;
         }
-        let order: Vec<usize> = if spec.desc {
-            (i..j).rev().collect()
-        } else {
-            (i..j).collect()
-        };
-        for (kind, col) in kinds.iter().zip(out.iter_mut()) {
-            let (t, v) = match kind {
-                PartialKind::Sum => (
-                    times[i],
-                    match &values[i] {
-                        Value::Integer(_) => {
-                            Value::Integer(order.iter().fold(0i64, |s, &k| match values[k] {
-                                Value::Integer(x) => s.wrapping_add(x),
-                                _ => s,
-                            }))
-                        }
-                        Value::Unsigned(_) => {
-                            Value::Unsigned(order.iter().fold(0u64, |s, &k| match values[k] {
-                                Value::Unsigned(x) => s.wrapping_add(x),
-                                _ => s,
-                            }))
-                        }
-                        _ => Value::Float(order.iter().fold(0.0, |s, &k| {
-                            s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
-                        })),
-                    },
-                ),
-                PartialKind::FloatSum => (
-                    times[i],
-                    Value::Float(order.iter().fold(0.0, |s, &k| {
-                        s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
-                    })),
-                ),
-                // The coordinator's tie-breaks: min/max keep the earliest of equal
-                // values; first/last are unique within one series.
-                PartialKind::Min | PartialKind::Max => {
-                    let want = if *kind == PartialKind::Min {
-                        std::cmp::Ordering::Less
-                    } else {
-                        std::cmp::Ordering::Greater
-                    };
-                    let mut best = i;
-                    for k in i + 1..j {
-                        // Val::cmp_total's order; floats (the common case) directly.
-                        let order = match (&values[k], &values[best]) {
-                            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-                            (a, b) => Val::from(a).cmp_total(&Val::from(b)),
-                        };
-                        if order == want {
-                            best = k;
-                        }
-                    }
-                    (times[best], values[best].clone())
-                }
-                PartialKind::First => (times[i], values[i].clone()),
-                PartialKind::Last => (times[j - 1], values[j - 1].clone()),
-            };
+        let segment = Segment::new(&times[i..j], &values[i..j], &blocks[l..m]);
+        for (&kind, col) in kinds.iter().zip(out.iter_mut()) {
+            let (t, v) = segment.partial(kind, spec.desc);
             col.times.push(t);
             col.values.push(v);
         }
         if kinds.iter().any(|k| k.weighted()) {
-            weights.times.push(times[i]);
-            weights.values.push(Value::Integer((j - i) as i64));
+            weights.times.push(segment.first_time());
+            weights.values.push(Value::Integer(segment.count() as i64));
         }
         i = j;
+        l = m;
     }
     // Every entry lies inside its segment and segments come in time order: each
     // column stays sorted by time.
@@ -269,6 +260,336 @@ fn partial_columns(
         out.push(weights);
     }
     out
+}
+
+/// A run of one segment: raw points (a range of the segment's) or an unread block.
+#[derive(Clone, Copy)]
+enum Run<'a> {
+    Points(usize, usize),
+    Block(&'a LazyBlock),
+}
+
+/// One segment of a column: its raw points and unread blocks (disjoint), as runs in
+/// time order.
+struct Segment<'a> {
+    times: &'a [i64],
+    values: &'a [Value],
+    runs: Vec<Run<'a>>,
+}
+
+impl<'a> Segment<'a> {
+    fn new(times: &'a [i64], values: &'a [Value], blocks: &'a [LazyBlock]) -> Segment<'a> {
+        let mut runs = Vec::with_capacity(2 * blocks.len() + 1);
+        let mut at = 0;
+        for b in blocks {
+            let to = at + times[at..].partition_point(|&t| t < b.meta.min_ns);
+            if to > at {
+                runs.push(Run::Points(at, to));
+            }
+            runs.push(Run::Block(b));
+            at = to;
+        }
+        if at < times.len() {
+            runs.push(Run::Points(at, times.len()));
+        }
+        Segment {
+            times,
+            values,
+            runs,
+        }
+    }
+
+    fn first_time(&self) -> i64 {
+        match self.runs[0] {
+            Run::Points(a, _) => self.times[a],
+            Run::Block(b) => b.meta.min_ns,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.runs
+            .iter()
+            .map(|r| match r {
+                Run::Points(a, b) => (b - a) as u64,
+                Run::Block(b) => b.count(),
+            })
+            .sum()
+    }
+
+    /// Every value of the segment (its blocks read), in time order.
+    fn expanded(&self) -> (Vec<i64>, Vec<Value>) {
+        let (mut times, mut values) = (Vec::new(), Vec::new());
+        for run in &self.runs {
+            match *run {
+                Run::Points(a, b) => {
+                    times.extend_from_slice(&self.times[a..b]);
+                    values.extend_from_slice(&self.values[a..b]);
+                }
+                Run::Block(b) => {
+                    let (t, v) = b.values();
+                    times.extend(t);
+                    values.extend(v);
+                }
+            }
+        }
+        (times, values)
+    }
+
+    /// The segment's partial of `kind`: (time, value).
+    fn partial(&self, kind: PartialKind, desc: bool) -> (i64, Value) {
+        let blocks = self.runs.iter().any(|r| matches!(r, Run::Block(_)));
+        if !blocks {
+            return point_partial(kind, self.times, self.values, desc);
+        }
+        let ty = self.runs.iter().find_map(|r| match r {
+            Run::Block(b) => Some(b.field_type),
+            Run::Points(..) => None,
+        });
+        let from_stats = match (kind, ty) {
+            (PartialKind::Sum, Some(t @ (FieldType::Integer | FieldType::Unsigned))) => {
+                self.int_sum(t)
+            }
+            (PartialKind::Sum | PartialKind::FloatSum, Some(FieldType::Float)) if !desc => {
+                self.float_sum()
+            }
+            (PartialKind::FloatSum, Some(FieldType::Integer | FieldType::Unsigned)) => {
+                self.exact_float_sum()
+            }
+            (PartialKind::Count, _) => {
+                Some((self.first_time(), Value::Integer(self.count() as i64)))
+            }
+            (PartialKind::Min, _) => self.selector(std::cmp::Ordering::Less),
+            (PartialKind::Max, _) => self.selector(std::cmp::Ordering::Greater),
+            (PartialKind::First, _) => self.edge(true),
+            (PartialKind::Last, _) => self.edge(false),
+            _ => None,
+        };
+        from_stats.unwrap_or_else(|| {
+            let (times, values) = self.expanded();
+            point_partial(kind, &times, &values, desc)
+        })
+    }
+
+    /// Sum of an integer (or unsigned, `ty`) field: wrapping, in any order.
+    fn int_sum(&self, ty: FieldType) -> Option<(i64, Value)> {
+        let (mut int, mut uint) = (0i64, 0u64);
+        for run in &self.runs {
+            match *run {
+                Run::Points(a, b) => {
+                    for v in &self.values[a..b] {
+                        match v {
+                            Value::Integer(x) => int = int.wrapping_add(*x),
+                            Value::Unsigned(x) => uint = uint.wrapping_add(*x),
+                            _ => return None,
+                        }
+                    }
+                }
+                Run::Block(b) => match b.meta.stats {
+                    Stats::Integer { sum, .. } => int = int.wrapping_add(sum),
+                    Stats::Unsigned { sum, .. } => uint = uint.wrapping_add(sum),
+                    _ => return None,
+                },
+            }
+        }
+        let value = match ty {
+            FieldType::Unsigned => Value::Unsigned(uint),
+            _ => Value::Integer(int),
+        };
+        Some((self.first_time(), value))
+    }
+
+    /// Sum of a float field, oldest first from 0.0: the first run's block sum stands
+    /// for its values (the same additions); later blocks are read.
+    fn float_sum(&self) -> Option<(i64, Value)> {
+        let mut sum = 0.0f64;
+        for (k, run) in self.runs.iter().enumerate() {
+            match *run {
+                Run::Points(a, b) => {
+                    for v in &self.values[a..b] {
+                        let Value::Float(x) = v else { return None };
+                        sum += x;
+                    }
+                }
+                Run::Block(b) => match (k, b.meta.stats) {
+                    (0, Stats::Float { sum: s, .. }) => sum = s,
+                    _ => {
+                        for v in b.values().1 {
+                            let Value::Float(x) = v else { return None };
+                            sum += x;
+                        }
+                    }
+                },
+            }
+        }
+        Some((self.first_time(), Value::Float(sum)))
+    }
+
+    /// The float sum of an integer (or unsigned) field when every partial sum is an
+    /// integer a float holds exactly (|value| x count <= 2^53): then adding as floats
+    /// in any order gives the exact sum.
+    fn exact_float_sum(&self) -> Option<(i64, Value)> {
+        const EXACT: u128 = 1 << 53;
+        let (mut sum, mut bound, mut count) = (0i128, 0u128, 0u128);
+        for run in &self.runs {
+            match *run {
+                Run::Points(a, b) => {
+                    for v in &self.values[a..b] {
+                        let x = match v {
+                            Value::Integer(x) => *x as i128,
+                            Value::Unsigned(x) => *x as i128,
+                            _ => return None,
+                        };
+                        sum += x;
+                        bound = bound.max(x.unsigned_abs());
+                        count += 1;
+                    }
+                }
+                Run::Block(b) => {
+                    let (min, max, s) = match b.meta.stats {
+                        Stats::Integer { min, max, sum } => (min as i128, max as i128, sum as i128),
+                        Stats::Unsigned { min, max, sum } => {
+                            (min as i128, max as i128, sum as i128)
+                        }
+                        _ => return None,
+                    };
+                    bound = bound.max(min.unsigned_abs()).max(max.unsigned_abs());
+                    count += b.count() as u128;
+                    // Within the bound checked below, the block's sum did not wrap.
+                    sum += s;
+                }
+            }
+        }
+        (bound.saturating_mul(count) <= EXACT)
+            .then(|| (self.first_time(), Value::Float(sum as f64)))
+    }
+
+    /// Min (`want` Less) or max: the earliest point holding the smallest (largest)
+    /// value, blocks compared by their statistics and only the winner read.
+    fn selector(&self, want: std::cmp::Ordering) -> Option<(i64, Value)> {
+        let order = |a: &Value, b: &Value| match (a, b) {
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (a, b) => Val::from(a).cmp_total(&Val::from(b)),
+        };
+        // (value, point index or the block)
+        let mut best: Option<(Value, Result<usize, &LazyBlock>)> = None;
+        for run in &self.runs {
+            match *run {
+                Run::Points(a, b) => {
+                    for k in a..b {
+                        if best
+                            .as_ref()
+                            .is_none_or(|(v, _)| order(&self.values[k], v) == want)
+                        {
+                            best = Some((self.values[k].clone(), Ok(k)));
+                        }
+                    }
+                }
+                Run::Block(b) => {
+                    let (min, max) = b.min_max()?;
+                    let v = if want == std::cmp::Ordering::Less {
+                        min
+                    } else {
+                        max
+                    };
+                    if best.as_ref().is_none_or(|(x, _)| order(&v, x) == want) {
+                        best = Some((v, Err(b)));
+                    }
+                }
+            }
+        }
+        match best? {
+            (v, Ok(k)) => Some((self.times[k], v)),
+            (v, Err(b)) => {
+                let (times, values) = b.values();
+                // The statistic must be the block's own extreme (else read them all).
+                let first = values.iter().position(|x| order(x, &v).is_eq())?;
+                let beaten = values.iter().any(|x| order(x, &v) == want);
+                (!beaten).then(|| (times[first], v))
+            }
+        }
+    }
+
+    /// The first (oldest) or last point: one run read at most.
+    fn edge(&self, first: bool) -> Option<(i64, Value)> {
+        let run = if first {
+            self.runs.first()
+        } else {
+            self.runs.last()
+        };
+        match *run? {
+            Run::Points(a, b) => {
+                let k = if first { a } else { b - 1 };
+                Some((self.times[k], self.values[k].clone()))
+            }
+            Run::Block(b) => {
+                let (t, v) = b.values();
+                let k = if first { 0 } else { t.len().checked_sub(1)? };
+                Some((*t.get(k)?, v.get(k)?.clone()))
+            }
+        }
+    }
+}
+
+/// A segment's partial of `kind` from its points (`times`, `values`: in time order,
+/// not empty, numeric), added in the order the coordinator would add them.
+fn point_partial(kind: PartialKind, times: &[i64], values: &[Value], desc: bool) -> (i64, Value) {
+    let order: Vec<usize> = if desc {
+        (0..times.len()).rev().collect()
+    } else {
+        (0..times.len()).collect()
+    };
+    match kind {
+        PartialKind::Count => (times[0], Value::Integer(times.len() as i64)),
+        PartialKind::Sum => (
+            times[0],
+            match &values[0] {
+                Value::Integer(_) => {
+                    Value::Integer(order.iter().fold(0i64, |s, &k| match values[k] {
+                        Value::Integer(x) => s.wrapping_add(x),
+                        _ => s,
+                    }))
+                }
+                Value::Unsigned(_) => {
+                    Value::Unsigned(order.iter().fold(0u64, |s, &k| match values[k] {
+                        Value::Unsigned(x) => s.wrapping_add(x),
+                        _ => s,
+                    }))
+                }
+                _ => Value::Float(order.iter().fold(0.0, |s, &k| {
+                    s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
+                })),
+            },
+        ),
+        PartialKind::FloatSum => (
+            times[0],
+            Value::Float(order.iter().fold(0.0, |s, &k| {
+                s + Val::from(&values[k]).as_f64().unwrap_or(0.0)
+            })),
+        ),
+        // The coordinator's tie-breaks: min/max keep the earliest of equal values;
+        // first/last are unique within one series.
+        PartialKind::Min | PartialKind::Max => {
+            let want = if kind == PartialKind::Min {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            };
+            let mut best = 0;
+            for k in 1..values.len() {
+                // Val::cmp_total's order; floats (the common case) directly.
+                let order = match (&values[k], &values[best]) {
+                    (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+                    (a, b) => Val::from(a).cmp_total(&Val::from(b)),
+                };
+                if order == want {
+                    best = k;
+                }
+            }
+            (times[best], values[best].clone())
+        }
+        PartialKind::First => (times[0], values[0].clone()),
+        PartialKind::Last => (times[times.len() - 1], values[values.len() - 1].clone()),
+    }
 }
 
 /// See [`ScanRequest::per_series_limit`].
@@ -517,6 +838,16 @@ pub async fn scan_local(
             let Some(shard) = store.shard_mut(key) else {
                 break;
             };
+            let mut partials = |column: crate::tsdb::shard::ColumnData, unread| {
+                let spec = r.partial.as_ref().expect("only with a partial spec");
+                let kinds = spec
+                    .fields
+                    .iter()
+                    .find(|(f, _)| *f == column.field)
+                    .map(|(_, k)| k.as_slice())
+                    .unwrap_or(&[]);
+                partial_columns(column, unread, kinds, spec, (start_ns, end_ns))
+            };
             done += shard.scan_series(
                 &ids[done..],
                 fields.as_deref(),
@@ -530,24 +861,10 @@ pub async fn scan_local(
                     }
                     budget.spend(values)
                 },
+                r.partial.is_some().then_some(&mut partials as _),
             );
             if let Some(stop) = budget.stopped() {
                 return Err(stop.clone());
-            }
-        }
-        if let Some(spec) = &r.partial {
-            for s in &mut series {
-                let columns = std::mem::take(&mut s.columns);
-                for column in columns {
-                    let kinds = spec
-                        .fields
-                        .iter()
-                        .find(|(f, _)| *f == column.field)
-                        .map(|(_, k)| k.as_slice())
-                        .unwrap_or(&[]);
-                    s.columns
-                        .extend(partial_columns(column, kinds, spec, (start_ns, end_ns)));
-                }
             }
         }
         out.push(ShardScan {
@@ -714,6 +1031,125 @@ mod tests {
         assert_eq!(parse_series_key("cpu").1, vec![]);
     }
 
+    /// Points of one float, integer or unsigned field: strictly increasing times.
+    fn arb_points() -> impl proptest::strategy::Strategy<Value = (u8, Vec<(i64, i64)>)> {
+        use proptest::prelude::*;
+        (
+            0u8..3,
+            proptest::collection::vec((1i64..40, -6i64..6), 1..300),
+        )
+            .prop_map(|(ty, gaps)| {
+                let mut t = -500;
+                let points = gaps
+                    .into_iter()
+                    .map(|(gap, v)| {
+                        t += gap;
+                        (t, v)
+                    })
+                    .collect();
+                (ty, points)
+            })
+    }
+
+    /// The stored value of a generated one: floats with signed zeros, repeats and
+    /// sums that round; integers with repeats and sums that wrap.
+    fn value_of(ty: u8, v: i64) -> Value {
+        match ty {
+            0 => Value::Float(match v {
+                0 => -0.0,
+                1 => 0.0,
+                2 => 0.1,
+                3 => 1e16,
+                _ => v as f64 / 3.0,
+            }),
+            1 => Value::Integer(match v {
+                5 => i64::MAX - 3,
+                -6 => i64::MIN + 2,
+                4 => 1 << 52,
+                _ => v,
+            }),
+            _ => Value::Unsigned(match v {
+                5 => u64::MAX - 1,
+                4 => 1 << 53,
+                _ => v.unsigned_abs(),
+            }),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Partials answered partly from block statistics equal partials over every
+        /// value, bit for bit (float sums, signed zeros, wrapping sums, ties of min and
+        /// max, DESC, segments cut by windows, groups and the shard's edges).
+        #[test]
+        fn partials_from_block_statistics_equal_partials_from_the_values(
+            (ty, points) in arb_points(),
+            block_values in 1usize..50,
+            raw_every in 0usize..4,
+            every in proptest::prop_oneof![proptest::strategy::Just(0i64), 1i64..400],
+            offset in 0i64..50,
+            group_ns in 50i64..3000,
+            desc: bool,
+            shard_cut in 0i64..3,
+        ) {
+            use crate::tsdb::engine::blocks::ReadCounts;
+            use crate::tsdb::engine::file::{Column, DataFile, FileBuilder};
+            use crate::tsdb::shard::ColumnData;
+            use std::rc::Rc;
+            let values: Vec<Value> = points.iter().map(|&(_, v)| value_of(ty, v)).collect();
+            let times: Vec<i64> = points.iter().map(|&(t, _)| t).collect();
+            let column = match ty {
+                0 => Column::Float(values.iter().map(|v| match v { Value::Float(x) => *x, _ => 0.0 }).collect()),
+                1 => Column::Integer(values.iter().map(|v| match v { Value::Integer(x) => *x, _ => 0 }).collect()),
+                _ => Column::Unsigned(values.iter().map(|v| match v { Value::Unsigned(x) => *x, _ => 0 }).collect()),
+            };
+            let mut builder = FileBuilder::with_block_values(1, block_values);
+            builder.add_series(b"m", [(&b"x"[..], &times[..], &column)]);
+            let (image, series, _) = builder.finish(0);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.scd");
+            std::fs::write(&path, image).unwrap();
+            let file = Rc::new(DataFile::open(&path).unwrap());
+            let counts = Rc::new(ReadCounts::default());
+            // Every `raw_every`-th block comes as values (as if another source
+            // overlapped it), the others unread.
+            let (mut raw_t, mut raw_v, mut unread) = (Vec::new(), Vec::new(), Vec::new());
+            for (k, meta) in series[0].fields[0].blocks.iter().enumerate() {
+                let block = LazyBlock::new(file.clone(), meta.clone(), column.field_type(), None, counts.clone());
+                if raw_every > 0 && k % raw_every == 0 {
+                    let (t, v) = block.values();
+                    raw_t.extend(t);
+                    raw_v.extend(v);
+                } else {
+                    unread.push(block);
+                }
+            }
+            // The shard: the middle of the points, or all of them.
+            let (lo, hi) = (times[0], times[times.len() - 1] + 1);
+            let shard = match shard_cut {
+                0 => (lo, hi),
+                1 => (lo + (hi - lo) / 3, hi),
+                _ => (lo, hi - (hi - lo) / 3),
+            };
+            let kinds = [PartialKind::Count, PartialKind::Sum, PartialKind::FloatSum, PartialKind::Min, PartialKind::Max, PartialKind::First, PartialKind::Last];
+            let spec = PartialSpec {
+                every,
+                offset: if every > 0 { offset % every } else { 0 },
+                group_ns,
+                desc,
+                first_shard_start: lo - 1000,
+                last_shard_start: hi + 1000,
+                fields: vec![("x".into(), kinds.to_vec())],
+            };
+            let all = ColumnData { field: "x".into(), times: times.clone(), values: values.clone() };
+            let want = partial_columns(all, Vec::new(), &kinds, &spec, shard);
+            let part = ColumnData { field: "x".into(), times: raw_t, values: raw_v };
+            let got = partial_columns(part, unread, &kinds, &spec, shard);
+            proptest::prop_assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        }
+    }
+
     #[test]
     fn partials_cover_segments_that_start_here_and_send_the_rest_raw() {
         use crate::tsdb::shard::{ColumnData, Value};
@@ -740,7 +1176,7 @@ mod tests {
         let kinds = [PartialKind::Sum, PartialKind::Max];
         let by_name =
             |out: &[ColumnData], n: &str| out.iter().find(|c| c.field == n).expect(n).clone();
-        let out = partial_columns(column(), &kinds, &spec, (5, 25));
+        let out = partial_columns(column(), Vec::new(), &kinds, &spec, (5, 25));
         let sum = by_name(&out, &partial_column("x", PartialKind::Sum));
         // [0,10) began in the shard before this one: raw, added after that shard's
         // partial. [10,20) and [20,30) begin here: partials (the rest of [20,30), in the
@@ -764,7 +1200,7 @@ mod tests {
         // DESC adds newest first: a partial stands for a segment's newest part, so
         // [20,30), which ends past this shard, goes raw, and [0,10) becomes a partial.
         let desc = PartialSpec { desc: true, ..spec };
-        let out = partial_columns(column(), &[PartialKind::Sum], &desc, (5, 25));
+        let out = partial_columns(column(), Vec::new(), &[PartialKind::Sum], &desc, (5, 25));
         let sum = by_name(&out, &partial_column("x", PartialKind::Sum));
         assert_eq!(sum.times, vec![6, 11, 21, 22]);
         assert_eq!(sum.values[1], Value::Float(0.3 + 0.2 + 0.1));
