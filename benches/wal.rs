@@ -10,6 +10,13 @@
 //!   per record, one fdatasync per RECORDS records, and no fdatasync at all (page-cache
 //!   ceiling; that one rewrites the same 64 MB so it does not flood the disk).
 //!
+//! - `wal_layout/{per_partition,per_core}_P_partitions_SIZE`: one core's WAL choice
+//!   (issue 15): WRITERS concurrent writers each append records of SIZE to P
+//!   partitions in turn (a core holding P active shard partitions) and await each
+//!   one's durability; with `per_partition` every partition has its own WAL (one
+//!   group commit and fdatasync each), with `per_core` all share one. Before each
+//!   case the fdatasyncs per 1,000 records are printed.
+//!
 //! Files go to a fresh temporary directory per measurement (TMPDIR), rolled at the
 //! node's default segment size (64 MiB) like the WAL does.
 //!
@@ -232,9 +239,98 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(5))
 }
 
+/// Concurrent writers of the layout benches (a core's in-flight write requests).
+const WRITERS: usize = 32;
+
+/// `iters` records per writer into `partitions` partitions, in per-partition WALs or
+/// one shared WAL; returns the time and the fdatasyncs.
+async fn layout_run(
+    iters: u64,
+    lines: std::rc::Rc<Vec<u8>>,
+    partitions: usize,
+    shared: bool,
+) -> (Duration, u64) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = WalConfig {
+        fsync_delay: Duration::ZERO,
+        segment_size_bytes: SEGMENT_BYTES,
+        max_pending_bytes: SEGMENT_BYTES,
+    };
+    let wals: std::rc::Rc<Vec<Wal>> = std::rc::Rc::new(
+        (0..if shared { 1 } else { partitions })
+            .map(|p| {
+                let d = dir.path().join(p.to_string());
+                std::fs::create_dir_all(&d).expect("WAL directory");
+                Wal::new(d, 1, config)
+            })
+            .collect(),
+    );
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (wals, lines) = (wals.clone(), lines.clone());
+            glommio::spawn_local(async move {
+                for k in 0..iters as usize {
+                    let wal = &wals[(w + k) % wals.len()];
+                    let ack = wal
+                        .append(Precision::Nanosecond, 0, |b| b.extend_from_slice(&lines))
+                        .expect("WAL append");
+                    ack.await.expect("flusher alive").expect("durable");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+    let elapsed = start.elapsed();
+    let syncs = wals.iter().map(|w| w.stats().syncs).sum();
+    for w in wals.iter() {
+        w.close().await;
+    }
+    (elapsed, syncs)
+}
+
+fn bench_layout(c: &mut Criterion) {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(512 * 1024)
+        .make()
+        .expect("glommio executor");
+    let all = cpu_lines();
+    for (size_name, size) in [("16KB", 16 << 10), ("256KB", 256 << 10)] {
+        // Whole lines up to `size`.
+        let cut = all[..size]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(size, |i| i + 1);
+        let lines = std::rc::Rc::new(all[..cut].to_vec());
+        let mut group = configure(c, "wal_layout", encoded(&lines).len() * WRITERS);
+        for partitions in [1usize, 4, 16] {
+            for (name, shared) in [("per_partition", false), ("per_core", true)] {
+                if partitions == 1 && shared {
+                    continue; // the same as one WAL per partition
+                }
+                let (_, syncs) = executor.run(layout_run(20, lines.clone(), partitions, shared));
+                eprintln!(
+                    "wal_layout {name} {partitions} partitions {size_name}: {:.0} fdatasyncs per 1000 records",
+                    syncs as f64 * 1000.0 / (20 * WRITERS) as f64
+                );
+                group.bench_function(format!("{name}_{partitions}_partitions_{size_name}"), |b| {
+                    b.iter_custom(|iters| {
+                        executor
+                            .run(layout_run(iters, lines.clone(), partitions, shared))
+                            .0
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_encode, bench_wal, bench_std
+    targets = bench_encode, bench_wal, bench_std, bench_layout
 }
 criterion_main!(benches);
