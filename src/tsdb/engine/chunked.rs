@@ -11,8 +11,9 @@
 //! **Invariant:** every chunk but the last holds exactly `CHUNK_LEN` items, so item `i`
 //! lives in chunk `i / CHUNK_LEN` at `i % CHUNK_LEN`.
 
-/// Items per full chunk (a 32 KB chunk of 8-byte values).
-pub const CHUNK_LEN: usize = 4096;
+/// Items per full chunk (an 8 KB chunk of 8-byte values; also the head's unit of
+/// sealing, see [`super::head`]).
+pub const CHUNK_LEN: usize = 1024;
 const FIRST_CAPACITY: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -146,6 +147,17 @@ impl<T: Clone> ChunkedVec<T> {
         lo
     }
 
+    /// Takes the first chunk out when a later one follows (so it is full, and the
+    /// invariant holds for the rest).
+    pub fn take_first_chunk(&mut self) -> Option<Vec<T>> {
+        if self.chunks.len() < 2 {
+            return None;
+        }
+        let first = self.chunks.remove(0);
+        self.len -= first.len();
+        Some(first)
+    }
+
     /// Rebuilds from the items at `indices`, in that order.
     pub fn pick(&self, indices: &[usize]) -> ChunkedVec<T> {
         let mut out = ChunkedVec::new();
@@ -159,6 +171,26 @@ impl<T: Clone> ChunkedVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_the_first_chunk_keeps_indexes_right() {
+        let mut v = ChunkedVec::new();
+        for i in 0..(CHUNK_LEN + 3) as u64 {
+            v.push(i);
+        }
+        let first = v.take_first_chunk().unwrap();
+        assert_eq!(first.len(), CHUNK_LEN);
+        assert_eq!(first[CHUNK_LEN - 1], CHUNK_LEN as u64 - 1);
+        assert_eq!(v.len(), 3);
+        assert_eq!(*v.get(0), CHUNK_LEN as u64);
+        assert_eq!(
+            v.range(1, 3).copied().collect::<Vec<_>>(),
+            vec![CHUNK_LEN as u64 + 1, CHUNK_LEN as u64 + 2]
+        );
+        assert!(v.take_first_chunk().is_none(), "the last chunk stays");
+        v.push(7);
+        assert_eq!(*v.last().unwrap(), 7);
+    }
 
     #[test]
     fn ranges_cross_chunk_edges() {
@@ -218,7 +250,8 @@ mod tests {
         let mut w = ChunkedVec::new();
         let reported: usize = (0..(2 * CHUNK_LEN + 3)).map(|i| w.push(i as u64)).sum();
         assert_eq!(reported, w.heap_bytes());
-        assert_eq!(v.partition_point(|&x| x < 5000), 5000);
+        let mid = 2 * CHUNK_LEN as u64 + 1;
+        assert_eq!(v.partition_point(|&x| x < mid), mid as usize);
         let picked = v.pick(&[3, 1]);
         assert_eq!(picked.iter().copied().collect::<Vec<_>>(), vec![3, 1]);
     }

@@ -105,6 +105,34 @@ impl Column {
         self.len() == 0
     }
 
+    /// A column of type `t` from engine values (values of another type are left out:
+    /// one type per field and shard, so there are none).
+    pub fn from_values(t: FieldType, values: Vec<Value>) -> Column {
+        let mut c = Column::new(t);
+        for v in values {
+            match (&mut c, v) {
+                (Column::Float(c), Value::Float(x)) => c.push(x),
+                (Column::Integer(c), Value::Integer(x)) => c.push(x),
+                (Column::Unsigned(c), Value::Unsigned(x)) => c.push(x),
+                (Column::Boolean(c), Value::Boolean(x)) => c.push(x),
+                (Column::String(c), Value::String(x)) => c.push(x),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// The values at positions `keep`, in that order.
+    pub fn pick(&self, keep: &[usize]) -> Column {
+        match self {
+            Column::Float(v) => Column::Float(keep.iter().map(|&i| v[i]).collect()),
+            Column::Integer(v) => Column::Integer(keep.iter().map(|&i| v[i]).collect()),
+            Column::Unsigned(v) => Column::Unsigned(keep.iter().map(|&i| v[i]).collect()),
+            Column::Boolean(v) => Column::Boolean(keep.iter().map(|&i| v[i]).collect()),
+            Column::String(v) => Column::String(keep.iter().map(|&i| v[i].clone()).collect()),
+        }
+    }
+
     /// Heap bytes of the values.
     pub fn heap_bytes(&self) -> usize {
         match self {
@@ -322,14 +350,7 @@ impl FileBuilder {
     fn add_block(&mut self, times: &[i64], values: &Column, from: usize, to: usize) -> BlockMeta {
         let start = self.buf.len();
         let offset = self.taken + start as u64;
-        self.buf.extend_from_slice(&[0u8; 8]);
-        let ts_start = self.buf.len();
-        codec::encode_times(times, &mut self.buf);
-        let ts_len = (self.buf.len() - ts_start) as u32;
-        values.encode(from, to, &mut self.buf);
-        self.buf[start + 4..start + 8].copy_from_slice(&ts_len.to_le_bytes());
-        let crc = crc32c::crc32c(&self.buf[start + 4..]);
-        self.buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        encode_block(times, values, from, to, &mut self.buf);
         BlockMeta {
             offset,
             len: (self.buf.len() - start) as u32,
@@ -621,6 +642,21 @@ pub fn decode_block(
         FieldType::String => values!(codec::decode_strings, String),
     };
     Ok((times, column))
+}
+
+/// Appends the block image of `times` and `values[from..to]` (the same length) to
+/// `out`: crc32c | times length | times payload | values payload (see the module
+/// documentation; [`decode_block`] reads it back).
+pub fn encode_block(times: &[i64], values: &Column, from: usize, to: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    let ts_start = out.len();
+    codec::encode_times(times, out);
+    let ts_len = (out.len() - ts_start) as u32;
+    values.encode(from, to, out);
+    out[start + 4..start + 8].copy_from_slice(&ts_len.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why a block image does not decode.

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod file;
 pub mod head;
 pub mod manifest;
+pub mod merge;
 pub mod storage;
 pub mod wal;
 

@@ -27,10 +27,11 @@ use super::blocks::{read_block, BlockCache, Decoded, LazyBlock, ReadCounts};
 use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
 use super::head::Head;
 use super::manifest::{Manifest, TombstoneRecord};
+use super::merge::{merge_sources, Source};
 use super::wal::{self, Wal, WalConfig, WalError};
 use super::{
     apply_delete_to, apply_write, validate, Block, Cursor, DeleteRecord, Durable, Engine,
-    EngineError, EngineStats, ReadRange, RecoveryReport, SeriesId, SeriesIndex, Value, WriteBatch,
+    EngineError, EngineStats, ReadRange, RecoveryReport, SeriesId, SeriesIndex, WriteBatch,
 };
 use crate::base::LocalFuture;
 use crate::lineproto::{self, FieldType, ParsedBody, PointRef, Precision};
@@ -59,9 +60,6 @@ impl Tombstone {
             && self.sids.contains(&sid)
     }
 }
-
-/// One source's values of a field: times and values, sorted, one per time.
-type Source = (Vec<i64>, Vec<Value>);
 
 /// A field's sources for a read, oldest first (a newer one wins a time they share).
 type FieldSources = (Box<[u8]>, Vec<Source>);
@@ -686,7 +684,7 @@ impl Storage {
                 .into_iter()
                 .map(|(name, t, sources)| {
                     let (times, values) = merge_sources(sources);
-                    (name, times, column_of(t, values))
+                    (name, times, Column::from_values(t, values))
                 })
                 .collect();
             let builder = job.builder.as_mut().expect("building");
@@ -1071,64 +1069,7 @@ fn merge_into(older: &mut (Box<[u8]>, Vec<i64>, Column), times: Vec<i64>, values
         (times, values.into_values()),
     ]);
     older.1 = t;
-    older.2 = column_of(field_type, v);
-}
-
-fn column_of(t: FieldType, values: Vec<Value>) -> Column {
-    let mut c = Column::new(t);
-    for v in values {
-        match (&mut c, v) {
-            (Column::Float(c), Value::Float(x)) => c.push(x),
-            (Column::Integer(c), Value::Integer(x)) => c.push(x),
-            (Column::Unsigned(c), Value::Unsigned(x)) => c.push(x),
-            (Column::Boolean(c), Value::Boolean(x)) => c.push(x),
-            (Column::String(c), Value::String(x)) => c.push(x),
-            _ => {}
-        }
-    }
-    c
-}
-
-/// Merges sorted sources, oldest first, into one sorted column: for a time in more
-/// than one source, the newest source's value wins.
-pub fn merge_sources(mut sources: Vec<Source>) -> Source {
-    sources.retain(|(t, _)| !t.is_empty());
-    if sources.len() <= 1 {
-        return sources.pop().unwrap_or_default();
-    }
-    let disjoint = sources.windows(2).all(|w| w[0].0.last() < w[1].0.first());
-    if disjoint {
-        let n = sources.iter().map(|s| s.0.len()).sum();
-        let (mut times, mut values) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (t, v) in sources {
-            times.extend(t);
-            values.extend(v);
-        }
-        return (times, values);
-    }
-    let mut order: Vec<(i64, usize, usize)> = sources
-        .iter()
-        .enumerate()
-        .flat_map(|(s, (t, _))| t.iter().enumerate().map(move |(i, &t)| (t, s, i)))
-        .collect();
-    order.sort_unstable();
-    let mut keep: Vec<(i64, usize, usize)> = Vec::with_capacity(order.len());
-    for e in order {
-        match keep.last_mut() {
-            Some(last) if last.0 == e.0 => *last = e,
-            _ => keep.push(e),
-        }
-    }
-    let mut slots: Vec<Vec<Option<Value>>> = sources
-        .into_iter()
-        .map(|(_, v)| v.into_iter().map(Some).collect())
-        .collect();
-    let times = keep.iter().map(|e| e.0).collect();
-    let values = keep
-        .iter()
-        .map(|&(_, s, i)| slots[s][i].take().expect("each value taken once"))
-        .collect();
-    (times, values)
+    older.2 = Column::from_values(field_type, v);
 }
 
 /// Registers the series of a file's index in `index` (as if each had been written
