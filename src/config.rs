@@ -251,6 +251,8 @@ pub struct StorageConfig {
     pub cache_snapshot_bytes: u64,
     /// A partition with no write for this long is flushed whatever its size.
     pub cache_snapshot_write_cold_ms: u64,
+    /// A partition whose WAL on disk passes this many bytes is flushed (0: never).
+    pub cache_snapshot_wal_bytes: u64,
     /// Past this many head bytes on a core, writes get 503 until a flush frees room
     /// (0: no limit).
     pub cache_max_bytes: u64,
@@ -317,6 +319,7 @@ impl Default for StorageConfig {
             max_points_per_shard_batch: 100_000,
             cache_snapshot_bytes: 64 * 1024 * 1024,
             cache_snapshot_write_cold_ms: 600_000,
+            cache_snapshot_wal_bytes: 256 * 1024 * 1024,
             cache_max_bytes: 1024 * 1024 * 1024,
             compaction_throughput_bytes_per_second: 48 * 1024 * 1024,
             compact_full_write_cold_ms: 4 * 3600 * 1000,
@@ -420,6 +423,11 @@ cache-snapshot-bytes = 67108864
 # ...or once a partition has had no write for this long (InfluxDB's
 # cache-snapshot-write-cold-duration, 10m).
 cache-snapshot-write-cold-ms = 600000
+
+# ...or once a partition's WAL on disk passes this many bytes: heads keep most values
+# compressed (~2-3 bytes each) while the WAL holds the raw lines (~35 bytes per
+# value), so this bounds what a restart replays and the WAL's disk use. 0 = no limit.
+cache-snapshot-wal-bytes = 268435456
 
 # Past this many head bytes on a core, writes get 503 + Retry-After
 # ("cache-max-memory-size exceeded") until a flush frees room; never an

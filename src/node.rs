@@ -982,6 +982,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
         crate::tsdb::flush::FlushConfig {
             snapshot_bytes: config.storage.cache_snapshot_bytes as usize,
             cold: Duration::from_millis(config.storage.cache_snapshot_write_cold_ms),
+            wal_bytes: config.storage.cache_snapshot_wal_bytes,
             compaction_bytes_per_second: config.storage.compaction_throughput_bytes_per_second,
             full_compaction_cold: Duration::from_millis(config.storage.compact_full_write_cold_ms),
         },

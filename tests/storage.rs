@@ -594,3 +594,39 @@ fn aggregates_answer_whole_blocks_from_their_statistics() {
         assert_eq!(&node.query_on("db", q).text(), want, "{q} after a restart");
     }
 }
+
+/// Heads keep most values compressed, so a head far under `cache-snapshot-bytes` can
+/// stand for a long WAL: a partition whose WAL passes `cache-snapshot-wal-bytes` is
+/// flushed, and the WAL segments it covers go.
+#[test]
+fn a_long_wal_is_flushed_even_when_the_head_is_small() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let config = "cores = 1\n[storage]\ncache-snapshot-bytes = 1073741824\ncache-snapshot-write-cold-ms = 3600000\ncache-snapshot-wal-bytes = 1000000\nwal-segment-size-bytes = 262144\n";
+    let mut node = Node::start_with_config(&data, config);
+    node.create_database("db");
+    let vars = |node: &Node| {
+        node.request("GET", "/debug/vars", &[], b"").json()["storage"]["values"].clone()
+    };
+    // 40,000 values of one series: a ~2 MB WAL, a head of a few hundred KB.
+    for round in 0..8 {
+        let mut body = String::new();
+        for i in 0..5000i64 {
+            let t = (round * 5000 + i) * 1_000_000_000;
+            body.push_str(&format!("m,host=a v={},w={}i {t}\n", i % 97, i));
+        }
+        assert_eq!(node.write("db=db", body.as_bytes()).status, 204);
+    }
+    common::eventually(WAIT, "a flush for the WAL's size", || {
+        vars(&node)["flushes"].as_u64().unwrap() > 0
+    });
+    common::eventually(WAIT, "covered WAL segments removed", || {
+        vars(&node)["walBytes"].as_u64().unwrap() < 1_000_000
+    });
+    let count = node.query_on("db", "SELECT count(v) FROM m").text();
+    assert!(count.contains("40000"), "{count}");
+    node.kill();
+    let node = Node::start_with_config(&data, config);
+    let count = node.query_on("db", "SELECT count(v), sum(w) FROM m").text();
+    assert!(count.contains("40000"), "{count}");
+}

@@ -3,8 +3,8 @@
 //!
 //! Every [`CHECK_INTERVAL`] it looks at the core's head bytes: past
 //! `cache-snapshot-bytes` it flushes the largest heads until the core is back under
-//! it; a partition with no write for `cache-snapshot-write-cold-ms` is flushed
-//! whatever its size. One flush (see [`crate::tsdb::engine::storage`]):
+//! it; a partition with no write for `cache-snapshot-write-cold-ms`, or whose WAL
+//! passed `cache-snapshot-wal-bytes`, is flushed whatever its head's size. One flush (see [`crate::tsdb::engine::storage`]):
 //!
 //! 1. freeze: the head moves aside (reads still see it), the WAL segment ends;
 //! 2. the WAL records the frozen head holds are durable (the segment boundary);
@@ -44,6 +44,8 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(crate::limits::FLUSH_
 pub struct FlushConfig {
     pub snapshot_bytes: usize,
     pub cold: Duration,
+    /// A partition whose WAL on disk passes this many bytes is flushed (0: never).
+    pub wal_bytes: u64,
     /// Compactions write at most this many bytes per second.
     pub compaction_bytes_per_second: u64,
     /// A partition with no write for this long gets a full compaction.
@@ -122,28 +124,32 @@ async fn flush_due(
         .borrow()
         .head_bytes()
         .into_iter()
-        .filter(|h| retries.due(h.0, now))
+        .filter(|h| retries.due(h.key, now))
         .collect();
-    let total: usize = heads.iter().map(|h| h.1).sum();
+    let total: usize = heads.iter().map(|h| h.bytes).sum();
     let core = store.borrow().core();
     gauge.set(core, total);
     let mut doomed: Vec<PartitionKey> = Vec::new();
     if total > config.snapshot_bytes {
         // The largest heads first, until what is left is under the threshold.
         let mut by_size = heads.clone();
-        by_size.sort_by_key(|h| std::cmp::Reverse(h.1));
+        by_size.sort_by_key(|h| std::cmp::Reverse(h.bytes));
         let mut left = total;
-        for (key, bytes, _, _) in by_size {
-            if left <= config.snapshot_bytes / 2 || bytes == 0 {
+        for h in by_size {
+            if left <= config.snapshot_bytes / 2 || h.bytes == 0 {
                 break;
             }
-            doomed.push(key);
-            left -= bytes;
+            doomed.push(h.key);
+            left -= h.bytes;
         }
     }
-    for (key, _, last_write, needs_flush) in &heads {
-        if *needs_flush && last_write.elapsed() >= config.cold && !doomed.contains(key) {
-            doomed.push(*key);
+    for h in &heads {
+        let cold = h.last_write.elapsed() >= config.cold;
+        // Sealed heads hold ~10x more values than the WAL's raw lines per byte: the
+        // WAL's size bounds what a restart replays.
+        let long_wal = config.wal_bytes > 0 && h.wal_bytes > config.wal_bytes;
+        if h.needs_flush && (cold || long_wal) && !doomed.contains(&h.key) {
+            doomed.push(h.key);
         }
     }
     let mut flushed = 0;
@@ -167,7 +173,7 @@ async fn flush_due(
                 tracing::error!(shard = key.0, partition = key.1, %message, "flush failed; the head stays in memory and the WAL keeps its records; retried later");
             }
         }
-        let total: usize = store.borrow().head_bytes().iter().map(|h| h.1).sum();
+        let total: usize = store.borrow().head_bytes().iter().map(|h| h.bytes).sum();
         gauge.set(core, total);
     }
     if flushed > 0 {
@@ -726,6 +732,7 @@ mod tests {
         FlushConfig {
             snapshot_bytes: 1 << 20,
             cold: Duration::from_secs(3600),
+            wal_bytes: 0,
             compaction_bytes_per_second: 1 << 20,
             full_compaction_cold: Duration::from_secs(3600),
         }

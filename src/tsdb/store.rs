@@ -102,6 +102,19 @@ impl ShardDirectory {
 /// A partition's key in a store: (shard id, partition index).
 pub type PartitionKey = (u64, u32);
 
+/// What the flush task looks at in a partition.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadState {
+    pub key: PartitionKey,
+    /// Heap bytes of the head (and heads being flushed).
+    pub bytes: usize,
+    pub last_write: std::time::Instant,
+    /// The head or the WAL holds something no file or manifest does.
+    pub needs_flush: bool,
+    /// Bytes of the partition's WAL segments on disk.
+    pub wal_bytes: u64,
+}
+
 /// Per-core store: this core's partitions of every shard.
 pub struct Store {
     core: usize,
@@ -225,13 +238,19 @@ impl Store {
         self.block_cache = Some(cache);
     }
 
-    /// Each partition's head bytes, last write, and whether it needs a flush.
-    pub fn head_bytes(&self) -> Vec<(PartitionKey, usize, std::time::Instant, bool)> {
+    /// Each partition's head bytes, last write, WAL bytes, and whether it needs a flush.
+    pub fn head_bytes(&self) -> Vec<HeadState> {
         self.shards
             .iter()
             .map(|(k, s)| {
                 let e = s.engine();
-                (*k, e.head_bytes(), e.last_write(), e.needs_flush())
+                HeadState {
+                    key: *k,
+                    bytes: e.head_bytes(),
+                    last_write: e.last_write(),
+                    needs_flush: e.needs_flush(),
+                    wal_bytes: e.wal().stats().disk_bytes,
+                }
             })
             .collect()
     }

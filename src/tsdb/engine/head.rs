@@ -1,5 +1,5 @@
 //! The head: the in-memory columns of a shard's series, what the WAL has logged and
-//! no file holds yet (today: everything the shard stores).
+//! no file holds yet.
 //!
 //! Layout: a series holds one column per field; a column holds a timestamp vector and
 //! a typed value vector, both chunked ([`super::chunked`]): 16 bytes per numeric value,
@@ -7,8 +7,8 @@
 //! out-of-order or repeated timestamp clears `sorted`, and the next read (or the tidy
 //! task) sorts stably and keeps the last value of each timestamp (last write wins).
 //!
-//! **Sealing:** once a sorted column holds [`SEAL_AT`] values, its oldest
-//! [`CHUNK_LEN`] are sealed into a compressed block image (the data file block
+//! **Sealing:** once a column holds [`SEAL_AT`] open values, it is sorted (if writes
+//! left it out of order) and its oldest [`CHUNK_LEN`] are sealed into a compressed block image (the data file block
 //! format, codecs chosen by trial: ~1-2 bytes per value instead of 16), so a head
 //! holds several times more values within `cache-snapshot-bytes`; the newest stay
 //! uncompressed for appends and for reads of recent data. Reads decode the sealed
@@ -190,17 +190,17 @@ impl Column {
         self.sealed.is_empty() && self.timestamps.is_empty()
     }
 
-    /// Seals the oldest [`CHUNK_LEN`] open values when the open part is sorted and
+    /// Seals the oldest [`CHUNK_LEN`] open values while the open part is sorted and
     /// holds [`SEAL_AT`].
     fn seal_if_due(&mut self) {
-        if !self.sorted || self.timestamps.len() < SEAL_AT {
-            return;
-        }
-        // Timestamps and values are pushed in step: their chunks are the same.
-        if let (Some(times), Some(values)) = (
-            self.timestamps.take_first_chunk(),
-            self.values.take_first_chunk(),
-        ) {
+        while self.sorted && self.timestamps.len() >= SEAL_AT {
+            // Timestamps and values are pushed in step: their chunks are the same.
+            let (Some(times), Some(values)) = (
+                self.timestamps.take_first_chunk(),
+                self.values.take_first_chunk(),
+            ) else {
+                return;
+            };
             self.sealed.push(Sealed::new(&times, &values));
         }
     }
@@ -500,12 +500,18 @@ impl Head {
             if was_sorted && !column.sorted {
                 self.unsorted.push(sid);
             }
-            if column.sorted && column.timestamps.len() >= SEAL_AT {
-                let before = column.heap_bytes();
-                column.seal_if_due();
-                self.bytes = (self.bytes + column.heap_bytes()).saturating_sub(before);
-            }
             self.values += 1;
+        }
+        // Columns due for sealing are sorted first (concurrent writers interleave
+        // batches, so columns are seldom sorted while a load runs; they are mostly a
+        // few sorted runs, which the stable sort merges in about linear time).
+        if columns.iter().any(|c| c.timestamps.len() >= SEAL_AT) {
+            let before = series_bytes(columns);
+            normalise_columns(columns, |c| c.timestamps.len() >= SEAL_AT);
+            for c in columns.iter_mut() {
+                c.seal_if_due();
+            }
+            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
         }
     }
 
