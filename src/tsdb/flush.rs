@@ -66,6 +66,22 @@ const COMPACTION_STEP_VALUES: usize = 5_000;
 /// raised the ingest p99 by 20-65%.
 const COMPACTION_CPU_PER_CHECK: Duration = Duration::from_millis(20);
 
+/// Core time per check while the partition being compacted has a backlog (more than
+/// [`BACKLOG_FILES`] files: compactions at a fifth of the core are not keeping up
+/// with its flushes): half the core, so files stop piling up, at some cost in ingest
+/// latency.
+const COMPACTION_CPU_BACKLOG: Duration = Duration::from_millis(50);
+const BACKLOG_FILES: usize = 2 * crate::tsdb::engine::storage::COMPACT_MAX_FILES;
+
+/// The core time a compaction may take per check in a partition of `files` files.
+fn compaction_cpu_cap(files: usize) -> Duration {
+    if files > BACKLOG_FILES {
+        COMPACTION_CPU_BACKLOG
+    } else {
+        COMPACTION_CPU_PER_CHECK
+    }
+}
+
 /// Runs a core's flushes and compactions until shutdown. One task does both, so
 /// their manifest writes never race; a compaction advances in small steps between
 /// the flush checks, at most `compaction_bytes_per_second` of output.
@@ -355,7 +371,12 @@ async fn advance(
     let key = running.key;
     let mut spent = 0u64;
     let mut cpu = Duration::ZERO;
-    while spent < budget && cpu < COMPACTION_CPU_PER_CHECK {
+    let files = store
+        .borrow_mut()
+        .shard_mut(key)
+        .map_or(0, |s| s.engine().file_count());
+    let cap = compaction_cpu_cap(files);
+    while spent < budget && cpu < cap {
         let step = Instant::now();
         let stepped = match store.borrow_mut().shard_mut(key) {
             Some(shard) => shard
@@ -760,6 +781,20 @@ mod tests {
     /// Six flushed files with overwrites across them and deletes (tombstones) over
     /// them compact into one; reads are the same before, after, and after a restart;
     /// the tombstones and the inputs are gone.
+    #[test]
+    fn compactions_take_more_of_the_core_only_behind_a_backlog() {
+        assert_eq!(compaction_cpu_cap(0), COMPACTION_CPU_PER_CHECK);
+        assert_eq!(compaction_cpu_cap(BACKLOG_FILES), COMPACTION_CPU_PER_CHECK);
+        assert_eq!(
+            compaction_cpu_cap(BACKLOG_FILES + 1),
+            COMPACTION_CPU_BACKLOG
+        );
+        assert!(
+            COMPACTION_CPU_BACKLOG < CHECK_INTERVAL,
+            "flushes still get their turn"
+        );
+    }
+
     #[test]
     fn compaction_merges_files_keeps_the_newest_value_and_applies_tombstones() {
         let dir = tempfile::tempdir().unwrap();
