@@ -1,11 +1,13 @@
 //! The head: the in-memory columns of a shard's series, what the WAL has logged and
 //! no file holds yet.
 //!
-//! Layout: a series holds one column per field; a column holds a timestamp vector and
-//! a typed value vector, both chunked ([`super::chunked`]): 16 bytes per numeric value,
-//! plus at most one partly filled chunk per column. Columns stay append-only; an
-//! out-of-order or repeated timestamp clears `sorted`, and the next read (or the tidy
-//! task) sorts stably and keeps the last value of each timestamp (last write wins).
+//! Layout: a series holds one column per field, a typed value vector each, and one
+//! timestamp vector shared by the columns written together ([`Series`]; a sparse
+//! field keeps its own), all chunked ([`super::chunked`]): about 8 bytes per numeric
+//! value plus 8 per point, plus at most one partly filled chunk per vector. Columns
+//! stay append-only; an out-of-order or repeated timestamp clears `sorted`, and the
+//! next read (or the tidy task) sorts stably and keeps the last value of each
+//! timestamp (last write wins).
 //!
 //! **Sealing:** once a column holds [`SEAL_AT`] open values, it is sorted (if writes
 //! left it out of order) and its oldest [`CHUNK_LEN`] are sealed into a compressed block image (the data file block
@@ -43,6 +45,16 @@ impl Values {
             FieldType::Unsigned => Values::Unsigned(ChunkedVec::new()),
             FieldType::Boolean => Values::Boolean(ChunkedVec::new()),
             FieldType::String => Values::String(ChunkedVec::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::Float(v) => v.len(),
+            Values::Integer(v) => v.len(),
+            Values::Unsigned(v) => v.len(),
+            Values::Boolean(v) => v.len(),
+            Values::String(v) => v.len(),
         }
     }
 
@@ -137,49 +149,69 @@ impl Sealed {
     }
 }
 
-/// One field of one series: sealed chunks, oldest first, then the open part.
+/// One field of one series: sealed chunks, oldest first, then the open part: its
+/// values and their timestamps, its own or its series' shared ones.
 #[derive(Debug)]
 struct Column {
     /// Field key, escaped as in line protocol.
     name: Box<[u8]>,
     sealed: Vec<Sealed>,
-    timestamps: ChunkedVec<i64>,
+    /// `None`: the open part's timestamps are the series' shared ones.
+    own: Option<ChunkedVec<i64>>,
     values: Values,
-    /// The open part is sorted with one value per time.
+    /// With its own timestamps: the open part is sorted with one value per time.
     sorted: bool,
 }
 
 impl Column {
-    /// Appends one value; returns the heap bytes that took (see [`Head::heap_bytes`]).
-    fn push(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) -> usize {
-        if let Some(&last) = self.timestamps.last() {
-            if ts <= last {
-                self.sorted = false;
+    /// Appends a value (its timestamp is pushed by the caller); returns the heap bytes
+    /// that took (see [`Head::heap_bytes`]).
+    fn push_value(&mut self, value: &FieldValue, body: &ParsedBody) -> usize {
+        match (&mut self.values, value) {
+            (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
+            (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
+            (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
+            (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
+            (Values::String(v), FieldValue::String { span, escaped }) => {
+                let s = body.string_value(span, *escaped).into_boxed_slice();
+                s.len() + v.push(s)
+            }
+            // Field types are validated before apply, so this is never reached; a
+            // zero of the column's type keeps timestamps and values in step rather
+            // than panic on the write path.
+            (values, _) => {
+                debug_assert!(false, "field type mismatch in apply");
+                match values {
+                    Values::Float(v) => v.push(0.0),
+                    Values::Integer(v) => v.push(0),
+                    Values::Unsigned(v) => v.push(0),
+                    Values::Boolean(v) => v.push(false),
+                    Values::String(v) => v.push(Box::default()),
+                }
             }
         }
-        let grown = self.timestamps.push(ts);
-        grown
-            + match (&mut self.values, value) {
-                (Values::Float(v), FieldValue::Float(x)) => v.push(*x),
-                (Values::Integer(v), FieldValue::Integer(x)) => v.push(*x),
-                (Values::Unsigned(v), FieldValue::Unsigned(x)) => v.push(*x),
-                (Values::Boolean(v), FieldValue::Boolean(x)) => v.push(*x),
-                (Values::String(v), FieldValue::String { span, escaped }) => {
-                    let s = body.string_value(span, *escaped).into_boxed_slice();
-                    s.len() + v.push(s)
-                }
-                _ => {
-                    // Field types are validated before apply; never reached. Undo the
-                    // timestamp rather than panic on the write path.
-                    debug_assert!(false, "field type mismatch in apply");
-                    self.timestamps.pop();
-                    0
-                }
-            }
+    }
+
+    /// Appends a value with its own timestamp.
+    fn push_own(&mut self, ts: i64, value: &FieldValue, body: &ParsedBody) -> usize {
+        let own = self.own.as_mut().expect("a column with its own timestamps");
+        if own.last().is_some_and(|&last| ts <= last) {
+            self.sorted = false;
+        }
+        own.push(ts) + self.push_value(value, body)
+    }
+
+    /// The open part's timestamps: its own, or `shared`.
+    fn stamps<'a>(&'a self, shared: &'a ChunkedVec<i64>) -> &'a ChunkedVec<i64> {
+        self.own.as_ref().unwrap_or(shared)
+    }
+
+    fn open_len(&self) -> usize {
+        self.values.len()
     }
 
     fn heap_bytes(&self) -> usize {
-        self.timestamps.heap_bytes()
+        self.own.as_ref().map_or(0, ChunkedVec::heap_bytes)
             + self.values.heap_bytes()
             + self.name.len()
             + self.sealed.capacity() * std::mem::size_of::<Sealed>()
@@ -187,28 +219,30 @@ impl Column {
     }
 
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.timestamps.is_empty()
+        self.sealed.is_empty() && self.open_len() == 0
     }
 
-    /// Seals the oldest [`CHUNK_LEN`] open values while the open part is sorted and
-    /// holds [`SEAL_AT`].
-    fn seal_if_due(&mut self) {
-        while self.sorted && self.timestamps.len() >= SEAL_AT {
+    /// Seals the oldest [`CHUNK_LEN`] open values while its own timestamps are sorted
+    /// and it holds [`SEAL_AT`].
+    fn seal_own(&mut self) {
+        while self.sorted && self.values.len() >= SEAL_AT {
+            let Some(own) = self.own.as_mut() else {
+                return;
+            };
             // Timestamps and values are pushed in step: their chunks are the same.
-            let (Some(times), Some(values)) = (
-                self.timestamps.take_first_chunk(),
-                self.values.take_first_chunk(),
-            ) else {
+            let (Some(times), Some(values)) =
+                (own.take_first_chunk(), self.values.take_first_chunk())
+            else {
                 return;
             };
             self.sealed.push(Sealed::new(&times, &values));
         }
     }
 
-    /// Every value of the column (sealed chunks merged with the open part), sorted,
-    /// one per time; the open part is sorted first.
-    fn merged(&mut self, start_ns: i64, end_ns: i64) -> Source {
-        self.normalise();
+    /// Every value of the (sorted) column in `[start_ns, end_ns]`: sealed chunks
+    /// merged with the open part.
+    fn merged(&self, shared: &ChunkedVec<i64>, start_ns: i64, end_ns: i64) -> Source {
+        let stamps = self.stamps(shared);
         let ty = self.values.field_type();
         let mut sources: Vec<Source> = self
             .sealed
@@ -217,17 +251,17 @@ impl Column {
             .filter_map(|s| s.decode(ty))
             .map(|(t, c)| in_range(t, c.into_values(), start_ns, end_ns))
             .collect();
-        let from = self.timestamps.partition_point(|&t| t < start_ns);
-        let to = self.timestamps.partition_point(|&t| t <= end_ns);
+        let from = stamps.partition_point(|&t| t < start_ns);
+        let to = stamps.partition_point(|&t| t <= end_ns);
         sources.push((
-            self.timestamps.range(from, to).copied().collect(),
+            stamps.range(from, to).copied().collect(),
             self.values_in(from, to),
         ));
         merge_sources(sources)
     }
 
-    /// Removes the values in `[start_ns, end_ns]`; returns how many went.
-    fn delete(&mut self, start_ns: i64, end_ns: i64) -> u64 {
+    /// Removes the sealed values in `[start_ns, end_ns]`; returns how many went.
+    fn delete_sealed(&mut self, start_ns: i64, end_ns: i64) -> u64 {
         let mut removed = 0u64;
         let ty = self.values.field_type();
         let mut sealed = Vec::with_capacity(self.sealed.len());
@@ -249,60 +283,7 @@ impl Column {
             }
         }
         self.sealed = sealed;
-        self.normalise();
-        let n = self.timestamps.len();
-        let keep: Vec<usize> = (0..n)
-            .filter(|&i| {
-                let t = *self.timestamps.get(i);
-                t < start_ns || t > end_ns
-            })
-            .collect();
-        if keep.len() < n {
-            removed += (n - keep.len()) as u64;
-            self.timestamps = self.timestamps.pick(&keep);
-            self.values = self.values.pick(&keep);
-        }
         removed
-    }
-
-    /// Sorts by time and keeps the last written value of each timestamp.
-    fn normalise(&mut self) {
-        if self.sorted {
-            return;
-        }
-        let keep = self.sort_plan();
-        self.apply_plan(&keep);
-    }
-
-    /// The write positions to keep, in time order: the last written value of each
-    /// timestamp. A stable sort of (time, position): columns that went out of order
-    /// are mostly a few sorted runs (batches applied out of turn), which it merges in
-    /// about linear time.
-    fn sort_plan(&self) -> Vec<usize> {
-        let mut order: Vec<(i64, usize)> = self
-            .timestamps
-            .iter()
-            .copied()
-            .enumerate()
-            .map(|(i, t)| (t, i))
-            .collect();
-        order.sort_by_key(|&(t, _)| t); // stable: equal stamps keep write order
-        let mut keep: Vec<usize> = Vec::with_capacity(order.len());
-        let mut last_ts = None;
-        for (t, i) in order {
-            match keep.last_mut() {
-                Some(j) if last_ts == Some(t) => *j = i,
-                _ => keep.push(i),
-            }
-            last_ts = Some(t);
-        }
-        keep
-    }
-
-    fn apply_plan(&mut self, keep: &[usize]) {
-        self.timestamps = self.timestamps.pick(keep);
-        self.values = self.values.pick(keep);
-        self.sorted = true;
     }
 
     /// Values `from..to` (one match on the type, then a copy per chunk).
@@ -320,9 +301,14 @@ impl Column {
     }
 
     /// This (sorted) column's block for `range`, if it has values there.
-    fn block(&self, range: &ReadRange<'_>) -> Option<Block<'_>> {
-        let mut from = self.timestamps.partition_point(|&t| t < range.start_ns);
-        let mut to = self.timestamps.partition_point(|&t| t <= range.end_ns);
+    fn block<'a>(
+        &'a self,
+        shared: &'a ChunkedVec<i64>,
+        range: &ReadRange<'_>,
+    ) -> Option<Block<'a>> {
+        let stamps = self.stamps(shared);
+        let mut from = stamps.partition_point(|&t| t < range.start_ns);
+        let mut to = stamps.partition_point(|&t| t <= range.end_ns);
         let sealed: Vec<&Sealed> = self
             .sealed
             .iter()
@@ -331,26 +317,12 @@ impl Column {
         // "The newest n" that the open part holds, newer than every sealed value.
         let open_suffices = match range.limit {
             Some((n, true)) => {
-                n > 0
-                    && to - from >= n
-                    && sealed
-                        .iter()
-                        .all(|s| s.max_ns < *self.timestamps.get(to - n))
+                n > 0 && to - from >= n && sealed.iter().all(|s| s.max_ns < *stamps.get(to - n))
             }
             _ => false,
         };
         if !sealed.is_empty() && !open_suffices {
-            let ty = self.values.field_type();
-            let mut sources: Vec<Source> = sealed
-                .iter()
-                .filter_map(|s| s.decode(ty))
-                .map(|(t, c)| in_range(t, c.into_values(), range.start_ns, range.end_ns))
-                .collect();
-            sources.push((
-                self.timestamps.range(from, to).copied().collect(),
-                self.values_in(from, to),
-            ));
-            let (mut times, mut values) = merge_sources(sources);
+            let (mut times, mut values) = self.merged(shared, range.start_ns, range.end_ns);
             match range.limit {
                 Some((n, true)) if times.len() > n => {
                     let cut = times.len() - n;
@@ -377,11 +349,35 @@ impl Column {
         }
         (from < to).then(|| Block {
             field: std::borrow::Cow::Borrowed(&self.name),
-            times: self.timestamps.range(from, to).copied().collect(),
+            times: stamps.range(from, to).copied().collect(),
             values: self.values_in(from, to),
             lazy: Vec::new(),
         })
     }
+}
+
+/// The write positions of `stamps` to keep, in time order: the last written value of
+/// each timestamp. A stable sort of (time, position): timestamps that went out of
+/// order are mostly a few sorted runs (batches applied out of turn), which it merges
+/// in about linear time.
+fn sort_plan(stamps: &ChunkedVec<i64>) -> Vec<usize> {
+    let mut order: Vec<(i64, usize)> = stamps
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    order.sort_by_key(|&(t, _)| t); // stable: equal stamps keep write order
+    let mut keep: Vec<usize> = Vec::with_capacity(order.len());
+    let mut last_ts = None;
+    for (t, i) in order {
+        match keep.last_mut() {
+            Some(j) if last_ts == Some(t) => *j = i,
+            _ => keep.push(i),
+        }
+        last_ts = Some(t);
+    }
+    keep
 }
 
 /// The part of sorted `times` and `values` in `[start_ns, end_ns]`.
@@ -393,31 +389,6 @@ fn in_range(mut times: Vec<i64>, mut values: Vec<Value>, start_ns: i64, end_ns: 
     times.drain(..from);
     values.drain(..from);
     (times, values)
-}
-
-/// Sorts the unsorted columns `wanted` picks (see [`Column::normalise`]) and returns
-/// the values they hold. The fields of one point share its timestamp, so a series'
-/// columns usually hold the same timestamps in the same write order: one sort plan
-/// serves every column whose timestamps equal those of the column it was made for.
-fn normalise_columns(columns: &mut [Column], wanted: impl Fn(&Column) -> bool) -> usize {
-    let mut shared: Option<(Vec<i64>, Vec<usize>)> = None;
-    let mut values = 0;
-    for column in columns.iter_mut() {
-        if column.sorted || !wanted(column) {
-            continue;
-        }
-        values += column.timestamps.len();
-        let same = shared.as_ref().is_some_and(|(stamps, _)| {
-            stamps.len() == column.timestamps.len() && stamps.iter().eq(column.timestamps.iter())
-        });
-        if !same {
-            let keep = column.sort_plan();
-            shared = Some((column.timestamps.iter().copied().collect(), keep));
-        }
-        let (_, keep) = shared.as_ref().expect("set above");
-        column.apply_plan(keep);
-    }
-    values
 }
 
 /// The column of `key` among `columns`, trying position `hint` first: points of a
@@ -435,23 +406,168 @@ fn column_index(columns: &[Column], key: &[u8], hint: usize) -> Option<usize> {
         .position(|c| lineproto::short_eq(&c.name, key))
 }
 
+/// A series' columns, and the timestamps its *shared* columns (`own` is `None`) hold
+/// in common: the fields written together, in every point since the shared
+/// timestamps were last empty, store one timestamp column between them.
+///
+/// **Invariant:** every shared column's open part has exactly `stamps.len()` values,
+/// position for position; with no shared column, `stamps` is empty. A shared column
+/// a point leaves out, or names twice, first takes a copy of the timestamps as its
+/// own (sparse fields pay for their own timestamps, as before).
+#[derive(Debug)]
+struct Series {
+    stamps: ChunkedVec<i64>,
+    /// The shared timestamps are sorted with one value per time.
+    sorted: bool,
+    columns: Vec<Column>,
+}
+
+impl Default for Series {
+    fn default() -> Series {
+        Series {
+            stamps: ChunkedVec::new(),
+            sorted: true,
+            columns: Vec::new(),
+        }
+    }
+}
+
+impl Series {
+    fn bytes(&self) -> usize {
+        self.stamps.heap_bytes()
+            + self.columns.iter().map(Column::heap_bytes).sum::<usize>()
+            + self.columns.capacity() * std::mem::size_of::<Column>()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// Gives column `i` its own copy of the shared timestamps.
+    fn detach(&mut self, i: usize) {
+        let c = &mut self.columns[i];
+        if c.own.is_none() {
+            c.own = Some(self.stamps.clone());
+            c.sorted = self.sorted;
+        }
+        if self.columns.iter().all(|c| c.own.is_some()) {
+            self.stamps = ChunkedVec::new();
+            self.sorted = true;
+        }
+    }
+
+    /// Sorts what is out of order (the shared part, and the columns `wanted` picks
+    /// with their own timestamps), keeping the last written value of each time;
+    /// returns the values it sorted. Columns with their own timestamps that equal
+    /// each other's share one sort plan.
+    fn normalise(&mut self, wanted: impl Fn(&Column) -> bool) -> usize {
+        let mut values = 0;
+        if !self.sorted {
+            let keep = sort_plan(&self.stamps);
+            for c in self.columns.iter_mut().filter(|c| c.own.is_none()) {
+                values += c.open_len();
+                c.values = c.values.pick(&keep);
+            }
+            self.stamps = self.stamps.pick(&keep);
+            self.sorted = true;
+        }
+        let mut plan: Option<(Vec<i64>, Vec<usize>)> = None;
+        for c in self.columns.iter_mut() {
+            let Some(own) = &c.own else { continue };
+            if c.sorted || !wanted(c) {
+                continue;
+            }
+            values += own.len();
+            let same = plan.as_ref().is_some_and(|(stamps, _)| {
+                stamps.len() == own.len() && stamps.iter().eq(own.iter())
+            });
+            if !same {
+                plan = Some((own.iter().copied().collect(), sort_plan(own)));
+            }
+            let (_, keep) = plan.as_ref().expect("set above");
+            c.own = Some(own.pick(keep));
+            c.values = c.values.pick(keep);
+            c.sorted = true;
+        }
+        values
+    }
+
+    /// Seals what is due: the shared part's oldest [`CHUNK_LEN`] (every shared column
+    /// at once) and each own-timestamp column's, sorting them first.
+    fn seal_due(&mut self) {
+        self.normalise(|c| c.open_len() >= SEAL_AT);
+        while self.sorted && self.stamps.len() >= SEAL_AT {
+            let Some(times) = self.stamps.take_first_chunk() else {
+                break;
+            };
+            for c in self.columns.iter_mut().filter(|c| c.own.is_none()) {
+                if let Some(values) = c.values.take_first_chunk() {
+                    c.sealed.push(Sealed::new(&times, &values));
+                }
+            }
+        }
+        for c in &mut self.columns {
+            c.seal_own();
+        }
+    }
+
+    /// Removes the values in `[start_ns, end_ns]`; columns left empty go. Returns
+    /// the values removed.
+    fn delete(&mut self, start_ns: i64, end_ns: i64) -> u64 {
+        self.normalise(|_| true);
+        let mut removed = 0u64;
+        let outside = |stamps: &ChunkedVec<i64>| -> Vec<usize> {
+            (0..stamps.len())
+                .filter(|&i| {
+                    let t = *stamps.get(i);
+                    t < start_ns || t > end_ns
+                })
+                .collect()
+        };
+        let keep = outside(&self.stamps);
+        let shared_changed = keep.len() < self.stamps.len();
+        for c in &mut self.columns {
+            removed += c.delete_sealed(start_ns, end_ns);
+            match &c.own {
+                None if shared_changed => {
+                    removed += (c.open_len() - keep.len()) as u64;
+                    c.values = c.values.pick(&keep);
+                }
+                None => {}
+                Some(own) => {
+                    let keep = outside(own);
+                    if keep.len() < own.len() {
+                        removed += (own.len() - keep.len()) as u64;
+                        c.own = Some(own.pick(&keep));
+                        c.values = c.values.pick(&keep);
+                    }
+                }
+            }
+        }
+        if shared_changed {
+            self.stamps = self.stamps.pick(&keep);
+        }
+        self.columns.retain(|c| !c.is_empty());
+        if self.columns.iter().all(|c| c.own.is_some()) {
+            self.stamps = ChunkedVec::new();
+            self.sorted = true;
+        }
+        removed
+    }
+}
+
 /// The columns of every series of a shard, by series id.
 #[derive(Debug, Default)]
 pub struct Head {
-    series: Vec<Vec<Column>>,
+    series: Vec<Series>,
     /// Values held (up with every write, down with deletes).
     values: u64,
-    /// Series with a column that a write left out of time order, for the tidy task to
-    /// sort ([`Head::tidy`]) before a query has to. At most one entry per column that
-    /// turned unsorted since it was last sorted.
+    /// Series with timestamps that a write left out of time order, for the tidy task
+    /// to sort ([`Head::tidy`]) before a query has to. At most one entry per column
+    /// (or shared part) that turned unsorted since it was last sorted.
     unsorted: Vec<SeriesId>,
     /// Heap bytes of the columns, kept as they change (see [`Head::heap_bytes`]).
     bytes: usize,
-}
-
-fn series_bytes(columns: &Vec<Column>) -> usize {
-    columns.iter().map(Column::heap_bytes).sum::<usize>()
-        + columns.capacity() * std::mem::size_of::<Column>()
 }
 
 impl Head {
@@ -459,9 +575,10 @@ impl Head {
     /// (then the point's field types need no other check: column types always agree
     /// with the measurement's field types).
     pub fn knows_fields(&self, sid: SeriesId, body: &ParsedBody, point: &PointRef) -> bool {
-        let Some(columns) = self.series.get(sid as usize) else {
+        let Some(series) = self.series.get(sid as usize) else {
             return false;
         };
+        let columns = &series.columns;
         !columns.is_empty()
             && body.point_fields(point).iter().enumerate().all(|(j, f)| {
                 column_index(columns, body.bytes(&f.key), j)
@@ -473,45 +590,90 @@ impl Head {
     pub fn apply(&mut self, sid: SeriesId, body: &ParsedBody, point: &PointRef) {
         let at = sid as usize;
         if self.series.len() <= at {
-            self.series.resize_with(at + 1, Vec::new);
+            self.series.resize_with(at + 1, Series::default);
         }
-        let columns = &mut self.series[at];
-        for (j, f) in body.point_fields(point).iter().enumerate() {
+        let series = &mut self.series[at];
+        let fields = body.point_fields(point);
+        // The point's columns, made as needed: a new one shares the series'
+        // timestamps when there are none yet.
+        let mut cols: Vec<usize> = Vec::with_capacity(fields.len());
+        for (j, f) in fields.iter().enumerate() {
             let key = body.bytes(&f.key);
-            let col = match column_index(columns, key, j) {
+            let col = match column_index(&series.columns, key, j) {
                 Some(c) => c,
                 None => {
-                    let capacity = columns.capacity();
-                    columns.push(Column {
+                    let capacity = series.columns.capacity();
+                    let shared = series.stamps.is_empty();
+                    series.columns.push(Column {
                         name: key.into(),
                         sealed: Vec::new(),
-                        timestamps: ChunkedVec::new(),
+                        own: (!shared).then(ChunkedVec::new),
                         values: Values::new(f.value.field_type()),
                         sorted: true,
                     });
                     self.bytes += key.len();
-                    self.bytes += (columns.capacity() - capacity) * std::mem::size_of::<Column>();
-                    columns.len() - 1
+                    self.bytes +=
+                        (series.columns.capacity() - capacity) * std::mem::size_of::<Column>();
+                    series.columns.len() - 1
                 }
             };
-            let column = &mut columns[col];
-            let was_sorted = column.sorted;
-            self.bytes += column.push(point.timestamp, &f.value, body);
-            if was_sorted && !column.sorted {
+            cols.push(col);
+        }
+        // A point usually names each field once, in column order.
+        let in_order = cols.iter().enumerate().all(|(k, &c)| k == c);
+        let first_time = |k: usize| in_order || !cols[..k].contains(&cols[k]);
+        // Shared columns this point leaves out take their own timestamps first.
+        let shared_total = series.columns.iter().filter(|c| c.own.is_none()).count();
+        let shared_here = (0..cols.len())
+            .filter(|&k| first_time(k) && series.columns[cols[k]].own.is_none())
+            .count();
+        if shared_here < shared_total {
+            for i in 0..series.columns.len() {
+                if series.columns[i].own.is_none() && !cols.contains(&i) {
+                    // (The last shared column going frees the shared timestamps.)
+                    let before = series.bytes();
+                    series.detach(i);
+                    self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
+                }
+            }
+        }
+        let ts = point.timestamp;
+        if shared_here > 0 {
+            if series.stamps.last().is_some_and(|&last| ts <= last) && series.sorted {
+                series.sorted = false;
                 self.unsorted.push(sid);
+            }
+            self.bytes += series.stamps.push(ts);
+        }
+        for (k, f) in fields.iter().enumerate() {
+            let c = cols[k];
+            if series.columns[c].own.is_none() && first_time(k) {
+                self.bytes += series.columns[c].push_value(&f.value, body);
+            } else {
+                // Its own timestamps (or a field named twice in one point: the
+                // second value needs a timestamp of its own).
+                if series.columns[c].own.is_none() {
+                    let before = series.bytes();
+                    series.detach(c);
+                    self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
+                }
+                let column = &mut series.columns[c];
+                let was_sorted = column.sorted;
+                self.bytes += column.push_own(ts, &f.value, body);
+                if was_sorted && !column.sorted {
+                    self.unsorted.push(sid);
+                }
             }
             self.values += 1;
         }
-        // Columns due for sealing are sorted first (concurrent writers interleave
-        // batches, so columns are seldom sorted while a load runs; they are mostly a
-        // few sorted runs, which the stable sort merges in about linear time).
-        if columns.iter().any(|c| c.timestamps.len() >= SEAL_AT) {
-            let before = series_bytes(columns);
-            normalise_columns(columns, |c| c.timestamps.len() >= SEAL_AT);
-            for c in columns.iter_mut() {
-                c.seal_if_due();
-            }
-            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+        // Due for sealing: sorted first (concurrent writers interleave batches, so
+        // timestamps are seldom sorted while a load runs; they are mostly a few
+        // sorted runs, which the stable sort merges in about linear time).
+        if series.stamps.len() >= SEAL_AT || series.columns.iter().any(|c| c.open_len() >= SEAL_AT)
+        {
+            let before = series.bytes();
+            series.seal_due();
+            self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
         }
     }
 
@@ -526,18 +688,15 @@ impl Head {
         let mut removed = 0u64;
         let mut emptied = Vec::new();
         for &sid in series {
-            let Some(columns) = self.series.get_mut(sid as usize) else {
+            let Some(s) = self.series.get_mut(sid as usize) else {
                 continue;
             };
-            let before = series_bytes(columns);
-            for column in columns.iter_mut() {
-                removed += column.delete(start_ns, end_ns);
-            }
-            columns.retain(|c| !c.is_empty());
-            if columns.is_empty() {
+            let before = s.bytes();
+            removed += s.delete(start_ns, end_ns);
+            if s.is_empty() {
                 emptied.push(sid);
             }
-            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+            self.bytes = (self.bytes + s.bytes()).saturating_sub(before);
         }
         self.values = self.values.saturating_sub(removed);
         (removed, emptied)
@@ -546,22 +705,25 @@ impl Head {
     /// The blocks of series `sid` in `range`: one per wanted field with values there,
     /// in column order.
     pub fn cursor<'a>(&'a mut self, sid: SeriesId, range: &ReadRange<'a>) -> Cursor<'a> {
-        let Some(columns) = self.series.get_mut(sid as usize) else {
+        let Some(series) = self.series.get_mut(sid as usize) else {
             return Box::new(std::iter::empty());
         };
         let fields = range.fields;
         let wanted = move |c: &Column| fields.is_none_or(|f| f.iter().any(|n| **n == *c.name));
-        if columns.iter().any(|c| !c.sorted && wanted(c)) {
-            let before = series_bytes(columns);
-            normalise_columns(columns, wanted);
-            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+        if !series.sorted || series.columns.iter().any(|c| !c.sorted && wanted(c)) {
+            let before = series.bytes();
+            series.normalise(wanted);
+            self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
         }
         let range = *range;
+        let Series {
+            stamps, columns, ..
+        } = &*series;
         Box::new(
             columns
                 .iter()
                 .filter(move |c| wanted(c))
-                .filter_map(move |c| c.block(&range)),
+                .filter_map(move |c| c.block(stamps, &range)),
         )
     }
 
@@ -570,16 +732,16 @@ impl Head {
         self.values
     }
 
-    /// Sorts the columns writes left out of time order, series by series, until
-    /// `go_on` (told the values each series holds) says stop; whether some are left.
+    /// Sorts the timestamps writes left out of time order, series by series, until
+    /// `go_on` (told the values each series held) says stop; whether some are left.
     pub fn tidy(&mut self, go_on: &mut dyn FnMut(usize) -> bool) -> bool {
         while let Some(sid) = self.unsorted.pop() {
-            let Some(columns) = self.series.get_mut(sid as usize) else {
+            let Some(series) = self.series.get_mut(sid as usize) else {
                 continue;
             };
-            let before = series_bytes(columns);
-            let values = normalise_columns(columns, |_| true);
-            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
+            let before = series.bytes();
+            let values = series.normalise(|_| true);
+            self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
             // Listed again for another column, or sorted by a query meanwhile.
             if values > 0 && !go_on(values) {
                 break;
@@ -591,15 +753,15 @@ impl Head {
     /// Number of distinct stored (series, field, time) values, after last-write-wins.
     pub fn count_values(&mut self) -> u64 {
         let mut n = 0;
-        for columns in &mut self.series {
-            let before = series_bytes(columns);
-            normalise_columns(columns, |_| true);
-            self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
-            for c in columns.iter_mut() {
+        for series in &mut self.series {
+            let before = series.bytes();
+            series.normalise(|_| true);
+            self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
+            for c in &series.columns {
                 n += if c.sealed.is_empty() {
-                    c.timestamps.len() as u64
+                    c.open_len() as u64
                 } else {
-                    c.merged(i64::MIN, i64::MAX).0.len() as u64
+                    c.merged(&series.stamps, i64::MIN, i64::MAX).0.len() as u64
                 };
             }
         }
@@ -609,17 +771,17 @@ impl Head {
     /// Heap bytes held by columns (timestamps, values, names, with vector slack),
     /// kept up to date as writes, sorts and deletes change them: O(1).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes + self.series.capacity() * std::mem::size_of::<Vec<Column>>()
+        self.bytes + self.series.capacity() * std::mem::size_of::<Series>()
     }
 
     /// Whether the head holds no value.
     pub fn is_empty(&self) -> bool {
-        self.series.iter().all(|c| c.is_empty())
+        self.series.iter().all(Series::is_empty)
     }
 
     /// Whether series `sid` has a value here.
     pub fn has_series(&self, sid: SeriesId) -> bool {
-        self.series.get(sid as usize).is_some_and(|c| !c.is_empty())
+        self.series.get(sid as usize).is_some_and(|s| !s.is_empty())
     }
 
     /// The series with a value here, in id order.
@@ -627,28 +789,30 @@ impl Head {
         self.series
             .iter()
             .enumerate()
-            .filter(|(_, c)| !c.is_empty())
+            .filter(|(_, s)| !s.is_empty())
             .map(|(sid, _)| sid as SeriesId)
     }
 
     /// The columns of series `sid`, sorted with one value per timestamp (last write
     /// wins), as a flush writes them: (escaped field key, times, values).
     pub fn export(&mut self, sid: SeriesId) -> Vec<(Box<[u8]>, Vec<i64>, FileColumn)> {
-        let Some(columns) = self.series.get_mut(sid as usize) else {
+        let Some(series) = self.series.get_mut(sid as usize) else {
             return Vec::new();
         };
-        let before = series_bytes(columns);
-        normalise_columns(columns, |_| true);
-        self.bytes = (self.bytes + series_bytes(columns)).saturating_sub(before);
-        columns
-            .iter_mut()
+        let before = series.bytes();
+        series.normalise(|_| true);
+        self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
+        series
+            .columns
+            .iter()
             .map(|c| {
+                let ty = c.values.field_type();
                 if !c.sealed.is_empty() {
-                    let ty = c.values.field_type();
-                    let (times, values) = c.merged(i64::MIN, i64::MAX);
+                    let (times, values) = c.merged(&series.stamps, i64::MIN, i64::MAX);
                     return (c.name.clone(), times, FileColumn::from_values(ty, values));
                 }
-                let n = c.timestamps.len();
+                let stamps = c.stamps(&series.stamps);
+                let n = c.open_len();
                 let values = match &c.values {
                     Values::Float(v) => FileColumn::Float(v.range(0, n).copied().collect()),
                     Values::Integer(v) => FileColumn::Integer(v.range(0, n).copied().collect()),
@@ -660,7 +824,7 @@ impl Head {
                 };
                 (
                     c.name.clone(),
-                    c.timestamps.range(0, n).copied().collect(),
+                    stamps.range(0, n).copied().collect(),
                     values,
                 )
             })
@@ -689,7 +853,7 @@ mod tests {
 
     /// The running byte count agrees with a walk over every column.
     fn check_bytes(head: &Head) {
-        let walked: usize = head.series.iter().map(series_bytes).sum();
+        let walked: usize = head.series.iter().map(Series::bytes).sum();
         assert_eq!(head.bytes, walked);
     }
 
@@ -714,8 +878,10 @@ mod tests {
             &mut head,
             b"cpu,host=a v=1,w=2i 10\ncpu,host=a v=2 20\ncpu,host=a v=9 10\n",
         );
-        // Host a's two columns went out of order (listed once each), b's did not.
-        assert_eq!(head.unsorted, vec![0, 0]);
+        // Host a's shared timestamps went out of order (listed once; w, left out of a
+        // point, took its own copy, unsorted too), b's did not.
+        assert_eq!(head.unsorted, vec![0]);
+        assert!(head.series[0].columns[0].own.is_none() && head.series[0].columns[1].own.is_some());
         let mut seen = Vec::new();
         assert!(!head.tidy(&mut |values| {
             seen.push(values);
@@ -726,7 +892,7 @@ mod tests {
             vec![6],
             "v's 4 values and w's 2, before the duplicate goes"
         );
-        assert!(head.series[0].iter().all(|c| c.sorted));
+        assert!(head.series[0].sorted && head.series[0].columns.iter().all(|c| c.sorted));
         check_bytes(&head);
         assert_eq!(
             all(&mut head, 0),
@@ -829,12 +995,15 @@ mod tests {
         }
         write_owned(&mut head, lines);
         check_bytes(&head);
-        let v = &head.series[0][0];
+        let v = &head.series[0].columns[0];
         assert_eq!(v.sealed.len(), 3, "all but the newest SEAL_AT - 1 at most");
-        assert!(v.timestamps.len() < SEAL_AT);
+        assert!(
+            v.open_len() < SEAL_AT && v.own.is_none(),
+            "v and s share their timestamps"
+        );
         assert!(v.sealed.iter().all(|s| s.image.len() < CHUNK_LEN * 3));
         // 16 bytes per open value; sealed ones take a fraction (~2 bytes).
-        let v_bytes = head.series[0][0].heap_bytes();
+        let v_bytes = head.series[0].columns[0].heap_bytes() + head.series[0].stamps.heap_bytes();
         assert!(v_bytes < (n as usize) * 16 * 2 / 3, "{v_bytes}");
         let got = all(&mut head, 0);
         assert_eq!(got[0].1, (0..n).map(|i| i * 10).collect::<Vec<_>>());
@@ -918,6 +1087,7 @@ mod tests {
             use proptest::prop_assert_eq;
             let mut head = Head::default();
             let mut model = std::collections::BTreeMap::new();
+            let mut model_w = std::collections::BTreeMap::new();
             for (k, (op, t, n, step)) in ops.into_iter().enumerate() {
                 match op {
                     0 | 1 => {
@@ -925,16 +1095,29 @@ mod tests {
                         for j in 0..n {
                             let time = t + j * step;
                             let v = (k as i64) * 100_000 + time;
-                            lines.push_str(&format!("cpu,host=a v={v}i {time}\n"));
+                            // w is sparse (left out of some points); now and then v
+                            // is named twice (the second value wins).
+                            let line = match (time + k as i64) % 7 {
+                                0 => format!("cpu,host=a v={v}i {time}"),
+                                1 => format!("cpu,host=a v=-1i,w={v}i,v={v}i {time}"),
+                                _ => format!("cpu,host=a v={v}i,w={v}i {time}"),
+                            };
+                            lines.push_str(&line);
+                            lines.push('\n');
                             model.insert(time, v);
+                            if (time + k as i64) % 7 != 0 {
+                                model_w.insert(time, v);
+                            }
                         }
                         write_owned(&mut head, lines);
                     }
                     2 => {
                         head.delete(&[0], t, t + n);
-                        let gone: Vec<i64> = model.range(t..=t + n).map(|(k, _)| *k).collect();
-                        for g in gone {
-                            model.remove(&g);
+                        for m in [&mut model, &mut model_w] {
+                            let gone: Vec<i64> = m.range(t..=t + n).map(|(k, _)| *k).collect();
+                            for g in gone {
+                                m.remove(&g);
+                            }
                         }
                     }
                     _ => {
@@ -944,11 +1127,23 @@ mod tests {
                 check_bytes(&head);
             }
             let got = all(&mut head, 0);
-            let (times, values) = got.into_iter().next().map(|(_, t, v)| (t, v)).unwrap_or_default();
-            prop_assert_eq!(times, model.keys().copied().collect::<Vec<_>>());
-            prop_assert_eq!(values, model.values().map(|&v| Value::Integer(v)).collect::<Vec<_>>());
-            prop_assert_eq!(head.count_values(), model.len() as u64);
-            let newest = ReadRange { start_ns: 0, end_ns: 4000, fields: None, limit: Some((3, true)), whole_blocks: false };
+            for (name, m) in [(&b"v"[..], &model), (&b"w"[..], &model_w)] {
+                let (times, values) = got
+                    .iter()
+                    .find(|(f, _, _)| f == name)
+                    .map(|(_, t, v)| (t.clone(), v.clone()))
+                    .unwrap_or_default();
+                prop_assert_eq!(times, m.keys().copied().collect::<Vec<_>>());
+                prop_assert_eq!(values, m.values().map(|&v| Value::Integer(v)).collect::<Vec<_>>());
+            }
+            prop_assert_eq!(head.count_values(), (model.len() + model_w.len()) as u64);
+            let exported = head.export(0);
+            for (name, times, _) in &exported {
+                let m = if &name[..] == b"v" { &model } else { &model_w };
+                prop_assert_eq!(times, &m.keys().copied().collect::<Vec<_>>());
+            }
+            let v_only = vec![b"v".to_vec()];
+            let newest = ReadRange { start_ns: 0, end_ns: 4000, fields: Some(&v_only), limit: Some((3, true)), whole_blocks: false };
             let mut want: Vec<i64> = model.range(0..=4000).rev().take(3).map(|(k, _)| *k).collect();
             want.reverse();
             let got: Vec<i64> = head.cursor(0, &newest).flat_map(|b| b.times).collect();
