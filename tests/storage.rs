@@ -112,6 +112,14 @@ fn rows(hosts: std::ops::Range<usize>, times: std::ops::Range<i64>, round: i64) 
     out
 }
 
+/// Data file blocks the node's queries have read (decoded) since start.
+fn block_reads(node: &Node) -> u64 {
+    node.debug_shards()
+        .iter()
+        .map(|s| s["block_reads"].as_u64().unwrap())
+        .sum()
+}
+
 fn flushed(node: &Node) -> bool {
     let shards = node.debug_shards();
     !shards.is_empty()
@@ -420,33 +428,31 @@ fn last_and_first_read_one_block_per_field_from_the_files() {
     }
     assert_eq!(node.write("db=db", body.as_bytes()).status, 204);
     common::eventually(WAIT, "flushed", || flushed(&node));
-    let reads = |node: &Node| -> u64 {
-        node.debug_shards()
-            .iter()
-            .map(|s| s["block_reads"].as_u64().unwrap())
-            .sum()
-    };
-    let before = reads(&node);
+    let before = block_reads(&node);
     let r = node.query_on("db", "SELECT last(v), last(w) FROM m GROUP BY host");
     assert!(r.text().contains("4999,"), "{}", r.text());
-    assert_eq!(reads(&node) - before, 6, "one block per field and series");
-    let before = reads(&node);
+    assert_eq!(
+        block_reads(&node) - before,
+        6,
+        "one block per field and series"
+    );
+    let before = block_reads(&node);
     let r = node.query_on("db", "SELECT first(v) FROM m");
     assert!(
         r.text().contains("[\"1970-01-01T00:00:01Z\",0]"),
         "{}",
         r.text()
     );
-    assert_eq!(reads(&node) - before, 3);
-    let before = reads(&node);
+    assert_eq!(block_reads(&node) - before, 3);
+    let before = block_reads(&node);
     let r = node.query_on("db", "SELECT median(v) FROM m");
     assert!(r.text().contains("2499.5"), "{}", r.text());
-    assert_eq!(reads(&node) - before, 15, "every block of v");
+    assert_eq!(block_reads(&node) - before, 15, "every block of v");
     // max() compares whole blocks by their statistics and reads only the winner's.
-    let before = reads(&node);
+    let before = block_reads(&node);
     let r = node.query_on("db", "SELECT max(v) FROM m");
     assert!(r.text().contains("4999"), "{}", r.text());
-    assert_eq!(reads(&node) - before, 3, "one block per series");
+    assert_eq!(block_reads(&node) - before, 3, "one block per series");
     // A newer value in the head and an overwrite of the newest file value: still right.
     assert_eq!(
         node.write(
@@ -456,7 +462,7 @@ fn last_and_first_read_one_block_per_field_from_the_files() {
         .status,
         204
     );
-    let before = reads(&node);
+    let before = block_reads(&node);
     let r = node.query_on("db", "SELECT last(v) FROM m GROUP BY host");
     let text = r.text();
     assert!(
@@ -465,7 +471,7 @@ fn last_and_first_read_one_block_per_field_from_the_files() {
     );
     // h1's newest value is in the head, newer than any file's: no file block for it;
     // h0's head value ties the file's newest time (and wins), so no block either.
-    assert_eq!(reads(&node) - before, 1, "only h2's newest block");
+    assert_eq!(block_reads(&node) - before, 1, "only h2's newest block");
     node.kill();
 }
 
@@ -492,12 +498,6 @@ fn queries_read_blocks_through_a_bounded_cache() {
     }
     assert_eq!(node.write("db=db", body.as_bytes()).status, 204);
     common::eventually(WAIT, "flushed", || flushed(&node));
-    let reads = |node: &Node| -> u64 {
-        node.debug_shards()
-            .iter()
-            .map(|s| s["block_reads"].as_u64().unwrap())
-            .sum()
-    };
     let storage = |node: &Node, name: &str| -> u64 {
         let vars = node.request("GET", "/debug/vars", &[], b"").json();
         vars["storage"]["values"][name].as_u64().unwrap()
@@ -507,10 +507,10 @@ fn queries_read_blocks_through_a_bounded_cache() {
     let q = "SELECT count(v), median(v) FROM m WHERE host = 'h1' AND time >= 16000s";
     let first = node.query_on("db", q).text();
     assert!(first.contains("4001"), "{first}");
-    let before = reads(&node);
+    let before = block_reads(&node);
     let hits = storage(&node, "blockCacheHits");
     assert_eq!(node.query_on("db", q).text(), first);
-    assert_eq!(reads(&node), before, "no block read again");
+    assert_eq!(block_reads(&node), before, "no block read again");
     assert!(storage(&node, "blockCacheHits") > hits);
     // Everything (80,000 values, 1.3 MB decoded) goes through a cache of about 16 per core: evictions,
     // never more than the limit held, and every answer right.
@@ -567,26 +567,24 @@ fn aggregates_answer_whole_blocks_from_their_statistics() {
         .map(|q| node.query_on("db", q).text())
         .collect();
     common::eventually(WAIT, "flushed", || flushed(&node));
-    let reads = |node: &Node| -> u64 {
-        node.debug_shards()
-            .iter()
-            .map(|s| s["block_reads"].as_u64().unwrap())
-            .sum()
-    };
     for (q, want) in queries.iter().zip(&in_head) {
         assert_eq!(&node.query_on("db", q).text(), want, "{q}");
     }
     // 3 series x 5 blocks per field: count and the integer sums read nothing; each
     // min or max reads the one block holding its winner per series.
-    let before = reads(&node);
+    let before = block_reads(&node);
     node.query_on(
         "db",
         "SELECT count(v), sum(w), sum(u), count(u) FROM m GROUP BY host",
     );
-    assert_eq!(reads(&node) - before, 0);
-    let before = reads(&node);
+    assert_eq!(block_reads(&node) - before, 0);
+    let before = block_reads(&node);
     node.query_on("db", "SELECT min(w), max(u) FROM m GROUP BY host");
-    assert!(reads(&node) - before <= 6, "read {}", reads(&node) - before);
+    assert!(
+        block_reads(&node) - before <= 6,
+        "read {}",
+        block_reads(&node) - before
+    );
     // After a restart (indexes only in memory), still the same answers.
     node.kill();
     let node = Node::start_with_config(&data, config);

@@ -23,7 +23,7 @@
 
 use super::chunked::{ChunkedVec, CHUNK_LEN};
 use super::file::{self, Column as FileColumn};
-use super::merge::{merge_sources, Source};
+use super::merge::{apply_limit, merge_sources, Source};
 use super::{Block, Cursor, ReadRange, SeriesId, Value};
 use crate::lineproto::{self, FieldType, FieldValue, ParsedBody, PointRef};
 
@@ -323,18 +323,7 @@ impl Column {
         };
         if !sealed.is_empty() && !open_suffices {
             let (mut times, mut values) = self.merged(shared, range.start_ns, range.end_ns);
-            match range.limit {
-                Some((n, true)) if times.len() > n => {
-                    let cut = times.len() - n;
-                    times.drain(..cut);
-                    values.drain(..cut);
-                }
-                Some((n, false)) => {
-                    times.truncate(n);
-                    values.truncate(n);
-                }
-                _ => {}
-            }
+            apply_limit(&mut times, &mut values, range.limit);
             return (!times.is_empty()).then(|| Block {
                 field: std::borrow::Cow::Borrowed(&self.name),
                 times,

@@ -47,3 +47,19 @@ pub fn merge_sources(mut sources: Vec<Source>) -> Source {
         .collect();
     (times, values)
 }
+
+/// Keeps only the last n (`newest`) or the first n of sorted `times` and `values`.
+pub fn apply_limit(times: &mut Vec<i64>, values: &mut Vec<Value>, limit: Option<(usize, bool)>) {
+    match limit {
+        Some((n, true)) if times.len() > n => {
+            let cut = times.len() - n;
+            times.drain(..cut);
+            values.drain(..cut);
+        }
+        Some((n, false)) => {
+            times.truncate(n);
+            values.truncate(n);
+        }
+        _ => {}
+    }
+}

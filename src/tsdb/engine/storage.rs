@@ -27,7 +27,7 @@ use super::blocks::{read_block, BlockCache, Decoded, LazyBlock, ReadCounts};
 use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
 use super::head::Head;
 use super::manifest::{Manifest, TombstoneRecord};
-use super::merge::{merge_sources, Source};
+use super::merge::{apply_limit, merge_sources, Source};
 use super::wal::{self, Wal, WalConfig, WalError};
 use super::{
     apply_delete_to, apply_write, validate, Block, Cursor, DeleteRecord, Durable, Engine,
@@ -1275,18 +1275,7 @@ impl Engine for Storage {
                 .into_iter()
                 .filter_map(move |((name, sources), lazy)| {
                     let (mut times, mut values) = merge_sources(sources);
-                    match limit {
-                        Some((n, true)) if times.len() > n => {
-                            let cut = times.len() - n;
-                            times.drain(..cut);
-                            values.drain(..cut);
-                        }
-                        Some((n, false)) => {
-                            times.truncate(n);
-                            values.truncate(n);
-                        }
-                        _ => {}
-                    }
+                    apply_limit(&mut times, &mut values, limit);
                     (!times.is_empty() || !lazy.is_empty()).then(|| Block {
                         field: std::borrow::Cow::Owned(name.into_vec()),
                         times,
