@@ -557,6 +557,9 @@ pub struct Head {
     unsorted: Vec<SeriesId>,
     /// Heap bytes of the columns, kept as they change (see [`Head::heap_bytes`]).
     bytes: usize,
+    /// The column of each field of the point being applied (kept between points so
+    /// applying one allocates nothing).
+    scratch: Vec<usize>,
 }
 
 impl Head {
@@ -581,11 +584,12 @@ impl Head {
         if self.series.len() <= at {
             self.series.resize_with(at + 1, Series::default);
         }
+        let mut cols = std::mem::take(&mut self.scratch);
+        cols.clear();
         let series = &mut self.series[at];
         let fields = body.point_fields(point);
         // The point's columns, made as needed: a new one shares the series'
         // timestamps when there are none yet.
-        let mut cols: Vec<usize> = Vec::with_capacity(fields.len());
         for (j, f) in fields.iter().enumerate() {
             let key = body.bytes(&f.key);
             let col = match column_index(&series.columns, key, j) {
@@ -664,6 +668,7 @@ impl Head {
             series.seal_due();
             self.bytes = (self.bytes + series.bytes()).saturating_sub(before);
         }
+        self.scratch = cols;
     }
 
     /// Removes the values of `series` in `[start_ns, end_ns]`; a column left empty
