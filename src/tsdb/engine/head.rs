@@ -662,7 +662,11 @@ impl Head {
         // Due for sealing: sorted first (concurrent writers interleave batches, so
         // timestamps are seldom sorted while a load runs; they are mostly a few
         // sorted runs, which the stable sort merges in about linear time).
-        if series.stamps.len() >= SEAL_AT || series.columns.iter().any(|c| c.open_len() >= SEAL_AT)
+        // Only the point's columns grew.
+        if series.stamps.len() >= SEAL_AT
+            || cols
+                .iter()
+                .any(|&c| series.columns[c].open_len() >= SEAL_AT)
         {
             let before = series.bytes();
             series.seal_due();

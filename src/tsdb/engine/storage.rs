@@ -23,7 +23,7 @@
 //!
 //! **Invariant:** only the owning core touches an engine (it is `!Send`).
 
-use super::blocks::{read_block, BlockCache, Decoded, LazyBlock, ReadCounts};
+use super::blocks::{read_block, BlockCache, LazyBlock, ReadCounts};
 use super::file::{self, Column, DataFile, FileBuilder, SeriesMeta};
 use super::head::Head;
 use super::manifest::{Manifest, TombstoneRecord};
@@ -309,22 +309,6 @@ impl Storage {
     /// Reads blocks through `cache` from now on.
     pub fn set_block_cache(&mut self, cache: Rc<BlockCache>) {
         self.block_cache = Some(cache);
-    }
-
-    /// A block of `file` for a query: from the block cache, or read and decoded.
-    fn query_block(
-        &self,
-        file: &DataFile,
-        block: &file::BlockMeta,
-        field_type: FieldType,
-    ) -> Result<Rc<Decoded>, file::FileError> {
-        read_block(
-            file,
-            block,
-            field_type,
-            self.block_cache.as_deref(),
-            &self.reads,
-        )
     }
 
     /// Opens the engine in partition directory `dir`: the manifest's files (series
@@ -913,7 +897,8 @@ impl Storage {
                         ));
                         continue;
                     }
-                    let block = match self.query_block(&f.file, b, field.field_type) {
+                    let cache = self.block_cache.as_deref();
+                    let block = match read_block(&f.file, b, field.field_type, cache, &self.reads) {
                         Ok(x) => x,
                         Err(e) => {
                             tracing::error!(error = %e, "a data file block does not read; its values are left out");

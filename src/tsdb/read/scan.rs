@@ -8,6 +8,7 @@ use crate::influxql::value::Val;
 use crate::lineproto::{self, FieldType};
 use crate::tsdb::engine::blocks::LazyBlock;
 use crate::tsdb::engine::file::Stats;
+use crate::tsdb::engine::merge::merge_sources;
 use crate::tsdb::read::cancel::{Deadline, ScanBudget, ScanStop};
 use crate::tsdb::shard::SeriesData;
 use crate::tsdb::shard::Value;
@@ -203,18 +204,10 @@ fn partial_columns(
         let (_, hi, first_part) = segment_of(b.meta.min_ns);
         first_part && b.meta.max_ns <= hi
     });
-    let (times, values) = if read.is_empty() {
-        (column.times, column.values)
-    } else {
-        let mut all: Vec<(i64, Value)> = column.times.into_iter().zip(column.values).collect();
-        for b in &read {
-            let (t, v) = b.values();
-            all.extend(t.into_iter().zip(v));
-        }
-        // Disjoint sources: one value per time.
-        all.sort_by_key(|p| p.0);
-        all.into_iter().unzip()
-    };
+    // The cursor's sources never share a time, so their order does not matter.
+    let mut sources = vec![(column.times, column.values)];
+    sources.extend(read.iter().map(LazyBlock::values));
+    let (times, values) = merge_sources(sources);
     let numeric = |v: &Value| matches!(v, Value::Float(_) | Value::Integer(_) | Value::Unsigned(_));
     let (mut i, mut l) = (0, 0);
     while i < times.len() || l < blocks.len() {
