@@ -4,7 +4,8 @@
 //! Every [`CHECK_INTERVAL`] it looks at the core's head bytes: past
 //! `cache-snapshot-bytes` it flushes the largest heads until the core is back under
 //! it; a partition with no write for `cache-snapshot-write-cold-ms`, or whose WAL
-//! passed `cache-snapshot-wal-bytes`, is flushed whatever its head's size. One flush (see [`crate::tsdb::engine::storage`]):
+//! passed `cache-snapshot-wal-bytes`, is flushed whatever its head's size. One flush
+//! (see [`crate::tsdb::engine::storage`]):
 //!
 //! 1. freeze: the head moves aside (reads still see it), the WAL segment ends;
 //! 2. the WAL records the frozen head holds are durable (the segment boundary);
