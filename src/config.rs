@@ -238,6 +238,29 @@ pub struct HttpConfig {
     /// Bytes of request bodies a core holds while they arrive; a body that would pass
     /// it gets 503 + Retry-After.
     pub max_pending_body_bytes_per_core: u64,
+    /// Users and privileges are enforced (InfluxDB's key).
+    pub auth_enabled: bool,
+    /// With auth-enabled, `/ping`, `/health` need a user too (InfluxDB 1.7.9+).
+    pub ping_auth_enabled: bool,
+    /// With auth-enabled, `/debug/*` and `/metrics` need an admin (InfluxDB 1.7.9+'s
+    /// pprof-auth-enabled; `/metrics` is ours with it).
+    pub pprof_auth_enabled: bool,
+    /// Failed logins of one (source address, user) allowed before back-off starts.
+    pub auth_failures_before_delay: u32,
+    /// The first back-off wait; it doubles per further failure.
+    pub auth_failure_delay_ms: u64,
+    /// The longest back-off wait; an attempt that would wait longer is refused
+    /// unchecked.
+    pub auth_failure_delay_max_ms: u64,
+    /// A pair with no failure for this long is forgotten.
+    pub auth_failure_memory_ms: u64,
+    /// The HTTP API speaks TLS only (InfluxDB's key).
+    pub https_enabled: bool,
+    /// PEM file of the certificate chain, leaf first (and the key when
+    /// https-private-key is empty).
+    pub https_certificate: String,
+    /// PEM file of the private key; empty: in https-certificate.
+    pub https_private_key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -306,6 +329,16 @@ impl Default for HttpConfig {
             idle_timeout_ms: 120_000,
             body_read_timeout_ms: 30_000,
             max_pending_body_bytes_per_core: 512 << 20,
+            auth_enabled: false,
+            ping_auth_enabled: false,
+            pprof_auth_enabled: false,
+            auth_failures_before_delay: 5,
+            auth_failure_delay_ms: 250,
+            auth_failure_delay_max_ms: 15_000,
+            auth_failure_memory_ms: 900_000,
+            https_enabled: false,
+            https_certificate: "/etc/ssl/influxdb.pem".into(),
+            https_private_key: String::new(),
         }
     }
 }
@@ -398,6 +431,41 @@ body-read-timeout-ms = 30000
 # its body as it comes in, before it takes a write slot); a body that would pass it is
 # answered 503 with Retry-After. Slow clients hold little; this bounds fast big ones.
 max-pending-body-bytes-per-core = 536870912
+
+# Users and privileges (InfluxDB's model): every request must authenticate (u/p
+# parameters, HTTP Basic, or "Authorization: Token user:password") once an admin
+# exists; before that only CREATE USER ... WITH ALL PRIVILEGES is allowed.
+auth-enabled = false
+
+# With auth-enabled: /ping and /health need a user too.
+ping-auth-enabled = false
+
+# With auth-enabled: /debug/* and /metrics need an admin.
+pprof-auth-enabled = false
+
+# Brute force: after this many failed logins of one (source address, user), each
+# further attempt waits its turn (counted per core)...
+auth-failures-before-delay = 5
+
+# ...auth-failure-delay-ms at first, doubling per failure...
+auth-failure-delay-ms = 250
+
+# ...up to this; an attempt that would wait longer is answered 401 unchecked.
+auth-failure-delay-max-ms = 15000
+
+# A pair with no failure for this long is forgotten (a success forgets it at once).
+auth-failure-memory-ms = 900000
+
+# TLS on the HTTP API (rustls): the API speaks HTTPS only.
+https-enabled = false
+
+# PEM file with the certificate chain (leaf first); with no https-private-key it holds
+# the private key too. Read at start-up and again on SIGHUP (a failed reload keeps the
+# certificate in use and logs why).
+https-certificate = "/etc/ssl/influxdb.pem"
+
+# PEM file with the private key (PKCS#8, PKCS#1 or SEC1); empty: in https-certificate.
+https-private-key = ""
 
 [storage]
 # Group commit: how long the WAL waits for more writes before it fsyncs.
@@ -652,6 +720,18 @@ impl Config {
             if value == 0 {
                 return invalid(key, "must be greater than 0");
             }
+        }
+        if self.http.auth_failure_delay_max_ms < self.http.auth_failure_delay_ms {
+            return invalid(
+                "http.auth-failure-delay-max-ms",
+                "must be at least auth-failure-delay-ms",
+            );
+        }
+        if self.http.https_enabled && self.http.https_certificate.is_empty() {
+            return invalid(
+                "http.https-certificate",
+                "must name a PEM file when https-enabled",
+            );
         }
         if self.http.max_connections_per_core == 0 {
             return invalid("http.max-connections-per-core", "must be greater than 0");

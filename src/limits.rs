@@ -199,6 +199,14 @@ pub const SPARE_FILE_DESCRIPTORS: u64 = 1024;
 /// exact sum still counts them whole).
 pub const LATENCY_MAX_US: u64 = 3_600_000_000;
 
+/// Users whose last good password each core remembers (a salted SHA-256 beside the
+/// bcrypt hash it matched); past it one is forgotten and checks with bcrypt again.
+pub const AUTH_CACHE_USERS_PER_CORE: usize = 4096;
+
+/// (source address, user) pairs with recent login failures each core tracks for the
+/// brute-force back-off; past it expired pairs go, then the one failed longest ago.
+pub const AUTH_FAILURE_PAIRS_PER_CORE: usize = 16384;
+
 // ---- Relations between them ----
 
 const _: () = {

@@ -466,6 +466,13 @@ counters! {
     mesh_writes_served => "mesh_writes_total", "Shard batches written for another core of this node.";
     remote_writes_served => "cluster_writes_served_total", "Shard writes received from peers.";
     writes_rerouted => "writes_rerouted_total", "Parts of shard writes from peers that arrived on a core not holding their partition (a shard's partition count, or the sender's idea of this node's core count, differs from the cores now) and were forwarded over the mesh.";
+    auth_failures => "http_auth_failures_total", "Requests answered 401: no, unparsable or wrong credentials (InfluxDB's authFail).";
+    auth_forbidden => "http_auth_forbidden_total", "Requests answered 403: authenticated, but lacking a privilege a statement or write needs.";
+    auth_password_checks => "http_auth_password_checks_total", "Passwords checked with bcrypt (the others matched a password this core had checked).";
+    auth_delayed => "http_auth_delayed_total", "Login attempts held back because their (source address, user) failed several times recently (brute-force back-off).";
+    auth_backoff_refused => "http_auth_backoff_refused_total", "Login attempts answered 401 unchecked: their (source address, user) would have waited longer than auth-failure-delay-max-ms.";
+    tls_handshakes => "http_tls_handshakes_total", "TLS handshakes completed on the HTTPS API.";
+    tls_handshake_failures => "http_tls_handshake_failures_total", "Connections to the HTTPS API whose TLS handshake failed (not TLS, refused certificate, protocol error).";
     connections_steered => "http_connections_steered_total", "Client connections moved to the core that holds the database their first /query reads.";
     connections_header_timeouts => "http_connections_header_timeouts_total", "Client connections closed because a request head did not arrive within header-read-timeout-ms.";
     connections_idle_timeouts => "http_connections_idle_timeouts_total", "Keep-alive client connections closed after idle-timeout-ms without a request.";
@@ -691,6 +698,11 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("clientError", json!(c.write_errors)),
                 ("connections", json!(gauges.connections)),
                 ("connectionsSteered", json!(c.connections_steered)),
+                ("authFail", json!(c.auth_failures)),
+                ("authForbidden", json!(c.auth_forbidden)),
+                ("authPasswordChecks", json!(c.auth_password_checks)),
+                ("authDelayed", json!(c.auth_delayed)),
+                ("authBackoffRefused", json!(c.auth_backoff_refused)),
             ],
         ),
         StatsGroup::new(

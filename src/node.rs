@@ -82,6 +82,8 @@ pub struct CoreArgs {
     pub field_types: Arc<NodeFieldTypes>,
     /// Every peer's core count, learnt by any core's handshake.
     pub peer_cores: Arc<PeerCores>,
+    /// The HTTPS certificate, when `https-enabled` (shared, reloaded on SIGHUP).
+    pub tls: Option<Arc<crate::http::tls::TlsCertificates>>,
 }
 
 /// Work one core asks of another.
@@ -915,6 +917,7 @@ async fn wire(
         cache: args.cache.clone(),
         http_addr,
         node_id,
+        tls: args.tls.clone(),
     }));
     let core = Core {
         local,

@@ -36,6 +36,8 @@ pub enum RuntimeError {
     Layout(#[from] crate::tsdb::layout::LayoutError),
     #[error("core {core} failed: {message}")]
     Core { core: usize, message: String },
+    #[error("cannot start the HTTPS API: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// Raises RLIMIT_MEMLOCK so every executor can lock its io_uring memory.
@@ -119,15 +121,20 @@ pub fn raise_open_files(wanted: u64) {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and every thread spawned after), and starts
-/// a thread that waits for them and requests shutdown.
-pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and every thread spawned after),
+/// and starts a thread that waits for them: the first two request shutdown, SIGHUP
+/// reloads the HTTPS certificate (when there is one).
+pub fn install_signal_handler(
+    shutdown: Arc<Shutdown>,
+    tls: Option<Arc<crate::http::tls::TlsCertificates>>,
+) {
     // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         std::thread::Builder::new()
             .name("signals".into())
@@ -136,6 +143,22 @@ pub fn install_signal_handler(shutdown: Arc<Shutdown>) {
                 loop {
                     let mut sig: libc::c_int = 0;
                     if libc::sigwait(&set, &mut sig) != 0 {
+                        continue;
+                    }
+                    if sig == libc::SIGHUP {
+                        match &tls {
+                            Some(tls) => match tls.reload() {
+                                Ok(()) => tracing::info!(
+                                    certificate = %tls.certificate_path().display(),
+                                    "SIGHUP: reloaded the HTTPS certificate; new connections use it"
+                                ),
+                                Err(e) => tracing::error!(
+                                    error = %e,
+                                    "SIGHUP: could not reload the HTTPS certificate; keeping the one in use"
+                                ),
+                            },
+                            None => tracing::info!("SIGHUP: nothing to reload (https-enabled is off)"),
+                        }
                         continue;
                     }
                     count += 1;
@@ -188,8 +211,17 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             .iter()
             .map(|p| p.node_id),
     ));
+    let tls = if config.http.https_enabled {
+        let files = crate::http::tls::PemFiles::new(
+            &config.http.https_certificate,
+            &config.http.https_private_key,
+        );
+        Some(Arc::new(crate::http::tls::TlsCertificates::load(files)?))
+    } else {
+        None
+    };
     let shutdown = Arc::new(Shutdown::default());
-    install_signal_handler(shutdown.clone());
+    install_signal_handler(shutdown.clone(), tls.clone());
     let config = Arc::new(config);
     let mesh = crate::net::mesh::build::<MeshRequest>(cores, config.runtime.mesh_channel_capacity);
     let online = crate::config::online_cpus();
@@ -224,6 +256,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             partitions: partitions.clone(),
             field_types: field_types.clone(),
             peer_cores: peer_cores.clone(),
+            tls: tls.clone(),
         };
         let mut builder = LocalExecutorBuilder::new(placement);
         if config.runtime.spin_before_park_us > 0 {

@@ -91,11 +91,14 @@ fn ddl_statements_and_their_answers() {
         r.json()["results"][0]["series"][0]["values"],
         json!([["db-2"]])
     );
-    let r = node.query("GRANT ALL ON db TO someone");
+    let r = node.query("KILL QUERY 1");
     assert!(r.json()["results"][0]["error"]
         .as_str()
         .unwrap()
         .contains("not supported"));
+    // With auth off, user statements work without a login (as InfluxDB's).
+    let r = node.query("GRANT ALL ON db TO someone");
+    assert_eq!(r.json()["results"][0]["error"], "user not found");
 }
 
 #[test]

@@ -37,7 +37,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// 2026-01-05T00:00:00Z (a Monday), in seconds. The dataset covers 21 days from here.
@@ -579,113 +578,6 @@ fn print_answers(query: &Query, names: &[&str], answers: &[&Answer]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// influxd.
-
-struct Influxd {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port outside the ephemeral range (see `common::free_port_pair`).
-fn free_port() -> u16 {
-    common::free_port_pair()
-}
-
-fn influxd_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SHARDCORE_DIFF_INFLUXD") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("sh")
-        .args(["-c", "command -v influxd"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!path.is_empty()).then(|| PathBuf::from(path))
-}
-
-/// Starts influxd on loopback with everything in a temp dir; Err says why it could not.
-fn start_influxd() -> Result<Influxd, String> {
-    let bin = influxd_binary()
-        .ok_or("influxd is not installed (apt-get install influxdb; .ci/run does this)")?;
-    let dir = tempfile::Builder::new()
-        .prefix("shardcore-influxd-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let d = dir.path().display();
-    let (http_port, rpc_port) = (free_port(), free_port());
-    // Debian's build renamed upstream's `reporting-disabled` to `reporting-enabled`;
-    // set both (unknown keys are ignored). Everything not set keeps its default.
-    let config = format!(
-        "reporting-disabled = true\n\
-         reporting-enabled = false\n\
-         bind-address = \"127.0.0.1:{rpc_port}\"\n\
-         [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
-         [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-         [monitor]\n  store-enabled = false\n\
-         [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n  \
-           bind-socket = \"{d}/influxdb.sock\"\n\
-         [continuous_queries]\n  enabled = false\n\
-         [shard-precreation]\n  enabled = false\n\
-         [retention]\n  enabled = false\n\
-         [subscriber]\n  enabled = false\n"
-    );
-    let config_path = dir.path().join("influxdb.conf");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let log_path = dir.path().join("influxd.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&bin);
-    cmd.arg("-config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log);
-    // INFLUXDB_* variables override the config file.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("INFLUXDB_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("could not run {}: {e}", bin.display()))?;
-    let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let mut server = Influxd {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http(addr, "GET", "/ping", &[], b"") {
-            if r.status == 204 {
-                let version = r.header("X-Influxdb-Version").unwrap_or("?").to_string();
-                eprintln!("influxd {version} ({}) on {addr}", bin.display());
-                return Ok(server);
-            }
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(format!(
-                "influxd exited ({status}) before answering /ping: {}",
-                clip(&log, 2000)
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err("influxd did not answer /ping within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Loading.
 
 fn post_query(addr: SocketAddr, q: &str) -> Answer {
@@ -838,7 +730,7 @@ fn influxql_answers_match_influxdb() {
         );
         None
     } else {
-        match start_influxd() {
+        match common::start_influxd("") {
             Ok(s) => Some(s),
             Err(reason) => {
                 eprintln!(

@@ -17,10 +17,11 @@ use crate::http1::{read_body, read_head, write_message, WireError};
 use crate::report::{RequestLog, Summary, Tally};
 use bytes::Bytes;
 use std::fmt;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Response body bytes kept for error messages.
@@ -52,6 +53,18 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Keep one [`RequestLog`] per batch (for `--requests-out`).
     pub log_requests: bool,
+    /// `Authorization` header value (`--username`/`--password`: HTTP Basic).
+    pub authorization: Option<String>,
+}
+
+/// HTTP Basic credentials as an `Authorization` header value.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// Failures that stop a load run (per-request failures are counted, not raised).
@@ -123,15 +136,68 @@ impl From<WireError> for RequestError {
     }
 }
 
-/// A resolved `http://host[:port][/prefix]`.
+/// A resolved `http[s]://host[:port][/prefix]`.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host_header: String,
     pub base_path: String,
+    /// For https: the client configuration and the name the certificate must carry.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
 
-/// Parses and resolves `--url` (http only).
+/// Parses and resolves `--url`. An https URL needs `tls_ca`, the PEM file of the CA
+/// (or self-signed certificate) the server's certificate is verified against.
+pub fn parse_url_with_ca(url: &str, tls_ca: Option<&Path>) -> Result<Target, LoadError> {
+    let bad = |reason: &str| LoadError::Url {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let Some(rest) = url.strip_prefix("https://") else {
+        return parse_url(url);
+    };
+    let ca = tls_ca.ok_or_else(|| {
+        bad("an https URL needs --tls-ca FILE, the CA that signed the server's certificate")
+    })?;
+    let mut target = parse_url(&format!("http://{rest}"))?;
+    if !target.host_header.contains(':') || target.host_header.ends_with(']') {
+        target.addr.set_port(443);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| bad(&format!("{}: {e:?}", ca.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(&format!("{}: {e:?}", ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(&format!("{}: {e}", ca.display())))?;
+    }
+    // ring, as the server (rustls 0.23.48 deprecates it only for lacking post-quantum
+    // key exchange).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = target
+        .host_header
+        .rsplit_once(':')
+        .map_or(target.host_header.as_str(), |(h, _)| h)
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let name = rustls_pki_types::ServerName::try_from(host)
+        .map_err(|e| bad(&format!("not a server name: {e}")))?;
+    target.tls = Some((Arc::new(config), name));
+    Ok(target)
+}
+
+/// Parses and resolves an http:// `--url`.
 pub fn parse_url(url: &str) -> Result<Target, LoadError> {
     let bad = |reason: &str| LoadError::Url {
         url: url.to_string(),
@@ -139,7 +205,7 @@ pub fn parse_url(url: &str) -> Result<Target, LoadError> {
     };
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+        .ok_or_else(|| bad("only http:// URLs are supported here"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -164,6 +230,7 @@ pub fn parse_url(url: &str) -> Result<Target, LoadError> {
         addr,
         host_header: authority.to_string(),
         base_path: path.trim_end_matches('/').to_string(),
+        tls: None,
     })
 }
 
@@ -189,25 +256,71 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// A connection's bytes: plain TCP, or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One keep-alive connection.
 pub struct Conn {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    io: BufReader<Transport>,
 }
 
 impl Conn {
-    pub fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, RequestError> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(RequestError::Connect)?;
+    /// Connects (and for https completes the TLS handshake).
+    pub fn open(target: &Target, timeout: Duration) -> Result<Conn, RequestError> {
+        let stream =
+            TcpStream::connect_timeout(&target.addr, timeout).map_err(RequestError::Connect)?;
         let setup = |s: &TcpStream| {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            s.try_clone()
+            s.set_write_timeout(Some(timeout))
         };
-        let read_half = setup(&stream).map_err(RequestError::Connect)?;
+        setup(&stream).map_err(RequestError::Connect)?;
+        let transport = match &target.tls {
+            None => Transport::Plain(stream),
+            Some((config, name)) => {
+                let tls = rustls::ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| RequestError::Connect(io::Error::other(e)))?;
+                let mut stream = rustls::StreamOwned::new(tls, stream);
+                // The handshake now, so that a request's time is the request's.
+                while stream.conn.is_handshaking() {
+                    stream
+                        .conn
+                        .complete_io(&mut stream.sock)
+                        .map_err(RequestError::Connect)?;
+                }
+                Transport::Tls(Box::new(stream))
+            }
+        };
         Ok(Conn {
-            stream,
-            reader: BufReader::with_capacity(16 * 1024, read_half),
+            io: BufReader::with_capacity(16 * 1024, transport),
         })
     }
 
@@ -215,7 +328,7 @@ impl Conn {
     /// early (e.g. 404 before reading the body) and close: if sending fails, a response
     /// that already arrived still counts, and the connection is not reused.
     pub fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<Reply, WireError> {
-        if let Err(write_error) = write_message(&mut self.stream, head, body) {
+        if let Err(write_error) = write_message(self.io.get_mut(), head, body) {
             return match self.read_reply() {
                 Ok(reply) => Ok(Reply {
                     close: true,
@@ -229,12 +342,11 @@ impl Conn {
 
     fn read_reply(&mut self) -> Result<Reply, WireError> {
         loop {
-            let head =
-                read_head(&mut self.reader)?.ok_or(WireError::UnexpectedEof("the response"))?;
+            let head = read_head(&mut self.io)?.ok_or(WireError::UnexpectedEof("the response"))?;
             let (http10, status) = parse_status_line(&head.start_line)?;
             let framing = head.response_framing(status);
             let mut body = Vec::new();
-            read_body(&mut self.reader, framing, &mut body, KEEP_BODY_BYTES)?;
+            read_body(&mut self.io, framing, &mut body, KEEP_BODY_BYTES)?;
             if (100..200).contains(&status) {
                 continue;
             }
@@ -278,6 +390,9 @@ fn write_head_prefix(target: &Target, opts: &LoadOptions) -> Vec<u8> {
     if opts.gzip {
         head.push_str("Content-Encoding: gzip\r\n");
     }
+    if let Some(auth) = &opts.authorization {
+        head.push_str(&format!("Authorization: {auth}\r\n"));
+    }
     head.push_str("Content-Length: ");
     head.into_bytes()
 }
@@ -304,7 +419,7 @@ pub fn create_database(target: &Target, db: &str, timeout: Duration) -> Result<(
         target.host_header,
         body.len()
     );
-    let mut conn = Conn::open(target.addr, timeout).map_err(|e| fail(e.to_string()))?;
+    let mut conn = Conn::open(target, timeout).map_err(|e| fail(e.to_string()))?;
     let reply = conn
         .exchange(head.as_bytes(), body.as_bytes())
         .map_err(|e| fail(e.to_string()))?;
@@ -627,7 +742,7 @@ fn send_with_retries(
         let reused = conn.is_some();
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(Conn::open(shared.target.addr, shared.opts.timeout)?),
+            None => conn.insert(Conn::open(shared.target, shared.opts.timeout)?),
         };
         tally.requests += 1;
         tally.wire_bytes += (head.len() + batch.body.len()) as u64;
@@ -704,6 +819,10 @@ mod tests {
         assert_eq!((t.addr.port(), t.base_path.as_str()), (8086, ""));
         assert_eq!(parse_url("http://127.0.0.1/x/").unwrap().base_path, "/x");
         assert!(parse_url("https://127.0.0.1").is_err());
+        // https needs the CA to verify the server with.
+        let e = parse_url_with_ca("https://127.0.0.1:8443", None).unwrap_err();
+        assert!(e.to_string().contains("--tls-ca"), "{e}");
+        assert!(parse_url_with_ca("http://127.0.0.1:8086", None).unwrap().tls.is_none());
     }
 
     /// A test server: answers every request with 204 after `delay(n)` for the n-th
@@ -764,6 +883,7 @@ mod tests {
             create_db: false,
             timeout: Duration::from_secs(10),
             log_requests: false,
+            authorization: None,
         }
     }
 

@@ -292,7 +292,7 @@ pub fn run(
             let started = Instant::now();
             let mut c = match conn.take() {
                 Some(c) => c,
-                None => Conn::open(target.addr, timeout).map_err(|e| e.to_string())?,
+                None => Conn::open(target, timeout).map_err(|e| e.to_string())?,
             };
             let outcome = c.exchange(head.as_bytes(), b"");
             let elapsed = started.elapsed();

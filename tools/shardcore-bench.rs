@@ -170,6 +170,16 @@ struct LoadArgs {
     /// Connect/read/write timeout per request, seconds.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
+    /// User to write as (HTTP Basic), with --password.
+    #[arg(long)]
+    username: Option<String>,
+    /// Password of --username.
+    #[arg(long, default_value = "")]
+    password: String,
+    /// For an https --url: PEM file of the CA (or self-signed certificate) that the
+    /// server's certificate is verified against.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -392,7 +402,7 @@ fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
             LoadError::Options("--rate must be a positive number of lines/s".into()).into(),
         );
     }
-    let target = load::parse_url(&args.url)?;
+    let target = load::parse_url_with_ca(&args.url, args.tls_ca.as_deref())?;
     let batches = prepare_batches(args)?;
     let opts = LoadOptions {
         db: args.db.clone(),
@@ -406,6 +416,10 @@ fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
         create_db: args.create_db,
         timeout: Duration::from_secs(args.timeout_s.max(1)),
         log_requests: args.requests_out.is_some(),
+        authorization: args
+            .username
+            .as_deref()
+            .map(|u| load::basic_authorization(u, &args.password)),
     };
     let summary = load::run(&target, &opts, &batches)?;
     if let Some(path) = &args.hdr_out {

@@ -17,10 +17,12 @@ use crate::influxql::ast;
 use crate::influxql::format::go_duration;
 use crate::influxql::parser::{self, ParseError, Statement};
 use crate::influxql::{regex, tz};
-use crate::meta::{MetaError, MetaStore};
+use crate::meta::{MetaError, MetaStore, Principal, Privilege};
 use crate::metrics::{CoreStats, CoreTimers, Timer};
 use crate::placement::Membership;
-use crate::query::{missing_param, QueryAnswer, QueryContext, QueryLimits, QueryOptions};
+use crate::query::{
+    missing_param, QueryAnswer, QueryContext, QueryLimits, QueryOptions, QueryRefused,
+};
 use crate::tsdb::read::cancel;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -132,14 +134,15 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         return Err(ParseError::plain(format!(
             "query too large: {} bytes, more than max-query-bytes ({max_bytes})",
             q.len()
-        )));
+        ))
+        .into());
     }
     let statements = parser::parse_query(q)?;
     // Regexes compile once, before anything runs, a costly one off this core; one that
     // does not compile fails the query as a parse error, as in InfluxDB.
     for st in &statements {
         if let Err((lit, e)) = regex::prepare(statement_regexes(st)).await {
-            return Err(ParseError::plain(lit.error_text(&e)));
+            return Err(ParseError::plain(lit.error_text(&e)).into());
         }
     }
     // A bound parameter without a value, or an unknown time zone, fails the whole
@@ -148,16 +151,24 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         if let Statement::Select(s) = st {
             if let Some(name) = &s.tz {
                 if tz::Zone::load(name).is_none() {
-                    return Err(ParseError::plain(format!(
-                        "unable to find time zone {name}"
-                    )));
+                    return Err(
+                        ParseError::plain(format!("unable to find time zone {name}")).into(),
+                    );
                 }
             }
         }
         if let Some(name) = missing_param(st, &options.params) {
-            return Err(ParseError::plain(format!("missing parameter: {name}")));
+            return Err(ParseError::plain(format!("missing parameter: {name}")).into());
         }
     }
+    // Every statement is authorized before any runs (InfluxDB's QueryAuthorizer).
+    crate::influxql::authorize::authorize_query(
+        &ctx.meta.snapshot(),
+        &options.principal,
+        &statements,
+        options.db.as_deref(),
+    )
+    .map_err(QueryRefused::Forbidden)?;
     let mut results = Vec::with_capacity(statements.len());
     let mut kinds = Vec::with_capacity(statements.len());
     let version_before = ctx.meta.snapshot().version;
@@ -241,6 +252,20 @@ fn statement_timer(statement: &Statement) -> Timer {
     }
 }
 
+/// bcrypt of a password, on glommio's blocking pool (~60 ms of CPU the core keeps).
+async fn off_core_hash(password: String) -> String {
+    glommio::executor()
+        .spawn_blocking(move || crate::meta::hash_password(&password))
+        .await
+}
+
+/// Whether a password matches a bcrypt hash, on glommio's blocking pool.
+async fn off_core_verify(password: String, hash: String) -> bool {
+    glommio::executor()
+        .spawn_blocking(move || crate::meta::verify_password(&password, &hash))
+        .await
+}
+
 /// `SHOW STATS [FOR 'module']`: the node's statistics groups, every core merged, one
 /// series per group (InfluxDB's monitor layout).
 async fn show_stats(
@@ -299,7 +324,21 @@ async fn execute_statement(
         }
         Statement::ShowDatabases => {
             let snap = meta.snapshot();
-            let values: Vec<Value> = snap.databases.keys().map(|n| json!([n])).collect();
+            // A user who is not an admin sees the databases it holds something on.
+            let visible = |name: &str| match &options.principal {
+                Principal::Open => true,
+                Principal::Anonymous => false,
+                Principal::User(user) => snap.user(user).is_some_and(|u| {
+                    u.authorize_database(Privilege::Read, name)
+                        || u.authorize_database(Privilege::Write, name)
+                }),
+            };
+            let values: Vec<Value> = snap
+                .databases
+                .keys()
+                .filter(|n| visible(n))
+                .map(|n| json!([n]))
+                .collect();
             let mut series = json!({ "name": "databases", "columns": ["name"] });
             if !values.is_empty() {
                 series["values"] = Value::Array(values);
@@ -366,7 +405,94 @@ async fn execute_statement(
             Ok(Some(json!([series])))
         }
         Statement::ShowStats { module } => show_stats(ctx, module.as_deref()).await,
-        Statement::Unsupported { kind } => Err(format!(
+        Statement::CreateUser {
+            name,
+            password,
+            admin,
+        } => {
+            if let Some(user) = meta.snapshot().user(name) {
+                // InfluxDB: the same password and admin flag again is a success.
+                let same = user.admin == *admin
+                    && off_core_verify(password.0.clone(), user.hash.clone()).await;
+                return if same {
+                    Ok(None)
+                } else {
+                    Err(MetaError::UserExists.to_string())
+                };
+            }
+            if name.is_empty() {
+                return Err(MetaError::UsernameRequired.to_string());
+            }
+            let hash = off_core_hash(password.0.clone()).await;
+            meta.create_user(name, hash, *admin).map_err(err)?;
+            Ok(None)
+        }
+        Statement::DropUser { name } => {
+            meta.drop_user(name).map_err(err)?;
+            Ok(None)
+        }
+        Statement::SetPassword { name, password } => {
+            if meta.snapshot().user(name).is_none() {
+                return Err(MetaError::UserNotFound.to_string());
+            }
+            let hash = off_core_hash(password.0.clone()).await;
+            meta.set_password(name, hash).map_err(err)?;
+            Ok(None)
+        }
+        Statement::Grant {
+            privilege,
+            database,
+            user,
+        } => {
+            match database {
+                Some(db) => meta.grant(user, db, *privilege),
+                None => meta.set_admin(user, true),
+            }
+            .map_err(err)?;
+            Ok(None)
+        }
+        Statement::Revoke {
+            privilege,
+            database,
+            user,
+        } => {
+            match database {
+                Some(db) => meta.revoke(user, db, *privilege),
+                None => meta.set_admin(user, false),
+            }
+            .map_err(err)?;
+            Ok(None)
+        }
+        Statement::ShowUsers => {
+            let snap = meta.snapshot();
+            let values: Vec<Value> = snap
+                .users_in_order()
+                .iter()
+                .map(|u| json!([u.name, u.admin]))
+                .collect();
+            let mut series = json!({ "columns": ["user", "admin"] });
+            if !values.is_empty() {
+                series["values"] = Value::Array(values);
+            }
+            Ok(Some(json!([series])))
+        }
+        Statement::ShowGrants { user } => {
+            let snap = meta.snapshot();
+            let user = snap
+                .user(user)
+                .ok_or_else(|| err(MetaError::UserNotFound))?;
+            let values: Vec<Value> = user
+                .privileges
+                .iter()
+                .map(|(db, p)| json!([db, p.as_str()]))
+                .collect();
+            let mut series = json!({ "columns": ["database", "privilege"] });
+            if !values.is_empty() {
+                series["values"] = Value::Array(values);
+            }
+            Ok(Some(json!([series])))
+        }
+        Statement::Unsupported { kind, .. } => Err(format!(
             "{kind} statements are not supported by this version of ShardCore yet"
         )),
         // The query engine's (run above).

@@ -2,19 +2,18 @@
 //! does), so hyper runs on our executors without a tokio runtime.
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A glommio `TcpStream` as a hyper I/O object; bytes read mark the connection's
-/// phase (`conn`), for its header-read and idle timeouts.
-pub struct HyperStream {
-    pub stream: TcpStream,
+/// A glommio `TcpStream` (or a TLS stream over one) as a hyper I/O object; bytes read
+/// mark the connection's phase (`conn`), for its header-read and idle timeouts.
+pub struct HyperStream<S> {
+    pub stream: S,
     pub connection: std::rc::Rc<super::conn::Connection>,
 }
 
-impl hyper::rt::Read for HyperStream {
+impl<S: AsyncRead + Unpin> hyper::rt::Read for HyperStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -42,7 +41,7 @@ impl hyper::rt::Read for HyperStream {
     }
 }
 
-impl hyper::rt::Write for HyperStream {
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for HyperStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -10,8 +10,10 @@
 //! `max-concurrent-write-requests-per-core` writes in progress (more get 503 with
 //! Retry-After), `max-body-size-bytes` per body after gzip decoding (more get 413).
 
+pub mod auth;
 pub mod conn;
 pub mod io;
+pub mod tls;
 
 use crate::base::shutdown::Shutdown;
 use crate::base::LocalFuture;
@@ -21,11 +23,12 @@ use crate::cluster::meta_sync::MetaSyncService;
 use crate::cluster::points_writer::{Consistency, PointsWriter, WriteError, WriteOutcome};
 use crate::config::HttpConfig;
 use crate::lineproto::Precision;
-use crate::meta::MetaStore;
+use crate::meta::{MetaStore, Principal, Privilege};
 use crate::metrics::{self, CoreStats, CoreTimers, Timer};
 use crate::net::handoff::{HandoffStream, MovedStream};
 use crate::net::mesh::MeshError;
 use crate::placement::NodeId;
+use crate::query::QueryRefused;
 use crate::tsdb::shard::{ShardStats, StoredPoint};
 use crate::tsdb::store::ReadRequest;
 use bytes::Bytes;
@@ -107,6 +110,10 @@ pub struct HttpService {
     node_id: NodeId,
     /// Whether peers are configured (`/debug/vars` then shows hinted handoff).
     clustered: bool,
+    /// Who a request is (`[http] auth-enabled`).
+    auth: auth::Authenticator,
+    /// With `https-enabled`: every connection is TLS.
+    tls: Option<Arc<tls::TlsCertificates>>,
 }
 
 /// What [`HttpService::new`] takes.
@@ -124,6 +131,7 @@ pub struct HttpServiceParts {
     pub cache: Arc<crate::tsdb::cache::CacheGauge>,
     pub http_addr: SocketAddr,
     pub node_id: NodeId,
+    pub tls: Option<Arc<tls::TlsCertificates>>,
 }
 
 impl HttpService {
@@ -138,6 +146,7 @@ impl HttpService {
                 parts.connection_counts.clone(),
             ),
             clustered: parts.meta_sync.is_some(),
+            auth: auth::Authenticator::new(&parts.config, parts.meta.clone(), parts.stats.clone()),
             config: parts.config,
             node: parts.node,
             points_writer: parts.points_writer,
@@ -155,6 +164,7 @@ impl HttpService {
             shutting_down: Cell::new(false),
             http_addr: parts.http_addr,
             node_id: parts.node_id,
+            tls: parts.tls,
         }
     }
 
@@ -240,7 +250,13 @@ const STEER_WAIT: std::time::Duration =
 pub fn serve_connection(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     glommio::spawn_local(async move {
-        if let Some(stream) = steer(&api, stream).await {
+        // A TLS connection's first bytes are its handshake: it is served where it is.
+        let stream = if api.tls.is_some() {
+            Some(stream)
+        } else {
+            steer(&api, stream).await
+        };
+        if let Some(stream) = stream {
             serve_http(api, stream).await;
         }
     })
@@ -354,39 +370,44 @@ async fn serve_http(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
         return;
     };
     let connection = registration.connection.clone();
-    let service_ctx = api.clone();
-    let service_connection = connection.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let api = service_ctx.clone();
-        let connection = service_connection.clone();
-        async move {
-            connection.request_started();
-            let answer = handle(api, req).await;
-            connection.request_finished();
-            Ok::<_, std::convert::Infallible>(answer)
-        }
-    });
+    // The source address of the brute-force back-off.
+    let peer = stream
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
     let timeouts = conn::Timeouts {
         header_read: std::time::Duration::from_millis(api.config.header_read_timeout_ms),
         idle: std::time::Duration::from_millis(api.config.idle_timeout_ms),
     };
-    // hyper's own header timeout needs a `Send` timer, which glommio's is not; the
-    // watchdog does its job (and the idle timeout hyper does not have).
-    let served = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .header_read_timeout(None)
-        .serve_connection(
-            io::HyperStream {
-                stream,
-                connection: connection.clone(),
+    let served = async {
+        match &api.tls {
+            None => serve_hyper(&api, stream, &connection, peer).await,
+            // A plain HTTP request on the HTTPS port gets Go's answer (the influx CLI
+            // reads it as "use -ssl").
+            Some(_) if !starts_tls(&stream).await => {
+                use futures_lite::AsyncWriteExt;
+                let mut stream = stream;
+                CoreStats::add(&api.stats.tls_handshake_failures, 1);
+                let _ = stream.write_all(PLAIN_ON_TLS_ANSWER).await;
+                let _ = stream.close().await;
+            }
+            // The handshake is watched as the request head is (header-read timeout).
+            Some(tls) => match tls.acceptor().accept(stream).await {
+                Ok(stream) => {
+                    CoreStats::add(&api.stats.tls_handshakes, 1);
+                    serve_hyper(&api, stream, &connection, peer).await
+                }
+                Err(e) => {
+                    CoreStats::add(&api.stats.tls_handshake_failures, 1);
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                }
             },
-            service,
-        );
+        }
+    };
     let closed = futures_lite::future::or(
         async {
-            if let Err(e) = served.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            served.await;
             None
         },
         async { Some(conn::watch(&connection, &mut registration.evicted, timeouts).await) },
@@ -400,6 +421,56 @@ async fn serve_http(api: Rc<HttpService>, stream: glommio::net::TcpStream) {
     };
     CoreStats::add(counter, 1);
     tracing::debug!(core = api.core, reason = ?closed, "closed a client connection");
+}
+
+/// Go's answer to plain HTTP on a TLS port.
+const PLAIN_ON_TLS_ANSWER: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Whether a connection's first byte opens a TLS handshake (a record of type 22);
+/// false for anything else, or nothing.
+async fn starts_tls(stream: &glommio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16)
+}
+
+/// Runs hyper's HTTP/1.1 server on one connection's stream (plain or TLS) until it
+/// closes.
+async fn serve_hyper<S>(
+    api: &Rc<HttpService>,
+    stream: S,
+    connection: &Rc<conn::Connection>,
+    peer: std::net::IpAddr,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let service_ctx = api.clone();
+    let service_connection = connection.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let api = service_ctx.clone();
+        let connection = service_connection.clone();
+        async move {
+            connection.request_started();
+            let answer = handle(api, req, peer).await;
+            connection.request_finished();
+            Ok::<_, std::convert::Infallible>(answer)
+        }
+    });
+    // hyper's own header timeout needs a `Send` timer, which glommio's is not; the
+    // watchdog does its job (and the idle timeout hyper does not have).
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .serve_connection(
+            io::HyperStream {
+                stream,
+                connection: connection.clone(),
+            },
+            service,
+        );
+    if let Err(e) = served.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Counts a request in flight for the lifetime of the guard.
@@ -418,14 +489,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(api: Rc<HttpService>, req: Request<Incoming>) -> Resp {
+async fn handle(api: Rc<HttpService>, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     let _in_flight = InFlight::new(&api.in_flight_requests);
     let mut resp = if api.shutting_down.get() || api.shutdown.is_requested() {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         set_retry_after(&api, &mut r);
         r
     } else {
-        route(&api, req).await
+        route(&api, req, peer).await
     };
     let headers = resp.headers_mut();
     headers.insert(
@@ -441,9 +512,98 @@ async fn handle(api: Rc<HttpService>, req: Request<Incoming>) -> Resp {
     resp
 }
 
-async fn route(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
+/// Who a request is; `Err` is the 401 to answer.
+async fn authenticate(
+    api: &HttpService,
+    req: &Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Principal, Resp> {
+    if !api.auth.enabled() {
+        return Ok(Principal::Open);
+    }
+    let params = query_params(req.uri().query().unwrap_or(""));
+    api.auth
+        .authenticate(
+            params.get("u").map(String::as_str),
+            params.get("p").map(String::as_str),
+            req.headers(),
+            peer,
+        )
+        .await
+        .map_err(|refused| unauthorized(refused.text()))
+}
+
+/// A 401 as InfluxDB answers it: the error body and a Basic challenge.
+fn unauthorized(text: &str) -> Resp {
+    let mut r = error(StatusCode::UNAUTHORIZED, text);
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"InfluxDB\""),
+    );
+    r
+}
+
+/// A 403, counted.
+fn forbidden(api: &HttpService, text: &str) -> Resp {
+    CoreStats::add(&api.stats.auth_forbidden, 1);
+    error(StatusCode::FORBIDDEN, text)
+}
+
+/// The routes InfluxDB's `ping-auth-enabled` and `pprof-auth-enabled` guard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    /// `/ping`, `/health`: any user once ping-auth-enabled.
+    Ping,
+    /// `/debug/*`, `/metrics`: an admin once pprof-auth-enabled.
+    Debug,
+}
+
+/// `Err`: the 401 or 403 for a guarded route.
+async fn guard(
+    api: &HttpService,
+    req: &Request<Incoming>,
+    peer: std::net::IpAddr,
+    route: Guarded,
+) -> Result<(), Resp> {
+    let on = api.auth.enabled()
+        && match route {
+            Guarded::Ping => api.config.ping_auth_enabled,
+            Guarded::Debug => api.config.pprof_auth_enabled,
+        };
+    if !on {
+        return Ok(());
+    }
+    let principal = authenticate(api, req, peer).await?;
+    if route == Guarded::Ping {
+        return Ok(());
+    }
+    let admin = match &principal {
+        Principal::User(name) => api.meta.snapshot().user(name).is_some_and(|u| u.admin),
+        // No admin exists yet (InfluxDB 1.8 panics here: a 500).
+        Principal::Anonymous => false,
+        Principal::Open => true,
+    };
+    if admin {
+        Ok(())
+    } else {
+        Err(forbidden(api, "error authorizing admin access"))
+    }
+}
+
+async fn route(api: &Rc<HttpService>, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let guarded = match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/ping" | "/health") => Some(Guarded::Ping),
+        (&Method::GET, "/metrics") => Some(Guarded::Debug),
+        (&Method::GET, p) if p.starts_with("/debug/") => Some(Guarded::Debug),
+        _ => None,
+    };
+    if let Some(route) = guarded {
+        if let Err(resp) = guard(api, &req, peer, route).await {
+            return resp;
+        }
+    }
     match (method, path.as_str()) {
         (Method::GET | Method::HEAD, "/ping") => ping(&req),
         (Method::GET | Method::HEAD, "/health") => json(
@@ -456,9 +616,15 @@ async fn route(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
                 "version": INFLUXDB_VERSION,
             }),
         ),
-        (Method::POST, "/write") => write(api, req).await,
+        (Method::POST, "/write") => match authenticate(api, &req, peer).await {
+            Ok(principal) => write(api, req, principal).await,
+            Err(resp) => resp,
+        },
         (_, "/write") => method_not_allowed(),
-        (Method::GET | Method::POST, "/query") => query(api, req).await,
+        (Method::GET | Method::POST, "/query") => match authenticate(api, &req, peer).await {
+            Ok(principal) => query(api, req, principal).await,
+            Err(resp) => resp,
+        },
         (_, "/query") => method_not_allowed(),
         (Method::GET, "/debug/shards") => debug_shards(api).await,
         (Method::GET, "/debug/shard-dump") => debug_shard_dump(api, &req).await,
@@ -532,9 +698,32 @@ fn debug_json(value: serde_json::Value) -> Resp {
     json_bytes(StatusCode::OK, body)
 }
 
-/// InfluxDB's error shape: `{"error":"..."}`.
+/// InfluxDB's error shape: `{"error":"..."}`, and (but on a 401) the message again
+/// in `X-Influxdb-Error`, at most 1024 bytes of it.
 fn error(status: StatusCode, message: &str) -> Resp {
-    json(status, serde_json::json!({ "error": message }))
+    let mut r = json(status, serde_json::json!({ "error": message }));
+    set_error_header(&mut r, message);
+    r
+}
+
+/// `X-Influxdb-Error` on a non-2xx answer other than a 401, as InfluxDB sends it.
+fn set_error_header(r: &mut Resp, message: &str) {
+    let status = r.status();
+    if status.is_success() || status == StatusCode::UNAUTHORIZED {
+        return;
+    }
+    let mut cut = message.len().min(1024);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // A header value cannot hold line breaks or other control bytes.
+    let text: Vec<u8> = message.as_bytes()[..cut]
+        .iter()
+        .map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b })
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&text) {
+        r.headers_mut().insert("X-Influxdb-Error", v);
+    }
 }
 
 fn set_retry_after(api: &HttpService, r: &mut Resp) {
@@ -716,7 +905,7 @@ async fn read_body(
 /// own), then the write, timed under its consistency level. A write slot
 /// (`max-concurrent-write-requests-per-core`) is taken only once the body is in, so
 /// clients slow to send hold no slot and delay nobody else.
-async fn write(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
+async fn write(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
     CoreStats::add(&api.stats.write_requests, 1);
     let params = query_params(req.uri().query().unwrap_or(""));
     // Read the body before any other answer, so an early error (unknown database, bad
@@ -732,7 +921,7 @@ async fn write(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
         }
     };
     let start = std::time::Instant::now();
-    let resp = write_request(api, &params, body).await;
+    let resp = write_request(api, &params, body, &principal).await;
     let timer = match params
         .get("consistency")
         .and_then(|c| Consistency::parse(c))
@@ -750,6 +939,7 @@ async fn write_request(
     api: &Rc<HttpService>,
     params: &HashMap<String, String>,
     body: Bytes,
+    principal: &Principal,
 ) -> Resp {
     if api.in_flight_writes.get() >= api.config.max_concurrent_write_requests_per_core {
         CoreStats::add(&api.stats.write_rejected_busy, 1);
@@ -802,12 +992,44 @@ async fn write_request(
         // Created on another node moments ago? One sync round before answering 404.
         sync.round().await;
     }
-    if api.meta.snapshot().database(&database).is_none() {
+    let meta = api.meta.snapshot();
+    if meta.database(&database).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             &format!("database not found: \"{database}\""),
         );
     }
+    // InfluxDB's order: the database's existence, then the WRITE privilege.
+    match principal {
+        Principal::Open => {}
+        Principal::Anonymous => {
+            CoreStats::add(&api.stats.write_errors, 1);
+            return forbidden(
+                api,
+                &format!(
+                    "user is required to write to database {}",
+                    go_quote(&database)
+                ),
+            );
+        }
+        Principal::User(name) => {
+            if !meta
+                .user(name)
+                .is_some_and(|u| u.authorize_database(Privilege::Write, &database))
+            {
+                CoreStats::add(&api.stats.write_errors, 1);
+                return forbidden(
+                    api,
+                    &format!(
+                        "{} user is not authorized to write to database {}",
+                        go_quote(name),
+                        go_quote(&database)
+                    ),
+                );
+            }
+        }
+    }
+    drop(meta);
     match api
         .points_writer
         .write(&database, rp.as_deref(), precision, consistency, body)
@@ -884,7 +1106,7 @@ fn write_response(api: &HttpService, outcome: &WriteOutcome) -> Resp {
     )
 }
 
-async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
+async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
     CoreStats::add(&api.stats.query_requests, 1);
     let req_accepts_csv = req
         .headers()
@@ -924,6 +1146,7 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
         epoch: params.get("epoch").filter(|s| !s.is_empty()).cloned(),
         params: serde_json::Map::new(),
         chunked,
+        principal,
     };
     if csv && options.epoch.is_none() {
         // CSV times are integers: nanoseconds unless `epoch` says otherwise.
@@ -940,6 +1163,7 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
             }
         }
     }
+    let mut error_message = None;
     let (status, body) = match api.executor.execute(q, &options).await {
         Ok((results, selects)) => (
             StatusCode::OK,
@@ -951,10 +1175,22 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
                 json_text(&serde_json::json!({ "results": results }), pretty)
             },
         ),
-        Err(e) => {
-            let message = format!("error parsing query: {e}");
+        Err(refused) => {
+            let (status, message) = match refused {
+                QueryRefused::Parse(e) => {
+                    (StatusCode::BAD_REQUEST, format!("error parsing query: {e}"))
+                }
+                QueryRefused::Forbidden(e) => {
+                    CoreStats::add(&api.stats.auth_forbidden, 1);
+                    (
+                        StatusCode::FORBIDDEN,
+                        format!("error authorizing query: {e}"),
+                    )
+                }
+            };
+            error_message = Some(message.clone());
             (
-                StatusCode::BAD_REQUEST,
+                status,
                 if csv {
                     crate::query::output::csv_error(&message)
                 } else {
@@ -964,6 +1200,9 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>) -> Resp {
         }
     };
     let mut r = json_bytes(status, body);
+    if let Some(message) = error_message {
+        set_error_header(&mut r, &message);
+    }
     if csv {
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));

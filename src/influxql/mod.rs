@@ -4,6 +4,7 @@
 //! read side and the statement executor all speak it; it imports nothing above it.
 
 pub mod ast;
+pub mod authorize;
 pub mod eval;
 pub mod format;
 pub mod function;

@@ -6,10 +6,30 @@
 //! Errors read as InfluxDB's: `found X, expected Y at line L, char C` (1-based).
 
 use crate::influxql::ast::{Select, ShowSeriesData};
-use crate::meta::RetentionPolicySpec;
+use crate::meta::{Privilege, RetentionPolicySpec};
 use std::fmt;
 
+mod display;
 mod select;
+
+pub use display::Required;
+
+/// A password from a statement: its `Debug` and `Display` never show it (statements
+/// are printed in logs and authorization errors, InfluxDB's `[REDACTED]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
 
 /// A parse error with InfluxDB's wording.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -92,9 +112,43 @@ pub enum Statement {
         module: Option<String>,
     },
     ShowShardGroups,
-    /// A valid InfluxQL statement kind this node does not execute yet.
+    /// `CREATE USER name WITH PASSWORD 'p' [WITH ALL PRIVILEGES]`.
+    CreateUser {
+        name: String,
+        password: Password,
+        admin: bool,
+    },
+    DropUser {
+        name: String,
+    },
+    /// `SET PASSWORD FOR name = 'p'`.
+    SetPassword {
+        name: String,
+        password: Password,
+    },
+    /// `GRANT READ|WRITE|ALL ON db TO user`, or with no database `GRANT ALL
+    /// PRIVILEGES TO user` (admin).
+    Grant {
+        privilege: Privilege,
+        database: Option<String>,
+        user: String,
+    },
+    /// `REVOKE ... ON db FROM user`, or with no database `REVOKE ALL PRIVILEGES FROM
+    /// user` (admin).
+    Revoke {
+        privilege: Privilege,
+        database: Option<String>,
+        user: String,
+    },
+    ShowUsers,
+    ShowGrants {
+        user: String,
+    },
+    /// A valid InfluxQL statement kind this node does not execute yet: its kind (the
+    /// leading keywords) and its text, tokens joined by single spaces.
     Unsupported {
         kind: String,
+        text: String,
     },
 }
 
@@ -105,6 +159,9 @@ enum Tok {
     Str(String),
     Number(String),
     Duration(i64, String),
+    /// Digits and letters that are no duration (`0xBAD`, `1x`): InfluxDB scans them as
+    /// one token and fails with `invalid duration` only where a duration is read.
+    BadDuration(String),
     Param(String),
     /// A regex literal right after `=~` / `!~`.
     Regex(String),
@@ -129,11 +186,14 @@ struct Token {
 impl Token {
     fn found(&self) -> String {
         match &self.tok {
+            // InfluxDB's scanner returns a keyword as its token, printed upper-case.
+            Tok::Ident(s) if is_keyword(s) => s.to_ascii_uppercase(),
             Tok::Ident(s) => s.clone(),
-            Tok::QuotedIdent(s) => format!("\"{s}\""),
+            // InfluxDB's scanner returns the name without its quotes.
+            Tok::QuotedIdent(s) => s.clone(),
             Tok::Str(s) => format!("'{s}'"),
             Tok::Number(s) => s.clone(),
-            Tok::Duration(_, s) => s.clone(),
+            Tok::Duration(_, s) | Tok::BadDuration(s) => s.clone(),
             Tok::Param(s) => format!("${s}"),
             Tok::Regex(s) => format!("/{s}/"),
             Tok::Bad(s) => s.clone(),
@@ -256,7 +316,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             if i < chars.len() && (chars[i].is_alphabetic()) {
                 // A duration literal: one or more number+unit pairs, e.g. 1h30m.
                 let mut text = digits.clone();
-                let mut total: i64 = 0;
+                let mut total: Option<i64> = Some(0);
                 let mut number = digits;
                 loop {
                     let mut unit = String::new();
@@ -266,13 +326,10 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                         advance(&mut i, &mut line, &mut col, ch);
                     }
                     text.push_str(&unit);
-                    let bad = || ParseError::plain("invalid duration");
-                    let n: i64 = number.parse().map_err(|_| bad())?;
-                    let mult = unit_ns(&unit).ok_or_else(bad)?;
-                    total = n
-                        .checked_mul(mult)
-                        .and_then(|v| total.checked_add(v))
-                        .ok_or_else(bad)?;
+                    total = total.and_then(|total| {
+                        let n: i64 = number.parse().ok()?;
+                        n.checked_mul(unit_ns(&unit)?)?.checked_add(total)
+                    });
                     if i < chars.len() && chars[i].is_ascii_digit() {
                         number = String::new();
                         while i < chars.len() && chars[i].is_ascii_digit() {
@@ -285,7 +342,17 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                     }
                     break;
                 }
-                Tok::Duration(total, text)
+                // The rest of a word (`0xBAD`) belongs to the same token.
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    text.push(chars[i]);
+                    total = None;
+                    let ch = chars[i];
+                    advance(&mut i, &mut line, &mut col, ch);
+                }
+                match total {
+                    Some(total) => Tok::Duration(total, text),
+                    None => Tok::BadDuration(text),
+                }
             } else {
                 Tok::Number(digits)
             }
@@ -353,11 +420,27 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             at: start,
         });
     }
-    // InfluxDB reports EOF one character past the end.
+    // InfluxDB reports EOF one character past the end, or at the end when the input
+    // ends right after a token its scanner ends by looking one character ahead and
+    // putting it back (strings, quoted names, numbers, symbols): Go's reader counts
+    // the first EOF it reads, and only a token that consumed it moves EOF on by one.
+    let ends_token = chars.last().is_some_and(|c| !c.is_whitespace());
+    let looked_ahead = ends_token
+        && matches!(
+            tokens.last().map(|t| &t.tok),
+            Some(
+                Tok::Str(_)
+                    | Tok::QuotedIdent(_)
+                    | Tok::Number(_)
+                    | Tok::Symbol(_)
+                    | Tok::Op2(_)
+                    | Tok::Regex(_)
+            )
+        );
     tokens.push(Token {
         tok: Tok::Eof,
         line,
-        char: col + 1,
+        char: if looked_ahead { col } else { col + 1 },
         at: chars.len(),
     });
     Ok(tokens)
@@ -471,6 +554,7 @@ impl Parser {
                 self.pos += 1;
                 Ok(0)
             }
+            Tok::BadDuration(_) => Err(ParseError::plain("invalid duration")),
             _ => Err(self.error("duration")),
         }
     }
@@ -501,15 +585,73 @@ impl Parser {
         Ok(n as u32)
     }
 
-    /// Skips the rest of a statement we only recognise.
-    fn unsupported(&mut self, kind: String) -> Statement {
+    /// Skips the rest of a statement we only recognise; `start` is the index of its
+    /// first token.
+    fn unsupported(&mut self, kind: String, start: usize) -> Statement {
         while !matches!(self.peek().tok, Tok::Semicolon | Tok::Eof) {
             self.pos += 1;
         }
-        Statement::Unsupported { kind }
+        let text = self.tokens[start..self.pos]
+            .iter()
+            .map(|t| match &t.tok {
+                Tok::Ident(s) if is_keyword(s) => s.to_ascii_uppercase(),
+                _ => t.found(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        Statement::Unsupported { kind, text }
+    }
+
+    /// A string literal (passwords).
+    fn string(&mut self) -> Result<String, ParseError> {
+        match &self.peek().tok {
+            Tok::Str(s) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(self.error("string")),
+        }
+    }
+
+    /// `READ`, `WRITE` or `ALL [PRIVILEGES]` of GRANT and REVOKE.
+    fn privilege(&mut self) -> Result<Privilege, ParseError> {
+        if self.accept("READ") {
+            Ok(Privilege::Read)
+        } else if self.accept("WRITE") {
+            Ok(Privilege::Write)
+        } else if self.accept("ALL") {
+            self.accept("PRIVILEGES");
+            Ok(Privilege::All)
+        } else {
+            Err(self.error("READ, WRITE, ALL [PRIVILEGES]"))
+        }
+    }
+
+    /// The rest of GRANT (`to` = "TO") or REVOKE (`to` = "FROM") after its keyword,
+    /// as InfluxDB parses it: after READ or WRITE only ON may follow; after ALL, ON
+    /// or straight to the user (admin).
+    fn grant_or_revoke(
+        &mut self,
+        to: &str,
+    ) -> Result<(Privilege, Option<String>, String), ParseError> {
+        let privilege = self.privilege()?;
+        if privilege != Privilege::All || self.peek().is_keyword("ON") {
+            self.keyword("ON")?;
+            let database = self.ident()?;
+            self.keyword(to)?;
+            let user = self.ident()?;
+            return Ok((privilege, Some(database), user));
+        }
+        if !self.accept(to) {
+            return Err(self.error(&format!("ON, {to}")));
+        }
+        let user = self.ident()?;
+        Ok((privilege, None, user))
     }
 
     fn statement(&mut self) -> Result<Statement, ParseError> {
+        let start = self.pos;
         let first = self.peek().clone();
         let Tok::Ident(word) = &first.tok else {
             return Err(self.error(STATEMENT_KEYWORDS));
@@ -517,15 +659,15 @@ impl Parser {
         match word.to_ascii_uppercase().as_str() {
             "CREATE" => {
                 self.pos += 1;
-                self.create()
+                self.create(start)
             }
             "DROP" => {
                 self.pos += 1;
-                self.drop_statement()
+                self.drop_statement(start)
             }
             "SHOW" => {
                 self.pos += 1;
-                self.show()
+                self.show(start)
             }
             "ALTER" => {
                 self.pos += 1;
@@ -541,16 +683,63 @@ impl Parser {
                 self.pos += 1;
                 self.delete_series(true)
             }
-            w @ ("EXPLAIN" | "GRANT" | "REVOKE" | "SET" | "KILL") => {
+            "GRANT" => {
+                self.pos += 1;
+                let (privilege, database, user) = self.grant_or_revoke("TO")?;
+                Ok(Statement::Grant {
+                    privilege,
+                    database,
+                    user,
+                })
+            }
+            "REVOKE" => {
+                self.pos += 1;
+                let (privilege, database, user) = self.grant_or_revoke("FROM")?;
+                Ok(Statement::Revoke {
+                    privilege,
+                    database,
+                    user,
+                })
+            }
+            "SET" => {
+                self.pos += 1;
+                self.keyword("PASSWORD")?;
+                self.keyword("FOR")?;
+                let name = self.ident()?;
+                if self.peek().tok != Tok::Symbol('=') {
+                    return Err(self.error("="));
+                }
+                self.pos += 1;
+                let password = Password(self.string()?);
+                Ok(Statement::SetPassword { name, password })
+            }
+            w @ ("EXPLAIN" | "KILL") => {
                 let kind = w.to_string();
                 self.pos += 1;
-                Ok(self.unsupported(kind))
+                Ok(self.unsupported(kind, start))
             }
             _ => Err(self.error(STATEMENT_KEYWORDS)),
         }
     }
 
-    fn create(&mut self) -> Result<Statement, ParseError> {
+    fn create(&mut self, start: usize) -> Result<Statement, ParseError> {
+        if self.accept("USER") {
+            let name = self.ident()?;
+            self.keyword("WITH")?;
+            self.keyword("PASSWORD")?;
+            let password = Password(self.string()?);
+            let mut admin = false;
+            if self.accept("WITH") {
+                self.keyword("ALL")?;
+                self.keyword("PRIVILEGES")?;
+                admin = true;
+            }
+            return Ok(Statement::CreateUser {
+                name,
+                password,
+                admin,
+            });
+        }
         if self.accept("DATABASE") {
             let name = self.ident()?;
             let mut retention_policy = None;
@@ -605,15 +794,20 @@ impl Parser {
                 default,
             });
         }
-        for kind in ["CONTINUOUS", "USER", "SUBSCRIPTION"] {
+        for kind in ["CONTINUOUS", "SUBSCRIPTION"] {
             if self.accept(kind) {
-                return Ok(self.unsupported(format!("CREATE {kind}")));
+                return Ok(self.unsupported(format!("CREATE {kind}"), start));
             }
         }
         Err(self.error("CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION"))
     }
 
-    fn drop_statement(&mut self) -> Result<Statement, ParseError> {
+    fn drop_statement(&mut self, start: usize) -> Result<Statement, ParseError> {
+        if self.accept("USER") {
+            return Ok(Statement::DropUser {
+                name: self.ident()?,
+            });
+        }
         if self.accept("DATABASE") {
             return Ok(Statement::DropDatabase {
                 name: self.ident()?,
@@ -634,9 +828,9 @@ impl Parser {
         if self.accept("SERIES") {
             return self.delete_series(false);
         }
-        for kind in ["CONTINUOUS", "SHARD", "SUBSCRIPTION", "USER"] {
+        for kind in ["CONTINUOUS", "SHARD", "SUBSCRIPTION"] {
             if self.accept(kind) {
-                return Ok(self.unsupported(format!("DROP {kind}")));
+                return Ok(self.unsupported(format!("DROP {kind}"), start));
             }
         }
         Err(self.error(
@@ -644,9 +838,18 @@ impl Parser {
         ))
     }
 
-    fn show(&mut self) -> Result<Statement, ParseError> {
+    fn show(&mut self, start: usize) -> Result<Statement, ParseError> {
         if self.accept("DATABASES") {
             return Ok(Statement::ShowDatabases);
+        }
+        if self.accept("USERS") {
+            return Ok(Statement::ShowUsers);
+        }
+        if self.accept("GRANTS") {
+            self.keyword("FOR")?;
+            return Ok(Statement::ShowGrants {
+                user: self.ident()?,
+            });
         }
         if self.accept("RETENTION") {
             self.keyword("POLICIES")?;
@@ -699,10 +902,9 @@ impl Parser {
             "STATS",
             "SUBSCRIPTIONS",
             "TAG",
-            "USERS",
         ] {
             if self.accept(kind) {
-                return Ok(self.unsupported(format!("SHOW {kind}")));
+                return Ok(self.unsupported(format!("SHOW {kind}"), start));
             }
         }
         Err(self.error("CONTINUOUS, DATABASES, DIAGNOSTICS, FIELD, GRANTS, MEASUREMENT, MEASUREMENTS, QUERIES, RETENTION, SERIES, SHARD, SHARDS, STATS, SUBSCRIPTIONS, TAG, USERS"))
@@ -756,6 +958,15 @@ impl Parser {
 }
 
 pub(crate) use crate::influxql::ast::is_reserved;
+
+/// A word InfluxDB's scanner returns as a keyword token (the reserved words and the
+/// operator and boolean words).
+fn is_keyword(word: &str) -> bool {
+    is_reserved(word)
+        || ["AND", "OR", "TRUE", "FALSE"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(word))
+}
 
 #[cfg(test)]
 mod tests {
@@ -852,16 +1063,182 @@ mod tests {
 
     #[test]
     fn unsupported_statements_are_recognised() {
-        let v = parse_query("GRANT ALL ON db TO u; SHOW DATABASES").unwrap();
+        let v = parse_query("kill   query 12 ; SHOW DATABASES").unwrap();
         assert_eq!(
             v,
             vec![
                 Statement::Unsupported {
-                    kind: "GRANT".into()
+                    kind: "KILL".into(),
+                    text: "KILL QUERY 12".into(),
                 },
                 Statement::ShowDatabases
             ]
         );
+    }
+
+    #[test]
+    fn user_statements_parse_as_influxdb() {
+        assert_eq!(
+            one("CREATE USER \"a b\" WITH PASSWORD 'p\\'w' WITH ALL PRIVILEGES"),
+            Statement::CreateUser {
+                name: "a b".into(),
+                password: Password("p'w".into()),
+                admin: true
+            }
+        );
+        assert_eq!(
+            one("grant all privileges on db to bob"),
+            Statement::Grant {
+                privilege: Privilege::All,
+                database: Some("db".into()),
+                user: "bob".into()
+            }
+        );
+        assert_eq!(
+            one("REVOKE ALL FROM bob"),
+            Statement::Revoke {
+                privilege: Privilege::All,
+                database: None,
+                user: "bob".into()
+            }
+        );
+        assert!(!format!("{:?}", one("SET PASSWORD FOR bob = 'hunter2'")).contains("hunter2"));
+        // InfluxDB's own parser tests' texts.
+        for (q, e) in [
+            ("SHOW GRANTS", "found EOF, expected FOR at line 1, char 13"),
+            (
+                "SHOW GRANTS FOR",
+                "found EOF, expected identifier at line 1, char 17",
+            ),
+            (
+                "DROP USER",
+                "found EOF, expected identifier at line 1, char 11",
+            ),
+            (
+                "CREATE USER testuser",
+                "found EOF, expected WITH at line 1, char 22",
+            ),
+            (
+                "CREATE USER testuser WITH",
+                "found EOF, expected PASSWORD at line 1, char 27",
+            ),
+            (
+                "CREATE USER testuser WITH PASSWORD",
+                "found EOF, expected string at line 1, char 36",
+            ),
+            (
+                "CREATE USER testuser WITH PASSWORD 'pwd' WITH",
+                "found EOF, expected ALL at line 1, char 47",
+            ),
+            (
+                "CREATE USER testuser WITH PASSWORD 'pwd' WITH ALL",
+                "found EOF, expected PRIVILEGES at line 1, char 51",
+            ),
+            (
+                "CREATE USER WITH PASSWORD pwd1337",
+                "found WITH, expected identifier at line 1, char 13",
+            ),
+            (
+                "CREATE USER read WITH PASSWORD 'x'",
+                "found READ, expected identifier at line 1, char 13",
+            ),
+            (
+                "CREATE USER bob WITH PASSWORD \"x\"",
+                "found x, expected string at line 1, char 31",
+            ),
+            ("SET", "found EOF, expected PASSWORD at line 1, char 5"),
+            ("SET PASSWORD", "found EOF, expected FOR at line 1, char 14"),
+            (
+                "SET PASSWORD something",
+                "found something, expected FOR at line 1, char 14",
+            ),
+            (
+                "SET PASSWORD FOR",
+                "found EOF, expected identifier at line 1, char 18",
+            ),
+            (
+                "SET PASSWORD FOR dejan",
+                "found EOF, expected = at line 1, char 24",
+            ),
+            (
+                "SET PASSWORD FOR dejan =",
+                "found EOF, expected string at line 1, char 25",
+            ),
+            (
+                "SET PASSWORD FOR dejan = bla",
+                "found bla, expected string at line 1, char 26",
+            ),
+            (
+                "GRANT",
+                "found EOF, expected READ, WRITE, ALL [PRIVILEGES] at line 1, char 7",
+            ),
+            (
+                "GRANT BOGUS",
+                "found BOGUS, expected READ, WRITE, ALL [PRIVILEGES] at line 1, char 7",
+            ),
+            ("GRANT READ", "found EOF, expected ON at line 1, char 12"),
+            ("GRANT READ TO", "found TO, expected ON at line 1, char 12"),
+            (
+                "GRANT READ ON",
+                "found EOF, expected identifier at line 1, char 15",
+            ),
+            (
+                "GRANT READ ON testdb",
+                "found EOF, expected TO at line 1, char 22",
+            ),
+            (
+                "GRANT READ ON testdb TO",
+                "found EOF, expected identifier at line 1, char 25",
+            ),
+            ("GRANT ALL", "found EOF, expected ON, TO at line 1, char 11"),
+            (
+                "GRANT ALL PRIVILEGES",
+                "found EOF, expected ON, TO at line 1, char 22",
+            ),
+            (
+                "GRANT ALL FROM",
+                "found FROM, expected ON, TO at line 1, char 11",
+            ),
+            (
+                "GRANT ALL TO",
+                "found EOF, expected identifier at line 1, char 14",
+            ),
+            (
+                "REVOKE",
+                "found EOF, expected READ, WRITE, ALL [PRIVILEGES] at line 1, char 8",
+            ),
+            ("REVOKE READ", "found EOF, expected ON at line 1, char 13"),
+            (
+                "REVOKE READ FROM",
+                "found FROM, expected ON at line 1, char 13",
+            ),
+            (
+                "REVOKE READ ON testdb",
+                "found EOF, expected FROM at line 1, char 23",
+            ),
+            (
+                "REVOKE READ ON testdb FROM",
+                "found EOF, expected identifier at line 1, char 28",
+            ),
+            (
+                "REVOKE ALL",
+                "found EOF, expected ON, FROM at line 1, char 12",
+            ),
+            (
+                "REVOKE ALL TO",
+                "found TO, expected ON, FROM at line 1, char 12",
+            ),
+            (
+                "REVOKE ALL ON testdb TO",
+                "found TO, expected FROM at line 1, char 22",
+            ),
+            (
+                "REVOKE ALL FROM",
+                "found EOF, expected identifier at line 1, char 17",
+            ),
+        ] {
+            assert_eq!(parse_query(q).unwrap_err().to_string(), e, "{q}");
+        }
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct QueryOptions {
     pub params: serde_json::Map<String, Value>,
     /// `chunked=true`: no max-row-limit (chunks bound each piece instead).
     pub chunked: bool,
+    /// Who asks: the statements are authorized for it before any runs, and SHOW
+    /// DATABASES lists only the databases a user who is not an admin holds something on.
+    pub principal: crate::meta::Principal,
 }
 
 pub use crate::base::LocalFuture;
@@ -144,9 +147,25 @@ impl QueryContext<'_> {
     }
 }
 
-/// The results of a request's statements and which come from SELECTs, or the parse
-/// error that fails it whole.
-pub type QueryAnswer = Result<(Vec<Value>, Vec<bool>), ParseError>;
+/// The results of a request's statements and which come from SELECTs, or why it was
+/// refused whole.
+pub type QueryAnswer = Result<(Vec<Value>, Vec<bool>), QueryRefused>;
+
+/// Why a request ran no statement at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryRefused {
+    /// It does not parse (HTTP 400, `error parsing query: ...`).
+    Parse(ParseError),
+    /// A statement needs a privilege the user lacks (HTTP 403, `error authorizing
+    /// query: ...`).
+    Forbidden(String),
+}
+
+impl From<ParseError> for QueryRefused {
+    fn from(e: ParseError) -> Self {
+        QueryRefused::Parse(e)
+    }
+}
 
 /// Runs a statement of the query engine's (SELECT, SHOW over series data, SHOW
 /// SHARDS / SHARD GROUPS, DROP MEASUREMENT, DROP SERIES, DELETE): its JSON series

@@ -294,6 +294,57 @@ pub fn http(
     parse_response(&raw)
 }
 
+/// One HTTP/1.1 request on a fresh keep-alive connection, read to the end of its
+/// answer (Content-Length or the last chunk) before the connection closes: a server
+/// that answers without reading the body (a 401 or 403 on /write) cannot reset the
+/// connection before the answer is read, as it may with `Connection: close`.
+pub fn http_keep_alive(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    stream.write_all(&req)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let done = match length {
+                Some(n) => raw.len() >= end + 4 + n,
+                None if head.contains("transfer-encoding: chunked") => raw.ends_with(b"0\r\n\r\n"),
+                None => head.starts_with("http/1.1 204") || head.starts_with("http/1.1 304"),
+            };
+            if done {
+                break;
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    parse_response(&raw)
+}
+
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let head_end = raw
@@ -544,4 +595,105 @@ pub fn owners_of(db: &str, rf: u32, series: &str, ts: i64) -> std::collections::
         .iter()
         .copied()
         .collect()
+}
+
+/// A running Debian influxd (1.6.7), the reference the differential tests compare with.
+pub struct Influxd {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn influxd_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SHARDCORE_DIFF_INFLUXD") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("sh")
+        .args(["-c", "command -v influxd"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// Starts influxd on loopback with everything in a temp dir and `extra_http` (TOML
+/// lines) in its `[http]` section; Err says why it could not.
+pub fn start_influxd(extra_http: &str) -> Result<Influxd, String> {
+    let bin = influxd_binary()
+        .ok_or("influxd is not installed (apt-get install influxdb; .ci/run does this)")?;
+    let dir = tempfile::Builder::new()
+        .prefix("shardcore-influxd-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let d = dir.path().display();
+    let (http_port, rpc_port) = (free_port_pair(), free_port_pair());
+    // Debian's build renamed upstream's `reporting-disabled` to `reporting-enabled`;
+    // set both (unknown keys are ignored). Everything not set keeps its default.
+    let config = format!(
+        "reporting-disabled = true\n\
+         reporting-enabled = false\n\
+         bind-address = \"127.0.0.1:{rpc_port}\"\n\
+         [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
+         [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+         [monitor]\n  store-enabled = false\n\
+         [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n  \
+           bind-socket = \"{d}/influxdb.sock\"\n{extra_http}\n\
+         [continuous_queries]\n  enabled = false\n\
+         [shard-precreation]\n  enabled = false\n\
+         [retention]\n  enabled = false\n\
+         [subscriber]\n  enabled = false\n"
+    );
+    let config_path = dir.path().join("influxdb.conf");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let log_path = dir.path().join("influxd.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // INFLUXDB_* variables override the config file.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INFLUXDB_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("could not run {}: {e}", bin.display()))?;
+    let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let mut server = Influxd {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http(addr, "GET", "/ping", &[], b"") {
+            if r.status == 204 {
+                let version = r.header("X-Influxdb-Version").unwrap_or("?").to_string();
+                eprintln!("influxd {version} ({}) on {addr}", bin.display());
+                return Ok(server);
+            }
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!(
+                "influxd exited ({status}) before answering /ping: {}",
+                log.chars().take(2000).collect::<String>()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err("influxd did not answer /ping within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

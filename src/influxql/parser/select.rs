@@ -227,6 +227,7 @@ impl Parser {
                         self.pos += 1;
                         Ok((Expr::Duration(-d), 1))
                     }
+                    Tok::BadDuration(_) => Err(ParseError::plain("invalid duration")),
                     _ => {
                         self.descend()?;
                         let inner = self.unary_depth();
@@ -256,6 +257,7 @@ impl Parser {
                 self.pos += 1;
                 Expr::Duration(*d)
             }
+            Tok::BadDuration(_) => return Err(ParseError::plain("invalid duration")),
             Tok::Str(s) => {
                 self.pos += 1;
                 Expr::Str(s.clone())

@@ -1,4 +1,5 @@
-//! Meta store: databases and retention policies, persisted in `DATA_DIR/meta.json`.
+//! Meta store: databases, retention policies and users, persisted in
+//! `DATA_DIR/meta.json` (readable by its owner only: it holds password hashes).
 //!
 //! Readers on every core take an immutable snapshot (`Arc<MetaData>` swapped atomically
 //! by `arc-swap`) and never block. Writers (DDL, rare) serialise on a mutex, write the
@@ -15,6 +16,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod users;
+pub use users::{hash_password, verify_password, Principal, Privilege, User, BCRYPT_COST};
 
 pub const HOUR_NS: i64 = 3_600_000_000_000;
 /// InfluxDB's minimum retention policy duration (other than infinite).
@@ -43,6 +47,12 @@ pub enum MetaError {
     IncompatibleDurations,
     #[error("replication factor must be greater than 0")]
     ReplicationFactorTooLow,
+    #[error("user already exists")]
+    UserExists,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("username required")]
+    UsernameRequired,
     #[error("meta store I/O error on {path}: {source}; the change was not applied")]
     Io {
         path: PathBuf,
@@ -116,6 +126,30 @@ pub struct MetaData {
     /// Dropped databases, kept so a drop wins over older copies still on other nodes.
     #[serde(default)]
     pub tombstones: BTreeMap<String, Version>,
+    /// Users by name (`users.rs`).
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// Dropped users, as `tombstones`.
+    #[serde(default)]
+    pub user_tombstones: BTreeMap<String, Version>,
+}
+
+/// A replicated entry a change touched: it gets the change's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Key {
+    Database(String),
+    User(String),
+}
+
+impl Key {
+    /// The database's entry when `changed`, else nothing.
+    fn database_if(changed: bool, name: &str) -> Vec<Key> {
+        if changed {
+            vec![Key::Database(name.to_string())]
+        } else {
+            vec![]
+        }
+    }
 }
 
 /// What a merge changed locally that the storage must follow.
@@ -179,6 +213,9 @@ impl MetaData {
                 }
             }
         }
+        let (users_changed, users_seen) = self.merge_users(other);
+        outcome.changed |= users_changed;
+        seen = seen.max(users_seen);
         if seen > self.clock {
             self.clock = seen;
             outcome.changed = true;
@@ -271,28 +308,44 @@ impl MetaStore {
     }
 
     /// Applies `change` to a copy of the current state, persists it and publishes it.
-    /// `change` names the database whose entry it changed (None: nothing changed, nothing
-    /// is written); that entry (or its tombstone) gets the next lamport version.
+    /// `change` names the entries it changed (none: nothing is written); each (or its
+    /// tombstone) gets the next lamport version.
     fn update<T>(
         &self,
-        change: impl FnOnce(&mut MetaData) -> Result<(Option<String>, T), MetaError>,
+        change: impl FnOnce(&mut MetaData) -> Result<(Vec<Key>, T), MetaError>,
     ) -> Result<T, MetaError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (*self.current.load_full()).clone();
         let (changed, result) = change(&mut next)?;
-        if let Some(name) = changed {
+        if !changed.is_empty() {
             next.clock += 1;
             let version = Version {
                 counter: next.clock,
                 node: self.node_id,
             };
-            match next.databases.get_mut(&name) {
-                Some(db) => {
-                    db.version = version;
-                    next.tombstones.remove(&name);
-                }
-                None => {
-                    next.tombstones.insert(name, version);
+            for key in changed {
+                match key {
+                    Key::Database(name) => match next.databases.get_mut(&name) {
+                        Some(db) => {
+                            db.version = version;
+                            next.tombstones.remove(&name);
+                        }
+                        None => {
+                            next.tombstones.insert(name, version);
+                        }
+                    },
+                    Key::User(name) => match next.users.get_mut(&name) {
+                        Some(user) => {
+                            if user.created == Version::default() {
+                                user.created = version;
+                            }
+                            user.version = version;
+                            next.user_tombstones.remove(&name);
+                        }
+                        None => {
+                            next.user_tombstones.insert(name, version);
+                        }
+                    },
                 }
             }
             next.version += 1;
@@ -323,7 +376,16 @@ impl MetaStore {
         };
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(data).expect("meta data serialises");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?
+        };
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
@@ -354,11 +416,11 @@ impl MetaStore {
         self.update(|meta| {
             if let Some(existing) = meta.databases.get(name) {
                 if rp.is_none() {
-                    return Ok((None, ()));
+                    return Ok((vec![], ()));
                 }
                 return match existing.retention_policies.get(&rp_name) {
                     Some(p) if *p == policy && existing.default_retention_policy == rp_name => {
-                        Ok((None, ()))
+                        Ok((vec![], ()))
                     }
                     _ => Err(MetaError::RetentionPolicyConflict),
                 };
@@ -374,15 +436,26 @@ impl MetaStore {
                     retention_policies: rps,
                 },
             );
-            Ok((Some(name.to_string()), ()))
+            Ok((vec![Key::Database(name.to_string())], ()))
         })
     }
 
-    /// `DROP DATABASE name`; dropping a missing database succeeds. Returns whether it existed.
+    /// `DROP DATABASE name`; dropping a missing database succeeds. Returns whether it
+    /// existed. Every user's privileges on it go too (a database made again later
+    /// starts with no grants, as in InfluxDB).
     pub fn drop_database(&self, name: &str) -> Result<bool, MetaError> {
         self.update(|meta| {
             let existed = meta.databases.remove(name).is_some();
-            Ok((existed.then(|| name.to_string()), existed))
+            let mut changed = Vec::new();
+            if existed {
+                changed.push(Key::Database(name.to_string()));
+            }
+            for user in meta.users.values_mut() {
+                if user.privileges.remove(name).is_some() {
+                    changed.push(Key::User(user.name.clone()));
+                }
+            }
+            Ok((changed, existed))
         })
     }
 
@@ -411,7 +484,7 @@ impl MetaStore {
                     ..policy.clone()
                 };
                 if *existing == same && same_default {
-                    return Ok((None, ()));
+                    return Ok((vec![], ()));
                 }
                 return Err(MetaError::RetentionPolicyExists);
             }
@@ -427,7 +500,7 @@ impl MetaStore {
             if make_default {
                 database.default_retention_policy = name;
             }
-            Ok((Some(db.to_string()), ()))
+            Ok((vec![Key::Database(db.to_string())], ()))
         })
     }
 
@@ -471,7 +544,7 @@ impl MetaStore {
             if make_default {
                 database.default_retention_policy = name.to_string();
             }
-            Ok((changed.then(|| db.to_string()), ()))
+            Ok((Key::database_if(changed, db), ()))
         })
     }
 
@@ -483,7 +556,7 @@ impl MetaStore {
                 .get_mut(db)
                 .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()))?;
             let existed = database.retention_policies.remove(name).is_some();
-            Ok((existed.then(|| db.to_string()), existed))
+            Ok((Key::database_if(existed, db), existed))
         })
     }
 }
