@@ -142,6 +142,17 @@ pub struct ClusterConfig {
     /// scan waits on the peer for the next request).
     pub map_page_bytes: u64,
     pub meta_sync_interval_ms: u64,
+    /// Node-to-node connections use mutual TLS (the shared-secret handshake runs
+    /// inside it as without).
+    pub tls_enabled: bool,
+    /// PEM: this node's certificate chain (and key when tls-private-key is empty).
+    pub tls_certificate: String,
+    /// PEM: this node's private key; empty: in tls-certificate.
+    pub tls_private_key: String,
+    /// PEM: the CA that signed every node's certificate.
+    pub tls_ca_certificate: String,
+    /// The name every node's certificate carries; empty: each peer's address (IP).
+    pub tls_server_name: String,
 }
 
 impl Default for ClusterConfig {
@@ -161,6 +172,11 @@ impl Default for ClusterConfig {
             max_frame_bytes: 64 * 1024 * 1024,
             map_page_bytes: 4 * 1024 * 1024,
             meta_sync_interval_ms: 10_000,
+            tls_enabled: false,
+            tls_certificate: String::new(),
+            tls_private_key: String::new(),
+            tls_ca_certificate: String::new(),
+            tls_server_name: String::new(),
         }
     }
 }
@@ -592,6 +608,25 @@ map-page-bytes = 4194304
 # at start-up and after each DDL), so a node that was down converges.
 meta-sync-interval-ms = 10000
 
+# Mutual TLS on the cluster ports: each node presents tls-certificate and accepts only
+# peers whose certificate tls-ca-certificate signed. The shared-secret handshake still
+# runs inside. Every node of a cluster must agree.
+tls-enabled = false
+
+# PEM file with this node's certificate chain (leaf first); with no tls-private-key it
+# holds the key too.
+tls-certificate = ""
+
+# PEM file with this node's private key; empty: in tls-certificate.
+tls-private-key = ""
+
+# PEM file with the CA certificate(s) that signed every node's certificate.
+tls-ca-certificate = ""
+
+# The name (DNS name or IP) every node's certificate carries, for clusters sharing one
+# certificate; empty: a peer's certificate must carry the IP address it is dialled at.
+tls-server-name = ""
+
 [query]
 # Points one SELECT may read before it fails with "max-select-point limit
 # exceeded"; 0 = no limit (InfluxDB's default).
@@ -731,6 +766,15 @@ impl Config {
             return invalid(
                 "http.https-certificate",
                 "must name a PEM file when https-enabled",
+            );
+        }
+        if self.cluster.tls_enabled
+            && (self.cluster.tls_certificate.is_empty()
+                || self.cluster.tls_ca_certificate.is_empty())
+        {
+            return invalid(
+                "cluster.tls-certificate",
+                "tls-enabled needs tls-certificate and tls-ca-certificate",
             );
         }
         if self.http.max_connections_per_core == 0 {

@@ -84,6 +84,8 @@ pub struct CoreArgs {
     pub peer_cores: Arc<PeerCores>,
     /// The HTTPS certificate, when `https-enabled` (shared, reloaded on SIGHUP).
     pub tls: Option<Arc<crate::http::tls::TlsCertificates>>,
+    /// Mutual TLS on the cluster ports, when `[cluster] tls-enabled`.
+    pub cluster_tls: Option<Arc<crate::net::tls::ClusterTls>>,
 }
 
 /// Work one core asks of another.
@@ -778,22 +780,24 @@ fn recover(args: &CoreArgs) -> Result<Recovered, String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered shards"
     );
-    let cluster = shard_writer(config, args.cores, &args.peer_cores).map(|(writer, secret)| {
-        let (hh, found) = HintedHandoff::open(
-            config.data_dir.clone(),
-            (core, args.cores),
-            &config.hinted_handoff,
-            crate::cluster::membership(config).nodes(),
-            writer.clone(),
-            args.shutdown.clone(),
-        );
-        RecoveredCluster {
-            shard_writer: writer,
-            hinted_handoff: Rc::new(hh),
-            queues: found,
-            secret,
-        }
-    });
+    let cluster = shard_writer(config, args.cores, &args.peer_cores, &args.cluster_tls).map(
+        |(writer, secret)| {
+            let (hh, found) = HintedHandoff::open(
+                config.data_dir.clone(),
+                (core, args.cores),
+                &config.hinted_handoff,
+                crate::cluster::membership(config).nodes(),
+                writer.clone(),
+                args.shutdown.clone(),
+            );
+            RecoveredCluster {
+                shard_writer: writer,
+                hinted_handoff: Rc::new(hh),
+                queues: found,
+                secret,
+            }
+        },
+    );
     Ok(Recovered {
         store,
         truncated_segments: recovery.wal.truncated_segments,
@@ -901,6 +905,7 @@ async fn wire(
             stats: stats.clone(),
             timers: timers.clone(),
             shutdown: args.shutdown.clone(),
+            tls: args.cluster_tls.clone(),
         }))
     });
     let http = Rc::new(HttpService::new(HttpServiceParts {
@@ -1059,6 +1064,7 @@ fn shard_writer(
     config: &Config,
     cores: usize,
     peer_cores: &Arc<PeerCores>,
+    tls: &Option<Arc<crate::net::tls::ClusterTls>>,
 ) -> Option<(Rc<ShardWriter>, Vec<u8>)> {
     let peers = config.cluster.parsed_peers().ok()?;
     if peers.is_empty() {
@@ -1072,6 +1078,7 @@ fn shard_writer(
         config.cluster.clone(),
         &peers,
     )
-    .with_peer_cores(peer_cores.clone());
+    .with_peer_cores(peer_cores.clone())
+    .with_tls(tls.clone());
     Some((Rc::new(writer), secret))
 }

@@ -36,8 +36,8 @@ pub enum RuntimeError {
     Layout(#[from] crate::tsdb::layout::LayoutError),
     #[error("core {core} failed: {message}")]
     Core { core: usize, message: String },
-    #[error("cannot start the HTTPS API: {0}")]
-    Tls(#[from] crate::http::tls::TlsError),
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// Raises RLIMIT_MEMLOCK so every executor can lock its io_uring memory.
@@ -212,11 +212,24 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             .map(|p| p.node_id),
     ));
     let tls = if config.http.https_enabled {
-        let files = crate::http::tls::PemFiles::new(
-            &config.http.https_certificate,
-            &config.http.https_private_key,
+        let files = crate::net::tls::PemFiles::new(
+            ("https-certificate", &config.http.https_certificate),
+            ("https-private-key", &config.http.https_private_key),
         );
         Some(Arc::new(crate::http::tls::TlsCertificates::load(files)?))
+    } else {
+        None
+    };
+    let cluster_tls = if config.cluster.tls_enabled {
+        let files = crate::net::tls::PemFiles::new(
+            ("cluster.tls-certificate", &config.cluster.tls_certificate),
+            ("cluster.tls-private-key", &config.cluster.tls_private_key),
+        );
+        Some(Arc::new(crate::net::tls::ClusterTls::load(
+            &files,
+            &config.cluster.tls_ca_certificate,
+            &config.cluster.tls_server_name,
+        )?))
     } else {
         None
     };
@@ -257,6 +270,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             field_types: field_types.clone(),
             peer_cores: peer_cores.clone(),
             tls: tls.clone(),
+            cluster_tls: cluster_tls.clone(),
         };
         let mut builder = LocalExecutorBuilder::new(placement);
         if config.runtime.spin_before_park_us > 0 {

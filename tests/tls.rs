@@ -243,38 +243,23 @@ fn influx_cli_over_tls_with_credentials() {
         "CREATE USER admin WITH PASSWORD 'pw' WITH ALL PRIVILEGES",
     ]);
     assert!(ok, "{text}");
-    let (ok, text) = influx(&[
-        "-username",
-        "admin",
-        "-password",
-        "pw",
-        "-execute",
-        "CREATE DATABASE clidb",
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = influx(&[
-        "-username",
-        "admin",
-        "-password",
-        "pw",
-        "-database",
-        "clidb",
-        "-execute",
-        "INSERT cpu,host=a value=1.5",
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = influx(&[
-        "-username",
-        "admin",
-        "-password",
-        "pw",
-        "-database",
-        "clidb",
-        "-format",
-        "csv",
-        "-execute",
-        "SELECT value FROM cpu",
-    ]);
+    let as_admin = |args: &[&str]| {
+        let mut all = vec![
+            "-username",
+            "admin",
+            "-password",
+            "pw",
+            "-database",
+            "clidb",
+        ];
+        all.extend_from_slice(args);
+        influx(&all)
+    };
+    for statement in ["CREATE DATABASE clidb", "INSERT cpu,host=a value=1.5"] {
+        let (ok, text) = as_admin(&["-execute", statement]);
+        assert!(ok, "{statement}: {text}");
+    }
+    let (ok, text) = as_admin(&["-format", "csv", "-execute", "SELECT value FROM cpu"]);
     assert!(ok && text.contains(",1.5"), "{text}");
     let (_, text) = influx(&[
         "-username",
@@ -321,4 +306,141 @@ fn a_bad_certificate_stops_the_node_with_its_name() {
         text.contains("https-certificate") && text.contains("junk.pem"),
         "{text}"
     );
+}
+
+/// `[cluster] tls-enabled`: a 3-node cluster whose nodes talk mutual TLS (each node's
+/// certificate signed by the cluster's CA); writes, replication and queries across it
+/// work, and a peer speaking plain TCP to a cluster port is refused.
+#[test]
+fn cluster_traffic_over_mutual_tls() {
+    let dir = temp_dir();
+    let Some(ca) = make_ca(dir.path()) else {
+        eprintln!("SKIPPED: openssl cannot make a certificate here");
+        return;
+    };
+    let (crt, key, _) = make_certificate(dir.path(), "node", &ca);
+    let mut cluster = common::Cluster::start(
+        3,
+        1,
+        &format!(
+            "meta-sync-interval-ms = 200\ntls-enabled = true\ntls-certificate = \"{}\"\ntls-private-key = \"{}\"\ntls-ca-certificate = \"{}\"\n",
+            crt.display(),
+            key.display(),
+            ca.0.display()
+        ),
+    );
+    let r = cluster
+        .node(0)
+        .query("CREATE DATABASE db WITH REPLICATION 2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!("cpu,host=h{i} value={i} {}\n", 1_000_000_000 + i));
+    }
+    common::eventually(
+        Duration::from_secs(20),
+        "db known on node 1's peers",
+        || {
+            cluster
+                .node(0)
+                .write("db=db&consistency=all", lines.as_bytes())
+                .status
+                == 204
+        },
+    );
+    common::eventually(Duration::from_secs(20), "node 3 reads every point", || {
+        let r = cluster
+            .node(2)
+            .query_on("db", "SELECT count(value) FROM cpu");
+        r.text().contains("[\"1970-01-01T00:00:00Z\",300]")
+    });
+    // Plain TCP to a cluster port: refused (no TLS handshake), counted.
+    let port = cluster.cluster_ports[1];
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = plain.write_all(b"SHARDCORE hello, in clear\r\n");
+    let mut buf = [0u8; 64];
+    // Closed, or a TLS alert record (type 21) before the close: no frame of ours.
+    match plain.read(&mut buf) {
+        Ok(0) | Err(_) => {}
+        Ok(_) => assert_eq!(buf[0], 21, "the plain peer got {buf:?}"),
+    }
+    common::eventually(Duration::from_secs(10), "the refusal counted", || {
+        let vars = cluster
+            .node(1)
+            .request("GET", "/debug/vars", &[], b"")
+            .json();
+        vars["cluster"]["rejectedConnections"].as_u64().unwrap_or(0) >= 1
+    });
+    // A node restarted rejoins over TLS.
+    cluster.node_mut(2).kill();
+    cluster.start_node(2);
+    common::eventually(Duration::from_secs(20), "node 3 back", || {
+        let r = cluster
+            .node(2)
+            .query_on("db", "SELECT count(value) FROM cpu");
+        r.text().contains("[\"1970-01-01T00:00:00Z\",300]")
+    });
+}
+
+/// The Python `influxdb` client (what many InfluxDB 1.x users script with) over HTTPS
+/// with credentials: `ssl=True, verify_ssl=False`, `username`/`password`, its default
+/// settings otherwise. Skips, saying why, when the package is not installed
+/// (`pip install influxdb`; `.ci/run` does this).
+#[test]
+fn python_influxdb_client_over_tls_with_credentials() {
+    let probe = Command::new("python3")
+        .args(["-c", "import influxdb"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: the Python influxdb package is not installed (pip install influxdb)");
+        return;
+    }
+    let dir = temp_dir();
+    let Some(ca) = make_ca(dir.path()) else {
+        eprintln!("SKIPPED: openssl cannot make a certificate here");
+        return;
+    };
+    let (crt, key, _) = make_certificate(dir.path(), "py", &ca);
+    let node = https_node(dir.path(), &crt, Some(&key), "auth-enabled = true\n");
+    let script = r#"
+import sys, warnings
+warnings.filterwarnings("ignore")
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError
+port = int(sys.argv[1])
+boot = InfluxDBClient("127.0.0.1", port, ssl=True, verify_ssl=False)
+boot.create_user("admin", "adminpw", admin=True)
+admin = InfluxDBClient("127.0.0.1", port, "admin", "adminpw", ssl=True, verify_ssl=False)
+admin.create_database("pydb")
+admin.create_user("bob", "bobpw")
+admin.grant_privilege("read", "pydb", "bob")
+admin.write_points([{"measurement": "cpu", "tags": {"host": "a"}, "time": 1000000000, "fields": {"value": 1.5}}], database="pydb", time_precision="n")
+users = sorted((u["user"], u["admin"]) for u in admin.get_list_users())
+assert users == [("admin", True), ("bob", False)], users
+bob = InfluxDBClient("127.0.0.1", port, "bob", "bobpw", "pydb", ssl=True, verify_ssl=False)
+points = list(bob.query("SELECT value FROM cpu").get_points())
+assert points == [{"time": "1970-01-01T00:00:01Z", "value": 1.5}], points
+try:
+    bob.write_points([{"measurement": "cpu", "fields": {"value": 2.0}}])
+    raise SystemExit("bob wrote without WRITE")
+except InfluxDBClientError as e:
+    assert e.code == 403 and "not authorized to write" in str(e), e
+wrong = InfluxDBClient("127.0.0.1", port, "bob", "nope", "pydb", ssl=True, verify_ssl=False)
+try:
+    wrong.query("SHOW MEASUREMENTS")
+    raise SystemExit("a wrong password was let in")
+except InfluxDBClientError as e:
+    assert e.code == 401 and "authorization failed" in str(e), e
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &node.addr.port().to_string()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("ok"), "{text}");
 }

@@ -822,7 +822,10 @@ mod tests {
         // https needs the CA to verify the server with.
         let e = parse_url_with_ca("https://127.0.0.1:8443", None).unwrap_err();
         assert!(e.to_string().contains("--tls-ca"), "{e}");
-        assert!(parse_url_with_ca("http://127.0.0.1:8086", None).unwrap().tls.is_none());
+        assert!(parse_url_with_ca("http://127.0.0.1:8086", None)
+            .unwrap()
+            .tls
+            .is_none());
     }
 
     /// A test server: answers every request with 204 after `delay(n)` for the n-th

@@ -3,11 +3,13 @@
 //! error), each under `query-timeout` and with its own deadline and query id.
 //!
 //! It parses the text (bounded by `max-query-bytes`), compiles its regexes once (off
-//! the core when costly), runs the statements that change or show metadata itself
-//! (databases, retention policies, SHOW STATS) and hands the others to the query
-//! engine (`query::run_statement`) with the cluster's ShardMapper; metadata changes
-//! are pushed to the peers at once. A request whose database lives on one other core
-//! of this node runs there whole.
+//! the core when costly), authorizes every statement for the request's principal
+//! before any runs (403 otherwise), runs the statements that change or show metadata
+//! itself (databases, retention policies, users and grants — bcrypt in the blocking
+//! pool —, SHOW STATS) and hands the others to the query engine
+//! (`query::run_statement`) with the cluster's ShardMapper; metadata changes are
+//! pushed to the peers at once. A request whose database lives on one other core of
+//! this node runs there whole.
 
 use crate::cluster::local::LocalNode;
 use crate::cluster::meta_sync::MetaSyncService;

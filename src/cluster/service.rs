@@ -34,7 +34,8 @@ use crate::config::ClusterConfig;
 use crate::lineproto;
 use crate::meta::MetaStore;
 use crate::metrics::{CoreStats, CoreTimers};
-use crate::net::conn::{ConnError, FrameReader, FrameSink, FramedConn};
+use crate::net::conn::{ConnError, FrameReader, FrameSink, FramedConn, NetStream};
+use crate::net::tls::ClusterTls;
 use crate::net::wire::{
     self, ErrorMessage, Frame, FrameKind, Pong, WireError, WriteShard, WriteShardResponse,
     WriteShardStatus,
@@ -99,6 +100,7 @@ pub struct ClusterService {
     stats: Rc<CoreStats>,
     timers: Rc<CoreTimers>,
     shutdown: Arc<Shutdown>,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 /// What [`ClusterService::new`] takes.
@@ -114,6 +116,8 @@ pub struct ClusterServiceParts {
     pub stats: Rc<CoreStats>,
     pub timers: Rc<CoreTimers>,
     pub shutdown: Arc<Shutdown>,
+    /// With `[cluster] tls-enabled`: connections are mutual TLS.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl ClusterService {
@@ -132,6 +136,7 @@ impl ClusterService {
             stats: parts.stats,
             timers: parts.timers,
             shutdown: parts.shutdown,
+            tls: parts.tls,
         }
     }
 
@@ -184,6 +189,37 @@ async fn serve_connection(
     mut closed: oneshot::Receiver<()>,
     handshake_done: Box<dyn FnOnce()>,
 ) {
+    let peer_address = stream
+        .peer_addr()
+        .map_or_else(|_| "peer".to_string(), |a| a.to_string());
+    // With tls-enabled, TLS first (the peer's certificate checked against the
+    // cluster's CA), within the same handshake timeout.
+    let stream: NetStream = match &svc.tls {
+        None => stream.into(),
+        Some(tls) => {
+            let accepted = futures_lite::future::or(
+                async { Some(tls.acceptor.accept(stream).await) },
+                async {
+                    glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                    None
+                },
+            )
+            .await;
+            match accepted {
+                Some(Ok(stream)) => NetStream::TlsServer(Box::new(stream)),
+                Some(Err(e)) => {
+                    handshake_done();
+                    reject(&svc, &peer_address, &format!("TLS handshake: {e}"));
+                    return;
+                }
+                None => {
+                    handshake_done();
+                    reject(&svc, &peer_address, &"TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
     let handshake = futures_lite::future::or(
         async {

@@ -330,6 +330,8 @@ pub struct ShardWriter {
     stats: Rc<Cell<ShardWriterStats>>,
     /// Round trip of answered remote requests, µs (1 µs .. 60 s, 3 significant digits).
     rtt: RefCell<Latency>,
+    /// With `[cluster] tls-enabled`: connections are mutual TLS.
+    tls: Option<std::sync::Arc<crate::net::tls::ClusterTls>>,
 }
 
 async fn with_timeout<T>(after: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
@@ -433,7 +435,17 @@ impl ShardWriter {
             next_request_id: Cell::new(1),
             stats: Rc::new(Cell::new(ShardWriterStats::default())),
             rtt: RefCell::new(Latency::default()),
+            tls: None,
         }
+    }
+
+    /// Dials peers over mutual TLS.
+    pub fn with_tls(
+        mut self,
+        tls: Option<std::sync::Arc<crate::net::tls::ClusterTls>>,
+    ) -> ShardWriter {
+        self.tls = tls;
+        self
     }
 
     /// Shares `peer_cores` with the node's other cores' writers (instead of this
@@ -526,16 +538,33 @@ impl ShardWriter {
                     message: e.to_string(),
                 })
             })?;
+        let timeout = ShardWriterError::Timeout {
+            node,
+            after: dial_timeout,
+        };
+        let stream: crate::net::conn::NetStream = match &self.tls {
+            None => stream.into(),
+            Some(tls) => {
+                let name = tls.name_of(pool.address);
+                let connected = with_timeout(dial_timeout, tls.connector.connect(name, stream))
+                    .await
+                    .ok_or(timeout.clone())?
+                    .map_err(|e| {
+                        conn_err(ConnError::Io {
+                            peer: pool.address.to_string(),
+                            message: format!("TLS handshake: {e}"),
+                        })
+                    })?;
+                crate::net::conn::NetStream::TlsClient(Box::new(connected))
+            }
+        };
         let mut conn = FramedConn::new(stream, wire::HANDSHAKE_MAX_PAYLOAD_BYTES);
         let info = with_timeout(
             dial_timeout,
             conn.handshake_client(self.node_id, self.cores, &self.secret),
         )
         .await
-        .ok_or(ShardWriterError::Timeout {
-            node,
-            after: dial_timeout,
-        })?
+        .ok_or(timeout)?
         .map_err(conn_err)?;
         conn.set_max_payload_bytes(self.config.max_frame_bytes.min(u32::MAX as u64) as u32);
         self.peer_cores.set(node, info.cores);

@@ -1,7 +1,9 @@
 //! InfluxQL: a hand-written lexer and a parser for the statements this node executes
-//! today — database and retention-policy DDL. Other statements are recognised by their
-//! leading keywords and reported as not supported, so a multi-statement query still
-//! gets one result per statement.
+//! — SELECT (`select.rs`), SHOW over series data, DELETE / DROP SERIES, database and
+//! retention-policy DDL, users and privileges. Other statements are recognised by
+//! their leading keywords and reported as not supported, so a multi-statement query
+//! still gets one result per statement. `display.rs` prints statements back as
+//! InfluxDB does and says what each requires of a user.
 //!
 //! Errors read as InfluxDB's: `found X, expected Y at line L, char C` (1-based).
 

@@ -56,35 +56,92 @@ pub struct PeerInfo {
     pub meta_version: u64,
 }
 
+/// A node-to-node socket: plain, or TLS (`[cluster] tls-enabled`) from either side.
+pub enum NetStream {
+    Plain(TcpStream),
+    /// We accepted it.
+    TlsServer(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    /// We dialled it.
+    TlsClient(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for NetStream {
+    fn from(s: TcpStream) -> NetStream {
+        NetStream::Plain(s)
+    }
+}
+
+impl NetStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            NetStream::Plain(s) => s,
+            NetStream::TlsServer(s) => s.get_ref().0,
+            NetStream::TlsClient(s) => s.get_ref().0,
+        }
+    }
+
+    fn poll_read(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self {
+            NetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NetStream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            NetStream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self {
+            NetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            NetStream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            NetStream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            NetStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            NetStream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            NetStream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+}
+
 /// The socket both halves of a split connection use. glommio keeps separate readiness
 /// sources for reading and writing, so a read pending in one task and a write pending in
-/// another do not disturb each other; the `RefCell` is borrowed inside one poll only,
-/// never across an await.
+/// another do not disturb each other (over TLS too: after the handshake, rustls reads
+/// only when asked to read and writes only when asked to write or flush); the
+/// `RefCell` is borrowed inside one poll only, never across an await.
 #[derive(Clone)]
-struct SharedStream(Rc<RefCell<TcpStream>>);
+struct SharedStream(Rc<RefCell<NetStream>>);
 
 impl SharedStream {
     async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+        std::future::poll_fn(|cx| self.0.borrow_mut().poll_read(cx, buf)).await
     }
 
+    /// Writes all of `buf` and flushes it (TLS keeps records until flushed).
     async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
-            let n =
-                std::future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf))
-                    .await?;
+            let n = std::future::poll_fn(|cx| self.0.borrow_mut().poll_write(cx, buf)).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             buf = &buf[n..];
         }
-        Ok(())
+        std::future::poll_fn(|cx| self.0.borrow_mut().poll_flush(cx)).await
     }
 
     /// Shuts both directions down now: a read or write pending on the socket ends, and
     /// the peer sees the close.
     fn shutdown(&self) {
-        let fd = self.0.borrow().as_raw_fd();
+        let fd = self.0.borrow().tcp().as_raw_fd();
         // SAFETY: shutdown(2) on a descriptor this socket owns; it does not close it.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
@@ -208,12 +265,14 @@ impl FrameWriter {
 }
 
 impl FramedConn {
-    pub fn new(stream: TcpStream, max_payload_bytes: u32) -> FramedConn {
+    pub fn new(stream: impl Into<NetStream>, max_payload_bytes: u32) -> FramedConn {
+        let stream = stream.into();
         let peer = stream
+            .tcp()
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "peer".into());
-        let _ = stream.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         let stream = SharedStream(Rc::new(RefCell::new(stream)));
         FramedConn {
             reader: FrameReader {

@@ -5,6 +5,7 @@
 //! - `pipeline`: one pooled connection with many requests in flight, answered by id.
 //! - `mesh`: the channels between the cores of one node, generic over the message.
 //! - `handoff`: a client socket moving from one core to another.
+//! - `tls`: rustls configurations from PEM files (HTTPS; mutual TLS on the cluster ports).
 //!
 //! **Invariant:** nothing here knows a payload type: `wire` knows frames and the
 //! handshake, the mesh carries whatever message type the composition root gives it.
@@ -13,4 +14,5 @@ pub mod conn;
 pub mod handoff;
 pub mod mesh;
 pub mod pipeline;
+pub mod tls;
 pub mod wire;
