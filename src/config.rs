@@ -79,7 +79,7 @@ impl Default for QueryConfig {
             max_select_point: 0,
             max_select_series: 0,
             max_select_buckets: 0,
-            max_row_limit: 10_000,
+            max_row_limit: 0,
             query_timeout_ms: 0,
             max_query_bytes: 1 << 20,
         }
@@ -254,6 +254,8 @@ pub struct HttpConfig {
     /// Bytes of request bodies a core holds while they arrive; a body that would pass
     /// it gets 503 + Retry-After.
     pub max_pending_body_bytes_per_core: u64,
+    /// A gzip request body may decode to at most this many bytes (413 past it).
+    pub max_decompressed_body_bytes: u64,
     /// Users and privileges are enforced (InfluxDB's key).
     pub auth_enabled: bool,
     /// With auth-enabled, `/ping`, `/health` need a user too (InfluxDB 1.7.9+).
@@ -345,6 +347,7 @@ impl Default for HttpConfig {
             idle_timeout_ms: 120_000,
             body_read_timeout_ms: 30_000,
             max_pending_body_bytes_per_core: 512 << 20,
+            max_decompressed_body_bytes: 256 << 20,
             auth_enabled: false,
             ping_auth_enabled: false,
             pprof_auth_enabled: false,
@@ -413,7 +416,8 @@ log-level = "info"
 # "HTTP API listening on" names it.
 bind-address = "127.0.0.1:8086"
 
-# Largest request body accepted, after gzip decoding; larger bodies get 413.
+# Largest request body accepted, in bytes as received (gzip or not, as InfluxDB's
+# max-body-size); larger bodies get 413 "http: request body too large".
 max-body-size-bytes = 25000000
 
 # /write requests a core works on at once; past it the core answers
@@ -447,6 +451,11 @@ body-read-timeout-ms = 30000
 # its body as it comes in, before it takes a write slot); a body that would pass it is
 # answered 503 with Retry-After. Slow clients hold little; this bounds fast big ones.
 max-pending-body-bytes-per-core = 536870912
+
+# A gzip request body may decode to at most this many bytes; past it the request gets
+# 413 "gzip body decompresses to more than max-decompressed-body-bytes" (max-body-size
+# bounds the bytes received, as InfluxDB's; this bounds a gzip bomb).
+max-decompressed-body-bytes = 268435456
 
 # Users and privileges (InfluxDB's model): every request must authenticate (u/p
 # parameters, HTTP Basic, or "Authorization: Token user:password") once an admin
@@ -641,7 +650,7 @@ max-select-buckets = 0
 
 # Rows of one statement's answer; the rest is cut and the series marked
 # "partial": true, as InfluxDB's [http] max-row-limit. 0 = no limit.
-max-row-limit = 10000
+max-row-limit = 0
 
 # A statement running longer than this fails with "query-timeout limit exceeded"
 # and its scans on other nodes are abandoned; 0 = no limit (InfluxDB's default).
@@ -733,6 +742,12 @@ impl Config {
                     "`{}` is not an IP:port address, e.g. 127.0.0.1:8086",
                     self.http.bind_address
                 ),
+            );
+        }
+        if self.http.max_decompressed_body_bytes < self.http.max_body_size_bytes {
+            return invalid(
+                "http.max-decompressed-body-bytes",
+                "must be at least max-body-size-bytes",
             );
         }
         if self.http.max_body_size_bytes == 0 {

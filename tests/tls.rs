@@ -391,11 +391,7 @@ fn cluster_traffic_over_mutual_tls() {
 /// (`pip install influxdb`; `.ci/run` does this).
 #[test]
 fn python_influxdb_client_over_tls_with_credentials() {
-    let probe = Command::new("python3")
-        .args(["-c", "import influxdb"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: the Python influxdb package is not installed (pip install influxdb)");
+    if !common::python_has("influxdb", "pip install influxdb") {
         return;
     }
     let dir = temp_dir();
@@ -436,11 +432,5 @@ except InfluxDBClientError as e:
     assert e.code == 401 and "authorization failed" in str(e), e
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &node.addr.port().to_string()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("ok"), "{text}");
+    common::run_python(script, &[&node.addr.port().to_string()]);
 }

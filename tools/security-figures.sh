@@ -49,8 +49,13 @@ start() { # NAME EXTRA_HTTP_TOML -> sets PORT_<NAME>, PID_<NAME>
 start plain ""
 start auth "auth-enabled = true"
 start tls "https-enabled = true\nhttps-certificate = \"$work/node.crt\"\nhttps-private-key = \"$work/node.key\""
-sleep 1
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT_plain/ping" >/dev/null && break; sleep 0.05; done
+wait_up() { # URL [CURL OPTIONS]: until /ping answers (60 s at most)
+    for _ in $(seq 1200); do curl -sf "$1/ping" "${@:2}" >/dev/null && return 0; sleep 0.05; done
+    echo "security-figures: $1 did not start" >&2; exit 1
+}
+wait_up "http://127.0.0.1:$PORT_plain"
+wait_up "http://127.0.0.1:$PORT_auth"
+wait_up "https://127.0.0.1:$PORT_tls" --cacert "$work/ca.crt"
 q() { curl -sf "$1/query" --data-urlencode "q=$2" "${@:3}" >/dev/null; }
 q "http://127.0.0.1:$PORT_auth" "CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES"
 q "http://127.0.0.1:$PORT_auth" "CREATE USER writer WITH PASSWORD 'wpw'" -u admin:adminpw

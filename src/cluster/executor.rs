@@ -225,6 +225,21 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
             Err(message) => {
                 results.push(json!({ "statement_id": id, "error": message }));
                 kinds.push(false);
+                // InfluxDB then sends "not executed" for each statement left, under the
+                // failed statement's id: chunked, one more line each; otherwise the
+                // last result of an id replaces the others, so the failure reads
+                // "not executed" (1.6 to 1.8 alike).
+                let left = statements.len() - 1 - id;
+                if left > 0 {
+                    if options.chunked {
+                        for _ in 0..left {
+                            results.push(json!({ "statement_id": id, "error": "not executed" }));
+                            kinds.push(false);
+                        }
+                    } else {
+                        results[id]["error"] = json!("not executed");
+                    }
+                }
                 break;
             }
         }

@@ -8,11 +8,13 @@
 //! Bounds: `max-connections-per-core` open connections (past it on every core, new
 //! connections are closed at once),
 //! `max-concurrent-write-requests-per-core` writes in progress (more get 503 with
-//! Retry-After), `max-body-size-bytes` per body after gzip decoding (more get 413).
+//! Retry-After), `max-body-size-bytes` per body as received (more get 413), and
+//! `max-decompressed-body-bytes` once a gzip body is decoded.
 
 pub mod auth;
 pub mod conn;
 pub mod io;
+pub mod prom;
 pub mod tls;
 
 use crate::base::shutdown::Shutdown;
@@ -473,6 +475,27 @@ async fn serve_hyper<S>(
     }
 }
 
+/// The answer with its body gzipped (Go's default level, as InfluxDB's).
+async fn gzipped(resp: Resp) -> Resp {
+    use std::io::Write;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await;
+    let bytes = collected.to_bytes();
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    let zipped = encoder
+        .write_all(&bytes)
+        .and_then(|()| encoder.finish())
+        .expect("gzip into memory");
+    parts
+        .headers
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(Bytes::from(zipped)))
+}
+
 /// Counts a request in flight for the lifetime of the guard.
 struct InFlight<'a>(&'a std::cell::Cell<usize>);
 
@@ -491,6 +514,13 @@ impl Drop for InFlight<'_> {
 
 async fn handle(api: Rc<HttpService>, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     let _in_flight = InFlight::new(&api.in_flight_requests);
+    // InfluxDB gzips the 200 answers of /query and /metrics for clients that take it.
+    let gzip = matches!(req.uri().path(), "/query" | "/metrics")
+        && req
+            .headers()
+            .get(hyper::header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("gzip"));
     let mut resp = if api.shutting_down.get() || api.shutdown.is_requested() {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
         set_retry_after(&api, &mut r);
@@ -498,6 +528,9 @@ async fn handle(api: Rc<HttpService>, req: Request<Incoming>, peer: std::net::Ip
     } else {
         route(&api, req, peer).await
     };
+    if gzip && resp.status() == StatusCode::OK {
+        resp = gzipped(resp).await;
+    }
     let headers = resp.headers_mut();
     headers.insert(
         "X-Influxdb-Version",
@@ -522,6 +555,10 @@ async fn authenticate(
         return Ok(Principal::Open);
     }
     let params = query_params(req.uri().query().unwrap_or(""));
+    let format = Format::of(
+        req.headers(),
+        params.get("pretty").is_some_and(|v| v == "true"),
+    );
     api.auth
         .authenticate(
             params.get("u").map(String::as_str),
@@ -530,12 +567,13 @@ async fn authenticate(
             peer,
         )
         .await
-        .map_err(|refused| unauthorized(refused.text()))
+        .map_err(|refused| unauthorized(format, refused.text()))
 }
 
-/// A 401 as InfluxDB answers it: the error body and a Basic challenge.
-fn unauthorized(text: &str) -> Resp {
-    let mut r = error(StatusCode::UNAUTHORIZED, text);
+/// A 401 as InfluxDB answers it: the error body (in the shape asked for) and a Basic
+/// challenge.
+fn unauthorized(format: Format, text: &str) -> Resp {
+    let mut r = format.error(StatusCode::UNAUTHORIZED, text);
     r.headers_mut().insert(
         hyper::header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"InfluxDB\""),
@@ -621,6 +659,18 @@ async fn route(api: &Rc<HttpService>, req: Request<Incoming>, peer: std::net::Ip
             Err(resp) => resp,
         },
         (_, "/write") => method_not_allowed(),
+        (Method::POST, "/api/v2/write") => match authenticate(api, &req, peer).await {
+            Ok(principal) => write_v2(api, req, principal).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, "/api/v1/prom/write") => match authenticate(api, &req, peer).await {
+            Ok(principal) => prom_write(api, req, principal).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, "/api/v1/prom/read") => match authenticate(api, &req, peer).await {
+            Ok(principal) => prom_read(api, req, principal).await,
+            Err(resp) => resp,
+        },
         (Method::GET | Method::POST, "/query") => match authenticate(api, &req, peer).await {
             Ok(principal) => query(api, req, principal).await,
             Err(resp) => resp,
@@ -645,7 +695,15 @@ fn ping(req: &Request<Incoming>) -> Resp {
             serde_json::json!({ "version": INFLUXDB_VERSION }),
         );
     }
-    empty(StatusCode::NO_CONTENT)
+    no_content()
+}
+
+/// A 204 as InfluxDB sends it (`Content-Type: application/json`, no body).
+fn no_content() -> Resp {
+    let mut r = empty(StatusCode::NO_CONTENT);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// Plain-text answers, as Go's net/http (and so InfluxDB) writes them.
@@ -797,9 +855,11 @@ impl Drop for BodyBudget<'_> {
     }
 }
 
-/// Reads a body up to `limit` bytes (after gzip decoding), within
-/// `body-read-timeout-ms` and the core's `max-pending-body-bytes-per-core`. `Err(resp)`
-/// is the answer to send instead (413, 400, 408 or 503).
+/// Reads a body of at most `limit` bytes as received (InfluxDB's `max-body-size`, gzip
+/// or not), within `body-read-timeout-ms` and the core's
+/// `max-pending-body-bytes-per-core`; a gzip body is decoded up to
+/// `max-decompressed-body-bytes` (a gzip bomb gets its own 413). `Err(resp)` is the
+/// answer to send instead (413, 400, 408 or 503).
 async fn read_body(
     api: &HttpService,
     req: Request<Incoming>,
@@ -820,7 +880,7 @@ async fn read_body(
         .headers()
         .get(CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    if !gzip && declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let timeout = std::time::Duration::from_millis(api.config.body_read_timeout_ms);
@@ -887,16 +947,25 @@ async fn read_body(
         collected.extend_from_slice(&data);
     }
     let collected = collected.freeze();
-    if !gzip {
+    // An empty body is empty, whatever its encoding says (the Python client marks its
+    // body-less POSTs gzip).
+    if !gzip || collected.is_empty() {
         return Ok((collected, parts));
     }
-    let mut decoded = Vec::with_capacity(collected.len() * 4);
-    let mut decoder = flate2::read::GzDecoder::new(&collected[..]).take(limit + 1);
+    let decoded_limit = api.config.max_decompressed_body_bytes;
+    let mut decoded =
+        Vec::with_capacity((collected.len() * 4).min(crate::limits::BODY_RESERVE_MAX_BYTES));
+    let mut decoder = flate2::read::GzDecoder::new(&collected[..]).take(decoded_limit + 1);
     if let Err(e) = decoder.read_to_end(&mut decoded) {
         return Err(error(StatusCode::BAD_REQUEST, &format!("gzip: {e}")));
     }
-    if decoded.len() as u64 > limit {
-        return Err(too_large());
+    if decoded.len() as u64 > decoded_limit {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "gzip body decompresses to more than max-decompressed-body-bytes ({decoded_limit} bytes)"
+            ),
+        ));
     }
     Ok((Bytes::from(decoded), parts))
 }
@@ -906,8 +975,164 @@ async fn read_body(
 /// (`max-concurrent-write-requests-per-core`) is taken only once the body is in, so
 /// clients slow to send hold no slot and delay nobody else.
 async fn write(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
-    CoreStats::add(&api.stats.write_requests, 1);
     let params = query_params(req.uri().query().unwrap_or(""));
+    write_with(api, req, principal, params).await
+}
+
+/// `/api/v2/write` (InfluxDB 1.8's 2.x compatibility): `bucket=db[/rp]`, `org`
+/// ignored, `precision` in 2.x's units (ns, us, ms, s); then as `/write`.
+async fn write_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
+    let given = query_params(req.uri().query().unwrap_or(""));
+    let precision = match given.get("precision").map_or("", |p| p.as_str()) {
+        "ns" => "n",
+        "us" => "u",
+        p @ ("ms" | "s" | "") => p,
+        other => {
+            CoreStats::add(&api.stats.write_requests, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "invalid precision {} (use ns, us, ms or s)",
+                    go_quote(other)
+                ),
+            );
+        }
+    };
+    let bucket = given.get("bucket").map_or("", |b| b.as_str());
+    let (db, rp) = match bucket.find('/') {
+        None => (bucket, ""),
+        Some(i) if i == bucket.len() - 1 => {
+            CoreStats::add(&api.stats.write_requests, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "bucket name {} is missing retention policy",
+                    go_quote(bucket)
+                ),
+            );
+        }
+        Some(i) => (&bucket[..i], &bucket[i + 1..]),
+    };
+    let mut params = HashMap::new();
+    params.insert("db".to_string(), db.to_string());
+    params.insert("rp".to_string(), rp.to_string());
+    params.insert("precision".to_string(), precision.to_string());
+    write_with(api, req, principal, params).await
+}
+
+/// The snappy protobuf body of a Prometheus remote storage request, decompressed;
+/// `Err` is the answer (400, 413, ...).
+async fn prom_body(api: &Rc<HttpService>, req: Request<Incoming>) -> Result<Vec<u8>, Resp> {
+    let (body, _) = read_body(api, req, api.config.max_body_size_bytes).await?;
+    prom::unsnappy(&body, api.config.max_decompressed_body_bytes).map_err(|e| match e {
+        prom::PromError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        e => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    })
+}
+
+/// `/api/v1/prom/write`: Prometheus remote write, mapped as InfluxDB maps it
+/// (`prom`), then written as `/write` writes (millisecond precision).
+async fn prom_write(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
+    let mut params = query_params(req.uri().query().unwrap_or(""));
+    let raw = match prom_body(api, req).await {
+        Ok(raw) => raw,
+        Err(resp) => {
+            CoreStats::add(&api.stats.write_requests, 1);
+            CoreStats::add(&api.stats.write_errors, 1);
+            return resp;
+        }
+    };
+    CoreStats::add(&api.stats.write_requests, 1);
+    let series = match prom::decode_write_request(&raw) {
+        Ok(s) => s,
+        Err(e) => {
+            CoreStats::add(&api.stats.write_errors, 1);
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let (lines, dropped) = prom::to_line_protocol(&series);
+    if dropped > 0 {
+        tracing::debug!(dropped, "prometheus write: NaN or infinite samples dropped");
+    }
+    params.insert("precision".into(), "ms".into());
+    if lines.is_empty() {
+        // Nothing left to write (InfluxDB answers 204 too).
+        return no_content();
+    }
+    let start = std::time::Instant::now();
+    let resp = write_request(api, &params, Bytes::from(lines), &principal).await;
+    api.timers.record(Timer::WriteOne, start);
+    resp
+}
+
+/// `/api/v1/prom/read`: each query as an InfluxQL SELECT (`prom`) run for the
+/// request's user, the series answered as Prometheus time series.
+async fn prom_read(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let raw = match prom_body(api, req).await {
+        Ok(raw) => raw,
+        Err(resp) => return resp,
+    };
+    let queries = match prom::decode_read_request(&raw) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let Some(db) = params.get("db").filter(|d| !d.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "database is required");
+    };
+    let rp = params.get("rp").map_or("", |r| r.as_str());
+    let options = crate::query::QueryOptions {
+        db: Some(db.clone()),
+        rp: None,
+        epoch: Some("ms".into()),
+        params: serde_json::Map::new(),
+        chunked: false,
+        principal,
+    };
+    let mut answers = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let text = prom::read_query_to_influxql(q, rp);
+        match api.executor.execute(&text, &options).await {
+            Ok((results, _)) => {
+                if let Some(e) = results
+                    .iter()
+                    .find_map(|r| r.get("error").and_then(|e| e.as_str()))
+                {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                }
+                answers.push(prom::series_from_answer(&results));
+            }
+            Err(QueryRefused::Forbidden(e)) => {
+                return forbidden(api, &format!("error authorizing query: {e}"))
+            }
+            Err(QueryRefused::Parse(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("error parsing query: {e}"),
+                )
+            }
+        }
+    }
+    let body = prom::snappy(&prom::encode_read_response(&answers));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    r.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+    r
+}
+
+async fn write_with(
+    api: &Rc<HttpService>,
+    req: Request<Incoming>,
+    principal: Principal,
+    params: HashMap<String, String>,
+) -> Resp {
+    CoreStats::add(&api.stats.write_requests, 1);
     // Read the body before any other answer, so an early error (unknown database, bad
     // parameter) leaves the connection reusable instead of closing it mid-body.
     let receiving = std::time::Instant::now();
@@ -1093,7 +1318,7 @@ fn write_response(api: &HttpService, outcome: &WriteOutcome) -> Resp {
     }
     if reasons.is_empty() {
         CoreStats::add(&api.stats.write_ok, 1);
-        return empty(StatusCode::NO_CONTENT);
+        return no_content();
     }
     CoreStats::add(&api.stats.write_errors, 1);
     error(
@@ -1106,14 +1331,61 @@ fn write_response(api: &HttpService, outcome: &WriteOutcome) -> Resp {
     )
 }
 
+/// The shape of an answer, from the request's `Accept` and `pretty` (InfluxDB's
+/// response writer: CSV, MessagePack, or JSON by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json { pretty: bool },
+    Csv,
+    Msgpack,
+}
+
+impl Format {
+    fn of(headers: &hyper::HeaderMap, pretty: bool) -> Format {
+        let accept = headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // The first media type of the list that we write.
+        for media in accept.split(',') {
+            match media.split(';').next().unwrap_or("").trim() {
+                "application/csv" | "text/csv" => return Format::Csv,
+                "application/x-msgpack" => return Format::Msgpack,
+                "application/json" => return Format::Json { pretty },
+                _ => {}
+            }
+        }
+        Format::Json { pretty }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json { .. } => "application/json",
+            Format::Csv => "text/csv",
+            Format::Msgpack => "application/x-msgpack",
+        }
+    }
+
+    /// An error answer in this shape, with `X-Influxdb-Error` (but on a 401).
+    fn error(self, status: StatusCode, message: &str) -> Resp {
+        let body = match self {
+            Format::Json { pretty } => json_text(&serde_json::json!({ "error": message }), pretty),
+            Format::Csv => crate::query::output::csv_error(message),
+            Format::Msgpack => crate::query::output::msgpack_error(message),
+        };
+        let mut r = json_bytes(status, body);
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type()));
+        set_error_header(&mut r, message);
+        r
+    }
+}
+
 async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
     CoreStats::add(&api.stats.query_requests, 1);
-    let req_accepts_csv = req
-        .headers()
-        .get(hyper::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/csv") || v.contains("text/csv"));
     let mut params = query_params(req.uri().query().unwrap_or(""));
+    let url_pretty = params.get("pretty").is_some_and(|v| v == "true");
+    let headers = req.headers().clone();
     let is_form = req
         .headers()
         .get(CONTENT_TYPE)
@@ -1130,11 +1402,11 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
             }
         }
     }
-    let pretty = params.get("pretty").is_some_and(|v| v == "true");
+    let pretty = url_pretty || params.get("pretty").is_some_and(|v| v == "true");
+    let format = Format::of(&headers, pretty);
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
+        return format.error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };
-    let csv = req_accepts_csv;
     let chunked = params.get("chunked").is_some_and(|v| v == "true");
     let chunk_size: usize = params
         .get("chunk_size")
@@ -1148,7 +1420,7 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
         chunked,
         principal,
     };
-    if csv && options.epoch.is_none() {
+    if format == Format::Csv && options.epoch.is_none() {
         // CSV times are integers: nanoseconds unless `epoch` says otherwise.
         options.epoch = Some("ns".into());
     }
@@ -1156,57 +1428,48 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
         match serde_json::from_str::<serde_json::Value>(p) {
             Ok(serde_json::Value::Object(m)) => options.params = m,
             _ => {
-                return error(
+                return format.error(
                     StatusCode::BAD_REQUEST,
                     "error parsing query parameters: params must be a JSON object",
                 )
             }
         }
     }
-    let mut error_message = None;
-    let (status, body) = match api.executor.execute(q, &options).await {
-        Ok((results, selects)) => (
-            StatusCode::OK,
-            if csv {
-                crate::query::output::csv(&results)
-            } else if chunked {
-                crate::query::output::chunked(&results, &selects, chunk_size, pretty)
-            } else {
-                json_text(&serde_json::json!({ "results": results }), pretty)
-            },
-        ),
-        Err(refused) => {
-            let (status, message) = match refused {
-                QueryRefused::Parse(e) => {
-                    (StatusCode::BAD_REQUEST, format!("error parsing query: {e}"))
-                }
-                QueryRefused::Forbidden(e) => {
-                    CoreStats::add(&api.stats.auth_forbidden, 1);
-                    (
-                        StatusCode::FORBIDDEN,
-                        format!("error authorizing query: {e}"),
-                    )
-                }
-            };
-            error_message = Some(message.clone());
-            (
-                status,
-                if csv {
-                    crate::query::output::csv_error(&message)
-                } else {
-                    json_text(&serde_json::json!({ "error": message }), pretty)
-                },
+    let (results, selects) = match api.executor.execute(q, &options).await {
+        Ok(answer) => answer,
+        Err(QueryRefused::Parse(e)) => {
+            return format.error(
+                StatusCode::BAD_REQUEST,
+                &format!("error parsing query: {e}"),
             )
         }
+        Err(QueryRefused::Forbidden(e)) => {
+            CoreStats::add(&api.stats.auth_forbidden, 1);
+            return format.error(
+                StatusCode::FORBIDDEN,
+                &format!("error authorizing query: {e}"),
+            );
+        }
     };
-    let mut r = json_bytes(status, body);
-    if let Some(message) = error_message {
-        set_error_header(&mut r, &message);
-    }
-    if csv {
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-    }
+    let body = match format {
+        Format::Csv => crate::query::output::csv(&results),
+        Format::Json { pretty } if chunked => {
+            crate::query::output::chunked(&results, &selects, chunk_size, pretty)
+        }
+        // No statement at all (`;`): InfluxDB's answer has no `results`.
+        Format::Json { pretty } if results.is_empty() => json_text(&serde_json::json!({}), pretty),
+        Format::Json { pretty } => json_text(&serde_json::json!({ "results": results }), pretty),
+        // Chunks in MessagePack: one object per chunk, back to back, as InfluxDB.
+        Format::Msgpack if chunked => {
+            crate::query::output::chunked_msgpack(&results, &selects, chunk_size)
+        }
+        Format::Msgpack => crate::query::output::msgpack(&results),
+    };
+    let mut r = json_bytes(StatusCode::OK, body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     r
 }
 

@@ -363,14 +363,31 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             advance(&mut i, &mut line, &mut col, c);
             let mut s = String::new();
             let mut closed = false;
+            // As InfluxDB's ScanString: `\n`, `\\`, `\'` and `\"` are the escapes; any
+            // other is a bad escape token (reported at the character after the
+            // backslash), and a line break or the end ends the string unterminated.
+            let mut bad_escape = None;
             while i < chars.len() {
                 let d = chars[i];
-                if d == '\\' && i + 1 < chars.len() {
+                if d == '\\' {
                     advance(&mut i, &mut line, &mut col, d);
-                    s.push(chars[i]);
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut col, ch);
+                    let (el, ec) = (line, col);
+                    let Some(&e) = chars.get(i) else {
+                        break;
+                    };
+                    advance(&mut i, &mut line, &mut col, e);
+                    match e {
+                        'n' => s.push('\n'),
+                        '\\' | '\'' | '"' => s.push(e),
+                        _ => {
+                            bad_escape = Some((format!("\\{e}"), el, ec));
+                            break;
+                        }
+                    }
                     continue;
+                }
+                if d == '\n' {
+                    break;
                 }
                 advance(&mut i, &mut line, &mut col, d);
                 if d == quote {
@@ -378,6 +395,16 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                     break;
                 }
                 s.push(d);
+            }
+            if let Some((text, el, ec)) = bad_escape {
+                tokens.push(Token {
+                    tok: Tok::Bad(text),
+                    line: el,
+                    char: ec,
+                    at: start,
+                });
+                // Nothing after it can parse: InfluxDB stops at this token too.
+                break;
             }
             if !closed {
                 // As InfluxDB: an unterminated quote is a bad token the parser reports

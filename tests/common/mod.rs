@@ -705,3 +705,30 @@ pub fn start_influxd(extra_http: &str) -> Result<Influxd, String> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Whether python3 can import `modules` (e.g. "influxdb, msgpack"); prints why a test
+/// skips when not.
+pub fn python_has(modules: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 cannot import {modules} ({install})");
+    }
+    ok
+}
+
+/// Runs a Python script with `args`; panics with its output unless it exits 0 and
+/// prints `ok`.
+pub fn run_python(script: &str, args: &[&str]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("ok"), "{text}");
+}

@@ -74,6 +74,13 @@ pub(super) fn validate_fields(sel: &Select) -> Result<(), QueryError> {
             return Err(QueryError::msg(format!("undefined function {name}()")));
         }
         if vars == 0 {
+            // A call with too few arguments (`count()`) is named as such first, as
+            // InfluxDB's compiler checks each call's arity before the field's variables.
+            if let Err(e) = crate::query::functions::validate(std::slice::from_ref(f), true) {
+                if e.to_string().starts_with("invalid number of arguments") {
+                    return Err(e);
+                }
+            }
             return Err(QueryError::msg("field must contain at least one variable"));
         }
         if !non_time {
