@@ -55,6 +55,57 @@ pub struct LoadOptions {
     pub log_requests: bool,
     /// `Authorization` header value (`--username`/`--password`: HTTP Basic).
     pub authorization: Option<String>,
+    /// Batches are Prometheus remote-write bodies, sent to `/api/v1/prom/write`.
+    pub prometheus: bool,
+}
+
+/// The batches as Prometheus remote-write bodies (snappy protobuf), as Prometheus
+/// sends them: one time series per (point, numeric field), named
+/// `<measurement>_<field>`, the tags as labels, one sample each at the point's time
+/// (ms). `lines` and `values` count samples.
+pub fn prometheus_batches(batches: &mut [Batch]) {
+    use shardcore::http::prom::{encode_write_request, snappy, Label, TimeSeries};
+    use shardcore::lineproto::{parse, FieldValue, Precision};
+    for batch in batches.iter_mut() {
+        let parsed = parse(batch.body.clone(), Precision::Nanosecond, 0);
+        let mut series = Vec::new();
+        for point in &parsed.points {
+            let measurement = String::from_utf8_lossy(parsed.bytes(&point.measurement));
+            let tags: Vec<Label> = parsed
+                .point_tags(point)
+                .iter()
+                .map(|t| Label {
+                    name: String::from_utf8_lossy(parsed.bytes(&t.key)).into_owned(),
+                    value: String::from_utf8_lossy(parsed.bytes(&t.value)).into_owned(),
+                })
+                .collect();
+            for field in parsed.point_fields(point) {
+                let value = match field.value {
+                    FieldValue::Float(v) => v,
+                    FieldValue::Integer(v) => v as f64,
+                    FieldValue::Unsigned(v) => v as f64,
+                    _ => continue,
+                };
+                let mut labels = vec![Label {
+                    name: "__name__".into(),
+                    value: format!(
+                        "{measurement}_{}",
+                        String::from_utf8_lossy(parsed.bytes(&field.key))
+                    ),
+                }];
+                labels.extend(tags.iter().cloned());
+                series.push(TimeSeries {
+                    labels,
+                    samples: vec![(point.timestamp / 1_000_000, value)],
+                });
+            }
+        }
+        let proto = encode_write_request(&series);
+        batch.lines = series.len() as u64;
+        batch.values = series.len() as u64;
+        batch.raw_bytes = proto.len() as u64;
+        batch.body = Bytes::from(snappy(&proto));
+    }
 }
 
 /// HTTP Basic credentials as an `Authorization` header value.
@@ -378,6 +429,21 @@ fn parse_status_line(line: &str) -> Result<(bool, u16), WireError> {
 
 /// The fixed part of every /write request head, up to `Content-Length: `.
 fn write_head_prefix(target: &Target, opts: &LoadOptions) -> Vec<u8> {
+    if opts.prometheus {
+        let mut head = format!(
+            "POST {}/api/v1/prom/write?db={} HTTP/1.1\r\nHost: {}\r\n\
+             User-Agent: shardcore-bench\r\nContent-Type: application/x-protobuf\r\n\
+             Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
+            target.base_path,
+            url_encode(&opts.db),
+            target.host_header,
+        );
+        if let Some(auth) = &opts.authorization {
+            head.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        head.push_str("Content-Length: ");
+        return head.into_bytes();
+    }
     let mut head = format!(
         "POST {}/write?db={}&precision={}&consistency={} HTTP/1.1\r\nHost: {}\r\n\
          User-Agent: shardcore-bench\r\nContent-Type: text/plain; charset=utf-8\r\n",
@@ -887,6 +953,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             log_requests: false,
             authorization: None,
+            prometheus: false,
         }
     }
 

@@ -22,8 +22,8 @@ for a in "$@"; do
     esac
 done
 [ $BUILD = 1 ] && cargo build --release --bins >/dev/null
-BIN=${BIN:-target/release/shardcore}
-BENCH=${BENCH:-target/release/shardcore-bench}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/shardcore}
+BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/shardcore-bench}
 command -v openssl >/dev/null || { echo "security-figures: SKIPPED: openssl is needed for the certificates" >&2; exit 0; }
 
 work=$(mktemp -d /tmp/security-figures.XXXXXX)
@@ -51,7 +51,9 @@ start auth "auth-enabled = true"
 start tls "https-enabled = true\nhttps-certificate = \"$work/node.crt\"\nhttps-private-key = \"$work/node.key\""
 wait_up() { # URL [CURL OPTIONS]: until /ping answers (60 s at most)
     for _ in $(seq 1200); do curl -sf "$1/ping" "${@:2}" >/dev/null && return 0; sleep 0.05; done
-    echo "security-figures: $1 did not start" >&2; exit 1
+    echo "security-figures: $1 did not start; the nodes' logs:" >&2
+    tail -n 20 "$work"/*.log >&2
+    exit 1
 }
 wait_up "http://127.0.0.1:$PORT_plain"
 wait_up "http://127.0.0.1:$PORT_auth"

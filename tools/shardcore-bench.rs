@@ -180,6 +180,10 @@ struct LoadArgs {
     /// server's certificate is verified against.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Send the data as Prometheus remote write does (`/api/v1/prom/write`, snappy
+    /// protobuf, one series per point and numeric field); counts are samples.
+    #[arg(long, conflicts_with = "gzip")]
+    prometheus: bool,
 }
 
 #[derive(Args)]
@@ -382,6 +386,9 @@ fn prepare_batches(args: &LoadArgs) -> Result<Vec<Batch>, BenchError> {
     if args.gzip {
         load::gzip_batches(&mut batches, args.gzip_level);
     }
+    if args.prometheus {
+        load::prometheus_batches(&mut batches);
+    }
     let raw: u64 = batches.iter().map(|b| b.raw_bytes).sum();
     let wire: usize = batches.iter().map(|b| b.body.len()).sum();
     let count: u64 = batches.iter().map(|b| b.lines).sum();
@@ -420,6 +427,7 @@ fn run_load(args: &LoadArgs) -> Result<(), BenchError> {
             .username
             .as_deref()
             .map(|u| load::basic_authorization(u, &args.password)),
+        prometheus: args.prometheus,
     };
     let summary = load::run(&target, &opts, &batches)?;
     if let Some(path) = &args.hdr_out {

@@ -218,6 +218,16 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
                 results.push(json!({ "statement_id": id, "series": series }));
                 kinds.push(matches!(statement, Statement::Select(_)));
             }
+            Ok(None) if options.read_only && warns_when_read_only(statement) => {
+                let text = format!(
+                    "deprecated use of '{statement}' in a read only context, please use a POST request instead"
+                );
+                results.push(json!({
+                    "statement_id": id,
+                    "messages": [{ "level": "warning", "text": text }],
+                }));
+                kinds.push(false);
+            }
             Ok(None) => {
                 results.push(json!({ "statement_id": id }));
                 kinds.push(false);
@@ -252,6 +262,26 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         }
     }
     Ok((results, kinds))
+}
+
+/// The statements InfluxDB warns about when a GET request runs them (its statement
+/// executor's `ReadOnlyWarning`; DELETE is not among them).
+fn warns_when_read_only(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateDatabase { .. }
+            | Statement::DropDatabase { .. }
+            | Statement::CreateRetentionPolicy { .. }
+            | Statement::AlterRetentionPolicy { .. }
+            | Statement::DropRetentionPolicy { .. }
+            | Statement::DropMeasurement { .. }
+            | Statement::DeleteSeries { delete: false, .. }
+            | Statement::CreateUser { .. }
+            | Statement::DropUser { .. }
+            | Statement::SetPassword { .. }
+            | Statement::Grant { .. }
+            | Statement::Revoke { .. }
+    )
 }
 
 /// The histogram a statement's time goes to.

@@ -1089,6 +1089,7 @@ async fn prom_read(api: &Rc<HttpService>, req: Request<Incoming>, principal: Pri
         epoch: Some("ms".into()),
         params: serde_json::Map::new(),
         chunked: false,
+        read_only: false,
         principal,
     };
     let mut answers = Vec::with_capacity(queries.len());
@@ -1386,6 +1387,7 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
     let mut params = query_params(req.uri().query().unwrap_or(""));
     let url_pretty = params.get("pretty").is_some_and(|v| v == "true");
     let headers = req.headers().clone();
+    let read_only = req.method() == Method::GET;
     let is_form = req
         .headers()
         .get(CONTENT_TYPE)
@@ -1418,6 +1420,7 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
         epoch: params.get("epoch").filter(|s| !s.is_empty()).cloned(),
         params: serde_json::Map::new(),
         chunked,
+        read_only,
         principal,
     };
     if format == Format::Csv && options.epoch.is_none() {

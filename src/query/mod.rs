@@ -62,6 +62,9 @@ pub struct QueryOptions {
     pub params: serde_json::Map<String, Value>,
     /// `chunked=true`: no max-row-limit (chunks bound each piece instead).
     pub chunked: bool,
+    /// A GET request: statements that change something run, with InfluxDB's
+    /// "deprecated use ... in a read only context" warning.
+    pub read_only: bool,
     /// Who asks: the statements are authorized for it before any runs, and SHOW
     /// DATABASES lists only the databases a user who is not an admin holds something on.
     pub principal: crate::meta::Principal,
