@@ -266,3 +266,74 @@ print("ok")
 "#;
     common::run_python(script, &[&node.addr.port().to_string()]);
 }
+
+/// InfluxDB 1.8's `/api/v2/delete`: a time range and a predicate of equalities,
+/// `_measurement` naming the measurement; refused for other operators; and through
+/// the influxdb-client package's delete API.
+#[test]
+fn api_v2_delete_as_influxdb_1_8() {
+    let dir = temp_dir();
+    let node = Node::start(dir.path());
+    node.create_database("db");
+    let lines = "cpu,host=a v=1 1000000000\ncpu,host=b v=2 1000000000\ncpu,host=a v=3 5000000000\nmem,host=a v=4 1000000000\n";
+    assert_eq!(node.write("db=db", lines.as_bytes()).status, 204);
+    let delete = |body: &str| {
+        node.request(
+            "POST",
+            "/api/v2/delete?org=x&bucket=db",
+            &[],
+            body.as_bytes(),
+        )
+    };
+    let r = delete(
+        r#"{"start":"1970-01-01T00:00:00Z","stop":"1970-01-01T00:00:02Z","predicate":"_measurement=\"cpu\" AND host='a'"}"#,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let answer = node.answer("db", "SELECT v FROM cpu, mem GROUP BY host");
+    let text = answer.to_string();
+    // cpu,host=a at 1 s went; cpu,host=a at 5 s (after stop), cpu,host=b, mem stay.
+    assert!(!text.contains("[\"1970-01-01T00:00:01Z\",1]"), "{text}");
+    for kept in [
+        "[\"1970-01-01T00:00:05Z\",3]",
+        "[\"1970-01-01T00:00:01Z\",2]",
+        "[\"1970-01-01T00:00:01Z\",4]",
+    ] {
+        assert!(text.contains(kept), "{kept}: {text}");
+    }
+    let r = delete(
+        r#"{"start":"1970-01-01T00:00:00Z","stop":"1970-01-01T00:00:02Z","predicate":"host!='a'"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text()
+            .contains("predicate only supports equality operators and conjunctions"),
+        "{}",
+        r.text()
+    );
+    let r = delete(r#"{"stop":"1970-01-01T00:00:02Z"}"#);
+    assert_eq!(
+        r.text(),
+        "{\"error\":\"delete - start field in RFC3339Nano format required\"}\n"
+    );
+    let r = node.request("POST", "/api/v2/delete?bucket=nodb", &[], b"{}");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            404,
+            "{\"error\":\"delete - database not found: \\\"nodb\\\"\"}\n"
+        )
+    );
+    if !common::python_has("influxdb_client", "pip install influxdb-client") {
+        return;
+    }
+    let script = r#"
+import sys
+from influxdb_client import InfluxDBClient
+with InfluxDBClient(url=sys.argv[1], token="", org="-") as client:
+    client.delete_api().delete("1970-01-01T00:00:00Z", "1970-01-01T00:00:10Z", '_measurement="mem"', bucket="db", org="-")
+print("ok")
+"#;
+    common::run_python(script, &[&format!("http://{}", node.addr)]);
+    let answer = node.answer("db", "SELECT count(v) FROM mem");
+    assert!(answer["results"][0].get("series").is_none(), "{answer}");
+}

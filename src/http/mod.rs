@@ -663,6 +663,10 @@ async fn route(api: &Rc<HttpService>, req: Request<Incoming>, peer: std::net::Ip
             Ok(principal) => write_v2(api, req, principal).await,
             Err(resp) => resp,
         },
+        (Method::POST, "/api/v2/delete") => match authenticate(api, &req, peer).await {
+            Ok(principal) => delete_v2(api, req, principal).await,
+            Err(resp) => resp,
+        },
         (Method::POST, "/api/v1/prom/write") => match authenticate(api, &req, peer).await {
             Ok(principal) => prom_write(api, req, principal).await,
             Err(resp) => resp,
@@ -1020,6 +1024,219 @@ async fn write_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Prin
     params.insert("rp".to_string(), rp.to_string());
     params.insert("precision".to_string(), precision.to_string());
     write_with(api, req, principal, params).await
+}
+
+/// `/api/v2/delete` as InfluxDB 1.8: `bucket=db[/rp]`, a JSON body with `start` and
+/// `stop` (RFC 3339) and an optional `predicate` of equalities joined by AND, where
+/// `_measurement = 'm'` names the measurement; run as an InfluxQL DELETE.
+async fn delete_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
+    use crate::influxql::ast::{Expr, Op};
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let bucket = params.get("bucket").map_or("", |b| b.as_str());
+    let (db, rp) = match bucket.find('/') {
+        None => (bucket.to_string(), String::new()),
+        Some(i) if i == bucket.len() - 1 => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "delete - bucket: bucket name {} is missing retention policy",
+                    go_quote(bucket)
+                ),
+            )
+        }
+        Some(i) => (bucket[..i].to_string(), bucket[i + 1..].to_string()),
+    };
+    {
+        let meta = api.meta.snapshot();
+        let Some(database) = meta.database(&db) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("delete - database not found: {}", go_quote(&db)),
+            );
+        };
+        if database.retention_policy(Some(&rp)).is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "delete - retention policy not found in {}: {}",
+                    go_quote(&db),
+                    go_quote(&rp)
+                ),
+            );
+        }
+        match &principal {
+            Principal::Open => {}
+            Principal::Anonymous => {
+                return forbidden(
+                    api,
+                    &format!(
+                        "delete - user is required to delete from database {}",
+                        go_quote(&db)
+                    ),
+                )
+            }
+            Principal::User(name) => {
+                if !meta
+                    .user(name)
+                    .is_some_and(|u| u.authorize_database(Privilege::Write, &db))
+                {
+                    return forbidden(
+                        api,
+                        &format!(
+                            "delete - {} user is not authorized to delete from {}",
+                            go_quote(name),
+                            go_quote(&db)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let body = match read_body(api, req, api.config.max_body_size_bytes).await {
+        Ok((b, _)) => b,
+        Err(resp) => return resp,
+    };
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "delete - cannot parse request body: not a JSON object",
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("delete - cannot parse request body: {e}"),
+            )
+        }
+    };
+    let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let (start, stop, predicate) = (text("start"), text("stop"), text("predicate"));
+    let mut bounds = Vec::new();
+    for (name, value) in [("start", start), ("stop", stop)] {
+        if value.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("delete - {name} field in RFC3339Nano format required"),
+            );
+        }
+        let Some((secs, nanos)) = crate::query::output::parse_rfc3339(value) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "delete - invalid format for {name} field {}, please use RFC3339Nano",
+                    go_quote(value)
+                ),
+            );
+        };
+        bounds.push(crate::influxql::format::rfc3339_nano(
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(nanos as i64),
+        ));
+    }
+    let time_range = format!("time >= '{}' AND time < '{}'", bounds[0], bounds[1]);
+    let full = if predicate.is_empty() {
+        time_range
+    } else {
+        format!("{predicate} AND {time_range}")
+    };
+    let condition = match crate::influxql::parser::parse_expr(&full) {
+        Ok(e) => e,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "delete - cannot parse predicate {}: {e}",
+                    go_quote(predicate)
+                ),
+            )
+        }
+    };
+    // `_measurement = m` terms name the measurements; only = and AND are allowed.
+    let mut measurements = Vec::new();
+    let mut rest = Vec::new();
+    let mut terms = vec![condition];
+    let refused = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "delete - predicate only supports equality operators and conjunctions. database: {}, retention policy: {}, start: {}, stop: {}, predicate: {}",
+                go_quote(&db), go_quote(&rp), go_quote(start), go_quote(stop), go_quote(predicate)
+            ),
+        )
+    };
+    while let Some(term) = terms.pop() {
+        match term {
+            Expr::Paren(inner) => terms.push(*inner),
+            Expr::Binary {
+                op: Op::And,
+                lhs,
+                rhs,
+            } => {
+                terms.push(*rhs);
+                terms.push(*lhs);
+            }
+            Expr::Binary {
+                op: Op::Or | Op::Neq | Op::EqRegex | Op::NeqRegex,
+                ..
+            } => return refused(),
+            Expr::Binary {
+                op: Op::Eq,
+                lhs,
+                rhs,
+            } if matches!(&*lhs, Expr::VarRef { name, .. } if name == "_measurement") => match *rhs
+            {
+                Expr::Str(m) | Expr::VarRef { name: m, .. } => measurements.push(m),
+                _ => return refused(),
+            },
+            other => rest.push(other),
+        }
+    }
+    let mut statement = String::from("DELETE");
+    if !measurements.is_empty() {
+        let names: Vec<String> = measurements
+            .iter()
+            .map(|m| format!("\"{}\"", m.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        statement.push_str(&format!(" FROM {}", names.join(", ")));
+    }
+    let conditions: Vec<String> = rest.iter().map(|e| e.to_string()).collect();
+    statement.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    let options = crate::query::QueryOptions {
+        db: Some(db.clone()),
+        rp: None,
+        epoch: None,
+        params: serde_json::Map::new(),
+        chunked: false,
+        read_only: false,
+        principal: Principal::Open,
+    };
+    match api.executor.execute(&statement, &options).await {
+        Ok((results, _)) => match results
+            .iter()
+            .find_map(|r| r.get("error").and_then(|e| e.as_str()))
+        {
+            None => no_content(),
+            Some(e) => error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "delete - database: {}, retention policy: {}, start: {}, stop: {}, predicate: {}, error: {e}",
+                    go_quote(&db), go_quote(&rp), go_quote(start), go_quote(stop), go_quote(predicate)
+                ),
+            ),
+        },
+        Err(e) => {
+            let e = match e {
+                QueryRefused::Parse(e) => e.to_string(),
+                QueryRefused::Forbidden(e) => e,
+            };
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("delete - cannot parse predicate {}: {e}", go_quote(predicate)),
+            )
+        }
+    }
 }
 
 /// The snappy protobuf body of a Prometheus remote storage request, decompressed;

@@ -526,6 +526,22 @@ pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
     Ok(statements)
 }
 
+/// Parses one InfluxQL expression, the whole input (`/api/v2/delete` predicates).
+pub fn parse_expr(input: &str) -> Result<crate::influxql::ast::Expr, ParseError> {
+    let mut p = Parser {
+        tokens: lex(input)?,
+        pos: 0,
+        chars: input.chars().collect(),
+        nesting: 0,
+        subqueries: 0,
+    };
+    let expr = p.expr(0)?;
+    if p.peek().tok != Tok::Eof {
+        return Err(p.error("EOF"));
+    }
+    Ok(expr)
+}
+
 const STATEMENT_KEYWORDS: &str =
     "SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL";
 
@@ -1620,6 +1636,8 @@ mod property_tests {
         run_on_core_stack(3000, any::<Vec<u8>>(), |bytes| {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let _ = parse_query(&text);
+            // `/api/v2/delete` predicates take the expression entry point.
+            let _ = parse_expr(&text);
             Ok(())
         });
     }

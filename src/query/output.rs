@@ -405,9 +405,9 @@ fn mp_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` as written by our answers: (seconds
-/// since the epoch, nanoseconds); None for anything else.
-fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` (Go's RFC3339Nano): (seconds since the
+/// epoch, nanoseconds); None for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
