@@ -144,7 +144,14 @@ impl<'a> Evaluator<'a> {
         );
         let ord = match (&a, &b) {
             (Val::Null, _) | (_, Val::Null) => return false,
-            (Val::Str(x), Val::Str(y)) => x.cmp(y),
+            // Strings compare only for equality in InfluxQL: `s > 'x'` is false.
+            (Val::Str(x), Val::Str(y)) => {
+                return match op {
+                    Op::Eq => x == y,
+                    Op::Neq => x != y,
+                    _ => false,
+                }
+            }
             (Val::Bool(x), Val::Bool(y)) => {
                 return match op {
                     Op::Eq => x == y,

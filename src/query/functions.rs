@@ -1150,6 +1150,12 @@ fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         let pts = arg_points(a, &args[0], 0, a.rows.len());
         columns.push(transform(*func, args, &pts, 1_000_000_000, a.desc)?);
     }
+    // Rows by time; points of several series at one time each make a row (InfluxDB
+    // keeps them: cumulative_sum over two series at one time gives two rows), the
+    // columns' n-th points at that time sharing the n-th row.
+    for c in &mut columns {
+        c.sort_by_key(|p| p.time);
+    }
     let mut times: Vec<i64> = columns
         .iter()
         .flat_map(|c| c.iter().map(|p| p.time))
@@ -1157,17 +1163,28 @@ fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
     times.sort_unstable();
     times.dedup();
     let mut out = Vec::with_capacity(times.len());
+    let mut next = vec![0usize; columns.len()];
     for t in times {
-        let mut row = vec![Val::Int(t)];
-        for c in &columns {
-            row.push(
-                c.iter()
-                    .find(|p| p.time == t)
-                    .map(|p| p.val.clone())
-                    .unwrap_or_default(),
-            );
+        let counts: Vec<usize> = columns
+            .iter()
+            .zip(&next)
+            .map(|(c, &i)| c[i..].iter().take_while(|p| p.time == t).count())
+            .collect();
+        let rows = counts.iter().copied().max().unwrap_or(0);
+        for n in 0..rows {
+            let mut row = vec![Val::Int(t)];
+            for (ci, c) in columns.iter().enumerate() {
+                row.push(if n < counts[ci] {
+                    c[next[ci] + n].val.clone()
+                } else {
+                    Val::default()
+                });
+            }
+            out.push(row);
         }
-        out.push(row);
+        for (i, count) in next.iter_mut().zip(&counts) {
+            *i += count;
+        }
     }
     Ok(out)
 }

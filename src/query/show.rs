@@ -42,6 +42,19 @@ pub async fn execute(
     q: &QueryContext<'_>,
     show: &ShowSeriesData,
 ) -> Result<Vec<ResultSeries>, QueryError> {
+    if let (ShowWhat::Measurements { .. }, Some(condition)) = (&show.what, &show.condition) {
+        let mut on_time = false;
+        condition.walk(&mut |e| {
+            if matches!(e, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time")) {
+                on_time = true;
+            }
+        });
+        if on_time {
+            return Err(QueryError::msg(
+                "SHOW MEASUREMENTS doesn't support time in WHERE clause",
+            ));
+        }
+    }
     let Some(database) = show.database.as_deref().or(q.db) else {
         return Err(QueryError::msg("database name required"));
     };

@@ -72,7 +72,10 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
         ),
         None => None,
     };
-    let sel = bind_params(sel, q)?;
+    let mut sel = bind_params(sel, q)?;
+    // GROUP BY time(0s), or a negative interval: InfluxDB groups by no time at all.
+    sel.dimensions
+        .retain(|d| !matches!(d, Dimension::Time { interval, .. } if *interval <= 0));
     validate_fields(&sel)?;
     let (time_range, condition) = split_time(sel.condition.as_ref(), q.now_ns)?;
     // Transformations over windows read extra windows before the range
