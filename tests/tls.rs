@@ -16,9 +16,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A test CA in `dir` (`ca.crt`, `ca.key`); None when openssl cannot run.
-fn make_ca(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+/// `openssl req -x509` with a new P-256 key for `subject`, writing `key` and `crt`,
+/// plus `extra` arguments; the error output when it fails.
+fn openssl_req(
+    subject: &str,
+    key: &Path,
+    crt: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Result<(), String> {
     let out = Command::new("openssl")
         .args([
             "req",
@@ -28,18 +33,31 @@ fn make_ca(dir: &Path) -> Option<(PathBuf, PathBuf)> {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
         ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=shardcore test CA"])
+        .args(["-nodes", "-days", "2", "-subj", subject])
+        .args(extra)
         .arg("-keyout")
-        .arg(&key)
+        .arg(key)
         .arg("-out")
-        .arg(&crt)
+        .arg(crt)
         .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-    Some((crt, key))
+}
+
+/// A test CA in `dir` (`ca.crt`, `ca.key`); None when openssl cannot run.
+fn make_ca(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    match openssl_req("/CN=shardcore test CA", &key, &crt, &[]) {
+        Ok(()) => Some((crt, key)),
+        Err(e) => {
+            eprintln!("openssl failed: {e}");
+            None
+        }
+    }
 }
 
 /// A certificate for 127.0.0.1 signed by `ca` and its key, in `dir` as `name.crt`,
@@ -54,33 +72,24 @@ fn make_certificate(
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}.pem")),
     );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-CA")
-        .arg(&ca.0)
-        .arg("-CAkey")
-        .arg(&ca.1)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let extra: Vec<&std::ffi::OsStr> = [
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-CA",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .chain([
+        ca.0.as_os_str(),
+        std::ffi::OsStr::new("-CAkey"),
+        ca.1.as_os_str(),
+    ])
+    .collect();
+    if let Err(e) = openssl_req(&format!("/CN={name}"), &key, &crt, &extra) {
+        panic!("openssl: {e}");
+    }
     let mut both = std::fs::read(&crt).unwrap();
     both.extend(std::fs::read(&key).unwrap());
     std::fs::write(&pem, both).unwrap();

@@ -555,10 +555,6 @@ async fn authenticate(
         return Ok(Principal::Open);
     }
     let params = query_params(req.uri().query().unwrap_or(""));
-    let format = Format::of(
-        req.headers(),
-        params.get("pretty").is_some_and(|v| v == "true"),
-    );
     api.auth
         .authenticate(
             params.get("u").map(String::as_str),
@@ -567,7 +563,10 @@ async fn authenticate(
             peer,
         )
         .await
-        .map_err(|refused| unauthorized(format, refused.text()))
+        .map_err(|refused| {
+            let pretty = params.get("pretty").is_some_and(|v| v == "true");
+            unauthorized(Format::of(req.headers(), pretty), refused.text())
+        })
 }
 
 /// A 401 as InfluxDB answers it: the error body (in the shape asked for) and a Basic
@@ -983,6 +982,37 @@ async fn write(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
     write_with(api, req, principal, params).await
 }
 
+/// Whether `principal` may write to `database` (InfluxDB's `AuthorizeWrite`): `Err(None)`
+/// when nobody is authenticated, `Err(Some(user))` for a user without WRITE or ALL.
+fn may_write<'a>(
+    meta: &crate::meta::MetaData,
+    principal: &'a Principal,
+    database: &str,
+) -> Result<(), Option<&'a str>> {
+    match principal {
+        Principal::Open => Ok(()),
+        Principal::Anonymous => Err(None),
+        Principal::User(name) => meta
+            .user(name)
+            .is_some_and(|u| u.authorize_database(Privilege::Write, database))
+            .then_some(())
+            .ok_or(Some(name.as_str())),
+    }
+}
+
+/// A 2.x `bucket` as InfluxDB 1.8 maps it: `db` (the default policy) or `db/rp`; the
+/// error text when the policy after the slash is missing.
+fn bucket_dbrp(bucket: &str) -> Result<(&str, &str), String> {
+    match bucket.find('/') {
+        None => Ok((bucket, "")),
+        Some(i) if i == bucket.len() - 1 => Err(format!(
+            "bucket name {} is missing retention policy",
+            go_quote(bucket)
+        )),
+        Some(i) => Ok((&bucket[..i], &bucket[i + 1..])),
+    }
+}
+
 /// `/api/v2/write` (InfluxDB 1.8's 2.x compatibility): `bucket=db[/rp]`, `org`
 /// ignored, `precision` in 2.x's units (ns, us, ms, s); then as `/write`.
 async fn write_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
@@ -1003,21 +1033,13 @@ async fn write_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Prin
             );
         }
     };
-    let bucket = given.get("bucket").map_or("", |b| b.as_str());
-    let (db, rp) = match bucket.find('/') {
-        None => (bucket, ""),
-        Some(i) if i == bucket.len() - 1 => {
+    let (db, rp) = match bucket_dbrp(given.get("bucket").map_or("", |b| b.as_str())) {
+        Ok(dbrp) => dbrp,
+        Err(e) => {
             CoreStats::add(&api.stats.write_requests, 1);
             CoreStats::add(&api.stats.write_errors, 1);
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "bucket name {} is missing retention policy",
-                    go_quote(bucket)
-                ),
-            );
+            return error(StatusCode::NOT_FOUND, &e);
         }
-        Some(i) => (&bucket[..i], &bucket[i + 1..]),
     };
     let mut params = HashMap::new();
     params.insert("db".to_string(), db.to_string());
@@ -1032,19 +1054,9 @@ async fn write_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Prin
 async fn delete_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
     use crate::influxql::ast::{Expr, Op};
     let params = query_params(req.uri().query().unwrap_or(""));
-    let bucket = params.get("bucket").map_or("", |b| b.as_str());
-    let (db, rp) = match bucket.find('/') {
-        None => (bucket.to_string(), String::new()),
-        Some(i) if i == bucket.len() - 1 => {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "delete - bucket: bucket name {} is missing retention policy",
-                    go_quote(bucket)
-                ),
-            )
-        }
-        Some(i) => (bucket[..i].to_string(), bucket[i + 1..].to_string()),
+    let (db, rp) = match bucket_dbrp(params.get("bucket").map_or("", |b| b.as_str())) {
+        Ok((db, rp)) => (db.to_string(), rp.to_string()),
+        Err(e) => return error(StatusCode::NOT_FOUND, &format!("delete - bucket: {e}")),
     };
     {
         let meta = api.meta.snapshot();
@@ -1064,9 +1076,9 @@ async fn delete_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Pri
                 ),
             );
         }
-        match &principal {
-            Principal::Open => {}
-            Principal::Anonymous => {
+        match may_write(&meta, &principal, &db) {
+            Ok(()) => {}
+            Err(None) => {
                 return forbidden(
                     api,
                     &format!(
@@ -1075,20 +1087,15 @@ async fn delete_v2(api: &Rc<HttpService>, req: Request<Incoming>, principal: Pri
                     ),
                 )
             }
-            Principal::User(name) => {
-                if !meta
-                    .user(name)
-                    .is_some_and(|u| u.authorize_database(Privilege::Write, &db))
-                {
-                    return forbidden(
-                        api,
-                        &format!(
-                            "delete - {} user is not authorized to delete from {}",
-                            go_quote(name),
-                            go_quote(&db)
-                        ),
-                    );
-                }
+            Err(Some(name)) => {
+                return forbidden(
+                    api,
+                    &format!(
+                        "delete - {} user is not authorized to delete from {}",
+                        go_quote(name),
+                        go_quote(&db)
+                    ),
+                )
             }
         }
     }
@@ -1443,34 +1450,20 @@ async fn write_request(
         );
     }
     // InfluxDB's order: the database's existence, then the WRITE privilege.
-    match principal {
-        Principal::Open => {}
-        Principal::Anonymous => {
-            CoreStats::add(&api.stats.write_errors, 1);
-            return forbidden(
-                api,
-                &format!(
-                    "user is required to write to database {}",
-                    go_quote(&database)
-                ),
-            );
-        }
-        Principal::User(name) => {
-            if !meta
-                .user(name)
-                .is_some_and(|u| u.authorize_database(Privilege::Write, &database))
-            {
-                CoreStats::add(&api.stats.write_errors, 1);
-                return forbidden(
-                    api,
-                    &format!(
-                        "{} user is not authorized to write to database {}",
-                        go_quote(name),
-                        go_quote(&database)
-                    ),
-                );
-            }
-        }
+    if let Err(user) = may_write(&meta, principal, &database) {
+        CoreStats::add(&api.stats.write_errors, 1);
+        let text = match user {
+            None => format!(
+                "user is required to write to database {}",
+                go_quote(&database)
+            ),
+            Some(name) => format!(
+                "{} user is not authorized to write to database {}",
+                go_quote(name),
+                go_quote(&database)
+            ),
+        };
+        return forbidden(api, &text);
     }
     drop(meta);
     match api
@@ -1602,8 +1595,8 @@ impl Format {
 async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Principal) -> Resp {
     CoreStats::add(&api.stats.query_requests, 1);
     let mut params = query_params(req.uri().query().unwrap_or(""));
-    let url_pretty = params.get("pretty").is_some_and(|v| v == "true");
-    let headers = req.headers().clone();
+    // The shape asked for (`pretty` may still come in a form body).
+    let asked = Format::of(req.headers(), false);
     let read_only = req.method() == Method::GET;
     let is_form = req
         .headers()
@@ -1621,8 +1614,11 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
             }
         }
     }
-    let pretty = url_pretty || params.get("pretty").is_some_and(|v| v == "true");
-    let format = Format::of(&headers, pretty);
+    let pretty = params.get("pretty").is_some_and(|v| v == "true");
+    let format = match asked {
+        Format::Json { .. } => Format::Json { pretty },
+        other => other,
+    };
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
         return format.error(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };

@@ -502,13 +502,7 @@ pub(crate) struct Parser {
 
 /// Parses a query of one or more `;`-separated statements.
 pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
-    let mut p = Parser {
-        tokens: lex(input)?,
-        pos: 0,
-        chars: input.chars().collect(),
-        nesting: 0,
-        subqueries: 0,
-    };
+    let mut p = Parser::new(input)?;
     let mut statements = Vec::new();
     loop {
         while p.peek().tok == Tok::Semicolon {
@@ -528,13 +522,7 @@ pub fn parse_query(input: &str) -> Result<Vec<Statement>, ParseError> {
 
 /// Parses one InfluxQL expression, the whole input (`/api/v2/delete` predicates).
 pub fn parse_expr(input: &str) -> Result<crate::influxql::ast::Expr, ParseError> {
-    let mut p = Parser {
-        tokens: lex(input)?,
-        pos: 0,
-        chars: input.chars().collect(),
-        nesting: 0,
-        subqueries: 0,
-    };
+    let mut p = Parser::new(input)?;
     let expr = p.expr(0)?;
     if p.peek().tok != Tok::Eof {
         return Err(p.error("EOF"));
@@ -546,6 +534,16 @@ const STATEMENT_KEYWORDS: &str =
     "SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL";
 
 impl Parser {
+    fn new(input: &str) -> Result<Parser, ParseError> {
+        Ok(Parser {
+            tokens: lex(input)?,
+            pos: 0,
+            chars: input.chars().collect(),
+            nesting: 0,
+            subqueries: 0,
+        })
+    }
+
     fn peek(&self) -> &Token {
         &self.tokens[self.pos.min(self.tokens.len() - 1)]
     }
