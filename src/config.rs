@@ -40,6 +40,51 @@ pub struct Config {
     pub hinted_handoff: HintedHandoffConfig,
     pub query: QueryConfig,
     pub retention: RetentionConfig,
+    pub continuous_queries: ContinuousQueriesConfig,
+    pub monitor: MonitorConfig,
+}
+
+/// `[monitor]`: InfluxDB's self-monitoring store: every `store-interval-ms` each node
+/// writes its statistics (SHOW STATS' groups) into `store-database`, policy `monitor`
+/// (7 days), creating both when missing.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MonitorConfig {
+    pub store_enabled: bool,
+    pub store_database: String,
+    pub store_interval_ms: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            store_enabled: true,
+            store_database: "_internal".into(),
+            store_interval_ms: 10_000,
+        }
+    }
+}
+
+/// `[continuous-queries]`: InfluxDB's `[continuous_queries]` service, its keys in our
+/// kebab-case with units.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ContinuousQueriesConfig {
+    pub enabled: bool,
+    /// Log every run (its time range and how long it took).
+    pub log_enabled: bool,
+    /// How often the service checks whether a CQ is due (InfluxDB's run-interval, 1s).
+    pub run_interval_ms: u64,
+}
+
+impl Default for ContinuousQueriesConfig {
+    fn default() -> Self {
+        ContinuousQueriesConfig {
+            enabled: true,
+            log_enabled: true,
+            run_interval_ms: 1000,
+        }
+    }
 }
 
 /// `[retention]`: dropping shard groups older than their policy keeps (InfluxDB's
@@ -318,6 +363,93 @@ pub struct RuntimeConfig {
     pub spin_before_park_us: u64,
 }
 
+/// One group of SHOW DIAGNOSTICS: its name and (column, value) pairs.
+pub type DiagnosticsGroup = (&'static str, Vec<(&'static str, serde_json::Value)>);
+
+impl Config {
+    /// The configuration groups of SHOW DIAGNOSTICS (InfluxDB's `config-*` groups, our
+    /// sections and keys; secrets and key files are never shown).
+    pub fn diagnostics(&self) -> Vec<DiagnosticsGroup> {
+        use serde_json::json;
+        vec![
+            (
+                "config",
+                vec![
+                    ("cores", json!(self.cores)),
+                    ("data-dir", json!(self.data_dir.display().to_string())),
+                ],
+            ),
+            (
+                "config-cluster",
+                vec![
+                    ("bind", json!(self.cluster.bind)),
+                    ("node-id", json!(self.cluster.node_id)),
+                    ("peers", json!(self.cluster.peers.len())),
+                    ("tls-enabled", json!(self.cluster.tls_enabled)),
+                    ("write-timeout-ms", json!(self.cluster.write_timeout_ms)),
+                ],
+            ),
+            (
+                "config-cqs",
+                vec![
+                    ("enabled", json!(self.continuous_queries.enabled)),
+                    ("log-enabled", json!(self.continuous_queries.log_enabled)),
+                    (
+                        "run-interval-ms",
+                        json!(self.continuous_queries.run_interval_ms),
+                    ),
+                ],
+            ),
+            (
+                "config-httpd",
+                vec![
+                    ("auth-enabled", json!(self.http.auth_enabled)),
+                    ("bind-address", json!(self.http.bind_address)),
+                    ("https-enabled", json!(self.http.https_enabled)),
+                    ("max-body-size-bytes", json!(self.http.max_body_size_bytes)),
+                    ("max-row-limit", json!(self.query.max_row_limit)),
+                ],
+            ),
+            (
+                "config-monitor",
+                vec![
+                    ("store-database", json!(self.monitor.store_database)),
+                    ("store-enabled", json!(self.monitor.store_enabled)),
+                    ("store-interval-ms", json!(self.monitor.store_interval_ms)),
+                ],
+            ),
+            (
+                "config-query",
+                vec![
+                    ("max-query-bytes", json!(self.query.max_query_bytes)),
+                    ("max-select-buckets", json!(self.query.max_select_buckets)),
+                    ("max-select-point", json!(self.query.max_select_point)),
+                    ("max-select-series", json!(self.query.max_select_series)),
+                    ("query-timeout-ms", json!(self.query.query_timeout_ms)),
+                ],
+            ),
+            (
+                "config-retention",
+                vec![
+                    ("check-interval-ms", json!(self.retention.check_interval_ms)),
+                    ("enabled", json!(self.retention.enabled)),
+                ],
+            ),
+            (
+                "config-storage",
+                vec![
+                    ("cache-max-bytes", json!(self.storage.cache_max_bytes)),
+                    (
+                        "cache-snapshot-bytes",
+                        json!(self.storage.cache_snapshot_bytes),
+                    ),
+                    ("wal-fsync-delay-ms", json!(self.storage.wal_fsync_delay_ms)),
+                ],
+            ),
+        ]
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -331,6 +463,8 @@ impl Default for Config {
             hinted_handoff: HintedHandoffConfig::default(),
             query: QueryConfig::default(),
             retention: RetentionConfig::default(),
+            continuous_queries: ContinuousQueriesConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -696,6 +830,31 @@ enabled = true
 
 # How often each core checks (InfluxDB's check-interval, 30m).
 check-interval-ms = 1800000
+
+[continuous-queries]
+# Run continuous queries (InfluxDB's [continuous_queries]). In a cluster each CQ runs
+# on one node per interval: the first live node of an order every node computes alike
+# from the CQ's name; another takes over when it stops answering, from the last run
+# recorded in the cluster's metadata.
+enabled = true
+
+# Log each run: its time range and how long it took.
+log-enabled = true
+
+# How often the service checks whether a CQ is due (InfluxDB's run-interval, 1s).
+run-interval-ms = 1000
+
+[monitor]
+# Write this node's statistics (SHOW STATS' groups, tagged with hostname and nodeID)
+# into store-database, retention policy `monitor` (7 days), every store-interval-ms, as
+# InfluxDB's self-monitoring does; the database and policy are made when missing.
+store-enabled = true
+
+# The database the statistics go to.
+store-database = "_internal"
+
+# How often they are written (InfluxDB's store-interval, 10s).
+store-interval-ms = 10000
 "#;
 
 impl Config {
@@ -883,6 +1042,18 @@ impl Config {
             return invalid(
                 "hinted-handoff.replay-max-inflight-records",
                 &format!("must be from 1 to {MAX_REPLAY_INFLIGHT_RECORDS}"),
+            );
+        }
+        if self.monitor.store_interval_ms == 0 {
+            return invalid("monitor.store-interval-ms", "must be greater than 0");
+        }
+        if self.monitor.store_enabled && self.monitor.store_database.is_empty() {
+            return invalid("monitor.store-database", "must not be empty");
+        }
+        if self.continuous_queries.run_interval_ms == 0 {
+            return invalid(
+                "continuous-queries.run-interval-ms",
+                "must be greater than 0",
             );
         }
         if self.retention.check_interval_ms == 0 {

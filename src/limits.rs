@@ -158,6 +158,10 @@ pub const CANCEL_TIMEOUT_MS: u64 = 1_000;
 /// turn.
 pub const MAX_PLANNED_GROUPS: i64 = 64;
 
+/// How long SHOW QUERIES waits for a peer's list: a stopped or partitioned peer is
+/// left out of the answer rather than holding it for the dial timeout.
+pub const SHOW_QUERIES_PEER_WAIT_MS: u64 = 1_000;
+
 /// How often a waiting NodeProcessor pings its destination.
 pub const HH_PING_EVERY_MS: u64 = 250;
 

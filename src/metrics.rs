@@ -483,6 +483,9 @@ counters! {
     wal_truncated_segments => "wal_truncated_segments_total", "WAL segments whose torn tail was cut at start-up.";
     retention_partitions_dropped => "retention_partitions_dropped_total", "Shard partitions dropped because their group ended before now minus their retention policy's duration.";
     retention_bytes_dropped => "retention_bytes_dropped_total", "Bytes on disk of the shard partitions retention dropped.";
+    cq_query_ok => "cq_query_ok_total", "Continuous query runs this node made that succeeded.";
+    cq_query_fail => "cq_query_fail_total", "Continuous query runs this node made that failed.";
+    cq_points_written => "cq_points_written_total", "Points continuous query runs on this node wrote.";
 }
 
 /// A core's hinted-handoff queues and its enqueue and replay latencies.
@@ -730,6 +733,15 @@ pub fn stats_groups(snapshot: &CoreSnapshot, gauges: &Gauges, bind: &str) -> Vec
                 ("partialScans", json!(c.partial_scans)),
                 ("scansStopped", json!(c.scans_stopped)),
                 ("queryDurationNs", json!(query_ns)),
+            ],
+        ),
+        StatsGroup::new(
+            "cq",
+            Vec::new(),
+            vec![
+                ("queryOk", json!(c.cq_query_ok)),
+                ("queryFail", json!(c.cq_query_fail)),
+                ("pointsWritten", json!(c.cq_points_written)),
             ],
         ),
         StatsGroup::new(

@@ -20,10 +20,13 @@
 //! drain -> close the WALs.
 
 use crate::base::shutdown::Shutdown;
+use crate::cluster::admin::{QueryRegistry, RunningQuery};
+use crate::cluster::cq::ContinuousQueryService;
 use crate::cluster::executor::StatementExecutor;
 use crate::cluster::local::LocalNode;
 use crate::cluster::map_server::MapServer;
 use crate::cluster::meta_sync::MetaSyncService;
+use crate::cluster::monitor::MonitorService;
 use crate::cluster::points_writer::PointsWriter;
 use crate::cluster::service::{ClusterService, ClusterServiceParts};
 use crate::cluster::shard_mapper::ClusterShardMapper;
@@ -132,6 +135,20 @@ pub enum MeshRequest {
         retention_policy: Option<String>,
         reply: oneshot::Sender<usize>,
     },
+    /// DROP SHARD: this core's partitions of one shard.
+    DropShard {
+        id: u64,
+        reply: oneshot::Sender<usize>,
+    },
+    /// SHOW QUERIES: the statements this core runs.
+    Queries {
+        reply: oneshot::Sender<Vec<RunningQuery>>,
+    },
+    /// KILL QUERY of a statement this core runs.
+    KillQuery {
+        qid: u64,
+        reply: oneshot::Sender<bool>,
+    },
     /// A write for a remote owner, on the shard's home core (hinted handoff lives there).
     RemoteWrite {
         node: NodeId,
@@ -163,6 +180,8 @@ pub struct LocalCores {
     /// This core's cluster services whose counters the metrics include.
     shard_writer: Option<Rc<ShardWriter>>,
     hinted_handoff: Option<Rc<HintedHandoff>>,
+    /// The statements this core coordinates (SHOW QUERIES, KILL QUERY).
+    queries: Rc<QueryRegistry>,
 }
 
 impl LocalCores {
@@ -563,6 +582,56 @@ impl LocalNode for LocalCores {
     fn metrics(&self) -> LocalFuture<'_, Result<(CoreSnapshot, Gauges), MeshError>> {
         Box::pin(self.node_metrics())
     }
+
+    fn running_queries(&self) -> LocalFuture<'_, Result<Vec<RunningQuery>, MeshError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for core in 0..self.cores {
+                if core == self.core {
+                    all.extend(self.queries.list());
+                } else {
+                    all.extend(
+                        self.mesh
+                            .call(core, |reply| MeshRequest::Queries { reply })
+                            .await?,
+                    );
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn kill_query(&self, qid: u64) -> LocalFuture<'_, Result<bool, MeshError>> {
+        Box::pin(async move {
+            let (_, core) = crate::cluster::admin::query_home(qid);
+            if core == self.core {
+                Ok(self.queries.kill(qid))
+            } else if core < self.cores {
+                self.mesh
+                    .call(core, |reply| MeshRequest::KillQuery { qid, reply })
+                    .await
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    fn drop_shard(&self, id: u64) -> LocalFuture<'_, Result<usize, MeshError>> {
+        Box::pin(async move {
+            let mut dropped = 0;
+            for core in 0..self.cores {
+                if core == self.core {
+                    dropped += drop_shard_here(&self.store, id).await;
+                } else {
+                    dropped += self
+                        .mesh
+                        .call(core, |reply| MeshRequest::DropShard { id, reply })
+                        .await?;
+                }
+            }
+            Ok(dropped)
+        })
+    }
 }
 
 impl HttpNode for LocalCores {
@@ -610,6 +679,18 @@ async fn drop_here(store: &RefCell<Store>, database: &str, rp: Option<&str>) -> 
         let mut s = store.borrow_mut();
         (
             s.remove_shards(database, rp),
+            s.data_dir().to_path_buf(),
+            s.field_types().clone(),
+        )
+    };
+    store::delete_shards(&data_dir, removed, &field_types).await
+}
+
+async fn drop_shard_here(store: &RefCell<Store>, id: u64) -> usize {
+    let (removed, data_dir, field_types) = {
+        let mut s = store.borrow_mut();
+        (
+            s.remove_shard(id),
             s.data_dir().to_path_buf(),
             s.field_types().clone(),
         )
@@ -672,6 +753,15 @@ async fn serve_mesh_request(core: Rc<Core>, request: MeshRequest) {
         } => {
             let dropped = drop_here(&local.store, &database, retention_policy.as_deref()).await;
             let _ = reply.send(dropped);
+        }
+        MeshRequest::DropShard { id, reply } => {
+            let _ = reply.send(drop_shard_here(&local.store, id).await);
+        }
+        MeshRequest::Queries { reply } => {
+            let _ = reply.send(local.queries.list());
+        }
+        MeshRequest::KillQuery { qid, reply } => {
+            let _ = reply.send(local.queries.kill(qid));
         }
     }
 }
@@ -814,6 +904,10 @@ struct Core {
     hinted_handoff: Option<Rc<HintedHandoff>>,
     meta_sync: Option<Rc<MetaSyncService>>,
     cluster_service: Option<Rc<ClusterService>>,
+    /// Core 0's, when `[continuous-queries] enabled`.
+    continuous_queries: Option<Rc<ContinuousQueryService>>,
+    /// Core 0's, when `[monitor] store-enabled`.
+    monitor: Option<Rc<MonitorService>>,
 }
 
 /// Start-up phases 3 and 4: connects the mesh (every core's channels exist once all
@@ -849,6 +943,7 @@ async fn wire(
         cache: args.cache.clone(),
         shard_writer: shard_writer.clone(),
         hinted_handoff: hinted_handoff.clone(),
+        queries: Rc::new(QueryRegistry::default()),
     });
     let membership = crate::cluster::membership(config);
     let node_id = config.cluster.node_id;
@@ -880,6 +975,10 @@ async fn wire(
     let executor = Rc::new(StatementExecutor::new(
         local.clone(),
         mapper,
+        points_writer.clone(),
+        local.queries.clone(),
+        shard_writer.clone(),
+        node_id,
         args.meta.clone(),
         meta_sync.clone(),
         membership.clone(),
@@ -887,6 +986,7 @@ async fn wire(
         stats.clone(),
         timers.clone(),
         http_addr.to_string(),
+        Rc::new((config.diagnostics(), std::time::SystemTime::now())),
     ));
     let cluster_service = meta_sync.clone().zip(secret).map(|(meta_sync, secret)| {
         Rc::new(ClusterService::new(ClusterServiceParts {
@@ -911,7 +1011,7 @@ async fn wire(
     let http = Rc::new(HttpService::new(HttpServiceParts {
         config: config.http.clone(),
         node: local.clone(),
-        points_writer,
+        points_writer: points_writer.clone(),
         executor: executor.clone(),
         meta: args.meta.clone(),
         meta_sync: meta_sync.clone(),
@@ -924,6 +1024,31 @@ async fn wire(
         node_id,
         tls: args.tls.clone(),
     }));
+    let continuous_queries = (args.core == 0 && config.continuous_queries.enabled).then(|| {
+        Rc::new(ContinuousQueryService::new(
+            executor.clone(),
+            args.meta.clone(),
+            meta_sync.clone(),
+            shard_writer.clone(),
+            membership.clone(),
+            node_id,
+            config.continuous_queries.clone(),
+            local.stats.clone(),
+            args.shutdown.clone(),
+        ))
+    });
+    let monitor = (args.core == 0 && config.monitor.store_enabled).then(|| {
+        Rc::new(MonitorService::new(
+            local.clone(),
+            points_writer.clone(),
+            args.meta.clone(),
+            config.monitor.clone(),
+            http_addr.to_string(),
+            crate::base::hostname(),
+            node_id,
+            args.shutdown.clone(),
+        ))
+    });
     let core = Core {
         local,
         executor,
@@ -931,6 +1056,8 @@ async fn wire(
         hinted_handoff,
         meta_sync,
         cluster_service,
+        continuous_queries,
+        monitor,
     };
     (core, receivers)
 }
@@ -979,6 +1106,12 @@ pub async fn run_core(args: CoreArgs) -> Result<(), String> {
     }
     if let (0, Some(sync)) = (core, &services.meta_sync) {
         glommio::spawn_local(sync.clone().run()).detach();
+    }
+    if let Some(cq) = &services.continuous_queries {
+        glommio::spawn_local(cq.clone().run()).detach();
+    }
+    if let Some(monitor) = &services.monitor {
+        glommio::spawn_local(monitor.clone().run()).detach();
     }
     glommio::spawn_local(crate::tsdb::tidy::run(
         services.local.store.clone(),

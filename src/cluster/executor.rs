@@ -11,9 +11,12 @@
 //! pushed to the peers at once. A request whose database lives on one other core of
 //! this node runs there whole.
 
+use crate::cluster::admin::{Admin, AdminReply, AdminRequest, AdminResponse, QueryRegistry};
 use crate::cluster::local::LocalNode;
 use crate::cluster::meta_sync::MetaSyncService;
+use crate::cluster::points_writer::{Consistency, PointsWriter};
 use crate::cluster::shard_mapper::ClusterShardMapper;
+use crate::cluster::shard_writer::ShardWriter;
 use crate::config::QueryConfig;
 use crate::influxql::ast;
 use crate::influxql::format::go_duration;
@@ -22,6 +25,7 @@ use crate::influxql::{regex, tz};
 use crate::meta::{MetaError, MetaStore, Principal, Privilege};
 use crate::metrics::{CoreStats, CoreTimers, Timer};
 use crate::placement::Membership;
+use crate::placement::NodeId;
 use crate::query::{
     missing_param, QueryAnswer, QueryContext, QueryLimits, QueryOptions, QueryRefused,
 };
@@ -36,6 +40,13 @@ use std::sync::Arc;
 pub struct StatementExecutor {
     local: Rc<dyn LocalNode>,
     mapper: ClusterShardMapper,
+    /// Writes the points of SELECT ... INTO.
+    points_writer: Rc<PointsWriter>,
+    /// The statements this core runs (SHOW QUERIES, KILL QUERY).
+    queries: Rc<QueryRegistry>,
+    /// With peers: SHOW QUERIES, KILL QUERY and DROP SHARD reach them through it.
+    shard_writer: Option<Rc<ShardWriter>>,
+    node_id: NodeId,
     meta: Arc<MetaStore>,
     /// With peers: pushes DDL to them at once.
     meta_sync: Option<Rc<MetaSyncService>>,
@@ -45,6 +56,8 @@ pub struct StatementExecutor {
     timers: Rc<CoreTimers>,
     /// The HTTP address, the `hostname` tag of SHOW STATS.
     hostname: String,
+    /// SHOW DIAGNOSTICS' configuration groups, and when the node started.
+    diagnostics: Rc<(Vec<crate::config::DiagnosticsGroup>, std::time::SystemTime)>,
 }
 
 impl StatementExecutor {
@@ -52,6 +65,10 @@ impl StatementExecutor {
     pub fn new(
         local: Rc<dyn LocalNode>,
         mapper: ClusterShardMapper,
+        points_writer: Rc<PointsWriter>,
+        queries: Rc<QueryRegistry>,
+        shard_writer: Option<Rc<ShardWriter>>,
+        node_id: NodeId,
         meta: Arc<MetaStore>,
         meta_sync: Option<Rc<MetaSyncService>>,
         membership: Membership,
@@ -59,10 +76,15 @@ impl StatementExecutor {
         stats: Rc<CoreStats>,
         timers: Rc<CoreTimers>,
         hostname: String,
+        diagnostics: Rc<(Vec<crate::config::DiagnosticsGroup>, std::time::SystemTime)>,
     ) -> StatementExecutor {
         StatementExecutor {
             local,
             mapper,
+            points_writer,
+            queries,
+            shard_writer,
+            node_id,
             meta,
             meta_sync,
             membership,
@@ -70,6 +92,7 @@ impl StatementExecutor {
             stats,
             timers,
             hostname,
+            diagnostics,
         }
     }
 
@@ -98,6 +121,59 @@ impl StatementExecutor {
             }
         }
         self.execute_here(q, options).await
+    }
+
+    /// Runs a continuous query's `SELECT ... INTO` (its time range set) on this core,
+    /// unchecked (the system runs it, as InfluxDB's CQ service does), under
+    /// `query-timeout`: the points it wrote.
+    pub async fn run_select_into(
+        &self,
+        database: &str,
+        select: &ast::Select,
+    ) -> Result<usize, String> {
+        let options = QueryOptions {
+            db: Some(database.to_string()),
+            ..QueryOptions::default()
+        };
+        let meta = self.meta.snapshot();
+        let qc = self.context(&meta, &options, crate::base::time::now_ns());
+        let outcome = with_timeout(
+            self.config.query_timeout_ms,
+            select_into_points(self, &qc, select),
+        )
+        .await;
+        qc.deadline.cancel();
+        CoreStats::add(&self.stats.query_statements, 1);
+        if outcome.is_err() {
+            CoreStats::add(&self.stats.query_errors, 1);
+        }
+        outcome
+    }
+
+    /// What one statement runs with: the request's options over this meta snapshot,
+    /// its own deadline (`query-timeout`) and query id.
+    fn context<'a>(
+        &'a self,
+        meta: &'a crate::meta::MetaData,
+        options: &'a QueryOptions,
+        now: i64,
+    ) -> QueryContext<'a> {
+        let timeout = self.config.query_timeout_ms;
+        QueryContext {
+            mapper: &self.mapper,
+            meta,
+            membership: &self.membership,
+            stats: &self.stats,
+            db: options.db.as_deref(),
+            rp: options.rp.as_deref(),
+            params: &options.params,
+            now_ns: now,
+            limits: QueryLimits::from_config(&self.config),
+            deadline: cancel::Deadline::after(
+                (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
+            ),
+            query_id: self.mapper.next_query_id(),
+        }
     }
 
     /// [`Self::execute`] on this core.
@@ -179,33 +255,22 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
     for (id, statement) in statements.iter().enumerate() {
         let started = std::time::Instant::now();
         let meta = ctx.meta.snapshot();
-        let qc = QueryContext {
-            mapper: &ctx.mapper,
-            meta: &meta,
-            membership: &ctx.membership,
-            stats: &ctx.stats,
-            db: options.db.as_deref(),
-            rp: options.rp.as_deref(),
-            params: &options.params,
-            now_ns: now,
-            limits: QueryLimits::from_config(&ctx.config),
-            deadline: cancel::Deadline::after(
-                (timeout > 0).then(|| std::time::Duration::from_millis(timeout)),
-            ),
-            query_id: ctx.mapper.next_query_id(),
-        };
-        let run = execute_statement(ctx, &qc, statement, options);
-        let outcome = if timeout == 0 {
-            run.await
-        } else {
-            // On timeout the statement's future is dropped, which cancels what it
-            // asked of peers; the flag (below) stops this node's cores.
-            futures_lite::future::or(run, async {
-                glommio::timer::sleep(std::time::Duration::from_millis(timeout)).await;
-                Err("query-timeout limit exceeded".to_string())
-            })
-            .await
-        };
+        let qc = ctx.context(&meta, options, now);
+        let mut registration = ctx.queries.register(
+            qc.query_id,
+            statement.to_string(),
+            options.db.clone().unwrap_or_default(),
+            qc.deadline.clone(),
+        );
+        let outcome = futures_lite::future::or(
+            with_timeout(timeout, execute_statement(ctx, &qc, statement, options)),
+            async {
+                let _ = (&mut registration.killed).await;
+                Err("query interrupted".to_string())
+            },
+        )
+        .await;
+        drop(registration);
         // Whatever ended the statement, nothing it started may go on.
         qc.deadline.cancel();
         ctx.timers.record(statement_timer(statement), started);
@@ -264,6 +329,309 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
     Ok((results, kinds))
 }
 
+/// `SELECT ... INTO`: runs the SELECT, writes its rows as points of the target
+/// (`query::into`) through the PointsWriter (consistency one, as InfluxDB's
+/// IntoWriter), and answers InfluxDB's `result` series: how many points were written.
+async fn select_into(
+    ctx: &StatementExecutor,
+    qc: &QueryContext<'_>,
+    sel: &ast::Select,
+    options: &QueryOptions,
+) -> Result<Option<Value>, String> {
+    let points = select_into_points(ctx, qc, sel).await?;
+    let result = crate::query::series::ResultSeries {
+        name: "result".into(),
+        tags: None,
+        columns: vec!["time".into(), "written".into()],
+        values: vec![vec![
+            crate::influxql::value::Val::Int(0),
+            crate::influxql::value::Val::Int(points as i64),
+        ]],
+    };
+    Ok(crate::query::render::series_json(
+        &[result],
+        options.epoch.as_deref(),
+        0,
+        None,
+    ))
+}
+
+/// The work of [`select_into`]: the points written.
+async fn select_into_points(
+    ctx: &StatementExecutor,
+    qc: &QueryContext<'_>,
+    sel: &ast::Select,
+) -> Result<usize, String> {
+    let Some(target) = &sel.into else {
+        return Err("SELECT INTO without a target".into());
+    };
+    let snap = ctx.meta.snapshot();
+    let db = target
+        .database
+        .as_deref()
+        .or(qc.db)
+        .ok_or_else(|| MetaError::DatabaseNameRequired.to_string())?;
+    let database = snap
+        .database(db)
+        .ok_or_else(|| MetaError::DatabaseNotFound(db.to_string()).to_string())?;
+    let rp = match target.retention_policy.as_deref() {
+        Some(rp) if !database.retention_policies.contains_key(rp) => {
+            return Err(MetaError::RetentionPolicyNotFound(rp.to_string()).to_string())
+        }
+        Some(rp) => rp.to_string(),
+        None => database.default_retention_policy.clone(),
+    };
+    let mut plain = sel.clone();
+    plain.into = None;
+    let series = crate::query::select::execute(qc, &plain)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (lines, points) = crate::query::into::line_protocol(&series, target.name.as_deref());
+    if points > 0 {
+        let outcome = ctx
+            .points_writer
+            .write(
+                db,
+                Some(&rp),
+                crate::lineproto::Precision::Nanosecond,
+                Consistency::One,
+                bytes::Bytes::from(lines),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let dropped = outcome.points_dropped() + outcome.parse_errors.len();
+        if dropped > 0 {
+            let reason = outcome
+                .rejected
+                .first()
+                .cloned()
+                .or_else(|| outcome.parse_errors.first().map(|e| e.to_string()))
+                .unwrap_or_else(|| "points beyond retention policy".to_string());
+            return Err(format!("partial write: {reason} dropped={dropped}"));
+        }
+    }
+    Ok(points)
+}
+
+/// Qualifies every measurement of a continuous query's SELECT (sources, subqueries'
+/// sources, the target) with database (`default_db` when it names none) and policy
+/// (the database's default), each checked to exist: InfluxDB's normalisation of a CQ
+/// before it is stored.
+fn qualify_select(
+    meta: &crate::meta::MetaData,
+    default_db: &str,
+    sel: &mut ast::Select,
+) -> Result<(), String> {
+    fn qualify(
+        meta: &crate::meta::MetaData,
+        default_db: &str,
+        m: &mut ast::Measurement,
+    ) -> Result<(), String> {
+        let db = m.database.clone().unwrap_or_else(|| default_db.to_string());
+        let database = meta
+            .database(&db)
+            .ok_or_else(|| MetaError::DatabaseNotFound(db.clone()).to_string())?;
+        let rp = m
+            .retention_policy
+            .clone()
+            .unwrap_or_else(|| database.default_retention_policy.clone());
+        if !database.retention_policies.contains_key(&rp) {
+            return Err(MetaError::RetentionPolicyNotFound(format!("{db}.{rp}")).to_string());
+        }
+        m.database = Some(db);
+        m.retention_policy = Some(rp);
+        Ok(())
+    }
+    for source in &mut sel.sources {
+        match source {
+            ast::Source::Measurement(m) => qualify(meta, default_db, m)?,
+            ast::Source::Subquery(inner) => {
+                let mut inner_sel = (**inner).clone();
+                qualify_select(meta, default_db, &mut inner_sel)?;
+                *inner = Arc::new(inner_sel);
+            }
+        }
+    }
+    if let Some(target) = &mut sel.into {
+        qualify(meta, default_db, target)?;
+    }
+    Ok(())
+}
+
+/// SHOW DIAGNOSTICS [FOR 'module']: build, configuration, network, runtime and system
+/// groups, one row each, by name (InfluxDB's layout; our configuration's keys).
+fn show_diagnostics(ctx: &StatementExecutor, module: Option<&str>) -> Option<Value> {
+    let (config, started) = &*ctx.diagnostics;
+    let now = std::time::SystemTime::now();
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    };
+    let uptime = now.duration_since(*started).unwrap_or_default();
+    let mut groups: Vec<(&str, Vec<(&str, Value)>)> = config
+        .iter()
+        .map(|(name, values)| (*name, values.clone()))
+        .collect();
+    groups.push((
+        "build",
+        vec![
+            ("Branch", json!("")),
+            ("Build Time", json!("")),
+            ("Commit", json!("")),
+            ("Version", json!(env!("CARGO_PKG_VERSION"))),
+        ],
+    ));
+    groups.push((
+        "network",
+        vec![("hostname", json!(crate::base::hostname()))],
+    ));
+    groups.push((
+        "runtime",
+        vec![
+            ("ARCH", json!(std::env::consts::ARCH)),
+            ("CORES", json!(ctx.local.cores())),
+            ("OS", json!(std::env::consts::OS)),
+        ],
+    ));
+    groups.push((
+        "system",
+        vec![
+            ("PID", json!(std::process::id())),
+            (
+                "currentTime",
+                json!(crate::influxql::format::rfc3339_nano(ns(now))),
+            ),
+            (
+                "started",
+                json!(crate::influxql::format::rfc3339_nano(ns(*started))),
+            ),
+            ("uptime", json!(go_duration(uptime.as_nanos() as i64))),
+        ],
+    ));
+    groups.sort_by(|a, b| a.0.cmp(b.0));
+    let series: Vec<Value> = groups
+        .into_iter()
+        .filter(|(name, _)| module.is_none_or(|m| m == *name))
+        .map(|(name, mut values)| {
+            values.sort_by(|a, b| a.0.cmp(b.0));
+            json!({
+                "name": name,
+                "columns": values.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                "values": [values.into_iter().map(|(_, v)| v).collect::<Vec<_>>()],
+            })
+        })
+        .collect();
+    (!series.is_empty()).then_some(Value::Array(series))
+}
+
+/// An admin request to a peer (`cluster::admin`), answered live (a dead peer fails
+/// within the dial timeout).
+async fn admin(
+    ctx: &StatementExecutor,
+    node: NodeId,
+    request: AdminRequest,
+) -> Result<AdminResponse, String> {
+    let Some(writer) = &ctx.shard_writer else {
+        return Err(format!("node {node} is not a member of this cluster"));
+    };
+    let reply: AdminReply = writer
+        .request_live(node, 0, &Admin::new(&request))
+        .await
+        .map_err(|e| format!("node {node}: {e}"))?;
+    match reply.response()? {
+        AdminResponse::Error(e) => Err(format!("node {node}: {e}")),
+        other => Ok(other),
+    }
+}
+
+/// SHOW QUERIES: the statements running on every core of every node that answers
+/// (InfluxDB's columns; ids are cluster-wide, so KILL QUERY works from any node).
+async fn show_queries(ctx: &StatementExecutor) -> Result<Option<Value>, String> {
+    let mut all = ctx
+        .local
+        .running_queries()
+        .await
+        .map_err(|e| e.to_string())?;
+    // Every peer at once, each for at most SHOW_QUERIES_PEER_WAIT_MS.
+    let wait = std::time::Duration::from_millis(crate::limits::SHOW_QUERIES_PEER_WAIT_MS);
+    let asks: Vec<_> = ctx
+        .shard_writer
+        .iter()
+        .flat_map(|w| w.peer_ids())
+        .map(|node| {
+            futures_lite::future::or(admin(ctx, node, AdminRequest::Queries), async move {
+                glommio::timer::sleep(wait).await;
+                Err(format!("node {node}: no answer within {wait:?}"))
+            })
+        })
+        .collect();
+    for answer in futures_util_join_all(asks).await {
+        match answer {
+            Ok(AdminResponse::Queries(q)) => all.extend(q),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "SHOW QUERIES: a peer did not answer"),
+        }
+    }
+    all.sort_by_key(|q| q.qid);
+    let values: Vec<Value> = all
+        .iter()
+        .map(|q| {
+            json!([
+                q.qid,
+                q.query,
+                q.database,
+                go_duration(q.duration_ns as i64),
+                q.status
+            ])
+        })
+        .collect();
+    Ok(Some(json!([{
+        "columns": ["qid", "query", "database", "duration", "status"],
+        "values": values,
+    }])))
+}
+
+/// Awaits every future of `futures` concurrently (on this core), in order.
+async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// `run` under a timeout of `timeout_ms` (0: none). On timeout the statement's future
+/// is dropped, which cancels what it asked of peers; the caller's deadline flag stops
+/// this node's cores.
+async fn with_timeout<T>(
+    timeout_ms: u64,
+    run: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    if timeout_ms == 0 {
+        return run.await;
+    }
+    futures_lite::future::or(run, async {
+        glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms)).await;
+        Err("query-timeout limit exceeded".to_string())
+    })
+    .await
+}
+
 /// The statements InfluxDB warns about when a GET request runs them (its statement
 /// executor's `ReadOnlyWarning`; DELETE is not among them).
 fn warns_when_read_only(statement: &Statement) -> bool {
@@ -281,6 +649,10 @@ fn warns_when_read_only(statement: &Statement) -> bool {
             | Statement::SetPassword { .. }
             | Statement::Grant { .. }
             | Statement::Revoke { .. }
+            | Statement::CreateContinuousQuery { .. }
+            | Statement::DropContinuousQuery { .. }
+            | Statement::KillQuery { .. }
+            | Statement::DropShard { .. }
     )
 }
 
@@ -346,6 +718,11 @@ async fn execute_statement(
     statement: &Statement,
     options: &QueryOptions,
 ) -> Result<Option<Value>, String> {
+    if let Statement::Select(sel) = statement {
+        if sel.into.is_some() {
+            return select_into(ctx, qc, sel, options).await;
+        }
+    }
     if let Some(done) = crate::query::run_statement(qc, statement, options).await {
         return done;
     }
@@ -539,6 +916,94 @@ async fn execute_statement(
             }
             Ok(Some(json!([series])))
         }
+        Statement::CreateContinuousQuery {
+            name,
+            database,
+            resample_every_ns,
+            resample_for_ns,
+            select,
+        } => {
+            // Stored as InfluxDB stores it: every source and the target qualified with
+            // database and policy (checked to exist), printed back as text.
+            let snap = meta.snapshot();
+            let mut select = (**select).clone();
+            qualify_select(&snap, database, &mut select)?;
+            let text = Statement::CreateContinuousQuery {
+                name: name.clone(),
+                database: database.clone(),
+                resample_every_ns: *resample_every_ns,
+                resample_for_ns: *resample_for_ns,
+                select: Box::new(select),
+            }
+            .to_string();
+            meta.create_continuous_query(database, name, &text)
+                .map_err(err)?;
+            Ok(None)
+        }
+        Statement::DropContinuousQuery { name, database } => {
+            meta.drop_continuous_query(database, name).map_err(err)?;
+            Ok(None)
+        }
+        Statement::ShowContinuousQueries => {
+            let snap = meta.snapshot();
+            let series: Vec<Value> = snap
+                .databases
+                .values()
+                .map(|d| {
+                    let mut s = json!({ "name": d.name, "columns": ["name", "query"] });
+                    if !d.continuous_queries.is_empty() {
+                        s["values"] = d
+                            .continuous_queries
+                            .iter()
+                            .map(|cq| json!([cq.name, cq.query]))
+                            .collect();
+                    }
+                    s
+                })
+                .collect();
+            Ok((!series.is_empty()).then_some(Value::Array(series)))
+        }
+        Statement::ShowQueries => show_queries(ctx).await,
+        Statement::KillQuery { id, .. } => {
+            let (node, _) = crate::cluster::admin::query_home(*id);
+            let killed = if node == ctx.node_id {
+                ctx.local.kill_query(*id).await.map_err(|e| e.to_string())?
+            } else if !ctx.membership.nodes().contains(&node) {
+                false
+            } else {
+                match admin(ctx, node, AdminRequest::Kill { qid: *id }).await? {
+                    AdminResponse::Killed(k) => k,
+                    other => return Err(format!("node {node}: unexpected answer {other:?}")),
+                }
+            };
+            if killed {
+                Ok(None)
+            } else {
+                Err(format!("no such query id: {id}"))
+            }
+        }
+        Statement::DropShard { id } => {
+            ctx.local.drop_shard(*id).await.map_err(|e| e.to_string())?;
+            let mut missed = Vec::new();
+            for node in ctx.shard_writer.iter().flat_map(|w| w.peer_ids()) {
+                match admin(ctx, node, AdminRequest::DropShard { id: *id }).await {
+                    Ok(AdminResponse::Dropped(_)) => {}
+                    Ok(other) => missed.push(format!("node {node}: {other:?}")),
+                    Err(e) => missed.push(e),
+                }
+            }
+            if missed.is_empty() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "shard {id} dropped here but not everywhere ({}); run DROP SHARD again once every node is up",
+                    missed.join("; ")
+                ))
+            }
+        }
+        Statement::ShowDiagnostics { module } => Ok(show_diagnostics(ctx, module.as_deref())),
+        // The query engine's (run above).
+        Statement::Explain { .. } => Ok(None),
         // Subscriptions cannot be made here (CREATE SUBSCRIPTION is refused), so there
         // are none: InfluxDB's answer for none.
         Statement::Unsupported { kind, .. } if kind == "SHOW SUBSCRIPTIONS" => Ok(None),

@@ -7,6 +7,7 @@
 //! cluster service never names the mesh's messages, the HTTP front end or the node.
 
 use crate::base::LocalFuture;
+use crate::cluster::admin::RunningQuery;
 use crate::cluster::shard_writer::RemoteBatch;
 use crate::hh::node_processor::RemoteOutcome;
 use crate::metrics::{CoreSnapshot, Gauges};
@@ -98,4 +99,13 @@ pub trait LocalNode {
 
     /// Every core's counters and histograms merged, and the node's gauges.
     fn metrics(&self) -> LocalFuture<'_, Result<(CoreSnapshot, Gauges), MeshError>>;
+
+    /// The statements every core of this node is running.
+    fn running_queries(&self) -> LocalFuture<'_, Result<Vec<RunningQuery>, MeshError>>;
+
+    /// Kills statement `qid` on the core of this node running it: whether one was.
+    fn kill_query(&self, qid: u64) -> LocalFuture<'_, Result<bool, MeshError>>;
+
+    /// Drops this node's partitions of shard `id` on every core: how many.
+    fn drop_shard(&self, id: u64) -> LocalFuture<'_, Result<usize, MeshError>>;
 }

@@ -16,11 +16,14 @@
 //! Hinted handoff, which queues what a remote owner could not take, is `crate::hh`; the
 //! transport (frames, connections, pipelining, the core-to-core mesh) is `crate::net`.
 
+pub mod admin;
+pub mod cq;
 pub mod executor;
 pub mod local;
 pub mod map_server;
 pub mod map_wire;
 pub mod meta_sync;
+pub mod monitor;
 pub mod points_writer;
 pub mod service;
 pub mod shard_mapper;

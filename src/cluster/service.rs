@@ -359,6 +359,15 @@ fn dispatch(
             })
             .detach();
         }
+        FrameKind::Admin => {
+            let admin = frame.decode_message::<crate::cluster::admin::Admin>()?;
+            let (svc, sink) = (svc.clone(), sink.clone());
+            glommio::spawn_local(async move {
+                let reply = serve_admin(&svc, admin).await;
+                let _ = sink.send_releasing(request_id, &reply, Some(permit));
+            })
+            .detach();
+        }
         other => {
             return Err(WireError::UnexpectedFrame {
                 expected: FrameKind::WriteShard,
@@ -367,6 +376,30 @@ fn dispatch(
         }
     }
     Ok(())
+}
+
+/// Answers an admin request over this node's cores.
+async fn serve_admin(
+    svc: &ClusterService,
+    admin: crate::cluster::admin::Admin,
+) -> crate::cluster::admin::AdminReply {
+    use crate::cluster::admin::{AdminReply, AdminRequest, AdminResponse};
+    let response = match admin.request() {
+        Err(e) => AdminResponse::Error(e),
+        Ok(AdminRequest::Queries) => match svc.local.running_queries().await {
+            Ok(q) => AdminResponse::Queries(q),
+            Err(e) => AdminResponse::Error(e.to_string()),
+        },
+        Ok(AdminRequest::Kill { qid }) => match svc.local.kill_query(qid).await {
+            Ok(k) => AdminResponse::Killed(k),
+            Err(e) => AdminResponse::Error(e.to_string()),
+        },
+        Ok(AdminRequest::DropShard { id }) => match svc.local.drop_shard(id).await {
+            Ok(n) => AdminResponse::Dropped(n),
+            Err(e) => AdminResponse::Error(e.to_string()),
+        },
+    };
+    AdminReply::new(&response)
 }
 
 /// Tells the peer why we close, best effort (queued behind the answers already done).

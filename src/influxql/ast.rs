@@ -274,7 +274,7 @@ fn binary_names(e: &Expr, out: &mut Vec<String>) {
 }
 
 /// A measurement source: by name or regex, optionally `db.rp.` qualified.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Measurement {
     pub database: Option<String>,
     pub retention_policy: Option<String>,
@@ -326,6 +326,28 @@ pub struct Select {
     pub tz: Option<String>,
     /// `LIMIT $n` and friends: the clause and the bound parameter that sets it.
     pub count_params: Vec<(CountClause, String)>,
+}
+
+impl Select {
+    /// The GROUP BY time interval (0: none), as InfluxDB's `GroupByInterval`.
+    pub fn group_by_interval(&self) -> i64 {
+        self.dimensions
+            .iter()
+            .find_map(|d| match d {
+                Dimension::Time { interval, .. } => Some(*interval),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether no field calls a function (InfluxDB's `IsRawQuery`).
+    pub fn is_raw(&self) -> bool {
+        !self.fields.iter().any(|f| {
+            let mut call = false;
+            f.expr.walk(&mut |e| call |= matches!(e, Expr::Call { .. }));
+            call
+        })
+    }
 }
 
 /// The clauses that take a count.

@@ -146,6 +146,40 @@ pub enum Statement {
     ShowGrants {
         user: String,
     },
+    /// `CREATE CONTINUOUS QUERY name ON db [RESAMPLE [EVERY d] [FOR d]] BEGIN SELECT
+    /// ... INTO ... END`; durations 0 when not given.
+    CreateContinuousQuery {
+        name: String,
+        database: String,
+        resample_every_ns: i64,
+        resample_for_ns: i64,
+        select: Box<Select>,
+    },
+    DropContinuousQuery {
+        name: String,
+        database: String,
+    },
+    ShowContinuousQueries,
+    /// `SHOW QUERIES`: the statements running on every node.
+    ShowQueries,
+    /// `KILL QUERY id [ON host]`.
+    KillQuery {
+        id: u64,
+        host: Option<String>,
+    },
+    /// `SHOW DIAGNOSTICS [FOR 'module']`.
+    ShowDiagnostics {
+        module: Option<String>,
+    },
+    /// `EXPLAIN [ANALYZE] SELECT ...`.
+    Explain {
+        analyze: bool,
+        select: Box<Select>,
+    },
+    /// `DROP SHARD id`.
+    DropShard {
+        id: u64,
+    },
     /// A valid InfluxQL statement kind this node does not execute yet: its kind (the
     /// leading keywords) and its text, tokens joined by single spaces.
     Unsupported {
@@ -645,6 +679,84 @@ impl Parser {
         Statement::Unsupported { kind, text }
     }
 
+    /// An unsigned 64-bit integer (KILL QUERY, DROP SHARD), as InfluxDB's ParseUInt64.
+    fn unsigned(&mut self) -> Result<u64, ParseError> {
+        let at = self.peek().clone();
+        match &at.tok {
+            Tok::Number(s) if !s.contains('.') => {
+                let n = s.parse::<u64>().map_err(|_| {
+                    ParseError::plain(format!(
+                        "strconv.ParseUint: parsing {s:?}: value out of range at line {}, char {}",
+                        at.line, at.char
+                    ))
+                })?;
+                self.pos += 1;
+                Ok(n)
+            }
+            _ => Err(self.error("integer")),
+        }
+    }
+
+    /// The rest of `CREATE CONTINUOUS QUERY` after `QUERY`, as InfluxDB's parser: the
+    /// SELECT must have INTO, an aggregate one a GROUP BY time(...), and RESAMPLE FOR
+    /// must cover the interval.
+    fn create_continuous_query(&mut self) -> Result<Statement, ParseError> {
+        let name = self.ident()?;
+        self.keyword("ON")?;
+        let database = self.ident()?;
+        let (mut every, mut for_) = (0, 0);
+        if self.accept("RESAMPLE") {
+            if self.accept("EVERY") {
+                every = self.resample_duration()?;
+            }
+            if self.accept("FOR") {
+                for_ = self.resample_duration()?;
+            }
+            if every == 0 && for_ == 0 {
+                return Err(self.error("EVERY, FOR"));
+            }
+        }
+        self.keyword("BEGIN")?;
+        self.keyword("SELECT")?;
+        let select = self.select_body_into_required()?;
+        let interval = select.group_by_interval();
+        if !select.is_raw() && interval == 0 {
+            // InfluxDB steps back over the SELECT's last token and reports it.
+            return Err(self.tokens[self.pos.saturating_sub(1)].error("GROUP BY time(...)"));
+        }
+        self.keyword("END")?;
+        if for_ != 0 {
+            let least = interval.max(every);
+            if least > for_ {
+                return Err(ParseError::plain(format!(
+                    "FOR duration must be >= GROUP BY time duration: must be a minimum of {}, got {}",
+                    crate::influxql::format::influx_duration(least),
+                    crate::influxql::format::influx_duration(for_)
+                )));
+            }
+        }
+        Ok(Statement::CreateContinuousQuery {
+            name,
+            database,
+            resample_every_ns: every,
+            resample_for_ns: for_,
+            select: Box::new(select),
+        })
+    }
+
+    /// A duration of RESAMPLE: only a duration literal (not INF).
+    fn resample_duration(&mut self) -> Result<i64, ParseError> {
+        match &self.peek().tok {
+            Tok::Duration(ns, _) => {
+                let ns = *ns;
+                self.pos += 1;
+                Ok(ns)
+            }
+            Tok::BadDuration(_) => Err(ParseError::plain("invalid duration")),
+            _ => Err(self.error("duration")),
+        }
+    }
+
     /// A string literal (passwords).
     fn string(&mut self) -> Result<String, ParseError> {
         match &self.peek().tok {
@@ -756,10 +868,25 @@ impl Parser {
                 let password = Password(self.string()?);
                 Ok(Statement::SetPassword { name, password })
             }
-            w @ ("EXPLAIN" | "KILL") => {
-                let kind = w.to_string();
+            "EXPLAIN" => {
                 self.pos += 1;
-                Ok(self.unsupported(kind, start))
+                let analyze = self.accept("ANALYZE");
+                self.keyword("SELECT")?;
+                Ok(Statement::Explain {
+                    analyze,
+                    select: Box::new(self.select_body()?),
+                })
+            }
+            "KILL" => {
+                self.pos += 1;
+                self.keyword("QUERY")?;
+                let id = self.unsigned()?;
+                let host = if self.accept("ON") {
+                    Some(self.ident()?)
+                } else {
+                    None
+                };
+                Ok(Statement::KillQuery { id, host })
             }
             _ => Err(self.error(STATEMENT_KEYWORDS)),
         }
@@ -837,10 +964,12 @@ impl Parser {
                 default,
             });
         }
-        for kind in ["CONTINUOUS", "SUBSCRIPTION"] {
-            if self.accept(kind) {
-                return Ok(self.unsupported(format!("CREATE {kind}"), start));
-            }
+        if self.accept("CONTINUOUS") {
+            self.keyword("QUERY")?;
+            return self.create_continuous_query();
+        }
+        if self.accept("SUBSCRIPTION") {
+            return Ok(self.unsupported("CREATE SUBSCRIPTION".into(), start));
         }
         Err(self.error("CONTINUOUS, DATABASE, USER, RETENTION, SUBSCRIPTION"))
     }
@@ -871,10 +1000,20 @@ impl Parser {
         if self.accept("SERIES") {
             return self.delete_series(false);
         }
-        for kind in ["CONTINUOUS", "SHARD", "SUBSCRIPTION"] {
-            if self.accept(kind) {
-                return Ok(self.unsupported(format!("DROP {kind}"), start));
-            }
+        if self.accept("CONTINUOUS") {
+            self.keyword("QUERY")?;
+            let name = self.ident()?;
+            self.keyword("ON")?;
+            let database = self.ident()?;
+            return Ok(Statement::DropContinuousQuery { name, database });
+        }
+        if self.accept("SHARD") {
+            return Ok(Statement::DropShard {
+                id: self.unsigned()?,
+            });
+        }
+        if self.accept("SUBSCRIPTION") {
+            return Ok(self.unsupported("DROP SUBSCRIPTION".into(), start));
         }
         Err(self.error(
             "CONTINUOUS, DATABASE, MEASUREMENT, RETENTION, SERIES, SHARD, SUBSCRIPTION, USER",
@@ -922,6 +1061,21 @@ impl Parser {
                 None
             };
             return Ok(Statement::ShowStats { module });
+        }
+        if self.accept("CONTINUOUS") {
+            self.keyword("QUERIES")?;
+            return Ok(Statement::ShowContinuousQueries);
+        }
+        if self.accept("QUERIES") {
+            return Ok(Statement::ShowQueries);
+        }
+        if self.accept("DIAGNOSTICS") {
+            let module = if self.accept("FOR") {
+                Some(self.string()?)
+            } else {
+                None
+            };
+            return Ok(Statement::ShowDiagnostics { module });
         }
         if self.peek().is_keyword("SHARD") && self.tokens[self.pos + 1].tok != Tok::Eof {
             if let Tok::Ident(w) = &self.tokens[self.pos + 1].tok {
@@ -1105,18 +1259,59 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_statements_are_recognised() {
-        let v = parse_query("kill   query 12 ; SHOW DATABASES").unwrap();
+    fn operations_and_continuous_query_statements_parse_as_influxdb() {
+        let v = parse_query("kill   query 12 ; SHOW DATABASES; create subscription s ON db.rp DESTINATIONS ALL 'udp://x'").unwrap();
         assert_eq!(
             v,
             vec![
+                Statement::KillQuery { id: 12, host: None },
+                Statement::ShowDatabases,
                 Statement::Unsupported {
-                    kind: "KILL".into(),
-                    text: "KILL QUERY 12".into(),
+                    kind: "CREATE SUBSCRIPTION".into(),
+                    text: "CREATE SUBSCRIPTION s ON db . rp DESTINATIONS ALL 'udp://x'".into(),
                 },
-                Statement::ShowDatabases
             ]
         );
+        for (q, printed) in [
+            ("KILL QUERY 7 ON \"h:1\"", "KILL QUERY 7 ON \"h:1\""),
+            ("drop shard 99", "DROP SHARD 99"),
+            ("show diagnostics for 'build'", "SHOW DIAGNOSTICS FOR 'build'"),
+            ("show queries", "SHOW QUERIES"),
+            ("show continuous queries", "SHOW CONTINUOUS QUERIES"),
+            ("explain analyze select v from m", "EXPLAIN ANALYZE SELECT v FROM m"),
+            (
+                "create continuous query c on db resample every 1m for 2h begin select mean(v) into db.rp.:measurement from /m/ group by time(1h) end",
+                "CREATE CONTINUOUS QUERY c ON db RESAMPLE EVERY 1m FOR 2h BEGIN SELECT mean(v) INTO db.rp.:MEASUREMENT FROM /m/ GROUP BY time(1h) END",
+            ),
+            (
+                "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT v INTO rp.:MEASUREMENT FROM m END",
+                "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT v INTO rp.:MEASUREMENT FROM m END",
+            ),
+            ("drop continuous query \"a b\" on db", "DROP CONTINUOUS QUERY \"a b\" ON db"),
+        ] {
+            let st = parse_query(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert_eq!(st[0].to_string(), printed, "{q}");
+        }
+        for (q, err) in [
+            (
+                "KILL QUERY x",
+                "found x, expected integer at line 1, char 12",
+            ),
+            (
+                "EXPLAIN DELETE FROM m",
+                "found DELETE, expected SELECT at line 1, char 9",
+            ),
+            (
+                "SELECT v INTO a.b.c.d FROM m",
+                "too many segments in \"a\".\"b\".\"c\".d at line 1, char 1",
+            ),
+            (
+                "CREATE CONTINUOUS QUERY c ON db BEGIN SELECT v INTO :MEASUREMENT FROM m END",
+                "found :, expected identifier at line 1, char 53",
+            ),
+        ] {
+            assert_eq!(parse_query(q).unwrap_err().to_string(), err, "{q}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod cq;
 mod users;
+pub use cq::ContinuousQuery;
 pub use users::{hash_password, verify_password, Principal, Privilege, User, BCRYPT_COST};
 
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -47,6 +49,8 @@ pub enum MetaError {
     IncompatibleDurations,
     #[error("replication factor must be greater than 0")]
     ReplicationFactorTooLow,
+    #[error("continuous query already exists")]
+    ContinuousQueryExists,
     #[error("user already exists")]
     UserExists,
     #[error("user not found")]
@@ -102,6 +106,9 @@ pub struct Database {
     pub version: Version,
     pub default_retention_policy: String,
     pub retention_policies: BTreeMap<String, RetentionPolicy>,
+    /// Continuous queries in creation order (`cq.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuous_queries: Vec<ContinuousQuery>,
 }
 
 impl Database {
@@ -132,6 +139,9 @@ pub struct MetaData {
     /// Dropped users, as `tombstones`.
     #[serde(default)]
     pub user_tombstones: BTreeMap<String, Version>,
+    /// When each continuous query last ran (`cq.rs`), by `ContinuousQuery::run_key`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cq_runs: BTreeMap<String, i64>,
 }
 
 /// A replicated entry a change touched: it gets the change's version.
@@ -215,6 +225,7 @@ impl MetaData {
         }
         let (users_changed, users_seen) = self.merge_users(other);
         outcome.changed |= users_changed;
+        outcome.changed |= self.merge_cq_runs(other);
         seen = seen.max(users_seen);
         if seen > self.clock {
             self.clock = seen;
@@ -434,6 +445,7 @@ impl MetaStore {
                     version: Version::default(),
                     default_retention_policy: rp_name,
                     retention_policies: rps,
+                    continuous_queries: Vec::new(),
                 },
             );
             Ok((vec![Key::Database(name.to_string())], ()))
@@ -446,6 +458,7 @@ impl MetaStore {
     pub fn drop_database(&self, name: &str) -> Result<bool, MetaError> {
         self.update(|meta| {
             let existed = meta.databases.remove(name).is_some();
+            meta.prune_cq_runs();
             let mut changed = Vec::new();
             if existed {
                 changed.push(Key::Database(name.to_string()));

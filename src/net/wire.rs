@@ -33,6 +33,8 @@
 //! | MetaSyncResponse   | `0x31` | response         | owned by the meta module; opaque here        |
 //! | MapShard           | `0x40` | request          | owned by `cluster::map_wire`: a scan or schema request (JSON) |
 //! | MapShardResponse   | `0x41` | response         | owned by `cluster::map_wire`: shard results, one page (JSON) |
+//! | Admin              | `0x50` | request          | owned by `cluster::admin`: SHOW QUERIES, KILL QUERY, DROP SHARD (JSON) |
+//! | AdminResponse      | `0x51` | response         | owned by `cluster::admin`: the node's answer (JSON) |
 //! | Error              | `0x7f` | either way       | `code u16, message str`                      |
 //!
 //! `str` is a `u32` length and that many UTF-8 bytes; `bytes` is a `u32` length and that
@@ -210,12 +212,15 @@ pub enum FrameKind {
     /// The query path: a scan or schema request for the peer's shards (`cluster::map_wire`).
     MapShard = 0x40,
     MapShardResponse = 0x41,
+    /// SHOW QUERIES, KILL QUERY, DROP SHARD on a peer (`cluster::admin`).
+    Admin = 0x50,
+    AdminResponse = 0x51,
     Error = 0x7f,
 }
 
 impl FrameKind {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameKind; 13] = [
+    pub const ALL: [FrameKind; 15] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -228,6 +233,8 @@ impl FrameKind {
         FrameKind::MetaSyncResponse,
         FrameKind::MapShard,
         FrameKind::MapShardResponse,
+        FrameKind::Admin,
+        FrameKind::AdminResponse,
         FrameKind::Error,
     ];
 
@@ -1256,7 +1263,9 @@ mod tests {
             FrameKind::MetaSync
             | FrameKind::MetaSyncResponse
             | FrameKind::MapShard
-            | FrameKind::MapShardResponse => Ok(()),
+            | FrameKind::MapShardResponse
+            | FrameKind::Admin
+            | FrameKind::AdminResponse => Ok(()),
         }
     }
 

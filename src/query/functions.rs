@@ -361,7 +361,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                 *v = Val::Int(0);
             }
         }
-        apply_fill(&mut columns[fi], a.fill, &windows);
+        apply_fill(&mut columns[fi], a.fill, &windows, a.desc);
     }
     // Transformations over the (filled) window values.
     for (fi, f) in a.fields.iter().enumerate() {
@@ -378,7 +378,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                         let (from, to) = window_rows(a, lo, hi);
                         c.push(eval_window(a, &args[0], from, to, lo, &mut |_| {})?);
                     }
-                    apply_fill(&mut c, a.fill, &windows);
+                    apply_fill(&mut c, a.fill, &windows, a.desc);
                     c
                 };
                 let pts: Vec<Point> = windows
@@ -885,8 +885,10 @@ fn distinct(pts: &[Point]) -> Vec<Val> {
     v.into_iter().map(|p| p.val.clone()).collect()
 }
 
-/// Fill of empty windows in one field's column.
-fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)]) {
+/// Fill of empty windows in one field's column (ascending windows). `fill(previous)`
+/// takes the value before in output order, as InfluxDB's fill iterator: with ORDER BY
+/// time DESC, the later window's.
+fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)], desc: bool) {
     match fill {
         Fill::Null | Fill::None => {}
         Fill::Number(_) | Fill::Integer(_) => {
@@ -902,7 +904,12 @@ fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)]) {
         }
         Fill::Previous => {
             let mut prev = Val::Null;
-            for v in col.iter_mut() {
+            let order: Box<dyn Iterator<Item = &mut Val>> = if desc {
+                Box::new(col.iter_mut().rev())
+            } else {
+                Box::new(col.iter_mut())
+            };
+            for v in order {
                 if v.is_null() {
                     *v = prev.clone();
                 } else {

@@ -10,7 +10,9 @@
 //! statement executor's (`cluster::executor`).
 
 pub mod delete;
+pub mod explain;
 pub mod functions;
+pub mod into;
 pub mod output;
 pub mod render;
 pub mod select;
@@ -218,6 +220,10 @@ pub async fn run_statement(
                 .map(|series| render::series_json(&series, None, 0, None))
                 .map_err(|e| e.to_string())
         }
+        Statement::Explain { analyze, select } => explain::explain(qc, select, *analyze)
+            .await
+            .map(|series| render::series_json(&series, None, 0, None))
+            .map_err(|e| e.to_string()),
         Statement::ShowSeriesData(show) => show::execute(qc, show)
             .await
             .map(|series| render::series_json(&series, None, 0, None))

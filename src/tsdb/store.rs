@@ -403,6 +403,12 @@ impl Store {
         removed
     }
 
+    /// Takes the partitions of shard `id` out of the store (DROP SHARD); the caller
+    /// finishes the job with [`delete_shards`].
+    pub fn remove_shard(&mut self, id: u64) -> Vec<Shard> {
+        self.remove_where(|s| s.meta.id == id)
+    }
+
     /// Closes every shard's engine (at shutdown; holds no borrow of the store while
     /// it waits).
     pub fn close_all(&self) -> impl std::future::Future<Output = ()> + 'static {

@@ -45,6 +45,9 @@ impl Response {
     }
 }
 
+/// The `[monitor]` section test nodes run with unless their config has one.
+pub const MONITOR_OFF: &str = "[monitor]\nstore-enabled = false\n";
+
 impl Node {
     /// Starts a node on `data_dir` with `--cores 2` and port 0, waiting until it serves.
     pub fn start(data_dir: &Path) -> Node {
@@ -67,12 +70,34 @@ impl Node {
     }
 
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        // Tests compare answers with influxd run without self-monitoring, and count
+        // databases: the `_internal` store is off unless a test's config says otherwise.
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        match extra.iter().position(|a| a == "--config") {
+            Some(i) if i + 1 < extra.len() => {
+                let path = PathBuf::from(&extra[i + 1]);
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    if !text.contains("[monitor]") {
+                        std::fs::write(&path, format!("{text}\n{MONITOR_OFF}")).unwrap();
+                    }
+                }
+            }
+            _ => {
+                let path = data_dir.with_extension("test.toml");
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).unwrap();
+                }
+                std::fs::write(&path, MONITOR_OFF).unwrap();
+                extra.push("--config".into());
+                extra.push(path.to_str().unwrap().to_string());
+            }
+        }
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-bind", "127.0.0.1:0"])
-            .args(extra)
+            .args(&extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

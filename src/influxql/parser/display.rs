@@ -365,6 +365,52 @@ impl fmt::Display for Statement {
             } => write!(f, "REVOKE ALL PRIVILEGES FROM {}", q(user)),
             Statement::ShowUsers => f.write_str("SHOW USERS"),
             Statement::ShowGrants { user } => write!(f, "SHOW GRANTS FOR {}", q(user)),
+            Statement::CreateContinuousQuery {
+                name,
+                database,
+                resample_every_ns,
+                resample_for_ns,
+                select,
+            } => {
+                write!(f, "CREATE CONTINUOUS QUERY {} ON {} ", q(name), q(database))?;
+                if *resample_every_ns > 0 || *resample_for_ns > 0 {
+                    f.write_str("RESAMPLE ")?;
+                    if *resample_every_ns > 0 {
+                        write!(f, "EVERY {} ", influx_duration(*resample_every_ns))?;
+                    }
+                    if *resample_for_ns > 0 {
+                        write!(f, "FOR {} ", influx_duration(*resample_for_ns))?;
+                    }
+                }
+                write!(f, "BEGIN {select} END")
+            }
+            Statement::DropContinuousQuery { name, database } => {
+                write!(f, "DROP CONTINUOUS QUERY {} ON {}", q(name), q(database))
+            }
+            Statement::ShowContinuousQueries => f.write_str("SHOW CONTINUOUS QUERIES"),
+            Statement::ShowQueries => f.write_str("SHOW QUERIES"),
+            Statement::KillQuery { id, host } => {
+                write!(f, "KILL QUERY {id}")?;
+                if let Some(h) = host {
+                    write!(f, " ON {}", q(h))?;
+                }
+                Ok(())
+            }
+            Statement::ShowDiagnostics { module } => {
+                f.write_str("SHOW DIAGNOSTICS")?;
+                if let Some(m) = module {
+                    write!(f, " FOR {}", quote_string(m))?;
+                }
+                Ok(())
+            }
+            Statement::Explain { analyze, select } => {
+                f.write_str("EXPLAIN ")?;
+                if *analyze {
+                    f.write_str("ANALYZE ")?;
+                }
+                write!(f, "{select}")
+            }
+            Statement::DropShard { id } => write!(f, "DROP SHARD {id}"),
             Statement::Unsupported { text, .. } => f.write_str(text),
         }
     }
@@ -421,8 +467,31 @@ impl Statement {
         };
         let mut out = Vec::new();
         match self {
-            Statement::Select(s) => select_required(s, &mut out),
+            Statement::Select(s) | Statement::Explain { select: s, .. } => {
+                select_required(s, &mut out)
+            }
             Statement::ShowDatabases => {}
+            Statement::CreateContinuousQuery {
+                database, select, ..
+            } => {
+                out.push(read_on(Some(database)));
+                if let Some(db) = select.into.as_ref().and_then(|m| m.database.clone()) {
+                    out.push(Required::On {
+                        privilege: Privilege::Write,
+                        database: Some(db),
+                    });
+                }
+            }
+            Statement::DropContinuousQuery { database, .. } => out.push(Required::On {
+                privilege: Privilege::Write,
+                database: Some(database.clone()),
+            }),
+            Statement::ShowContinuousQueries | Statement::ShowQueries => {
+                out.push(param(Privilege::Read))
+            }
+            Statement::KillQuery { .. }
+            | Statement::ShowDiagnostics { .. }
+            | Statement::DropShard { .. } => out.push(Required::Admin),
             Statement::ShowRetentionPolicies { database } => out.push(read_on(database.as_ref())),
             Statement::ShowSeriesData(show) => match &show.what {
                 // InfluxDB asks only for its FROM sources here (nothing without FROM).
@@ -454,13 +523,8 @@ impl Statement {
             | Statement::ShowUsers
             | Statement::ShowGrants { .. } => out.push(Required::Admin),
             // Not executed here yet; required as InfluxDB requires them.
-            Statement::Unsupported { kind, .. } => match kind.as_str() {
-                "SHOW QUERIES" | "SHOW CONTINUOUS" | "CREATE CONTINUOUS" | "EXPLAIN" => {
-                    out.push(param(Privilege::Read))
-                }
-                "DROP CONTINUOUS" => out.push(param(Privilege::Write)),
-                _ => out.push(Required::Admin),
-            },
+            // CREATE / DROP SUBSCRIPTION, SHOW SUBSCRIPTIONS: admin, as InfluxDB.
+            Statement::Unsupported { .. } => out.push(Required::Admin),
         }
         out
     }

@@ -36,12 +36,23 @@ impl Parser {
 
     /// The body of a SELECT after the keyword.
     pub(super) fn select_body(&mut self) -> Result<Select, ParseError> {
+        self.select_body_with(false)
+    }
+
+    /// The body of a continuous query's SELECT: INTO is required.
+    pub(super) fn select_body_into_required(&mut self) -> Result<Select, ParseError> {
+        self.select_body_with(true)
+    }
+
+    fn select_body_with(&mut self, into_required: bool) -> Result<Select, ParseError> {
         let mut s = Select {
             fields: self.fields()?,
             ..Select::default()
         };
         if self.accept("INTO") {
-            s.into = Some(self.measurement_ref()?);
+            s.into = Some(self.target()?);
+        } else if into_required {
+            return Err(self.error("INTO"));
         }
         self.keyword("FROM")?;
         s.sources = self.sources(true)?;
@@ -444,6 +455,62 @@ impl Parser {
             }
             return Ok(measurement_from(parts, Some(name), None));
         }
+    }
+
+    /// The target of INTO, as InfluxDB's parseTarget: up to three segments, the last
+    /// of which may be `:MEASUREMENT` (the source measurement's name; `name` None).
+    fn target(&mut self) -> Result<Measurement, ParseError> {
+        let mut parts: Vec<String> = vec![self.ident()?];
+        let mut source_name = false;
+        while self.is_symbol('.') {
+            self.pos += 1;
+            if self.is_symbol(':') {
+                source_name = true;
+                break;
+            }
+            if self.is_symbol('.') {
+                parts.push(String::new());
+                continue;
+            }
+            parts.push(self.ident()?);
+        }
+        if parts.len() > 3 {
+            // InfluxDB's QuoteIdent: every segment but the last quoted (the last only
+            // where it needs it); its error carries no position (line 1, char 1).
+            let last = parts.len() - 1;
+            let quoted: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if i < last && !p.is_empty() {
+                        format!("\"{}\"", p.replace('"', "\\\""))
+                    } else {
+                        crate::influxql::ast::quote_ident(p)
+                    }
+                })
+                .collect();
+            return Err(ParseError::plain(format!(
+                "too many segments in {} at line 1, char 1",
+                quoted.join(".")
+            )));
+        }
+        if parts.len() < 3 && (source_name || self.is_symbol(':')) {
+            self.symbol(':')?;
+            self.keyword("MEASUREMENT")?;
+            parts.push(String::new());
+        }
+        // The last segment names the measurement, the one before the policy, the
+        // first (of three) the database; empty segments name nothing.
+        let mut segments = parts
+            .into_iter()
+            .rev()
+            .map(|s| (!s.is_empty()).then_some(s));
+        Ok(Measurement {
+            name: segments.next().flatten(),
+            retention_policy: segments.next().flatten(),
+            database: segments.next().flatten(),
+            regex: None,
+        })
     }
 
     fn dimensions(&mut self) -> Result<Vec<Dimension>, ParseError> {

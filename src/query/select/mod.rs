@@ -60,11 +60,6 @@ struct InputSeries {
 use crate::base::time::{MAX_TIME_NS as MAX_TIME, MIN_TIME_NS as MIN_TIME};
 
 pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSeries>, QueryError> {
-    if sel.into.is_some() {
-        return Err(QueryError::msg(
-            "SELECT INTO is not supported by ShardCore yet",
-        ));
-    }
     let zone = match &sel.tz {
         Some(name) => Some(
             crate::influxql::tz::Zone::load(name)
@@ -118,10 +113,12 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
     }
     // `*` and `count(*)` expand over the fields of every source together.
     let mut all_fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut all_tags: BTreeSet<String> = BTreeSet::new();
     for d in by_name.values() {
         for (k, t) in &d.field_types {
             all_fields.entry(k.clone()).or_insert_with(|| t.clone());
         }
+        all_tags.extend(d.tag_keys.iter().cloned());
     }
     let mut out = Vec::new();
     for data in by_name.into_values() {
@@ -130,6 +127,7 @@ pub async fn execute(q: &QueryContext<'_>, sel: &Select) -> Result<Vec<ResultSer
                 &sel,
                 data,
                 &all_fields,
+                &all_tags,
                 time_range,
                 condition.as_ref(),
                 q,

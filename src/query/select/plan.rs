@@ -486,11 +486,11 @@ fn selector_limit(sel: &Select) -> Option<SeriesLimit> {
     })
 }
 
-/// Whether a variable of the source names a tag (`::tag`, or a tag key that is not
-/// also a field).
+/// Whether a variable of a condition names a tag (`::tag`, or a key that is not a
+/// field of the source). A key the source has neither as tag nor as field is a tag
+/// with no value, as InfluxDB's index reads it: `nosuchtag = ''` holds for every series.
 pub(super) fn is_tag_ref(name: &str, kind: Option<VarKind>, data: &SourceData) -> bool {
-    kind == Some(VarKind::Tag)
-        || (kind.is_none() && data.tag_keys.contains(name) && !data.field_types.contains_key(name))
+    kind == Some(VarKind::Tag) || (kind.is_none() && !data.field_types.contains_key(name))
 }
 
 /// Whether a condition reads tags only (no field, no function call, no parameter), so
@@ -597,27 +597,42 @@ pub(super) fn compile(re: &RegexLit) -> Result<&Regex, QueryError> {
     re.regex().map_err(|e| QueryError::msg(re.error_text(e)))
 }
 
-/// The fields of the statement with wildcards and field regexes expanded.
+/// The fields of the statement with wildcards and field regexes expanded. As
+/// InfluxDB rewrites them once for the whole statement, `*` and `/re/` expand over the
+/// fields and tags of every source (`all_fields`, `all_tags`): a measurement lacking
+/// one answers null in its column.
 pub(super) fn expand_fields(
     sel: &Select,
     data: &SourceData,
     all_fields: &BTreeMap<String, String>,
+    all_tags: &BTreeSet<String>,
 ) -> Vec<Field> {
     let mut out = Vec::new();
     // Tags that are GROUP BY dimensions are not columns of `*`.
-    let grouped = group_tag_keys(sel, data);
+    let mut grouped: BTreeSet<String> = group_tag_keys(sel, data).into_iter().collect();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Wildcard => grouped.extend(all_tags.iter().cloned()),
+            Dimension::Regex(re) => {
+                if let Ok(re) = re.regex() {
+                    grouped.extend(all_tags.iter().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            _ => {}
+        }
+    }
     for f in &sel.fields {
         match &f.expr {
             Expr::Wildcard(kind) => {
                 let mut names: Vec<(String, VarKind)> = Vec::new();
                 if *kind != Some(VarKind::Tag) {
-                    names.extend(data.field_types.keys().map(|k| (k.clone(), VarKind::Field)));
+                    names.extend(all_fields.keys().map(|k| (k.clone(), VarKind::Field)));
                 }
                 if *kind != Some(VarKind::Field) {
                     names.extend(
-                        data.tag_keys
+                        all_tags
                             .iter()
-                            .filter(|k| !grouped.contains(k))
+                            .filter(|k| !grouped.contains(*k))
                             .map(|k| (k.clone(), VarKind::Tag)),
                     );
                 }
@@ -625,14 +640,13 @@ pub(super) fn expand_fields(
             }
             Expr::Regex(re) => {
                 if let Ok(re) = re.regex() {
-                    let mut names: Vec<(String, VarKind)> = data
-                        .field_types
+                    let mut names: Vec<(String, VarKind)> = all_fields
                         .keys()
                         .filter(|k| re.is_match(k))
                         .map(|k| (k.clone(), VarKind::Field))
                         .collect();
                     names.extend(
-                        data.tag_keys
+                        all_tags
                             .iter()
                             .filter(|k| re.is_match(k))
                             .map(|k| (k.clone(), VarKind::Tag)),

@@ -8,17 +8,19 @@ use super::*;
 pub(super) type GroupRow = (i64, usize, Vec<Val>);
 
 /// Groups, windows and reduces one measurement's data into result series.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn reduce(
     sel: &Select,
     mut data: SourceData,
     all_fields: &BTreeMap<String, String>,
+    all_tags: &BTreeSet<String>,
     range: (i64, i64),
     condition: Option<&Expr>,
     q: &QueryContext<'_>,
     zone: Option<&crate::influxql::tz::Zone>,
 ) -> Result<Vec<ResultSeries>, QueryError> {
     let now_ns = q.now_ns;
-    let fields = expand_fields(sel, &data, all_fields);
+    let fields = expand_fields(sel, &data, all_fields, all_tags);
     for f in &fields {
         check_types(&f.expr, &data)?;
     }
