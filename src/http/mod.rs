@@ -1643,11 +1643,28 @@ async fn query(api: &Rc<HttpService>, req: Request<Incoming>, principal: Princip
     if let Some(p) = params.get("params").filter(|s| !s.is_empty()) {
         match serde_json::from_str::<serde_json::Value>(p) {
             Ok(serde_json::Value::Object(m)) => options.params = m,
-            _ => {
-                return format.error(
-                    StatusCode::BAD_REQUEST,
-                    "error parsing query parameters: params must be a JSON object",
-                )
+            other => {
+                // Go's encoding/json words, decoding into map[string]interface{}.
+                let why = match other {
+                    Ok(serde_json::Value::Null) => None,
+                    Ok(v) => Some(format!(
+                        "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                        match v {
+                            serde_json::Value::Array(_) => "array",
+                            serde_json::Value::String(_) => "string",
+                            serde_json::Value::Bool(_) => "bool",
+                            _ => "number",
+                        }
+                    )),
+                    Err(e) if e.is_eof() => Some("unexpected EOF".to_string()),
+                    Err(e) => Some(format!("invalid JSON: {e}")),
+                };
+                if let Some(why) = why {
+                    return format.error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("error parsing query parameters: {why}"),
+                    );
+                }
             }
         }
     }

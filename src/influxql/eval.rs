@@ -122,6 +122,22 @@ impl<'a> Evaluator<'a> {
         matches!(self.eval(e, time, row, tags), Val::Bool(true))
     }
 
+    /// An operand of a comparison: as [`Self::eval`], except that a key that is
+    /// neither a field read nor a tag of the series is a tag with no value (InfluxDB's
+    /// index reads a condition on a key a measurement lacks that way: `nosuchtag = ''`
+    /// holds for every series).
+    fn operand(&self, e: &Expr, time: i64, row: &[Val], tags: &BTreeMap<String, String>) -> Val {
+        match e.unparen() {
+            Expr::VarRef { name, kind: None }
+                if !name.eq_ignore_ascii_case("time")
+                    && !self.slots.contains_key(name.as_str()) =>
+            {
+                Val::Str(tags.get(name).cloned().unwrap_or_default())
+            }
+            _ => self.eval(e, time, row, tags),
+        }
+    }
+
     fn compare(
         &self,
         op: Op,
@@ -132,15 +148,15 @@ impl<'a> Evaluator<'a> {
         tags: &BTreeMap<String, String>,
     ) -> bool {
         if let (Op::EqRegex | Op::NeqRegex, Expr::Regex(re)) = (op, rhs.unparen()) {
-            return match self.eval(lhs, time, row, tags) {
+            return match self.operand(lhs, time, row, tags) {
                 Val::Str(s) => re.is_match(&s) == (op == Op::EqRegex),
                 Val::Null => op == Op::NeqRegex,
                 _ => false,
             };
         }
         let (a, b) = (
-            self.eval(lhs, time, row, tags),
-            self.eval(rhs, time, row, tags),
+            self.operand(lhs, time, row, tags),
+            self.operand(rhs, time, row, tags),
         );
         let ord = match (&a, &b) {
             (Val::Null, _) | (_, Val::Null) => return false,

@@ -42,11 +42,15 @@ fn calls(e: &Expr) -> Vec<(Function, &[Expr])> {
 
 /// Checks the statement's calls as InfluxDB's compiler does.
 pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> {
-    let mut top_level = 0;
+    // InfluxDB's compiler: the top() or bottom() seen so far, and distinct().
+    let mut top_bottom: Option<&'static str> = None;
+    let mut distinct = false;
     for f in fields {
         for (func, args) in calls(&f.expr) {
             let name = func.name();
-            top_level += 1;
+            if func == Function::Distinct {
+                distinct = true;
+            }
             let arity_err = |n: &str| {
                 QueryError::msg(format!(
                     "invalid number of arguments for {name}, expected {n}, got {}",
@@ -60,19 +64,49 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                     }
                 }
                 Function::Top | Function::Bottom => {
+                    if let Some(first) = top_bottom {
+                        return Err(QueryError::msg(format!(
+                            "selector function {first}() cannot be combined with other functions"
+                        )));
+                    }
+                    top_bottom = Some(name);
                     if args.len() < 2 {
                         return Err(QueryError::msg(format!(
                             "invalid number of arguments for {name}, expected at least 2, got {}",
                             args.len()
                         )));
                     }
-                    if args[1..args.len() - 1]
+                    match &args[args.len() - 1] {
+                        Expr::Integer(n) if *n <= 0 => {
+                            return Err(QueryError::msg(format!(
+                                "limit ({n}) in {name} function must be at least 1"
+                            )))
+                        }
+                        Expr::Integer(_) => {}
+                        // Go prints a number literal with three decimals.
+                        Expr::Number(x) => {
+                            return Err(QueryError::msg(format!(
+                                "expected integer as last argument in {name}(), found {x:.3}"
+                            )))
+                        }
+                        other => {
+                            return Err(QueryError::msg(format!(
+                                "expected integer as last argument in {name}(), found {other}"
+                            )))
+                        }
+                    }
+                    if !matches!(args[0], Expr::VarRef { .. }) {
+                        return Err(QueryError::msg(format!(
+                            "expected first argument to be a field in {name}(), found {}",
+                            args[0]
+                        )));
+                    }
+                    if let Some(bad) = args[1..args.len() - 1]
                         .iter()
-                        .any(|a| !matches!(a, Expr::VarRef { .. }))
+                        .find(|a| !matches!(a, Expr::VarRef { .. }))
                     {
                         return Err(QueryError::msg(format!(
-                            "only fields or tags are allowed in {name}(), found {}",
-                            args[1]
+                            "only fields or tags are allowed in {name}(), found {bad}"
                         )));
                     }
                 }
@@ -119,6 +153,26 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
             }
         }
     }
+    // Calls not nested in another call (InfluxDB's FunctionCalls).
+    fn outer_calls(e: &Expr) -> usize {
+        match e {
+            Expr::Call { .. } => 1,
+            Expr::Binary { lhs, rhs, .. } => outer_calls(lhs) + outer_calls(rhs),
+            Expr::Paren(inner) => outer_calls(inner),
+            _ => 0,
+        }
+    }
+    let top_level: usize = fields.iter().map(|f| outer_calls(&f.expr)).sum();
+    if let Some(name) = top_bottom.filter(|_| top_level > 1) {
+        return Err(QueryError::msg(format!(
+            "selector function {name}() cannot be combined with other functions"
+        )));
+    }
+    if distinct && (top_level != 1 || fields.len() > 1) {
+        return Err(QueryError::msg(
+            "aggregate function distinct() cannot be combined with other functions or fields",
+        ));
+    }
     // A bare field beside aggregates is only allowed with a single selector.
     let bare = fields
         .iter()
@@ -135,7 +189,6 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
             ));
         }
     }
-    let _ = top_level;
     Ok(())
 }
 

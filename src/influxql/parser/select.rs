@@ -568,6 +568,12 @@ impl Parser {
         if !matches!(fill, Fill::Integer(_) | Fill::Number(_)) {
             self.pos += 1;
         }
+        if self.is_symbol(',') {
+            // InfluxDB parses fill(...) as a call and wants exactly one argument.
+            return Err(ParseError::plain(
+                "fill requires an argument, e.g.: 0, null, none, previous, linear",
+            ));
+        }
         self.symbol(')')?;
         Ok(fill)
     }

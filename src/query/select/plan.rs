@@ -273,9 +273,20 @@ pub(super) fn is_time_ref(e: &Expr) -> bool {
 pub(super) fn time_value(e: &Expr, now_ns: i64) -> Result<i64, QueryError> {
     match e.unparen() {
         Expr::Str(s) => parse_time(s).ok_or_else(|| {
-            QueryError::msg(
-                "invalid operation: time and *influxql.StringLiteral are not compatible",
-            )
+            // InfluxDB tries a string shaped as a date (`YYYY-MM-DD...`) as a time and
+            // fails it as such; any other string is no time at all.
+            let b = s.as_bytes();
+            let dated = b.len() >= 10
+                && b[..4].iter().all(u8::is_ascii_digit)
+                && b[4] == b'-'
+                && b[5..7].iter().all(u8::is_ascii_digit)
+                && b[7] == b'-'
+                && b[8..10].iter().all(u8::is_ascii_digit);
+            QueryError::msg(if dated {
+                "invalid timestamp string"
+            } else {
+                "invalid operation: time and *influxql.StringLiteral are not compatible"
+            })
         }),
         Expr::Integer(i) => Ok(*i),
         Expr::Number(n) => Ok(*n as i64),

@@ -66,7 +66,21 @@ pub(super) async fn reduce(
         .map(|s| std::mem::take(&mut s.rows))
         .collect();
     let ev = Evaluator::new(&data.slots, &data.tag_keys);
-    let group_keys = group_tag_keys(sel, &data);
+    // GROUP BY * and /re/ group by the tag keys of every source, as InfluxDB: a
+    // series without one has it empty.
+    let mut group_keys: BTreeSet<String> = group_tag_keys(sel, &data).into_iter().collect();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Wildcard => group_keys.extend(all_tags.iter().cloned()),
+            Dimension::Regex(re) => {
+                if let Ok(re) = re.regex() {
+                    group_keys.extend(all_tags.iter().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let group_keys: Vec<String> = group_keys.into_iter().collect();
     // Rows before the range feed the extra windows of transformations only.
     let out_start = range.0;
     let range = match (interval, extra_intervals(sel)) {
