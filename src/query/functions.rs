@@ -1110,6 +1110,27 @@ fn transform(
             )));
         }
     }
+    // InfluxDB's derivative and difference reducers skip a point at the time of the
+    // one before it (several series merged into one stream): the first one counts.
+    let first_per_time: Vec<Point>;
+    let pts = if matches!(
+        func,
+        Function::Derivative
+            | Function::NonNegativeDerivative
+            | Function::Difference
+            | Function::NonNegativeDifference
+    ) {
+        let mut kept: Vec<Point> = Vec::with_capacity(pts.len());
+        for p in pts {
+            if kept.last().is_none_or(|last| last.time != p.time) {
+                kept.push(p.clone());
+            }
+        }
+        first_per_time = kept;
+        &first_per_time[..]
+    } else {
+        pts
+    };
     let mut out = Vec::new();
     match func {
         Function::Derivative | Function::NonNegativeDerivative => {
@@ -1214,6 +1235,11 @@ fn raw_transforms(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
     // keeps them: cumulative_sum over two series at one time gives two rows), the
     // columns' n-th points at that time sharing the n-th row.
     for c in &mut columns {
+        // Descending: the transformation ran newest first; reversed here, the rows at
+        // one time keep that order once the answer is reversed back.
+        if a.desc {
+            c.reverse();
+        }
         c.sort_by_key(|p| p.time);
     }
     let mut times: Vec<i64> = columns

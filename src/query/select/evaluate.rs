@@ -213,7 +213,15 @@ pub(super) fn raw_rows(
         row.push(Val::Int(*t));
         let mut any = false;
         for (f, is_field) in fields.iter().zip(&field_cols) {
-            let v = ev.eval(&f.expr, *t, vals, tags);
+            let mut v = ev.eval(&f.expr, *t, vals, tags);
+            // A tag column of a series without that tag is null, as InfluxDB's aux
+            // cursor answers a blank tag value.
+            if !is_field
+                && matches!(&v, Val::Str(s) if s.is_empty())
+                && matches!(f.expr.unparen(), Expr::VarRef { .. })
+            {
+                v = Val::Null;
+            }
             if *is_field && !v.is_null() {
                 any = true;
             }
@@ -224,4 +232,187 @@ pub(super) fn raw_rows(
         }
     }
     out
+}
+
+/// Orders one group's rows (per-series runs in series order, each sorted by time) as
+/// InfluxDB 1.x's iterators emit them, so rows of several series at one timestamp come
+/// in its order, not ours. Its engine reads each shard (one per shard group on a
+/// single node) with a sorted merge over the group's series iterators, in series-key
+/// order (reversed for ORDER BY time DESC), then merges the shards, whose times do not
+/// overlap. The sorted merge is Go's `container/heap` over the iterators' next points,
+/// less by time, then — at one time — by the leading string values of the statement's
+/// variables sorted by name (`aux`); which of equal points comes out first is the heap's
+/// doing, reproduced here step by step (Init, Pop, Push as Go writes them).
+///
+/// Returns the rows ascending in time (a DESC statement reverses them later), so for
+/// DESC the heap's descending order is produced, then reversed.
+pub(super) fn influx_merge_order(
+    rows: Vec<GroupRow>,
+    shard_group_ns: i64,
+    desc: bool,
+    aux: &dyn Fn(&GroupRow) -> Vec<Option<String>>,
+) -> Vec<GroupRow> {
+    // Per shard group, the runs of each series in series order.
+    let mut by_group: BTreeMap<i64, Vec<Vec<GroupRow>>> = BTreeMap::new();
+    let mut last: Option<(i64, usize)> = None;
+    for row in rows {
+        let group = crate::base::time::go_truncate(row.0, shard_group_ns);
+        let runs = by_group.entry(group).or_default();
+        if last != Some((group, row.1)) || runs.is_empty() {
+            runs.push(Vec::new());
+        }
+        last = Some((group, row.1));
+        runs.last_mut().expect("pushed").push(row);
+    }
+    let mut out = Vec::new();
+    let groups: Vec<Vec<Vec<GroupRow>>> = if desc {
+        by_group.into_values().rev().collect()
+    } else {
+        by_group.into_values().collect()
+    };
+    for mut runs in groups {
+        if desc {
+            runs.reverse();
+            for r in &mut runs {
+                r.reverse();
+            }
+        }
+        out.extend(heap_merge(runs, desc, aux));
+    }
+    if desc {
+        out.reverse();
+    }
+    out
+}
+
+/// Series runs in a merge, each's front its next point.
+type Runs = [std::collections::VecDeque<GroupRow>];
+/// The heap's order over run indices.
+type RunLess<'a> = &'a dyn Fn(&Runs, usize, usize) -> bool;
+
+/// Go's `container/heap` sorted merge of `runs` (InfluxDB's sortedMergeIterator).
+fn heap_merge(
+    runs: Vec<Vec<GroupRow>>,
+    desc: bool,
+    aux: &dyn Fn(&GroupRow) -> Vec<Option<String>>,
+) -> Vec<GroupRow> {
+    if runs.len() == 1 {
+        return runs.into_iter().next().unwrap_or_default();
+    }
+    let total: usize = runs.iter().map(Vec::len).sum();
+    let mut runs: Vec<std::collections::VecDeque<GroupRow>> = runs
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(Into::into)
+        .collect();
+    // The heap holds run indices; each run's front is its next point.
+    let mut heap: Vec<usize> = (0..runs.len()).collect();
+    let less = |runs: &Runs, i: usize, j: usize| -> bool {
+        let (x, y) = (&runs[i][0], &runs[j][0]);
+        if x.0 != y.0 {
+            return if desc { x.0 > y.0 } else { x.0 < y.0 };
+        }
+        let (ax, ay) = (aux(x), aux(y));
+        if ax.is_empty() || ax.len() != ay.len() {
+            return false;
+        }
+        for (a, b) in ax.iter().zip(&ay) {
+            match (a, b) {
+                (Some(a), Some(b)) if a == b => continue,
+                (Some(a), Some(b)) => return if desc { a > b } else { a < b },
+                _ => return false,
+            }
+        }
+        false
+    };
+    fn down(heap: &mut [usize], runs: &Runs, i0: usize, n: usize, less: RunLess<'_>) {
+        let mut i = i0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            let j2 = j1 + 1;
+            if j2 < n && less(runs, heap[j2], heap[j1]) {
+                j = j2;
+            }
+            if !less(runs, heap[j], heap[i]) {
+                break;
+            }
+            heap.swap(i, j);
+            i = j;
+        }
+    }
+    fn up(heap: &mut [usize], runs: &Runs, mut j: usize, less: RunLess<'_>) {
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if !less(runs, heap[j], heap[i]) {
+                break;
+            }
+            heap.swap(i, j);
+            j = i;
+        }
+    }
+    let n = heap.len();
+    for i in (0..n / 2).rev() {
+        down(&mut heap, &runs, i, n, &less);
+    }
+    let mut out = Vec::with_capacity(total);
+    while !heap.is_empty() {
+        // heap.Pop: swap the top with the last, sift down over the rest, take the last.
+        let n = heap.len() - 1;
+        heap.swap(0, n);
+        down(&mut heap, &runs, 0, n, &less);
+        let top = heap.pop().expect("not empty");
+        out.push(
+            runs[top]
+                .pop_front()
+                .expect("runs in the heap are not empty"),
+        );
+        // heap.Push of the run's next point, if any: append, sift up.
+        if !runs[top].is_empty() {
+            heap.push(top);
+            let last = heap.len() - 1;
+            up(&mut heap, &runs, last, &less);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(t: i64, series: usize) -> GroupRow {
+        (t, series, vec![])
+    }
+
+    #[test]
+    fn equal_times_come_out_as_gos_heap_orders_them() {
+        let no_aux = |_: &GroupRow| -> Vec<Option<String>> { vec![] };
+        // Three series with one point each at one time: Go's heap pops the first,
+        // then the last, then the middle one.
+        let rows = vec![row(5, 0), row(5, 1), row(5, 2)];
+        let order: Vec<usize> = influx_merge_order(rows, 100, false, &no_aux)
+            .iter()
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(order, vec![0, 2, 1]);
+        // Shard groups never mix; a later group's points come after.
+        let rows = vec![row(5, 0), row(150, 0), row(5, 1), row(150, 1)];
+        let times: Vec<(i64, usize)> = influx_merge_order(rows, 100, false, &no_aux)
+            .iter()
+            .map(|r| (r.0, r.1))
+            .collect();
+        assert_eq!(times, vec![(5, 0), (5, 1), (150, 0), (150, 1)]);
+        // Leading string values decide a tie.
+        let by_series = |r: &GroupRow| vec![Some(["b", "a", "c"][r.1].to_string())];
+        let rows = vec![row(5, 0), row(5, 1), row(5, 2)];
+        let order: Vec<usize> = influx_merge_order(rows, 100, false, &by_series)
+            .iter()
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(order, vec![1, 0, 2]);
+    }
 }

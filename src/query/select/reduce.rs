@@ -123,10 +123,61 @@ pub(super) async fn reduce(
     // Window bounds for GROUP BY time: from the range start (or the first point) to the
     // range end (or now).
     let data_min = groups.values().flat_map(|r| r.iter().map(|x| x.0)).min();
+    // Raw rows, and raw points into transformations, come in InfluxDB's merge order
+    // (`influx_merge_order`); ties on time look at the statement's variables sorted by
+    // name (InfluxDB's Aux), only for raw rows.
+    let raw_transforms = fields.iter().all(|f| {
+        matches!(f.expr.unparen(), Expr::Call { func: Some(func), args, .. }
+            if func.is_transform() && !matches!(args.first(), Some(Expr::Call { .. })))
+    });
+    let merge_order = data.shard_group_ns > 0 && (!aggregate || raw_transforms);
+    let mut aux_vars: Vec<(String, Option<usize>)> = Vec::new();
+    if !aggregate {
+        let mut names = BTreeSet::new();
+        for f in &fields {
+            f.expr.walk(&mut |e| {
+                if let Expr::VarRef { name, kind } = e {
+                    // A field of any source is a field (absent here: no value).
+                    let tag = *kind == Some(VarKind::Tag)
+                        || (*kind != Some(VarKind::Field) && !all_fields.contains_key(name));
+                    names.insert((name.clone(), tag));
+                }
+            });
+        }
+        for (name, tag) in names {
+            let slot = if tag {
+                None
+            } else {
+                data.slots.iter().position(|s| *s == name)
+            };
+            aux_vars.push((name, slot));
+        }
+    }
+    let aux = |row: &GroupRow| -> Vec<Option<String>> {
+        aux_vars
+            .iter()
+            .map(|(name, slot)| match slot {
+                Some(i) => match row.2.get(*i) {
+                    Some(Val::Str(s)) => Some(s.clone()),
+                    _ => None,
+                },
+                // A blank tag is a null (InfluxDB's aux cursor), no string.
+                None => data.series[row.1]
+                    .tags
+                    .get(name)
+                    .filter(|v| !v.is_empty())
+                    .cloned(),
+            })
+            .collect()
+    };
     for (key, mut rows) in groups {
         // Let the core's other work (ingest, other connections) run between groups.
         glommio::yield_if_needed().await;
-        rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
+        if merge_order {
+            rows = influx_merge_order(rows, data.shard_group_ns, sel.order_desc, &aux);
+        } else {
+            rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
+        }
         let tags = if group_keys.is_empty() {
             None
         } else {
