@@ -13,6 +13,8 @@ pub enum FunctionKind {
     Transform,
     /// A value from values of one row (`abs`, `pow`, ...).
     Math,
+    /// Future points from a series of window aggregates (`holt_winters`).
+    Forecast,
 }
 
 macro_rules! functions {
@@ -73,6 +75,8 @@ functions! {
     MovingAverage => "moving_average", Transform;
     CumulativeSum => "cumulative_sum", Transform;
     Elapsed => "elapsed", Transform;
+    HoltWinters => "holt_winters", Forecast;
+    HoltWintersWithFit => "holt_winters_with_fit", Forecast;
     Abs => "abs", Math;
     Floor => "floor", Math;
     Ceil => "ceil", Math;

@@ -26,13 +26,88 @@ pub use crate::limits::{MAX_REGEX_BYTES, MAX_REGEX_CLASSES, REGEX_PROGRAM_BYTES}
 #[error("error parsing regexp: {reason}")]
 pub struct RegexError {
     reason: String,
+    /// The part of the pattern Go's regexp names for this error (None: the pattern).
+    shown: Option<String>,
 }
 
 impl RegexError {
     fn new(reason: impl Into<String>) -> RegexError {
         RegexError {
             reason: reason.into(),
+            shown: None,
         }
+    }
+
+    /// A syntax error in Go's words (`regexp/syntax`'s error codes) and the part of
+    /// the pattern Go shows with it, where the two engines' errors correspond; else
+    /// regex-syntax's own reason.
+    fn syntax(
+        pattern: &str,
+        kind: GoKind,
+        span: std::ops::Range<usize>,
+        fallback: String,
+    ) -> RegexError {
+        let part = |r: std::ops::Range<usize>| pattern.get(r).unwrap_or(pattern).to_string();
+        let (reason, shown) = match kind {
+            GoKind::MissingParen => ("missing closing )", pattern.to_string()),
+            GoKind::UnexpectedParen => ("unexpected )", pattern.to_string()),
+            GoKind::MissingBracket => ("missing closing ]", part(span.start..pattern.len())),
+            GoKind::RepeatSize => ("invalid repeat count", part(span)),
+            GoKind::MissingRepeatArgument => {
+                // regex-syntax points at the operator; Go shows it (`*`, `{2}`).
+                let rest = pattern.get(span.start..).unwrap_or("");
+                let op = match rest.chars().next() {
+                    Some('{') => rest.find('}').map_or(rest, |end| &rest[..=end]),
+                    Some(c) => &rest[..c.len_utf8()],
+                    None => "",
+                };
+                ("missing argument to repetition operator", op.to_string())
+            }
+            GoKind::Escape => ("invalid escape sequence", part(span)),
+            GoKind::TrailingBackslash => ("trailing backslash at end of expression", String::new()),
+            GoKind::CharRange => ("invalid character class range", part(span)),
+            GoKind::None => return RegexError::new(fallback),
+        };
+        RegexError {
+            reason: reason.to_string(),
+            shown: Some(shown),
+        }
+    }
+}
+
+/// Go's `regexp/syntax` error codes that regex-syntax's errors map onto.
+enum GoKind {
+    MissingParen,
+    UnexpectedParen,
+    MissingBracket,
+    RepeatSize,
+    MissingRepeatArgument,
+    Escape,
+    TrailingBackslash,
+    CharRange,
+    None,
+}
+
+fn go_kind_of_ast(kind: &regex_syntax::ast::ErrorKind) -> GoKind {
+    use regex_syntax::ast::ErrorKind as K;
+    match kind {
+        K::GroupUnclosed => GoKind::MissingParen,
+        K::GroupUnopened => GoKind::UnexpectedParen,
+        K::ClassUnclosed => GoKind::MissingBracket,
+        K::RepetitionCountInvalid => GoKind::RepeatSize,
+        K::RepetitionMissing => GoKind::MissingRepeatArgument,
+        K::EscapeUnrecognized => GoKind::Escape,
+        K::EscapeUnexpectedEof => GoKind::TrailingBackslash,
+        K::ClassRangeInvalid | K::UnicodeClassInvalid => GoKind::CharRange,
+        _ => GoKind::None,
+    }
+}
+
+fn go_kind_of_hir(kind: &regex_syntax::hir::ErrorKind) -> GoKind {
+    use regex_syntax::hir::ErrorKind as K;
+    match kind {
+        K::UnicodePropertyNotFound | K::UnicodePropertyValueNotFound => GoKind::CharRange,
+        _ => GoKind::None,
     }
 }
 
@@ -81,10 +156,14 @@ impl RegexLit {
 
     /// The error a parser reports for this literal (with its position when known).
     pub fn error_text(&self, error: &RegexError) -> String {
-        let shown = shorten(&self.pattern);
+        let shown = shorten(error.shown.as_deref().unwrap_or(&self.pattern));
         match self.at {
             (0, _) => format!("{error}: `{shown}`"),
-            (line, char) => format!("{error}: `{shown}` at line {line}, char {char}"),
+            // InfluxDB reports a regex's error one character before the literal.
+            (line, char) => format!(
+                "{error}: `{shown}` at line {line}, char {}",
+                char.saturating_sub(1).max(1)
+            ),
         }
     }
 }
@@ -149,7 +228,15 @@ pub fn check(pattern: &str) -> Result<(), RegexError> {
     }
     let ast = regex_syntax::ast::parse::Parser::new()
         .parse(pattern)
-        .map_err(|e| RegexError::new(last_line(&e.to_string())))?;
+        .map_err(|e| {
+            let span = e.span().start.offset..e.span().end.offset;
+            RegexError::syntax(
+                pattern,
+                go_kind_of_ast(e.kind()),
+                span,
+                last_line(&e.to_string()),
+            )
+        })?;
     if count_classes(&ast) > MAX_REGEX_CLASSES {
         return Err(RegexError::new(format!(
             "expression too large: more than {MAX_REGEX_CLASSES} Perl or Unicode classes"
@@ -157,7 +244,15 @@ pub fn check(pattern: &str) -> Result<(), RegexError> {
     }
     regex_syntax::hir::translate::Translator::new()
         .translate(pattern, &ast)
-        .map_err(|e| RegexError::new(last_line(&e.to_string())))?;
+        .map_err(|e| {
+            let span = e.span().start.offset..e.span().end.offset;
+            RegexError::syntax(
+                pattern,
+                go_kind_of_hir(e.kind()),
+                span,
+                last_line(&e.to_string()),
+            )
+        })?;
     Ok(())
 }
 
@@ -264,10 +359,16 @@ mod tests {
         let bracketed = "[\\w\\d]".repeat(MAX_REGEX_CLASSES / 2 + 1);
         assert!(check(&bracketed).is_err());
         assert!(check(&"\\w".repeat(MAX_REGEX_CLASSES)).is_ok());
+        // Go's words where the two engines' errors correspond.
         let e = check("[").unwrap_err().to_string();
-        assert_eq!(e, "error parsing regexp: unclosed character class");
+        assert_eq!(e, "error parsing regexp: missing closing ]");
         let e = check("\\p{NoSuchClass}").unwrap_err().to_string();
-        assert!(e.contains("Unicode property not found"), "{e}");
+        assert_eq!(e, "error parsing regexp: invalid character class range");
+        let e = check("a(?=b)").unwrap_err().to_string();
+        assert!(
+            e.contains("look-around"),
+            "regex-syntax's own words otherwise: {e}"
+        );
     }
 
     #[test]
@@ -291,9 +392,16 @@ mod tests {
         assert!(!copy.is_match("mem"));
         let bad = RegexLit::at("(", 2, 5);
         let e = bad.regex().unwrap_err().clone();
+        // Go's text, one character before the literal as InfluxDB reports it.
         assert_eq!(
             bad.error_text(&e),
-            "error parsing regexp: unclosed group: `(` at line 2, char 5"
+            "error parsing regexp: missing closing ): `(` at line 2, char 4"
+        );
+        let bad = RegexLit::at("x[a", 1, 9);
+        let e = bad.regex().unwrap_err().clone();
+        assert_eq!(
+            bad.error_text(&e),
+            "error parsing regexp: missing closing ]: `[a` at line 1, char 8"
         );
         assert!(!bad.is_match("("));
     }

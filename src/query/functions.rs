@@ -58,6 +58,49 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                 ))
             };
             match func {
+                Function::HoltWinters | Function::HoltWintersWithFit => {
+                    // InfluxDB's compileHoltWinters, in its order.
+                    if args.len() != 3 {
+                        return Err(arity_err("3"));
+                    }
+                    match &args[1] {
+                        Expr::Integer(n) if *n <= 0 => {
+                            return Err(QueryError::msg(format!(
+                                "second arg to {name} must be greater than 0, got {n}"
+                            )))
+                        }
+                        Expr::Integer(_) => {}
+                        _ => {
+                            return Err(QueryError::msg(format!(
+                                "expected integer argument as second arg in {name}"
+                            )))
+                        }
+                    }
+                    match &args[2] {
+                        Expr::Integer(n) if *n < 0 => {
+                            return Err(QueryError::msg(format!(
+                                "third arg to {name} cannot be negative, got {n}"
+                            )))
+                        }
+                        Expr::Integer(_) => {}
+                        _ => {
+                            return Err(QueryError::msg(format!(
+                                "expected integer argument as third arg in {name}"
+                            )))
+                        }
+                    }
+                    if !matches!(args[0].unparen(), Expr::Call { .. }) {
+                        return Err(QueryError::msg(format!(
+                            "must use aggregate function with {name}"
+                        )));
+                    }
+                    if !has_interval {
+                        return Err(QueryError::msg(format!(
+                            "{name} aggregate requires a GROUP BY interval"
+                        )));
+                    }
+                    continue;
+                }
                 Function::Percentile => {
                     if args.len() != 2 {
                         return Err(arity_err("2"));
@@ -320,6 +363,51 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         )
     });
     let has_transform = all_calls.iter().any(|(func, _)| func.is_transform());
+
+    // holt_winters(): the inner aggregate per window that has points, forecast; the
+    // forecast points are the rows (InfluxDB's holt-winters iterator over the whole
+    // group), other columns null.
+    if let Some(hi) = a.fields.iter().position(|f| {
+        matches!(
+            f.expr.function(),
+            Some(Function::HoltWinters | Function::HoltWintersWithFit)
+        )
+    }) {
+        let Expr::Call {
+            func: Some(func),
+            args,
+            ..
+        } = a.fields[hi].expr.unparen()
+        else {
+            return Ok(Vec::new());
+        };
+        let (Some(Expr::Integer(h)), Some(Expr::Integer(m))) = (args.get(1), args.get(2)) else {
+            return Ok(Vec::new());
+        };
+        let mut pts = Vec::new();
+        for &(lo, hi_t) in &windows {
+            let (from, to) = window_rows(a, lo, hi_t);
+            if from >= to {
+                continue;
+            }
+            if let Some(x) = eval_window(a, &args[0], from, to, lo, &mut |_| {})?.as_f64() {
+                pts.push((lo, x));
+            }
+        }
+        let interval = a.interval.map(|i| i.0).unwrap_or(0);
+        let with_fit = *func == Function::HoltWintersWithFit;
+        let forecast = crate::query::holt_winters::forecast(&pts, *h, *m, with_fit, interval);
+        return Ok(forecast
+            .into_iter()
+            .map(|(t, v)| {
+                let mut row = vec![Val::Int(t)];
+                for i in 0..a.fields.len() {
+                    row.push(if i == hi { Val::Float(v) } else { Val::Null });
+                }
+                row
+            })
+            .collect());
+    }
 
     let mut out = Vec::new();
     if let Some(mi) = multi {

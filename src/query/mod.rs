@@ -12,6 +12,7 @@
 pub mod delete;
 pub mod explain;
 pub mod functions;
+pub mod holt_winters;
 pub mod into;
 pub mod output;
 pub mod render;
