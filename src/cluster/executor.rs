@@ -238,6 +238,9 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         if let Some(name) = missing_param(st, &options.params) {
             return Err(ParseError::plain(format!("missing parameter: {name}")).into());
         }
+        if let Some(message) = crate::query::unbindable_param(st, &options.params) {
+            return Err(ParseError::plain(message).into());
+        }
     }
     // Every statement is authorized before any runs (InfluxDB's QueryAuthorizer).
     crate::influxql::authorize::authorize_query(
@@ -280,7 +283,22 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         }
         match outcome {
             Ok(Some(series)) => {
-                results.push(json!({ "statement_id": id, "series": series }));
+                let mut result = json!({ "statement_id": id, "series": series });
+                // SELECT ... INTO with GET: InfluxDB's read-only warning, the statement
+                // printed with its sources and target qualified.
+                if let (true, Statement::Select(sel)) = (options.read_only, statement) {
+                    if sel.into.is_some() {
+                        let mut shown = (**sel).clone();
+                        if let Some(db) = options.db.as_deref() {
+                            let _ = qualify_select(&ctx.meta.snapshot(), db, &mut shown);
+                        }
+                        result["messages"] = json!([{
+                            "level": "warning",
+                            "text": format!("deprecated use of '{shown}' in a read only context, please use a POST request instead"),
+                        }]);
+                    }
+                }
+                results.push(result);
                 kinds.push(matches!(statement, Statement::Select(_)));
             }
             Ok(None) if options.read_only && warns_when_read_only(statement) => {
@@ -925,9 +943,10 @@ async fn execute_statement(
         } => {
             // Stored as InfluxDB stores it: every source and the target qualified with
             // database and policy (checked to exist), printed back as text.
+            // InfluxDB qualifies with the request's database when it names one.
             let snap = meta.snapshot();
             let mut select = (**select).clone();
-            qualify_select(&snap, database, &mut select)?;
+            qualify_select(&snap, qc.db.unwrap_or(database), &mut select)?;
             let text = Statement::CreateContinuousQuery {
                 name: name.clone(),
                 database: database.clone(),

@@ -752,7 +752,12 @@ impl Parser {
                 self.pos += 1;
                 Ok(ns)
             }
-            Tok::BadDuration(_) => Err(ParseError::plain("invalid duration")),
+            // RESAMPLE's durations report where they are (InfluxDB's parseResample).
+            Tok::BadDuration(_) => Err(ParseError::plain(format!(
+                "invalid duration at line {}, char {}",
+                self.peek().line,
+                self.peek().char
+            ))),
             _ => Err(self.error("duration")),
         }
     }

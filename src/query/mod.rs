@@ -248,13 +248,34 @@ async fn run_delete(
 
 /// The first bound parameter a statement names that `params` lacks.
 pub fn missing_param(st: &Statement, params: &serde_json::Map<String, Value>) -> Option<String> {
-    fn in_select(s: &ast::Select, params: &serde_json::Map<String, Value>) -> Option<String> {
-        let mut missing = None;
+    first_param_where(st, &|p| !params.contains_key(p))
+}
+
+/// Why a bound parameter the statement names cannot be bound: a JSON array or object
+/// (InfluxDB's `unable to bind parameter with type []interface {}` / `map[...]`).
+pub fn unbindable_param(st: &Statement, params: &serde_json::Map<String, Value>) -> Option<String> {
+    let go_type = |p: &str| match params.get(p) {
+        Some(Value::Array(_)) => Some("[]interface {}"),
+        Some(Value::Object(_)) => Some("map[string]interface {}"),
+        _ => None,
+    };
+    let name = first_param_where(st, &|p| go_type(p).is_some())?;
+    Some(format!(
+        "missing parameter: unable to bind parameter with type {}",
+        go_type(&name)?
+    ))
+}
+
+/// The first bound parameter of a statement (fields, condition, counts, subqueries)
+/// for which `pick` holds.
+fn first_param_where(st: &Statement, pick: &dyn Fn(&str) -> bool) -> Option<String> {
+    fn in_select(s: &ast::Select, pick: &dyn Fn(&str) -> bool) -> Option<String> {
+        let mut found = None;
         let mut check = |e: &ast::Expr| {
             e.walk(&mut |x| {
                 if let ast::Expr::BoundParam(p) = x {
-                    if !params.contains_key(p) && missing.is_none() {
-                        missing = Some(p.clone());
+                    if pick(p) && found.is_none() {
+                        found = Some(p.clone());
                     }
                 }
             })
@@ -263,19 +284,19 @@ pub fn missing_param(st: &Statement, params: &serde_json::Map<String, Value>) ->
         if let Some(c) = &s.condition {
             check(c);
         }
-        if let Some((_, p)) = s.count_params.iter().find(|(_, p)| !params.contains_key(p)) {
-            missing.get_or_insert(p.clone());
+        if let Some((_, p)) = s.count_params.iter().find(|(_, p)| pick(p)) {
+            found.get_or_insert(p.clone());
         }
-        if missing.is_some() {
-            return missing;
+        if found.is_some() {
+            return found;
         }
         s.sources.iter().find_map(|src| match src {
-            ast::Source::Subquery(inner) => in_select(inner, params),
+            ast::Source::Subquery(inner) => in_select(inner, pick),
             _ => None,
         })
     }
     match st {
-        Statement::Select(s) => in_select(s, params),
+        Statement::Select(s) => in_select(s, pick),
         _ => None,
     }
 }

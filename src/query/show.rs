@@ -65,12 +65,10 @@ pub async fn execute(
         }
         return Err(QueryError::msg(format!("database not found: {database}")));
     }
-    let condition = show
-        .condition
-        .as_ref()
-        .map(|c| crate::query::select::split_time(Some(c), q.now_ns))
-        .transpose()?
-        .and_then(|(_, rest)| rest);
+    let (range, condition) = match show.condition.as_ref() {
+        Some(c) => crate::query::select::split_time(Some(c), q.now_ns)?,
+        None => ((i64::MIN, i64::MAX), None),
+    };
     let with_series = condition.is_some()
         || matches!(
             show.what,
@@ -79,7 +77,20 @@ pub async fn execute(
                 | ShowWhat::TagValues { .. }
                 | ShowWhat::TagValuesCardinality { .. }
         );
-    let schemas = q.schema(&whole_database(database, with_series)).await?;
+    // SHOW SERIES, TAG KEYS and TAG VALUES read only the shards a time condition
+    // overlaps, as InfluxDB's (they run as queries over its system iterators).
+    let mut request = whole_database(database, with_series);
+    if matches!(
+        show.what,
+        ShowWhat::Series | ShowWhat::TagKeys | ShowWhat::TagValues { .. }
+    ) {
+        request.start_ns = request.start_ns.max(range.0);
+        request.end_ns = request.end_ns.min(range.1);
+        if request.start_ns > request.end_ns {
+            return Ok(Vec::new());
+        }
+    }
+    let schemas = q.schema(&request).await?;
     let mut merged = merge(&schemas);
     // FROM: keep the named or matching measurements.
     let sources: Vec<&Measurement> = show
