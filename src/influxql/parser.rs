@@ -201,6 +201,8 @@ enum Tok {
     Param(String),
     /// A regex literal right after `=~` / `!~`.
     Regex(String),
+    /// A regex literal with no closing slash on its line.
+    BadRegex,
     /// An unterminated string or quoted identifier (its text).
     Bad(String),
     Semicolon,
@@ -232,6 +234,7 @@ impl Token {
             Tok::Duration(_, s) | Tok::BadDuration(s) => s.clone(),
             Tok::Param(s) => format!("${s}"),
             Tok::Regex(s) => format!("/{s}/"),
+            Tok::BadRegex => String::new(),
             Tok::Bad(s) => s.clone(),
             Tok::Semicolon => ";".into(),
             Tok::Symbol(c) => c.to_string(),
@@ -306,20 +309,18 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             advance(&mut i, &mut line, &mut col, c);
             let mut re = String::new();
             let mut closed = false;
+            // As InfluxDB's ScanDelimited: `\/` is a slash; any other backslash is
+            // kept and the character after it read on its own (so `\\/` ends in an
+            // escaped slash); a line break or the end leaves the regex unclosed.
             while i < chars.len() {
                 let d = chars[i];
+                if d == '\n' {
+                    break;
+                }
                 if d == '\\' && chars.get(i + 1) == Some(&'/') {
                     re.push('/');
                     advance(&mut i, &mut line, &mut col, d);
                     advance(&mut i, &mut line, &mut col, '/');
-                    continue;
-                }
-                if d == '\\' && i + 1 < chars.len() {
-                    re.push(d);
-                    re.push(chars[i + 1]);
-                    let n = chars[i + 1];
-                    advance(&mut i, &mut line, &mut col, d);
-                    advance(&mut i, &mut line, &mut col, n);
                     continue;
                 }
                 advance(&mut i, &mut line, &mut col, d);
@@ -330,7 +331,7 @@ fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                 re.push(d);
             }
             if !closed {
-                Tok::Bad(re)
+                Tok::BadRegex
             } else {
                 Tok::Regex(re)
             }

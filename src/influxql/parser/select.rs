@@ -259,7 +259,7 @@ impl Parser {
                 self.pos += 1;
                 Expr::Wildcard(self.cast()?)
             }
-            Tok::Symbol('/') | Tok::Regex(_) => Expr::Regex(self.regex()?),
+            Tok::Symbol('/') | Tok::Regex(_) | Tok::BadRegex => Expr::Regex(self.regex()?),
             Tok::Number(n) => {
                 self.pos += 1;
                 number_literal(n).ok_or_else(|| bad(t, "number"))?
@@ -361,6 +361,17 @@ impl Parser {
     /// A regex literal `/.../` starting at the current `/` token: re-scanned from the
     /// input, since its inside is not InfluxQL tokens.
     pub(super) fn regex(&mut self) -> Result<RegexLit, ParseError> {
+        // InfluxDB's `bad regex: ` (its literal text is lost), one character before.
+        let bad_regex = |at: &super::Token| {
+            ParseError::plain(format!(
+                "bad regex:  at line {}, char {}",
+                at.line,
+                at.char.saturating_sub(1).max(1)
+            ))
+        };
+        if self.peek().tok == Tok::BadRegex {
+            return Err(bad_regex(self.peek()));
+        }
         if let Tok::Regex(re) = &self.peek().tok {
             let (re, at) = (re.clone(), self.peek().clone());
             self.pos += 1;
@@ -375,17 +386,14 @@ impl Parser {
         let mut out = String::new();
         loop {
             match self.chars.get(i) {
-                None | Some('\n') => return Err(self.error("regex")),
+                None | Some('\n') => return Err(bad_regex(&at)),
                 Some('\\') if self.chars.get(i + 1) == Some(&'/') => {
                     out.push('/');
                     i += 2;
                 }
                 Some('\\') => {
                     out.push('\\');
-                    if let Some(&c) = self.chars.get(i + 1) {
-                        out.push(c);
-                    }
-                    i += 2;
+                    i += 1;
                 }
                 Some('/') => break,
                 Some(&c) => {
