@@ -5,6 +5,7 @@
 
 use crate::influxql::ast::{Expr, Op, VarKind};
 use crate::influxql::function::Function;
+use crate::influxql::gomath;
 use crate::influxql::value::{arith, Val};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -236,23 +237,24 @@ pub fn math(func: Option<Function>, args: &[Val]) -> Val {
             // Go's math.Round: half away from zero.
             v.round()
         }),
+        // Go's math, as InfluxDB computes them (`gomath`).
         Some(Function::Sqrt) => float(f64::sqrt),
-        Some(Function::Ln) => float(f64::ln),
-        Some(Function::Log2) => float(f64::log2),
-        Some(Function::Log10) => float(f64::log10),
-        Some(Function::Exp) => float(f64::exp),
-        Some(Function::Sin) => float(f64::sin),
-        Some(Function::Cos) => float(f64::cos),
-        Some(Function::Tan) => float(f64::tan),
-        Some(Function::Asin) => float(f64::asin),
-        Some(Function::Acos) => float(f64::acos),
-        Some(Function::Atan) => float(f64::atan),
+        Some(Function::Ln) => float(gomath::log),
+        Some(Function::Log2) => float(gomath::log2),
+        Some(Function::Log10) => float(gomath::log10),
+        Some(Function::Exp) => float(gomath::exp),
+        Some(Function::Sin) => float(gomath::sin),
+        Some(Function::Cos) => float(gomath::cos),
+        Some(Function::Tan) => float(gomath::tan),
+        Some(Function::Asin) => float(gomath::asin),
+        Some(Function::Acos) => float(gomath::acos),
+        Some(Function::Atan) => float(gomath::atan),
         Some(f @ (Function::Log | Function::Pow | Function::Atan2)) => {
             match (x.as_f64(), args.get(1).and_then(Val::as_f64)) {
                 (Some(a), Some(b)) => Val::Float(match f {
-                    Function::Log => a.ln() / b.ln(),
-                    Function::Pow => a.powf(b),
-                    _ => a.atan2(b),
+                    Function::Log => gomath::log(a) / gomath::log(b),
+                    Function::Pow => gomath::pow(a, b),
+                    _ => gomath::atan2(a, b),
                 }),
                 _ => Val::Null,
             }

@@ -2,8 +2,8 @@
 //! step for step so the answers match to the last bit — its reducer (the window values
 //! on an interval grid, NaN for missing windows; starting guesses; a 2x2x2x2 grid of
 //! starting parameters, each refined by its Nelder-Mead optimizer; the damped,
-//! multiplicative-seasonal recurrences) and Go's `math.Pow` for integer exponents
-//! (repeated squaring, not the C library's pow), which the recurrences call.
+//! multiplicative-seasonal recurrences), with Go's `math.Pow` (`influxql::gomath`:
+//! repeated squaring, not the C library's pow), which the recurrences call.
 //!
 //! Go's code mutates the parameter vectors it is handed (the objective constrains them
 //! to [0, 1] and writes the seasonal ring buffer into them), and the optimizer's path
@@ -135,7 +135,7 @@ impl Optimizer {
             let favg = fsum / (n + 1) as f64;
             let mut s = 0.0;
             for fi in &f {
-                s += go_pow(fi - favg, 2.0) / nf;
+                s += crate::influxql::gomath::pow(fi - favg, 2.0) / nf;
             }
             if s.sqrt() < epsilon {
                 break;
@@ -151,102 +151,6 @@ impl Optimizer {
         let min = objfunc(&mut v[vs]);
         (min, parameters)
     }
-}
-
-/// Go's `math.Pow` for the exponents used here (integers; NaN/Inf/zero cases as Go).
-fn go_pow(x: f64, y: f64) -> f64 {
-    if y == 0.0 || x == 1.0 {
-        return 1.0;
-    }
-    if y == 1.0 {
-        return x;
-    }
-    if x.is_nan() || y.is_nan() {
-        return f64::NAN;
-    }
-    if x == 0.0 || x.is_infinite() || y.is_infinite() || y.fract() != 0.0 {
-        return x.powf(y);
-    }
-    let yi = y.abs();
-    if yi >= 9.223372036854776e18 {
-        return x.powf(y);
-    }
-    // ans = a1 * 2^ae, by repeated squaring over the bits of yi.
-    let mut a1 = 1.0f64;
-    let mut ae: i64 = 0;
-    let (mut x1, mut xe) = frexp(x);
-    let mut i = yi as i64;
-    while i != 0 {
-        if !(-(1 << 12)..=(1 << 12)).contains(&xe) {
-            ae += xe;
-            break;
-        }
-        if i & 1 == 1 {
-            a1 *= x1;
-            ae += xe;
-        }
-        x1 *= x1;
-        xe <<= 1;
-        if x1 < 0.5 {
-            x1 += x1;
-            xe -= 1;
-        }
-        i >>= 1;
-    }
-    if y < 0.0 {
-        a1 = 1.0 / a1;
-        ae = -ae;
-    }
-    ldexp(a1, ae)
-}
-
-/// Go's `math.Frexp`: x = frac * 2^exp, |frac| in [0.5, 1).
-fn frexp(x: f64) -> (f64, i64) {
-    if x == 0.0 || x.is_nan() || x.is_infinite() {
-        return (x, 0);
-    }
-    let (mut x, mut exp) = (x, 0i64);
-    if x.abs() < f64::MIN_POSITIVE {
-        x *= (1u64 << 52) as f64;
-        exp = -52;
-    }
-    let bits = x.to_bits();
-    exp += ((bits >> 52) & 0x7ff) as i64 - 1022;
-    let frac = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
-    (frac, exp)
-}
-
-/// Go's `math.Ldexp`: frac * 2^exp, with Go's handling of overflow and subnormals.
-fn ldexp(frac: f64, exp: i64) -> f64 {
-    if frac == 0.0 || frac.is_nan() || frac.is_infinite() {
-        return frac;
-    }
-    // Go's normalize: a subnormal is scaled into the normal range first.
-    let (frac, e) = if frac.abs() < f64::MIN_POSITIVE {
-        (frac * (1u64 << 52) as f64, -52)
-    } else {
-        (frac, 0)
-    };
-    let mut exp = exp + e;
-    let bits = frac.to_bits();
-    exp += ((bits >> 52) & 0x7ff) as i64 - 1023;
-    if exp < -1075 {
-        return 0.0f64.copysign(frac);
-    }
-    if exp > 1023 {
-        return if frac < 0.0 {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
-    }
-    let mut m = 1.0;
-    if exp < -1022 {
-        exp += 53;
-        m = 1.0 / (1u64 << 53) as f64;
-    }
-    let bits = (bits & !(0x7ff << 52)) | (((exp + 1023) as u64) << 52);
-    m * f64::from_bits(bits)
 }
 
 const HW_WEIGHT: f64 = 0.5;
@@ -335,7 +239,7 @@ impl Reducer {
             y_t = y;
             l_t = lt;
             b_t = bt;
-            phi_h += go_pow(phi, t as f64);
+            phi_h += crate::influxql::gomath::pow(phi, t as f64);
             if self.seasonal {
                 params[6 + (t + so) % m] = s_t;
                 so += 1;
@@ -494,26 +398,6 @@ pub fn forecast(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_pow_is_repeated_squaring_and_frexp_ldexp_round_trip() {
-        for x in [0.3f64, 0.7, 1.7, 2.5, 0.99999, 123.456] {
-            for n in 0..60 {
-                let p = go_pow(x, n as f64);
-                let naive = x.powi(n);
-                // Within an ulp or two of the C library's; exact for small n.
-                assert!(
-                    (p - naive).abs() <= naive.abs() * 1e-14,
-                    "{x}^{n}: {p} vs {naive}"
-                );
-            }
-            let (f, e) = frexp(x);
-            assert!((0.5..1.0).contains(&f));
-            assert_eq!(ldexp(f, e), x);
-        }
-        assert_eq!(go_pow(3.0, 2.0), 9.0);
-        assert_eq!(frexp(f64::MIN_POSITIVE / 4.0).1, -1023);
-    }
 
     #[test]
     fn too_little_data_forecasts_nothing_and_a_line_goes_on() {
