@@ -27,6 +27,22 @@ impl Shutdown {
         }
     }
 
+    /// Sleeps `period`, or less if shutdown comes first: whether it did (a service's
+    /// periodic loop stops then).
+    pub async fn sleep(&self, period: Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(period).await;
+                false
+            },
+            async {
+                self.wait().await;
+                true
+            },
+        )
+        .await
+    }
+
     /// Marks this core drained and waits until every core is.
     pub async fn barrier(&self, cores: usize) {
         self.drained_cores.fetch_add(1, Ordering::SeqCst);

@@ -158,18 +158,7 @@ impl ContinuousQueryService {
     pub async fn run(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.run_interval_ms);
         loop {
-            let stop = futures_lite::future::or(
-                async {
-                    glommio::timer::sleep(interval).await;
-                    false
-                },
-                async {
-                    self.shutdown.wait().await;
-                    true
-                },
-            )
-            .await;
-            if stop {
+            if self.shutdown.sleep(interval).await {
                 return;
             }
             self.check(crate::base::time::now_ns()).await;

@@ -577,13 +577,16 @@ async fn show_queries(ctx: &StatementExecutor) -> Result<Option<Value>, String> 
         .iter()
         .flat_map(|w| w.peer_ids())
         .map(|node| {
-            futures_lite::future::or(admin(ctx, node, AdminRequest::Queries), async move {
-                glommio::timer::sleep(wait).await;
-                Err(format!("node {node}: no answer within {wait:?}"))
-            })
+            Box::pin(futures_lite::future::or(
+                admin(ctx, node, AdminRequest::Queries),
+                async move {
+                    glommio::timer::sleep(wait).await;
+                    Err(format!("node {node}: no answer within {wait:?}"))
+                },
+            ))
         })
         .collect();
-    for answer in futures_util_join_all(asks).await {
+    for answer in crate::cluster::shard_mapper::join_all(asks).await {
         match answer {
             Ok(AdminResponse::Queries(q)) => all.extend(q),
             Ok(_) => {}
@@ -607,30 +610,6 @@ async fn show_queries(ctx: &StatementExecutor) -> Result<Option<Value>, String> 
         "columns": ["qid", "query", "database", "duration", "status"],
         "values": values,
     }])))
-}
-
-/// Awaits every future of `futures` concurrently (on this core), in order.
-async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 /// `run` under a timeout of `timeout_ms` (0: none). On timeout the statement's future

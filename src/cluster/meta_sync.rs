@@ -150,18 +150,7 @@ impl MetaSyncService {
     pub async fn run(self: Rc<Self>) {
         loop {
             self.round().await;
-            let stop = futures_lite::future::or(
-                async {
-                    glommio::timer::sleep(self.interval).await;
-                    false
-                },
-                async {
-                    self.shutdown.wait().await;
-                    true
-                },
-            )
-            .await;
-            if stop {
+            if self.shutdown.sleep(self.interval).await {
                 return;
             }
         }

@@ -62,18 +62,7 @@ impl MonitorService {
     pub async fn run(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.store_interval_ms);
         loop {
-            let stop = futures_lite::future::or(
-                async {
-                    glommio::timer::sleep(interval).await;
-                    false
-                },
-                async {
-                    self.shutdown.wait().await;
-                    true
-                },
-            )
-            .await;
-            if stop {
+            if self.shutdown.sleep(interval).await {
                 return;
             }
             if let Err(e) = self.store(crate::base::time::now_ns()).await {

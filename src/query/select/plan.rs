@@ -620,18 +620,7 @@ pub(super) fn expand_fields(
 ) -> Vec<Field> {
     let mut out = Vec::new();
     // Tags that are GROUP BY dimensions are not columns of `*`.
-    let mut grouped: BTreeSet<String> = group_tag_keys(sel, data).into_iter().collect();
-    for d in &sel.dimensions {
-        match d {
-            Dimension::Wildcard => grouped.extend(all_tags.iter().cloned()),
-            Dimension::Regex(re) => {
-                if let Ok(re) = re.regex() {
-                    grouped.extend(all_tags.iter().filter(|k| re.is_match(k)).cloned());
-                }
-            }
-            _ => {}
-        }
-    }
+    let grouped = statement_group_keys(sel, data, all_tags);
     for f in &sel.fields {
         match &f.expr {
             Expr::Wildcard(kind) => {

@@ -66,21 +66,9 @@ pub(super) async fn reduce(
         .map(|s| std::mem::take(&mut s.rows))
         .collect();
     let ev = Evaluator::new(&data.slots, &data.tag_keys);
-    // GROUP BY * and /re/ group by the tag keys of every source, as InfluxDB: a
-    // series without one has it empty.
-    let mut group_keys: BTreeSet<String> = group_tag_keys(sel, &data).into_iter().collect();
-    for d in &sel.dimensions {
-        match d {
-            Dimension::Wildcard => group_keys.extend(all_tags.iter().cloned()),
-            Dimension::Regex(re) => {
-                if let Ok(re) = re.regex() {
-                    group_keys.extend(all_tags.iter().filter(|k| re.is_match(k)).cloned());
-                }
-            }
-            _ => {}
-        }
-    }
-    let group_keys: Vec<String> = group_keys.into_iter().collect();
+    let group_keys: Vec<String> = statement_group_keys(sel, &data, all_tags)
+        .into_iter()
+        .collect();
     // Rows before the range feed the extra windows of transformations only.
     let out_start = range.0;
     let range = match (interval, extra_intervals(sel)) {
@@ -296,6 +284,29 @@ pub(super) fn check_types(e: &Expr, data: &SourceData) -> Result<(), QueryError>
         Some(e) => Err(QueryError::msg(e)),
         None => Ok(()),
     }
+}
+
+/// The tag keys a statement groups one source by: its GROUP BY tags, and for `*` and
+/// `/re/` the matching keys of every source (`all_tags`), as InfluxDB: a series
+/// without one has it empty.
+pub(super) fn statement_group_keys(
+    sel: &Select,
+    data: &SourceData,
+    all_tags: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut keys: BTreeSet<String> = group_tag_keys(sel, data).into_iter().collect();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Wildcard => keys.extend(all_tags.iter().cloned()),
+            Dimension::Regex(re) => {
+                if let Ok(re) = re.regex() {
+                    keys.extend(all_tags.iter().filter(|k| re.is_match(k)).cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    keys
 }
 
 pub(super) fn group_tag_keys(sel: &Select, data: &SourceData) -> Vec<String> {
