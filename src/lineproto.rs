@@ -195,13 +195,11 @@ pub struct LineError {
     pub reason: String,
 }
 
+/// InfluxDB's text, which names the line by quoting it (its number is `line_number`,
+/// for logs and callers that want it).
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unable to parse '{}': {} (line {})",
-            self.line, self.reason, self.line_number
-        )
+        write!(f, "unable to parse '{}': {}", self.line, self.reason)
     }
 }
 

@@ -1137,11 +1137,7 @@ fn every_error_reason() {
         assert_eq!(e.line, line.trim_start(), "{line:?}");
         assert_eq!(
             e.to_string(),
-            format!(
-                "unable to parse '{}': {} (line 1)",
-                line.trim_start(),
-                e.reason
-            )
+            format!("unable to parse '{}': {}", line.trim_start(), e.reason)
         );
     }
 }
@@ -1216,7 +1212,7 @@ fn errors_carry_line_numbers_and_valid_lines_survive() {
     assert_eq!(fields, body.fields.len());
     assert_eq!(
         body.errors[0].to_string(),
-        "unable to parse 'cpu,host=b f=1.2.3 2': invalid number (line 4)"
+        "unable to parse 'cpu,host=b f=1.2.3 2': invalid number"
     );
 }
 
