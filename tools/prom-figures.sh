@@ -18,16 +18,11 @@ for a in "$@"; do
         *) echo "unknown argument $a" >&2; exit 2 ;;
     esac
 done
-[ $BUILD = 1 ] && cargo build --release --bins >/dev/null
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/shardcore}
-BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/shardcore-bench}
+source tools/figure-lib.sh
 source tools/influx-lib.sh
+figure_binaries
 
-work=$(mktemp -d /tmp/prom-figures.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+figure_setup prom-figures
 wait_up() { for _ in $(seq 1200); do curl -sf "$1/ping" >/dev/null && return 0; sleep 0.05; done; echo "prom-figures: $1 did not start" >&2; exit 1; }
 
 port=$(free_port)

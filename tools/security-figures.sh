@@ -21,15 +21,11 @@ for a in "$@"; do
         *) echo "unknown argument $a" >&2; exit 2 ;;
     esac
 done
-[ $BUILD = 1 ] && cargo build --release --bins >/dev/null
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/shardcore}
-BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/shardcore-bench}
+source tools/figure-lib.sh
+figure_binaries
 command -v openssl >/dev/null || { echo "security-figures: SKIPPED: openssl is needed for the certificates" >&2; exit 0; }
 
-work=$(mktemp -d /tmp/security-figures.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+figure_setup security-figures
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=figures CA" -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
@@ -38,7 +34,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -addext "basicConstraints=critical,CA:FALSE" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
     -keyout "$work/node.key" -out "$work/node.crt" 2>/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start() { # NAME EXTRA_HTTP_TOML -> sets PORT_<NAME>, PID_<NAME>
     local name=$1 extra=$2 port; port=$(free_port)
     printf 'cores = 2\n[runtime]\npin-cores = false\n[http]\nbind-address = "127.0.0.1:%s"\n%b\n' "$port" "$extra" >"$work/$name.toml"

@@ -7,6 +7,7 @@
 //! frames (JSON, owned here; opaque to `net::wire`), served by the cluster service over
 //! this node's cores (`LocalNode`).
 
+use crate::influxql::parser::Statement;
 use crate::net::wire::{opaque_message, FrameKind};
 use crate::tsdb::read::cancel::Deadline;
 use bytes::Bytes;
@@ -93,8 +94,11 @@ pub fn query_home(qid: u64) -> (u64, usize) {
 }
 
 struct Entry {
-    query: String,
-    database: String,
+    /// The request's statements and which one this is: printed only when listed, so
+    /// a statement costs no formatting on its way.
+    statements: Rc<Vec<Statement>>,
+    index: usize,
+    database: Option<Rc<str>>,
     started: Instant,
     deadline: Deadline,
     killed: bool,
@@ -124,19 +128,21 @@ impl Drop for Registration {
 }
 
 impl QueryRegistry {
-    /// Registers a statement starting now.
+    /// Registers statement `index` of a request's `statements`, starting now.
     pub fn register(
         self: &Rc<Self>,
         qid: u64,
-        query: String,
-        database: String,
+        statements: Rc<Vec<Statement>>,
+        index: usize,
+        database: Option<Rc<str>>,
         deadline: Deadline,
     ) -> Registration {
         let (tx, rx) = oneshot::channel();
         self.running.borrow_mut().insert(
             qid,
             Entry {
-                query,
+                statements,
+                index,
                 database,
                 started: Instant::now(),
                 deadline,
@@ -158,8 +164,12 @@ impl QueryRegistry {
             .iter()
             .map(|(qid, e)| RunningQuery {
                 qid: *qid,
-                query: e.query.clone(),
-                database: e.database.clone(),
+                query: e
+                    .statements
+                    .get(e.index)
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                database: e.database.as_deref().unwrap_or_default().to_string(),
                 duration_ns: e.started.elapsed().as_nanos() as u64,
                 status: if e.killed { "killed" } else { "running" }.into(),
             })
@@ -190,7 +200,8 @@ mod tests {
     fn a_registration_lives_as_long_as_its_statement_and_a_kill_reaches_it() {
         let registry = Rc::new(QueryRegistry::default());
         let deadline = Deadline::after(None);
-        let mut reg = registry.register(7, "SELECT 1".into(), "db".into(), deadline.clone());
+        let statements = Rc::new(crate::influxql::parser::parse_query("SELECT 1 FROM m").unwrap());
+        let mut reg = registry.register(7, statements, 0, Some("db".into()), deadline.clone());
         assert_eq!(registry.list()[0].status, "running");
         assert!(!registry.kill(8));
         assert!(registry.kill(7));

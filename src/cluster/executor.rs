@@ -215,17 +215,17 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
         ))
         .into());
     }
-    let statements = parser::parse_query(q)?;
+    let statements = Rc::new(parser::parse_query(q)?);
     // Regexes compile once, before anything runs, a costly one off this core; one that
     // does not compile fails the query as a parse error, as in InfluxDB.
-    for st in &statements {
+    for st in statements.iter() {
         if let Err((lit, e)) = regex::prepare(statement_regexes(st)).await {
             return Err(ParseError::plain(lit.error_text(&e)).into());
         }
     }
     // A bound parameter without a value, or an unknown time zone, fails the whole
     // query as a parse error, as InfluxDB.
-    for st in &statements {
+    for st in statements.iter() {
         if let Statement::Select(s) = st {
             if let Some(name) = &s.tz {
                 if tz::Zone::load(name).is_none() {
@@ -255,14 +255,16 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
     let version_before = ctx.meta.snapshot().version;
     let now = crate::base::time::now_ns();
     let timeout = ctx.config.query_timeout_ms;
+    let database: Option<Rc<str>> = options.db.as_deref().map(Rc::from);
     for (id, statement) in statements.iter().enumerate() {
         let started = std::time::Instant::now();
         let meta = ctx.meta.snapshot();
         let qc = ctx.context(&meta, options, now);
         let mut registration = ctx.queries.register(
             qc.query_id,
-            statement.to_string(),
-            options.db.clone().unwrap_or_default(),
+            statements.clone(),
+            id,
+            database.clone(),
             qc.deadline.clone(),
         );
         let outcome = futures_lite::future::or(
@@ -913,28 +915,15 @@ async fn execute_statement(
             }
             Ok(Some(json!([series])))
         }
-        Statement::CreateContinuousQuery {
-            name,
-            database,
-            resample_every_ns,
-            resample_for_ns,
-            select,
-        } => {
+        Statement::CreateContinuousQuery { name, database, .. } => {
             // Stored as InfluxDB stores it: every source and the target qualified with
-            // database and policy (checked to exist), printed back as text.
-            // InfluxDB qualifies with the request's database when it names one.
-            let snap = meta.snapshot();
-            let mut select = (**select).clone();
-            qualify_select(&snap, qc.db.unwrap_or(database), &mut select)?;
-            let text = Statement::CreateContinuousQuery {
-                name: name.clone(),
-                database: database.clone(),
-                resample_every_ns: *resample_every_ns,
-                resample_for_ns: *resample_for_ns,
-                select: Box::new(select),
+            // database and policy (checked to exist) — with the request's database when
+            // it names one, as InfluxDB — printed back as text.
+            let mut stored = statement.clone();
+            if let Statement::CreateContinuousQuery { select, .. } = &mut stored {
+                qualify_select(&meta.snapshot(), qc.db.unwrap_or(database), select)?;
             }
-            .to_string();
-            meta.create_continuous_query(database, name, &text)
+            meta.create_continuous_query(database, name, &stored.to_string())
                 .map_err(err)?;
             Ok(None)
         }

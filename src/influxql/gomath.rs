@@ -130,18 +130,23 @@ fn cos_poly(zz: f64) -> f64 {
                 + COS[5])
 }
 
-pub fn sin(x: f64) -> f64 {
+/// Go's sin and tan prelude: ±0 and NaN answer themselves, the infinities NaN; else
+/// |x| and whether x was negative.
+fn odd_argument(x: f64) -> Result<(f64, bool), f64> {
     if x == 0.0 || x.is_nan() {
-        return x;
+        return Err(x);
     }
     if x.is_infinite() {
-        return f64::NAN;
+        return Err(f64::NAN);
     }
-    let (mut x, mut sign) = (x, false);
-    if x < 0.0 {
-        x = -x;
-        sign = true;
-    }
+    Ok((x.abs(), x < 0.0))
+}
+
+pub fn sin(x: f64) -> f64 {
+    let (x, mut sign) = match odd_argument(x) {
+        Ok(split) => split,
+        Err(special) => return special,
+    };
     let (mut j, z) = reduce(x);
     if j > 3 {
         sign = !sign;
@@ -200,29 +205,13 @@ pub fn tan(x: f64) -> f64 {
         2.50083801823357915839e7,
         -5.38695755929454629881e7,
     ];
-    if x == 0.0 || x.is_nan() {
-        return x;
-    }
-    if x.is_infinite() {
-        return f64::NAN;
-    }
-    let (mut x, mut sign) = (x, false);
-    if x < 0.0 {
-        x = -x;
-        sign = true;
-    }
-    // Go's tan maps zeros and singularities like sin's, without the octant mask.
-    let (j, z) = if x >= REDUCE_THRESHOLD {
-        trig_reduce(x)
-    } else {
-        let mut j = (x * (4.0 / PI)) as u64;
-        let mut y = j as f64;
-        if j & 1 == 1 {
-            j += 1;
-            y += 1.0;
-        }
-        (j, ((x - y * PI4A) - y * PI4B) - y * PI4C)
+    let (x, sign) = match odd_argument(x) {
+        Ok(split) => split,
+        Err(special) => return special,
     };
+    // Go's tan reduces as sin does but skips the octant mask; it reads only bit 1 of
+    // the octant, which the mask keeps.
+    let (j, z) = reduce(x);
     let zz = z * z;
     let mut y = if zz > 1e-14 {
         z + z

@@ -241,7 +241,9 @@ pub(super) fn raw_rows(
 /// order (reversed for ORDER BY time DESC), then merges the shards, whose times do not
 /// overlap. The sorted merge is Go's `container/heap` over the iterators' next points,
 /// less by time, then — at one time — by the leading string values of the statement's
-/// variables sorted by name (`aux`); which of equal points comes out first is the heap's
+/// variables sorted by name (`tie`, InfluxDB's comparison of its Aux values: the first
+/// pair that is not two equal strings decides, and only if both are strings); which of
+/// equal points comes out first is the heap's
 /// doing, reproduced here step by step (Init, Pop, Push as Go writes them).
 ///
 /// Returns the rows ascending in time (a DESC statement reverses them later), so for
@@ -250,7 +252,7 @@ pub(super) fn influx_merge_order(
     rows: Vec<GroupRow>,
     shard_group_ns: i64,
     desc: bool,
-    aux: &dyn Fn(&GroupRow) -> Vec<Option<String>>,
+    tie: &dyn Fn(&GroupRow, &GroupRow) -> std::cmp::Ordering,
 ) -> Vec<GroupRow> {
     // Per shard group, the runs of each series in series order.
     let mut by_group: BTreeMap<i64, Vec<Vec<GroupRow>>> = BTreeMap::new();
@@ -277,7 +279,7 @@ pub(super) fn influx_merge_order(
                 r.reverse();
             }
         }
-        out.extend(heap_merge(runs, desc, aux));
+        out.extend(heap_merge(runs, desc, tie));
     }
     if desc {
         out.reverse();
@@ -294,7 +296,7 @@ type RunLess<'a> = &'a dyn Fn(&Runs, usize, usize) -> bool;
 fn heap_merge(
     runs: Vec<Vec<GroupRow>>,
     desc: bool,
-    aux: &dyn Fn(&GroupRow) -> Vec<Option<String>>,
+    tie: &dyn Fn(&GroupRow, &GroupRow) -> std::cmp::Ordering,
 ) -> Vec<GroupRow> {
     if runs.len() == 1 {
         return runs.into_iter().next().unwrap_or_default();
@@ -312,18 +314,11 @@ fn heap_merge(
         if x.0 != y.0 {
             return if desc { x.0 > y.0 } else { x.0 < y.0 };
         }
-        let (ax, ay) = (aux(x), aux(y));
-        if ax.is_empty() || ax.len() != ay.len() {
-            return false;
+        match tie(x, y) {
+            std::cmp::Ordering::Less => !desc,
+            std::cmp::Ordering::Greater => desc,
+            std::cmp::Ordering::Equal => false,
         }
-        for (a, b) in ax.iter().zip(&ay) {
-            match (a, b) {
-                (Some(a), Some(b)) if a == b => continue,
-                (Some(a), Some(b)) => return if desc { a > b } else { a < b },
-                _ => return false,
-            }
-        }
-        false
     };
     fn down(heap: &mut [usize], runs: &Runs, i0: usize, n: usize, less: RunLess<'_>) {
         let mut i = i0;
@@ -390,7 +385,7 @@ mod tests {
 
     #[test]
     fn equal_times_come_out_as_gos_heap_orders_them() {
-        let no_aux = |_: &GroupRow| -> Vec<Option<String>> { vec![] };
+        let no_aux = |_: &GroupRow, _: &GroupRow| std::cmp::Ordering::Equal;
         // Three series with one point each at one time: Go's heap pops the first,
         // then the last, then the middle one.
         let rows = vec![row(5, 0), row(5, 1), row(5, 2)];
@@ -407,7 +402,7 @@ mod tests {
             .collect();
         assert_eq!(times, vec![(5, 0), (5, 1), (150, 0), (150, 1)]);
         // Leading string values decide a tie.
-        let by_series = |r: &GroupRow| vec![Some(["b", "a", "c"][r.1].to_string())];
+        let by_series = |x: &GroupRow, y: &GroupRow| ["b", "a", "c"][x.1].cmp(["b", "a", "c"][y.1]);
         let rows = vec![row(5, 0), row(5, 1), row(5, 2)];
         let order: Vec<usize> = influx_merge_order(rows, 100, false, &by_series)
             .iter()

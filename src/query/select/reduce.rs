@@ -141,28 +141,26 @@ pub(super) async fn reduce(
             aux_vars.push((name, slot));
         }
     }
-    let aux = |row: &GroupRow| -> Vec<Option<String>> {
-        aux_vars
-            .iter()
-            .map(|(name, slot)| match slot {
-                Some(i) => match row.2.get(*i) {
-                    Some(Val::Str(s)) => Some(s.clone()),
-                    _ => None,
-                },
-                // A blank tag is a null (InfluxDB's aux cursor), no string.
-                None => data.series[row.1]
-                    .tags
-                    .get(name)
-                    .filter(|v| !v.is_empty())
-                    .cloned(),
-            })
-            .collect()
+    // InfluxDB's tie-break: the first variable that is not two equal strings decides,
+    // and only if both are strings.
+    let tie = |x: &GroupRow, y: &GroupRow| -> std::cmp::Ordering {
+        for (name, slot) in &aux_vars {
+            match (
+                aux_str(&data, x, name, *slot),
+                aux_str(&data, y, name, *slot),
+            ) {
+                (Some(a), Some(b)) if a == b => continue,
+                (Some(a), Some(b)) => return a.cmp(b),
+                _ => return std::cmp::Ordering::Equal,
+            }
+        }
+        std::cmp::Ordering::Equal
     };
     for (key, mut rows) in groups {
         // Let the core's other work (ingest, other connections) run between groups.
         glommio::yield_if_needed().await;
         if merge_order {
-            rows = influx_merge_order(rows, data.shard_group_ns, sel.order_desc, &aux);
+            rows = influx_merge_order(rows, data.shard_group_ns, sel.order_desc, &tie);
         } else {
             rows.sort_by_key(|r| r.0); // stable: series order within a timestamp
         }
@@ -224,6 +222,27 @@ pub(super) async fn reduce(
         });
     }
     Ok(out)
+}
+
+/// One variable's value as InfluxDB's aux cursor holds it, for the merge order's
+/// tie-break: a string, or not one (numbers, null; a blank tag is a null).
+fn aux_str<'a>(
+    data: &'a SourceData,
+    row: &'a GroupRow,
+    name: &str,
+    slot: Option<usize>,
+) -> Option<&'a str> {
+    match slot {
+        Some(i) => match row.2.get(i) {
+            Some(Val::Str(s)) => Some(s.as_str()),
+            _ => None,
+        },
+        None => data.series[row.1]
+            .tags
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty()),
+    }
 }
 
 /// InfluxDB's type check of arithmetic: a string, boolean or tag operand beside a
