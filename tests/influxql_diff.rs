@@ -238,6 +238,44 @@ fn dataset() -> Vec<Batch> {
             rng.cents(0, 100),
             (T0 + d * day) * NS
         ));
+        // Only in the archive policy: a series, a field and a measurement the default
+        // policy lacks (the SHOW forms that read one policy leave them out).
+        archive.push(format!(
+            "cpu,host=server09,region=vault usage_user={},spare={d}i {}",
+            d as f64 * 1.5,
+            (T0 + d * day + 3 * hour) * NS
+        ));
+        archive.push(format!(
+            "vault,kind=cold level={}i {}",
+            d % 7,
+            (T0 + d * day) * NS
+        ));
+    }
+
+    // diff2.net: 12 series (3 hosts x 4 interfaces) every 2 h with full-precision
+    // floats, so sums and means over many series and shards show the order InfluxDB adds
+    // them in. h2/eth1 starts on day 11; h3/eth3 is silent on days 6-8; ~10% missing.
+    // Its own generator, so the data above stays as it was.
+    let mut net_rng = Rng(0x6e65_745f_7365_7273);
+    for host in ["h1", "h2", "h3"] {
+        for iface in ["eth0", "eth1", "eth2", "eth3"] {
+            let mut t = T0;
+            while t < T0 + DAYS * day {
+                let rel_day = (t - T0) / day;
+                let absent = (host == "h2" && iface == "eth1" && rel_day < 11)
+                    || (host == "h3" && iface == "eth3" && (6..9).contains(&rel_day));
+                let skip = net_rng.chance(10);
+                if !absent && !skip {
+                    let bytes = net_rng.below(10_000_000) as f64 / 7.0;
+                    let errs = net_rng.below(50);
+                    diff2.push(format!(
+                        "net,host={host},iface={iface} bytes={bytes},errs={errs}i {}",
+                        t * NS
+                    ));
+                }
+                t += 2 * hour;
+            }
+        }
     }
 
     let mut batches = Vec::new();

@@ -7,6 +7,7 @@ use crate::influxql::ast::{Expr, Field, Fill};
 use crate::influxql::eval::{math, Evaluator};
 use crate::influxql::function::Function;
 use crate::influxql::value::{arith, Val};
+use crate::query::merge_order::{MergeOrder, Row};
 use crate::query::QueryError;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -268,6 +269,12 @@ pub struct AggInput<'a> {
     pub shard_group_ns: i64,
     /// By row slot: the slot holding the point counts of a partial-sum slot.
     pub weights: &'a [Option<usize>],
+    /// InfluxDB's comparison of two rows at one time in its sorted merges (by the
+    /// leading string values of its Aux variables).
+    pub tie: &'a dyn Fn(&Row, &Row) -> Ordering,
+    /// InfluxDB's merge order over this group, set once its windows are known when a
+    /// call's float answer depends on it (see [`MergeOrder`]).
+    pub order: std::cell::OnceCell<MergeOrder>,
 }
 
 use crate::base::time::{MAX_TIME_NS as MAX_TIME, MIN_TIME_NS as MIN_TIME};
@@ -363,6 +370,35 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         )
     });
     let has_transform = all_calls.iter().any(|(func, _)| func.is_transform());
+    if a.shard_group_ns > 0
+        && all_calls.iter().any(|(func, _)| {
+            matches!(
+                func,
+                Function::Mean
+                    | Function::Sum
+                    | Function::Stddev
+                    | Function::Mode
+                    | Function::Percentile
+            )
+        })
+    {
+        let _ = a.order.set(MergeOrder::new(
+            a.rows,
+            &windows,
+            a.shard_group_ns,
+            a.desc,
+            a.tie,
+            all_calls
+                .iter()
+                .any(|(func, _)| matches!(func, Function::Mean | Function::Sum)),
+            all_calls.iter().any(|(func, _)| {
+                matches!(
+                    func,
+                    Function::Stddev | Function::Mode | Function::Percentile
+                )
+            }),
+        ));
+    }
 
     // holt_winters(): the inner aggregate per window that has points, forecast; the
     // forecast points are the rows (InfluxDB's holt-winters iterator over the whole
@@ -502,7 +538,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                 *v = Val::Int(0);
             }
         }
-        apply_fill(&mut columns[fi], a.fill, &windows, a.desc);
+        apply_fill(&mut columns[fi], a.fill, &windows, a.interval, a.desc);
     }
     // Transformations over the (filled) window values.
     for (fi, f) in a.fields.iter().enumerate() {
@@ -519,7 +555,7 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
                         let (from, to) = window_rows(a, lo, hi);
                         c.push(eval_window(a, &args[0], from, to, lo, &mut |_| {})?);
                     }
-                    apply_fill(&mut c, a.fill, &windows, a.desc);
+                    apply_fill(&mut c, a.fill, &windows, a.interval, a.desc);
                     c
                 };
                 let pts: Vec<Point> = windows
@@ -748,25 +784,7 @@ fn call_points(
             };
             vec![scalar(w, Val::Float(m))]
         }
-        Function::Mode => {
-            // The most frequent value; among equals, the one seen first.
-            let mut v: Vec<&Point> = pts.iter().collect();
-            v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
-            let (mut best, mut best_n, mut best_t, mut i) = (&v[0].val, 0, i64::MAX, 0);
-            while i < v.len() {
-                let mut j = i;
-                while j < v.len() && v[j].val.cmp_total(&v[i].val) == Ordering::Equal {
-                    j += 1;
-                }
-                if j - i > best_n || (j - i == best_n && v[i].time < best_t) {
-                    best_n = j - i;
-                    best = &v[i].val;
-                    best_t = v[i].time;
-                }
-                i = j;
-            }
-            vec![scalar(w, best.clone())]
-        }
+        Function::Mode => vec![scalar(w, mode(a, &pts))],
         Function::Spread => {
             let min = pts
                 .iter()
@@ -784,10 +802,20 @@ fn call_points(
             if pts.len() < 2 {
                 vec![scalar(w, Val::Null)]
             } else {
-                let v: Vec<f64> = pts.iter().filter_map(|p| p.val.as_f64()).collect();
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
-                vec![scalar(w, Val::Float(var.sqrt()))]
+                // InfluxDB's reducer: a running mean, then Go's Pow of each deviation,
+                // over the values in its merge order (the last bits depend on both).
+                let v: Vec<f64> = merge_ordered(a, &pts)
+                    .filter_map(|p| p.val.as_f64())
+                    .filter(|x| !x.is_nan())
+                    .collect();
+                let mut mean = 0.0;
+                for (i, x) in v.iter().enumerate() {
+                    mean += (x - mean) / (i + 1) as f64;
+                }
+                let var: f64 = v
+                    .iter()
+                    .fold(0.0, |s, x| s + crate::influxql::gomath::pow(x - mean, 2.0));
+                vec![scalar(w, Val::Float((var / (v.len() as f64 - 1.0)).sqrt()))]
             }
         }
         Function::Integral => {
@@ -853,8 +881,10 @@ fn call_points(
                 Some(Expr::Number(n)) => *n,
                 _ => return Err(QueryError::msg("expected float argument in percentile()")),
             };
-            let mut v = pts.clone();
-            v.sort_by(|x, y| x.val.cmp_total(&y.val).then(x.time.cmp(&y.time)));
+            // Go's (unstable) sort by value over the points in InfluxDB's merge order
+            // decides which of equal values (and so which time) is picked.
+            let mut v: Vec<&Point> = merge_ordered(a, &pts).collect();
+            crate::influxql::gosort::sort(&mut v, &|x, y| go_less(&x.val, &y.val));
             let i = ((v.len() as f64 * q / 100.0 + 0.5).floor() as i64) - 1;
             if i < 0 || i as usize >= v.len() {
                 Vec::new()
@@ -935,10 +965,11 @@ fn scalar(time: i64, val: Val) -> Point {
     }
 }
 
-/// Per (InfluxDB shard group, series) partials of a window's points, in time order
-/// within each, keyed in (group, series key) order.
-fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64)> {
-    let mut out: BTreeMap<(i64, usize), (f64, u64)> = BTreeMap::new();
+/// Per (InfluxDB shard group, series) partials of a window's points, each added up in
+/// time order (newest first for DESC), in InfluxDB's merge order: shard by shard, the
+/// series of each in its order (see [`MergeOrder`]; series order without one).
+fn partials(a: &AggInput<'_>, pts: &[Point]) -> Vec<Vec<(f64, u64)>> {
+    let mut out: BTreeMap<(u32, i64, u32, usize), (f64, u64)> = BTreeMap::new();
     // Descending queries read (and so add up) newest first.
     let ordered: Box<dyn Iterator<Item = &Point>> = if a.desc {
         Box::new(pts.iter().rev())
@@ -947,16 +978,41 @@ fn partials(a: &AggInput<'_>, pts: &[Point]) -> BTreeMap<(i64, usize), (f64, u64
     };
     for p in ordered {
         let series = p.row.map(|r| a.rows[r].1).unwrap_or(0);
-        let e = out
-            .entry((
+        let (shard, g, rank) = match a.order.get() {
+            Some(order) => order.key(p.time, series),
+            None => (
+                0,
                 crate::base::time::go_truncate(p.time, a.shard_group_ns),
-                series,
-            ))
-            .or_default();
+                0,
+            ),
+        };
+        let e = out.entry((shard, g, rank, series)).or_default();
         e.0 += p.val.as_f64().unwrap_or(0.0);
         e.1 += p.count;
     }
-    out
+    let mut shards: Vec<Vec<(f64, u64)>> = Vec::new();
+    let mut last = None;
+    for ((shard, g, _, _), partial) in out {
+        if last != Some((shard, g)) {
+            shards.push(Vec::new());
+            last = Some((shard, g));
+        }
+        shards.last_mut().expect("pushed").push(partial);
+    }
+    shards
+}
+
+/// The points of one window in the order InfluxDB's sorted merges hand a reducer over
+/// raw points (`stddev`; see [`MergeOrder`]).
+fn merge_ordered<'p>(a: &AggInput<'_>, pts: &'p [Point]) -> impl Iterator<Item = &'p Point> {
+    let mut v: Vec<&Point> = pts.iter().collect();
+    if a.desc {
+        v.reverse();
+    }
+    if let Some(order) = a.order.get() {
+        v.sort_by_key(|p| p.row.and_then(|r| order.raw_rank(r)));
+    }
+    v.into_iter()
 }
 
 /// A float sum added up as InfluxDB's iterators do: each series within a shard, then
@@ -965,15 +1021,15 @@ fn float_sum(a: &AggInput<'_>, pts: &[Point]) -> f64 {
     if a.shard_group_ns == 0 {
         return pts.iter().filter_map(|p| p.val.as_f64()).sum();
     }
-    let mut by_group: BTreeMap<i64, f64> = BTreeMap::new();
-    for ((g, _), (s, _)) in partials(a, pts) {
-        *by_group.entry(g).or_default() += s;
-    }
-    by_group.values().fold(0.0, |acc, s| acc + s)
+    partials(a, pts)
+        .into_iter()
+        .map(|series| series.into_iter().fold(0.0, |acc, (s, _)| acc + s))
+        .fold(0.0, |acc, s| acc + s)
 }
 
-/// InfluxDB's mean reducer, applied per series, then per shard, then over shards:
-/// a partial of n >= 2 points contributes mean * n, a single point its value.
+/// InfluxDB's mean reducer, applied per series, then per shard, over the shards, and
+/// once more over the (one) source: a partial of n >= 2 points contributes mean * n,
+/// a single point its value.
 fn float_mean(a: &AggInput<'_>, pts: &[Point]) -> f64 {
     fn reduce(items: impl Iterator<Item = (f64, u64)>) -> (f64, u64) {
         let (mut sum, mut count) = (0.0, 0u64);
@@ -992,15 +1048,64 @@ fn float_mean(a: &AggInput<'_>, pts: &[Point]) -> f64 {
         let s: f64 = pts.iter().filter_map(|p| p.val.as_f64()).sum();
         return s / pts.iter().map(|p| p.count).sum::<u64>() as f64;
     }
-    let mut by_group: BTreeMap<i64, Vec<(f64, u64)>> = BTreeMap::new();
-    for ((g, _), (s, n)) in partials(a, pts) {
-        by_group.entry(g).or_default().push((s / n as f64, n));
-    }
-    let shards: Vec<(f64, u64)> = by_group
-        .into_values()
-        .map(|series| reduce(series.into_iter()))
+    let shards: Vec<(f64, u64)> = partials(a, pts)
+        .into_iter()
+        .map(|series| reduce(series.into_iter().map(|(s, n)| (s / n as f64, n))))
         .collect();
-    reduce(shards.into_iter()).0
+    let over_shards = reduce(shards.into_iter());
+    reduce(std::iter::once(over_shards)).0
+}
+
+/// InfluxDB's mode reducer over the points in its merge order: booleans by count (true
+/// on a tie); other values sorted by Go's (unstable) sort, then each run of equal
+/// values counted from its second element on, a later run winning a tie unless it
+/// started later in time (so a value seen once never wins, except the first run).
+fn mode(a: &AggInput<'_>, pts: &[Point]) -> Val {
+    let mut v: Vec<&Point> = merge_ordered(a, pts).collect();
+    if v.len() == 1 {
+        return v[0].val.clone();
+    }
+    if matches!(v[0].val, Val::Bool(_)) {
+        let trues = v.iter().filter(|p| p.val == Val::Bool(true)).count();
+        return Val::Bool(trues >= v.len() - trues);
+    }
+    crate::influxql::gosort::sort(&mut v, &|x, y| go_less(&x.val, &y.val));
+    let same = |x: &Val, y: &Val| match (x, y) {
+        (Val::Float(a), Val::Float(b)) => a == b,
+        _ => x.cmp_total(y) == Ordering::Equal,
+    };
+    let (mut most_freq, mut curr_freq) = (0usize, 0usize);
+    let (mut curr_mode, mut most_mode) = (&v[0].val, &v[0].val);
+    let (mut curr_time, mut most_time) = (v[0].time, v[0].time);
+    for p in &v {
+        if !same(&p.val, curr_mode) {
+            curr_freq = 1;
+            curr_mode = &p.val;
+            curr_time = p.time;
+            continue;
+        }
+        curr_freq += 1;
+        if most_freq > curr_freq || (most_freq == curr_freq && curr_time > most_time) {
+            continue;
+        }
+        most_freq = curr_freq;
+        most_mode = &p.val;
+        most_time = p.time;
+    }
+    most_mode.clone()
+}
+
+/// Go's `<` between two values of one type (InfluxDB's `PointsByValue`); values of
+/// different types (a field whose type differs between shards) by our total order.
+fn go_less(x: &Val, y: &Val) -> bool {
+    match (x, y) {
+        (Val::Float(a), Val::Float(b)) => a < b,
+        (Val::Int(a), Val::Int(b)) => a < b,
+        (Val::Uint(a), Val::Uint(b)) => a < b,
+        (Val::Str(a), Val::Str(b)) => a < b,
+        (Val::Bool(a), Val::Bool(_)) => !a,
+        (a, b) => a.cmp_total(b) == Ordering::Less,
+    }
 }
 
 fn sum(pts: &[Point]) -> Val {
@@ -1028,8 +1133,15 @@ fn distinct(pts: &[Point]) -> Vec<Val> {
 
 /// Fill of empty windows in one field's column (ascending windows). `fill(previous)`
 /// takes the value before in output order, as InfluxDB's fill iterator: with ORDER BY
-/// time DESC, the later window's.
-fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)], desc: bool) {
+/// time DESC, the later window's; so does `fill(linear)`'s line, drawn as InfluxDB's
+/// `linearFloat` draws it, in units of the interval.
+fn apply_fill(
+    col: &mut [Val],
+    fill: &Fill,
+    windows: &[(i64, i64)],
+    interval: Option<(i64, i64)>,
+    desc: bool,
+) {
     match fill {
         Fill::Null | Fill::None => {}
         Fill::Number(_) | Fill::Integer(_) => {
@@ -1059,24 +1171,32 @@ fn apply_fill(col: &mut [Val], fill: &Fill, windows: &[(i64, i64)], desc: bool) 
             }
         }
         Fill::Linear => {
+            let Some(every) = interval.map(|i| i.0).filter(|&e| e > 0) else {
+                return;
+            };
             let known: Vec<usize> = (0..col.len()).filter(|&i| !col[i].is_null()).collect();
             for pair in known.windows(2) {
                 let (i, j) = (pair[0], pair[1]);
-                if j - i < 2 {
-                    continue;
-                }
-                let (Some(a), Some(b)) = (col[i].as_f64(), col[j].as_f64()) else {
-                    continue;
-                };
-                let is_int = matches!(col[i], Val::Int(_));
-                // InfluxDB's linearFloat: slope times distance, plus the previous value.
-                let slope = (b - a) / (windows[j].0 - windows[i].0) as f64;
+                // The fill iterator's previous point is the one before in output order.
+                let (p, n) = if desc { (j, i) } else { (i, j) };
+                // Times in intervals, truncated as Go divides.
+                let (pt, nt) = (windows[p].0 / every, windows[n].0 / every);
+                let span = (nt - pt) as f64;
                 for k in i + 1..j {
-                    let x = slope * (windows[k].0 - windows[i].0) as f64 + a;
-                    col[k] = if is_int {
-                        Val::Int(x as i64)
-                    } else {
-                        Val::Float(x)
+                    let x = (windows[k].0 / every - pt) as f64;
+                    col[k] = match (&col[p], &col[n]) {
+                        (Val::Int(pv), Val::Int(nv)) => {
+                            let m = nv.wrapping_sub(*pv) as f64 / span;
+                            Val::Int((m * x + *pv as f64) as i64)
+                        }
+                        (Val::Uint(pv), Val::Uint(nv)) => {
+                            let m = nv.wrapping_sub(*pv) as f64 / span;
+                            Val::Uint((m * x + *pv as f64) as u64)
+                        }
+                        (pv, nv) => match (pv.as_f64(), nv.as_f64()) {
+                            (Some(pv), Some(nv)) => Val::Float((nv - pv) / span * x + pv),
+                            _ => continue,
+                        },
                     };
                 }
             }

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod functions;
 pub mod holt_winters;
 pub mod into;
+pub mod merge_order;
 pub mod output;
 pub mod render;
 pub mod select;

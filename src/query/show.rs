@@ -42,18 +42,19 @@ pub async fn execute(
     q: &QueryContext<'_>,
     show: &ShowSeriesData,
 ) -> Result<Vec<ResultSeries>, QueryError> {
-    if let (ShowWhat::Measurements { .. }, Some(condition)) = (&show.what, &show.condition) {
+    let on_time = show.condition.as_ref().is_some_and(|c| {
         let mut on_time = false;
-        condition.walk(&mut |e| {
+        c.walk(&mut |e| {
             if matches!(e, Expr::VarRef { name, .. } if name.eq_ignore_ascii_case("time")) {
                 on_time = true;
             }
         });
-        if on_time {
-            return Err(QueryError::msg(
-                "SHOW MEASUREMENTS doesn't support time in WHERE clause",
-            ));
-        }
+        on_time
+    });
+    if matches!(show.what, ShowWhat::Measurements { .. }) && on_time {
+        return Err(QueryError::msg(
+            "SHOW MEASUREMENTS doesn't support time in WHERE clause",
+        ));
     }
     let Some(database) = show.database.as_deref().or(q.db) else {
         return Err(QueryError::msg("database name required"));
@@ -89,6 +90,38 @@ pub async fn execute(
         if request.start_ns > request.end_ns {
             return Ok(Vec::new());
         }
+    }
+    // The forms InfluxDB runs as SELECTs over per-shard data (field sets, series
+    // cursors) read one retention policy: the one FROM names, else the database's
+    // default. The others, and SHOW SERIES without time (its index is the
+    // database's), read every policy.
+    let as_select = match &show.what {
+        ShowWhat::FieldKeys
+        | ShowWhat::FieldKeyCardinality { .. }
+        | ShowWhat::TagKeyCardinality { .. }
+        | ShowWhat::TagValuesCardinality { .. } => true,
+        // With a time condition it reads the series' data, not the index.
+        ShowWhat::Series => on_time,
+        ShowWhat::MeasurementCardinality { exact } | ShowWhat::SeriesCardinality { exact } => {
+            *exact
+                || !show.sources.is_empty()
+                || show.condition.is_some()
+                || show.limit > 0
+                || show.offset > 0
+        }
+        _ => false,
+    };
+    if as_select {
+        let named = show.sources.iter().find_map(|s| match s {
+            Source::Measurement(m) => m.retention_policy.clone().filter(|p| !p.is_empty()),
+            Source::Subquery(_) => None,
+        });
+        request.retention_policy = Some(named.unwrap_or_else(|| {
+            q.meta
+                .database(database)
+                .map(|d| d.default_retention_policy.clone())
+                .unwrap_or_default()
+        }));
     }
     let schemas = q.schema(&request).await?;
     let mut merged = merge(&schemas);

@@ -287,30 +287,14 @@ pub(super) fn influx_merge_order(
     out
 }
 
-/// Series runs in a merge, each's front its next point.
-type Runs = [std::collections::VecDeque<GroupRow>];
-/// The heap's order over run indices.
-type RunLess<'a> = &'a dyn Fn(&Runs, usize, usize) -> bool;
-
-/// Go's `container/heap` sorted merge of `runs` (InfluxDB's sortedMergeIterator).
+/// Go's `container/heap` sorted merge of `runs` (InfluxDB's sortedMergeIterator): by
+/// time, then by `tie`.
 fn heap_merge(
     runs: Vec<Vec<GroupRow>>,
     desc: bool,
     tie: &dyn Fn(&GroupRow, &GroupRow) -> std::cmp::Ordering,
 ) -> Vec<GroupRow> {
-    if runs.len() == 1 {
-        return runs.into_iter().next().unwrap_or_default();
-    }
-    let total: usize = runs.iter().map(Vec::len).sum();
-    let mut runs: Vec<std::collections::VecDeque<GroupRow>> = runs
-        .into_iter()
-        .filter(|r| !r.is_empty())
-        .map(Into::into)
-        .collect();
-    // The heap holds run indices; each run's front is its next point.
-    let mut heap: Vec<usize> = (0..runs.len()).collect();
-    let less = |runs: &Runs, i: usize, j: usize| -> bool {
-        let (x, y) = (&runs[i][0], &runs[j][0]);
+    crate::query::merge_order::sorted_merge(runs, &|x: &GroupRow, y: &GroupRow| {
         if x.0 != y.0 {
             return if desc { x.0 > y.0 } else { x.0 < y.0 };
         }
@@ -319,60 +303,7 @@ fn heap_merge(
             std::cmp::Ordering::Greater => desc,
             std::cmp::Ordering::Equal => false,
         }
-    };
-    fn down(heap: &mut [usize], runs: &Runs, i0: usize, n: usize, less: RunLess<'_>) {
-        let mut i = i0;
-        loop {
-            let j1 = 2 * i + 1;
-            if j1 >= n {
-                break;
-            }
-            let mut j = j1;
-            let j2 = j1 + 1;
-            if j2 < n && less(runs, heap[j2], heap[j1]) {
-                j = j2;
-            }
-            if !less(runs, heap[j], heap[i]) {
-                break;
-            }
-            heap.swap(i, j);
-            i = j;
-        }
-    }
-    fn up(heap: &mut [usize], runs: &Runs, mut j: usize, less: RunLess<'_>) {
-        while j > 0 {
-            let i = (j - 1) / 2;
-            if !less(runs, heap[j], heap[i]) {
-                break;
-            }
-            heap.swap(i, j);
-            j = i;
-        }
-    }
-    let n = heap.len();
-    for i in (0..n / 2).rev() {
-        down(&mut heap, &runs, i, n, &less);
-    }
-    let mut out = Vec::with_capacity(total);
-    while !heap.is_empty() {
-        // heap.Pop: swap the top with the last, sift down over the rest, take the last.
-        let n = heap.len() - 1;
-        heap.swap(0, n);
-        down(&mut heap, &runs, 0, n, &less);
-        let top = heap.pop().expect("not empty");
-        out.push(
-            runs[top]
-                .pop_front()
-                .expect("runs in the heap are not empty"),
-        );
-        // heap.Push of the run's next point, if any: append, sift up.
-        if !runs[top].is_empty() {
-            heap.push(top);
-            let last = heap.len() - 1;
-            up(&mut heap, &runs, last, &less);
-        }
-    }
-    out
+    })
 }
 
 #[cfg(test)]

@@ -119,18 +119,45 @@ pub(super) async fn reduce(
             if func.is_transform() && !matches!(args.first(), Some(Expr::Call { .. })))
     });
     let merge_order = data.shard_group_ns > 0 && (!aggregate || raw_transforms);
+    // InfluxDB's Aux: a raw statement's variables; beside aggregates, the variables
+    // outside the calls (what a selector carries along).
     let mut aux_vars: Vec<(String, Option<usize>)> = Vec::new();
-    if !aggregate {
-        let mut names = BTreeSet::new();
-        for f in &fields {
-            f.expr.walk(&mut |e| {
-                if let Expr::VarRef { name, kind } = e {
-                    // A field of any source is a field (absent here: no value).
-                    let tag = *kind == Some(VarKind::Tag)
-                        || (*kind != Some(VarKind::Field) && !all_fields.contains_key(name));
-                    names.insert((name.clone(), tag));
+    {
+        fn outside_calls<'e>(e: &'e Expr, out: &mut Vec<(&'e String, &'e Option<VarKind>)>) {
+            match e {
+                Expr::VarRef { name, kind } => out.push((name, kind)),
+                Expr::Call { .. } => {}
+                Expr::Paren(inner) => outside_calls(inner, out),
+                Expr::Binary { lhs, rhs, .. } => {
+                    outside_calls(lhs, out);
+                    outside_calls(rhs, out);
                 }
-            });
+                _ => {}
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut refs = Vec::new();
+        for f in &fields {
+            if aggregate {
+                outside_calls(&f.expr, &mut refs);
+            } else {
+                f.expr.walk(&mut |e| {
+                    if let Expr::VarRef { name, kind } = e {
+                        names.insert((
+                            name.clone(),
+                            // A field of any source is a field (absent here: no value).
+                            *kind == Some(VarKind::Tag)
+                                || (*kind != Some(VarKind::Field)
+                                    && !all_fields.contains_key(name)),
+                        ));
+                    }
+                });
+            }
+        }
+        for (name, kind) in refs {
+            let tag = *kind == Some(VarKind::Tag)
+                || (*kind != Some(VarKind::Field) && !all_fields.contains_key(name));
+            names.insert((name.clone(), tag));
         }
         for (name, tag) in names {
             let slot = if tag {
@@ -186,6 +213,8 @@ pub(super) async fn reduce(
                 zone,
                 shard_group_ns: data.shard_group_ns,
                 weights: &weights,
+                tie: &tie,
+                order: Default::default(),
             })?
         } else {
             raw_rows(&fields, &rows, &data, &ev)
