@@ -10,6 +10,7 @@ pub mod eval;
 pub mod format;
 pub mod function;
 pub mod gomath;
+pub mod goregex;
 pub mod gosort;
 pub mod parser;
 pub mod regex;

@@ -37,78 +37,6 @@ impl RegexError {
             shown: None,
         }
     }
-
-    /// A syntax error in Go's words (`regexp/syntax`'s error codes) and the part of
-    /// the pattern Go shows with it, where the two engines' errors correspond; else
-    /// regex-syntax's own reason.
-    fn syntax(
-        pattern: &str,
-        kind: GoKind,
-        span: std::ops::Range<usize>,
-        fallback: String,
-    ) -> RegexError {
-        let part = |r: std::ops::Range<usize>| pattern.get(r).unwrap_or(pattern).to_string();
-        let (reason, shown) = match kind {
-            GoKind::MissingParen => ("missing closing )", pattern.to_string()),
-            GoKind::UnexpectedParen => ("unexpected )", pattern.to_string()),
-            GoKind::MissingBracket => ("missing closing ]", part(span.start..pattern.len())),
-            GoKind::RepeatSize => ("invalid repeat count", part(span)),
-            GoKind::MissingRepeatArgument => {
-                // regex-syntax points at the operator; Go shows it (`*`, `{2}`).
-                let rest = pattern.get(span.start..).unwrap_or("");
-                let op = match rest.chars().next() {
-                    Some('{') => rest.find('}').map_or(rest, |end| &rest[..=end]),
-                    Some(c) => &rest[..c.len_utf8()],
-                    None => "",
-                };
-                ("missing argument to repetition operator", op.to_string())
-            }
-            GoKind::Escape => ("invalid escape sequence", part(span)),
-            GoKind::TrailingBackslash => ("trailing backslash at end of expression", String::new()),
-            GoKind::CharRange => ("invalid character class range", part(span)),
-            GoKind::None => return RegexError::new(fallback),
-        };
-        RegexError {
-            reason: reason.to_string(),
-            shown: Some(shown),
-        }
-    }
-}
-
-/// Go's `regexp/syntax` error codes that regex-syntax's errors map onto.
-enum GoKind {
-    MissingParen,
-    UnexpectedParen,
-    MissingBracket,
-    RepeatSize,
-    MissingRepeatArgument,
-    Escape,
-    TrailingBackslash,
-    CharRange,
-    None,
-}
-
-fn go_kind_of_ast(kind: &regex_syntax::ast::ErrorKind) -> GoKind {
-    use regex_syntax::ast::ErrorKind as K;
-    match kind {
-        K::GroupUnclosed => GoKind::MissingParen,
-        K::GroupUnopened => GoKind::UnexpectedParen,
-        K::ClassUnclosed => GoKind::MissingBracket,
-        K::RepetitionCountInvalid => GoKind::RepeatSize,
-        K::RepetitionMissing => GoKind::MissingRepeatArgument,
-        K::EscapeUnrecognized => GoKind::Escape,
-        K::EscapeUnexpectedEof => GoKind::TrailingBackslash,
-        K::ClassRangeInvalid | K::UnicodeClassInvalid => GoKind::CharRange,
-        _ => GoKind::None,
-    }
-}
-
-fn go_kind_of_hir(kind: &regex_syntax::hir::ErrorKind) -> GoKind {
-    use regex_syntax::hir::ErrorKind as K;
-    match kind {
-        K::UnicodePropertyNotFound | K::UnicodePropertyValueNotFound => GoKind::CharRange,
-        _ => GoKind::None,
-    }
 }
 
 /// A regex literal of a statement: its pattern, where it was written, and (once
@@ -217,43 +145,39 @@ fn shorten(pattern: &str) -> String {
     }
 }
 
-/// Checks a pattern without building its automaton: length, classes, syntax. Cheap
-/// enough for the parser (regex-syntax's parse and translation are linear).
+/// Checks a pattern without building its automaton: length, Go's syntax, classes.
+/// Cheap enough for the parser (linear scans and regex-syntax's parse).
 pub fn check(pattern: &str) -> Result<(), RegexError> {
+    for_rust(pattern).map(|_| ())
+}
+
+/// The pattern as the Rust crate must read it to match what Go's regexp matches (see
+/// `goregex`), once checked: a fault Go reports is worded as Go words it.
+fn for_rust(pattern: &str) -> Result<String, RegexError> {
     if pattern.len() > MAX_REGEX_BYTES {
         return Err(RegexError::new(format!(
             "expression too large: {} bytes, more than {MAX_REGEX_BYTES}",
             pattern.len()
         )));
     }
+    let rust = crate::influxql::goregex::translate(pattern).map_err(|e| RegexError {
+        reason: e.code.to_string(),
+        shown: Some(e.expr),
+    })?;
+    // What Go accepts and the Rust crate still refuses (nesting past its limit) keeps
+    // the crate's reason.
     let ast = regex_syntax::ast::parse::Parser::new()
-        .parse(pattern)
-        .map_err(|e| {
-            let span = e.span().start.offset..e.span().end.offset;
-            RegexError::syntax(
-                pattern,
-                go_kind_of_ast(e.kind()),
-                span,
-                last_line(&e.to_string()),
-            )
-        })?;
+        .parse(&rust)
+        .map_err(|e| RegexError::new(last_line(&e.to_string())))?;
     if count_classes(&ast) > MAX_REGEX_CLASSES {
         return Err(RegexError::new(format!(
             "expression too large: more than {MAX_REGEX_CLASSES} Perl or Unicode classes"
         )));
     }
     regex_syntax::hir::translate::Translator::new()
-        .translate(pattern, &ast)
-        .map_err(|e| {
-            let span = e.span().start.offset..e.span().end.offset;
-            RegexError::syntax(
-                pattern,
-                go_kind_of_hir(e.kind()),
-                span,
-                last_line(&e.to_string()),
-            )
-        })?;
-    Ok(())
+        .translate(&rust, &ast)
+        .map_err(|e| RegexError::new(last_line(&e.to_string())))?;
+    Ok(rust)
 }
 
 /// The reason line of a regex-syntax error (its first lines repeat the pattern).
@@ -290,8 +214,8 @@ fn count_classes(ast: &regex_syntax::ast::Ast) -> usize {
 
 /// Checks and compiles a pattern under the size limits.
 pub fn compile(pattern: &str) -> Result<Regex, RegexError> {
-    check(pattern)?;
-    regex::RegexBuilder::new(pattern)
+    let rust = for_rust(pattern)?;
+    regex::RegexBuilder::new(&rust)
         .size_limit(REGEX_PROGRAM_BYTES)
         .build()
         .map_err(|e| match e {
@@ -365,16 +289,16 @@ mod tests {
         let e = check("\\p{NoSuchClass}").unwrap_err().to_string();
         assert_eq!(e, "error parsing regexp: invalid character class range");
         let e = check("a(?=b)").unwrap_err().to_string();
-        assert!(
-            e.contains("look-around"),
-            "regex-syntax's own words otherwise: {e}"
+        assert_eq!(
+            e,
+            "error parsing regexp: invalid or unsupported Perl syntax"
         );
     }
 
     #[test]
     fn a_program_too_large_fails_within_the_limit() {
         // Accepted by `check` (few classes), refused by the program size limit.
-        let pattern = "(\\w{100}){50}";
+        let pattern = "(\\w{30}){33}";
         assert!(check(pattern).is_ok());
         let started = std::time::Instant::now();
         let e = compile(pattern).unwrap_err().to_string();
@@ -411,5 +335,202 @@ mod tests {
         let lit = RegexLit::new("x".repeat(100));
         let text = lit.error_text(&RegexError::new("expression too large"));
         assert!(text.ends_with("... (100 bytes)`"), "{text}");
+    }
+
+    /// Each pattern's error as Go 1.19's regexp.Compile words it (printed by a Go
+    /// program; InfluxDB 1.6.7 is built with it).
+    const GO_ERRORS: &[(&str, &str)] = &[
+        (
+            "(?=a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?=`",
+        ),
+        (
+            "(?!a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?!`",
+        ),
+        (
+            "(?<=a)b",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?<`",
+        ),
+        (
+            "(?<!a)b",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?<`",
+        ),
+        (
+            "(?P<>a)",
+            "error parsing regexp: invalid named capture: `(?P<>`",
+        ),
+        (
+            "(?P<name",
+            "error parsing regexp: invalid named capture: `(?P<name`",
+        ),
+        (
+            "(?<n>a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?<`",
+        ),
+        (
+            "(?z)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?z`",
+        ),
+        (
+            "(?i-)a",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?i-)`",
+        ),
+        (
+            "(?--i)a",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?--`",
+        ),
+        (
+            "(?i",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?i`",
+        ),
+        (
+            "(?",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?`",
+        ),
+        (
+            "\\1",
+            "error parsing regexp: invalid escape sequence: `\\1`",
+        ),
+        (
+            "a\\8",
+            "error parsing regexp: invalid escape sequence: `\\8`",
+        ),
+        (
+            "\\x{zz}",
+            "error parsing regexp: invalid escape sequence: `\\x{z`",
+        ),
+        (
+            "\\x{}",
+            "error parsing regexp: invalid escape sequence: `\\x{}`",
+        ),
+        (
+            "\\xZ",
+            "error parsing regexp: invalid escape sequence: `\\xZ`",
+        ),
+        (
+            "\\p{Foo}",
+            "error parsing regexp: invalid character class range: `\\p{Foo}`",
+        ),
+        (
+            "[a-\\d]",
+            "error parsing regexp: invalid escape sequence: `\\d`",
+        ),
+        (
+            "[z-a]",
+            "error parsing regexp: invalid character class range: `z-a`",
+        ),
+        (
+            "a{1001}",
+            "error parsing regexp: invalid repeat count: `{1001}`",
+        ),
+        (
+            "**",
+            "error parsing regexp: missing argument to repetition operator: `*`",
+        ),
+        (
+            "a**",
+            "error parsing regexp: invalid nested repetition operator: `**`",
+        ),
+        (
+            "a++",
+            "error parsing regexp: invalid nested repetition operator: `++`",
+        ),
+        (
+            "\\C",
+            "error parsing regexp: invalid escape sequence: `\\C`",
+        ),
+        (
+            "[[:foo:]]",
+            "error parsing regexp: invalid character class range: `[:foo:]`",
+        ),
+        (
+            "[[:alpha:]",
+            "error parsing regexp: missing closing ]: `[[:alpha:]`",
+        ),
+        (
+            "\\k<n>",
+            "error parsing regexp: invalid escape sequence: `\\k`",
+        ),
+        (
+            "(?#comment)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?#`",
+        ),
+        (
+            "\\G",
+            "error parsing regexp: invalid escape sequence: `\\G`",
+        ),
+        (
+            "\\X",
+            "error parsing regexp: invalid escape sequence: `\\X`",
+        ),
+        (
+            "\\R",
+            "error parsing regexp: invalid escape sequence: `\\R`",
+        ),
+        (
+            "\\h",
+            "error parsing regexp: invalid escape sequence: `\\h`",
+        ),
+        (
+            "\\e",
+            "error parsing regexp: invalid escape sequence: `\\e`",
+        ),
+        (
+            "\\cA",
+            "error parsing regexp: invalid escape sequence: `\\c`",
+        ),
+        (
+            "\\u0041",
+            "error parsing regexp: invalid escape sequence: `\\u`",
+        ),
+        (
+            "\\N",
+            "error parsing regexp: invalid escape sequence: `\\N`",
+        ),
+        (
+            "\\o{12}",
+            "error parsing regexp: invalid escape sequence: `\\o`",
+        ),
+        (
+            "x{2}{3}",
+            "error parsing regexp: invalid nested repetition operator: `{2}{3}`",
+        ),
+        (
+            "(?P=n)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?P`",
+        ),
+        (
+            "(?'n'a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?'`",
+        ),
+        (
+            "(?|a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?|`",
+        ),
+        (
+            "(?>a)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?>`",
+        ),
+        ("(?m:a", "error parsing regexp: missing closing ): `(?m:a`"),
+        ("[a", "error parsing regexp: missing closing ]: `[a`"),
+        ("a)", "error parsing regexp: unexpected ): `a)`"),
+        ("(a", "error parsing regexp: missing closing ): `(a`"),
+    ];
+
+    #[test]
+    fn errors_are_worded_as_gos() {
+        let mut wrong = Vec::new();
+        for (pattern, go) in GO_ERRORS {
+            let lit = RegexLit::new(*pattern);
+            let ours = match check(pattern) {
+                Ok(()) => "accepted".to_string(),
+                Err(e) => lit.error_text(&e),
+            };
+            if ours != *go {
+                wrong.push(format!("{pattern}\n  go:   {go}\n  ours: {ours}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }
