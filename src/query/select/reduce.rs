@@ -135,7 +135,6 @@ pub(super) async fn reduce(
                 _ => {}
             }
         }
-        let mut names = BTreeSet::new();
         let mut refs = Vec::new();
         for f in &fields {
             if aggregate {
@@ -143,18 +142,14 @@ pub(super) async fn reduce(
             } else {
                 f.expr.walk(&mut |e| {
                     if let Expr::VarRef { name, kind } = e {
-                        names.insert((
-                            name.clone(),
-                            // A field of any source is a field (absent here: no value).
-                            *kind == Some(VarKind::Tag)
-                                || (*kind != Some(VarKind::Field)
-                                    && !all_fields.contains_key(name)),
-                        ));
+                        refs.push((name, kind));
                     }
                 });
             }
         }
+        let mut names = BTreeSet::new();
         for (name, kind) in refs {
+            // A field of any source is a field (absent here: no value).
             let tag = *kind == Some(VarKind::Tag)
                 || (*kind != Some(VarKind::Field) && !all_fields.contains_key(name));
             names.insert((name.clone(), tag));
