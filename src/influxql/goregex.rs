@@ -286,6 +286,12 @@ impl<'a> Scanner<'a> {
         self.frames.last_mut().expect("the outermost frame stays")
     }
 
+    /// Nothing before this point can be repeated (a group or alternative starts).
+    fn forget_item(&mut self) {
+        self.last_item = None;
+        self.flags_at = None;
+    }
+
     fn atom(&mut self, need: u64) {
         let f = self.frame();
         f.last = Some(need);
@@ -310,8 +316,7 @@ impl<'a> Scanner<'a> {
                         // Flags alone: the item before stays the one to repeat.
                         self.flags_at.get_or_insert(item_start);
                     } else {
-                        self.last_item = None;
-                        self.flags_at = None;
+                        self.forget_item();
                     }
                 }
                 '(' => {
@@ -322,16 +327,14 @@ impl<'a> Scanner<'a> {
                     self.out.push('(');
                     t = &t[1..];
                     item = false;
-                    self.last_item = None;
-                    self.flags_at = None;
+                    self.forget_item();
                 }
                 '|' => {
                     self.frame().last = None;
                     self.out.push('|');
                     t = &t[1..];
                     item = false;
-                    self.last_item = None;
-                    self.flags_at = None;
+                    self.forget_item();
                 }
                 ')' => {
                     if self.frames.len() < 2 {

@@ -137,58 +137,55 @@ impl<T> Sorter<'_, '_, T> {
         }
     }
 
-    fn partition(&mut self, a: usize, b: usize, pivot: usize) -> (usize, bool) {
-        self.swap(a, pivot);
-        // i and j are inclusive bounds of what is left; j may step below a + 1.
-        let (mut i, mut j) = (a as isize + 1, b as isize - 1);
-        while i <= j && self.less(i as usize, a) {
-            i += 1;
-        }
-        while i <= j && !self.less(j as usize, a) {
-            j -= 1;
-        }
-        if i > j {
-            self.swap(j as usize, a);
-            return (j as usize, true);
-        }
-        self.swap(i as usize, j as usize);
-        i += 1;
-        j -= 1;
+    /// Go's partition scans: from both ends inward, `i` past what `left` keeps and `j`
+    /// past what `right` keeps, swapping the two that stop them, until they cross.
+    /// Returns where they crossed and whether nothing had to move.
+    fn cross(
+        &mut self,
+        mut i: isize,
+        mut j: isize,
+        left: &dyn Fn(&Self, usize) -> bool,
+        right: &dyn Fn(&Self, usize) -> bool,
+    ) -> (isize, isize, bool) {
+        let mut untouched = true;
         loop {
-            while i <= j && self.less(i as usize, a) {
+            while i <= j && left(self, i as usize) {
                 i += 1;
             }
-            while i <= j && !self.less(j as usize, a) {
+            while i <= j && right(self, j as usize) {
                 j -= 1;
             }
             if i > j {
-                break;
+                return (i, j, untouched);
             }
             self.swap(i as usize, j as usize);
+            untouched = false;
             i += 1;
             j -= 1;
         }
+    }
+
+    fn partition(&mut self, a: usize, b: usize, pivot: usize) -> (usize, bool) {
+        self.swap(a, pivot);
+        // i and j are inclusive bounds of what is left; j may step below a + 1.
+        let (_, j, untouched) = self.cross(
+            a as isize + 1,
+            b as isize - 1,
+            &|s, i| s.less(i, a),
+            &|s, j| !s.less(j, a),
+        );
         self.swap(j as usize, a);
-        (j as usize, false)
+        (j as usize, untouched)
     }
 
     fn partition_equal(&mut self, a: usize, b: usize, pivot: usize) -> usize {
         self.swap(a, pivot);
-        let (mut i, mut j) = (a as isize + 1, b as isize - 1);
-        loop {
-            while i <= j && !self.less(a, i as usize) {
-                i += 1;
-            }
-            while i <= j && self.less(a, j as usize) {
-                j -= 1;
-            }
-            if i > j {
-                break;
-            }
-            self.swap(i as usize, j as usize);
-            i += 1;
-            j -= 1;
-        }
+        let (i, _, _) = self.cross(
+            a as isize + 1,
+            b as isize - 1,
+            &|s, i| !s.less(a, i),
+            &|s, j| s.less(a, j),
+        );
         i as usize
     }
 
