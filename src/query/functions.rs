@@ -969,7 +969,9 @@ fn scalar(time: i64, val: Val) -> Point {
 /// time order (newest first for DESC), in InfluxDB's merge order: shard by shard, the
 /// series of each in its order (see [`MergeOrder`]; series order without one).
 fn partials(a: &AggInput<'_>, pts: &[Point]) -> Vec<Vec<(f64, u64)>> {
-    let mut out: BTreeMap<(u32, i64, u32, usize), (f64, u64)> = BTreeMap::new();
+    // (group, series) -> (sum, count, a time of it): one map step per point; the
+    // merge order is looked up once per partial.
+    let mut acc: BTreeMap<(i64, usize), (f64, u64, i64)> = BTreeMap::new();
     // Descending queries read (and so add up) newest first.
     let ordered: Box<dyn Iterator<Item = &Point>> = if a.desc {
         Box::new(pts.iter().rev())
@@ -978,21 +980,25 @@ fn partials(a: &AggInput<'_>, pts: &[Point]) -> Vec<Vec<(f64, u64)>> {
     };
     for p in ordered {
         let series = p.row.map(|r| a.rows[r].1).unwrap_or(0);
-        let (shard, g, rank) = match a.order.get() {
-            Some(order) => order.key(p.time, series),
-            None => (
-                0,
-                crate::base::time::go_truncate(p.time, a.shard_group_ns),
-                0,
-            ),
-        };
-        let e = out.entry((shard, g, rank, series)).or_default();
+        let g = crate::base::time::go_truncate(p.time, a.shard_group_ns);
+        let e = acc.entry((g, series)).or_insert((0.0, 0, p.time));
         e.0 += p.val.as_f64().unwrap_or(0.0);
         e.1 += p.count;
     }
+    let mut keyed: Vec<_> = acc
+        .into_iter()
+        .map(|((g, series), (sum, n, t))| {
+            let (shard, _, rank) = match a.order.get() {
+                Some(order) => order.key(t, series),
+                None => (0, g, 0),
+            };
+            ((shard, g, rank, series), (sum, n))
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(k, _)| *k);
     let mut shards: Vec<Vec<(f64, u64)>> = Vec::new();
     let mut last = None;
-    for ((shard, g, _, _), partial) in out {
+    for ((shard, g, _, _), partial) in keyed {
         if last != Some((shard, g)) {
             shards.push(Vec::new());
             last = Some((shard, g));

@@ -183,9 +183,10 @@ impl MergeOrder {
         }
         // Per shard group, per series: the windows it has points in, ascending. Rows
         // come in time order, so each series' (group, window) changes rarely: the
-        // maps are touched only when it does.
+        // maps are touched only when it does. (Series indices are the statement's,
+        // so a group's are sparse: a map, not a vector as long as the largest.)
         let mut present: BTreeMap<i64, BTreeMap<usize, Vec<i64>>> = BTreeMap::new();
-        let mut last: Vec<Option<(i64, i64)>> = Vec::new();
+        let mut last: HashMap<usize, (i64, i64)> = HashMap::new();
         let mut wi = 0;
         for &(t, series, _) in rows {
             while wi < windows.len() && windows[wi].1 < t {
@@ -195,13 +196,9 @@ impl MergeOrder {
                 continue;
             };
             let g = crate::base::time::go_truncate(t, group_ns);
-            if series >= last.len() {
-                last.resize(series + 1, None);
-            }
-            if last[series] == Some((g, w)) {
+            if last.insert(series, (g, w)) == Some((g, w)) {
                 continue;
             }
-            last[series] = Some((g, w));
             let ws = present.entry(g).or_default().entry(series).or_default();
             if ws.last() != Some(&w) {
                 ws.push(w);
