@@ -292,44 +292,64 @@ fn raw_ranks(
     desc: bool,
     tie: &dyn Fn(&Row, &Row) -> Ordering,
 ) -> Vec<u32> {
-    let mut by_group: BTreeMap<i64, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
-    for (i, &(t, series, _)) in rows.iter().enumerate() {
-        let g = crate::base::time::go_truncate(t, group_ns);
-        by_group
-            .entry(g)
-            .or_default()
-            .entry(series)
-            .or_default()
-            .push(i);
+    let n = rows.len() as u32;
+    // Without two points at one time, the merge order is time order.
+    if rows.windows(2).all(|w| w[0].0 != w[1].0) {
+        return if desc {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        };
     }
-    let less = |x: &usize, y: &usize| {
-        let (x, y) = (&rows[*x], &rows[*y]);
+    // Each series' points within a shard group, in time order (a stable sort of the
+    // time-ordered rows), groups ascending.
+    let key = |i: u32| {
+        let (t, series, _) = &rows[i as usize];
+        (crate::base::time::go_truncate(*t, group_ns), *series)
+    };
+    let mut idx: Vec<u32> = (0..n).collect();
+    idx.sort_by_cached_key(|&i| key(i));
+    // Groups as runs of (time, row), times inline for the heap's comparisons.
+    let mut groups: Vec<Vec<Vec<(i64, u32)>>> = Vec::new();
+    let mut last: Option<(i64, usize)> = None;
+    for &i in &idx {
+        let k = key(i);
+        if last.map(|l| l.0) != Some(k.0) {
+            groups.push(Vec::new());
+        }
+        let runs = groups.last_mut().expect("pushed");
+        if last != Some(k) {
+            runs.push(Vec::new());
+        }
+        last = Some(k);
+        runs.last_mut()
+            .expect("pushed")
+            .push((rows[i as usize].0, i));
+    }
+    let less = |x: &(i64, u32), y: &(i64, u32)| {
         if x.0 != y.0 {
             return if desc { x.0 > y.0 } else { x.0 < y.0 };
         }
-        match tie(x, y) {
+        match tie(&rows[x.1 as usize], &rows[y.1 as usize]) {
             Ordering::Less => !desc,
             Ordering::Greater => desc,
             Ordering::Equal => false,
         }
     };
+    if desc {
+        groups.reverse();
+    }
     let mut ranks = vec![u32::MAX; rows.len()];
     let mut pos = 0u32;
-    let groups: Vec<BTreeMap<usize, Vec<usize>>> = if desc {
-        by_group.into_values().rev().collect()
-    } else {
-        by_group.into_values().collect()
-    };
-    for by_series in groups {
-        let mut runs: Vec<Vec<usize>> = by_series.into_values().collect();
+    for mut runs in groups {
         if desc {
             runs.reverse();
             for r in &mut runs {
                 r.reverse();
             }
         }
-        for i in sorted_merge(runs, &less) {
-            ranks[i] = pos;
+        for (_, i) in sorted_merge(runs, &less) {
+            ranks[i as usize] = pos;
             pos += 1;
         }
     }
@@ -368,6 +388,27 @@ mod tests {
         // leaves them.
         series.sort_by_key(|&s| order.raw_rank(s));
         assert_eq!(series, vec![0, 3, 2, 1]);
+        // Without ties, time order (latest first for DESC), across shard groups too.
+        let rows: Vec<Row> = [(5, 1), (7, 0), (150, 1), (160, 0)]
+            .iter()
+            .map(|&(t, s)| (t, s, vec![]))
+            .collect();
+        let windows = [(0, 999)];
+        let asc = MergeOrder::new(&rows, &windows, 100, false, &no_aux, false, true);
+        let desc = MergeOrder::new(&rows, &windows, 100, true, &no_aux, false, true);
+        let ranks = |o: &MergeOrder| (0..4).map(|i| o.raw_rank(i).unwrap()).collect::<Vec<_>>();
+        assert_eq!(ranks(&asc), vec![0, 1, 2, 3]);
+        assert_eq!(ranks(&desc), vec![3, 2, 1, 0]);
+        // Ties in the later shard group only: the earlier group comes first whole.
+        let rows: Vec<Row> = [(5, 1), (150, 0), (150, 1)]
+            .iter()
+            .map(|&(t, s)| (t, s, vec![]))
+            .collect();
+        let asc = MergeOrder::new(&rows, &windows, 100, false, &no_aux, false, true);
+        assert_eq!(
+            (0..3).map(|i| asc.raw_rank(i).unwrap()).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
