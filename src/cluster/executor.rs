@@ -292,7 +292,7 @@ async fn execute_here(ctx: &StatementExecutor, q: &str, options: &QueryOptions) 
                     if sel.into.is_some() {
                         let mut shown = (**sel).clone();
                         if let Some(db) = options.db.as_deref() {
-                            let _ = qualify_select(&ctx.meta.snapshot(), db, &mut shown);
+                            let _ = qualify_select(&meta, db, &mut shown);
                         }
                         result["messages"] = json!([{
                             "level": "warning",

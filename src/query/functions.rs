@@ -64,32 +64,19 @@ pub fn validate(fields: &[Field], has_interval: bool) -> Result<(), QueryError> 
                     if args.len() != 3 {
                         return Err(arity_err("3"));
                     }
-                    match &args[1] {
-                        Expr::Integer(n) if *n <= 0 => {
-                            return Err(QueryError::msg(format!(
-                                "second arg to {name} must be greater than 0, got {n}"
-                            )))
-                        }
-                        Expr::Integer(_) => {}
-                        _ => {
-                            return Err(QueryError::msg(format!(
-                                "expected integer argument as second arg in {name}"
-                            )))
-                        }
-                    }
-                    match &args[2] {
-                        Expr::Integer(n) if *n < 0 => {
-                            return Err(QueryError::msg(format!(
-                                "third arg to {name} cannot be negative, got {n}"
-                            )))
-                        }
-                        Expr::Integer(_) => {}
-                        _ => {
-                            return Err(QueryError::msg(format!(
-                                "expected integer argument as third arg in {name}"
-                            )))
-                        }
-                    }
+                    // An integer argument, refused (with `must`) when `bad`.
+                    let integer =
+                        |arg: &Expr, nth: &str, bad: fn(i64) -> bool, must: &str| match arg {
+                            Expr::Integer(n) if bad(*n) => Err(QueryError::msg(format!(
+                                "{nth} arg to {name} {must}, got {n}"
+                            ))),
+                            Expr::Integer(_) => Ok(()),
+                            _ => Err(QueryError::msg(format!(
+                                "expected integer argument as {nth} arg in {name}"
+                            ))),
+                        };
+                    integer(&args[1], "second", |n| n <= 0, "must be greater than 0")?;
+                    integer(&args[2], "third", |n| n < 0, "cannot be negative")?;
                     if !matches!(args[0].unparen(), Expr::Call { .. }) {
                         return Err(QueryError::msg(format!(
                             "must use aggregate function with {name}"
@@ -370,33 +357,26 @@ pub fn aggregate_rows(a: &AggInput<'_>) -> Result<Vec<Vec<Val>>, QueryError> {
         )
     });
     let has_transform = all_calls.iter().any(|(func, _)| func.is_transform());
-    if a.shard_group_ns > 0
-        && all_calls.iter().any(|(func, _)| {
-            matches!(
-                func,
-                Function::Mean
-                    | Function::Sum
-                    | Function::Stddev
-                    | Function::Mode
-                    | Function::Percentile
-            )
-        })
-    {
+    // Calls whose answer depends on the order InfluxDB hands them their inputs:
+    // partials pushed into each series, or raw points.
+    let pushed = all_calls
+        .iter()
+        .any(|(func, _)| matches!(func, Function::Mean | Function::Sum));
+    let raw = all_calls.iter().any(|(func, _)| {
+        matches!(
+            func,
+            Function::Stddev | Function::Mode | Function::Percentile
+        )
+    });
+    if a.shard_group_ns > 0 && (pushed || raw) {
         let _ = a.order.set(MergeOrder::new(
             a.rows,
             &windows,
             a.shard_group_ns,
             a.desc,
             a.tie,
-            all_calls
-                .iter()
-                .any(|(func, _)| matches!(func, Function::Mean | Function::Sum)),
-            all_calls.iter().any(|(func, _)| {
-                matches!(
-                    func,
-                    Function::Stddev | Function::Mode | Function::Percentile
-                )
-            }),
+            pushed,
+            raw,
         ));
     }
 

@@ -120,7 +120,7 @@ pub(crate) fn window_merge<T>(inputs: Vec<Vec<(i64, T)>>) -> Vec<(i64, T)> {
 
 /// Go's sorted merge (InfluxDB's sortedMergeIterator) of `runs`, each in its own
 /// order, by `less` over their next items.
-pub(crate) fn sorted_merge<T>(runs: Vec<Vec<T>>, less: &dyn Fn(&T, &T) -> bool) -> Vec<T> {
+fn sorted_merge<T>(runs: Vec<Vec<T>>, less: &dyn Fn(&T, &T) -> bool) -> Vec<T> {
     if runs.len() == 1 {
         return runs.into_iter().next().unwrap_or_default();
     }
@@ -283,10 +283,9 @@ impl MergeOrder {
     }
 }
 
-/// By row: its place in InfluxDB's sorted merge of the group's raw points, shard group
-/// after shard group (latest first for DESC), within each by time, ties as Go's heap
-/// leaves them.
-fn raw_ranks(
+/// By row (`rows` sorted by time, series order within a time): its place in
+/// InfluxDB's sorted merge of the group's raw points ([`merge_runs`]).
+pub(crate) fn raw_ranks(
     rows: &[Row],
     group_ns: i64,
     desc: bool,
@@ -309,7 +308,6 @@ fn raw_ranks(
     };
     let mut idx: Vec<u32> = (0..n).collect();
     idx.sort_by_cached_key(|&i| key(i));
-    // Groups as runs of (time, row), times inline for the heap's comparisons.
     let mut groups: Vec<Vec<Vec<(i64, u32)>>> = Vec::new();
     let mut last: Option<(i64, usize)> = None;
     for &i in &idx {
@@ -326,6 +324,24 @@ fn raw_ranks(
             .expect("pushed")
             .push((rows[i as usize].0, i));
     }
+    let mut ranks = vec![u32::MAX; rows.len()];
+    for (pos, i) in merge_runs(rows, groups, desc, tie).into_iter().enumerate() {
+        ranks[i as usize] = pos as u32;
+    }
+    ranks
+}
+
+/// The rows, by index, in InfluxDB's sorted merge: `groups` are the shard groups
+/// ascending, each the runs of its series in series order, each run `(time, row)`
+/// ascending in time. Group after group (latest first for DESC, series and runs
+/// reversed as its tag sets are), each merged by time, then — at one time — by `tie`,
+/// as Go's heap leaves equal points.
+pub(crate) fn merge_runs(
+    rows: &[Row],
+    mut groups: Vec<Vec<Vec<(i64, u32)>>>,
+    desc: bool,
+    tie: &dyn Fn(&Row, &Row) -> Ordering,
+) -> Vec<u32> {
     let less = |x: &(i64, u32), y: &(i64, u32)| {
         if x.0 != y.0 {
             return if desc { x.0 > y.0 } else { x.0 < y.0 };
@@ -339,8 +355,7 @@ fn raw_ranks(
     if desc {
         groups.reverse();
     }
-    let mut ranks = vec![u32::MAX; rows.len()];
-    let mut pos = 0u32;
+    let mut order = Vec::with_capacity(rows.len());
     for mut runs in groups {
         if desc {
             runs.reverse();
@@ -348,12 +363,9 @@ fn raw_ranks(
                 r.reverse();
             }
         }
-        for (_, i) in sorted_merge(runs, &less) {
-            ranks[i as usize] = pos;
-            pos += 1;
-        }
+        order.extend(sorted_merge(runs, &less).into_iter().map(|(_, i)| i));
     }
-    ranks
+    order
 }
 
 #[cfg(test)]

@@ -236,74 +236,42 @@ pub(super) fn raw_rows(
 
 /// Orders one group's rows (per-series runs in series order, each sorted by time) as
 /// InfluxDB 1.x's iterators emit them, so rows of several series at one timestamp come
-/// in its order, not ours. Its engine reads each shard (one per shard group on a
-/// single node) with a sorted merge over the group's series iterators, in series-key
-/// order (reversed for ORDER BY time DESC), then merges the shards, whose times do not
-/// overlap. The sorted merge is Go's `container/heap` over the iterators' next points,
-/// less by time, then — at one time — by the leading string values of the statement's
-/// variables sorted by name (`tie`, InfluxDB's comparison of its Aux values: the first
-/// pair that is not two equal strings decides, and only if both are strings); which of
-/// equal points comes out first is the heap's
-/// doing, reproduced here step by step (Init, Pop, Push as Go writes them).
+/// in its order, not ours: the sorted merge of each shard group's series, Go's heap
+/// replayed (`merge_order::merge_runs`, which aggregates over raw points share), ties
+/// broken by `tie` (InfluxDB's comparison of its Aux values: the first pair that is
+/// not two equal strings decides, and only if both are strings).
 ///
 /// Returns the rows ascending in time (a DESC statement reverses them later), so for
-/// DESC the heap's descending order is produced, then reversed.
+/// DESC the merge's descending order is produced, then reversed.
 pub(super) fn influx_merge_order(
     rows: Vec<GroupRow>,
     shard_group_ns: i64,
     desc: bool,
     tie: &dyn Fn(&GroupRow, &GroupRow) -> std::cmp::Ordering,
 ) -> Vec<GroupRow> {
-    // Per shard group, the runs of each series in series order.
-    let mut by_group: BTreeMap<i64, Vec<Vec<GroupRow>>> = BTreeMap::new();
+    // Per shard group, the runs of each series in series order, as (time, row).
+    let mut by_group: BTreeMap<i64, Vec<Vec<(i64, u32)>>> = BTreeMap::new();
     let mut last: Option<(i64, usize)> = None;
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
         let group = crate::base::time::go_truncate(row.0, shard_group_ns);
         let runs = by_group.entry(group).or_default();
         if last != Some((group, row.1)) || runs.is_empty() {
             runs.push(Vec::new());
         }
         last = Some((group, row.1));
-        runs.last_mut().expect("pushed").push(row);
+        runs.last_mut().expect("pushed").push((row.0, i as u32));
     }
-    let mut out = Vec::new();
-    let groups: Vec<Vec<Vec<GroupRow>>> = if desc {
-        by_group.into_values().rev().collect()
-    } else {
-        by_group.into_values().collect()
-    };
-    for mut runs in groups {
-        if desc {
-            runs.reverse();
-            for r in &mut runs {
-                r.reverse();
-            }
-        }
-        out.extend(heap_merge(runs, desc, tie));
-    }
+    let groups = by_group.into_values().collect();
+    let order = crate::query::merge_order::merge_runs(&rows, groups, desc, tie);
+    let mut slots: Vec<Option<GroupRow>> = rows.into_iter().map(Some).collect();
+    let mut out: Vec<GroupRow> = order
+        .into_iter()
+        .filter_map(|i| slots[i as usize].take())
+        .collect();
     if desc {
         out.reverse();
     }
     out
-}
-
-/// Go's `container/heap` sorted merge of `runs` (InfluxDB's sortedMergeIterator): by
-/// time, then by `tie`.
-fn heap_merge(
-    runs: Vec<Vec<GroupRow>>,
-    desc: bool,
-    tie: &dyn Fn(&GroupRow, &GroupRow) -> std::cmp::Ordering,
-) -> Vec<GroupRow> {
-    crate::query::merge_order::sorted_merge(runs, &|x: &GroupRow, y: &GroupRow| {
-        if x.0 != y.0 {
-            return if desc { x.0 > y.0 } else { x.0 < y.0 };
-        }
-        match tie(x, y) {
-            std::cmp::Ordering::Less => !desc,
-            std::cmp::Ordering::Greater => desc,
-            std::cmp::Ordering::Equal => false,
-        }
-    })
 }
 
 #[cfg(test)]
